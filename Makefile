@@ -1,0 +1,32 @@
+# Two commands set everything up on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test prodigy clean
+
+$(STAMP): requirements.txt setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+# The server on :5000 and one `example` executor on :9000, both on loopback; Ctrl-C stops both.
+run: $(STAMP)
+	@trap 'kill -TERM $$client 2>/dev/null; wait $$client' EXIT INT TERM; \
+	$(PY) run_client.py --service example --config conf/client.ini & client=$$!; \
+	$(PY) run_server.py --config conf/server.ini
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+# The original's real workload: PRODIGY in a venv of its own (needs gcc for freesasa).
+PRODIGY_VENV := $(VENV)-prodigy
+prodigy: $(PRODIGY_VENV)/bin/prodigy
+$(PRODIGY_VENV)/bin/prodigy:
+	$(PYTHON) -m venv $(PRODIGY_VENV)
+	$(PRODIGY_VENV)/bin/pip install --quiet prodigy-prot==2.4.0
+
+clean:
+	rm -rf var .pytest_cache

@@ -1,0 +1,55 @@
+"""What every server actor shares: the Configure/Peers hand-shake, Ping, and logging of strays.
+
+Actors do no work in `__init__` (Thespian's rule): they start acting on `Configure`, and learn their
+peers' addresses from `Peers`, which the supervisor sends again whenever one of them is re-created.
+"""
+from __future__ import annotations
+
+import logging
+
+from thespian.actors import ActorTypeDispatcher
+
+from actors.messages import Configure, Peers, Ping, Pong
+from storage import database
+from storage.models import db
+
+
+class ServerActor(ActorTypeDispatcher):
+    """Base of the server's actors; subclasses override `configured` and `peers_changed`."""
+
+    role = "actor"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.config = None
+        self.peers: Peers | None = None
+        self.stopping = False
+        self.log = logging.getLogger(f"orchestrator.{self.role}")
+
+    def receiveMsg_Configure(self, msg: Configure, sender) -> None:
+        self.config = msg.config
+        database.bind(db, msg.config.database_url, create_tables=False)
+        self.configured(msg)
+
+    def receiveMsg_Peers(self, msg: Peers, sender) -> None:
+        self.peers = msg
+        self.peers_changed()
+
+    def receiveMsg_Ping(self, msg: Ping, sender) -> None:
+        self.send(sender, Pong(self.role))
+
+    def receiveMsg_ActorExitRequest(self, msg, sender) -> None:
+        self.stopping = True  # Thespian stops the actor after this returns
+
+    def receiveMsg_PoisonMessage(self, msg, sender) -> None:
+        self.log.error("%s: a %s message crashed its receiver twice: %s", self.role,
+                       type(msg.poisonMessage).__name__, msg.details)
+
+    def receiveUnrecognizedMessage(self, msg, sender) -> None:
+        self.log.warning("%s ignored an unexpected %s message", self.role, type(msg).__name__)
+
+    def configured(self, msg: Configure) -> None:
+        """Called once the settings arrived."""
+
+    def peers_changed(self) -> None:
+        """Called whenever the peers' addresses arrived or changed."""

@@ -1,0 +1,53 @@
+"""JanitorActor: deletes the data of ended jobs once their retention period has passed.
+
+Accepts: WakeupMessage (its own timer). Sends nothing to other actors. A swept job becomes Cleaned:
+its folder and result zip are removed here, and its copy on the executor is deleted (best effort;
+the executor's own retention removes what this misses). Its row stays, so its history still answers.
+"""
+from __future__ import annotations
+
+import shutil
+from datetime import datetime, timedelta
+
+from thespian.actors import WakeupMessage
+
+from actors.base import ServerActor
+from actors.executor_link import ExecutorLink, ExecutorUnreachable
+from actors.messages import Configure
+from actors.scheduling import expiry_cutoffs, sweep_interval
+from storage import jobs
+
+BATCH = 500
+
+
+class JanitorActor(ServerActor):
+    role = "janitor"
+
+    def configured(self, msg: Configure) -> None:
+        self.link = ExecutorLink()
+        retentions = [self.config.retention_seconds(s.name) for s in self.config.services]
+        self.interval = sweep_interval([self.config.retention_hours * 3600.0, *retentions])
+        self.wakeupAfter(self.interval)
+
+    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender) -> None:
+        try:
+            while self.sweep(jobs.utcnow()) == BATCH:
+                pass
+        finally:
+            self.wakeupAfter(self.interval)
+
+    def sweep(self, now: datetime) -> int:
+        """Clean every job past its retention (at most BATCH); returns how many were cleaned."""
+        cutoffs = expiry_cutoffs([s.name for s in self.config.services], self.config.retention_seconds, now)
+        default = now - timedelta(hours=self.config.retention_hours)
+        expired = jobs.expired(cutoffs, default, BATCH)
+        for job in expired:
+            jobs.mark_cleaned(job.id, now)
+            shutil.rmtree(job.dir, ignore_errors=True)
+            jobs.remove_result(self.config.data_dir, job.id)
+            if job.executor and job.remote_id:
+                try:
+                    self.link.delete(job.executor, job.remote_id)
+                except ExecutorUnreachable:
+                    pass
+        return len(expired)

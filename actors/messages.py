@@ -1,0 +1,138 @@
+"""Every message the actors exchange: frozen dataclasses of plain data.
+
+Messages are doorbells: they carry ids, names and small numbers, never file contents or Pony
+entities. The database is the truth; a lost message is recovered by the periodic sweeps.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from conf.settings import ClientConfig, ServerConfig
+
+
+# --- set-up ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Configure:
+    """Supervisor → each server actor: its settings; `service` is set for a dispatcher only."""
+
+    config: ServerConfig
+    service: str = ""
+
+
+@dataclass(frozen=True)
+class Peers:
+    """Supervisor → each server actor: the current addresses of the others (re-sent after a restart)."""
+
+    queue: Any
+    quota: Any
+    retriever: Any
+    janitor: Any
+    #: (service name, dispatcher address) pairs.
+    dispatchers: tuple[tuple[str, Any], ...]
+
+    def dispatcher(self, service: str):
+        return dict(self.dispatchers).get(service)
+
+
+@dataclass(frozen=True)
+class Ping:
+    """Anyone → an actor: answer `Pong` if alive (used by /health)."""
+
+
+@dataclass(frozen=True)
+class Pong:
+    """Reply to `Ping`."""
+
+    who: str
+
+
+# --- the job path on the server ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class JobQueued:
+    """Web (through the supervisor) or retriever → queue: this job is Queued in the database."""
+
+    job_id: int
+    service: str
+    user_id: int
+
+
+@dataclass(frozen=True)
+class AdmissionRequest:
+    """Queue → quota: the next queued jobs of each waiting user of `service`."""
+
+    service: str
+    #: (user_id, (job_id, ...)) in the order each user queued them; at most runs_per_user per user.
+    candidates: tuple[tuple[int, tuple[int, ...]], ...]
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """Quota → queue: these jobs are now Dispatching; take them out of the queue."""
+
+    service: str
+    job_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """Quota → dispatcher of `service`: send these Dispatching jobs to executors."""
+
+    service: str
+    job_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class SlotsFreed:
+    """Quota → queue: `service` has room again; ask for admission."""
+
+    service: str
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """Dispatcher → quota: the total slots of the service's reachable executors."""
+
+    service: str
+    slots: int
+
+
+@dataclass(frozen=True)
+class ExecutorEvent:
+    """Web (executor callback, through the supervisor) or the retriever's own sweep → retriever."""
+
+    job_id: int
+    attempt: int
+    #: "started", "finished" or "lost".
+    event: str
+    #: The executor's own id of the task (known before the dispatcher hears the submit answer).
+    task_id: str | None = None
+    exit_code: int | None = None
+    stderr_tail: str | None = None
+
+
+@dataclass(frozen=True)
+class JobEnded:
+    """Retriever or dispatcher → quota and dispatcher: this job no longer holds a slot."""
+
+    service: str
+    job_id: int
+    executor: str | None
+
+
+# --- the executor node --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ConfigureExecutor:
+    """run_client.py → ExecutorActor: its settings; it then recovers its task table."""
+
+    config: ClientConfig
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """Executor web → ExecutorActor: this task is stored and accepted; run it when a slot frees."""
+
+    task_id: int

@@ -1,0 +1,102 @@
+"""QueueActor: the queued jobs of every service, grouped by user, in the order they arrived.
+
+Accepts: JobQueued (a new or returned job), Admitted (the quota took these), SlotsFreed (ask again),
+WakeupMessage (the slow resync with the database). Sends: AdmissionRequest to the quota.
+
+The index is rebuilt from the database when the actor starts, so a re-created queue loses nothing;
+the periodic resync repairs a lost JobQueued message.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+
+from thespian.actors import WakeupMessage
+
+from actors.base import ServerActor
+from actors.messages import AdmissionRequest, Admitted, Configure, JobQueued, SlotsFreed
+from storage import jobs
+
+RESYNC_SECONDS = 10.0
+
+
+class ServiceQueue:
+    """The queued job ids of one service: per user, first-in first-out."""
+
+    def __init__(self):
+        self.by_user: OrderedDict[int, deque[int]] = OrderedDict()
+        self.owner: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.owner)
+
+    def add(self, user_id: int, job_id: int) -> bool:
+        if job_id in self.owner:
+            return False
+        self.by_user.setdefault(user_id, deque()).append(job_id)
+        self.owner[job_id] = user_id
+        return True
+
+    def remove(self, job_id: int) -> None:
+        user_id = self.owner.pop(job_id, None)
+        if user_id is None:
+            return
+        waiting = self.by_user[user_id]
+        if waiting and waiting[0] == job_id:
+            waiting.popleft()
+        else:
+            waiting.remove(job_id)
+        if not waiting:
+            del self.by_user[user_id]
+
+    def heads(self, per_user: int) -> tuple[tuple[int, tuple[int, ...]], ...]:
+        return tuple((user, tuple(waiting[i] for i in range(min(per_user, len(waiting)))))
+                     for user, waiting in self.by_user.items())
+
+
+class QueueActor(ServerActor):
+    role = "queue"
+
+    def configured(self, msg: Configure) -> None:
+        self.queues = {svc.name: ServiceQueue() for svc in self.config.services}
+        self.resync()
+        self.wakeupAfter(RESYNC_SECONDS)
+
+    def peers_changed(self) -> None:
+        for service in self.queues:
+            self.request_admission(service)
+
+    def resync(self) -> None:
+        """Reload a service's queue from the database when its size disagrees."""
+        for service, queue in self.queues.items():
+            if jobs.count_queued(service) == len(queue):
+                continue
+            fresh = ServiceQueue()
+            for user_id, job_id in jobs.queued_jobs(service):
+                fresh.add(user_id, job_id)
+            self.queues[service] = fresh
+            if self.peers:
+                self.request_admission(service)
+
+    def request_admission(self, service: str) -> None:
+        queue = self.queues.get(service)
+        if not queue or self.peers is None:
+            return
+        per_user = self.config.service(service).runs_per_user
+        self.send(self.peers.quota, AdmissionRequest(service, queue.heads(per_user)))
+
+    def receiveMsg_JobQueued(self, msg: JobQueued, sender) -> None:
+        queue = self.queues.get(msg.service)
+        if queue is not None and queue.add(msg.user_id, msg.job_id):
+            self.request_admission(msg.service)
+
+    def receiveMsg_Admitted(self, msg: Admitted, sender) -> None:
+        queue = self.queues.get(msg.service)
+        for job_id in msg.job_ids:
+            queue.remove(job_id)
+
+    def receiveMsg_SlotsFreed(self, msg: SlotsFreed, sender) -> None:
+        self.request_admission(msg.service)
+
+    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender) -> None:
+        self.resync()
+        self.wakeupAfter(RESYNC_SECONDS)

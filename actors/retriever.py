@@ -1,0 +1,109 @@
+"""RetrieverActor: turns executors' reports into job outcomes, fetching the results of a success.
+
+Accepts: ExecutorEvent (an executor's callback, handed on by the web layer), WakeupMessage (the slow
+sweep that asks executors about jobs no report arrived for). Sends: JobEnded to the quota and to the
+service's dispatcher; JobQueued to the queue when a job comes back after its executor lost it.
+
+A report carries the attempt token; one from an earlier attempt never changes the job. Results
+are fetched into a temporary file and renamed, so a 200 never serves a partial zip.
+"""
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+from thespian.actors import WakeupMessage
+
+from actors.base import ServerActor
+from actors.executor_link import ExecutorLink, ExecutorUnreachable
+from actors.messages import Configure, ExecutorEvent, JobEnded, JobQueued
+from storage import jobs
+from storage.states import ACTIVE, JobState
+
+SWEEP_SECONDS = 5.0
+#: A job is asked about when nothing happened to it for this long.
+QUIET_SECONDS = 5.0
+MAX_ATTEMPTS = 3
+
+
+class RetrieverActor(ServerActor):
+    role = "retriever"
+
+    def configured(self, msg: Configure) -> None:
+        self.link = ExecutorLink()
+        os.makedirs(os.path.dirname(jobs.result_file(self.config.data_dir, 0)), exist_ok=True)
+        self.wakeupAfter(0.1)
+
+    def receiveMsg_ExecutorEvent(self, msg: ExecutorEvent, sender) -> None:
+        job = jobs.get_ref(msg.job_id)
+        if job is None or job.attempts != msg.attempt or job.state not in ACTIVE:
+            return  # a late report of an older attempt, or of a job that already ended
+        if msg.event == "started":
+            jobs.mark_running(job.id, msg.attempt, msg.task_id, jobs.utcnow())
+        elif msg.event == "finished":
+            self.finished(job, msg)
+        elif msg.event == "lost":
+            self.lost(job, "its executor lost it")
+
+    def finished(self, job: jobs.JobRef, msg: ExecutorEvent) -> None:
+        remote_id = msg.task_id or job.remote_id
+        if msg.exit_code != 0:
+            reason = (f"run.sh exited with code {msg.exit_code}" if msg.exit_code is not None
+                      else "run.sh could not be run")
+            self.end(job, msg.attempt, JobState.FAILED, exit_code=msg.exit_code, reason=reason,
+                     stderr_tail=msg.stderr_tail)
+            return
+        destination = jobs.result_file(self.config.data_dir, job.id)
+        try:
+            self.link.fetch(job.executor, remote_id, destination)
+        except ExecutorUnreachable as exc:
+            # NOTE: the job stays active; the sweep asks the executor again.
+            self.log.warning("could not fetch the results of job %d: %s", job.id, exc)
+            return
+        self.end(job, msg.attempt, JobState.COMPLETED, exit_code=0, stderr_tail=msg.stderr_tail,
+                 result_path=destination)
+
+    def lost(self, job: jobs.JobRef, why: str) -> None:
+        if job.attempts >= MAX_ATTEMPTS:
+            self.end(job, job.attempts, JobState.FAILED, reason=f"{why} {job.attempts} times")
+            return
+        returned = jobs.return_to_queue(job.id, why, jobs.utcnow())
+        if returned is not None:
+            self.slot_freed(job)
+            self.send(self.peers.queue, JobQueued(job.id, job.service, job.user_id))
+
+    def end(self, job: jobs.JobRef, attempt: int, state: JobState, **details) -> None:
+        ended = jobs.finish(job.id, attempt, state, jobs.utcnow(), **details)
+        if ended is not None and ended[1]:
+            self.slot_freed(job)
+
+    def slot_freed(self, job: jobs.JobRef) -> None:
+        ended = JobEnded(job.service, job.id, job.executor)
+        self.send(self.peers.quota, ended)
+        dispatcher = self.peers.dispatcher(job.service)
+        if dispatcher is not None:
+            self.send(dispatcher, ended)
+
+    # --- the slow sweep: recover reports that never arrived -----------------------------------
+
+    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender) -> None:
+        if self.peers is not None:
+            self.sweep()
+        self.wakeupAfter(SWEEP_SECONDS)
+
+    def sweep(self) -> None:
+        quiet_since = jobs.utcnow() - timedelta(seconds=QUIET_SECONDS)
+        for job in jobs.stale_active(quiet_since):
+            if not job.executor or not job.remote_id:
+                continue
+            try:
+                task = self.link.status(job.executor, job.remote_id)
+            except ExecutorUnreachable:
+                continue  # the executor may come back; its loss is handled by the heartbeat rules
+            if task is None or task.get("job_id") != job.id or task.get("attempt") != job.attempts:
+                self.lost(job, "its executor no longer knows it")
+            elif task["state"] == "finished":
+                self.finished(job, ExecutorEvent(job.id, job.attempts, "finished", job.remote_id,
+                                                 task.get("exit_code"), task.get("stderr_tail")))
+            elif task["state"] == "lost":
+                self.lost(job, "its executor lost it")

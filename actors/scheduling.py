@@ -1,0 +1,91 @@
+"""Pure scheduling decisions: who is admitted next, which executor gets a job, what has expired.
+
+Plain functions on plain data, with `now` passed in, so they are tested without actors or clocks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Iterable, Mapping, Sequence
+
+
+def admit(candidates: Sequence[tuple[int, Sequence[int]]], active_by_user: Mapping[int, int],
+          active_total: int, runs_per_user: int, limit: int,
+          last_turn: Mapping[int, int]) -> list[tuple[int, int]]:
+    """Choose which queued jobs may start now, round-robin across users.
+
+    Args:
+        candidates: per waiting user, their next job ids in the order they were queued.
+        active_by_user: jobs each user has active (dispatching, submitted or running).
+        active_total: jobs active in the service overall.
+        runs_per_user: at most this many active jobs per user.
+        limit: at most this many active jobs in the service (max_runs, capped by capacity).
+        last_turn: per user, when they were last admitted (higher is more recent; absent is never).
+
+    Returns:
+        (user_id, job_id) pairs in admission order. Users are served one job per round, the one
+        served longest ago first, so a user with many queued jobs never holds back one with few;
+        within a user, jobs go first-in first-out.
+    """
+    order = sorted(candidates, key=lambda item: (last_turn.get(item[0], -1), item[1][0] if item[1] else 0))
+    granted: list[tuple[int, int]] = []
+    taken = {user: 0 for user, _ in order}
+    room = limit - active_total
+    progress = True
+    while room > 0 and progress:
+        progress = False
+        for user, jobs in order:
+            if room <= 0:
+                break
+            if taken[user] < len(jobs) and active_by_user.get(user, 0) + taken[user] < runs_per_user:
+                granted.append((user, jobs[taken[user]]))
+                taken[user] += 1
+                room -= 1
+                progress = True
+    return granted
+
+
+@dataclass
+class ExecutorSlot:
+    """What a dispatcher knows of one executor."""
+
+    url: str
+    slots: int = 0
+    in_flight: int = 0
+    reachable: bool = False
+    #: Dispatch counter value of the last job sent here; spreads ties.
+    last_used: int = 0
+
+    @property
+    def free(self) -> int:
+        return self.slots - self.in_flight if self.reachable else 0
+
+
+def choose_executor(executors: Iterable[ExecutorSlot]) -> ExecutorSlot | None:
+    """The reachable executor with the most free slots; among equals, the one used longest ago."""
+    best = None
+    for candidate in executors:
+        if candidate.free <= 0:
+            continue
+        if best is None or (candidate.free, -candidate.last_used) > (best.free, -best.last_used):
+            best = candidate
+    return best
+
+
+def expiry_cutoffs(services: Iterable[str], retention_seconds, now: datetime) -> dict[str, datetime]:
+    """Per service, the finish time before which a job's results are due for deletion."""
+    return {name: now - timedelta(seconds=retention_seconds(name)) for name in services}
+
+
+def sweep_interval(retention_seconds: Iterable[float]) -> float:
+    """How often the janitor wakes: a tenth of the shortest retention, between 1 s and 60 s."""
+    shortest = min(retention_seconds, default=3600.0)
+    return max(1.0, min(60.0, shortest / 10.0))
+
+
+def is_expired(finished_at: datetime | None, cutoff: datetime) -> bool:
+    return finished_at is not None and finished_at < cutoff
+
+
+def retention_by_service(names: Iterable[str], per_service: Mapping[str, float], default: float) -> dict[str, float]:
+    return {name: per_service.get(name, default) for name in names}

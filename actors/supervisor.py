@@ -1,0 +1,97 @@
+"""SupervisorActor: starts the server's actors, re-creates any that exits, and routes outside mail.
+
+Accepts: Configure (from run_server.py: start everything, then answer Pong), JobQueued and
+ExecutorEvent (from the web layer; forwarded to the queue and the retriever, so the web layer needs
+one address that never changes), Ping, ChildActorExited (re-create that child, then tell everyone
+the new addresses), WakeupMessage (a delayed restart).
+
+A child that keeps dying is re-created at most RESTART_BURST times per RESTART_WINDOW seconds;
+after that it is re-created on a timer, so a crash loop cannot spin the machine.
+"""
+from __future__ import annotations
+
+import time
+
+from thespian.actors import ChildActorExited, WakeupMessage
+
+from actors.base import ServerActor
+from actors.messages import Configure, ExecutorEvent, JobQueued, Peers, Pong
+from storage import jobs
+
+ROLES = {
+    "queue": "actors.queue.QueueActor",
+    "quota": "actors.quota.QuotaActor",
+    "retriever": "actors.retriever.RetrieverActor",
+    "janitor": "actors.janitor.JanitorActor",
+}
+DISPATCHER = "actors.dispatcher.DispatcherActor"
+RESTART_BURST = 5
+RESTART_WINDOW = 30.0
+RESTART_DELAY = 2.0
+
+
+class SupervisorActor(ServerActor):
+    role = "supervisor"
+
+    def configured(self, msg: Configure) -> None:
+        known = [s.name for s in self.config.services]
+        failed = jobs.fail_unserved(known, jobs.utcnow())
+        if failed:
+            self.log.warning("failed %d waiting jobs of services no longer configured", failed)
+        self.children: dict[str, object] = {}
+        self.restarts: dict[str, list[float]] = {}
+        for role in self.all_roles():
+            self.start_child(role)
+        self.broadcast_peers()
+
+    def receiveMsg_Configure(self, msg: Configure, sender) -> None:
+        super().receiveMsg_Configure(msg, sender)
+        self.send(sender, Pong(self.role))  # run_server.py waits for this before serving
+
+    def all_roles(self) -> list[str]:
+        return [*ROLES, *(f"dispatcher:{s.name}" for s in self.config.services)]
+
+    def start_child(self, role: str) -> None:
+        service = role.partition(":")[2]
+        address = self.createActor(DISPATCHER if service else ROLES[role])
+        self.children[role] = address
+        self.send(address, Configure(self.config, service))
+
+    def broadcast_peers(self) -> None:
+        peers = Peers(
+            queue=self.children["queue"], quota=self.children["quota"], retriever=self.children["retriever"],
+            janitor=self.children["janitor"],
+            dispatchers=tuple((role.partition(":")[2], addr) for role, addr in self.children.items()
+                              if role.startswith("dispatcher:")),
+        )
+        for address in self.children.values():
+            self.send(address, peers)
+        self.peers = peers
+
+    def receiveMsg_ChildActorExited(self, msg: ChildActorExited, sender) -> None:
+        role = next((r for r, a in self.children.items() if a == msg.childAddress), None)
+        if role is None or self.config is None or self.stopping:
+            return
+        now = time.monotonic()
+        recent = [t for t in self.restarts.get(role, []) if now - t < RESTART_WINDOW]
+        self.restarts[role] = recent + [now]
+        if len(recent) >= RESTART_BURST:
+            self.log.error("%s keeps exiting; re-creating it in %.0f s", role, RESTART_DELAY)
+            self.wakeupAfter(RESTART_DELAY, payload=role)
+            return
+        self.log.warning("%s exited; re-creating it", role)
+        self.restart(role)
+
+    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender) -> None:
+        if msg.payload in self.children:
+            self.restart(msg.payload)
+
+    def restart(self, role: str) -> None:
+        self.start_child(role)
+        self.broadcast_peers()
+
+    def receiveMsg_JobQueued(self, msg: JobQueued, sender) -> None:
+        self.send(self.children["queue"], msg)
+
+    def receiveMsg_ExecutorEvent(self, msg: ExecutorEvent, sender) -> None:
+        self.send(self.children["retriever"], msg)

@@ -1,0 +1,1 @@
+"""Configuration samples (server.ini, client.ini) and their loader, `conf.settings`."""

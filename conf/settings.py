@@ -1,0 +1,305 @@
+"""Configuration: the defaults, the INI loader, the seed's environment overrides, validation.
+
+Owns `ServerConfig`, `ServiceConfig` and `ClientConfig` (frozen dataclasses of plain data, so they
+can travel inside actor messages) and the two loaders `load_server_config` and `load_client_config`.
+Every problem is reported as one `ConfigError` sentence that names the offending key.
+
+Relative paths in the files are taken from the directory the process is started in.
+"""
+from __future__ import annotations
+
+import configparser
+import math
+import os
+import re
+from dataclasses import dataclass, field, replace
+from typing import Mapping
+from urllib.parse import urlsplit
+
+SERVICE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+DEFAULT_RUNS_PER_USER = 5
+DEFAULT_RETENTION_HOURS = 48.0
+DEFAULT_MAX_UPLOAD_MB = 400
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid; the message names the key."""
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """One `[service.NAME]` section."""
+
+    name: str
+    clients: tuple[str, ...] = ()
+    runs_per_user: int = DEFAULT_RUNS_PER_USER
+    #: None means "the total slots of the service's reachable executors".
+    max_runs: int | None = None
+    #: None means "use [server] retention_hours".
+    retention_hours: float | None = None
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The whole server configuration: `[server]` plus every `[service.NAME]`."""
+
+    host: str = "127.0.0.1"
+    port: int = 5000
+    data_dir: str = "var/server"
+    database: str = ""  # "" means data_dir/orchestrator.sqlite
+    retention_hours: float = DEFAULT_RETENTION_HOURS
+    #: 0 means: pick a free port at start and remember it in data_dir.
+    actor_admin_port: int = 0
+    #: Base URL executors use to report back; "" derives it from host and port.
+    callback_url: str = ""
+    max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB
+    threads: int = 8
+    services: tuple[ServiceConfig, ...] = field(default_factory=tuple)
+
+    @property
+    def database_url(self) -> str:
+        return self.database or os.path.join(self.data_dir, "orchestrator.sqlite")
+
+    @property
+    def own_url(self) -> str:
+        if self.callback_url:
+            return self.callback_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    def service(self, name: str) -> ServiceConfig | None:
+        for svc in self.services:
+            if svc.name == name:
+                return svc
+        return None
+
+    def retention_seconds(self, service: str) -> float:
+        svc = self.service(service)
+        hours = svc.retention_hours if svc and svc.retention_hours is not None else self.retention_hours
+        return hours * 3600.0
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """The `[client]` section of an executor node."""
+
+    service: str = "example"
+    host: str = "127.0.0.1"
+    port: int = 9000
+    #: May hold {service} and {port}, so several executors can share one file.
+    data_dir: str = "var/executor-{service}-{port}"
+    slots: int = 4
+    server_url: str = ""
+    actor_admin_port: int = 0
+    retention_hours: float = DEFAULT_RETENTION_HOURS
+    max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB
+    threads: int = 8
+
+    @property
+    def data_path(self) -> str:
+        return self.data_dir.format(service=self.service, port=self.port)
+
+    @property
+    def database_url(self) -> str:
+        return os.path.join(self.data_path, "executor.sqlite")
+
+
+# --- value parsers: each names the key in its error ------------------------------------------
+
+def _int(key: str, raw: str, minimum: int, maximum: int = 2**31) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{key} must be a whole number, got {raw!r}.") from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{key} must be between {minimum} and {maximum}, got {value}.")
+    return value
+
+
+def _hours(key: str, raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{key} must be a number of hours, got {raw!r}.") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{key} must be a positive number of hours, got {raw!r}.")
+    return value
+
+
+def _url(key: str, raw: str) -> str:
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{key} must be an http(s)://host:port URL, got {raw!r}.")
+    try:
+        parts.port
+    except ValueError:
+        raise ConfigError(f"{key} has an invalid port in {raw!r}.") from None
+    return raw.strip().rstrip("/")
+
+
+def _base_url(key: str, raw: str) -> str:
+    """The seed's SERVICE_X_UPLOAD_URL names an executor by its scheme://host:port only."""
+    _url(key, raw)
+    parts = urlsplit(raw.strip())
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _read(path: str | None) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=("#", ";"))
+    if path:
+        if not os.path.isfile(path):
+            raise ConfigError(f"configuration file {path} does not exist.")
+        try:
+            parser.read(path, encoding="utf-8")
+        except configparser.Error as exc:
+            raise ConfigError(f"configuration file {path} cannot be parsed: {exc}.") from None
+    return parser
+
+
+def _unknown_keys(section: str, present: Mapping[str, str], known: set[str]) -> None:
+    extra = sorted(set(present) - known)
+    if extra:
+        raise ConfigError(
+            f"[{section}] has unknown key {extra[0]!r}; accepted keys are {', '.join(sorted(known))}."
+        )
+
+
+# --- server ------------------------------------------------------------------------------------
+
+_SERVER_KEYS = {"host", "port", "data_dir", "database", "retention_hours", "actor_admin_port",
+                "callback_url", "max_upload_mb", "threads"}
+_SERVICE_KEYS = {"clients", "runs_per_user", "max_runs", "retention_hours"}
+_ENV_SERVICE = re.compile(r"^SERVICE_(.+)_(RUNS_PER_USER|MAX_RUNS|UPLOAD_URL|DOWNLOAD_URL)$")
+
+
+def _service_from(name: str, section: Mapping[str, str]) -> ServiceConfig:
+    where = f"[service.{name}]"
+    _unknown_keys(f"service.{name}", section, _SERVICE_KEYS)
+    clients = tuple(
+        _url(f"{where} clients", item) for item in section.get("clients", "").split(",") if item.strip()
+    )
+    max_runs = section.get("max_runs", "").strip()
+    retention = section.get("retention_hours", "").strip()
+    return ServiceConfig(
+        name=name,
+        clients=clients,
+        runs_per_user=_int(f"{where} runs_per_user", section.get("runs_per_user", str(DEFAULT_RUNS_PER_USER)), 1),
+        max_runs=_int(f"{where} max_runs", max_runs, 1) if max_runs else None,
+        retention_hours=_hours(f"{where} retention_hours", retention) if retention else None,
+    )
+
+
+def _apply_service_env(services: dict[str, ServiceConfig], environ: Mapping[str, str]) -> None:
+    for key in sorted(environ):
+        match = _ENV_SERVICE.match(key)
+        if not match:
+            continue
+        name, setting = match.group(1).lower(), match.group(2)
+        if not SERVICE_NAME.match(name):
+            raise ConfigError(f"{key} names service {name!r}, which is not a valid service name.")
+        svc = services.get(name, ServiceConfig(name=name))
+        raw = environ[key]
+        if setting == "RUNS_PER_USER":
+            svc = replace(svc, runs_per_user=_int(key, raw, 1))
+        elif setting == "MAX_RUNS":
+            svc = replace(svc, max_runs=_int(key, raw, 1))
+        elif setting == "UPLOAD_URL":
+            url = _base_url(key, raw)
+            if url not in svc.clients:
+                svc = replace(svc, clients=svc.clients + (url,))
+        # DOWNLOAD_URL names the same executor as UPLOAD_URL; accepted and not needed.
+        services[name] = svc
+
+
+def load_server_config(path: str | None, environ: Mapping[str, str] = os.environ,
+                       port: int | None = None) -> ServerConfig:
+    """Read `path` (INI), apply the seed's environment overrides, then validate.
+
+    Raises:
+        ConfigError: one sentence naming the key that is wrong.
+    """
+    parser = _read(path)
+    section = dict(parser["server"]) if parser.has_section("server") else {}
+    _unknown_keys("server", section, _SERVER_KEYS)
+    defaults = ServerConfig()
+    services: dict[str, ServiceConfig] = {}
+    for name in parser.sections():
+        if name == "server":
+            continue
+        if not name.startswith("service."):
+            raise ConfigError(f"section [{name}] is not known; use [server] or [service.NAME].")
+        svc_name = name[len("service."):]
+        if not SERVICE_NAME.match(svc_name):
+            raise ConfigError(
+                f"section [{name}] has an invalid service name; use lowercase letters, digits, '-' and '_'."
+            )
+        services[svc_name] = _service_from(svc_name, parser[name])
+    _apply_service_env(services, environ)
+
+    retention = section.get("retention_hours", str(defaults.retention_hours))
+    if environ.get("MAX_AGE"):
+        seconds = _int("MAX_AGE", environ["MAX_AGE"], 1, 2**40)
+        retention = str(seconds / 3600.0)
+    config = ServerConfig(
+        host=section.get("host", defaults.host).strip(),
+        port=_int("[server] port", section.get("port", str(defaults.port)), 1, 65535),
+        data_dir=environ.get("DATA_PATH") or section.get("data_dir", defaults.data_dir).strip(),
+        database=environ.get("DB_PATH") or section.get("database", "").strip(),
+        retention_hours=_hours("[server] retention_hours" if not environ.get("MAX_AGE") else "MAX_AGE", retention),
+        actor_admin_port=_int("[server] actor_admin_port", section.get("actor_admin_port", "0"), 0, 65535),
+        callback_url=_url("[server] callback_url", section["callback_url"]) if section.get("callback_url", "").strip() else "",
+        max_upload_mb=_int("[server] max_upload_mb", section.get("max_upload_mb", str(defaults.max_upload_mb)), 1, 1 << 20),
+        threads=_int("[server] threads", section.get("threads", str(defaults.threads)), 1, 256),
+        services=tuple(services[name] for name in sorted(services)),
+    )
+    if port is not None:
+        config = replace(config, port=_int("--port", str(port), 1, 65535))
+    if not config.services:
+        raise ConfigError("no service is configured; add a [service.NAME] section or SERVICE_<NAME>_UPLOAD_URL.")
+    if config.actor_admin_port and config.actor_admin_port == config.port:
+        raise ConfigError("[server] actor_admin_port must differ from [server] port.")
+    return config
+
+
+# --- client ------------------------------------------------------------------------------------
+
+_CLIENT_KEYS = {"service", "host", "port", "data_dir", "slots", "server_url", "actor_admin_port",
+                "retention_hours", "max_upload_mb", "threads"}
+
+
+def load_client_config(path: str | None, environ: Mapping[str, str] = os.environ, *,
+                       service: str | None = None, port: int | None = None) -> ClientConfig:
+    """Read the `[client]` section of `path`; `service` and `port` come from the command line.
+
+    Raises:
+        ConfigError: one sentence naming the key that is wrong.
+    """
+    parser = _read(path)
+    section = dict(parser["client"]) if parser.has_section("client") else {}
+    _unknown_keys("client", section, _CLIENT_KEYS)
+    defaults = ClientConfig()
+    name = (service or section.get("service", defaults.service)).strip().lower()
+    if not SERVICE_NAME.match(name):
+        raise ConfigError(f"--service {name!r} is not a valid service name; use lowercase letters, digits, '-' and '_'.")
+    server_url = section.get("server_url", "").strip()
+    config = ClientConfig(
+        service=name,
+        host=section.get("host", defaults.host).strip(),
+        port=_int("[client] port", section.get("port", str(defaults.port)), 1, 65535),
+        data_dir=environ.get("DATA_PATH") or section.get("data_dir", defaults.data_dir).strip(),
+        slots=_int("[client] slots", section.get("slots", str(defaults.slots)), 1, 4096),
+        server_url=_url("[client] server_url", server_url) if server_url else "",
+        actor_admin_port=_int("[client] actor_admin_port", section.get("actor_admin_port", "0"), 0, 65535),
+        retention_hours=_hours("[client] retention_hours", section.get("retention_hours", str(defaults.retention_hours))),
+        max_upload_mb=_int("[client] max_upload_mb", section.get("max_upload_mb", str(defaults.max_upload_mb)), 1, 1 << 20),
+        threads=_int("[client] threads", section.get("threads", str(defaults.threads)), 1, 256),
+    )
+    if port is not None:
+        config = replace(config, port=_int("--port", str(port), 1, 65535))
+    try:
+        config.data_path
+    except (KeyError, IndexError, ValueError):
+        raise ConfigError("[client] data_dir may only use the placeholders {service} and {port}.") from None
+    return config

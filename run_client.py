@@ -1,0 +1,46 @@
+#!/usr/bin/env python3
+"""Start an executor node: `python run_client.py --service NAME [--config conf/client.ini] [--port N]`."""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+
+from web.serving import install_signal_handlers, run_node, setup_logging
+
+
+def main(argv: list[str] | None = None) -> int:
+    install_signal_handlers()
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--service", help="the service this node runs jobs for, overriding [client] service")
+    parser.add_argument("--config", default="conf/client.ini", help="INI file (default: conf/client.ini)")
+    parser.add_argument("--port", type=int, help="HTTP port, overriding [client] port")
+    args = parser.parse_args(argv)
+    setup_logging()
+
+    from actors.messages import ConfigureExecutor
+    from conf.settings import ConfigError, load_client_config
+    from storage import database
+    from storage.executor_models import db
+    from web.executor_app import create_app
+
+    try:
+        config = load_client_config(args.config, os.environ, service=args.service, port=args.port)
+    except ConfigError as exc:
+        print(f"run_client.py: {exc}", file=sys.stderr)
+        return 2
+    os.makedirs(os.path.join(config.data_path, "tasks"), exist_ok=True)
+    shutil.rmtree(os.path.join(config.data_path, "incoming"), ignore_errors=True)
+    database.bind(db, config.database_url, create_tables=True)
+    return run_node(
+        state_dir=config.data_path, admin_port=config.actor_admin_port,
+        actor_class="actors.executor.ExecutorActor", configure_message=ConfigureExecutor(config),
+        make_app=lambda gateway: create_app(config, gateway),
+        host=config.host, port=config.port, threads=config.threads,
+        max_body=config.max_upload_mb * 1024 * 1024 + 1024 * 1024, name=f"orchestrator-executor[{config.service}]",
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

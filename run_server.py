@@ -1,0 +1,47 @@
+#!/usr/bin/env python3
+"""Start the orchestrator server: `python run_server.py [--config conf/server.ini] [--port N]`."""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+
+from web.serving import install_signal_handlers, run_node, setup_logging
+
+
+def main(argv: list[str] | None = None) -> int:
+    install_signal_handlers()
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", default="conf/server.ini", help="INI file (default: conf/server.ini)")
+    parser.add_argument("--port", type=int, help="HTTP port, overriding [server] port")
+    args = parser.parse_args(argv)
+    setup_logging()
+
+    from actors.messages import Configure
+    from conf.settings import ConfigError, load_server_config
+    from storage import database
+    from storage.models import db
+    from web.server_app import create_app
+
+    try:
+        config = load_server_config(args.config, os.environ, port=args.port)
+    except ConfigError as exc:
+        print(f"run_server.py: {exc}", file=sys.stderr)
+        return 2
+    for folder in ("jobs", "results"):
+        os.makedirs(os.path.join(config.data_dir, folder), exist_ok=True)
+    # NOTE: uploads interrupted by a crash leave half-written folders here; none has a job row.
+    shutil.rmtree(os.path.join(config.data_dir, "incoming"), ignore_errors=True)
+    database.bind(db, config.database_url, create_tables=True)
+    return run_node(
+        state_dir=config.data_dir, admin_port=config.actor_admin_port,
+        actor_class="actors.supervisor.SupervisorActor", configure_message=Configure(config),
+        make_app=lambda gateway: create_app(config, gateway),
+        host=config.host, port=config.port, threads=config.threads,
+        max_body=config.max_upload_mb * 1024 * 1024 + 1024 * 1024, name="orchestrator-server",
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,13 @@
+"""Packaging for the orchestrator: `pip install -e .` puts its packages on the path."""
+from setuptools import find_packages, setup
+
+setup(
+    name="orchestrator",
+    version="0.1.0",
+    description="Job orchestrator for scientific web portals: queue, fair quotas, executors, results.",
+    python_requires=">=3.11",
+    packages=find_packages(include=["actors", "actors.*", "web", "web.*", "storage", "storage.*", "conf", "conf.*"]),
+    py_modules=["run_server", "run_client"],
+    install_requires=[line.strip() for line in open("requirements.txt") if line.strip() and "pytest" not in line],
+    extras_require={"test": ["pytest"]},
+)

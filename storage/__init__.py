@@ -1,0 +1,1 @@
+"""Persistence: Pony entities, the job state machine, and the operations web and actors share."""

@@ -1,0 +1,54 @@
+"""The executor node's own Pony entities: one `Task` row per job the server handed it.
+
+Kept in the node's own SQLite file, so a restarted executor still knows every task it holds.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+
+from pony.orm import Database, LongStr, Optional, PrimaryKey, Required, composite_key
+
+db = Database()
+
+
+class TaskState(str, Enum):
+    ACCEPTED = "accepted"  #: stored, waiting for a free slot
+    RUNNING = "running"    #: bash run.sh is running
+    FINISHED = "finished"  #: run.sh ended; exit_code holds its status
+    LOST = "lost"          #: the node stopped while it ran; its outcome is unknown
+    CLEANED = "cleaned"    #: its folder was deleted
+
+
+class Task(db.Entity):
+    id = PrimaryKey(int, auto=True)
+    job_id = Required(int, size=64)
+    attempt = Required(int)
+    callback_url = Optional(str, 1024, nullable=True)
+    dir = Required(str, 1024)
+    state = Required(str, 16, default=TaskState.ACCEPTED.value, index=True)
+    created_at = Required(datetime, precision=6)
+    started_at = Optional(datetime, precision=6)
+    finished_at = Optional(datetime, precision=6)
+    exit_code = Optional(int)
+    #: Process group of the running `bash run.sh`, to stop it if the node restarts.
+    pid = Optional(int)
+    stderr_tail = Optional(LongStr, nullable=True)
+    #: False until the server acknowledged the final report.
+    reported = Required(bool, default=False)
+    composite_key(job_id, attempt)
+
+    def to_dict(self) -> dict:
+        def stamp(value):
+            return value.isoformat() + "Z" if value else None
+        return {
+            "id": str(self.id),
+            "job_id": self.job_id,
+            "attempt": self.attempt,
+            "state": self.state,
+            "created_at": stamp(self.created_at),
+            "started_at": stamp(self.started_at),
+            "finished_at": stamp(self.finished_at),
+            "exit_code": self.exit_code,
+            "stderr_tail": self.stderr_tail,
+        }

@@ -1,0 +1,280 @@
+"""Operations on server jobs, shared by the web layer and the actors.
+
+Each function opens its own short `db_session` (a short write transaction keeps SQLite writers from
+starving each other) and returns plain data, never a live entity. Every state change goes through
+`storage.states.advance`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Iterable
+
+from pony.orm import OptimisticCheckError, TransactionIntegrityError, commit, db_session, select
+
+from storage.clock import utcnow  # noqa: F401 — re-exported for the actors
+from storage.models import Job
+from storage.states import ACTIVE, TERMINAL, JobState, advance, can_advance
+
+_RETRIES = 5
+
+
+def result_file(data_dir: str, job_id: int) -> str:
+    """Where the server keeps a completed job's result zip."""
+    return os.path.join(data_dir, "results", f"{job_id}.zip")
+
+
+def remove_result(data_dir: str, job_id: int) -> None:
+    try:
+        os.remove(result_file(data_dir, job_id))
+    except FileNotFoundError:
+        pass
+
+
+def _retrying(fn):
+    """Run `fn` again when another process changed the same row meanwhile (optimistic check)."""
+    def wrapper(*args, **kwargs):
+        for attempt in range(_RETRIES):
+            try:
+                return fn(*args, **kwargs)
+            except (OptimisticCheckError, TransactionIntegrityError):
+                if attempt == _RETRIES - 1:
+                    raise
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """The fields actors need to act on a job."""
+
+    id: int
+    user_id: int
+    service: str
+    state: JobState
+    dir: str
+    attempts: int
+    executor: str | None
+    remote_id: str | None
+
+    @staticmethod
+    def of(job: Job) -> "JobRef":
+        return JobRef(job.id, job.user_id, job.service, JobState(job.state), job.dir, job.attempts,
+                      job.executor, job.remote_id)
+
+
+# --- web ---------------------------------------------------------------------------------------
+
+@db_session
+def create_job(user_id: int, service: str, folder: str, now: datetime) -> dict:
+    job = Job(user_id=user_id, service=service, dir=folder, created_at=now, updated_at=now)
+    commit()
+    return job.to_dict()
+
+
+@db_session
+def job_view(job_id: int) -> dict | None:
+    job = Job.get(id=job_id)
+    return job.to_dict() if job else None
+
+
+@db_session
+def download_info(job_id: int) -> tuple[JobState, str | None] | None:
+    job = Job.get(id=job_id)
+    return (JobState(job.state), job.result_path) if job else None
+
+
+@db_session
+def ping() -> None:
+    Job.select().exists()
+
+
+@_retrying
+@db_session
+def fail_unserved(services: list[str], now: datetime) -> int:
+    """Fail the waiting jobs of services that are no longer configured; returns how many."""
+    waiting = [JobState.QUEUED.value, JobState.DISPATCHING.value]
+    count = 0
+    for job in select(j for j in Job if j.state in waiting and j.service not in services):
+        advance(job, JobState.FAILED, now)
+        job.reason = f"service {job.service!r} is no longer configured on this server"
+        count += 1
+    return count
+
+
+# --- queue and quota ---------------------------------------------------------------------------
+
+@db_session
+def queued_jobs(service: str) -> list[tuple[int, int]]:
+    """(user_id, job_id) of the service's queued jobs, oldest first."""
+    return list(select((j.user_id, j.id) for j in Job
+                       if j.service == service and j.state == JobState.QUEUED.value).order_by(2))
+
+
+@db_session
+def count_queued(service: str) -> int:
+    return select(j for j in Job if j.service == service and j.state == JobState.QUEUED.value).count()
+
+
+@db_session
+def active_jobs() -> list[tuple[str, int, int]]:
+    """(service, user_id, job_id) of every job holding a slot."""
+    states = [s.value for s in ACTIVE]
+    return list(select((j.service, j.user_id, j.id) for j in Job if j.state in states))
+
+
+@_retrying
+@db_session
+def claim_for_dispatch(job_ids: Iterable[int], now: datetime) -> tuple[list[int], list[int]]:
+    """Move Queued jobs to Dispatching in one transaction.
+
+    Returns:
+        (claimed, gone): the ids moved, and the ids that were no longer Queued.
+    """
+    claimed, gone = [], []
+    for job_id in job_ids:
+        job = Job.get(id=job_id)
+        if job is not None and job.state == JobState.QUEUED.value:
+            advance(job, JobState.DISPATCHING, now)
+            claimed.append(job_id)
+        else:
+            gone.append(job_id)
+    return claimed, gone
+
+
+# --- dispatcher --------------------------------------------------------------------------------
+
+@db_session
+def dispatching_jobs(service: str) -> list[int]:
+    """Jobs admitted but not yet confirmed by an executor, oldest first (to send again)."""
+    return list(select(j.id for j in Job if j.service == service
+                       and j.state == JobState.DISPATCHING.value).order_by(1))
+
+
+@db_session
+def in_flight_by_executor(service: str) -> dict[str, int]:
+    states = [s.value for s in ACTIVE]
+    counts: dict[str, int] = {}
+    for executor in select(j.executor for j in Job if j.service == service and j.state in states
+                           and j.executor is not None).without_distinct():
+        counts[executor] = counts.get(executor, 0) + 1
+    return counts
+
+
+@_retrying
+@db_session
+def begin_attempt(job_id: int, executor: str, now: datetime) -> JobRef | None:
+    """Persist "attempt N goes to `executor`" before sending, so a late report of an older attempt
+    is recognised. Returns None when the job is no longer Dispatching."""
+    job = Job.get(id=job_id)
+    if job is None or job.state != JobState.DISPATCHING.value:
+        return None
+    job.attempts += 1
+    job.executor = executor
+    job.remote_id = None
+    job.updated_at = now
+    return JobRef.of(job)
+
+
+@_retrying
+@db_session
+def mark_submitted(job_id: int, attempt: int, remote_id: str, now: datetime) -> None:
+    """The executor accepted attempt `attempt`. Its report may already have moved the job on."""
+    job = Job.get(id=job_id)
+    if job is None or job.attempts != attempt:
+        return
+    job.remote_id = remote_id
+    if job.state == JobState.DISPATCHING.value:
+        advance(job, JobState.SUBMITTED, now)
+
+
+@_retrying
+@db_session
+def return_to_queue(job_id: int, reason: str, now: datetime) -> JobRef | None:
+    """Put an active job back in the queue (no executor took it, or its executor lost it)."""
+    job = Job.get(id=job_id)
+    if job is None or not can_advance(JobState(job.state), JobState.QUEUED):
+        return None
+    advance(job, JobState.QUEUED, now)
+    job.reason = reason
+    return JobRef.of(job)
+
+
+# --- retriever ---------------------------------------------------------------------------------
+
+@db_session
+def get_ref(job_id: int) -> JobRef | None:
+    job = Job.get(id=job_id)
+    return JobRef.of(job) if job else None
+
+
+@_retrying
+@db_session
+def mark_running(job_id: int, attempt: int, remote_id: str | None, now: datetime) -> bool:
+    job = Job.get(id=job_id)
+    if job is None or job.attempts != attempt or not can_advance(JobState(job.state), JobState.RUNNING):
+        return False
+    if remote_id and not job.remote_id:
+        job.remote_id = remote_id
+    advance(job, JobState.RUNNING, now)
+    return True
+
+
+@_retrying
+@db_session
+def finish(job_id: int, attempt: int | None, state: JobState, now: datetime, *, exit_code: int | None = None,
+           reason: str | None = None, stderr_tail: str | None = None,
+           result_path: str | None = None) -> tuple[JobRef, bool] | None:
+    """Give a job its outcome; None for a stale attempt or a job that already ended.
+
+    Returns:
+        (job, held_slot): held_slot tells whether the job was active, so a quota slot is now free.
+    """
+    assert state in TERMINAL
+    job = Job.get(id=job_id)
+    if job is None or (attempt is not None and job.attempts != attempt):
+        return None
+    if not can_advance(JobState(job.state), state):
+        return None
+    held_slot = JobState(job.state) in ACTIVE
+    advance(job, state, now)
+    job.exit_code = exit_code
+    job.reason = reason
+    job.stderr_tail = stderr_tail
+    job.result_path = result_path
+    return JobRef.of(job), held_slot
+
+
+@db_session
+def stale_active(older_than: datetime) -> list[JobRef]:
+    """Submitted or Running jobs that have not changed since `older_than` (to ask their executor)."""
+    states = [JobState.SUBMITTED.value, JobState.RUNNING.value]
+    return [JobRef.of(j) for j in select(j for j in Job if j.state in states and j.updated_at < older_than)]
+
+
+# --- janitor -----------------------------------------------------------------------------------
+
+@db_session
+def expired(cutoffs: dict[str, datetime], default_cutoff: datetime, limit: int) -> list[JobRef]:
+    """Ended jobs finished before their service's cutoff, oldest first, at most `limit`."""
+    outcomes = [s.value for s in TERMINAL]
+    latest = max([default_cutoff, *cutoffs.values()])
+    candidates = select(j for j in Job if j.state in outcomes and j.finished_at < latest).order_by(Job.finished_at)
+    found = []
+    for job in candidates:
+        if job.finished_at < cutoffs.get(job.service, default_cutoff):
+            found.append(JobRef.of(job))
+            if len(found) >= limit:
+                break
+    return found
+
+
+@_retrying
+@db_session
+def mark_cleaned(job_id: int, now: datetime) -> None:
+    job = Job.get(id=job_id)
+    if job is not None and can_advance(JobState(job.state), JobState.CLEANED):
+        advance(job, JobState.CLEANED, now)
+        job.result_path = None

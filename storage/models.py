@@ -1,0 +1,64 @@
+"""The server's Pony entities: one `Job` row per accepted upload.
+
+`db` is bound once per process by `storage.database.bind`; actor processes forked after the bind
+inherit it (Pony opens a fresh connection per process).
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+from pony.orm import Database, LongStr, Optional, PrimaryKey, Required, composite_index
+
+from storage.states import JobState
+
+db = Database()
+
+
+class Job(db.Entity):
+    id = PrimaryKey(int, auto=True)
+    user_id = Required(int, size=64)
+    service = Required(str, 64)
+    state = Required(str, 16, default=JobState.QUEUED.value, index=True)
+    #: Folder holding the uploaded files on the server.
+    dir = Required(str, 1024)
+    created_at = Required(datetime, precision=6)
+    updated_at = Required(datetime, precision=6)
+    dispatched_at = Optional(datetime, precision=6)
+    started_at = Optional(datetime, precision=6)
+    finished_at = Optional(datetime, precision=6)
+    cleaned_at = Optional(datetime, precision=6)
+    #: Terminal state reached (kept after cleaning, so history survives).
+    outcome = Optional(str, 16, nullable=True)
+    #: How many times it was sent to an executor; the current value is the attempt token.
+    attempts = Required(int, default=0)
+    executor = Optional(str, 1024, nullable=True)
+    remote_id = Optional(str, 64, nullable=True)
+    exit_code = Optional(int)
+    reason = Optional(str, 1024, nullable=True)
+    stderr_tail = Optional(LongStr, nullable=True)
+    #: Path of the stored result zip, once fetched.
+    result_path = Optional(str, 1024, nullable=True)
+    composite_index(service, state, id)
+    composite_index(state, finished_at)
+
+    def to_dict(self) -> dict:
+        """The public view of a job, as `GET /jobs/{id}` and `POST /upload` answer it."""
+        def stamp(value):
+            return value.isoformat() + "Z" if value else None
+        return {
+            "id": self.id,
+            "user_id": self.user_id,
+            "service": self.service,
+            "status": self.state,
+            "outcome": self.outcome,
+            "created_at": stamp(self.created_at),
+            "dispatched_at": stamp(self.dispatched_at),
+            "started_at": stamp(self.started_at),
+            "finished_at": stamp(self.finished_at),
+            "cleaned_at": stamp(self.cleaned_at),
+            "attempts": self.attempts,
+            "executor": self.executor,
+            "exit_code": self.exit_code,
+            "reason": self.reason,
+            "stderr_tail": self.stderr_tail,
+        }

@@ -1,0 +1,75 @@
+"""The server's job states, the table of allowed transitions, and the one function that moves a job.
+
+Every change of `Job.state` goes through `advance`, so an illegal move is an error at the line that
+tried it, and an outcome (Completed, Failed, Cancelled) can only ever be followed by Cleaned.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+
+
+class JobState(str, Enum):
+    QUEUED = "Queued"            #: stored, waiting for a quota slot
+    DISPATCHING = "Dispatching"  #: admitted by the quota, being sent to an executor
+    SUBMITTED = "Submitted"      #: an executor accepted it and holds it
+    RUNNING = "Running"          #: run.sh has started on the executor
+    COMPLETED = "Completed"      #: run.sh exited 0 and the results are stored here
+    FAILED = "Failed"            #: it cannot complete; `reason` says why
+    CANCELLED = "Cancelled"      #: stopped on request
+    CLEANED = "Cleaned"          #: an outcome whose data the retention period removed
+
+
+#: The outcomes: every accepted job ends in exactly one of these.
+TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
+#: Holding a quota slot: every one of these counts against runs_per_user and max_runs.
+ACTIVE = frozenset({JobState.DISPATCHING, JobState.SUBMITTED, JobState.RUNNING})
+
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.QUEUED: frozenset({JobState.DISPATCHING, JobState.FAILED, JobState.CANCELLED}),
+    # Back to QUEUED: no executor took it, or its executor was lost; it waits for a slot again.
+    JobState.DISPATCHING: frozenset({JobState.SUBMITTED, JobState.QUEUED, JobState.FAILED, JobState.CANCELLED}),
+    JobState.SUBMITTED: frozenset({JobState.RUNNING, JobState.COMPLETED, JobState.FAILED,
+                                   JobState.QUEUED, JobState.CANCELLED}),
+    JobState.RUNNING: frozenset({JobState.COMPLETED, JobState.FAILED, JobState.QUEUED, JobState.CANCELLED}),
+    JobState.COMPLETED: frozenset({JobState.CLEANED}),
+    JobState.FAILED: frozenset({JobState.CLEANED}),
+    JobState.CANCELLED: frozenset({JobState.CLEANED}),
+    JobState.CLEANED: frozenset(),
+}
+
+
+class InvalidTransition(Exception):
+    """A state change the transitions table does not allow."""
+
+    def __init__(self, job_id: int, from_state: JobState, to_state: JobState):
+        super().__init__(f"job {job_id}: {from_state.value} -> {to_state.value} is not allowed")
+        self.job_id = job_id
+        self.from_state = from_state
+        self.to_state = to_state
+
+
+def can_advance(current: JobState, new: JobState) -> bool:
+    return new in TRANSITIONS[current]
+
+
+def advance(job, new: JobState, now: datetime) -> None:
+    """Move `job` (a storage entity) to `new`, stamping the time fields that belong to it.
+
+    Raises:
+        InvalidTransition: the table does not allow the move.
+    """
+    current = JobState(job.state)
+    if not can_advance(current, new):
+        raise InvalidTransition(job.id, current, new)
+    job.state = new.value
+    job.updated_at = now
+    if new is JobState.DISPATCHING:
+        job.dispatched_at = now
+    elif new is JobState.RUNNING and job.started_at is None:
+        job.started_at = now
+    elif new in TERMINAL:
+        job.finished_at = now
+        job.outcome = new.value
+    elif new is JobState.CLEANED:
+        job.cleaned_at = now

@@ -1,0 +1,93 @@
+"""Operations on an executor node's task table, shared by its web layer and its ExecutorActor."""
+from __future__ import annotations
+
+import os
+from datetime import datetime
+
+from pony.orm import commit, db_session, select
+
+from storage.executor_models import Task, TaskState
+
+
+@db_session
+def find(task_id: int) -> dict | None:
+    task = Task.get(id=task_id)
+    return task.to_dict() | {"dir": task.dir, "callback_url": task.callback_url} if task else None
+
+
+@db_session
+def find_attempt(job_id: int, attempt: int) -> dict | None:
+    task = Task.get(job_id=job_id, attempt=attempt)
+    return task.to_dict() if task else None
+
+
+@db_session
+def create(job_id: int, attempt: int, callback_url: str | None, folder: str, now: datetime) -> dict:
+    task = Task(job_id=job_id, attempt=attempt, callback_url=callback_url or None, dir=folder, created_at=now)
+    commit()
+    return task.to_dict()
+
+
+@db_session
+def counts() -> dict[str, int]:
+    """How many tasks are in each state that uses or waits for a slot."""
+    result = {TaskState.ACCEPTED.value: 0, TaskState.RUNNING.value: 0}
+    for state in select(t.state for t in Task if t.state in list(result)).without_distinct():
+        result[state] += 1
+    return result
+
+
+@db_session
+def ids_in(state: TaskState) -> list[int]:
+    return list(select(t.id for t in Task if t.state == state.value).order_by(1))
+
+
+@db_session
+def mark_running(task_id: int, pid: int, now: datetime) -> None:
+    task = Task[task_id]
+    task.state, task.pid, task.started_at = TaskState.RUNNING.value, pid, now
+
+
+@db_session
+def mark_ended(task_id: int, state: TaskState, now: datetime, exit_code: int | None = None,
+               stderr_tail: str | None = None) -> None:
+    task = Task[task_id]
+    task.state, task.finished_at, task.exit_code, task.stderr_tail = state.value, now, exit_code, stderr_tail
+    task.pid = None
+
+
+@db_session
+def mark_reported(task_id: int) -> None:
+    Task[task_id].reported = True
+
+
+@db_session
+def unreported() -> list[int]:
+    ended = [TaskState.FINISHED.value, TaskState.LOST.value]
+    return list(select(t.id for t in Task if t.state in ended and not t.reported).order_by(1))
+
+
+@db_session
+def running_pids() -> list[tuple[int, int | None]]:
+    return list(select((t.id, t.pid) for t in Task if t.state == TaskState.RUNNING.value))
+
+
+@db_session
+def expired(cutoff: datetime, limit: int = 500) -> list[tuple[int, str]]:
+    ended = [TaskState.FINISHED.value, TaskState.LOST.value]
+    return list(select((t.id, t.dir) for t in Task if t.state in ended and t.finished_at < cutoff)[:limit])
+
+
+@db_session
+def mark_cleaned(task_id: int) -> bool:
+    """Clean an ended task; False if it is still waiting or running."""
+    task = Task.get(id=task_id)
+    if task is None or task.state in (TaskState.ACCEPTED.value, TaskState.RUNNING.value):
+        return False
+    task.state = TaskState.CLEANED.value
+    return True
+
+
+def zip_file(data_dir: str, task_id: int) -> str:
+    """Where the node caches the zip of an ended task's folder."""
+    return os.path.join(data_dir, "zips", f"{task_id}.zip")

@@ -1,0 +1,156 @@
+"""An executor node's HTTP API (Falcon): submit, retrieve, task status, delete, health.
+
+Only the server calls it. `POST /submit` stores the bundle and the task row, then tells the
+ExecutorActor; a repeated submit of the same (job_id, attempt) returns the task it already has.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+import zipfile
+
+import falcon
+
+from actors.messages import RunTask
+from conf.settings import ClientConfig
+from storage import tasks
+from storage.clock import utcnow
+from storage.executor_models import TaskState
+from web import uploads
+from web.common import Ping, new_app, parse_id, send_zip
+from web.gateway import ActorGateway
+
+WAITING = {TaskState.ACCEPTED.value, TaskState.RUNNING.value}
+
+
+class Submit:
+    def __init__(self, config: ClientConfig, gateway: ActorGateway):
+        self.config = config
+        self.gateway = gateway
+        self.incoming = os.path.join(config.data_path, "incoming")
+        self.tasks_dir = os.path.join(config.data_path, "tasks")
+
+    def on_post(self, req, resp):
+        staging, fields, names = uploads.receive(req, self.incoming, {"job_id", "attempt", "callback_url"},
+                                                 self.config.max_upload_mb * 1024 * 1024)
+        try:
+            job_id = uploads.positive_int(fields, "job_id")
+            attempt = uploads.positive_int(fields, "attempt", limit=2**31 - 1)
+            uploads.require_script(names)
+            existing = tasks.find_attempt(job_id, attempt)
+            if existing is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+                resp.media = existing
+                return
+            folder = os.path.join(self.tasks_dir, os.path.basename(staging))
+            os.rename(staging, folder)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        try:
+            task = tasks.create(job_id, attempt, fields.get("callback_url", "").strip().rstrip("/"), folder, utcnow())
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        self.gateway.tell(RunTask(int(task["id"])))
+        resp.media = task
+
+
+class Retrieve:
+    """`GET`/`HEAD /retrieve/{id}`: the task folder as a zip once run.sh has ended; 202 before."""
+
+    def __init__(self, config: ClientConfig):
+        self.config = config
+
+    def on_get(self, req, resp, task_id):
+        self.answer(resp, parse_id(task_id, "task id"), with_body=True)
+
+    def on_head(self, req, resp, task_id):
+        self.answer(resp, parse_id(task_id, "task id"), with_body=False)
+
+    def answer(self, resp, task_id: int, *, with_body: bool) -> None:
+        task = tasks.find(task_id)
+        if task is None:
+            raise falcon.HTTPNotFound(title="Unknown task", description=f"there is no task {task_id}.")
+        if task["state"] in WAITING:
+            resp.status = falcon.HTTP_202
+            return
+        if task["state"] == TaskState.FINISHED.value:
+            path = tasks.zip_file(self.config.data_path, task_id)
+            if not os.path.exists(path):
+                zip_folder(task["dir"], path)
+            if send_zip(resp, path, f"task-{task_id}.zip", with_body=with_body):
+                return
+        resp.status = falcon.HTTP_204
+
+
+def zip_folder(folder: str, destination: str) -> None:
+    """Zip `folder` into `destination` atomically (written aside, then renamed)."""
+    os.makedirs(os.path.dirname(destination), exist_ok=True)
+    partial = f"{destination}.{uuid.uuid4().hex[:8]}.part"
+    try:
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+            for root, _dirs, files in os.walk(folder):
+                for name in sorted(files):
+                    path = os.path.join(root, name)
+                    archive.write(path, os.path.relpath(path, folder))
+        os.replace(partial, destination)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+class TaskResource:
+    """`GET /jobs/{id}`: the task's record; `DELETE /jobs/{id}`: remove an ended task's data."""
+
+    def __init__(self, config: ClientConfig):
+        self.config = config
+
+    def on_get(self, req, resp, task_id):
+        task = tasks.find(parse_id(task_id, "task id"))
+        if task is None:
+            raise falcon.HTTPNotFound(title="Unknown task", description=f"there is no task {task_id}.")
+        resp.media = {k: v for k, v in task.items() if k not in ("dir", "callback_url")}
+
+    def on_delete(self, req, resp, task_id):
+        number = parse_id(task_id, "task id")
+        task = tasks.find(number)
+        if task is None:
+            raise falcon.HTTPNotFound(title="Unknown task", description=f"there is no task {task_id}.")
+        if not tasks.mark_cleaned(number):
+            raise falcon.HTTPConflict(title="Task still active",
+                                      description="the task is waiting or running; delete it once it ended.")
+        shutil.rmtree(task["dir"], ignore_errors=True)
+        try:
+            os.remove(tasks.zip_file(self.config.data_path, number))
+        except FileNotFoundError:
+            pass
+        resp.media = {"id": str(number), "state": TaskState.CLEANED.value}
+
+
+class Health:
+    """`GET /health`: the node's service and its slots, total and free."""
+
+    def __init__(self, config: ClientConfig, gateway: ActorGateway):
+        self.config = config
+        self.gateway = gateway
+
+    def on_get(self, req, resp):
+        counts = tasks.counts()
+        running = counts[TaskState.RUNNING.value]
+        healthy = self.gateway.alive()
+        resp.status = falcon.HTTP_200 if healthy else falcon.HTTP_503
+        resp.media = {"status": "ok" if healthy else "unavailable", "service": self.config.service,
+                      "slots": self.config.slots, "free": max(0, self.config.slots - running),
+                      "running": running, "waiting": counts[TaskState.ACCEPTED.value]}
+
+
+def create_app(config: ClientConfig, gateway: ActorGateway) -> falcon.App:
+    app = new_app()
+    app.add_route("/", Ping())
+    app.add_route("/health", Health(config, gateway))
+    app.add_route("/submit", Submit(config, gateway))
+    app.add_route("/retrieve/{task_id}", Retrieve(config))
+    app.add_route("/jobs/{task_id}", TaskResource(config))
+    return app

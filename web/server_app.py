@@ -1,0 +1,156 @@
+"""The server's HTTP API (Falcon): upload, download, job status, health, and executor callbacks.
+
+Resources are thin: they validate, call `storage.jobs`, and tell the actors through the gateway.
+Reads (download, status) never wait on an actor.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+
+import falcon
+
+from actors.messages import ExecutorEvent, JobQueued
+from conf.settings import ServerConfig
+from storage import jobs
+from storage.states import ACTIVE, JobState
+from web import uploads
+from web.common import Ping, new_app, parse_id, send_zip
+from web.gateway import ActorGateway
+
+WAITING = ACTIVE | {JobState.QUEUED}
+
+
+class Upload:
+    """`POST /upload`: store the files, write the Queued row, then wake the queue."""
+
+    def __init__(self, config: ServerConfig, gateway: ActorGateway):
+        self.config = config
+        self.gateway = gateway
+        self.incoming = os.path.join(config.data_dir, "incoming")
+        self.jobs_dir = os.path.join(config.data_dir, "jobs")
+
+    def on_post(self, req, resp):
+        staging, fields, names = uploads.receive(req, self.incoming, {"user_id", "service"},
+                                                 self.config.max_upload_mb * 1024 * 1024)
+        try:
+            user_id = uploads.positive_int(fields, "user_id")
+            service = self.service_of(fields)
+            uploads.require_script(names)
+            folder = os.path.join(self.jobs_dir, os.path.basename(staging))
+            os.rename(staging, folder)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        try:
+            job = jobs.create_job(user_id, service, folder, jobs.utcnow())
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        self.gateway.tell(JobQueued(job["id"], service, user_id))
+        resp.media = job
+
+    def service_of(self, fields: dict[str, str]) -> str:
+        known = ", ".join(s.name for s in self.config.services)
+        name = fields.get("service")
+        if name is None:
+            raise uploads.bad_request(f"service is missing; send one of: {known}.")
+        if self.config.service(name.strip()) is None:
+            raise uploads.bad_request(f"service {name[:64]!r} is not configured here; send one of: {known}.")
+        return name.strip()
+
+
+class Download:
+    """`GET`/`HEAD /download/{id}`: 200 zip when completed, 202 while waiting, 204 when it never will."""
+
+    def on_get(self, req, resp, job_id):
+        self.answer(resp, parse_id(job_id), with_body=True)
+
+    def on_head(self, req, resp, job_id):
+        self.answer(resp, parse_id(job_id), with_body=False)
+
+    def answer(self, resp, job_id: int, *, with_body: bool) -> None:
+        info = jobs.download_info(job_id)
+        if info is None:
+            raise falcon.HTTPNotFound(title="Unknown job", description=f"there is no job {job_id}.")
+        state, result_path = info
+        if state is JobState.COMPLETED and result_path and send_zip(resp, result_path, f"job-{job_id}.zip",
+                                                                       with_body=with_body):
+            return
+        if state in WAITING:
+            resp.status = falcon.HTTP_202
+            if with_body:
+                resp.media = {"id": job_id, "status": state.value}
+            return
+        resp.status = falcon.HTTP_204
+
+
+class JobStatus:
+    """`GET /jobs/{id}`: the job's state, times, attempts, executor, and for a failure why."""
+
+    def on_get(self, req, resp, job_id):
+        view = jobs.job_view(parse_id(job_id))
+        if view is None:
+            raise falcon.HTTPNotFound(title="Unknown job", description=f"there is no job {job_id}.")
+        resp.media = view
+
+
+class Health:
+    """`GET /health`: 200 when the database and the actor system answer, else 503."""
+
+    def __init__(self, gateway: ActorGateway):
+        self.gateway = gateway
+
+    def on_get(self, req, resp):
+        try:
+            jobs.ping()
+            database = "ok"
+        except Exception:  # noqa: BLE001 — any database failure is reported, not raised
+            database = "unavailable"
+        actors = "ok" if self.gateway.alive() else "unavailable"
+        healthy = database == "ok" and actors == "ok"
+        resp.status = falcon.HTTP_200 if healthy else falcon.HTTP_503
+        resp.media = {"status": "ok" if healthy else "unavailable", "database": database, "actors": actors}
+
+
+class ExecutorEvents:
+    """`POST /internal/events`: an executor reports that a job started, finished or was lost."""
+
+    EVENTS = {"started", "finished", "lost"}
+
+    def __init__(self, gateway: ActorGateway):
+        self.gateway = gateway
+
+    def on_post(self, req, resp):
+        body = req.get_media()
+        if not isinstance(body, dict):
+            raise falcon.HTTPBadRequest(title="Invalid event", description="send a JSON object.")
+        event = body.get("event")
+        job_id, attempt, exit_code = body.get("job_id"), body.get("attempt"), body.get("exit_code")
+        if event not in self.EVENTS or not _is_int(job_id) or not _is_int(attempt) \
+                or not (exit_code is None or _is_int(exit_code)):
+            raise falcon.HTTPBadRequest(
+                title="Invalid event",
+                description="send job_id and attempt as integers, event as started, finished or lost, "
+                            "and exit_code as an integer or null.")
+        task_id = body.get("task_id")
+        tail = body.get("stderr_tail")
+        self.gateway.tell(ExecutorEvent(job_id, attempt, event, str(task_id) if task_id is not None else None,
+                                        exit_code, tail if isinstance(tail, str) else None))
+        resp.status = falcon.HTTP_202
+        resp.media = {"accepted": True}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def create_app(config: ServerConfig, gateway: ActorGateway) -> falcon.App:
+    app = new_app()
+    app.add_route("/", Ping())
+    app.add_route("/health", Health(gateway))
+    app.add_route("/upload", Upload(config, gateway))
+    app.add_route("/download/{job_id}", Download())
+    app.add_route("/jobs/{job_id}", JobStatus())
+    app.add_route("/internal/events", ExecutorEvents(gateway))
+    return app

@@ -1,0 +1,98 @@
+"""Receiving a multipart job bundle: files streamed to a staging folder, text fields returned.
+
+Shared by the server's `POST /upload` and the executor's `POST /submit`. On any problem the staging
+folder is removed before the 4xx is raised, so a rejected request leaves nothing on disk.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+
+import falcon
+
+MAX_FILENAME_BYTES = 255
+MAX_FIELD_BYTES = 64 * 1024
+REQUIRED_SCRIPT = "run.sh"
+
+
+def bad_request(description: str) -> falcon.HTTPBadRequest:
+    return falcon.HTTPBadRequest(title="Invalid upload", description=description)
+
+
+def safe_name(raw: str) -> str:
+    """The base name of an uploaded file, or a 400 that says why it cannot be stored."""
+    if "\x00" in raw:
+        raise bad_request("a file name contains a NUL byte; send plain base names such as run.sh.")
+    name = os.path.basename(raw.replace("\\", "/")).strip()
+    if name in ("", ".", ".."):
+        raise bad_request(f"file name {raw!r} has no usable base name; send names such as run.sh or input.pdb.")
+    if len(name.encode("utf-8")) > MAX_FILENAME_BYTES:
+        raise bad_request(f"file name {name[:40]!r}... is longer than {MAX_FILENAME_BYTES} bytes.")
+    return name
+
+
+def check_envelope(req: falcon.Request, max_bytes: int) -> None:
+    """Refuse what is not multipart, or is larger than allowed, before reading the body."""
+    if not (req.content_type or "").lower().startswith("multipart/form-data"):
+        raise falcon.HTTPUnsupportedMediaType(
+            title="Unsupported media type",
+            description="send the job as multipart/form-data (curl -F file=@run.sh -F user_id=1 -F service=NAME).")
+    if req.content_length is not None and req.content_length > max_bytes:
+        raise falcon.HTTPContentTooLarge(
+            title="Upload too large",
+            description=f"the upload is {req.content_length} bytes; at most {max_bytes} bytes are accepted.")
+
+
+def receive(req: falcon.Request, staging_root: str, text_fields: set[str],
+            max_bytes: int) -> tuple[str, dict[str, str], list[str]]:
+    """Stream every file part into a new folder under `staging_root`.
+
+    Returns:
+        (folder, fields, file names). The caller owns the folder (and must remove it on failure).
+
+    Raises:
+        falcon.HTTPError: 4xx naming what was wrong; the folder is already removed then.
+    """
+    check_envelope(req, max_bytes)
+    folder = os.path.join(staging_root, uuid.uuid4().hex)
+    os.makedirs(folder)
+    try:
+        fields: dict[str, str] = {}
+        names: list[str] = []
+        for part in req.get_media():
+            if part.filename is None:
+                if part.name not in text_fields:
+                    raise bad_request(f"field {part.name!r} is not accepted; send {', '.join(sorted(text_fields))}"
+                                      " as text fields and the job's files as file parts.")
+                if part.name in fields:
+                    raise bad_request(f"field {part.name!r} was sent twice.")
+                fields[part.name] = part.get_text()
+                continue
+            name = safe_name(part.filename)
+            if name in names:
+                raise bad_request(f"two file parts are named {name!r}; every file name must be unique.")
+            names.append(name)
+            with open(os.path.join(folder, name), "wb") as handle:
+                part.stream.pipe(handle)
+        return folder, fields, names
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def require_script(names: list[str]) -> None:
+    if not names:
+        raise bad_request("no files were sent; a job needs at least run.sh.")
+    if REQUIRED_SCRIPT not in names:
+        raise bad_request(f"the files ({', '.join(sorted(names)[:10])}) do not include run.sh, which the executor runs.")
+
+
+def positive_int(fields: dict[str, str], key: str, limit: int = 2**63 - 1) -> int:
+    raw = fields.get(key)
+    if raw is None:
+        raise bad_request(f"{key} is missing; send it as a positive integer.")
+    text = raw.strip()
+    if not text.isdigit() or not text.isascii() or len(text) > 19 or not 0 < int(text) <= limit:
+        raise bad_request(f"{key} must be a positive integer below 2^63, got {raw[:40]!r}.")
+    return int(text)
