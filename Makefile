@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test prodigy clean
+.PHONY: run test prodigy prodigy-executor clean
 
 $(STAMP): requirements.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ run: $(STAMP)
 	$(PY) run_client.py --service example --config conf/client.ini & client=$$!; \
 	$(PY) run_server.py --config conf/server.ini
 
-test: $(STAMP)
+test: $(STAMP) prodigy
 	$(PY) -m pytest -q tests
 
 # The original's real workload: PRODIGY in a venv of its own (needs gcc for freesasa).
@@ -27,6 +27,10 @@ prodigy: $(PRODIGY_VENV)/bin/prodigy
 $(PRODIGY_VENV)/bin/prodigy:
 	$(PYTHON) -m venv $(PRODIGY_VENV)
 	$(PRODIGY_VENV)/bin/pip install --quiet prodigy-prot==2.4.0
+
+# An executor for the `prodigy` service on :9001 (the port conf/server.ini names for it).
+prodigy-executor: $(STAMP) prodigy
+	PRODIGY_BIN=$(CURDIR)/$(PRODIGY_VENV)/bin/prodigy $(PY) run_client.py --service prodigy --port 9001
 
 clean:
 	rm -rf var .pytest_cache

@@ -1,0 +1,295 @@
+"""QueueActor + QuotaActor together, on Thespian's in-process `simpleSystemBase`.
+
+The two actors are wired by hand to a `Recorder` standing in for the service's dispatcher. With
+simpleSystemBase every message is handled synchronously inside `tell`/`ask`, so after a `tell`
+returns, the whole exchange (JobQueued → AdmissionRequest → Admitted + Dispatch) has happened. The
+actors' 10 s resync timers never fire during these tests, and nothing depends on them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from pony.orm import db_session, delete
+from thespian.actors import Actor, ActorSystem
+
+from actors.messages import Capacity, Configure, Dispatch, JobEnded, JobQueued, Peers
+from actors.queue import QueueActor
+from actors.quota import QuotaActor
+from conf.settings import ServerConfig, ServiceConfig
+from storage import database, jobs
+from storage.models import Job, db
+from storage.states import JobState
+
+SERVICE = "example"
+ASK_TIMEOUT = 5
+
+
+# --- the stand-in dispatcher --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class WhatDidYouGet:
+    """Test → Recorder: answer with the job ids of every Dispatch received, in order."""
+
+
+class Recorder(Actor):
+    """Records `Dispatch` messages; answers `WhatDidYouGet` with what it got."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.dispatches: list[Dispatch] = []
+
+    def receiveMessage(self, msg, sender):
+        if isinstance(msg, Dispatch):
+            self.dispatches.append(msg)
+        elif isinstance(msg, WhatDidYouGet):
+            self.send(sender, tuple(self.dispatches))
+
+
+# --- database -----------------------------------------------------------------------------------
+
+def bind_test_database(path: str) -> None:
+    """Bind the server's `db` once per test process; another module may already have bound it."""
+    if db.provider is None:
+        database.bind(db, path, create_tables=True)
+
+
+@pytest.fixture(scope="session")
+def database_file(tmp_path_factory) -> str:
+    path = str(tmp_path_factory.mktemp("queue-quota-db") / "orchestrator.sqlite")
+    bind_test_database(path)
+    return path
+
+
+@pytest.fixture
+def clean_database(database_file) -> str:
+    with db_session:
+        delete(j for j in Job)
+    return database_file
+
+
+def new_job(user_id: int, service: str = SERVICE) -> int:
+    return jobs.create_job(user_id, service, f"/jobs/{user_id}", jobs.utcnow())["id"]
+
+
+def state_of(job_id: int) -> str:
+    return jobs.job_view(job_id)["status"]
+
+
+def states_by_user() -> dict[int, list[str]]:
+    with db_session:
+        rows = list(Job.select().order_by(Job.id))
+        found: dict[int, list[str]] = {}
+        for row in rows:
+            found.setdefault(row.user_id, []).append(row.state)
+        return found
+
+
+# --- the wired-up pair --------------------------------------------------------------------------
+
+class Harness:
+    def __init__(self, system: ActorSystem, database_path: str):
+        self.system = system
+        self.database_path = database_path
+        self.queue = self.quota = self.recorder = None
+
+    def start(self, runs_per_user: int = 2, max_runs: int | None = 3, capacity: int | None = 10) -> "Harness":
+        config = ServerConfig(database=self.database_path,
+                              services=(ServiceConfig(SERVICE, runs_per_user=runs_per_user, max_runs=max_runs),))
+        self.queue = self.system.createActor(QueueActor)
+        self.quota = self.system.createActor(QuotaActor)
+        self.recorder = self.system.createActor(Recorder)
+        self.system.tell(self.queue, Configure(config))
+        self.system.tell(self.quota, Configure(config))
+        peers = Peers(queue=self.queue, quota=self.quota, retriever=None, janitor=None,
+                      dispatchers=((SERVICE, self.recorder),))
+        self.system.tell(self.queue, peers)
+        self.system.tell(self.quota, peers)
+        if capacity is not None:
+            self.capacity(capacity)
+        return self
+
+    def capacity(self, slots: int) -> None:
+        self.system.tell(self.quota, Capacity(SERVICE, slots))
+
+    def queued(self, user_id: int, job_id: int) -> None:
+        self.system.tell(self.queue, JobQueued(job_id, SERVICE, user_id))
+
+    def submit(self, user_id: int) -> int:
+        job_id = new_job(user_id)
+        self.queued(user_id, job_id)
+        return job_id
+
+    def end(self, job_id: int) -> None:
+        """What the retriever does: store the outcome first, then tell the quota."""
+        assert jobs.finish(job_id, None, JobState.CANCELLED, jobs.utcnow()) is not None
+        self.system.tell(self.quota, JobEnded(SERVICE, job_id, None))
+
+    def dispatched(self) -> list[int]:
+        got = self.system.ask(self.recorder, WhatDidYouGet(), ASK_TIMEOUT)
+        assert got is not None, "the recorder did not answer"
+        assert all(d.service == SERVICE for d in got)
+        return [job_id for d in got for job_id in d.job_ids]
+
+
+@pytest.fixture
+def system():
+    asys = ActorSystem("simpleSystemBase", transientUnique=True, logDefs=False)
+    yield asys
+    asys.shutdown()
+
+
+@pytest.fixture
+def harness(system, clean_database) -> Harness:
+    return Harness(system, clean_database)
+
+
+# --- tests --------------------------------------------------------------------------------------
+
+def test_the_recorder_is_importable_by_its_module_path():
+    import importlib
+
+    assert importlib.import_module("tests.test_actor_queue_quota").Recorder is Recorder
+
+
+def test_a_queued_job_is_claimed_in_the_database_and_sent_to_the_dispatcher(harness):
+    harness.start()
+
+    job_id = harness.submit(user_id=1)
+
+    assert harness.dispatched() == [job_id]
+    assert state_of(job_id) == "Dispatching"
+    assert jobs.job_view(job_id)["dispatched_at"] is not None
+
+
+def test_no_user_gets_more_than_runs_per_user_and_the_service_no_more_than_max_runs(harness):
+    harness.start(runs_per_user=2, max_runs=3, capacity=10)
+
+    a = [harness.submit(user_id=1) for _ in range(4)]
+    b = [harness.submit(user_id=2) for _ in range(3)]
+    c = [harness.submit(user_id=3) for _ in range(2)]
+
+    assert harness.dispatched() == [a[0], a[1], b[0]]
+    assert states_by_user() == {
+        1: ["Dispatching", "Dispatching", "Queued", "Queued"],
+        2: ["Dispatching", "Queued", "Queued"],
+        3: ["Queued", "Queued"],
+    }
+    assert sorted(job_id for _, _, job_id in jobs.active_jobs()) == sorted([a[0], a[1], b[0]])
+    assert c  # user 3 waits only because the service is full
+
+
+def test_after_a_job_ends_exactly_one_more_is_admitted(harness):
+    harness.start(runs_per_user=2, max_runs=3, capacity=10)
+    a = [harness.submit(user_id=1) for _ in range(4)]
+    b = [harness.submit(user_id=2) for _ in range(2)]
+    assert harness.dispatched() == [a[0], a[1], b[0]]
+
+    harness.end(a[0])
+
+    # User 1 was served at turns 1 and 2, user 2 at turn 3: user 1 is served longest ago.
+    assert harness.dispatched() == [a[0], a[1], b[0], a[2]]
+    assert [state_of(j) for j in a] == ["Cancelled", "Dispatching", "Dispatching", "Queued"]
+    assert [state_of(j) for j in b] == ["Dispatching", "Queued"]
+
+
+def test_a_repeated_job_ended_frees_only_one_slot(harness):
+    harness.start(runs_per_user=3, max_runs=2, capacity=10)
+    queued = [harness.submit(user_id=1) for _ in range(5)]
+    assert harness.dispatched() == queued[:2]
+
+    harness.end(queued[0])
+    harness.system.tell(harness.quota, JobEnded(SERVICE, queued[0], None))
+    harness.system.tell(harness.quota, JobEnded(SERVICE, 999_999, None))
+
+    assert harness.dispatched() == queued[:3]
+    assert [state_of(j) for j in queued] == ["Cancelled", "Dispatching", "Dispatching", "Queued", "Queued"]
+
+
+def test_a_repeated_job_queued_message_is_admitted_once(harness):
+    harness.start(runs_per_user=5, max_runs=5, capacity=10)
+    job_id = harness.submit(user_id=1)
+
+    harness.queued(1, job_id)
+    harness.queued(1, job_id)
+
+    assert harness.dispatched() == [job_id]
+
+
+def test_nothing_is_admitted_before_any_executor_capacity_is_known(harness):
+    harness.start(runs_per_user=2, max_runs=3, capacity=None)
+    first = harness.submit(user_id=1)
+    second = harness.submit(user_id=1)
+
+    assert harness.dispatched() == []
+    assert [state_of(first), state_of(second)] == ["Queued", "Queued"]
+
+    harness.capacity(1)
+
+    assert harness.dispatched() == [first]
+    assert [state_of(first), state_of(second)] == ["Dispatching", "Queued"]
+
+
+def test_the_executors_capacity_caps_admission_below_max_runs(harness):
+    harness.start(runs_per_user=5, max_runs=10, capacity=2)
+
+    queued = [harness.submit(user_id=u) for u in (1, 2, 3)]
+
+    assert harness.dispatched() == queued[:2]
+    assert state_of(queued[2]) == "Queued"
+
+
+def test_without_max_runs_the_capacity_is_the_limit(harness):
+    harness.start(runs_per_user=5, max_runs=None, capacity=3)
+
+    queued = [harness.submit(user_id=1) for _ in range(4)]
+
+    assert harness.dispatched() == queued[:3]
+
+
+def test_a_user_with_one_job_is_not_held_back_by_a_user_with_many(harness):
+    harness.start(runs_per_user=5, max_runs=2, capacity=0)
+    many = [harness.submit(user_id=1) for _ in range(6)]
+    one = harness.submit(user_id=2)
+    assert harness.dispatched() == []
+
+    harness.capacity(2)
+
+    assert harness.dispatched() == [many[0], one]
+    assert state_of(one) == "Dispatching"
+
+
+def test_jobs_already_queued_or_active_in_the_database_are_picked_up_at_start(harness):
+    a = [new_job(user_id=1) for _ in range(3)]
+    b = [new_job(user_id=2) for _ in range(2)]
+    claimed, gone = jobs.claim_for_dispatch([a[0]], jobs.utcnow())
+    assert (claimed, gone) == ([a[0]], [])
+
+    harness.start(runs_per_user=2, max_runs=3, capacity=10)
+
+    # a[0] already holds a slot for user 1, so two more fit: one per user, longest-waiting job first.
+    assert harness.dispatched() == [a[1], b[0]]
+    assert [state_of(j) for j in a] == ["Dispatching", "Dispatching", "Queued"]
+    assert [state_of(j) for j in b] == ["Dispatching", "Queued"]
+
+
+def test_a_job_no_longer_queued_in_the_database_is_not_dispatched_and_takes_no_slot(harness):
+    harness.start(runs_per_user=5, max_runs=1, capacity=10)
+    cancelled = new_job(user_id=1)
+    assert jobs.finish(cancelled, None, JobState.CANCELLED, jobs.utcnow()) is not None
+
+    harness.queued(1, cancelled)
+    waiting = harness.submit(user_id=1)
+
+    assert harness.dispatched() == [waiting]
+    assert state_of(cancelled) == "Cancelled"
+
+
+def test_jobs_of_another_service_are_ignored(harness):
+    harness.start(runs_per_user=5, max_runs=5, capacity=10)
+    other = new_job(user_id=1, service="other")
+
+    harness.system.tell(harness.queue, JobQueued(other, "other", 1))
+
+    assert harness.dispatched() == []
+    assert state_of(other) == "Queued"

@@ -1,0 +1,32 @@
+"""The original's real workload: PRODIGY on 2oob.pdb through server and executor (ΔG −6.2 kcal/mol)."""
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+
+import pytest
+import requests
+
+from tests.conftest import ROOT, upload, wait_for_outcome
+
+PDB = ROOT.parent / "shared" / "data" / "2oob.pdb"
+PRODIGY = ROOT / ".venv-prodigy" / "bin" / "prodigy"
+AFFINITY = re.compile(r"Predicted binding affinity \(kcal\.mol-1\):\s+(-?\d+(?:\.\d+)?)")
+
+
+@pytest.mark.skipif(not PRODIGY.exists(), reason="PRODIGY is not installed: run `make prodigy`")
+@pytest.mark.skipif(not PDB.exists(), reason=f"{PDB} is not available")
+def test_prodigy_predicts_the_binding_affinity_of_2oob(cluster):
+    executor = cluster.executor("prodigy", env={"PRODIGY_BIN": str(PRODIGY)})
+    server = cluster.server({"prodigy": {"clients": executor.url}})
+
+    response = upload(server, {"run.sh": (ROOT / "example" / "prodigy" / "run.sh").read_bytes(),
+                               "2oob.pdb": PDB.read_bytes()}, user_id=1, service="prodigy")
+
+    assert response.status_code == 200, response.text
+    job_id = response.json()["id"]
+    assert wait_for_outcome(server, job_id, 120) == 200
+    archive = zipfile.ZipFile(io.BytesIO(requests.get(f"{server.url}/download/{job_id}", timeout=30).content))
+    output = archive.read("prodigy.out").decode("utf-8")
+    assert float(AFFINITY.search(output).group(1)) == pytest.approx(-6.2)

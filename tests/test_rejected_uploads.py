@@ -1,0 +1,85 @@
+"""Every rejected upload answers 4xx with a JSON reason and leaves nothing on disk or in the database."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import requests
+
+from tests.conftest import script, upload
+
+RUN = {"run.sh": script("echo hi")}
+
+
+@pytest.fixture(scope="module")
+def server(module_cluster):
+    executor = module_cluster.executor("example")
+    return module_cluster.server({"example": {"clients": executor.url}})
+
+
+def leftovers(server) -> list[str]:
+    data = server.folder / "data"
+    found = []
+    for sub in ("jobs", "incoming", "results"):
+        folder = data / sub
+        if folder.exists():
+            found += [f"{sub}/{name}" for name in os.listdir(folder)]
+    return found
+
+
+def assert_rejected(server, response, status: int, words: str):
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert words in body["description"], body
+    assert leftovers(server) == []
+    assert requests.get(f"{server.url}/jobs/1", timeout=5).status_code == 404
+
+
+@pytest.mark.parametrize("fields, files, words", [
+    ({"service": "example"}, RUN, "user_id is missing"),
+    ({"user_id": "1"}, RUN, "service is missing"),
+    ({"user_id": "1", "service": "nosuchservice"}, RUN, "not configured"),
+    ({"user_id": "abc", "service": "example"}, RUN, "positive integer"),
+    ({"user_id": "-5", "service": "example"}, RUN, "positive integer"),
+    ({"user_id": "0", "service": "example"}, RUN, "positive integer"),
+    ({"user_id": "9223372036854775808", "service": "example"}, RUN, "positive integer"),
+    ({"user_id": "1", "service": "example"}, {}, "no files"),
+    ({"user_id": "1", "service": "example"}, {"input.pdb": b"ATOM"}, "do not include run.sh"),
+    ({"user_id": "1", "service": "example", "colour": "blue"}, RUN, "not accepted"),
+])
+def test_a_bad_upload_is_refused_with_a_reason_and_leaves_nothing(server, fields, files, words):
+    parts = [(key, (None, value)) for key, value in fields.items()]
+    parts += [("file", (name, content)) for name, content in files.items()]
+    response = requests.post(f"{server.url}/upload", files=parts, timeout=10)
+    assert_rejected(server, response, 400, words)
+
+
+@pytest.mark.parametrize("name, words", [
+    ("..", "no usable base name"),
+    ("a\x00b", "NUL"),
+])
+def test_file_names_that_cannot_be_stored_are_refused(server, name, words):
+    response = upload(server, {"run.sh": script("true"), name: b"x"})
+    assert_rejected(server, response, 400, words)
+
+
+def test_two_files_with_the_same_name_are_refused(server):
+    response = requests.post(f"{server.url}/upload", data={"user_id": "1", "service": "example"},
+                             files=[("file", ("run.sh", b"true")), ("file", ("run.sh", b"false"))], timeout=10)
+    assert_rejected(server, response, 400, "unique")
+
+
+def test_a_body_that_is_not_multipart_is_refused(server):
+    response = requests.post(f"{server.url}/upload", json={"user_id": 1, "service": "example"}, timeout=10)
+    assert_rejected(server, response, 415, "multipart/form-data")
+
+
+def test_a_broken_multipart_body_is_refused(server):
+    response = requests.post(f"{server.url}/upload", data=b"--xyz\r\nnonsense",
+                             headers={"Content-Type": "multipart/form-data; boundary=xyz"}, timeout=10)
+    assert response.status_code == 400
+    assert leftovers(server) == []
+
+
+def test_get_on_upload_is_405(server):
+    assert requests.get(f"{server.url}/upload", timeout=5).status_code == 405

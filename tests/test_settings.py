@@ -1,0 +1,330 @@
+"""conf.settings: defaults, the INI loader, the seed's environment overrides, and validation."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conf.settings import (DEFAULT_MAX_UPLOAD_MB, DEFAULT_RETENTION_HOURS, DEFAULT_RUNS_PER_USER, ClientConfig,
+                           ConfigError, ServerConfig, ServiceConfig, load_client_config, load_server_config)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def ini(tmp_path: Path, text: str, name: str = "config.ini") -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def server_ini(tmp_path: Path, server: str = "", service: str = "[service.example]\n") -> str:
+    return ini(tmp_path, f"[server]\n{server}\n{service}")
+
+
+# --- server: defaults and a full file -----------------------------------------------------------
+
+def test_a_server_file_with_only_a_service_section_gets_every_server_default(tmp_path):
+    config = load_server_config(ini(tmp_path, "[service.example]\n"), environ={})
+
+    assert config == ServerConfig(services=(ServiceConfig(name="example"),))
+    assert config.host == "127.0.0.1" and config.port == 5000 and config.data_dir == "var/server"
+    assert config.database_url == str(Path("var/server") / "orchestrator.sqlite")
+    assert config.retention_hours == DEFAULT_RETENTION_HOURS
+    assert config.max_upload_mb == DEFAULT_MAX_UPLOAD_MB and config.threads == 8
+    assert config.own_url == "http://127.0.0.1:5000"
+    service = config.service("example")
+    assert service.runs_per_user == DEFAULT_RUNS_PER_USER and service.max_runs is None
+    assert service.clients == () and service.retention_hours is None
+
+
+def test_a_server_with_no_service_at_all_is_refused():
+    with pytest.raises(ConfigError, match="no service is configured"):
+        load_server_config(None, environ={})
+
+
+def test_a_full_server_file_is_read_key_by_key(tmp_path):
+    path = ini(tmp_path, """
+[server]
+host = 0.0.0.0
+port = 8123
+data_dir = /srv/orchestrator
+database = /srv/db.sqlite
+retention_hours = 1.5   # inline comments are allowed
+actor_admin_port = 8124
+callback_url = https://example.org:8443/base/
+max_upload_mb = 12
+threads = 3
+
+[service.zeta]
+clients = http://10.0.0.1:9000, https://exec.example.org:9443/
+runs_per_user = 2
+max_runs = 7
+retention_hours = 0.25
+
+[service.alpha-1]
+""")
+    config = load_server_config(path, environ={})
+
+    assert (config.host, config.port, config.data_dir, config.database) == (
+        "0.0.0.0", 8123, "/srv/orchestrator", "/srv/db.sqlite")
+    assert config.database_url == "/srv/db.sqlite"
+    assert config.retention_hours == 1.5
+    assert config.actor_admin_port == 8124
+    assert config.callback_url == "https://example.org:8443/base"
+    assert config.own_url == "https://example.org:8443/base"
+    assert config.max_upload_mb == 12 and config.threads == 3
+    # Services are sorted by name.
+    assert [s.name for s in config.services] == ["alpha-1", "zeta"]
+    assert config.service("zeta") == ServiceConfig(
+        name="zeta", clients=("http://10.0.0.1:9000", "https://exec.example.org:9443"),
+        runs_per_user=2, max_runs=7, retention_hours=0.25)
+    assert config.service("alpha-1") == ServiceConfig(name="alpha-1")
+    assert config.service("missing") is None
+
+
+def test_the_shipped_server_and_client_files_load():
+    server = load_server_config(str(ROOT / "conf" / "server.ini"), environ={})
+    client = load_client_config(str(ROOT / "conf" / "client.ini"), environ={})
+
+    assert [s.name for s in server.services] == ["example", "prodigy"]
+    assert server.service("prodigy").runs_per_user == 2
+    assert client.server_url == "http://127.0.0.1:5000" and client.slots == 4
+
+
+def test_own_url_brackets_an_ipv6_host_and_maps_the_wildcard_to_loopback():
+    assert ServerConfig(host="::1", port=80).own_url == "http://[::1]:80"
+    assert ServerConfig(host="::", port=81).own_url == "http://127.0.0.1:81"
+
+
+def test_a_missing_configuration_file_is_reported_by_its_path(tmp_path):
+    missing = tmp_path / "nope.ini"
+    with pytest.raises(ConfigError, match="nope.ini does not exist"):
+        load_server_config(str(missing), environ={})
+
+
+def test_an_unparsable_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot be parsed"):
+        load_server_config(ini(tmp_path, "port = 5000\n"), environ={})
+
+
+# --- server: each bad value names its key -------------------------------------------------------
+
+@pytest.mark.parametrize("server, service, key", [
+    ("port = http", "[service.example]\n", "[server] port"),
+    ("port = 50.5", "[service.example]\n", "[server] port"),
+    ("port = 0", "[service.example]\n", "[server] port"),
+    ("port = 65536", "[service.example]\n", "[server] port"),
+    ("retention_hours = -1", "[service.example]\n", "[server] retention_hours"),
+    ("retention_hours = 0", "[service.example]\n", "[server] retention_hours"),
+    ("retention_hours = nan", "[service.example]\n", "[server] retention_hours"),
+    ("retention_hours = inf", "[service.example]\n", "[server] retention_hours"),
+    ("retention_hours = two days", "[service.example]\n", "[server] retention_hours"),
+    ("actor_admin_port = -1", "[service.example]\n", "[server] actor_admin_port"),
+    ("callback_url = ftp://host:1", "[service.example]\n", "[server] callback_url"),
+    ("max_upload_mb = 0", "[service.example]\n", "[server] max_upload_mb"),
+    ("threads = 0", "[service.example]\n", "[server] threads"),
+    ("", "[service.example]\nruns_per_user = 0\n", "[service.example] runs_per_user"),
+    ("", "[service.example]\nruns_per_user = many\n", "[service.example] runs_per_user"),
+    ("", "[service.example]\nmax_runs = 0\n", "[service.example] max_runs"),
+    ("", "[service.example]\nretention_hours = -0.5\n", "[service.example] retention_hours"),
+    ("", "[service.example]\nretention_hours = NaN\n", "[service.example] retention_hours"),
+    ("", "[service.example]\nclients = 127.0.0.1:9000\n", "[service.example] clients"),
+    ("", "[service.example]\nclients = http://host:99999\n", "[service.example] clients"),
+])
+def test_each_bad_server_value_is_a_config_error_naming_its_key(tmp_path, server, service, key):
+    with pytest.raises(ConfigError) as raised:
+        load_server_config(server_ini(tmp_path, server, service), environ={})
+    assert key in str(raised.value)
+
+
+def test_an_unknown_server_key_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"\[server\] has unknown key 'prot'"):
+        load_server_config(server_ini(tmp_path, "prot = 5000"), environ={})
+
+
+def test_an_unknown_service_key_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"\[service.example\] has unknown key 'max_run'"):
+        load_server_config(server_ini(tmp_path, "", "[service.example]\nmax_run = 3\n"), environ={})
+
+
+def test_an_unknown_section_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"section \[services.example\] is not known"):
+        load_server_config(server_ini(tmp_path, "", "[services.example]\n"), environ={})
+
+
+@pytest.mark.parametrize("section", ["service.Example", "service.", "service.9lives", "service.a b",
+                                     "service." + "x" * 64])
+def test_an_invalid_service_name_in_a_section_is_named(tmp_path, section):
+    with pytest.raises(ConfigError) as raised:
+        load_server_config(server_ini(tmp_path, "", f"[{section}]\n"), environ={})
+    assert f"[{section}] has an invalid service name" in str(raised.value)
+
+
+def test_the_actor_admin_port_must_differ_from_the_http_port(tmp_path):
+    with pytest.raises(ConfigError, match="actor_admin_port must differ"):
+        load_server_config(server_ini(tmp_path, "port = 7000\nactor_admin_port = 7000"), environ={})
+
+
+# --- server: the seed's environment -------------------------------------------------------------
+
+def test_service_runs_per_user_and_max_runs_come_from_the_environment(tmp_path):
+    path = server_ini(tmp_path, "", "[service.example]\nruns_per_user = 4\nmax_runs = 9\n")
+    config = load_server_config(path, environ={"SERVICE_EXAMPLE_RUNS_PER_USER": "1",
+                                               "SERVICE_EXAMPLE_MAX_RUNS": "3"})
+    assert config.service("example").runs_per_user == 1
+    assert config.service("example").max_runs == 3
+
+
+def test_an_upload_url_adds_its_scheme_host_and_port_as_an_executor_and_creates_the_service():
+    config = load_server_config(None, environ={
+        "SERVICE_PRODIGY_UPLOAD_URL": "http://10.1.2.3:9001/upload?x=1",
+        "SERVICE_PRODIGY_DOWNLOAD_URL": "http://10.1.2.3:9001/download",
+    })
+    assert config.services == (ServiceConfig(name="prodigy", clients=("http://10.1.2.3:9001",)),)
+
+
+def test_an_upload_url_is_added_to_the_files_clients_once(tmp_path):
+    path = server_ini(tmp_path, "", "[service.example]\nclients = http://a:1\n")
+    config = load_server_config(path, environ={"SERVICE_EXAMPLE_UPLOAD_URL": "http://b:2/upload"})
+    assert config.service("example").clients == ("http://a:1", "http://b:2")
+
+    config = load_server_config(path, environ={"SERVICE_EXAMPLE_UPLOAD_URL": "http://a:1/upload"})
+    assert config.service("example").clients == ("http://a:1",)
+
+
+def test_a_service_name_with_underscores_is_read_from_the_environment_whole():
+    config = load_server_config(None, environ={"SERVICE_MY_TOOL_RUNS_PER_USER": "3",
+                                               "SERVICE_MY_TOOL_MAX_RUNS": "6",
+                                               "SERVICE_MY_TOOL_UPLOAD_URL": "http://h:1"})
+    assert config.services == (ServiceConfig(name="my_tool", clients=("http://h:1",), runs_per_user=3,
+                                             max_runs=6),)
+
+
+@pytest.mark.parametrize("key, value", [
+    ("SERVICE_EXAMPLE_RUNS_PER_USER", "0"),
+    ("SERVICE_EXAMPLE_RUNS_PER_USER", "x"),
+    ("SERVICE_EXAMPLE_MAX_RUNS", "-2"),
+    ("SERVICE_EXAMPLE_UPLOAD_URL", "not a url"),
+    ("SERVICE_9X_MAX_RUNS", "2"),
+    ("MAX_AGE", "0"),
+    ("MAX_AGE", "3.5"),
+])
+def test_a_bad_environment_value_is_a_config_error_naming_the_variable(tmp_path, key, value):
+    with pytest.raises(ConfigError) as raised:
+        load_server_config(server_ini(tmp_path), environ={key: value})
+    assert key in str(raised.value)
+
+
+def test_data_path_db_path_and_max_age_override_the_file(tmp_path):
+    path = server_ini(tmp_path, "data_dir = from-file\ndatabase = file.sqlite\nretention_hours = 5")
+    config = load_server_config(path, environ={"DATA_PATH": "/data", "DB_PATH": "/db/jobs.sqlite",
+                                               "MAX_AGE": "5400"})
+    assert config.data_dir == "/data"
+    assert config.database == config.database_url == "/db/jobs.sqlite"
+    assert config.retention_hours == 1.5
+    assert config.retention_seconds("example") == 5400.0
+
+
+def test_data_path_alone_moves_the_default_database_with_it(tmp_path):
+    config = load_server_config(server_ini(tmp_path), environ={"DATA_PATH": "/data"})
+    assert config.database_url == str(Path("/data") / "orchestrator.sqlite")
+
+
+def test_unrelated_environment_variables_are_ignored(tmp_path):
+    environ = {"SERVICE_URL": "x", "SERVICE_EXAMPLE_COLOUR": "blue", "PORT": "1", "HOME": "/root"}
+    assert load_server_config(server_ini(tmp_path), environ=environ) == load_server_config(
+        server_ini(tmp_path), environ={})
+
+
+def test_a_service_retention_overrides_the_servers(tmp_path):
+    path = ini(tmp_path, "[server]\nretention_hours = 2\n[service.fast]\nretention_hours = 0.5\n[service.slow]\n")
+    config = load_server_config(path, environ={})
+    assert config.retention_seconds("fast") == 1800.0
+    assert config.retention_seconds("slow") == 7200.0
+    assert config.retention_seconds("unknown") == 7200.0
+
+    aged = load_server_config(path, environ={"MAX_AGE": "60"})
+    assert aged.retention_seconds("fast") == 1800.0
+    assert aged.retention_seconds("slow") == 60.0
+
+
+def test_the_port_option_overrides_the_file(tmp_path):
+    config = load_server_config(server_ini(tmp_path, "port = 7000"), environ={}, port=7100)
+    assert config.port == 7100 and config.own_url == "http://127.0.0.1:7100"
+    with pytest.raises(ConfigError, match="--port"):
+        load_server_config(server_ini(tmp_path), environ={}, port=70000)
+
+
+def test_a_port_option_equal_to_the_actor_admin_port_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="actor_admin_port must differ"):
+        load_server_config(server_ini(tmp_path, "actor_admin_port = 7001"), environ={}, port=7001)
+
+
+# --- client ------------------------------------------------------------------------------------
+
+def test_a_client_without_a_file_gets_every_default():
+    config = load_client_config(None, environ={})
+    assert config == ClientConfig()
+    assert config.data_path == "var/executor-example-9000"
+    assert config.database_url == str(Path("var/executor-example-9000") / "executor.sqlite")
+
+
+def test_a_full_client_file_is_read_key_by_key(tmp_path):
+    path = ini(tmp_path, """
+[client]
+service = Prodigy
+host = 0.0.0.0
+port = 9100
+data_dir = /nodes/{service}/{port}
+slots = 2
+server_url = http://server:5000/
+actor_admin_port = 9101
+retention_hours = 3
+max_upload_mb = 5
+threads = 4
+""")
+    config = load_client_config(path, environ={})
+    assert config == ClientConfig(service="prodigy", host="0.0.0.0", port=9100, data_dir="/nodes/{service}/{port}",
+                                  slots=2, server_url="http://server:5000", actor_admin_port=9101,
+                                  retention_hours=3.0, max_upload_mb=5, threads=4)
+    assert config.data_path == "/nodes/prodigy/9100"
+
+
+def test_the_command_line_service_and_port_override_the_client_file(tmp_path):
+    path = ini(tmp_path, "[client]\nservice = example\nport = 9000\n")
+    config = load_client_config(path, environ={"DATA_PATH": "/x/{service}-{port}"}, service="other", port=9200)
+    assert (config.service, config.port, config.data_path) == ("other", 9200, "/x/other-9200")
+
+
+@pytest.mark.parametrize("body, key", [
+    ("port = abc", "[client] port"),
+    ("port = 0", "[client] port"),
+    ("slots = 0", "[client] slots"),
+    ("server_url = localhost:5000", "[client] server_url"),
+    ("server_url = http://:5000", "[client] server_url"),
+    ("server_url = http://host:port", "[client] server_url"),
+    ("retention_hours = -3", "[client] retention_hours"),
+    ("retention_hours = nan", "[client] retention_hours"),
+    ("actor_admin_port = 70000", "[client] actor_admin_port"),
+    ("max_upload_mb = 0", "[client] max_upload_mb"),
+    ("threads = 999", "[client] threads"),
+    ("sevice = example", "'sevice'"),
+    ("service = Not Valid", "--service"),
+    ("data_dir = var/{name}", "[client] data_dir"),
+    ("data_dir = var/{0}", "[client] data_dir"),
+    ("data_dir = var/{service", "[client] data_dir"),
+])
+def test_each_bad_client_value_is_a_config_error_naming_its_key(tmp_path, body, key):
+    with pytest.raises(ConfigError) as raised:
+        load_client_config(ini(tmp_path, f"[client]\n{body}\n"), environ={})
+    assert key in str(raised.value)
+
+
+def test_an_unknown_client_key_is_named_with_its_section(tmp_path):
+    with pytest.raises(ConfigError, match=r"\[client\] has unknown key 'slot'"):
+        load_client_config(ini(tmp_path, "[client]\nslot = 3\n"), environ={})
+
+
+def test_a_bad_client_port_option_is_named():
+    with pytest.raises(ConfigError, match="--port"):
+        load_client_config(None, environ={}, port=0)
