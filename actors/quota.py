@@ -42,6 +42,10 @@ class QuotaActor(ServerActor):
             for service in self.config.services:
                 self.send(self.peers.queue, SlotsFreed(service.name))
 
+    def peers_changed(self) -> None:
+        for service in self.config.services:
+            self.send(self.peers.queue, SlotsFreed(service.name))
+
     def _hold(self, service: str, user_id: int, job_id: int) -> None:
         self.active[service][user_id].add(job_id)
         self.owner[job_id] = (service, user_id)
@@ -75,7 +79,7 @@ class QuotaActor(ServerActor):
 
     def receiveMsg_JobEnded(self, msg: JobEnded, sender) -> None:
         owner = self.owner.pop(msg.job_id, None)
-        if owner is None:
+        if owner is None or self.peers is None:
             return
         service, user_id = owner
         users = self.active[service]

@@ -64,7 +64,9 @@ def advance(job, new: JobState, now: datetime) -> None:
         raise InvalidTransition(job.id, current, new)
     job.state = new.value
     job.updated_at = now
-    if new is JobState.DISPATCHING:
+    if new is JobState.QUEUED:
+        job.started_at = None  # it will run again; started_at belongs to the attempt that runs
+    elif new is JobState.DISPATCHING:
         job.dispatched_at = now
     elif new is JobState.RUNNING and job.started_at is None:
         job.started_at = now

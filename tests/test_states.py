@@ -150,17 +150,17 @@ def test_submitted_and_queued_only_stamp_updated_at():
     assert (job.updated_at, job.dispatched_at, job.started_at, job.finished_at) == (later, T0, None, None)
 
 
-def test_running_stamps_started_at_once():
+def test_started_at_belongs_to_the_attempt_that_runs():
     job = FakeJob(state=JobState.SUBMITTED.value)
     advance(job, JobState.RUNNING, NOW)
     assert job.started_at == NOW and job.updated_at == NOW
 
-    first = NOW
     advance(job, JobState.QUEUED, NOW + timedelta(seconds=1))
+    assert job.started_at is None
     advance(job, JobState.DISPATCHING, NOW + timedelta(seconds=2))
     advance(job, JobState.SUBMITTED, NOW + timedelta(seconds=3))
     advance(job, JobState.RUNNING, NOW + timedelta(seconds=4))
-    assert job.started_at == first
+    assert job.started_at == NOW + timedelta(seconds=4)
     assert job.updated_at == NOW + timedelta(seconds=4)
 
 
