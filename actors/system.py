@@ -1,6 +1,6 @@
 """Starting and stopping the Thespian actor system of one node (server or executor).
 
-Owns the rules the stack imposes (see docs/architecture.md): the system is always created
+Owns the rules the stack imposes: the system is always created
 explicitly as `multiprocTCPBase` on loopback; the admin port in use is remembered in the node's data
 folder, so a start first shuts down an admin a crashed run left behind instead of joining it; and
 stopping shuts the whole system down, admin and every actor process.
