@@ -6,10 +6,11 @@ peers' addresses from `Peers`, which the supervisor sends again whenever one of 
 from __future__ import annotations
 
 import logging
+import os
 
 from thespian.actors import ActorTypeDispatcher
 
-from actors.messages import Configure, Peers, Ping, Pong
+from actors.messages import ActorStarted, Configure, Peers, Ping, Pong
 from storage import database
 from storage.models import db
 
@@ -30,6 +31,7 @@ class ServerActor(ActorTypeDispatcher):
         self.config = msg.config
         database.bind(db, msg.config.database_url, create_tables=False)
         self.configured(msg)
+        self.send(sender, ActorStarted(self.name(msg), os.getpid()))
 
     def receiveMsg_Peers(self, msg: Peers, sender) -> None:
         self.peers = msg
@@ -47,6 +49,9 @@ class ServerActor(ActorTypeDispatcher):
 
     def receiveUnrecognizedMessage(self, msg, sender) -> None:
         self.log.warning("%s ignored an unexpected %s message", self.role, type(msg).__name__)
+
+    def name(self, msg: Configure) -> str:
+        return f"{self.role}:{msg.service}" if msg.service else self.role
 
     def configured(self, msg: Configure) -> None:
         """Called once the settings arrived."""

@@ -37,15 +37,29 @@ class Peers:
 
 
 @dataclass(frozen=True)
+class ActorStarted:
+    """Each server actor → supervisor, once configured: its role and process id (for /health)."""
+
+    role: str
+    pid: int
+
+
+@dataclass(frozen=True)
+class Roster:
+    """Web → supervisor: answer with a `Pong` whose `processes` maps each role to its pid."""
+
+
+@dataclass(frozen=True)
 class Ping:
     """Anyone → an actor: answer `Pong` if alive (used by /health)."""
 
 
 @dataclass(frozen=True)
 class Pong:
-    """Reply to `Ping`."""
+    """Reply to `Ping` and `Roster`."""
 
     who: str
+    processes: tuple[tuple[str, int], ...] = ()
 
 
 # --- the job path on the server ---------------------------------------------------------------

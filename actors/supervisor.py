@@ -10,13 +10,15 @@ after that it is re-created on a timer, so a crash loop cannot spin the machine.
 """
 from __future__ import annotations
 
+import os
 import time
 
 from thespian.actors import ChildActorExited, WakeupMessage
 
 from actors.base import ServerActor
-from actors.messages import Configure, ExecutorEvent, JobQueued, Peers, Pong
-from storage import jobs
+from actors.messages import ActorStarted, Configure, ExecutorEvent, JobQueued, Peers, Pong, Roster
+from storage import database, jobs
+from storage.models import db
 
 ROLES = {
     "queue": "actors.queue.QueueActor",
@@ -45,8 +47,17 @@ class SupervisorActor(ServerActor):
         self.broadcast_peers()
 
     def receiveMsg_Configure(self, msg: Configure, sender) -> None:
-        super().receiveMsg_Configure(msg, sender)
+        self.processes: dict[str, int] = {"supervisor": os.getpid()}
+        self.config = msg.config
+        database.bind(db, msg.config.database_url, create_tables=False)
+        self.configured(msg)
         self.send(sender, Pong(self.role))  # run_server.py waits for this before serving
+
+    def receiveMsg_ActorStarted(self, msg: ActorStarted, sender) -> None:
+        self.processes[msg.role] = msg.pid
+
+    def receiveMsg_Roster(self, msg: Roster, sender) -> None:
+        self.send(sender, Pong(self.role, tuple(sorted(self.processes.items()))))
 
     def all_roles(self) -> list[str]:
         return [*ROLES, *(f"dispatcher:{s.name}" for s in self.config.services)]

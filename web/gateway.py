@@ -29,10 +29,14 @@ class ActorGateway:
             log.exception("could not hand %s to the actors", type(message).__name__)
             return False
 
-    def alive(self, timeout: float = 2.0) -> bool:
+    def ask(self, message, timeout: float = 2.0):
+        """The reply, or None when the actor system does not answer in time."""
         try:
             with self.asys.private() as context:
-                return isinstance(context.ask(self.address, Ping(), timeout), Pong)
+                return context.ask(self.address, message, timeout)
         except Exception:  # noqa: BLE001
-            log.exception("actor system did not answer a ping")
-            return False
+            log.exception("actor system did not answer a %s", type(message).__name__)
+            return None
+
+    def alive(self, timeout: float = 2.0) -> bool:
+        return isinstance(self.ask(Ping(), timeout), Pong)

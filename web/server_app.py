@@ -10,7 +10,7 @@ import shutil
 
 import falcon
 
-from actors.messages import ExecutorEvent, JobQueued
+from actors.messages import ExecutorEvent, JobQueued, Pong, Roster
 from conf.settings import ServerConfig
 from storage import jobs
 from storage.states import ACTIVE, JobState
@@ -107,10 +107,12 @@ class Health:
             database = "ok"
         except Exception:  # noqa: BLE001 — any database failure is reported, not raised
             database = "unavailable"
-        actors = "ok" if self.gateway.alive() else "unavailable"
+        roster = self.gateway.ask(Roster())
+        actors = "ok" if isinstance(roster, Pong) else "unavailable"
         healthy = database == "ok" and actors == "ok"
         resp.status = falcon.HTTP_200 if healthy else falcon.HTTP_503
-        resp.media = {"status": "ok" if healthy else "unavailable", "database": database, "actors": actors}
+        resp.media = {"status": "ok" if healthy else "unavailable", "database": database, "actors": actors,
+                      "actor_processes": dict(roster.processes) if actors == "ok" else {}}
 
 
 class ExecutorEvents:

@@ -1,0 +1,30 @@
+"""The supervisor re-creates an actor whose process dies, and the work it held goes on."""
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+import requests
+
+from tests.conftest import submit, wait_for_outcome, wait_until
+
+
+def processes(server) -> dict[str, int]:
+    return requests.get(f"{server.url}/health", timeout=5).json()["actor_processes"]
+
+
+@pytest.mark.parametrize("role", ["queue", "quota", "dispatcher:example", "retriever", "janitor"])
+def test_a_killed_actor_is_re_created_and_jobs_still_complete(cluster, role):
+    executor = cluster.executor("example")
+    server = cluster.server({"example": {"clients": executor.url, "runs_per_user": 2}})
+    waiting = [submit(server, "sleep 0.5") for _ in range(4)]
+    before = processes(server)
+
+    os.kill(before[role], signal.SIGKILL)
+
+    wait_until(lambda: processes(server).get(role) not in (None, before[role]), 10, 0.05,
+               f"the {role} actor to be re-created")
+    later = submit(server, "echo later > out.txt", user_id=2)
+    for job_id in waiting + [later]:
+        assert wait_for_outcome(server, job_id, 60) == 200
