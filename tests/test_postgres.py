@@ -1,0 +1,55 @@
+"""The same models on PostgreSQL: a job's whole way with `database = postgresql://...`."""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+from tests.conftest import free_port, job, submit, wait_for_outcome
+
+PG_BIN = next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)), None)
+PG_BIN = os.path.dirname(PG_BIN) if PG_BIN else None
+
+
+def as_postgres(args: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
+
+
+@pytest.fixture
+def postgres_url():
+    if PG_BIN is None:
+        pytest.skip("PostgreSQL server binaries are not installed (Debian package postgresql)")
+    folder = tempfile.mkdtemp(prefix="orchestrator-pg-")
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres", "postgres")
+    port = free_port()
+    data = os.path.join(folder, "data")
+    subprocess.run(as_postgres([f"{PG_BIN}/initdb", "-D", data, "-A", "trust", "-U", "postgres"]),
+                   check=True, capture_output=True, timeout=120)
+    subprocess.run(as_postgres([f"{PG_BIN}/pg_ctl", "-D", data, "-l", os.path.join(folder, "log"), "-w", "-o",
+                                f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start"]),
+                   check=True, capture_output=True, timeout=120)
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(as_postgres([f"{PG_BIN}/pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"]),
+                       capture_output=True, timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_jobs_complete_and_fail_with_the_database_on_postgresql(cluster, postgres_url):
+    executor = cluster.executor("example")
+    server = cluster.server({"example": {"clients": executor.url}}, database=postgres_url)
+
+    done = submit(server, "echo ok > out.txt")
+    broken = submit(server, "exit 5", user_id=9223372036854775807)
+
+    assert wait_for_outcome(server, done) == 200
+    assert wait_for_outcome(server, broken) == 204
+    assert job(server, broken)["exit_code"] == 5
+    assert job(server, broken)["user_id"] == 9223372036854775807
+    assert not os.path.exists(server.folder / "data" / "orchestrator.sqlite")
