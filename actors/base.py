@@ -10,6 +10,7 @@ import os
 
 from thespian.actors import ActorTypeDispatcher
 
+from actors.lifeline import die_with_parent
 from actors.messages import ActorStarted, Configure, Peers, Ping, Pong
 from storage import database
 from storage.models import db
@@ -28,6 +29,7 @@ class ServerActor(ActorTypeDispatcher):
         self.log = logging.getLogger(f"orchestrator.{self.role}")
 
     def receiveMsg_Configure(self, msg: Configure, sender) -> None:
+        die_with_parent()
         self.config = msg.config
         database.bind(db, msg.config.database_url, create_tables=False)
         self.configured(msg)

@@ -22,6 +22,7 @@ from datetime import timedelta
 import requests
 from thespian.actors import ActorExitRequest, ActorTypeDispatcher, WakeupMessage
 
+from actors.lifeline import die_with_parent
 from actors.messages import ConfigureExecutor, Ping, Pong, RunTask
 from actors.scheduling import sweep_interval
 from storage import database, tasks
@@ -59,6 +60,7 @@ class ExecutorActor(ActorTypeDispatcher):
         self.retrying = False
 
     def receiveMsg_ConfigureExecutor(self, msg: ConfigureExecutor, sender) -> None:
+        die_with_parent()
         self.config = msg.config
         database.bind(db, msg.config.database_url, create_tables=False)
         self.session = requests.Session()

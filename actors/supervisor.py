@@ -16,6 +16,7 @@ import time
 from thespian.actors import ChildActorExited, WakeupMessage
 
 from actors.base import ServerActor
+from actors.lifeline import die_with_parent
 from actors.messages import ActorStarted, Configure, ExecutorEvent, JobQueued, Peers, Pong, Roster
 from storage import database, jobs
 from storage.models import db
@@ -47,6 +48,7 @@ class SupervisorActor(ServerActor):
         self.broadcast_peers()
 
     def receiveMsg_Configure(self, msg: Configure, sender) -> None:
+        die_with_parent()
         self.processes: dict[str, int] = {"supervisor": os.getpid()}
         self.config = msg.config
         database.bind(db, msg.config.database_url, create_tables=False)

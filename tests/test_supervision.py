@@ -28,3 +28,15 @@ def test_a_killed_actor_is_re_created_and_jobs_still_complete(cluster, role):
     later = submit(server, "echo later > out.txt", user_id=2)
     for job_id in waiting + [later]:
         assert wait_for_outcome(server, job_id, 60) == 200
+
+
+def test_health_is_503_when_the_actor_system_does_not_answer(cluster):
+    executor = cluster.executor("example")
+    server = cluster.server({"example": {"clients": executor.url}})
+
+    os.kill(processes(server)["supervisor"], signal.SIGKILL)
+
+    wait_until(lambda: requests.get(f"{server.url}/health", timeout=10).status_code == 503, 15, 0.1,
+               "/health to answer 503")
+    body = requests.get(f"{server.url}/health", timeout=10).json()
+    assert body["actors"] == "unavailable" and body["database"] == "ok"
