@@ -13,7 +13,7 @@ import pytest
 from pony.orm import db_session, delete
 from thespian.actors import Actor, ActorSystem
 
-from actors.messages import Capacity, Configure, Dispatch, JobEnded, JobQueued, Peers
+from actors.messages import ActorStarted, Capacity, Configure, Dispatch, JobEnded, JobQueued, Peers
 from actors.queue import QueueActor
 from actors.quota import QuotaActor
 from conf.settings import ServerConfig, ServiceConfig
@@ -99,8 +99,9 @@ class Harness:
         self.queue = self.system.createActor(QueueActor)
         self.quota = self.system.createActor(QuotaActor)
         self.recorder = self.system.createActor(Recorder)
-        self.system.tell(self.queue, Configure(config))
-        self.system.tell(self.quota, Configure(config))
+        # Each actor answers its Configure with ActorStarted (meant for the supervisor).
+        assert isinstance(self.system.ask(self.queue, Configure(config), ASK_TIMEOUT), ActorStarted)
+        assert isinstance(self.system.ask(self.quota, Configure(config), ASK_TIMEOUT), ActorStarted)
         peers = Peers(queue=self.queue, quota=self.quota, retriever=None, janitor=None,
                       dispatchers=((SERVICE, self.recorder),))
         self.system.tell(self.queue, peers)
