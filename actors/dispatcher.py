@@ -1,16 +1,18 @@
 """DispatcherActor: one per service; sends admitted jobs to that service's executors.
 
-Accepts: Dispatch (jobs now Dispatching), JobEnded (an executor slot is free), WakeupMessage (probe
-executors that did not answer, and a slow re-probe of all). Sends: Capacity and JobEnded to the
-quota, JobQueued to the queue (a job no executor could take goes back to the queue... only when the
-executor refused it for good is it failed).
+Accepts: Dispatch (jobs now Dispatching), JobEnded (an executor slot is free), WakeupMessage
+("probe": executors that did not answer; "reprobe": the slow re-check of all executors, of the load
+on each, and of Dispatching jobs this actor has not heard of). Sends: Capacity and JobEnded to the
+quota.
 
 Before each send it persists the attempt number and the executor chosen, so the executor's report
-of an older attempt is recognised and ignored. At start it re-sends every job still Dispatching.
+of an older attempt is recognised and ignored. A send that may have reached its executor is
+repeated to that executor with the same attempt (the executor recognises it), never to another
+one, so no job runs twice; one that certainly did not arrive may go anywhere.
 """
 from __future__ import annotations
 
-from collections import deque
+import time
 
 from thespian.actors import WakeupMessage
 
@@ -23,6 +25,8 @@ from storage.states import JobState
 
 PROBE_RETRY_SECONDS = 1.0
 REPROBE_SECONDS = 30.0
+#: A job whose send may have reached an executor waits this long for it to come back.
+PIN_TIMEOUT_SECONDS = 60.0
 
 
 class DispatcherActor(ServerActor):
@@ -32,11 +36,13 @@ class DispatcherActor(ServerActor):
         self.service = msg.service
         self.link = ExecutorLink()
         settings = self.config.service(self.service)
-        loads = jobs.in_flight_by_executor(self.service)
-        self.executors = {url: ExecutorSlot(url, in_flight=loads.get(url, 0)) for url in settings.clients}
-        self.pending: deque[int] = deque(jobs.dispatching_jobs(self.service))
+        self.executors = {url: ExecutorSlot(url) for url in settings.clients}
+        self.down_since: dict[str, float] = {}
+        self.pending: dict[int, None] = {}  # an ordered set: the jobs to send, oldest first
         self.counter = 0
         self.capacity_told = -1
+        self.probe_armed = False
+        self.reconcile()
         self.probe(self.executors.values())
         self.wakeupAfter(REPROBE_SECONDS, payload="reprobe")
 
@@ -45,18 +51,39 @@ class DispatcherActor(ServerActor):
         self.tell_capacity()
         self.drain()
 
+    def reconcile(self) -> None:
+        """Re-read from the database the load on each executor and the jobs waiting to be sent."""
+        loads = jobs.in_flight_by_executor(self.service)
+        for url, slot in self.executors.items():
+            slot.in_flight = loads.get(url, 0)
+        for job_id in jobs.dispatching_jobs(self.service):
+            self.pending.setdefault(job_id)
+
     # --- executors ------------------------------------------------------------------------------
 
     def probe(self, slots) -> None:
         for slot in list(slots):
             try:
                 health = self.link.health(slot.url)
+                if health["service"] != self.service:
+                    raise ExecutorUnreachable(f"{slot.url} runs service {health['service']!r}, not {self.service!r}")
                 slot.slots, slot.reachable = int(health["slots"]), True
-            except (ExecutorUnreachable, KeyError, ValueError):
-                slot.reachable = False
-        if any(not s.reachable for s in self.executors.values()):
-            self.wakeupAfter(PROBE_RETRY_SECONDS, payload="probe")
+                self.down_since.pop(slot.url, None)
+            except (ExecutorUnreachable, ValueError, TypeError) as exc:
+                if slot.reachable or slot.url not in self.down_since:
+                    self.log.warning("executor %s of %s is unreachable: %s", slot.url, self.service, exc)
+                self.mark_down(slot)
+        self.arm_probe()
         self.tell_capacity()
+
+    def mark_down(self, slot: ExecutorSlot) -> None:
+        slot.reachable = False
+        self.down_since.setdefault(slot.url, time.monotonic())
+
+    def arm_probe(self) -> None:
+        if not self.probe_armed and any(not s.reachable for s in self.executors.values()):
+            self.probe_armed = True
+            self.wakeupAfter(PROBE_RETRY_SECONDS, payload="probe")
 
     def tell_capacity(self) -> None:
         total = sum(s.slots for s in self.executors.values() if s.reachable)
@@ -65,17 +92,23 @@ class DispatcherActor(ServerActor):
             self.send(self.peers.quota, Capacity(self.service, total))
 
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender) -> None:
-        if msg.payload == "reprobe":
-            self.probe(self.executors.values())
-            self.wakeupAfter(REPROBE_SECONDS, payload="reprobe")
-        else:
-            self.probe([s for s in self.executors.values() if not s.reachable])
-        self.drain()
+        try:
+            if msg.payload == "reprobe":
+                self.reconcile()
+                self.probe(self.executors.values())
+            else:
+                self.probe_armed = False
+                self.probe([s for s in self.executors.values() if not s.reachable])
+            self.drain()
+        finally:
+            if msg.payload == "reprobe":
+                self.wakeupAfter(REPROBE_SECONDS, payload="reprobe")
 
     # --- jobs -----------------------------------------------------------------------------------
 
     def receiveMsg_Dispatch(self, msg: Dispatch, sender) -> None:
-        self.pending.extend(msg.job_ids)
+        for job_id in msg.job_ids:
+            self.pending.setdefault(job_id)
         self.drain()
 
     def receiveMsg_JobEnded(self, msg: JobEnded, sender) -> None:
@@ -85,37 +118,55 @@ class DispatcherActor(ServerActor):
         self.drain()
 
     def drain(self) -> None:
-        """Send pending jobs while some executor has a free slot."""
-        while self.pending and self.peers:
-            slot = choose_executor(self.executors.values())
+        """Send every pending job that has somewhere to go, oldest first."""
+        if self.peers is None:
+            return
+        for job_id in list(self.pending):
+            job = jobs.get_ref(job_id)
+            if job is None or job.state is not JobState.DISPATCHING:
+                del self.pending[job_id]  # sent already, or ended meanwhile
+                continue
+            pinned = self.executors.get(job.executor) if job.executor else None
+            if pinned is not None and not pinned.reachable and not self.pin_expired(pinned):
+                continue  # it may be on that executor: wait for it to come back
+            slot = pinned if pinned is not None and pinned.reachable else choose_executor(self.executors.values())
             if slot is None:
-                return
-            job_id = self.pending.popleft()
-            self.send_job(job_id, slot)
+                continue
+            del self.pending[job_id]
+            try:
+                self.send_job(job, slot, resend=slot is pinned)
+            except Exception:  # noqa: BLE001 — keep the job; the reprobe's reconcile tries again
+                self.log.exception("sending job %d to %s failed", job_id, slot.url)
 
-    def send_job(self, job_id: int, slot: ExecutorSlot) -> None:
-        now = jobs.utcnow()
-        job = jobs.begin_attempt(job_id, slot.url, now)
-        if job is None:
-            return  # cancelled or already moved on meanwhile
+    def pin_expired(self, slot: ExecutorSlot) -> bool:
+        return time.monotonic() - self.down_since.get(slot.url, time.monotonic()) > PIN_TIMEOUT_SECONDS
+
+    def send_job(self, job: jobs.JobRef, slot: ExecutorSlot, *, resend: bool) -> None:
+        attempt = job.attempts if resend else jobs.begin_attempt(job.id, slot.url, jobs.utcnow())
+        if attempt is None:
+            return  # cancelled or moved on meanwhile
+        if not resend:
+            slot.in_flight += 1
         self.counter += 1
         slot.last_used = self.counter
-        slot.in_flight += 1
         try:
-            remote_id = self.link.submit(slot.url, job.id, job.attempts, self.config.own_url, job.dir)
+            remote_id = self.link.submit(slot.url, job.id, job.uid, attempt, self.config.own_url, job.dir)
         except ExecutorUnreachable as exc:
-            self.log.warning("executor %s unreachable while sending job %d: %s", slot.url, job_id, exc)
-            slot.in_flight -= 1
-            slot.reachable = False
-            self.pending.appendleft(job_id)
-            self.probe([])  # re-arms the probe timer and tells the quota the capacity shrank
+            self.log.warning("executor %s unreachable while sending job %d: %s", slot.url, job.id, exc)
+            if not exc.delivered:
+                jobs.unassign(job.id, attempt)  # it never got there: free to go anywhere
+                slot.in_flight -= 1
+            self.pending[job.id] = None
+            self.mark_down(slot)
+            self.arm_probe()
+            self.tell_capacity()
             return
         except ExecutorRefused as exc:
             slot.in_flight -= 1
-            self.log.error("executor %s refused job %d: %s", slot.url, job_id, exc)
-            ended = jobs.finish(job_id, job.attempts, JobState.FAILED, jobs.utcnow(),
+            self.log.error("executor %s refused job %d: %s", slot.url, job.id, exc)
+            ended = jobs.finish(job.id, attempt, JobState.FAILED, jobs.utcnow(),
                                 reason=f"the executor refused the job: {exc}")
             if ended:
-                self.send(self.peers.quota, JobEnded(self.service, job_id, None))
+                self.send(self.peers.quota, JobEnded(self.service, job.id, None))
             return
-        jobs.mark_submitted(job_id, job.attempts, remote_id, jobs.utcnow())
+        jobs.mark_submitted(job.id, attempt, remote_id, jobs.utcnow())

@@ -1,17 +1,17 @@
 """ExecutorActor: runs the node's tasks (`bash run.sh`), at most `slots` at once, and reports back.
 
 Accepts: ConfigureExecutor (from run_client.py: recover the task table, answer Pong), RunTask (from
-the node's web layer), Ping, WakeupMessage ("poll" while tasks run, "retry" for unsent reports,
-"sweep" for retention), ActorExitRequest (stop the running scripts).
+the node's web layer), Ping, WakeupMessage ("poll" while tasks run; "tick" every TICK_SECONDS to
+re-send undelivered reports and pick up accepted tasks it has not heard of; "sweep" for
+retention), ActorExitRequest (stop the running scripts).
 
-Each script runs in its own process group with stdout and stderr in files of its folder. The exit
-code is written to the node's database before the server is told, so a report that fails to reach
-the server is sent again, and a restarted node still answers for every task.
+The exit code is written to the node's database before the server is told, so a report that fails
+to reach the server is sent again, and a restarted node still answers for every task. A task that
+was running when the node stopped is lost: its outcome cannot be known, and it says so.
 """
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import signal
 import subprocess
@@ -19,34 +19,25 @@ import time
 from collections import deque
 from datetime import timedelta
 
-import requests
 from thespian.actors import ActorExitRequest, ActorTypeDispatcher, WakeupMessage
 
+from actors import scripts
 from actors.lifeline import die_with_parent
 from actors.messages import ConfigureExecutor, Ping, Pong, RunTask
+from actors.reporter import Reporter
 from actors.scheduling import sweep_interval
 from storage import database, tasks
-from storage.executor_models import TaskState, db
 from storage.clock import utcnow
+from storage.executor_models import TaskState, db
 
 #: Exit polling starts fast for short scripts and slows down for long ones.
 POLL_MIN_SECONDS = 0.005
 POLL_MAX_SECONDS = 0.25
-RETRY_SECONDS = 2.0
-REPORT_TIMEOUT = (2.0, 10.0)
-STDERR_TAIL_BYTES = 4000
+TICK_SECONDS = 2.0
+#: How long scripts get to end after SIGTERM when the node stops.
+STOP_GRACE_SECONDS = 3.0
 
 log = logging.getLogger("orchestrator.executor")
-
-
-def stderr_tail(folder: str) -> str:
-    try:
-        with open(os.path.join(folder, "stderr.log"), "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - STDERR_TAIL_BYTES))
-            return handle.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
 
 
 class ExecutorActor(ActorTypeDispatcher):
@@ -57,30 +48,24 @@ class ExecutorActor(ActorTypeDispatcher):
         self.started_at: dict[int, float] = {}
         self.waiting: deque[int] = deque()
         self.polling = False
-        self.retrying = False
 
     def receiveMsg_ConfigureExecutor(self, msg: ConfigureExecutor, sender) -> None:
         die_with_parent()
         self.config = msg.config
         database.bind(db, msg.config.database_url, create_tables=False)
-        self.session = requests.Session()
+        self.reporter = Reporter(self.config.server_url)
         self.recover()
         self.send(sender, Pong("executor"))
         self.sweep_every = sweep_interval([self.config.retention_hours * 3600.0])
         self.wakeupAfter(self.sweep_every, payload="sweep")
-        self.report_pending()
-        self.start_more()
+        self.tick()
 
     def recover(self) -> None:
-        """A task that was running when the node stopped is lost: its outcome cannot be known."""
-        for task_id, pid in tasks.running_pids():
+        """Stop what a previous run of the node left running; those tasks are lost."""
+        for task_id, pid, started in tasks.running_pids():
             if pid:
-                try:
-                    os.killpg(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+                scripts.kill_group(pid, signal.SIGKILL, started)
             tasks.mark_ended(task_id, TaskState.LOST, utcnow())
-        self.waiting.extend(tasks.ids_in(TaskState.ACCEPTED))
 
     def receiveMsg_RunTask(self, msg: RunTask, sender) -> None:
         if msg.task_id not in self.running and msg.task_id not in self.waiting:
@@ -91,23 +76,33 @@ class ExecutorActor(ActorTypeDispatcher):
         self.send(sender, Pong("executor"))
 
     def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender) -> None:
-        for process in self.running.values():
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        self.stop_all()
 
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender) -> None:
         if msg.payload == "poll":
             self.polling = False
             self.reap()
             self.start_more()
-        elif msg.payload == "retry":
-            self.retrying = False
-            self.report_pending()
+        elif msg.payload == "tick":
+            self.tick()
         elif msg.payload == "sweep":
-            self.sweep()
-            self.wakeupAfter(self.sweep_every, payload="sweep")
+            try:
+                self.sweep()
+            finally:
+                self.wakeupAfter(self.sweep_every, payload="sweep")
+
+    def tick(self) -> None:
+        """The slow backstop: undelivered reports, and accepted tasks no RunTask announced."""
+        try:
+            for task_id in tasks.unreported():
+                task = tasks.find(task_id)
+                self.reporter.report(task_id, "finished" if task["state"] == TaskState.FINISHED.value else "lost")
+            for task_id in tasks.ids_in(TaskState.ACCEPTED):
+                if task_id not in self.running and task_id not in self.waiting:
+                    self.waiting.append(task_id)
+            self.start_more()
+        finally:
+            self.wakeupAfter(TICK_SECONDS, payload="tick")
 
     # --- running --------------------------------------------------------------------------------
 
@@ -123,56 +118,46 @@ class ExecutorActor(ActorTypeDispatcher):
         task = tasks.find(task_id)
         if task is None or task["state"] != TaskState.ACCEPTED.value:
             return
-        folder = task["dir"]
-        with open(os.path.join(folder, "stdout.log"), "wb") as out, \
-                open(os.path.join(folder, "stderr.log"), "wb") as err:
-            process = subprocess.Popen(["bash", "run.sh"], cwd=folder, stdin=subprocess.DEVNULL, stdout=out,
-                                       stderr=err, start_new_session=True)
+        try:
+            process = scripts.launch(task["dir"])
+        except OSError as exc:
+            log.error("task %d could not be started: %s", task_id, exc)
+            tasks.mark_ended(task_id, TaskState.FINISHED, utcnow(), 126, f"the executor could not start run.sh: {exc}")
+            self.reporter.report(task_id, "finished")
+            return
         self.running[task_id] = process
         self.started_at[task_id] = time.monotonic()
-        tasks.mark_running(task_id, process.pid, utcnow())
-        self.report(task_id, "started")
+        tasks.mark_running(task_id, process.pid, scripts.start_time(process.pid), utcnow())
+        self.reporter.report(task_id, "started")
 
     def reap(self) -> None:
         for task_id, process in list(self.running.items()):
             code = process.poll()
             if code is None:
                 continue
+            # NOTE: what run.sh left in the background dies with it; its folder is its result.
+            scripts.kill_group(process.pid)
+            task = tasks.find(task_id)
+            tasks.mark_ended(task_id, TaskState.FINISHED, utcnow(), scripts.exit_code(code),
+                             scripts.stderr_tail(task["dir"]))
             del self.running[task_id]
             del self.started_at[task_id]
-            task = tasks.find(task_id)
-            # NOTE: a script killed by signal N reports 128+N, as a shell would.
-            exit_code = code if code >= 0 else 128 - code
-            tasks.mark_ended(task_id, TaskState.FINISHED, utcnow(), exit_code, stderr_tail(task["dir"]))
-            self.report(task_id, "finished")
+            self.reporter.report(task_id, "finished")
 
-    # --- reporting to the server ----------------------------------------------------------------
-
-    def report(self, task_id: int, event: str) -> None:
-        task = tasks.find(task_id)
-        url = task["callback_url"] or self.config.server_url
-        final = event != "started"
-        if not url:
-            if final:
-                tasks.mark_reported(task_id)  # nobody to tell; the server asks instead
-            return
-        body = {"job_id": task["job_id"], "attempt": task["attempt"], "task_id": str(task_id), "event": event,
-                "exit_code": task["exit_code"], "stderr_tail": task["stderr_tail"]}
-        try:
-            response = self.session.post(f"{url}/internal/events", json=body, timeout=REPORT_TIMEOUT)
-            delivered = response.status_code < 500
-        except requests.RequestException:
-            delivered = False
-        if final and delivered:
-            tasks.mark_reported(task_id)
-        elif final and not self.retrying:
-            self.retrying = True
-            self.wakeupAfter(RETRY_SECONDS, payload="retry")
-
-    def report_pending(self) -> None:
-        for task_id in tasks.unreported():
-            task = tasks.find(task_id)
-            self.report(task_id, "finished" if task["state"] == TaskState.FINISHED.value else "lost")
+    def stop_all(self) -> None:
+        """The node is stopping: end every script (TERM, then KILL) and record them as lost."""
+        for process in self.running.values():
+            scripts.kill_group(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        while time.monotonic() < deadline and any(scripts.group_alive(p.pid) for p in self.running.values()):
+            for process in self.running.values():
+                process.poll()
+            time.sleep(0.05)
+        for task_id, process in self.running.items():
+            scripts.kill_group(process.pid)
+            process.poll()
+            tasks.mark_ended(task_id, TaskState.LOST, utcnow())
+        self.running.clear()
 
     # --- retention ------------------------------------------------------------------------------
 
@@ -181,7 +166,4 @@ class ExecutorActor(ActorTypeDispatcher):
         for task_id, folder in tasks.expired(cutoff):
             if tasks.mark_cleaned(task_id):
                 shutil.rmtree(folder, ignore_errors=True)
-                try:
-                    os.remove(tasks.zip_file(self.config.data_path, task_id))
-                except FileNotFoundError:
-                    pass
+                tasks.remove_zip(self.config.data_path, task_id)

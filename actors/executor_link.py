@@ -10,6 +10,7 @@ import uuid
 from typing import Iterator
 
 import requests
+from urllib3.exceptions import NewConnectionError
 
 CONNECT_TIMEOUT = 2.0
 READ_TIMEOUT = 30.0
@@ -17,11 +18,29 @@ CHUNK = 1 << 16
 
 
 class ExecutorUnreachable(Exception):
-    """The executor did not answer, or answered with a server error: try again later or elsewhere."""
+    """The executor did not answer, or answered with a server error: try again later or elsewhere.
+
+    `delivered` is False only when the request certainly never reached the executor (no connection
+    could be made); otherwise it may have acted on it.
+    """
+
+    def __init__(self, message: str, delivered: bool = True):
+        super().__init__(message)
+        self.delivered = delivered
 
 
 class ExecutorRefused(Exception):
     """The executor answered 4xx: this request will never succeed there."""
+
+
+def _maybe_delivered(exc: requests.RequestException) -> bool:
+    """False only when no connection was made, so the executor cannot have seen the request."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return False
+    if isinstance(exc, requests.ConnectionError):
+        reason = getattr(exc.args[0], "reason", None) if exc.args else None
+        return not isinstance(reason, NewConnectionError)
+    return True
 
 
 class _MultipartBody:
@@ -69,26 +88,38 @@ class ExecutorLink:
         try:
             response = self.session.request(method, url, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), **kwargs)
         except requests.RequestException as exc:
-            raise ExecutorUnreachable(f"{method} {url}: {exc.__class__.__name__}") from exc
+            raise ExecutorUnreachable(f"{method} {url}: {exc.__class__.__name__}", _maybe_delivered(exc)) from exc
         if response.status_code >= 500:
             raise ExecutorUnreachable(f"{method} {url}: HTTP {response.status_code}")
         return response
+
+    @staticmethod
+    def _json(response: requests.Response, *keys: str) -> dict:
+        """The JSON object of an answer, holding `keys`; anything else is not an executor talking."""
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or any(key not in body for key in keys):
+            raise ExecutorUnreachable(f"{response.url} answered something that is not an executor's JSON")
+        return body
 
     def health(self, base: str) -> dict:
         response = self._call("GET", f"{base}/health")
         if response.status_code != 200:
             raise ExecutorUnreachable(f"{base}/health answered {response.status_code}")
-        return response.json()
+        return self._json(response, "slots", "service")
 
-    def submit(self, base: str, job_id: int, attempt: int, callback_url: str, folder: str) -> str:
+    def submit(self, base: str, job_id: int, job_uid: str, attempt: int, callback_url: str, folder: str) -> str:
         """Send the job folder; returns the executor's task id."""
         files = sorted((name, os.path.join(folder, name)) for name in os.listdir(folder))
-        body = _MultipartBody({"job_id": str(job_id), "attempt": str(attempt), "callback_url": callback_url},
+        body = _MultipartBody({"job_id": str(job_id), "job_uid": job_uid, "attempt": str(attempt),
+                               "callback_url": callback_url},
                               [(name, path) for name, path in files if os.path.isfile(path)])
         response = self._call("POST", f"{base}/submit", data=body, headers={"Content-Type": body.content_type})
         if response.status_code != 200:
             raise ExecutorRefused(f"{base}/submit answered {response.status_code}: {response.text[:300]}")
-        return str(response.json()["id"])
+        return str(self._json(response, "id")["id"])
 
     def status(self, base: str, remote_id: str) -> dict | None:
         """The executor's record of a task, or None if it does not know it."""
@@ -97,7 +128,7 @@ class ExecutorLink:
             return None
         if response.status_code != 200:
             raise ExecutorUnreachable(f"{base}/jobs/{remote_id} answered {response.status_code}")
-        return response.json()
+        return self._json(response, "job_id", "attempt", "state")
 
     def fetch(self, base: str, remote_id: str, destination: str) -> None:
         """Download the task's zip to `destination` atomically (temporary file, then rename)."""
@@ -116,6 +147,9 @@ class ExecutorLink:
             os.replace(partial, destination)
         except requests.RequestException as exc:
             raise ExecutorUnreachable(f"GET {base}/retrieve/{remote_id}: {exc.__class__.__name__}") from exc
+        except OSError as exc:
+            # NOTE: a full or failing disk here; the result stays on the executor, fetched again later.
+            raise ExecutorUnreachable(f"storing the result of {base}/retrieve/{remote_id} failed: {exc}") from exc
         finally:
             if os.path.exists(partial):
                 os.remove(partial)

@@ -98,5 +98,7 @@ class QueueActor(ServerActor):
         self.request_admission(msg.service)
 
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender) -> None:
-        self.resync()
-        self.wakeupAfter(RESYNC_SECONDS)
+        try:
+            self.resync()
+        finally:
+            self.wakeupAfter(RESYNC_SECONDS)

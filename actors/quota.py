@@ -33,9 +33,10 @@ class QuotaActor(ServerActor):
         self.wakeupAfter(RESYNC_SECONDS)
 
     def resync(self) -> None:
+        rows = jobs.active_jobs()  # read first: a failed read leaves the current sets in place
         self.active: dict[str, dict[int, set[int]]] = defaultdict(lambda: defaultdict(set))
         self.owner: dict[int, tuple[str, int]] = {}
-        for service, user_id, job_id in jobs.active_jobs():
+        for service, user_id, job_id in rows:
             self._hold(service, user_id, job_id)
         if self.peers:
             # NOTE: a JobEnded that raced this reload finds no holder; ask for admission anyway.
@@ -95,5 +96,7 @@ class QuotaActor(ServerActor):
             self.send(self.peers.queue, SlotsFreed(msg.service))
 
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender) -> None:
-        self.resync()
-        self.wakeupAfter(RESYNC_SECONDS)
+        try:
+            self.resync()
+        finally:
+            self.wakeupAfter(RESYNC_SECONDS)

@@ -24,6 +24,8 @@ SWEEP_SECONDS = 5.0
 #: A job is asked about when nothing happened to it for this long.
 QUIET_SECONDS = 5.0
 MAX_ATTEMPTS = 3
+#: Executor task states that mean the job will never finish there.
+GONE = {"lost", "cleaned"}
 
 
 class RetrieverActor(ServerActor):
@@ -36,22 +38,36 @@ class RetrieverActor(ServerActor):
 
     def receiveMsg_ExecutorEvent(self, msg: ExecutorEvent, sender) -> None:
         job = jobs.get_ref(msg.job_id)
-        if job is None or job.attempts != msg.attempt or job.state not in ACTIVE:
+        if job is None or job.attempts != msg.attempt or job.state not in ACTIVE or not job.executor:
             return  # a late report of an older attempt, or of a job that already ended
+        remote_id = job.remote_id
+        if remote_id is None:
+            # NOTE: the report overtook the executor's answer to the submit; trust its task id only
+            # once the executor confirms that task is this job's attempt.
+            remote_id = self.confirmed_task(job, msg.task_id)
+            if remote_id is None:
+                return
         if msg.event == "started":
-            jobs.mark_running(job.id, msg.attempt, msg.task_id, jobs.utcnow())
+            jobs.mark_running(job.id, msg.attempt, remote_id, jobs.utcnow())
         elif msg.event == "finished":
-            self.finished(job, msg)
+            self.finished(job, remote_id, msg.exit_code, msg.stderr_tail)
         elif msg.event == "lost":
             self.lost(job, "its executor lost it")
 
-    def finished(self, job: jobs.JobRef, msg: ExecutorEvent) -> None:
-        remote_id = msg.task_id or job.remote_id
-        if msg.exit_code != 0:
-            reason = (f"run.sh exited with code {msg.exit_code}" if msg.exit_code is not None
-                      else "run.sh could not be run")
-            self.end(job, msg.attempt, JobState.FAILED, exit_code=msg.exit_code, reason=reason,
-                     stderr_tail=msg.stderr_tail)
+    def confirmed_task(self, job: jobs.JobRef, task_id: str | None) -> str | None:
+        if not task_id:
+            return None
+        try:
+            task = self.link.status(job.executor, task_id)
+        except ExecutorUnreachable:
+            return None
+        ok = task is not None and task["job_id"] == job.id and task["attempt"] == job.attempts
+        return task_id if ok else None
+
+    def finished(self, job: jobs.JobRef, remote_id: str, exit_code: int | None, stderr_tail: str | None) -> None:
+        if exit_code != 0:
+            reason = f"run.sh exited with code {exit_code}" if exit_code is not None else "run.sh could not be run"
+            self.end(job, JobState.FAILED, exit_code=exit_code, reason=reason, stderr_tail=stderr_tail)
             return
         destination = jobs.result_file(self.config.data_dir, job.id)
         try:
@@ -60,20 +76,18 @@ class RetrieverActor(ServerActor):
             # NOTE: the job stays active; the sweep asks the executor again.
             self.log.warning("could not fetch the results of job %d: %s", job.id, exc)
             return
-        self.end(job, msg.attempt, JobState.COMPLETED, exit_code=0, stderr_tail=msg.stderr_tail,
-                 result_path=destination)
+        self.end(job, JobState.COMPLETED, exit_code=0, stderr_tail=stderr_tail, result_path=destination)
 
     def lost(self, job: jobs.JobRef, why: str) -> None:
         if job.attempts >= MAX_ATTEMPTS:
-            self.end(job, job.attempts, JobState.FAILED, reason=f"{why} {job.attempts} times")
+            self.end(job, JobState.FAILED, reason=f"{why}, {job.attempts} times")
             return
-        returned = jobs.return_to_queue(job.id, why, jobs.utcnow())
-        if returned is not None:
+        if jobs.return_to_queue(job.id, why, jobs.utcnow()) is not None:
             self.slot_freed(job)
             self.send(self.peers.queue, JobQueued(job.id, job.service, job.user_id))
 
-    def end(self, job: jobs.JobRef, attempt: int, state: JobState, **details) -> None:
-        ended = jobs.finish(job.id, attempt, state, jobs.utcnow(), **details)
+    def end(self, job: jobs.JobRef, state: JobState, **details) -> None:
+        ended = jobs.finish(job.id, job.attempts, state, jobs.utcnow(), **details)
         if ended is not None and ended[1]:
             self.slot_freed(job)
 
@@ -87,23 +101,28 @@ class RetrieverActor(ServerActor):
     # --- the slow sweep: recover reports that never arrived -----------------------------------
 
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender) -> None:
-        if self.peers is not None:
-            self.sweep()
-        self.wakeupAfter(SWEEP_SECONDS)
+        try:
+            if self.peers is not None:
+                self.sweep()
+        finally:
+            self.wakeupAfter(SWEEP_SECONDS)
 
     def sweep(self) -> None:
         quiet_since = jobs.utcnow() - timedelta(seconds=QUIET_SECONDS)
+        silent: set[str] = set()
         for job in jobs.stale_active(quiet_since):
-            if not job.executor or not job.remote_id:
+            if not job.executor or not job.remote_id or job.executor in silent:
                 continue
             try:
-                task = self.link.status(job.executor, job.remote_id)
+                self.ask_about(job)
             except ExecutorUnreachable:
-                continue  # the executor may come back; its loss is handled by the heartbeat rules
-            if task is None or task.get("job_id") != job.id or task.get("attempt") != job.attempts:
-                self.lost(job, "its executor no longer knows it")
-            elif task["state"] == "finished":
-                self.finished(job, ExecutorEvent(job.id, job.attempts, "finished", job.remote_id,
-                                                 task.get("exit_code"), task.get("stderr_tail")))
-            elif task["state"] == "lost":
-                self.lost(job, "its executor lost it")
+                silent.add(job.executor)  # one unanswered question per executor and sweep
+            except Exception:  # noqa: BLE001 — one bad job must not stop the sweep of the others
+                self.log.exception("sweep of job %d failed", job.id)
+
+    def ask_about(self, job: jobs.JobRef) -> None:
+        task = self.link.status(job.executor, job.remote_id)
+        if task is None or task["job_id"] != job.id or task["attempt"] != job.attempts or task["state"] in GONE:
+            self.lost(job, "its executor no longer has it")
+        elif task["state"] == "finished":
+            self.finished(job, job.remote_id, task.get("exit_code"), task.get("stderr_tail"))

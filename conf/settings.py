@@ -258,6 +258,10 @@ def load_server_config(path: str | None, environ: Mapping[str, str] = os.environ
         config = replace(config, port=_int("--port", str(port), 1, 65535))
     if not config.services:
         raise ConfigError("no service is configured; add a [service.NAME] section or SERVICE_<NAME>_UPLOAD_URL.")
+    for svc in config.services:
+        if not svc.clients:
+            raise ConfigError(f"[service.{svc.name}] clients is empty; name at least one executor URL "
+                              f"(or set SERVICE_{svc.name.upper()}_UPLOAD_URL).")
     if config.actor_admin_port and config.actor_admin_port == config.port:
         raise ConfigError("[server] actor_admin_port must differ from [server] port.")
     return config

@@ -23,6 +23,8 @@ class TaskState(str, Enum):
 class Task(db.Entity):
     id = PrimaryKey(int, auto=True)
     job_id = Required(int, size=64)
+    #: The server's unique name for the job; with `attempt` it identifies a submission.
+    job_uid = Required(str, 64)
     attempt = Required(int)
     callback_url = Optional(str, 1024, nullable=True)
     dir = Required(str, 1024)
@@ -33,10 +35,12 @@ class Task(db.Entity):
     exit_code = Optional(int)
     #: Process group of the running `bash run.sh`, to stop it if the node restarts.
     pid = Optional(int)
+    #: Start time of that process (clock ticks after boot), so a reused pid is never killed.
+    pid_start = Optional(int, size=64)
     stderr_tail = Optional(LongStr, nullable=True)
     #: False until the server acknowledged the final report.
     reported = Required(bool, default=False)
-    composite_key(job_id, attempt)
+    composite_key(job_uid, attempt)
 
     def to_dict(self) -> dict:
         def stamp(value):

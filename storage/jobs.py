@@ -59,6 +59,11 @@ class JobRef:
     executor: str | None
     remote_id: str | None
 
+    @property
+    def uid(self) -> str:
+        """The job's unique name (its folder's), which no other server job shares."""
+        return os.path.basename(self.dir)
+
     @staticmethod
     def of(job: Job) -> "JobRef":
         return JobRef(job.id, job.user_id, job.service, JobState(job.state), job.dir, job.attempts,
@@ -165,9 +170,9 @@ def in_flight_by_executor(service: str) -> dict[str, int]:
 
 @_retrying
 @db_session
-def begin_attempt(job_id: int, executor: str, now: datetime) -> JobRef | None:
+def begin_attempt(job_id: int, executor: str, now: datetime) -> int | None:
     """Persist "attempt N goes to `executor`" before sending, so a late report of an older attempt
-    is recognised. Returns None when the job is no longer Dispatching."""
+    is recognised. Returns N, or None when the job is no longer Dispatching."""
     job = Job.get(id=job_id)
     if job is None or job.state != JobState.DISPATCHING.value:
         return None
@@ -175,7 +180,17 @@ def begin_attempt(job_id: int, executor: str, now: datetime) -> JobRef | None:
     job.executor = executor
     job.remote_id = None
     job.updated_at = now
-    return JobRef.of(job)
+    return job.attempts
+
+
+@_retrying
+@db_session
+def unassign(job_id: int, attempt: int) -> None:
+    """Attempt `attempt` certainly never reached its executor: take it back, as if never made."""
+    job = Job.get(id=job_id)
+    if job is not None and job.attempts == attempt and job.state == JobState.DISPATCHING.value:
+        job.attempts -= 1
+        job.executor = None
 
 
 @_retrying
@@ -199,6 +214,7 @@ def return_to_queue(job_id: int, reason: str, now: datetime) -> JobRef | None:
         return None
     advance(job, JobState.QUEUED, now)
     job.reason = reason
+    job.executor = job.remote_id = None
     return JobRef.of(job)
 
 

@@ -28,7 +28,9 @@ ACTIVE = frozenset({JobState.DISPATCHING, JobState.SUBMITTED, JobState.RUNNING})
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.QUEUED: frozenset({JobState.DISPATCHING, JobState.FAILED, JobState.CANCELLED}),
     # Back to QUEUED: no executor took it, or its executor was lost; it waits for a slot again.
-    JobState.DISPATCHING: frozenset({JobState.SUBMITTED, JobState.QUEUED, JobState.FAILED, JobState.CANCELLED}),
+    # On to RUNNING or an outcome: the executor's report can overtake its answer to the submit.
+    JobState.DISPATCHING: frozenset({JobState.SUBMITTED, JobState.RUNNING, JobState.COMPLETED, JobState.FAILED,
+                                     JobState.QUEUED, JobState.CANCELLED}),
     JobState.SUBMITTED: frozenset({JobState.RUNNING, JobState.COMPLETED, JobState.FAILED,
                                    JobState.QUEUED, JobState.CANCELLED}),
     JobState.RUNNING: frozenset({JobState.COMPLETED, JobState.FAILED, JobState.QUEUED, JobState.CANCELLED}),

@@ -16,14 +16,15 @@ def find(task_id: int) -> dict | None:
 
 
 @db_session
-def find_attempt(job_id: int, attempt: int) -> dict | None:
-    task = Task.get(job_id=job_id, attempt=attempt)
+def find_attempt(job_uid: str, attempt: int) -> dict | None:
+    task = Task.get(job_uid=job_uid, attempt=attempt)
     return task.to_dict() if task else None
 
 
 @db_session
-def create(job_id: int, attempt: int, callback_url: str | None, folder: str, now: datetime) -> dict:
-    task = Task(job_id=job_id, attempt=attempt, callback_url=callback_url or None, dir=folder, created_at=now)
+def create(job_id: int, job_uid: str, attempt: int, callback_url: str | None, folder: str, now: datetime) -> dict:
+    task = Task(job_id=job_id, job_uid=job_uid, attempt=attempt, callback_url=callback_url or None, dir=folder,
+                created_at=now)
     commit()
     return task.to_dict()
 
@@ -43,9 +44,9 @@ def ids_in(state: TaskState) -> list[int]:
 
 
 @db_session
-def mark_running(task_id: int, pid: int, now: datetime) -> None:
+def mark_running(task_id: int, pid: int, pid_start: int | None, now: datetime) -> None:
     task = Task[task_id]
-    task.state, task.pid, task.started_at = TaskState.RUNNING.value, pid, now
+    task.state, task.pid, task.pid_start, task.started_at = TaskState.RUNNING.value, pid, pid_start, now
 
 
 @db_session
@@ -53,7 +54,7 @@ def mark_ended(task_id: int, state: TaskState, now: datetime, exit_code: int | N
                stderr_tail: str | None = None) -> None:
     task = Task[task_id]
     task.state, task.finished_at, task.exit_code, task.stderr_tail = state.value, now, exit_code, stderr_tail
-    task.pid = None
+    task.pid = task.pid_start = None
 
 
 @db_session
@@ -68,14 +69,16 @@ def unreported() -> list[int]:
 
 
 @db_session
-def running_pids() -> list[tuple[int, int | None]]:
-    return list(select((t.id, t.pid) for t in Task if t.state == TaskState.RUNNING.value))
+def running_pids() -> list[tuple[int, int | None, int | None]]:
+    return list(select((t.id, t.pid, t.pid_start) for t in Task if t.state == TaskState.RUNNING.value))
 
 
 @db_session
 def expired(cutoff: datetime, limit: int = 500) -> list[tuple[int, str]]:
+    """Ended tasks past retention whose outcome the server has heard (an unheard one is kept)."""
     ended = [TaskState.FINISHED.value, TaskState.LOST.value]
-    return list(select((t.id, t.dir) for t in Task if t.state in ended and t.finished_at < cutoff)[:limit])
+    return list(select((t.id, t.dir) for t in Task if t.state in ended and t.reported
+                       and t.finished_at < cutoff)[:limit])
 
 
 @db_session
@@ -91,3 +94,10 @@ def mark_cleaned(task_id: int) -> bool:
 def zip_file(data_dir: str, task_id: int) -> str:
     """Where the node caches the zip of an ended task's folder."""
     return os.path.join(data_dir, "zips", f"{task_id}.zip")
+
+
+def remove_zip(data_dir: str, task_id: int) -> None:
+    try:
+        os.remove(zip_file(data_dir, task_id))
+    except FileNotFoundError:
+        pass

@@ -17,16 +17,16 @@ def ini(tmp_path: Path, text: str, name: str = "config.ini") -> str:
     return str(path)
 
 
-def server_ini(tmp_path: Path, server: str = "", service: str = "[service.example]\n") -> str:
+def server_ini(tmp_path: Path, server: str = "", service: str = "[service.example]\nclients = http://h:1\n") -> str:
     return ini(tmp_path, f"[server]\n{server}\n{service}")
 
 
 # --- server: defaults and a full file -----------------------------------------------------------
 
 def test_a_server_file_with_only_a_service_section_gets_every_server_default(tmp_path):
-    config = load_server_config(ini(tmp_path, "[service.example]\n"), environ={})
+    config = load_server_config(ini(tmp_path, "[service.example]\nclients = http://h:1\n"), environ={})
 
-    assert config == ServerConfig(services=(ServiceConfig(name="example"),))
+    assert config == ServerConfig(services=(ServiceConfig(name="example", clients=("http://h:1",)),))
     assert config.host == "127.0.0.1" and config.port == 5000 and config.data_dir == "var/server"
     assert config.database_url == str(Path("var/server") / "orchestrator.sqlite")
     assert config.retention_hours == DEFAULT_RETENTION_HOURS
@@ -34,7 +34,14 @@ def test_a_server_file_with_only_a_service_section_gets_every_server_default(tmp
     assert config.own_url == "http://127.0.0.1:5000"
     service = config.service("example")
     assert service.runs_per_user == DEFAULT_RUNS_PER_USER and service.max_runs is None
-    assert service.clients == () and service.retention_hours is None
+    assert service.retention_hours is None
+
+
+def test_a_service_without_executors_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"\[service.example\] clients is empty"):
+        load_server_config(ini(tmp_path, "[service.example]\nruns_per_user = 2\n"), environ={})
+    with pytest.raises(ConfigError, match="SERVICE_LONELY_UPLOAD_URL"):
+        load_server_config(None, environ={"SERVICE_LONELY_RUNS_PER_USER": "2"})
 
 
 def test_a_server_with_no_service_at_all_is_refused():
@@ -62,6 +69,7 @@ max_runs = 7
 retention_hours = 0.25
 
 [service.alpha-1]
+clients = http://127.0.0.1:9001
 """)
     config = load_server_config(path, environ={})
 
@@ -78,7 +86,7 @@ retention_hours = 0.25
     assert config.service("zeta") == ServiceConfig(
         name="zeta", clients=("http://10.0.0.1:9000", "https://exec.example.org:9443"),
         runs_per_user=2, max_runs=7, retention_hours=0.25)
-    assert config.service("alpha-1") == ServiceConfig(name="alpha-1")
+    assert config.service("alpha-1") == ServiceConfig(name="alpha-1", clients=("http://127.0.0.1:9001",))
     assert config.service("missing") is None
 
 
@@ -168,7 +176,7 @@ def test_the_actor_admin_port_must_differ_from_the_http_port(tmp_path):
 # --- server: the seed's environment -------------------------------------------------------------
 
 def test_service_runs_per_user_and_max_runs_come_from_the_environment(tmp_path):
-    path = server_ini(tmp_path, "", "[service.example]\nruns_per_user = 4\nmax_runs = 9\n")
+    path = server_ini(tmp_path, "", "[service.example]\nclients = http://h:1\nruns_per_user = 4\nmax_runs = 9\n")
     config = load_server_config(path, environ={"SERVICE_EXAMPLE_RUNS_PER_USER": "1",
                                                "SERVICE_EXAMPLE_MAX_RUNS": "3"})
     assert config.service("example").runs_per_user == 1
@@ -237,7 +245,8 @@ def test_unrelated_environment_variables_are_ignored(tmp_path):
 
 
 def test_a_service_retention_overrides_the_servers(tmp_path):
-    path = ini(tmp_path, "[server]\nretention_hours = 2\n[service.fast]\nretention_hours = 0.5\n[service.slow]\n")
+    path = ini(tmp_path, "[server]\nretention_hours = 2\n[service.fast]\nclients = http://h:1\nretention_hours = 0.5\n"
+                         "[service.slow]\nclients = http://h:2\n")
     config = load_server_config(path, environ={})
     assert config.retention_seconds("fast") == 1800.0
     assert config.retention_seconds("slow") == 7200.0

@@ -47,7 +47,7 @@ def test_the_table_is_exactly_the_documented_life_cycle():
     C, F, X, K = JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.CLEANED
     assert {(a, b) for a, b in ALLOWED} == {
         (Q, D), (Q, F), (Q, X),
-        (D, S), (D, Q), (D, F), (D, X),
+        (D, S), (D, R), (D, C), (D, Q), (D, F), (D, X),
         (S, R), (S, C), (S, F), (S, Q), (S, X),
         (R, C), (R, F), (R, Q), (R, X),
         (C, K), (F, K), (X, K),

@@ -6,7 +6,9 @@ ExecutorActor; a repeated submit of the same (job_id, attempt) returns the task 
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import stat
 import uuid
 import zipfile
 
@@ -22,6 +24,7 @@ from web.common import Ping, new_app, parse_id, send_zip
 from web.gateway import ActorGateway
 
 WAITING = {TaskState.ACCEPTED.value, TaskState.RUNNING.value}
+JOB_UID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 
 
 class Submit:
@@ -32,13 +35,17 @@ class Submit:
         self.tasks_dir = os.path.join(config.data_path, "tasks")
 
     def on_post(self, req, resp):
-        staging, fields, names = uploads.receive(req, self.incoming, {"job_id", "attempt", "callback_url"},
+        staging, fields, names = uploads.receive(req, self.incoming,
+                                                 {"job_id", "job_uid", "attempt", "callback_url"},
                                                  self.config.max_upload_mb * 1024 * 1024)
         try:
             job_id = uploads.positive_int(fields, "job_id")
             attempt = uploads.positive_int(fields, "attempt", limit=2**31 - 1)
+            job_uid = fields.get("job_uid", "")
+            if not JOB_UID.match(job_uid):
+                raise uploads.bad_request("job_uid must be 1 to 64 letters, digits or '-'.")
             uploads.require_script(names)
-            existing = tasks.find_attempt(job_id, attempt)
+            existing = tasks.find_attempt(job_uid, attempt)
             if existing is not None:
                 shutil.rmtree(staging, ignore_errors=True)
                 resp.media = existing
@@ -49,7 +56,8 @@ class Submit:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         try:
-            task = tasks.create(job_id, attempt, fields.get("callback_url", "").strip().rstrip("/"), folder, utcnow())
+            task = tasks.create(job_id, job_uid, attempt, fields.get("callback_url", "").strip().rstrip("/"), folder,
+                                utcnow())
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -86,7 +94,11 @@ class Retrieve:
 
 
 def zip_folder(folder: str, destination: str) -> None:
-    """Zip `folder` into `destination` atomically (written aside, then renamed)."""
+    """Zip the regular files of `folder` into `destination` atomically (written aside, then renamed).
+
+    Symbolic links, pipes and other special files a script left are not followed: reading a pipe
+    would block forever, and a link could point anywhere on the node. Unreadable files are skipped.
+    """
     os.makedirs(os.path.dirname(destination), exist_ok=True)
     partial = f"{destination}.{uuid.uuid4().hex[:8]}.part"
     try:
@@ -94,7 +106,11 @@ def zip_folder(folder: str, destination: str) -> None:
             for root, _dirs, files in os.walk(folder):
                 for name in sorted(files):
                     path = os.path.join(root, name)
-                    archive.write(path, os.path.relpath(path, folder))
+                    try:
+                        if stat.S_ISREG(os.lstat(path).st_mode):
+                            archive.write(path, os.path.relpath(path, folder))
+                    except OSError:
+                        continue
         os.replace(partial, destination)
     finally:
         if os.path.exists(partial):
@@ -122,10 +138,7 @@ class TaskResource:
             raise falcon.HTTPConflict(title="Task still active",
                                       description="the task is waiting or running; delete it once it ended.")
         shutil.rmtree(task["dir"], ignore_errors=True)
-        try:
-            os.remove(tasks.zip_file(self.config.data_path, number))
-        except FileNotFoundError:
-            pass
+        tasks.remove_zip(self.config.data_path, number)
         resp.media = {"id": str(number), "state": TaskState.CLEANED.value}
 
 

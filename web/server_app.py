@@ -15,10 +15,11 @@ from conf.settings import ServerConfig
 from storage import jobs
 from storage.states import ACTIVE, JobState
 from web import uploads
-from web.common import Ping, new_app, parse_id, send_zip
+from web.common import MAX_ID, Ping, new_app, parse_id, send_zip
 from web.gateway import ActorGateway
 
 WAITING = ACTIVE | {JobState.QUEUED}
+STDERR_TAIL_CHARS = 4000
 
 
 class Upload:
@@ -127,24 +128,24 @@ class ExecutorEvents:
         body = req.get_media()
         if not isinstance(body, dict):
             raise falcon.HTTPBadRequest(title="Invalid event", description="send a JSON object.")
-        event = body.get("event")
         job_id, attempt, exit_code = body.get("job_id"), body.get("attempt"), body.get("exit_code")
-        if event not in self.EVENTS or not _is_int(job_id) or not _is_int(attempt) \
-                or not (exit_code is None or _is_int(exit_code)):
+        task_id, tail = body.get("task_id"), body.get("stderr_tail")
+        if body.get("event") not in self.EVENTS or not _int_in(job_id, 1, MAX_ID) \
+                or not _int_in(attempt, 1, 2**31 - 1) or not (exit_code is None or _int_in(exit_code, -2**31, 2**31 - 1)) \
+                or not (task_id is None or (isinstance(task_id, str) and 0 < len(task_id) <= 64)) \
+                or not (tail is None or isinstance(tail, str)):
             raise falcon.HTTPBadRequest(
                 title="Invalid event",
-                description="send job_id and attempt as integers, event as started, finished or lost, "
-                            "and exit_code as an integer or null.")
-        task_id = body.get("task_id")
-        tail = body.get("stderr_tail")
-        self.gateway.tell(ExecutorEvent(job_id, attempt, event, str(task_id) if task_id is not None else None,
-                                        exit_code, tail if isinstance(tail, str) else None))
+                description="send job_id and attempt as positive integers, event as started, finished or lost, "
+                            "task_id as a string, exit_code as an integer or null, stderr_tail as a string or null.")
+        self.gateway.tell(ExecutorEvent(job_id, attempt, body["event"], task_id, exit_code,
+                                        tail[-STDERR_TAIL_CHARS:] if tail else None))
         resp.status = falcon.HTTP_202
         resp.media = {"accepted": True}
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _int_in(value, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
 def create_app(config: ServerConfig, gateway: ActorGateway) -> falcon.App:

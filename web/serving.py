@@ -49,8 +49,9 @@ def setup_logging() -> None:
 def run_node(*, state_dir: str, admin_port: int, actor_class: str, configure_message,
              make_app: Callable[[ActorGateway], object], host: str, port: int, threads: int,
              max_body: int, name: str) -> int:
-    asys = system.start(state_dir, admin_port)
+    asys = None
     try:
+        asys = system.start(state_dir, admin_port)
         address = asys.createActor(actor_class)
         reply = asys.ask(address, configure_message, START_TIMEOUT)
         if reply is None or type(reply).__name__ != "Pong":
@@ -70,4 +71,5 @@ def run_node(*, state_dir: str, admin_port: int, actor_class: str, configure_mes
     except KeyboardInterrupt:
         return 0
     finally:
-        system.stop(asys, state_dir)
+        if asys is not None:
+            system.stop(asys, state_dir)

@@ -24,6 +24,8 @@ def safe_name(raw: str) -> str:
     """The base name of an uploaded file, or a 400 that says why it cannot be stored."""
     if "\x00" in raw:
         raise bad_request("a file name contains a NUL byte; send plain base names such as run.sh.")
+    if any(ord(c) < 0x20 or c in '\x7f"' or 0xD800 <= ord(c) <= 0xDFFF for c in raw):
+        raise bad_request(f"file name {raw[:40]!r} contains control characters or quotes; send plain names.")
     name = os.path.basename(raw.replace("\\", "/")).strip()
     if name in ("", ".", ".."):
         raise bad_request(f"file name {raw!r} has no usable base name; send names such as run.sh or input.pdb.")
@@ -38,6 +40,9 @@ def check_envelope(req: falcon.Request, max_bytes: int) -> None:
         raise falcon.HTTPUnsupportedMediaType(
             title="Unsupported media type",
             description="send the job as multipart/form-data (curl -F file=@run.sh -F user_id=1 -F service=NAME).")
+    if req.content_length is None and not req.get_header("Transfer-Encoding"):
+        raise falcon.HTTPLengthRequired(title="Length required",
+                                        description="send a Content-Length header with the upload.")
     if req.content_length is not None and req.content_length > max_bytes:
         raise falcon.HTTPContentTooLarge(
             title="Upload too large",
@@ -76,6 +81,9 @@ def receive(req: falcon.Request, staging_root: str, text_fields: set[str],
             with open(os.path.join(folder, name), "wb") as handle:
                 part.stream.pipe(handle)
         return folder, fields, names
+    except UnicodeError:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise bad_request("a part's headers or text are not valid UTF-8.") from None
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise

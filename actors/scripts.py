@@ -1,0 +1,62 @@
+"""Running a task's `bash run.sh` as a process group, and finding or stopping it later.
+
+Each script gets its own session (so its own process group): the whole group can be stopped,
+including what the script left in the background, without touching the node itself.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+STDERR_TAIL_BYTES = 4000
+
+
+def launch(folder: str) -> subprocess.Popen:
+    """Start `bash run.sh` in `folder`, stdout and stderr to stdout.log and stderr.log there."""
+    with open(os.path.join(folder, "stdout.log"), "wb") as out, \
+            open(os.path.join(folder, "stderr.log"), "wb") as err:
+        return subprocess.Popen(["bash", "run.sh"], cwd=folder, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=err, start_new_session=True)
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks after boot (None if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return int(handle.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def kill_group(pgid: int, sig: int = signal.SIGKILL, started: int | None = None) -> None:
+    """Signal a script's process group; with `started`, only if its leader is still that process."""
+    if started is not None and start_time(pgid) != started:
+        return  # the leader is gone, or the pid now belongs to someone else
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def exit_code(returncode: int) -> int:
+    """A script killed by signal N reports 128+N, as a shell would."""
+    return returncode if returncode >= 0 else 128 - returncode
+
+
+def stderr_tail(folder: str) -> str:
+    try:
+        with open(os.path.join(folder, "stderr.log"), "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - STDERR_TAIL_BYTES))
+            return handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
