@@ -10,6 +10,16 @@ import sys
 from web.serving import install_signal_handlers, run_node, setup_logging
 
 
+def remove_orphan_folders(jobs_dir: str) -> None:
+    """A crash between storing an upload and writing its row leaves a folder no job owns."""
+    from storage import jobs
+
+    known = jobs.folder_names()
+    for name in os.listdir(jobs_dir):
+        if name not in known:
+            shutil.rmtree(os.path.join(jobs_dir, name), ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     install_signal_handlers()
     parser = argparse.ArgumentParser(description=__doc__)
@@ -34,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     # NOTE: uploads interrupted by a crash leave half-written folders here; none has a job row.
     shutil.rmtree(os.path.join(config.data_dir, "incoming"), ignore_errors=True)
     database.bind(db, config.database_url, create_tables=True)
+    remove_orphan_folders(os.path.join(config.data_dir, "jobs"))
     return run_node(
         state_dir=config.data_dir, admin_port=config.actor_admin_port,
         actor_class="actors.supervisor.SupervisorActor", configure_message=Configure(config),

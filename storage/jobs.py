@@ -92,6 +92,12 @@ def download_info(job_id: int) -> tuple[JobState, str | None] | None:
 
 
 @db_session
+def folder_names() -> set[str]:
+    """The base names of every job folder the database knows."""
+    return {os.path.basename(path) for path in select(j.dir for j in Job)}
+
+
+@db_session
 def ping() -> None:
     Job.select().exists()
 

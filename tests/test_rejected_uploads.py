@@ -83,3 +83,45 @@ def test_a_broken_multipart_body_is_refused(server):
 
 def test_get_on_upload_is_405(server):
     assert requests.get(f"{server.url}/upload", timeout=5).status_code == 405
+
+
+def test_an_upload_without_a_length_is_refused_with_411(server):
+    import socket
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                     b"Connection: close\r\n\r\n")
+        answer = sock.recv(4096).decode()
+    assert answer.startswith("HTTP/1.1 411"), answer
+    assert leftovers(server) == []
+
+
+@pytest.mark.parametrize("disposition", [
+    b'form-data; name="file"; filename="caf\xe9.txt"',          # not UTF-8
+    b"form-data; name=\"file\"; filename*=utf-8''x%0D%0AContent-Type:%20evil",
+    b'form-data; name="file"; filename="say\\"hi\\".txt"',
+])
+def test_part_headers_that_cannot_be_stored_safely_are_refused(server, disposition):
+    body = (b"--b\r\nContent-Disposition: form-data; name=\"user_id\"\r\n\r\n1\r\n"
+            b"--b\r\nContent-Disposition: form-data; name=\"service\"\r\n\r\nexample\r\n"
+            b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"run.sh\"\r\n\r\ntrue\r\n"
+            b"--b\r\nContent-Disposition: " + disposition + b"\r\n\r\nx\r\n--b--\r\n")
+    response = requests.post(f"{server.url}/upload", data=body,
+                             headers={"Content-Type": "multipart/form-data; boundary=b"}, timeout=10)
+    assert 400 <= response.status_code < 500, response.text
+    assert leftovers(server) == []
+
+
+@pytest.mark.parametrize("event", [
+    {},
+    {"job_id": 1, "attempt": 1, "event": "exploded"},
+    {"job_id": "1", "attempt": 1, "event": "finished"},
+    {"job_id": 1, "attempt": 0, "event": "finished"},
+    {"job_id": 2**64, "attempt": 1, "event": "finished"},
+    {"job_id": 1, "attempt": 1, "event": "finished", "exit_code": 2**40},
+    {"job_id": 1, "attempt": 1, "event": "finished", "task_id": 7},
+    [1, 2, 3],
+])
+def test_a_malformed_executor_report_is_refused(server, event):
+    response = requests.post(f"{server.url}/internal/events", json=event, timeout=10)
+    assert response.status_code == 400, response.text
+    assert "description" in response.json()

@@ -1,0 +1,76 @@
+"""The executor node: what a script leaves behind, and what a restart of the node remembers."""
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+
+import requests
+
+from tests.conftest import job, submit, wait_for_outcome, wait_until
+
+
+def results(server, job_id: int) -> zipfile.ZipFile:
+    return zipfile.ZipFile(io.BytesIO(requests.get(f"{server.url}/download/{job_id}", timeout=10).content))
+
+
+def test_links_pipes_and_unreadable_files_a_script_leaves_do_not_break_its_results(cluster):
+    executor = cluster.executor("example")
+    server = cluster.server({"example": {"clients": executor.url}})
+
+    job_id = submit(server, "ln -s /etc/passwd stolen\nln -s /nonexistent dangling\nmkfifo pipe\n"
+                            "mkdir -p sub/deeper\necho nested > sub/deeper/file.txt\necho ok > out.txt")
+
+    assert wait_for_outcome(server, job_id) == 200
+    names = results(server, job_id).namelist()
+    assert "out.txt" in names and "sub/deeper/file.txt" in names
+    assert not {"stolen", "dangling", "pipe"} & set(names)
+
+
+def test_what_a_script_leaves_running_in_the_background_is_stopped_when_it_ends(cluster, tmp_path):
+    executor = cluster.executor("example")
+    server = cluster.server({"example": {"clients": executor.url}})
+    marker = tmp_path / "still-running"
+
+    job_id = submit(server, f"(sleep 30; touch {marker}) &\necho $! > child.pid\necho started")
+
+    assert wait_for_outcome(server, job_id) == 200
+    child = int(results(server, job_id).read("child.pid"))
+    wait_until(lambda: not os.path.exists(f"/proc/{child}") or
+               open(f"/proc/{child}/stat").read().split(") ", 1)[1].startswith("Z"), 10, 0.05,
+               "the background child to be stopped")
+
+
+def test_a_restarted_executor_still_answers_for_the_tasks_it_finished(cluster):
+    executor = cluster.executor("example")
+    server = cluster.server({"example": {"clients": executor.url}})
+    job_id = submit(server, "echo kept > out.txt")
+    assert wait_for_outcome(server, job_id) == 200
+    before = requests.get(f"{executor.url}/jobs/1", timeout=5).json()
+
+    executor.stop()
+    executor.start()
+
+    after = requests.get(f"{executor.url}/jobs/1", timeout=5).json()
+    assert after == before and after["state"] == "finished" and after["job_id"] == job_id
+    zipped = zipfile.ZipFile(io.BytesIO(requests.get(f"{executor.url}/retrieve/1", timeout=10).content))
+    assert zipped.read("out.txt") == b"kept\n"
+
+
+def test_stopping_an_executor_stops_its_running_scripts_and_its_restart_reports_them_lost(cluster, tmp_path):
+    executor = cluster.executor("example")
+    server = cluster.server({"example": {"clients": executor.url}})
+    first_run = tmp_path / "first-run"
+    # The first run sleeps far longer than stop() waits; a second run ends at once.
+    job_id = submit(server, f"if [ ! -e {first_run} ]; then touch {first_run}; sleep 60; fi\necho done > out.txt")
+    wait_until(lambda: job(server, job_id)["status"] == "Running", 10, message="the job to run")
+
+    executor.stop(timeout=10)  # fails the test unless every process of the node, script included, is gone
+
+    assert requests.get(f"{server.url}/health", timeout=5).status_code == 200
+    executor.start()
+    task = requests.get(f"{executor.url}/jobs/1", timeout=5).json()
+    assert task["state"] == "lost"
+    # The server hears of the loss and runs the job again: it ends completed, on attempt 2.
+    assert wait_for_outcome(server, job_id, 60) == 200
+    assert job(server, job_id)["attempts"] == 2
