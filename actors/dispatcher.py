@@ -21,6 +21,7 @@ from actors.executor_link import ExecutorLink, ExecutorRefused, ExecutorUnreacha
 from actors.messages import Capacity, Configure, Dispatch, JobEnded
 from actors.scheduling import ExecutorSlot, choose_executor
 from storage import jobs
+from storage.clock import utcnow
 from storage.states import JobState
 
 PROBE_RETRY_SECONDS = 1.0
@@ -142,7 +143,7 @@ class DispatcherActor(ServerActor):
         return time.monotonic() - self.down_since.get(slot.url, time.monotonic()) > PIN_TIMEOUT_SECONDS
 
     def send_job(self, job: jobs.JobRef, slot: ExecutorSlot, *, resend: bool) -> None:
-        attempt = job.attempts if resend else jobs.begin_attempt(job.id, slot.url, jobs.utcnow())
+        attempt = job.attempts if resend else jobs.begin_attempt(job.id, slot.url, utcnow())
         if attempt is None:
             return  # cancelled or moved on meanwhile
         if not resend:
@@ -164,9 +165,9 @@ class DispatcherActor(ServerActor):
         except ExecutorRefused as exc:
             slot.in_flight -= 1
             self.log.error("executor %s refused job %d: %s", slot.url, job.id, exc)
-            ended = jobs.finish(job.id, attempt, JobState.FAILED, jobs.utcnow(),
+            ended = jobs.finish(job.id, attempt, JobState.FAILED, utcnow(),
                                 reason=f"the executor refused the job: {exc}")
             if ended:
                 self.send(self.peers.quota, JobEnded(self.service, job.id, None))
             return
-        jobs.mark_submitted(job.id, attempt, remote_id, jobs.utcnow())
+        jobs.mark_submitted(job.id, attempt, remote_id, utcnow())

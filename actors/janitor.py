@@ -16,6 +16,7 @@ from actors.executor_link import ExecutorLink, ExecutorUnreachable
 from actors.messages import Configure
 from actors.scheduling import expiry_cutoffs, sweep_interval
 from storage import jobs
+from storage.clock import utcnow
 
 BATCH = 500
 
@@ -31,7 +32,7 @@ class JanitorActor(ServerActor):
 
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender) -> None:
         try:
-            while self.sweep(jobs.utcnow()) == BATCH:
+            while self.sweep(utcnow()) == BATCH:
                 pass
         finally:
             self.wakeupAfter(self.interval)

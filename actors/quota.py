@@ -18,6 +18,7 @@ from actors.base import ServerActor
 from actors.messages import AdmissionRequest, Admitted, Capacity, Configure, Dispatch, JobEnded, SlotsFreed
 from actors.scheduling import admit
 from storage import jobs
+from storage.clock import utcnow
 
 RESYNC_SECONDS = 10.0
 
@@ -67,7 +68,7 @@ class QuotaActor(ServerActor):
                         self.last_turn[msg.service])
         if not granted:
             return
-        claimed, gone = jobs.claim_for_dispatch([job_id for _, job_id in granted], jobs.utcnow())
+        claimed, gone = jobs.claim_for_dispatch([job_id for _, job_id in granted], utcnow())
         claimed_set = set(claimed)
         for user_id, job_id in granted:
             if job_id in claimed_set:

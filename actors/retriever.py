@@ -18,6 +18,7 @@ from actors.base import ServerActor
 from actors.executor_link import ExecutorLink, ExecutorUnreachable
 from actors.messages import Configure, ExecutorEvent, JobEnded, JobQueued
 from storage import jobs
+from storage.clock import utcnow
 from storage.states import ACTIVE, JobState
 
 SWEEP_SECONDS = 5.0
@@ -48,7 +49,7 @@ class RetrieverActor(ServerActor):
             if remote_id is None:
                 return
         if msg.event == "started":
-            jobs.mark_running(job.id, msg.attempt, remote_id, jobs.utcnow())
+            jobs.mark_running(job.id, msg.attempt, remote_id, utcnow())
         elif msg.event == "finished":
             self.finished(job, remote_id, msg.exit_code, msg.stderr_tail)
         elif msg.event == "lost":
@@ -82,12 +83,12 @@ class RetrieverActor(ServerActor):
         if job.attempts >= MAX_ATTEMPTS:
             self.end(job, JobState.FAILED, reason=f"{why}, {job.attempts} times")
             return
-        if jobs.return_to_queue(job.id, why, jobs.utcnow()) is not None:
+        if jobs.return_to_queue(job.id, why, utcnow()) is not None:
             self.slot_freed(job)
             self.send(self.peers.queue, JobQueued(job.id, job.service, job.user_id))
 
     def end(self, job: jobs.JobRef, state: JobState, **details) -> None:
-        ended = jobs.finish(job.id, job.attempts, state, jobs.utcnow(), **details)
+        ended = jobs.finish(job.id, job.attempts, state, utcnow(), **details)
         if ended is not None and ended[1]:
             self.slot_freed(job)
 
@@ -108,7 +109,7 @@ class RetrieverActor(ServerActor):
             self.wakeupAfter(SWEEP_SECONDS)
 
     def sweep(self) -> None:
-        quiet_since = jobs.utcnow() - timedelta(seconds=QUIET_SECONDS)
+        quiet_since = utcnow() - timedelta(seconds=QUIET_SECONDS)
         silent: set[str] = set()
         for job in jobs.stale_active(quiet_since):
             if not job.executor or not job.remote_id or job.executor in silent:

@@ -81,11 +81,3 @@ def sweep_interval(retention_seconds: Iterable[float]) -> float:
     """How often the janitor wakes: a tenth of the shortest retention, between 1 s and 60 s."""
     shortest = min(retention_seconds, default=3600.0)
     return max(1.0, min(60.0, shortest / 10.0))
-
-
-def is_expired(finished_at: datetime | None, cutoff: datetime) -> bool:
-    return finished_at is not None and finished_at < cutoff
-
-
-def retention_by_service(names: Iterable[str], per_service: Mapping[str, float], default: float) -> dict[str, float]:
-    return {name: per_service.get(name, default) for name in names}

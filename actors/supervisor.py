@@ -19,6 +19,7 @@ from actors.base import ServerActor
 from actors.lifeline import die_with_parent
 from actors.messages import ActorStarted, Configure, ExecutorEvent, JobQueued, Peers, Pong, Roster
 from storage import database, jobs
+from storage.clock import utcnow
 from storage.models import db
 
 ROLES = {
@@ -38,7 +39,7 @@ class SupervisorActor(ServerActor):
 
     def configured(self, msg: Configure) -> None:
         known = [s.name for s in self.config.services]
-        failed = jobs.fail_unserved(known, jobs.utcnow())
+        failed = jobs.fail_unserved(known, utcnow())
         if failed:
             self.log.warning("failed %d waiting jobs of services no longer configured", failed)
         self.children: dict[str, object] = {}

@@ -13,7 +13,6 @@ from typing import Iterable
 
 from pony.orm import OptimisticCheckError, TransactionIntegrityError, commit, db_session, select
 
-from storage.clock import utcnow  # noqa: F401 — re-exported for the actors
 from storage.models import Job
 from storage.states import ACTIVE, TERMINAL, JobState, advance, can_advance
 

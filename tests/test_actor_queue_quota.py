@@ -18,6 +18,7 @@ from actors.queue import QueueActor
 from actors.quota import QuotaActor
 from conf.settings import ServerConfig, ServiceConfig
 from storage import database, jobs
+from storage.clock import utcnow
 from storage.models import Job, db
 from storage.states import JobState
 
@@ -69,7 +70,7 @@ def clean_database(database_file) -> str:
 
 
 def new_job(user_id: int, service: str = SERVICE) -> int:
-    return jobs.create_job(user_id, service, f"/jobs/{user_id}", jobs.utcnow())["id"]
+    return jobs.create_job(user_id, service, f"/jobs/{user_id}", utcnow())["id"]
 
 
 def state_of(job_id: int) -> str:
@@ -123,7 +124,7 @@ class Harness:
 
     def end(self, job_id: int) -> None:
         """What the retriever does: store the outcome first, then tell the quota."""
-        assert jobs.finish(job_id, None, JobState.CANCELLED, jobs.utcnow()) is not None
+        assert jobs.finish(job_id, None, JobState.CANCELLED, utcnow()) is not None
         self.system.tell(self.quota, JobEnded(SERVICE, job_id, None))
 
     def dispatched(self) -> list[int]:
@@ -263,7 +264,7 @@ def test_a_user_with_one_job_is_not_held_back_by_a_user_with_many(harness):
 def test_jobs_already_queued_or_active_in_the_database_are_picked_up_at_start(harness):
     a = [new_job(user_id=1) for _ in range(3)]
     b = [new_job(user_id=2) for _ in range(2)]
-    claimed, gone = jobs.claim_for_dispatch([a[0]], jobs.utcnow())
+    claimed, gone = jobs.claim_for_dispatch([a[0]], utcnow())
     assert (claimed, gone) == ([a[0]], [])
 
     harness.start(runs_per_user=2, max_runs=3, capacity=10)
@@ -277,7 +278,7 @@ def test_jobs_already_queued_or_active_in_the_database_are_picked_up_at_start(ha
 def test_a_job_no_longer_queued_in_the_database_is_not_dispatched_and_takes_no_slot(harness):
     harness.start(runs_per_user=5, max_runs=1, capacity=10)
     cancelled = new_job(user_id=1)
-    assert jobs.finish(cancelled, None, JobState.CANCELLED, jobs.utcnow()) is not None
+    assert jobs.finish(cancelled, None, JobState.CANCELLED, utcnow()) is not None
 
     harness.queued(1, cancelled)
     waiting = harness.submit(user_id=1)

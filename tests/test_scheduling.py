@@ -4,12 +4,11 @@ from __future__ import annotations
 import itertools
 import random
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import pytest
 
-from actors.scheduling import (ExecutorSlot, admit, choose_executor, expiry_cutoffs, is_expired,
-                               retention_by_service, sweep_interval)
+from actors.scheduling import ExecutorSlot, admit, choose_executor, expiry_cutoffs, sweep_interval
 
 
 def run_admit(candidates, active_by_user=None, active_total=None, runs_per_user=5, limit=100, last_turn=None):
@@ -193,15 +192,3 @@ def test_expiry_cutoffs_subtract_each_services_retention_from_now():
 
 def test_expiry_cutoffs_of_no_services_is_empty():
     assert expiry_cutoffs([], lambda name: 1.0, datetime(2024, 1, 1)) == {}
-
-
-def test_a_job_is_expired_only_when_it_finished_strictly_before_the_cutoff():
-    cutoff = datetime(2024, 1, 1, 12)
-    assert is_expired(cutoff - timedelta(microseconds=1), cutoff)
-    assert not is_expired(cutoff, cutoff)
-    assert not is_expired(cutoff + timedelta(seconds=1), cutoff)
-    assert not is_expired(None, cutoff)
-
-
-def test_retention_by_service_falls_back_to_the_default():
-    assert retention_by_service(["a", "b"], {"a": 5.0, "c": 1.0}, 99.0) == {"a": 5.0, "b": 99.0}

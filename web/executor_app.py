@@ -35,34 +35,28 @@ class Submit:
         self.tasks_dir = os.path.join(config.data_path, "tasks")
 
     def on_post(self, req, resp):
-        staging, fields, names = uploads.receive(req, self.incoming,
-                                                 {"job_id", "job_uid", "attempt", "callback_url"},
-                                                 self.config.max_upload_mb * 1024 * 1024)
-        try:
-            job_id = uploads.positive_int(fields, "job_id")
-            attempt = uploads.positive_int(fields, "attempt", limit=2**31 - 1)
-            job_uid = fields.get("job_uid", "")
-            if not JOB_UID.match(job_uid):
-                raise uploads.bad_request("job_uid must be 1 to 64 letters, digits or '-'.")
-            uploads.require_script(names)
-            existing = tasks.find_attempt(job_uid, attempt)
-            if existing is not None:
-                shutil.rmtree(staging, ignore_errors=True)
-                resp.media = existing
-                return
-            folder = os.path.join(self.tasks_dir, os.path.basename(staging))
-            os.rename(staging, folder)
-        except BaseException:
+        staging, (job_id, job_uid, attempt, callback) = uploads.receive(
+            req, self.incoming, {"job_id", "job_uid", "attempt", "callback_url"},
+            self.config.max_upload_mb * 1024 * 1024, self.check)
+        existing = tasks.find_attempt(job_uid, attempt)
+        if existing is not None:  # a repeated submit: the server did not hear our first answer
             shutil.rmtree(staging, ignore_errors=True)
-            raise
-        try:
-            task = tasks.create(job_id, job_uid, attempt, fields.get("callback_url", "").strip().rstrip("/"), folder,
-                                utcnow())
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
+            resp.media = existing
+            return
+        task = uploads.settle(staging, self.tasks_dir,
+                              lambda folder: tasks.create(job_id, job_uid, attempt, callback, folder, utcnow()))
         self.gateway.tell(RunTask(int(task["id"])))
         resp.media = task
+
+    @staticmethod
+    def check(fields: dict[str, str], names: list[str]) -> tuple[int, str, int, str]:
+        job_id = uploads.positive_int(fields, "job_id")
+        attempt = uploads.positive_int(fields, "attempt", limit=2**31 - 1)
+        job_uid = fields.get("job_uid", "")
+        if not JOB_UID.match(job_uid):
+            raise uploads.bad_request("job_uid must be 1 to 64 letters, digits or '-'.")
+        uploads.require_script(names)
+        return job_id, job_uid, attempt, fields.get("callback_url", "").strip().rstrip("/")
 
 
 class Retrieve:

@@ -6,13 +6,13 @@ Reads (download, status) never wait on an actor.
 from __future__ import annotations
 
 import os
-import shutil
 
 import falcon
 
 from actors.messages import ExecutorEvent, JobQueued, Pong, Roster
 from conf.settings import ServerConfig
 from storage import jobs
+from storage.clock import utcnow
 from storage.states import ACTIVE, JobState
 from web import uploads
 from web.common import MAX_ID, Ping, new_app, parse_id, send_zip
@@ -32,24 +32,18 @@ class Upload:
         self.jobs_dir = os.path.join(config.data_dir, "jobs")
 
     def on_post(self, req, resp):
-        staging, fields, names = uploads.receive(req, self.incoming, {"user_id", "service"},
-                                                 self.config.max_upload_mb * 1024 * 1024)
-        try:
-            user_id = uploads.positive_int(fields, "user_id")
-            service = self.service_of(fields)
-            uploads.require_script(names)
-            folder = os.path.join(self.jobs_dir, os.path.basename(staging))
-            os.rename(staging, folder)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        try:
-            job = jobs.create_job(user_id, service, folder, jobs.utcnow())
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
+        staging, (user_id, service) = uploads.receive(req, self.incoming, {"user_id", "service"},
+                                                      self.config.max_upload_mb * 1024 * 1024, self.check)
+        job = uploads.settle(staging, self.jobs_dir,
+                             lambda folder: jobs.create_job(user_id, service, folder, utcnow()))
         self.gateway.tell(JobQueued(job["id"], service, user_id))
         resp.media = job
+
+    def check(self, fields: dict[str, str], names: list[str]) -> tuple[int, str]:
+        user_id = uploads.positive_int(fields, "user_id")
+        service = self.service_of(fields)
+        uploads.require_script(names)
+        return user_id, service
 
     def service_of(self, fields: dict[str, str]) -> str:
         known = ", ".join(s.name for s in self.config.services)

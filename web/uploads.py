@@ -8,12 +8,15 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from typing import Callable, TypeVar
 
 import falcon
 
 MAX_FILENAME_BYTES = 255
 MAX_FIELD_BYTES = 64 * 1024
 REQUIRED_SCRIPT = "run.sh"
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def bad_request(description: str) -> falcon.HTTPBadRequest:
@@ -49,12 +52,14 @@ def check_envelope(req: falcon.Request, max_bytes: int) -> None:
             description=f"the upload is {req.content_length} bytes; at most {max_bytes} bytes are accepted.")
 
 
-def receive(req: falcon.Request, staging_root: str, text_fields: set[str],
-            max_bytes: int) -> tuple[str, dict[str, str], list[str]]:
-    """Stream every file part into a new folder under `staging_root`.
+def receive(req: falcon.Request, staging_root: str, text_fields: set[str], max_bytes: int,
+            check: Callable[[dict[str, str], list[str]], T]) -> tuple[str, T]:
+    """Stream every file part into a new folder under `staging_root`, then `check` the upload.
+
+    `check(fields, file names)` returns the parsed values or raises a 4xx.
 
     Returns:
-        (folder, fields, file names). The caller owns the folder (and must remove it on failure).
+        (folder, parsed values). The caller owns the folder: `settle` it or remove it.
 
     Raises:
         falcon.HTTPError: 4xx naming what was wrong; the folder is already removed then.
@@ -80,12 +85,24 @@ def receive(req: falcon.Request, staging_root: str, text_fields: set[str],
             names.append(name)
             with open(os.path.join(folder, name), "wb") as handle:
                 part.stream.pipe(handle)
-        return folder, fields, names
+        return folder, check(fields, names)
     except UnicodeError:
         shutil.rmtree(folder, ignore_errors=True)
         raise bad_request("a part's headers or text are not valid UTF-8.") from None
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def settle(staging: str, final_root: str, record: Callable[[str], R]) -> R:
+    """Move a checked upload into `final_root`, then `record` it; on any failure nothing remains."""
+    folder = os.path.join(final_root, os.path.basename(staging))
+    try:
+        os.rename(staging, folder)
+        return record(folder)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
         raise
 
 
