@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import sys
 
 from web.serving import install_signal_handlers, run_node, setup_logging
@@ -36,10 +37,20 @@ def main(argv: list[str] | None = None) -> int:
     return run_node(
         state_dir=config.data_path, admin_port=config.actor_admin_port,
         actor_class="actors.executor.ExecutorActor", configure_message=ConfigureExecutor(config),
-        make_app=lambda gateway: create_app(config, gateway),
+        make_app=lambda gateway, stopping: create_app(config, gateway, stopping),
         host=config.host, port=config.port, threads=config.threads,
         max_body=config.max_upload_mb * 1024 * 1024 + 1024 * 1024, name=f"orchestrator-executor[{config.service}]",
+        # SIGTERM drains: no new jobs, running ones finish and are reported, then the node exits.
+        # Ctrl-C (SIGINT) stops at once: running scripts are stopped and reported lost.
+        settled=drained, settle_seconds=None, immediate=(signal.SIGINT,),
     )
+
+
+def drained(gateway, requests) -> bool:
+    from actors.messages import Drain, Drained
+
+    reply = gateway.ask(Drain(), timeout=5.0)
+    return isinstance(reply, Drained) and reply.remaining == 0 and requests.count == 0
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ import sys
 
 from web.serving import install_signal_handlers, run_node, setup_logging
 
+STOP_GRACE_SECONDS = 5.0
+
 
 def remove_orphan_folders(jobs_dir: str) -> None:
     """A crash between storing an upload and writing its row leaves a folder no job owns."""
@@ -41,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for folder in ("jobs", "results"):
         os.makedirs(os.path.join(config.data_dir, folder), exist_ok=True)
+    # NOTE: a fetch cut short by a crash leaves its temporary file; the result is fetched again.
+    for name in os.listdir(os.path.join(config.data_dir, "results")):
+        if ".part" in name:
+            os.remove(os.path.join(config.data_dir, "results", name))
     # NOTE: uploads interrupted by a crash leave half-written folders here; none has a job row.
     shutil.rmtree(os.path.join(config.data_dir, "incoming"), ignore_errors=True)
     database.bind(db, config.database_url, create_tables=True)
@@ -48,9 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     return run_node(
         state_dir=config.data_dir, admin_port=config.actor_admin_port,
         actor_class="actors.supervisor.SupervisorActor", configure_message=Configure(config),
-        make_app=lambda gateway: create_app(config, gateway),
+        make_app=lambda gateway, stopping: create_app(config, gateway, stopping),
         host=config.host, port=config.port, threads=config.threads,
         max_body=config.max_upload_mb * 1024 * 1024 + 1024 * 1024, name="orchestrator-server",
+        # Stopping: uploads get 503 while the requests under way finish (at most STOP_GRACE s).
+        settled=lambda gateway, requests: requests.count == 0, settle_seconds=STOP_GRACE_SECONDS,
     )
 
 

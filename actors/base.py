@@ -11,9 +11,11 @@ import os
 from thespian.actors import ActorTypeDispatcher
 
 from actors.lifeline import die_with_parent
-from actors.messages import ActorStarted, Configure, Peers, Ping, Pong
-from storage import database
+from actors.messages import ActorStarted, Configure, JobEnded, JobQueued, Peers, Ping, Pong
+from storage import database, jobs
+from storage.clock import utcnow
 from storage.models import db
+from storage.states import JobState
 
 
 class ServerActor(ActorTypeDispatcher):
@@ -51,6 +53,27 @@ class ServerActor(ActorTypeDispatcher):
 
     def receiveUnrecognizedMessage(self, msg, sender) -> None:
         self.log.warning("%s ignored an unexpected %s message", self.role, type(msg).__name__)
+
+    # --- what several actors do when a job ends or comes back --------------------------------
+
+    def job_ended(self, job: jobs.JobRef) -> None:
+        """Tell the quota and the service's dispatcher that `job` no longer holds a slot."""
+        ended = JobEnded(job.service, job.id, job.executor)
+        self.send(self.peers.quota, ended)
+        dispatcher = self.peers.dispatcher(job.service)
+        if dispatcher is not None:
+            self.send(dispatcher, ended)
+
+    def job_lost(self, job_id: int, attempt: int, reason: str) -> None:
+        """An executor lost this attempt: requeue the job, or fail it after max_attempts."""
+        outcome = jobs.requeue_or_fail(job_id, attempt, reason, self.config.max_attempts, utcnow())
+        if outcome is None:
+            return
+        before, state = outcome
+        self.log.warning("job %d: %s; %s", job_id, reason, "queued again" if state is JobState.QUEUED else "failed")
+        self.job_ended(before)
+        if state is JobState.QUEUED:
+            self.send(self.peers.queue, JobQueued(before.id, before.service, before.user_id))
 
     def name(self, msg: Configure) -> str:
         return f"{self.role}:{msg.service}" if msg.service else self.role

@@ -1,14 +1,17 @@
-"""DispatcherActor: one per service; sends admitted jobs to that service's executors.
+"""DispatcherActor: one per service; knows the service's executors and sends admitted jobs to them.
 
-Accepts: Dispatch (jobs now Dispatching), JobEnded (an executor slot is free), WakeupMessage
-("probe": executors that did not answer; "reprobe": the slow re-check of all executors, of the load
-on each, and of Dispatching jobs this actor has not heard of). Sends: Capacity and JobEnded to the
-quota.
+Accepts: Dispatch (jobs now Dispatching), JobEnded (an executor slot is free), ExecutorHeartbeat (an
+executor registers or says it is alive, perhaps draining), WakeupMessage ("probe": executors that
+did not answer; "check": the regular look at every executor, at losses, at the load on each and at
+Dispatching jobs this actor has not heard of). Sends: Capacity and JobEnded to the quota, JobQueued
+to the queue for jobs of a lost executor.
 
 Before each send it persists the attempt number and the executor chosen, so the executor's report
 of an older attempt is recognised and ignored. A send that may have reached its executor is
 repeated to that executor with the same attempt (the executor recognises it), never to another
-one, so no job runs twice; one that certainly did not arrive may go anywhere.
+one, so no job runs twice; one that certainly did not arrive may go anywhere. An executor not
+heard from for executor_timeout seconds is lost: its jobs go back to the queue (or fail after
+max_attempts), and tasks of stale attempts it still holds when it returns are killed.
 """
 from __future__ import annotations
 
@@ -18,14 +21,14 @@ from thespian.actors import WakeupMessage
 
 from actors.base import ServerActor
 from actors.executor_link import ExecutorLink, ExecutorRefused, ExecutorUnreachable
-from actors.messages import Capacity, Configure, Dispatch, JobEnded
-from actors.scheduling import ExecutorSlot, choose_executor
-from storage import jobs
+from actors.messages import Capacity, Configure, Dispatch, ExecutorHeartbeat, JobEnded
+from actors.scheduling import ExecutorSlot, choose_executor, is_lost
+from storage import executors, jobs
 from storage.clock import utcnow
-from storage.states import JobState
+from storage.states import ACTIVE, JobState
 
 PROBE_RETRY_SECONDS = 1.0
-REPROBE_SECONDS = 30.0
+CHECK_SECONDS = 30.0
 #: A job whose send may have reached an executor waits this long for it to come back.
 PIN_TIMEOUT_SECONDS = 60.0
 
@@ -36,16 +39,29 @@ class DispatcherActor(ServerActor):
     def configured(self, msg: Configure) -> None:
         self.service = msg.service
         self.link = ExecutorLink()
-        settings = self.config.service(self.service)
-        self.executors = {url: ExecutorSlot(url) for url in settings.clients}
+        self.timeout = self.config.executor_timeout
+        self.check_every = min(CHECK_SECONDS, self.timeout / 3)
+        static = self.config.service(self.service).clients
+        self.executors: dict[str, ExecutorSlot] = {}
+        self.last_seen: dict[str, float] = {}
         self.down_since: dict[str, float] = {}
+        self.lost: set[str] = set()
+        for url in (*static, *executors.registered(self.service)):
+            self.add_executor(url)
         self.pending: dict[int, None] = {}  # an ordered set: the jobs to send, oldest first
         self.counter = 0
         self.capacity_told = -1
         self.probe_armed = False
         self.reconcile()
         self.probe(self.executors.values())
-        self.wakeupAfter(REPROBE_SECONDS, payload="reprobe")
+        self.wakeupAfter(self.check_every, payload="check")
+
+    def add_executor(self, url: str) -> ExecutorSlot:
+        slot = self.executors.get(url)
+        if slot is None:
+            slot = self.executors[url] = ExecutorSlot(url)
+            self.last_seen[url] = time.monotonic()  # a newcomer gets a full timeout to answer
+        return slot
 
     def peers_changed(self) -> None:
         self.capacity_told = -1
@@ -60,7 +76,7 @@ class DispatcherActor(ServerActor):
         for job_id in jobs.dispatching_jobs(self.service):
             self.pending.setdefault(job_id)
 
-    # --- executors ------------------------------------------------------------------------------
+    # --- executors: probes, heartbeats, losses --------------------------------------------------
 
     def probe(self, slots) -> None:
         for slot in list(slots):
@@ -68,14 +84,25 @@ class DispatcherActor(ServerActor):
                 health = self.link.health(slot.url)
                 if health["service"] != self.service:
                     raise ExecutorUnreachable(f"{slot.url} runs service {health['service']!r}, not {self.service!r}")
-                slot.slots, slot.reachable = int(health["slots"]), True
-                self.down_since.pop(slot.url, None)
+                self.heard_from(slot, int(health["slots"]), health.get("status") == "draining")
             except (ExecutorUnreachable, ValueError, TypeError) as exc:
                 if slot.reachable or slot.url not in self.down_since:
                     self.log.warning("executor %s of %s is unreachable: %s", slot.url, self.service, exc)
                 self.mark_down(slot)
         self.arm_probe()
         self.tell_capacity()
+
+    def heard_from(self, slot: ExecutorSlot, slots: int, draining: bool, *, registered: bool | None = None) -> None:
+        was = (slot.reachable, slot.draining, slot.slots, slot.url in self.lost)
+        slot.slots, slot.reachable, slot.draining = slots, True, draining
+        self.last_seen[slot.url] = time.monotonic()
+        self.down_since.pop(slot.url, None)
+        if slot.url in self.lost:
+            self.log.warning("executor %s of %s is back", slot.url, self.service)
+            self.lost.discard(slot.url)
+        if was != (True, draining, slots, False) or registered:
+            executors.record(slot.url, self.service, slots, "draining" if draining else "alive", utcnow(),
+                             registered=registered)
 
     def mark_down(self, slot: ExecutorSlot) -> None:
         slot.reachable = False
@@ -84,26 +111,56 @@ class DispatcherActor(ServerActor):
     def arm_probe(self) -> None:
         if not self.probe_armed and any(not s.reachable for s in self.executors.values()):
             self.probe_armed = True
-            self.wakeupAfter(PROBE_RETRY_SECONDS, payload="probe")
+            self.wakeupAfter(min(PROBE_RETRY_SECONDS, self.check_every), payload="probe")
 
     def tell_capacity(self) -> None:
-        total = sum(s.slots for s in self.executors.values() if s.reachable)
+        total = sum(s.slots for s in self.executors.values() if s.usable)
         if self.peers and total != self.capacity_told:
             self.capacity_told = total
             self.send(self.peers.quota, Capacity(self.service, total))
 
+    def check_losses(self) -> None:
+        now = time.monotonic()
+        for url, slot in self.executors.items():
+            if url in self.lost or slot.reachable or not is_lost(self.last_seen[url], now, self.timeout):
+                continue
+            self.lost.add(url)
+            self.log.error("executor %s of %s is lost: not heard from for %.0f s", url, self.service, self.timeout)
+            executors.record(url, self.service, slot.slots, "lost", None)
+            for job in jobs.active_on(url):
+                self.pending.pop(job.id, None)
+                self.job_lost(job.id, job.attempts, f"executor {url} was lost")
+
+    def receiveMsg_ExecutorHeartbeat(self, msg: ExecutorHeartbeat, sender) -> None:
+        slot = self.add_executor(msg.url)
+        self.heard_from(slot, msg.slots, msg.draining, registered=True)
+        self.kill_stale(msg.url, msg.tasks)
+        self.tell_capacity()
+        self.drain()
+
+    def kill_stale(self, url: str, held: tuple[tuple[str, int, int], ...]) -> None:
+        """Stop tasks an executor holds for attempts that no longer count (it was lost meanwhile)."""
+        for task_id, job_id, attempt in held:
+            job = jobs.get_ref(job_id)
+            if job is None or job.attempts != attempt or job.executor != url or job.state not in ACTIVE:
+                try:
+                    self.link.kill(url, task_id)
+                except ExecutorUnreachable:
+                    pass
+
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender) -> None:
         try:
-            if msg.payload == "reprobe":
+            if msg.payload == "check":
                 self.reconcile()
                 self.probe(self.executors.values())
             else:
                 self.probe_armed = False
                 self.probe([s for s in self.executors.values() if not s.reachable])
+            self.check_losses()
             self.drain()
         finally:
-            if msg.payload == "reprobe":
-                self.wakeupAfter(REPROBE_SECONDS, payload="reprobe")
+            if msg.payload == "check":
+                self.wakeupAfter(self.check_every, payload="check")
 
     # --- jobs -----------------------------------------------------------------------------------
 
@@ -136,7 +193,7 @@ class DispatcherActor(ServerActor):
             del self.pending[job_id]
             try:
                 self.send_job(job, slot, resend=slot is pinned)
-            except Exception:  # noqa: BLE001 — keep the job; the reprobe's reconcile tries again
+            except Exception:  # noqa: BLE001 — keep the job; the next check's reconcile tries again
                 self.log.exception("sending job %d to %s failed", job_id, slot.url)
 
     def pin_expired(self, slot: ExecutorSlot) -> bool:
@@ -164,10 +221,17 @@ class DispatcherActor(ServerActor):
             return
         except ExecutorRefused as exc:
             slot.in_flight -= 1
+            if exc.status == 503:  # draining: it takes nothing new
+                jobs.unassign(job.id, attempt)
+                slot.draining = True
+                self.pending[job.id] = None
+                self.tell_capacity()
+                return
             self.log.error("executor %s refused job %d: %s", slot.url, job.id, exc)
             ended = jobs.finish(job.id, attempt, JobState.FAILED, utcnow(),
                                 reason=f"the executor refused the job: {exc}")
             if ended:
                 self.send(self.peers.quota, JobEnded(self.service, job.id, None))
             return
+        self.last_seen[slot.url] = time.monotonic()
         jobs.mark_submitted(job.id, attempt, remote_id, utcnow())

@@ -1,9 +1,10 @@
 """ExecutorActor: runs the node's tasks (`bash run.sh`), at most `slots` at once, and reports back.
 
-Accepts: ConfigureExecutor (from run_client.py: recover the task table, answer Pong), RunTask (from
-the node's web layer), Ping, WakeupMessage ("poll" while tasks run; "tick" every TICK_SECONDS to
-re-send undelivered reports and pick up accepted tasks it has not heard of; "sweep" for
-retention), ActorExitRequest (stop the running scripts).
+Accepts: ConfigureExecutor (from run_client.py: recover the task table, answer Pong), RunTask and
+KillTask (from the node's web layer), Drain (from run_client.py on SIGTERM: announce draining,
+answer Drained with what is left), Ping, WakeupMessage ("poll" while tasks run; "tick" every
+TICK_SECONDS to re-send undelivered reports and pick up accepted tasks it has not heard of;
+"sweep" for retention), ActorExitRequest (stop the running scripts).
 
 The exit code is written to the node's database before the server is told, so a report that fails
 to reach the server is sent again, and a restarted node still answers for every task. A task that
@@ -23,7 +24,7 @@ from thespian.actors import ActorExitRequest, ActorTypeDispatcher, WakeupMessage
 
 from actors import scripts
 from actors.lifeline import die_with_parent
-from actors.messages import ConfigureExecutor, Ping, Pong, RunTask
+from actors.messages import ConfigureExecutor, Drain, Drained, KillTask, Ping, Pong, RunTask
 from actors.reporter import Reporter
 from actors.scheduling import sweep_interval
 from storage import database, tasks
@@ -53,7 +54,7 @@ class ExecutorActor(ActorTypeDispatcher):
         die_with_parent()
         self.config = msg.config
         database.bind(db, msg.config.database_url, create_tables=False)
-        self.reporter = Reporter(self.config.server_url)
+        self.reporter = Reporter(self.config)
         self.recover()
         self.send(sender, Pong("executor"))
         self.sweep_every = sweep_interval([self.config.retention_hours * 3600.0])
@@ -74,6 +75,28 @@ class ExecutorActor(ActorTypeDispatcher):
 
     def receiveMsg_Ping(self, msg: Ping, sender) -> None:
         self.send(sender, Pong("executor"))
+
+    def receiveMsg_KillTask(self, msg: KillTask, sender) -> None:
+        process = self.running.pop(msg.task_id, None)
+        if process is not None:
+            scripts.kill_group(process.pid)
+            process.wait()
+            del self.started_at[msg.task_id]
+        else:
+            task = tasks.find(msg.task_id)
+            if task is None or task["state"] != TaskState.ACCEPTED.value:
+                return  # it ended already
+            if msg.task_id in self.waiting:
+                self.waiting.remove(msg.task_id)
+        log.warning("task %d killed: the server no longer counts its attempt", msg.task_id)
+        tasks.mark_ended(msg.task_id, TaskState.KILLED, utcnow())
+        self.start_more()
+
+    def receiveMsg_Drain(self, msg: Drain, sender) -> None:
+        if not self.reporter.draining:
+            self.reporter.draining = True
+            self.reporter.beat_now()
+        self.send(sender, Drained(len(self.running) + len(self.waiting) + len(tasks.unreported())))
 
     def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender) -> None:
         self.stop_all()

@@ -30,7 +30,11 @@ class ExecutorUnreachable(Exception):
 
 
 class ExecutorRefused(Exception):
-    """The executor answered 4xx: this request will never succeed there."""
+    """The executor refused the request: 4xx (never succeeds there) or 503 (draining: not now)."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
 
 
 def _maybe_delivered(exc: requests.RequestException) -> bool:
@@ -89,7 +93,7 @@ class ExecutorLink:
             response = self.session.request(method, url, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), **kwargs)
         except requests.RequestException as exc:
             raise ExecutorUnreachable(f"{method} {url}: {exc.__class__.__name__}", _maybe_delivered(exc)) from exc
-        if response.status_code >= 500:
+        if response.status_code >= 500 and response.status_code != 503:
             raise ExecutorUnreachable(f"{method} {url}: HTTP {response.status_code}")
         return response
 
@@ -105,6 +109,7 @@ class ExecutorLink:
         return body
 
     def health(self, base: str) -> dict:
+        """The executor's /health; a draining executor answers too (its status says so)."""
         response = self._call("GET", f"{base}/health")
         if response.status_code != 200:
             raise ExecutorUnreachable(f"{base}/health answered {response.status_code}")
@@ -118,7 +123,8 @@ class ExecutorLink:
                               [(name, path) for name, path in files if os.path.isfile(path)])
         response = self._call("POST", f"{base}/submit", data=body, headers={"Content-Type": body.content_type})
         if response.status_code != 200:
-            raise ExecutorRefused(f"{base}/submit answered {response.status_code}: {response.text[:300]}")
+            raise ExecutorRefused(f"{base}/submit answered {response.status_code}: {response.text[:300]}",
+                                  response.status_code)
         return str(self._json(response, "id")["id"])
 
     def status(self, base: str, remote_id: str) -> dict | None:
@@ -156,3 +162,7 @@ class ExecutorLink:
 
     def delete(self, base: str, remote_id: str) -> None:
         self._call("DELETE", f"{base}/jobs/{remote_id}")
+
+    def kill(self, base: str, remote_id: str) -> None:
+        """Stop a task of an attempt that no longer counts."""
+        self._call("POST", f"{base}/jobs/{remote_id}/kill")

@@ -128,6 +128,18 @@ class ExecutorEvent:
 
 
 @dataclass(frozen=True)
+class ExecutorHeartbeat:
+    """Web (an executor's heartbeat or registration, through the supervisor) → that service's dispatcher."""
+
+    service: str
+    url: str
+    slots: int
+    draining: bool
+    #: (task_id, job_id, attempt) of every task the executor holds and has not finished.
+    tasks: tuple[tuple[str, int, int], ...] = ()
+
+
+@dataclass(frozen=True)
 class JobEnded:
     """Retriever or dispatcher → quota and dispatcher: this job no longer holds a slot."""
 
@@ -150,3 +162,22 @@ class RunTask:
     """Executor web → ExecutorActor: this task is stored and accepted; run it when a slot frees."""
 
     task_id: int
+
+
+@dataclass(frozen=True)
+class KillTask:
+    """Executor web (the server asked) → ExecutorActor: stop this task; its attempt is stale."""
+
+    task_id: int
+
+
+@dataclass(frozen=True)
+class Drain:
+    """run_client.py → ExecutorActor: take no new work; answer `Drained` with what is left."""
+
+
+@dataclass(frozen=True)
+class Drained:
+    """Reply to `Drain`: tasks still waiting or running, and final reports not yet delivered."""
+
+    remaining: int

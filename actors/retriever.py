@@ -2,7 +2,8 @@
 
 Accepts: ExecutorEvent (an executor's callback, handed on by the web layer), WakeupMessage (the slow
 sweep that asks executors about jobs no report arrived for). Sends: JobEnded to the quota and to the
-service's dispatcher; JobQueued to the queue when a job comes back after its executor lost it.
+service's dispatcher; JobQueued to the queue when a job comes back after its executor lost it
+(up to max_attempts; then the job fails).
 
 A report carries the attempt token; one from an earlier attempt never changes the job. Results
 are fetched into a temporary file and renamed, so a 200 never serves a partial zip.
@@ -16,7 +17,7 @@ from thespian.actors import WakeupMessage
 
 from actors.base import ServerActor
 from actors.executor_link import ExecutorLink, ExecutorUnreachable
-from actors.messages import Configure, ExecutorEvent, JobEnded, JobQueued
+from actors.messages import Configure, ExecutorEvent
 from storage import jobs
 from storage.clock import utcnow
 from storage.states import ACTIVE, JobState
@@ -24,7 +25,6 @@ from storage.states import ACTIVE, JobState
 SWEEP_SECONDS = 5.0
 #: A job is asked about when nothing happened to it for this long.
 QUIET_SECONDS = 5.0
-MAX_ATTEMPTS = 3
 #: Executor task states that mean the job will never finish there.
 GONE = {"lost", "cleaned"}
 
@@ -53,7 +53,7 @@ class RetrieverActor(ServerActor):
         elif msg.event == "finished":
             self.finished(job, remote_id, msg.exit_code, msg.stderr_tail)
         elif msg.event == "lost":
-            self.lost(job, "its executor lost it")
+            self.job_lost(job.id, job.attempts, "its executor lost it")
 
     def confirmed_task(self, job: jobs.JobRef, task_id: str | None) -> str | None:
         if not task_id:
@@ -79,25 +79,10 @@ class RetrieverActor(ServerActor):
             return
         self.end(job, JobState.COMPLETED, exit_code=0, stderr_tail=stderr_tail, result_path=destination)
 
-    def lost(self, job: jobs.JobRef, why: str) -> None:
-        if job.attempts >= MAX_ATTEMPTS:
-            self.end(job, JobState.FAILED, reason=f"{why}, {job.attempts} times")
-            return
-        if jobs.return_to_queue(job.id, why, utcnow()) is not None:
-            self.slot_freed(job)
-            self.send(self.peers.queue, JobQueued(job.id, job.service, job.user_id))
-
     def end(self, job: jobs.JobRef, state: JobState, **details) -> None:
         ended = jobs.finish(job.id, job.attempts, state, utcnow(), **details)
         if ended is not None and ended[1]:
-            self.slot_freed(job)
-
-    def slot_freed(self, job: jobs.JobRef) -> None:
-        ended = JobEnded(job.service, job.id, job.executor)
-        self.send(self.peers.quota, ended)
-        dispatcher = self.peers.dispatcher(job.service)
-        if dispatcher is not None:
-            self.send(dispatcher, ended)
+            self.job_ended(job)
 
     # --- the slow sweep: recover reports that never arrived -----------------------------------
 
@@ -124,6 +109,6 @@ class RetrieverActor(ServerActor):
     def ask_about(self, job: jobs.JobRef) -> None:
         task = self.link.status(job.executor, job.remote_id)
         if task is None or task["job_id"] != job.id or task["attempt"] != job.attempts or task["state"] in GONE:
-            self.lost(job, "its executor no longer has it")
+            self.job_lost(job.id, job.attempts, "its executor no longer has it")
         elif task["state"] == "finished":
             self.finished(job, job.remote_id, task.get("exit_code"), task.get("stderr_tail"))

@@ -53,12 +53,18 @@ class ExecutorSlot:
     slots: int = 0
     in_flight: int = 0
     reachable: bool = False
+    #: It finishes what it has and takes nothing new.
+    draining: bool = False
     #: Dispatch counter value of the last job sent here; spreads ties.
     last_used: int = 0
 
     @property
+    def usable(self) -> bool:
+        return self.reachable and not self.draining
+
+    @property
     def free(self) -> int:
-        return self.slots - self.in_flight if self.reachable else 0
+        return self.slots - self.in_flight if self.usable else 0
 
 
 def choose_executor(executors: Iterable[ExecutorSlot]) -> ExecutorSlot | None:
@@ -70,6 +76,11 @@ def choose_executor(executors: Iterable[ExecutorSlot]) -> ExecutorSlot | None:
         if best is None or (candidate.free, -candidate.last_used) > (best.free, -best.last_used):
             best = candidate
     return best
+
+
+def is_lost(last_seen: float, now: float, timeout: float) -> bool:
+    """An executor not heard from (heartbeat, probe or answer) for longer than `timeout` is lost."""
+    return now - last_seen > timeout
 
 
 def expiry_cutoffs(services: Iterable[str], retention_seconds, now: datetime) -> dict[str, datetime]:

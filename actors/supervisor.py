@@ -1,9 +1,10 @@
 """SupervisorActor: starts the server's actors, re-creates any that exits, and routes outside mail.
 
-Accepts: Configure (from run_server.py: start everything, then answer Pong), JobQueued and
-ExecutorEvent (from the web layer; forwarded to the queue and the retriever, so the web layer needs
-one address that never changes), Ping, ChildActorExited (re-create that child, then tell everyone
-the new addresses), WakeupMessage (a delayed restart).
+Accepts: Configure (from run_server.py: start everything, then answer Pong), JobQueued,
+ExecutorEvent and ExecutorHeartbeat (from the web layer; forwarded to the queue, the retriever and
+the service's dispatcher, so the web layer needs one address that never changes), Ping, Roster
+(answer each actor's pid), ActorStarted, ChildActorExited (re-create that child, then tell
+everyone the new addresses), WakeupMessage (a delayed restart).
 
 A child that keeps dying is re-created at most RESTART_BURST times per RESTART_WINDOW seconds;
 after that it is re-created on a timer, so a crash loop cannot spin the machine.
@@ -17,7 +18,7 @@ from thespian.actors import ChildActorExited, WakeupMessage
 
 from actors.base import ServerActor
 from actors.lifeline import die_with_parent
-from actors.messages import ActorStarted, Configure, ExecutorEvent, JobQueued, Peers, Pong, Roster
+from actors.messages import ActorStarted, Configure, ExecutorEvent, ExecutorHeartbeat, JobQueued, Peers, Pong, Roster
 from storage import database, jobs
 from storage.clock import utcnow
 from storage.models import db
@@ -109,3 +110,8 @@ class SupervisorActor(ServerActor):
 
     def receiveMsg_ExecutorEvent(self, msg: ExecutorEvent, sender) -> None:
         self.send(self.children["retriever"], msg)
+
+    def receiveMsg_ExecutorHeartbeat(self, msg: ExecutorHeartbeat, sender) -> None:
+        dispatcher = self.children.get(f"dispatcher:{msg.service}")
+        if dispatcher is not None:
+            self.send(dispatcher, msg)

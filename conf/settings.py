@@ -26,6 +26,17 @@ class ConfigError(ValueError):
     """A configuration value is missing or invalid; the message names the key."""
 
 
+def _reachable_url(configured: str, host: str, port: int) -> str:
+    """The URL others reach a node at: the configured one, else its host and port (a wildcard
+    host means loopback)."""
+    if configured:
+        return configured.rstrip("/")
+    host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
 @dataclass(frozen=True)
 class ServiceConfig:
     """One `[service.NAME]` section."""
@@ -54,6 +65,10 @@ class ServerConfig:
     callback_url: str = ""
     max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB
     threads: int = 8
+    #: Seconds without a heartbeat (or answer) after which an executor is declared lost.
+    executor_timeout: float = 30.0
+    #: How many times a job is sent to an executor before a loss fails it.
+    max_attempts: int = 3
     services: tuple[ServiceConfig, ...] = field(default_factory=tuple)
 
     @property
@@ -62,12 +77,7 @@ class ServerConfig:
 
     @property
     def own_url(self) -> str:
-        if self.callback_url:
-            return self.callback_url.rstrip("/")
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        return _reachable_url(self.callback_url, self.host, self.port)
 
     def service(self, name: str) -> ServiceConfig | None:
         for svc in self.services:
@@ -96,6 +106,12 @@ class ClientConfig:
     retention_hours: float = DEFAULT_RETENTION_HOURS
     max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB
     threads: int = 8
+    #: Base URL the server reaches this node at; "" derives it from host and port.
+    advertise_url: str = ""
+
+    @property
+    def own_url(self) -> str:
+        return _reachable_url(self.advertise_url, self.host, self.port)
 
     @property
     def data_path(self) -> str:
@@ -125,6 +141,16 @@ def _hours(key: str, raw: str) -> float:
         raise ConfigError(f"{key} must be a number of hours, got {raw!r}.") from None
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{key} must be a positive number of hours, got {raw!r}.")
+    return value
+
+
+def _seconds(key: str, raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{key} must be a number of seconds, got {raw!r}.") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{key} must be a positive number of seconds, got {raw!r}.")
     return value
 
 
@@ -169,7 +195,7 @@ def _unknown_keys(section: str, present: Mapping[str, str], known: set[str]) -> 
 # --- server ------------------------------------------------------------------------------------
 
 _SERVER_KEYS = {"host", "port", "data_dir", "database", "retention_hours", "actor_admin_port",
-                "callback_url", "max_upload_mb", "threads"}
+                "callback_url", "max_upload_mb", "threads", "executor_timeout", "max_attempts"}
 _SERVICE_KEYS = {"clients", "runs_per_user", "max_runs", "retention_hours"}
 _ENV_SERVICE = re.compile(r"^SERVICE_(.+)_(RUNS_PER_USER|MAX_RUNS|UPLOAD_URL|DOWNLOAD_URL)$")
 
@@ -252,16 +278,15 @@ def load_server_config(path: str | None, environ: Mapping[str, str] = os.environ
         callback_url=_url("[server] callback_url", section["callback_url"]) if section.get("callback_url", "").strip() else "",
         max_upload_mb=_int("[server] max_upload_mb", section.get("max_upload_mb", str(defaults.max_upload_mb)), 1, 1 << 20),
         threads=_int("[server] threads", section.get("threads", str(defaults.threads)), 1, 256),
+        executor_timeout=_seconds("[server] executor_timeout",
+                                  section.get("executor_timeout", str(defaults.executor_timeout))),
+        max_attempts=_int("[server] max_attempts", section.get("max_attempts", str(defaults.max_attempts)), 1, 100),
         services=tuple(services[name] for name in sorted(services)),
     )
     if port is not None:
         config = replace(config, port=_int("--port", str(port), 1, 65535))
     if not config.services:
         raise ConfigError("no service is configured; add a [service.NAME] section or SERVICE_<NAME>_UPLOAD_URL.")
-    for svc in config.services:
-        if not svc.clients:
-            raise ConfigError(f"[service.{svc.name}] clients is empty; name at least one executor URL "
-                              f"(or set SERVICE_{svc.name.upper()}_UPLOAD_URL).")
     if config.actor_admin_port and config.actor_admin_port == config.port:
         raise ConfigError("[server] actor_admin_port must differ from [server] port.")
     return config
@@ -269,7 +294,7 @@ def load_server_config(path: str | None, environ: Mapping[str, str] = os.environ
 
 # --- client ------------------------------------------------------------------------------------
 
-_CLIENT_KEYS = {"service", "host", "port", "data_dir", "slots", "server_url", "actor_admin_port",
+_CLIENT_KEYS = {"service", "host", "port", "data_dir", "slots", "server_url", "actor_admin_port", "advertise_url",
                 "retention_hours", "max_upload_mb", "threads"}
 
 
@@ -299,6 +324,8 @@ def load_client_config(path: str | None, environ: Mapping[str, str] = os.environ
         retention_hours=_hours("[client] retention_hours", section.get("retention_hours", str(defaults.retention_hours))),
         max_upload_mb=_int("[client] max_upload_mb", section.get("max_upload_mb", str(defaults.max_upload_mb)), 1, 1 << 20),
         threads=_int("[client] threads", section.get("threads", str(defaults.threads)), 1, 256),
+        advertise_url=_url("[client] advertise_url", section["advertise_url"])
+        if section.get("advertise_url", "").strip() else "",
     )
     if port is not None:
         config = replace(config, port=_int("--port", str(port), 1, 65535))

@@ -17,6 +17,7 @@ class TaskState(str, Enum):
     RUNNING = "running"    #: bash run.sh is running
     FINISHED = "finished"  #: run.sh ended; exit_code holds its status
     LOST = "lost"          #: the node stopped while it ran; its outcome is unknown
+    KILLED = "killed"      #: stopped because the server no longer counts its attempt
     CLEANED = "cleaned"    #: its folder was deleted
 
 

@@ -212,15 +212,32 @@ def mark_submitted(job_id: int, attempt: int, remote_id: str, now: datetime) -> 
 
 @_retrying
 @db_session
-def return_to_queue(job_id: int, reason: str, now: datetime) -> JobRef | None:
-    """Put an active job back in the queue (no executor took it, or its executor lost it)."""
+def requeue_or_fail(job_id: int, attempt: int, reason: str, max_attempts: int,
+                    now: datetime) -> tuple[JobRef, JobState] | None:
+    """An executor lost attempt `attempt`: back to the queue, or Failed once `max_attempts` were made.
+
+    Returns:
+        (the job as it was, its new state), or None when the attempt is stale or the job ended.
+    """
     job = Job.get(id=job_id)
-    if job is None or not can_advance(JobState(job.state), JobState.QUEUED):
+    if job is None or job.attempts != attempt or JobState(job.state) not in ACTIVE:
         return None
+    before = JobRef.of(job)
+    if job.attempts >= max_attempts:
+        advance(job, JobState.FAILED, now)
+        job.reason = f"{reason} (attempt {job.attempts} of {max_attempts})"
+        return before, JobState.FAILED
     advance(job, JobState.QUEUED, now)
     job.reason = reason
     job.executor = job.remote_id = None
-    return JobRef.of(job)
+    return before, JobState.QUEUED
+
+
+@db_session
+def active_on(executor: str) -> list[JobRef]:
+    """Jobs whose current attempt is on `executor` (or may be, while it is being sent)."""
+    states = [s.value for s in ACTIVE]
+    return [JobRef.of(j) for j in select(j for j in Job if j.executor == executor and j.state in states)]
 
 
 # --- retriever ---------------------------------------------------------------------------------

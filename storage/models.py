@@ -62,3 +62,21 @@ class Job(db.Entity):
             "reason": self.reason,
             "stderr_tail": self.stderr_tail,
         }
+
+
+class Executor(db.Entity):
+    """An executor node the server knows, from the configuration or from its own registration."""
+
+    url = PrimaryKey(str, 1024)
+    service = Required(str, 64, index=True)
+    slots = Required(int, default=0)
+    #: "alive", "lost" or "draining".
+    state = Required(str, 16, default="alive")
+    #: True when it registered itself; False when it comes from a `clients` list.
+    registered = Required(bool, default=False)
+    last_seen = Optional(datetime, precision=6)
+
+    def to_dict(self, running: int) -> dict:
+        return {"url": self.url, "service": self.service, "state": self.state, "slots": self.slots,
+                "running": running, "registered": self.registered,
+                "last_seen": self.last_seen.isoformat() + "Z" if self.last_seen else None}

@@ -55,6 +55,8 @@ def mark_ended(task_id: int, state: TaskState, now: datetime, exit_code: int | N
     task = Task[task_id]
     task.state, task.finished_at, task.exit_code, task.stderr_tail = state.value, now, exit_code, stderr_tail
     task.pid = task.pid_start = None
+    if state is TaskState.KILLED:
+        task.reported = True  # the server asked for it; there is nothing to tell
 
 
 @db_session
@@ -69,6 +71,13 @@ def unreported() -> list[int]:
 
 
 @db_session
+def held() -> list[tuple[str, int, int]]:
+    """(task id, job id, attempt) of every task waiting or running here."""
+    active = [TaskState.ACCEPTED.value, TaskState.RUNNING.value]
+    return [(str(i), j, a) for i, j, a in select((t.id, t.job_id, t.attempt) for t in Task if t.state in active)]
+
+
+@db_session
 def running_pids() -> list[tuple[int, int | None, int | None]]:
     return list(select((t.id, t.pid, t.pid_start) for t in Task if t.state == TaskState.RUNNING.value))
 
@@ -76,7 +85,7 @@ def running_pids() -> list[tuple[int, int | None, int | None]]:
 @db_session
 def expired(cutoff: datetime, limit: int = 500) -> list[tuple[int, str]]:
     """Ended tasks past retention whose outcome the server has heard (an unheard one is kept)."""
-    ended = [TaskState.FINISHED.value, TaskState.LOST.value]
+    ended = [TaskState.FINISHED.value, TaskState.LOST.value, TaskState.KILLED.value]
     return list(select((t.id, t.dir) for t in Task if t.state in ended and t.reported
                        and t.finished_at < cutoff)[:limit])
 

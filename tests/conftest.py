@@ -116,12 +116,17 @@ class Node:
         except OSError:
             return ""
 
-    def stop(self, timeout: float = 15.0) -> int:
-        """SIGTERM the node, wait for it and every process it started to be gone."""
+    @property
+    def quick_stop(self) -> int:
+        """The signal that stops the node at once: Ctrl-C (an executor drains on SIGTERM)."""
+        return signal.SIGINT if self.kind == "executor" else signal.SIGTERM
+
+    def stop(self, timeout: float = 15.0, sig: int | None = None) -> int:
+        """Signal the node (default: its quick stop); wait for it and every process it started to go."""
         if self.process is None:
             return 0
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(sig or self.quick_stop)
         try:
             code = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -132,8 +137,13 @@ class Node:
         return code
 
     def kill_main(self) -> None:
-        """kill -9 of the main process only: its actor system lives on, as after a real crash."""
+        """kill -9 of the main process alone (its guardian then shuts the actor system down)."""
         self.process.kill()
+        self.process.wait(10)
+
+    def kill_group(self) -> None:
+        """kill -9 of the main process's group (it and its guardian): the actor system lives on."""
+        os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
 
     def kill_everything(self) -> None:
@@ -185,7 +195,7 @@ class Cluster:
             if node.process is None:
                 continue
             if node.process.poll() is None:
-                node.process.send_signal(signal.SIGTERM)
+                node.process.send_signal(node.quick_stop)
                 try:
                     node.process.wait(15)
                 except subprocess.TimeoutExpired:

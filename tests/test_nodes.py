@@ -22,8 +22,8 @@ def test_a_restart_after_a_crash_clears_the_stale_actor_system_instead_of_joinin
     before = submit(server, "echo before > out.txt")
     assert wait_for_outcome(server, before) == 200
 
-    # Given: the server's main process dies; its actor system lives on
-    server.kill_main()
+    # Given: the server's main process and its guardian die; its actor system lives on
+    server.kill_group()
     stale = processes_with_marker(server.marker)
     assert stale, "the Thespian admin should outlive its creator"
 
@@ -37,6 +37,15 @@ def test_a_restart_after_a_crash_clears_the_stale_actor_system_instead_of_joinin
     after = submit(again, "echo after > out.txt")
     assert wait_for_outcome(again, after) == 200
     assert job(again, before)["status"] == "Completed"
+
+
+def test_when_only_the_main_process_is_killed_its_guardian_shuts_the_actor_system_down(cluster):
+    executor = cluster.executor("example")
+    server = cluster.server({"example": {"clients": executor.url}})
+
+    server.kill_main()
+
+    wait_until(lambda: not processes_with_marker(server.marker), 10, 0.05, "the actor system to be shut down")
 
 
 def test_two_executors_share_one_config_file_with_only_their_ports_differing(cluster, tmp_path):

@@ -37,11 +37,9 @@ def test_a_server_file_with_only_a_service_section_gets_every_server_default(tmp
     assert service.retention_hours is None
 
 
-def test_a_service_without_executors_is_refused(tmp_path):
-    with pytest.raises(ConfigError, match=r"\[service.example\] clients is empty"):
-        load_server_config(ini(tmp_path, "[service.example]\nruns_per_user = 2\n"), environ={})
-    with pytest.raises(ConfigError, match="SERVICE_LONELY_UPLOAD_URL"):
-        load_server_config(None, environ={"SERVICE_LONELY_RUNS_PER_USER": "2"})
+def test_a_service_may_list_no_executors_and_wait_for_them_to_register(tmp_path):
+    config = load_server_config(ini(tmp_path, "[service.example]\nruns_per_user = 2\n"), environ={})
+    assert config.service("example").clients == ()
 
 
 def test_a_server_with_no_service_at_all_is_refused():

@@ -9,12 +9,13 @@ import os
 import re
 import shutil
 import stat
+import threading
 import uuid
 import zipfile
 
 import falcon
 
-from actors.messages import RunTask
+from actors.messages import KillTask, RunTask
 from conf.settings import ClientConfig
 from storage import tasks
 from storage.clock import utcnow
@@ -28,13 +29,17 @@ JOB_UID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 
 
 class Submit:
-    def __init__(self, config: ClientConfig, gateway: ActorGateway):
+    def __init__(self, config: ClientConfig, gateway: ActorGateway, stopping: threading.Event):
         self.config = config
         self.gateway = gateway
+        self.stopping = stopping
         self.incoming = os.path.join(config.data_path, "incoming")
         self.tasks_dir = os.path.join(config.data_path, "tasks")
 
     def on_post(self, req, resp):
+        if self.stopping.is_set():
+            raise falcon.HTTPServiceUnavailable(title="Draining", retry_after=5,
+                                                description="this executor is draining and takes no new jobs.")
         staging, (job_id, job_uid, attempt, callback) = uploads.receive(
             req, self.incoming, {"job_id", "job_uid", "attempt", "callback_url"},
             self.config.max_upload_mb * 1024 * 1024, self.check)
@@ -114,8 +119,9 @@ def zip_folder(folder: str, destination: str) -> None:
 class TaskResource:
     """`GET /jobs/{id}`: the task's record; `DELETE /jobs/{id}`: remove an ended task's data."""
 
-    def __init__(self, config: ClientConfig):
+    def __init__(self, config: ClientConfig, gateway: ActorGateway):
         self.config = config
+        self.gateway = gateway
 
     def on_get(self, req, resp, task_id):
         task = tasks.find(parse_id(task_id, "task id"))
@@ -135,29 +141,42 @@ class TaskResource:
         tasks.remove_zip(self.config.data_path, number)
         resp.media = {"id": str(number), "state": TaskState.CLEANED.value}
 
+    def on_post_kill(self, req, resp, task_id):
+        """`POST /jobs/{id}/kill`: the server stops a task whose attempt it no longer counts."""
+        number = parse_id(task_id, "task id")
+        if tasks.find(number) is None:
+            raise falcon.HTTPNotFound(title="Unknown task", description=f"there is no task {task_id}.")
+        self.gateway.tell(KillTask(number))
+        resp.status = falcon.HTTP_202
+        resp.media = {"id": str(number), "kill": "requested"}
+
 
 class Health:
-    """`GET /health`: the node's service and its slots, total and free."""
+    """`GET /health`: the node's service, its slots (total and free), and whether it is draining."""
 
-    def __init__(self, config: ClientConfig, gateway: ActorGateway):
+    def __init__(self, config: ClientConfig, gateway: ActorGateway, stopping: threading.Event):
         self.config = config
         self.gateway = gateway
+        self.stopping = stopping
 
     def on_get(self, req, resp):
         counts = tasks.counts()
         running = counts[TaskState.RUNNING.value]
         healthy = self.gateway.alive()
+        status = "unavailable" if not healthy else "draining" if self.stopping.is_set() else "ok"
         resp.status = falcon.HTTP_200 if healthy else falcon.HTTP_503
-        resp.media = {"status": "ok" if healthy else "unavailable", "service": self.config.service,
+        resp.media = {"status": status, "service": self.config.service,
                       "slots": self.config.slots, "free": max(0, self.config.slots - running),
                       "running": running, "waiting": counts[TaskState.ACCEPTED.value]}
 
 
-def create_app(config: ClientConfig, gateway: ActorGateway) -> falcon.App:
+def create_app(config: ClientConfig, gateway: ActorGateway, stopping: threading.Event) -> falcon.App:
     app = new_app()
     app.add_route("/", Ping())
-    app.add_route("/health", Health(config, gateway))
-    app.add_route("/submit", Submit(config, gateway))
+    app.add_route("/health", Health(config, gateway, stopping))
+    app.add_route("/submit", Submit(config, gateway, stopping))
     app.add_route("/retrieve/{task_id}", Retrieve(config))
-    app.add_route("/jobs/{task_id}", TaskResource(config))
+    task = TaskResource(config, gateway)
+    app.add_route("/jobs/{task_id}", task)
+    app.add_route("/jobs/{task_id}/kill", task, suffix="kill")
     return app

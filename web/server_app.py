@@ -6,12 +6,14 @@ Reads (download, status) never wait on an actor.
 from __future__ import annotations
 
 import os
+import threading
+from urllib.parse import urlsplit
 
 import falcon
 
-from actors.messages import ExecutorEvent, JobQueued, Pong, Roster
+from actors.messages import ExecutorEvent, ExecutorHeartbeat, JobQueued, Pong, Roster
 from conf.settings import ServerConfig
-from storage import jobs
+from storage import executors, jobs
 from storage.clock import utcnow
 from storage.states import ACTIVE, JobState
 from web import uploads
@@ -25,13 +27,17 @@ STDERR_TAIL_CHARS = 4000
 class Upload:
     """`POST /upload`: store the files, write the Queued row, then wake the queue."""
 
-    def __init__(self, config: ServerConfig, gateway: ActorGateway):
+    def __init__(self, config: ServerConfig, gateway: ActorGateway, stopping: threading.Event):
         self.config = config
         self.gateway = gateway
+        self.stopping = stopping
         self.incoming = os.path.join(config.data_dir, "incoming")
         self.jobs_dir = os.path.join(config.data_dir, "jobs")
 
     def on_post(self, req, resp):
+        if self.stopping.is_set():
+            raise falcon.HTTPServiceUnavailable(title="Shutting down", retry_after=10,
+                                                description="the server is stopping; send the upload again shortly.")
         staging, (user_id, service) = uploads.receive(req, self.incoming, {"user_id", "service"},
                                                       self.config.max_upload_mb * 1024 * 1024, self.check)
         job = uploads.settle(staging, self.jobs_dir,
@@ -138,16 +144,63 @@ class ExecutorEvents:
         resp.media = {"accepted": True}
 
 
+class ExecutorRegistry:
+    """`POST /internal/executors`: an executor's heartbeat (its first one registers it);
+    `GET /executors`: every executor with its state, slots and running jobs."""
+
+    def __init__(self, config: ServerConfig, gateway: ActorGateway):
+        self.config = config
+        self.gateway = gateway
+
+    def on_get_listing(self, req, resp):
+        resp.media = {"executors": executors.listing()}
+
+    def on_post(self, req, resp):
+        body = req.get_media()
+        if not isinstance(body, dict):
+            raise falcon.HTTPBadRequest(title="Invalid heartbeat", description="send a JSON object.")
+        service, url, slots, draining = body.get("service"), body.get("url"), body.get("slots"), body.get("draining")
+        held = body.get("tasks", [])
+        if not isinstance(service, str) or not isinstance(url, str) or not _is_url(url) \
+                or not _int_in(slots, 1, 4096) or not isinstance(draining, bool) or not _is_task_list(held):
+            raise falcon.HTTPBadRequest(
+                title="Invalid heartbeat",
+                description="send service, url (http(s)://host:port), slots (1-4096), draining (true/false) "
+                            "and tasks, a list of [task_id, job_id, attempt].")
+        if self.config.service(service) is None:
+            raise falcon.HTTPNotFound(
+                title="Unknown service",
+                description=f"service {service[:64]!r} is not configured on this server; "
+                            f"configured: {', '.join(s.name for s in self.config.services)}.")
+        self.gateway.tell(ExecutorHeartbeat(service, url.rstrip("/"), slots, draining,
+                                            tuple((str(t), j, a) for t, j, a in held)))
+        resp.media = {"executor_timeout": self.config.executor_timeout}
+
+
+def _is_url(value: str) -> bool:
+    parts = urlsplit(value)
+    return len(value) <= 1024 and parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _is_task_list(value) -> bool:
+    return isinstance(value, list) and len(value) <= 100_000 and all(
+        isinstance(item, list) and len(item) == 3 and isinstance(item[0], str) and len(item[0]) <= 64
+        and _int_in(item[1], 1, MAX_ID) and _int_in(item[2], 1, 2**31 - 1) for item in value)
+
+
 def _int_in(value, low: int, high: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
-def create_app(config: ServerConfig, gateway: ActorGateway) -> falcon.App:
+def create_app(config: ServerConfig, gateway: ActorGateway, stopping: threading.Event) -> falcon.App:
     app = new_app()
     app.add_route("/", Ping())
     app.add_route("/health", Health(gateway))
-    app.add_route("/upload", Upload(config, gateway))
+    app.add_route("/upload", Upload(config, gateway, stopping))
     app.add_route("/download/{job_id}", Download())
     app.add_route("/jobs/{job_id}", JobStatus())
     app.add_route("/internal/events", ExecutorEvents(gateway))
+    registry = ExecutorRegistry(config, gateway)
+    app.add_route("/internal/executors", registry)
+    app.add_route("/executors", registry, suffix="listing")
     return app

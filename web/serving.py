@@ -1,15 +1,23 @@
-"""Running a Falcon app under Waitress until SIGTERM or Ctrl-C, with the actor system around it.
+"""The life of a node: start its actor system, serve its Falcon app under Waitress, stop cleanly.
 
-`run_node` is the whole life of a node, shared by run_server.py and run_client.py: bind the
-database, start a fresh actor system, configure the node's top actor, serve, and on the way out
-(signal, error or Ctrl-C) shut the actor system down so no process is left behind.
+`run_node` is shared by run_server.py and run_client.py:
+- start: clear an actor system a crashed run left, start a fresh one, configure the node's top
+  actor, start the guardian (which shuts the actor system down if this process is killed), serve;
+- stop (SIGTERM, or Ctrl-C): `stopping` is set so new work is refused with 503, then the node waits
+  until `settled()` says its work is done (bounded by `settle_seconds`, or not at all), stops
+  Waitress and shuts the actor system down, leaving no process behind. A second signal stops at
+  once.
 """
 from __future__ import annotations
 
+import _thread
 import logging
 import os
 import signal
+import subprocess
 import sys
+import threading
+import time
 from typing import Callable
 
 import waitress
@@ -19,15 +27,13 @@ from web.gateway import ActorGateway
 
 log = logging.getLogger("orchestrator")
 START_TIMEOUT = 30.0
-
-
 _MAIN_PID = os.getpid()
 
 
 def _interrupt(signum, frame):
     if os.getpid() != _MAIN_PID:
-        # NOTE: actor processes are forked from this one and inherit this handler; there the
-        # signal keeps its default meaning, and the node's shutdown path stops them.
+        # NOTE: Thespian's admin is forked from this process and inherits this handler; there the
+        # signal keeps its default meaning.
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
         return
@@ -35,7 +41,7 @@ def _interrupt(signum, frame):
 
 
 def install_signal_handlers() -> None:
-    """In the node's main process, SIGTERM behaves as Ctrl-C: unwind through every `finally`."""
+    """Until the node serves, SIGTERM behaves as Ctrl-C: unwind through every `finally`."""
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
 
@@ -46,20 +52,98 @@ def setup_logging() -> None:
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 
+class InFlight:
+    """WSGI middleware counting the requests being answered."""
+
+    def __init__(self, app):
+        self.app = app
+        self.count = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, environ, start_response):
+        with self.lock:
+            self.count += 1
+        try:
+            body = self.app(environ, start_response)
+        except BaseException:
+            self._done()
+            raise
+        return _Closing(body, self._done)
+
+    def _done(self) -> None:
+        with self.lock:
+            self.count -= 1
+
+
+class _Closing:
+    """A response body that reports when the server has finished sending it."""
+
+    def __init__(self, body, done):
+        self.body, self.done = body, done
+
+    def __iter__(self):
+        return iter(self.body)
+
+    def close(self):
+        try:
+            if hasattr(self.body, "close"):
+                self.body.close()
+        finally:
+            self.done()
+
+
+class Stopper:
+    """The signal handler of a serving node: first signal drains, a second one stops at once."""
+
+    def __init__(self, stopping: threading.Event, settled: Callable[[], bool], settle_seconds: float | None,
+                 immediate: tuple[int, ...]):
+        self.stopping = stopping
+        self.settled = settled
+        self.settle_seconds = settle_seconds
+        self.immediate = immediate
+
+    def __call__(self, signum, frame):
+        if os.getpid() != _MAIN_PID:
+            return _interrupt(signum, frame)
+        if self.stopping.is_set() or signum in self.immediate:
+            raise KeyboardInterrupt
+        log.info("stopping: refusing new work, finishing what is under way")
+        self.stopping.set()
+        threading.Thread(target=self._finish, name="stopper", daemon=True).start()
+
+    def _finish(self) -> None:
+        deadline = None if self.settle_seconds is None else time.monotonic() + self.settle_seconds
+        while not self.settled() and (deadline is None or time.monotonic() < deadline):
+            time.sleep(0.1)
+        _thread.interrupt_main()
+
+
+def _start_guardian(state_dir: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "actors.guardian", state_dir], stdin=subprocess.DEVNULL,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
 def run_node(*, state_dir: str, admin_port: int, actor_class: str, configure_message,
-             make_app: Callable[[ActorGateway], object], host: str, port: int, threads: int,
-             max_body: int, name: str) -> int:
-    asys = None
+             make_app: Callable[[ActorGateway, threading.Event], object], host: str, port: int, threads: int,
+             max_body: int, name: str, settled: Callable[[ActorGateway, InFlight], bool],
+             settle_seconds: float | None, immediate: tuple[int, ...] = ()) -> int:
+    asys = guardian = None
     try:
         asys = system.start(state_dir, admin_port)
+        guardian = _start_guardian(state_dir)
         address = asys.createActor(actor_class)
         reply = asys.ask(address, configure_message, START_TIMEOUT)
         if reply is None or type(reply).__name__ != "Pong":
             log.error("%s: the actors did not start (got %r)", name, reply)
             return 1
-        app = make_app(ActorGateway(asys, address))
+        gateway = ActorGateway(asys, address)
+        stopping = threading.Event()
+        app = InFlight(make_app(gateway, stopping))
         server = waitress.create_server(app, host=host, port=port, threads=threads, ident=name,
                                         max_request_body_size=max_body, channel_timeout=60)
+        stopper = Stopper(stopping, lambda: settled(gateway, app), settle_seconds, immediate)
+        signal.signal(signal.SIGTERM, stopper)
+        signal.signal(signal.SIGINT, stopper)
         log.info("%s listening on http://%s:%d", name, host, port)
         try:
             server.run()
@@ -71,5 +155,11 @@ def run_node(*, state_dir: str, admin_port: int, actor_class: str, configure_mes
     except KeyboardInterrupt:
         return 0
     finally:
+        # NOTE: a further signal must not cut the shutdown short and leave actors behind.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if asys is not None:
             system.stop(asys, state_dir)
+        if guardian is not None:
+            guardian.terminate()
+            guardian.wait(5)

@@ -1,0 +1,32 @@
+"""Guardian: shuts a node's actor system down when the node's main process dies without doing so.
+
+Thespian's admin daemonizes, so a main process killed with SIGKILL leaves the admin and every actor
+running, still dispatching and fetching. The main process starts this small watcher as its child
+(`python -m actors.guardian STATE_DIR`); when the parent is gone and the actor system it recorded
+in STATE_DIR is still up, the guardian shuts that system down and exits. After a clean stop the
+record is gone, and it just exits.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+from actors import system
+
+POLL_SECONDS = 0.2
+
+
+def main(state_dir: str) -> int:
+    # NOTE: Ctrl-C reaches the whole process group; the main process handles it, not this one.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+    while os.getppid() == parent:
+        time.sleep(POLL_SECONDS)
+    system.clear_stale(state_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
