@@ -10,6 +10,7 @@ import os
 
 from thespian.actors import ActorTypeDispatcher
 
+from actors import faults
 from actors.lifeline import die_with_parent
 from actors.messages import ActorStarted, Configure, JobEnded, JobQueued, Peers, Ping, Pong
 from storage import database, jobs
@@ -47,9 +48,35 @@ class ServerActor(ActorTypeDispatcher):
     def receiveMsg_ActorExitRequest(self, msg, sender) -> None:
         self.stopping = True  # Thespian stops the actor after this returns
 
+    def receiveMessage(self, msg, sender):
+        try:
+            faults.maybe_fail(self.role, msg)
+            return super().receiveMessage(msg, sender)
+        except Exception:
+            # NOTE: Thespian retries the message once, then returns it to its sender as poison.
+            # Whatever this actor held in memory may be half-updated: rebuild it from the database.
+            self.log.exception("%s failed handling %s", self.role, type(msg).__name__)
+            try:
+                self.rebuild()
+            except Exception:  # noqa: BLE001
+                self.log.exception("%s could not rebuild its state", self.role)
+            raise
+
+    def rebuild(self) -> None:
+        """Re-read from the database whatever this actor keeps in memory (after a crash)."""
+
     def receiveMsg_PoisonMessage(self, msg, sender) -> None:
-        self.log.error("%s: a %s message crashed its receiver twice: %s", self.role,
-                       type(msg.poisonMessage).__name__, msg.details)
+        """A message this actor sent crashed its receiver twice: fail the jobs it was about."""
+        poison = msg.poisonMessage
+        cause = (str(msg.details).strip().splitlines() or ["unknown error"])[-1][:300]
+        job_ids = [poison.job_id] if hasattr(poison, "job_id") else list(getattr(poison, "job_ids", ()))
+        self.log.error("%s: a %s message crashed its receiver twice (%s); failing jobs %s", self.role,
+                       type(poison).__name__, cause, job_ids)
+        for job_id in job_ids:
+            ended = jobs.finish(job_id, None, JobState.FAILED, utcnow(),
+                                reason=f"internal error while handling {type(poison).__name__}: {cause}")
+            if ended is not None and ended[1] and self.peers is not None:
+                self.job_ended(ended[0])
 
     def receiveUnrecognizedMessage(self, msg, sender) -> None:
         self.log.warning("%s ignored an unexpected %s message", self.role, type(msg).__name__)

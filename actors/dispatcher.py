@@ -63,6 +63,9 @@ class DispatcherActor(ServerActor):
             self.last_seen[url] = time.monotonic()  # a newcomer gets a full timeout to answer
         return slot
 
+    def rebuild(self) -> None:
+        self.reconcile()
+
     def peers_changed(self) -> None:
         self.capacity_told = -1
         self.tell_capacity()

@@ -13,6 +13,7 @@ was running when the node stopped is lost: its outcome cannot be known, and it s
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import signal
 import subprocess
@@ -56,7 +57,7 @@ class ExecutorActor(ActorTypeDispatcher):
         database.bind(db, msg.config.database_url, create_tables=False)
         self.reporter = Reporter(self.config)
         self.recover()
-        self.send(sender, Pong("executor"))
+        self.send(sender, Pong("executor", (("executor", os.getpid()),)))
         self.sweep_every = sweep_interval([self.config.retention_hours * 3600.0])
         self.wakeupAfter(self.sweep_every, payload="sweep")
         self.tick()

@@ -61,6 +61,10 @@ class QueueActor(ServerActor):
         self.resync()
         self.wakeupAfter(RESYNC_SECONDS)
 
+    def rebuild(self) -> None:
+        self.queues = {name: ServiceQueue() for name in self.queues}
+        self.resync()
+
     def peers_changed(self) -> None:
         for service in self.queues:
             self.request_admission(service)

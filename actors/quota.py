@@ -44,6 +44,9 @@ class QuotaActor(ServerActor):
             for service in self.config.services:
                 self.send(self.peers.queue, SlotsFreed(service.name))
 
+    def rebuild(self) -> None:
+        self.resync()
+
     def peers_changed(self) -> None:
         for service in self.config.services:
             self.send(self.peers.queue, SlotsFreed(service.name))

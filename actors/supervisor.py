@@ -55,7 +55,7 @@ class SupervisorActor(ServerActor):
         self.config = msg.config
         database.bind(db, msg.config.database_url, create_tables=False)
         self.configured(msg)
-        self.send(sender, Pong(self.role))  # run_server.py waits for this before serving
+        self.send(sender, Pong(self.role, (("supervisor", os.getpid()),)))  # run_server.py waits for this
 
     def receiveMsg_ActorStarted(self, msg: ActorStarted, sender) -> None:
         self.processes[msg.role] = msg.pid

@@ -2,7 +2,8 @@
 
 `run_node` is shared by run_server.py and run_client.py:
 - start: clear an actor system a crashed run left, start a fresh one, configure the node's top
-  actor, start the guardian (which shuts the actor system down if this process is killed), serve;
+  actor, start the guardian (which shuts the actor system down if this process is killed) and the
+  watchdog (which re-creates the top actor if it dies), serve;
 - stop (SIGTERM, or Ctrl-C): `stopping` is set so new work is refused with 503, then the node waits
   until `settled()` says its work is done (bounded by `settle_seconds`, or not at all), stops
   Waitress and shuts the actor system down, leaving no process behind. A second signal stops at
@@ -27,6 +28,8 @@ from web.gateway import ActorGateway
 
 log = logging.getLogger("orchestrator")
 START_TIMEOUT = 30.0
+WATCHDOG_SECONDS = 1.0
+WATCHDOG_MISSES = 3
 _MAIN_PID = os.getpid()
 
 
@@ -118,6 +121,47 @@ class Stopper:
         _thread.interrupt_main()
 
 
+class Watchdog:
+    """Re-creates the node's top actor (the supervisor, or the ExecutorActor) if it stops answering.
+
+    Thespian re-creates no actor by itself, and this one has no parent actor to do it. Its
+    replacement rebuilds everything it needs from the database.
+    """
+
+    def __init__(self, asys, gateway: ActorGateway, pid: int, actor_class: str, configure_message,
+                 stopping: threading.Event):
+        self.asys, self.gateway, self.pid = asys, gateway, pid
+        self.actor_class, self.configure_message = actor_class, configure_message
+        self.stopping = stopping
+        threading.Thread(target=self._run, name="watchdog", daemon=True).start()
+
+    def _run(self) -> None:
+        misses = 0
+        while not self.stopping.wait(WATCHDOG_SECONDS):
+            misses = 0 if self.gateway.alive(timeout=2 * WATCHDOG_SECONDS) else misses + 1
+            if misses >= WATCHDOG_MISSES and not self.stopping.is_set():
+                log.error("the %s does not answer; replacing it", self.actor_class.rpartition(".")[2])
+                try:
+                    _kill(self.pid)  # never two of them: a stuck one must not wake up beside its successor
+                    with self.asys.private() as context:
+                        address = context.createActor(self.actor_class)
+                        reply = context.ask(address, self.configure_message, START_TIMEOUT)
+                    if type(reply).__name__ == "Pong":
+                        self.gateway.address, self.pid = address, dict(reply.processes).get(reply.who, 0)
+                        misses = 0
+                except Exception:  # noqa: BLE001 — try again on the next round
+                    log.exception("re-creating the top actor failed")
+
+
+def _kill(pid: int) -> None:
+    if pid <= 0:
+        return  # 0 or less would signal a whole process group
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def _start_guardian(state_dir: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "actors.guardian", state_dir], stdin=subprocess.DEVNULL,
                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -142,6 +186,7 @@ def run_node(*, state_dir: str, admin_port: int, actor_class: str, configure_mes
         server = waitress.create_server(app, host=host, port=port, threads=threads, ident=name,
                                         max_request_body_size=max_body, channel_timeout=60)
         stopper = Stopper(stopping, lambda: settled(gateway, app), settle_seconds, immediate)
+        Watchdog(asys, gateway, dict(reply.processes).get(reply.who, 0), actor_class, configure_message, stopping)
         signal.signal(signal.SIGTERM, stopper)
         signal.signal(signal.SIGINT, stopper)
         log.info("%s listening on http://%s:%d", name, host, port)
