@@ -88,6 +88,7 @@ class DispatcherActor(ServerActor):
                 if health["service"] != self.service:
                     raise ExecutorUnreachable(f"{slot.url} runs service {health['service']!r}, not {self.service!r}")
                 self.heard_from(slot, int(health["slots"]), health.get("status") == "draining")
+                self.kill_stale(slot.url, _held(health.get("tasks")))
             except (ExecutorUnreachable, ValueError, TypeError) as exc:
                 if slot.reachable or slot.url not in self.down_since:
                     self.log.warning("executor %s of %s is unreachable: %s", slot.url, self.service, exc)
@@ -141,7 +142,7 @@ class DispatcherActor(ServerActor):
         self.tell_capacity()
         self.drain()
 
-    def kill_stale(self, url: str, held: tuple[tuple[str, int, int], ...]) -> None:
+    def kill_stale(self, url: str, held) -> None:
         """Stop tasks an executor holds for attempts that no longer count (it was lost meanwhile)."""
         for task_id, job_id, attempt in held:
             job = jobs.get_ref(job_id)
@@ -238,3 +239,11 @@ class DispatcherActor(ServerActor):
             return
         self.last_seen[slot.url] = time.monotonic()
         jobs.mark_submitted(job.id, attempt, remote_id, utcnow())
+
+
+def _held(raw) -> list[tuple[str, int, int]]:
+    """The (task_id, job_id, attempt) list of an executor's /health, ignoring malformed entries."""
+    if not isinstance(raw, list):
+        return []
+    return [(str(t[0]), t[1], t[2]) for t in raw
+            if isinstance(t, list) and len(t) == 3 and isinstance(t[1], int) and isinstance(t[2], int)]

@@ -13,6 +13,10 @@ import requests
 from urllib3.exceptions import NewConnectionError
 
 CONNECT_TIMEOUT = 2.0
+#: Waiting for an answer: short for questions, longer for a submit (the executor stores the files).
+QUESTION_TIMEOUT = 3.0
+SUBMIT_TIMEOUT = 30.0
+#: Waiting for the next piece of a result being downloaded.
 READ_TIMEOUT = 30.0
 CHUNK = 1 << 16
 
@@ -88,9 +92,9 @@ class ExecutorLink:
     def __init__(self):
         self.session = requests.Session()
 
-    def _call(self, method: str, url: str, **kwargs) -> requests.Response:
+    def _call(self, method: str, url: str, wait: float = QUESTION_TIMEOUT, **kwargs) -> requests.Response:
         try:
-            response = self.session.request(method, url, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), **kwargs)
+            response = self.session.request(method, url, timeout=(CONNECT_TIMEOUT, wait), **kwargs)
         except requests.RequestException as exc:
             raise ExecutorUnreachable(f"{method} {url}: {exc.__class__.__name__}", _maybe_delivered(exc)) from exc
         if response.status_code >= 500 and response.status_code != 503:
@@ -121,7 +125,8 @@ class ExecutorLink:
         body = _MultipartBody({"job_id": str(job_id), "job_uid": job_uid, "attempt": str(attempt),
                                "callback_url": callback_url},
                               [(name, path) for name, path in files if os.path.isfile(path)])
-        response = self._call("POST", f"{base}/submit", data=body, headers={"Content-Type": body.content_type})
+        response = self._call("POST", f"{base}/submit", SUBMIT_TIMEOUT, data=body,
+                              headers={"Content-Type": body.content_type})
         if response.status_code != 200:
             raise ExecutorRefused(f"{base}/submit answered {response.status_code}: {response.text[:300]}",
                                   response.status_code)

@@ -2,9 +2,9 @@
 
 Thespian's admin daemonizes, so a main process killed with SIGKILL leaves the admin and every actor
 running, still dispatching and fetching. The main process starts this small watcher as its child
-(`python -m actors.guardian STATE_DIR`); when the parent is gone and the actor system it recorded
-in STATE_DIR is still up, the guardian shuts that system down and exits. After a clean stop the
-record is gone, and it just exits.
+(`python -m actors.guardian STATE_DIR ADMIN_PORT`); when the parent is gone and STATE_DIR still
+records that actor system, the guardian shuts it down and exits. After a clean stop the record is
+gone (or names a newer system), and it just exits.
 """
 from __future__ import annotations
 
@@ -18,15 +18,15 @@ from actors import system
 POLL_SECONDS = 0.2
 
 
-def main(state_dir: str) -> int:
+def main(state_dir: str, port: int) -> int:
     # NOTE: Ctrl-C reaches the whole process group; the main process handles it, not this one.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = os.getppid()
     while os.getppid() == parent:
         time.sleep(POLL_SECONDS)
-    system.clear_stale(state_dir)
+    system.clear_stale(state_dir, only_port=port)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(sys.argv[1], int(sys.argv[2])))

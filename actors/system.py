@@ -1,20 +1,29 @@
 """Starting and stopping the Thespian actor system of one node (server or executor).
 
-Owns the rules the stack imposes: the system is always created
-explicitly as `multiprocTCPBase` on loopback; the admin port in use is remembered in the node's data
-folder, so a start first shuts down an admin a crashed run left behind instead of joining it; and
-stopping shuts the whole system down, admin and every actor process.
+Owns the rules the stack imposes: the system is always created explicitly as `multiprocTCPBase`
+advertised on loopback; the admin port in use is remembered in the node's data folder, so a start
+first shuts down an admin a crashed run left behind instead of joining it; and stopping shuts the
+whole system down, admin and every actor process. A lock file keeps a starting node and the
+guardian of its crashed predecessor from clearing and starting at the same time.
 """
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import random
 import socket
+from contextlib import contextmanager
 
-from thespian.actors import ActorSystem
+from thespian.actors import ActorSystem, InvalidActorAddress
 
 log = logging.getLogger(__name__)
 PORT_FILE = "actor-admin.port"
+LOCK_FILE = "actor-admin.lock"
+#: Automatic admin ports come from below the kernel's ephemeral range, so that no outgoing
+#: connection can hold the port between choosing it and binding it.
+AUTO_PORTS = (10000, 30000)
+START_TRIES = 5
 
 # NOTE: Thespian advertises the host's primary address unless told otherwise; keep it on loopback.
 os.environ.setdefault("THESPIAN_BASE_IPADDR", "127.0.0.1")
@@ -28,10 +37,17 @@ LOG_DEFS = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def free_port(low: int = AUTO_PORTS[0], high: int = AUTO_PORTS[1]) -> int:
+    """A port nothing listens on, outside the ephemeral range."""
+    for _ in range(200):
+        port = random.randint(low, high)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("", port))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError(f"no free port between {low} and {high}")
 
 
 def _listening(port: int) -> bool:
@@ -46,30 +62,67 @@ def _system(port: int) -> ActorSystem:
                        transientUnique=True)
 
 
-def clear_stale(state_dir: str) -> None:
-    """Shut down an actor system that a crashed run of this node left running."""
-    path = os.path.join(state_dir, PORT_FILE)
+@contextmanager
+def _locked(state_dir: str):
+    os.makedirs(state_dir, exist_ok=True)
+    with open(os.path.join(state_dir, LOCK_FILE), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _recorded_port(state_dir: str) -> int | None:
     try:
-        with open(path) as handle:
-            port = int(handle.read().strip())
+        with open(os.path.join(state_dir, PORT_FILE)) as handle:
+            return int(handle.read().strip())
     except (OSError, ValueError):
-        return
+        return None
+
+
+def _clear(state_dir: str, port: int) -> None:
     if _listening(port):
         log.warning("shutting down the actor system a previous run left on admin port %d", port)
         _system(port).shutdown()
-    os.remove(path)
+    try:
+        os.remove(os.path.join(state_dir, PORT_FILE))
+    except FileNotFoundError:
+        pass
 
 
-def start(state_dir: str, admin_port: int = 0) -> ActorSystem:
-    """Clear a stale system, then start a fresh one on `admin_port` (0: any free port)."""
-    os.makedirs(state_dir, exist_ok=True)
-    clear_stale(state_dir)
-    port = admin_port or free_port()
-    if _listening(port):
-        raise RuntimeError(f"actor_admin_port {port} is already in use by another process.")
-    with open(os.path.join(state_dir, PORT_FILE), "w") as handle:
-        handle.write(str(port))
-    return _system(port)
+def clear_stale(state_dir: str, only_port: int | None = None) -> None:
+    """Shut down the actor system recorded in `state_dir` (if `only_port`, only when it is that one)."""
+    with _locked(state_dir):
+        port = _recorded_port(state_dir)
+        if port is not None and only_port in (None, port):
+            _clear(state_dir, port)
+
+
+def start(state_dir: str, admin_port: int = 0) -> tuple[ActorSystem, int]:
+    """Clear a stale system, then start a fresh one on `admin_port` (0: a free port).
+
+    Returns:
+        (the system, its admin port).
+    """
+    with _locked(state_dir):
+        stale = _recorded_port(state_dir)
+        if stale is not None:
+            _clear(state_dir, stale)
+        for attempt in range(1 if admin_port else START_TRIES):
+            port = admin_port or free_port()
+            if _listening(port):
+                raise RuntimeError(f"actor_admin_port {port} is already in use by another process.")
+            try:
+                asys = _system(port)
+            except InvalidActorAddress:
+                if admin_port or attempt == START_TRIES - 1:
+                    raise
+                continue  # the port was taken meanwhile: try another
+            with open(os.path.join(state_dir, PORT_FILE), "w") as handle:
+                handle.write(str(port))
+            return asys, port
+    raise RuntimeError("the actor system could not be started")
 
 
 def stop(asys: ActorSystem, state_dir: str) -> None:

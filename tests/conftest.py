@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,15 +19,16 @@ from pathlib import Path
 import pytest
 import requests
 
+from actors import system
+
 ROOT = Path(__file__).resolve().parent.parent
 MARKER = "ORCHESTRATOR_TEST_NODE"
 START_TIMEOUT = 30.0
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free port below the ephemeral range (which outgoing connections may take at any time)."""
+    return system.free_port(30001, 32000)
 
 
 def wait_until(predicate, timeout: float = 20.0, interval: float = 0.02, message: str = "condition"):

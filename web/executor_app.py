@@ -167,7 +167,8 @@ class Health:
         resp.status = falcon.HTTP_200 if healthy else falcon.HTTP_503
         resp.media = {"status": status, "service": self.config.service,
                       "slots": self.config.slots, "free": max(0, self.config.slots - running),
-                      "running": running, "waiting": counts[TaskState.ACCEPTED.value]}
+                      "running": running, "waiting": counts[TaskState.ACCEPTED.value],
+                      "tasks": tasks.held()}
 
 
 def create_app(config: ClientConfig, gateway: ActorGateway, stopping: threading.Event) -> falcon.App:

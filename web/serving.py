@@ -162,8 +162,9 @@ def _kill(pid: int) -> None:
         pass
 
 
-def _start_guardian(state_dir: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "actors.guardian", state_dir], stdin=subprocess.DEVNULL,
+def _start_guardian(state_dir: str, admin_port: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "actors.guardian", state_dir, str(admin_port)],
+                            stdin=subprocess.DEVNULL,
                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -173,8 +174,8 @@ def run_node(*, state_dir: str, admin_port: int, actor_class: str, configure_mes
              settle_seconds: float | None, immediate: tuple[int, ...] = ()) -> int:
     asys = guardian = None
     try:
-        asys = system.start(state_dir, admin_port)
-        guardian = _start_guardian(state_dir)
+        asys, admin_port = system.start(state_dir, admin_port)
+        guardian = _start_guardian(state_dir, admin_port)
         address = asys.createActor(actor_class)
         reply = asys.ask(address, configure_message, START_TIMEOUT)
         if reply is None or type(reply).__name__ != "Pong":

@@ -1,0 +1,215 @@
+"""Nothing lost: every accepted job ends in exactly one terminal state with its own result,
+whatever process is killed when. Each scenario puts 40 jobs in flight and kills real processes."""
+from __future__ import annotations
+
+import io
+import os
+import signal
+import uuid
+import zipfile
+
+import pytest
+import requests
+
+from tests.conftest import Node, job, processes_with_marker, upload, wait_for_outcome, wait_until
+
+JOBS = 40
+TIMEOUT = 2  # executor_timeout of these servers, seconds
+# Each job turns its own token into its result, taking a little while so that many are in flight.
+SCRIPT = b"#!/usr/bin/env bash\nset -e\nsleep 0.$((RANDOM % 5))\ntr a-z A-Z < token.txt > result.txt\n"
+
+
+def two_executor_cluster(cluster, **server):
+    left = cluster.executor("example", slots=4)
+    right = cluster.executor("example", slots=4)
+    node = cluster.server({"example": {"clients": f"{left.url}, {right.url}", "runs_per_user": 10}},
+                          executor_timeout=TIMEOUT, **server)
+    return node, left, right
+
+
+def launch(server: Node, count: int = JOBS) -> dict[int, str]:
+    batch = {}
+    for n in range(count):
+        token = uuid.uuid4().hex
+        response = upload(server, {"run.sh": SCRIPT, "token.txt": token.encode()}, user_id=1 + n % 4)
+        assert response.status_code == 200, response.text
+        batch[response.json()["id"]] = token
+    return batch
+
+
+def started(server: Node, batch: dict[int, str]) -> int:
+    return sum(job(server, j)["status"] not in ("Queued", "Dispatching") for j in batch)
+
+
+def assert_every_job_completed_with_its_own_result(server: Node, batch: dict[int, str]) -> None:
+    for job_id, token in batch.items():
+        assert wait_for_outcome(server, job_id, 90) == 200, job(server, job_id)
+        archive = zipfile.ZipFile(io.BytesIO(requests.get(f"{server.url}/download/{job_id}", timeout=10).content))
+        assert archive.read("result.txt").decode().strip() == token.upper()
+        record = job(server, job_id)
+        assert record["status"] == "Completed" and record["exit_code"] == 0
+
+
+def restart(cluster, node: Node) -> Node:
+    again = Node(node.kind, node.port, node.folder, node.args, node.env)
+    cluster.nodes.append(again)
+    return again.start()
+
+
+def actor_pids(server: Node) -> dict[str, int]:
+    return requests.get(f"{server.url}/health", timeout=5).json()["actor_processes"]
+
+
+# --- the server dies -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("how", ["process group", "main process alone", "every process"])
+def test_a_server_killed_mid_flight_finishes_every_job_after_a_restart(cluster, how):
+    server, _, _ = two_executor_cluster(cluster)
+    batch = launch(server)
+    wait_until(lambda: started(server, batch) >= 8, 30, 0.05, "jobs to be under way")
+
+    if how == "process group":
+        server.kill_group()  # main and guardian: the actor system lives on until the restart
+    elif how == "main process alone":
+        server.kill_main()  # the guardian shuts the actor system down
+    else:
+        server.kill_everything()
+        server.process.wait(10)
+
+    again = restart(cluster, server)
+    assert_every_job_completed_with_its_own_result(again, batch)
+
+
+# --- an executor dies, is cut off, or restarts ---------------------------------------------------
+
+def test_an_executor_killed_mid_flight_is_declared_lost_and_its_jobs_run_elsewhere(cluster):
+    server, left, right = two_executor_cluster(cluster)
+    batch = launch(server)
+    wait_until(lambda: any(job(server, j)["executor"] == left.url and job(server, j)["status"] == "Running"
+                           for j in batch), 30, 0.05, "a job to run on the left executor")
+
+    left.kill_everything()  # the machine is gone: node, actors and scripts
+    left.process.wait(10)
+
+    assert_every_job_completed_with_its_own_result(server, batch)
+    assert any(job(server, j)["attempts"] >= 2 for j in batch)
+    listing = {e["url"]: e for e in requests.get(f"{server.url}/executors", timeout=5).json()["executors"]}
+    assert listing[left.url]["state"] == "lost" and listing[right.url]["state"] == "alive"
+
+
+def test_an_executor_restarted_mid_flight_runs_its_lost_jobs_again(cluster):
+    executor = cluster.executor("example", slots=4)
+    server = cluster.server({"example": {"clients": executor.url, "runs_per_user": 10}}, executor_timeout=TIMEOUT)
+    batch = launch(server)
+    wait_until(lambda: started(server, batch) >= 4, 30, 0.05, "jobs to be under way")
+
+    executor.kill_main()  # its guardian stops its actors; its scripts are stopped at the restart
+    again = restart(cluster, executor)
+
+    assert_every_job_completed_with_its_own_result(server, batch)
+    lost = [t for t in (requests.get(f"{again.url}/jobs/{n}", timeout=5).json() for n in range(1, 9))
+            if t.get("state") == "lost"]
+    assert lost, "the tasks running at the kill are reported lost, not completed"
+
+
+def test_an_executor_cut_off_and_back_has_its_stale_task_killed_and_its_late_report_ignored(cluster, tmp_path):
+    left = cluster.executor("example", slots=1)
+    right = cluster.executor("example", slots=1)
+    server = cluster.server({"example": {"clients": f"{left.url}, {right.url}"}}, executor_timeout=TIMEOUT)
+    marker = tmp_path / "ran"
+    # The first run sleeps long (it is the one to be killed); the second ends at once.
+    script = f"if [ ! -e {marker} ]; then touch {marker}; sleep 20; fi\necho $$ > out.txt"
+    job_id = upload(server, {"run.sh": script.encode()}).json()["id"]
+    wait_until(lambda: job(server, job_id)["status"] == "Running", 10, message="the job to run")
+    first = job(server, job_id)["executor"]
+    frozen = left if first == left.url else right
+    node_pids = [p for p in processes_with_marker(frozen.marker) if not _is_script(p)]
+
+    for pid in node_pids:  # cut off: the node stops answering, its script keeps running
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: job(server, job_id)["attempts"] == 2, 20, 0.1, "the job to be sent elsewhere")
+    finally:
+        for pid in node_pids:
+            os.kill(pid, signal.SIGCONT)
+
+    assert wait_for_outcome(server, job_id, 30) == 200
+    record = job(server, job_id)
+    assert record["attempts"] == 2 and record["executor"] != first
+    wait_until(lambda: requests.get(f"{frozen.url}/jobs/1", timeout=5).json()["state"] == "killed", 20, 0.1,
+               "the stale task to be killed when its executor came back")
+
+
+def _is_script(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return b"python" not in handle.read()
+    except OSError:
+        return False
+
+
+def test_a_job_that_keeps_losing_its_executor_fails_after_max_attempts(cluster):
+    executor = cluster.executor("example")
+    server = cluster.server({"example": {"clients": executor.url}}, executor_timeout=TIMEOUT, max_attempts=2)
+    # The script kills the executor's actor that runs it: every attempt is lost.
+    job_id = upload(server, {"run.sh": b"kill -9 $PPID\nsleep 1"}).json()["id"]
+    fine = upload(server, {"run.sh": b"sleep 1\necho fine > out.txt"}, user_id=2).json()["id"]
+
+    assert wait_for_outcome(server, job_id, 90) == 204
+    record = job(server, job_id)
+    assert record["status"] == "Failed" and record["attempts"] == 2
+    assert "lost" in record["reason"]
+    assert wait_for_outcome(server, fine, 90) in (200, 204)
+
+
+# --- actors die or fail --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("role", ["dispatcher:example", "retriever", "quota", "queue"])
+def test_a_single_actor_killed_mid_flight_is_re_created_and_every_job_completes(cluster, role):
+    server, _, _ = two_executor_cluster(cluster)
+    batch = launch(server)
+    wait_until(lambda: started(server, batch) >= 8, 30, 0.05, "jobs to be under way")
+    before = actor_pids(server)[role]
+
+    os.kill(before, signal.SIGKILL)
+
+    wait_until(lambda: actor_pids(server).get(role) not in (None, before), 2, 0.02,
+               f"the {role} actor to be re-created within a second or two")
+    assert_every_job_completed_with_its_own_result(server, batch)
+
+
+def test_the_server_re_creates_its_supervisor_and_every_actor_if_the_supervisor_dies(cluster):
+    server, _, _ = two_executor_cluster(cluster)
+    batch = launch(server, 12)
+    before = actor_pids(server)
+
+    os.kill(before["supervisor"], signal.SIGKILL)
+
+    wait_until(lambda: requests.get(f"{server.url}/health", timeout=10).status_code == 200
+               and actor_pids(server)["supervisor"] != before["supervisor"], 30, 0.2, "a new supervisor")
+    assert_every_job_completed_with_its_own_result(server, batch)
+    assert not any(os.path.exists(f"/proc/{pid}") and _state(pid) != "Z" for pid in before.values())
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ", 1)[1][0]
+    except OSError:
+        return "Z"
+
+
+def test_a_message_that_crashes_an_actor_twice_fails_its_job_with_the_reason(cluster):
+    executor = cluster.executor("example")
+    server = cluster.server({"example": {"clients": executor.url}},
+                            env={"ORCHESTRATOR_FAULTS": "retriever:ExecutorEvent:2"})
+    healthy = upload(server, {"run.sh": b"echo ok > out.txt"}).json()["id"]
+    poisoned = upload(server, {"run.sh": b"echo ok > out.txt"}).json()["id"]
+    after = upload(server, {"run.sh": b"echo ok > out.txt"}).json()["id"]
+    assert poisoned == 2
+
+    assert wait_for_outcome(server, poisoned) == 204
+    record = job(server, poisoned)
+    assert record["status"] == "Failed" and "internal error" in record["reason"]
+    assert "injected fault" in record["reason"]
+    assert wait_for_outcome(server, healthy) == 200 and wait_for_outcome(server, after) == 200
