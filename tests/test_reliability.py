@@ -213,3 +213,14 @@ def test_a_message_that_crashes_an_actor_twice_fails_its_job_with_the_reason(clu
     assert record["status"] == "Failed" and "internal error" in record["reason"]
     assert "injected fault" in record["reason"]
     assert wait_for_outcome(server, healthy) == 200 and wait_for_outcome(server, after) == 200
+
+
+def test_an_actor_that_fails_once_on_a_message_recovers_and_the_job_completes(cluster):
+    executor = cluster.executor("example")
+    server = cluster.server({"example": {"clients": executor.url}},
+                            env={"ORCHESTRATOR_FAULTS": "quota:JobEnded:1:once,dispatcher:Dispatch:1:once"})
+    first = upload(server, {"run.sh": b"echo ok > out.txt"}).json()["id"]
+    second = upload(server, {"run.sh": b"echo ok > out.txt"}).json()["id"]
+
+    assert wait_for_outcome(server, first) == 200 and wait_for_outcome(server, second) == 200
+    assert job(server, first)["attempts"] == 1

@@ -1,0 +1,105 @@
+"""Executors that register themselves, heartbeat, drain on SIGTERM; the server's graceful stop."""
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import requests
+
+from tests.conftest import Node, job, processes_with_marker, script, submit, upload, wait_for_outcome, wait_until
+
+
+def listing(server) -> dict[str, dict]:
+    return {e["url"]: e for e in requests.get(f"{server.url}/executors", timeout=5).json()["executors"]}
+
+
+def test_an_executor_with_a_server_url_registers_itself_and_the_server_remembers_it(cluster):
+    server = cluster.server({"example": {"runs_per_user": 2}})
+    executor = cluster.executor("example", server_port=server.port)
+
+    wait_until(lambda: listing(server).get(executor.url, {}).get("state") == "alive", 15, 0.1,
+               "the executor to register")
+    entry = listing(server)[executor.url]
+    assert entry["registered"] and entry["slots"] == 4 and entry["service"] == "example"
+    job_id = submit(server, "echo registered > out.txt")
+    assert wait_for_outcome(server, job_id) == 200
+
+    server.stop()
+    again = Node(server.kind, server.port, server.folder, server.args, server.env)
+    cluster.nodes.append(again)
+    again.start()
+    assert executor.url in listing(again)
+    assert wait_for_outcome(again, submit(again, "echo again > out.txt")) == 200
+
+
+def test_an_executor_of_an_unknown_service_is_refused_registration(cluster):
+    server = cluster.server({"example": {}})
+    response = requests.post(f"{server.url}/internal/executors", timeout=5, json={
+        "service": "nosuch", "url": "http://127.0.0.1:9", "slots": 1, "draining": False, "tasks": []})
+    assert response.status_code == 404 and "not configured" in response.json()["description"]
+    bad = requests.post(f"{server.url}/internal/executors", json={"service": "example"}, timeout=5)
+    assert bad.status_code == 400
+
+
+def test_sigterm_drains_an_executor_it_finishes_its_jobs_takes_no_new_ones_then_exits(cluster):
+    server = cluster.server({"example": {"runs_per_user": 4}}, executor_timeout=3)
+    left = cluster.executor("example", server_port=server.port, slots=1)
+    right = cluster.executor("example", server_port=server.port, slots=1)
+    wait_until(lambda: len(listing(server)) == 2, 15, 0.1, "both executors to register")
+    first = submit(server, "sleep 2\necho first > out.txt")
+    wait_until(lambda: job(server, first)["status"] == "Running", 10, message="the first job to run")
+    busy = left if job(server, first)["executor"] == left.url else right
+    idle = right if busy is left else left
+
+    busy.process.send_signal(signal.SIGTERM)
+
+    wait_until(lambda: listing(server)[busy.url]["state"] == "draining", 10, 0.05, "the executor to drain")
+    assert requests.get(f"{busy.url}/health", timeout=5).json()["status"] == "draining"
+    second = submit(server, "echo second > out.txt", user_id=2)
+    assert wait_for_outcome(server, second) == 200
+    assert job(server, second)["executor"] == idle.url
+    assert wait_for_outcome(server, first) == 200
+    assert job(server, first)["attempts"] == 1
+    busy.process.wait(15)
+    wait_until(lambda: not processes_with_marker(busy.marker), 10, 0.05, "the drained executor to be gone")
+
+
+def test_sigterm_on_the_server_answers_every_upload_then_exits_within_ten_seconds(cluster):
+    executor = cluster.executor("example")
+    server = cluster.server({"example": {"clients": executor.url, "runs_per_user": 50}})
+    answers: list[tuple[int, int | None]] = []
+    go = threading.Event()
+
+    def sender(user: int) -> None:
+        for _ in range(40):
+            try:
+                response = upload(server, {"run.sh": script("echo ok > out.txt")}, user_id=user)
+                answers.append((response.status_code, response.json().get("id")))
+            except requests.RequestException:
+                answers.append((0, None))  # refused: the server is gone
+            go.set()
+
+    threads = [threading.Thread(target=sender, args=(n,)) for n in range(1, 7)]
+    for thread in threads:
+        thread.start()
+    go.wait(10)
+    wait_until(lambda: len(answers) >= 20, 20, 0.01, "uploads to be under way")
+
+    started = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    server.process.wait(15)
+    took = time.monotonic() - started
+    for thread in threads:
+        thread.join(60)
+
+    assert took < 10, f"the server took {took:.1f} s to stop"
+    wait_until(lambda: not processes_with_marker(server.marker), 10, 0.05, "every server process to exit")
+    assert {code for code, _ in answers} <= {200, 503, 0}
+    accepted = [job_id for code, job_id in answers if code == 200]
+    assert accepted
+    again = Node(server.kind, server.port, server.folder, server.args, server.env)
+    cluster.nodes.append(again)
+    again.start()
+    for job_id in accepted:
+        assert wait_for_outcome(again, job_id, 60) == 200
