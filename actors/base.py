@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 
-from thespian.actors import ActorTypeDispatcher
+from thespian.actors import ActorSystemMessage, ActorTypeDispatcher
 
 from actors import faults
 from actors.lifeline import die_with_parent
@@ -29,6 +29,7 @@ class ServerActor(ActorTypeDispatcher):
         self.config = None
         self.peers: Peers | None = None
         self.stopping = False
+        self.early: list = []
         self.log = logging.getLogger(f"orchestrator.{self.role}")
 
     def receiveMsg_Configure(self, msg: Configure, sender) -> None:
@@ -37,6 +38,9 @@ class ServerActor(ActorTypeDispatcher):
         database.bind(db, msg.config.database_url, create_tables=False)
         self.configured(msg)
         self.send(sender, ActorStarted(self.name(msg), os.getpid()))
+        early, self.early = self.early, []
+        for message, origin in early:  # what arrived before the settings, in arrival order
+            self.receiveMessage(message, origin)
 
     def receiveMsg_Peers(self, msg: Peers, sender) -> None:
         self.peers = msg
@@ -49,6 +53,11 @@ class ServerActor(ActorTypeDispatcher):
         self.stopping = True  # Thespian stops the actor after this returns
 
     def receiveMessage(self, msg, sender):
+        if self.config is None and not isinstance(msg, (Configure, Ping, ActorSystemMessage)):
+            # NOTE: a peer may learn this actor's address and write to it before the supervisor's
+            # Configure arrives (messages from different senders are not ordered); keep it for later.
+            self.early.append((msg, sender))
+            return None
         try:
             faults.maybe_fail(self.role, msg)
             return super().receiveMessage(msg, sender)

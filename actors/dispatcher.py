@@ -156,6 +156,7 @@ class DispatcherActor(ServerActor):
         try:
             if msg.payload == "check":
                 self.reconcile()
+                self.capacity_told = -1  # say it again: a Capacity message may have been lost
                 self.probe(self.executors.values())
             else:
                 self.probe_armed = False
