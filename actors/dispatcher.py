@@ -38,7 +38,7 @@ class DispatcherActor(ServerActor):
 
     def configured(self, msg: Configure) -> None:
         self.service = msg.service
-        self.link = ExecutorLink()
+        self.link = ExecutorLink(self.config.cluster_secret)
         self.timeout = self.config.executor_timeout
         self.check_every = min(CHECK_SECONDS, self.timeout / 3)
         static = self.config.service(self.service).clients

@@ -89,8 +89,10 @@ class _MultipartBody:
 class ExecutorLink:
     """One keep-alive HTTP session to the executors of one actor."""
 
-    def __init__(self):
+    def __init__(self, cluster_secret: str = ""):
         self.session = requests.Session()
+        if cluster_secret:
+            self.session.headers["Authorization"] = f"Bearer {cluster_secret}"
 
     def _call(self, method: str, url: str, wait: float = QUESTION_TIMEOUT, **kwargs) -> requests.Response:
         try:

@@ -25,7 +25,7 @@ class JanitorActor(ServerActor):
     role = "janitor"
 
     def configured(self, msg: Configure) -> None:
-        self.link = ExecutorLink()
+        self.link = ExecutorLink(self.config.cluster_secret)
         retentions = [self.config.retention_seconds(s.name) for s in self.config.services]
         self.interval = sweep_interval([self.config.retention_hours * 3600.0, *retentions])
         self.wakeupAfter(self.interval)

@@ -30,6 +30,8 @@ class Reporter:
     def __init__(self, config: ClientConfig):
         self.config = config
         self.session = requests.Session()
+        if config.cluster_secret:
+            self.session.headers["Authorization"] = f"Bearer {config.cluster_secret}"
         self.queue: queue.Queue = queue.Queue()
         self.queued: set[tuple[int, str]] = set()
         self.lock = threading.Lock()

@@ -33,7 +33,7 @@ class RetrieverActor(ServerActor):
     role = "retriever"
 
     def configured(self, msg: Configure) -> None:
-        self.link = ExecutorLink()
+        self.link = ExecutorLink(self.config.cluster_secret)
         os.makedirs(os.path.dirname(jobs.result_file(self.config.data_dir, 0)), exist_ok=True)
         self.wakeupAfter(0.1)
 

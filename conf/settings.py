@@ -9,6 +9,7 @@ Relative paths in the files are taken from the directory the process is started 
 from __future__ import annotations
 
 import configparser
+import ipaddress
 import math
 import os
 import re
@@ -20,6 +21,8 @@ SERVICE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 DEFAULT_RUNS_PER_USER = 5
 DEFAULT_RETENTION_HOURS = 48.0
 DEFAULT_MAX_UPLOAD_MB = 400
+DEFAULT_MAX_FILES = 100
+MIN_SECRET_LENGTH = 16
 
 
 class ConfigError(ValueError):
@@ -48,6 +51,8 @@ class ServiceConfig:
     max_runs: int | None = None
     #: None means "use [server] retention_hours".
     retention_hours: float | None = None
+    #: Most jobs one user may have queued (not yet started) in this service; None: no limit.
+    max_queued_per_user: int | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,14 @@ class ServerConfig:
     executor_timeout: float = 30.0
     #: How many times a job is sent to an executor before a loss fails it.
     max_attempts: int = 3
+    #: Most files in one upload.
+    max_files: int = DEFAULT_MAX_FILES
+    #: Serve without portal tokens on a non-loopback address (a warning is logged).
+    allow_anonymous: bool = False
+    #: Shared secret between this server and its executors; "" means none (loopback only).
+    cluster_secret: str = ""
+    #: (portal name, bearer token) pairs from [tokens]; empty means anonymous access.
+    tokens: tuple[tuple[str, str], ...] = ()
     services: tuple[ServiceConfig, ...] = field(default_factory=tuple)
 
     @property
@@ -108,6 +121,8 @@ class ClientConfig:
     threads: int = 8
     #: Base URL the server reaches this node at; "" derives it from host and port.
     advertise_url: str = ""
+    #: Shared secret with the server; "" means none (allowed on loopback only).
+    cluster_secret: str = ""
 
     @property
     def own_url(self) -> str:
@@ -154,6 +169,48 @@ def _seconds(key: str, raw: str) -> float:
     return value
 
 
+def _bool(key: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{key} must be true or false, got {raw!r}.")
+
+
+def _secret(key: str, raw: str) -> str:
+    value = raw.strip()
+    if value and (len(value) < MIN_SECRET_LENGTH or any(c.isspace() for c in value)):
+        raise ConfigError(f"{key} must be at least {MIN_SECRET_LENGTH} characters without spaces "
+                          f"(e.g. from `python -c 'import secrets; print(secrets.token_urlsafe(32))'`).")
+    return value
+
+
+def _tokens(parser: configparser.ConfigParser) -> tuple[tuple[str, str], ...]:
+    if not parser.has_section("tokens"):
+        return ()
+    found = []
+    for name, secret in parser["tokens"].items():
+        if not re.match(r"^[a-z0-9][a-z0-9_.-]{0,63}$", name):
+            raise ConfigError(f"[tokens] portal name {name!r} is invalid; use lowercase letters, digits, '.', '-', '_'.")
+        found.append((name, _secret(f"[tokens] {name}", secret)))
+        if not found[-1][1]:
+            raise ConfigError(f"[tokens] {name} has no secret.")
+    secrets_seen = [secret for _, secret in found]
+    if len(set(secrets_seen)) != len(secrets_seen):
+        raise ConfigError("[tokens] two portals share one secret; give each portal its own.")
+    return tuple(found)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _url(key: str, raw: str) -> str:
     parts = urlsplit(raw.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -195,8 +252,9 @@ def _unknown_keys(section: str, present: Mapping[str, str], known: set[str]) -> 
 # --- server ------------------------------------------------------------------------------------
 
 _SERVER_KEYS = {"host", "port", "data_dir", "database", "retention_hours", "actor_admin_port",
-                "callback_url", "max_upload_mb", "threads", "executor_timeout", "max_attempts"}
-_SERVICE_KEYS = {"clients", "runs_per_user", "max_runs", "retention_hours"}
+                "callback_url", "max_upload_mb", "threads", "executor_timeout", "max_attempts", "max_files",
+                "allow_anonymous", "cluster_secret"}
+_SERVICE_KEYS = {"clients", "runs_per_user", "max_runs", "retention_hours", "max_queued_per_user"}
 _ENV_SERVICE = re.compile(r"^SERVICE_(.+)_(RUNS_PER_USER|MAX_RUNS|UPLOAD_URL|DOWNLOAD_URL)$")
 
 
@@ -208,12 +266,14 @@ def _service_from(name: str, section: Mapping[str, str]) -> ServiceConfig:
     )
     max_runs = section.get("max_runs", "").strip()
     retention = section.get("retention_hours", "").strip()
+    max_queued = section.get("max_queued_per_user", "").strip()
     return ServiceConfig(
         name=name,
         clients=clients,
         runs_per_user=_int(f"{where} runs_per_user", section.get("runs_per_user", str(DEFAULT_RUNS_PER_USER)), 1),
         max_runs=_int(f"{where} max_runs", max_runs, 1) if max_runs else None,
         retention_hours=_hours(f"{where} retention_hours", retention) if retention else None,
+        max_queued_per_user=_int(f"{where} max_queued_per_user", max_queued, 1, 2**31) if max_queued else None,
     )
 
 
@@ -252,10 +312,10 @@ def load_server_config(path: str | None, environ: Mapping[str, str] = os.environ
     defaults = ServerConfig()
     services: dict[str, ServiceConfig] = {}
     for name in parser.sections():
-        if name == "server":
+        if name in ("server", "tokens"):
             continue
         if not name.startswith("service."):
-            raise ConfigError(f"section [{name}] is not known; use [server] or [service.NAME].")
+            raise ConfigError(f"section [{name}] is not known; use [server], [tokens] or [service.NAME].")
         svc_name = name[len("service."):]
         if not SERVICE_NAME.match(svc_name):
             raise ConfigError(
@@ -281,6 +341,10 @@ def load_server_config(path: str | None, environ: Mapping[str, str] = os.environ
         executor_timeout=_seconds("[server] executor_timeout",
                                   section.get("executor_timeout", str(defaults.executor_timeout))),
         max_attempts=_int("[server] max_attempts", section.get("max_attempts", str(defaults.max_attempts)), 1, 100),
+        max_files=_int("[server] max_files", section.get("max_files", str(defaults.max_files)), 1, 10_000),
+        allow_anonymous=_bool("[server] allow_anonymous", section.get("allow_anonymous", "false")),
+        cluster_secret=_secret("[server] cluster_secret", section.get("cluster_secret", "")),
+        tokens=_tokens(parser),
         services=tuple(services[name] for name in sorted(services)),
     )
     if port is not None:
@@ -289,12 +353,16 @@ def load_server_config(path: str | None, environ: Mapping[str, str] = os.environ
         raise ConfigError("no service is configured; add a [service.NAME] section or SERVICE_<NAME>_UPLOAD_URL.")
     if config.actor_admin_port and config.actor_admin_port == config.port:
         raise ConfigError("[server] actor_admin_port must differ from [server] port.")
+    if not config.tokens and not config.allow_anonymous and not is_loopback(config.host):
+        raise ConfigError(f"[server] host {config.host} is not a loopback address and [tokens] is empty; add a "
+                          f"portal token, or set allow_anonymous = true to serve anyone who can connect.")
     return config
 
 
 # --- client ------------------------------------------------------------------------------------
 
 _CLIENT_KEYS = {"service", "host", "port", "data_dir", "slots", "server_url", "actor_admin_port", "advertise_url",
+                "cluster_secret",
                 "retention_hours", "max_upload_mb", "threads"}
 
 
@@ -326,6 +394,7 @@ def load_client_config(path: str | None, environ: Mapping[str, str] = os.environ
         threads=_int("[client] threads", section.get("threads", str(defaults.threads)), 1, 256),
         advertise_url=_url("[client] advertise_url", section["advertise_url"])
         if section.get("advertise_url", "").strip() else "",
+        cluster_secret=_secret("[client] cluster_secret", section.get("cluster_secret", "")),
     )
     if port is not None:
         config = replace(config, port=_int("--port", str(port), 1, 65535))
@@ -333,4 +402,7 @@ def load_client_config(path: str | None, environ: Mapping[str, str] = os.environ
         config.data_path
     except (KeyError, IndexError, ValueError):
         raise ConfigError("[client] data_dir may only use the placeholders {service} and {port}.") from None
+    if not config.cluster_secret and not is_loopback(config.host):
+        raise ConfigError(f"[client] host {config.host} is not a loopback address and cluster_secret is empty; "
+                          f"set the same cluster_secret here and in the server's [server] section.")
     return config

@@ -71,22 +71,39 @@ class JobRef:
 
 # --- web ---------------------------------------------------------------------------------------
 
-@db_session
-def create_job(user_id: int, service: str, folder: str, now: datetime) -> dict:
-    job = Job(user_id=user_id, service=service, dir=folder, created_at=now, updated_at=now)
+class QueueFull(Exception):
+    """The user already has the service's max_queued_per_user jobs waiting."""
+
+
+@db_session(immediate=True)
+def create_job(user_id: int, service: str, folder: str, now: datetime, portal: str | None = None,
+               max_queued: int | None = None) -> dict:
+    """Write a new Queued job. Raises QueueFull when the user already has `max_queued` waiting."""
+    if max_queued is not None:
+        waiting = select(j for j in Job if j.service == service and j.user_id == user_id
+                         and j.state == JobState.QUEUED.value).count()
+        if waiting >= max_queued:
+            raise QueueFull(waiting)
+    job = Job(user_id=user_id, service=service, dir=folder, created_at=now, updated_at=now, portal=portal)
     commit()
     return job.to_dict()
 
 
-@db_session
-def job_view(job_id: int) -> dict | None:
+def _visible(job_id: int, portal: str | None) -> Job | None:
+    """The job, if `portal` may see it: a portal sees only what it submitted."""
     job = Job.get(id=job_id)
+    return job if job is not None and job.portal == portal else None
+
+
+@db_session
+def job_view(job_id: int, portal: str | None = None) -> dict | None:
+    job = _visible(job_id, portal)
     return job.to_dict() if job else None
 
 
 @db_session
-def download_info(job_id: int) -> tuple[JobState, str | None] | None:
-    job = Job.get(id=job_id)
+def download_info(job_id: int, portal: str | None = None) -> tuple[JobState, str | None] | None:
+    job = _visible(job_id, portal)
     return (JobState(job.state), job.result_path) if job else None
 
 

@@ -18,6 +18,8 @@ class Job(db.Entity):
     id = PrimaryKey(int, auto=True)
     user_id = Required(int, size=64)
     service = Required(str, 64)
+    #: The portal (token name) that submitted it; None when the server runs without tokens.
+    portal = Optional(str, 64, nullable=True)
     state = Required(str, 16, default=JobState.QUEUED.value, index=True)
     #: Folder holding the uploaded files on the server.
     dir = Required(str, 1024)
@@ -40,6 +42,7 @@ class Job(db.Entity):
     result_path = Optional(str, 1024, nullable=True)
     composite_index(service, state, id)
     composite_index(state, finished_at)
+    composite_index(service, user_id, state)
 
     def to_dict(self) -> dict:
         """The public view of a job, as `GET /jobs/{id}` and `POST /upload` answer it."""

@@ -51,6 +51,7 @@ def test_a_full_server_file_is_read_key_by_key(tmp_path):
     path = ini(tmp_path, """
 [server]
 host = 0.0.0.0
+allow_anonymous = true
 port = 8123
 data_dir = /srv/orchestrator
 database = /srv/db.sqlite
@@ -289,11 +290,15 @@ actor_admin_port = 9101
 retention_hours = 3
 max_upload_mb = 5
 threads = 4
+advertise_url = http://node7:9100/
+cluster_secret = 0123456789abcdef0123
 """)
     config = load_client_config(path, environ={})
     assert config == ClientConfig(service="prodigy", host="0.0.0.0", port=9100, data_dir="/nodes/{service}/{port}",
                                   slots=2, server_url="http://server:5000", actor_admin_port=9101,
-                                  retention_hours=3.0, max_upload_mb=5, threads=4)
+                                  retention_hours=3.0, max_upload_mb=5, threads=4,
+                                  advertise_url="http://node7:9100", cluster_secret="0123456789abcdef0123")
+    assert config.own_url == "http://node7:9100"
     assert config.data_path == "/nodes/prodigy/9100"
 
 
@@ -335,3 +340,37 @@ def test_an_unknown_client_key_is_named_with_its_section(tmp_path):
 def test_a_bad_client_port_option_is_named():
     with pytest.raises(ConfigError, match="--port"):
         load_client_config(None, environ={}, port=0)
+
+
+# --- the trust boundary -------------------------------------------------------------------------
+
+def test_portal_tokens_and_the_cluster_secret_are_read(tmp_path):
+    path = server_ini(tmp_path, "host = 10.1.2.3\ncluster_secret = s3cret-s3cret-s3cret\n"
+                                "[tokens]\nhaddock = aaaaaaaaaaaaaaaaaaaa\nprodigy = bbbbbbbbbbbbbbbbbbbb\n")
+    config = load_server_config(path, environ={})
+    assert config.tokens == (("haddock", "a" * 20), ("prodigy", "b" * 20))
+    assert config.cluster_secret == "s3cret-s3cret-s3cret" and not config.allow_anonymous
+
+
+def test_a_server_on_a_public_address_without_tokens_refuses_to_start_unless_told(tmp_path):
+    with pytest.raises(ConfigError, match="not a loopback address and \\[tokens\\] is empty"):
+        load_server_config(server_ini(tmp_path, "host = 0.0.0.0\n"), environ={})
+    assert load_server_config(server_ini(tmp_path, "host = 0.0.0.0\nallow_anonymous = yes\n"),
+                              environ={}).allow_anonymous
+    assert load_server_config(server_ini(tmp_path, "host = ::1\n"), environ={}).host == "::1"
+
+
+def test_an_executor_on_a_public_address_without_a_cluster_secret_refuses_to_start(tmp_path):
+    with pytest.raises(ConfigError, match="cluster_secret is empty"):
+        load_client_config(ini(tmp_path, "[client]\nhost = 0.0.0.0\n"), environ={})
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[tokens]\nhaddock = short\n", "[tokens] haddock must be at least 16"),
+    ("[tokens]\nhaddock = aaaaaaaaaaaaaaaaaaaa\nprodigy = aaaaaaaaaaaaaaaaaaaa\n", "share one secret"),
+    ("[tokens]\nBad Name = aaaaaaaaaaaaaaaaaaaa\n", "portal name"),
+])
+def test_weak_or_shared_portal_tokens_are_refused(tmp_path, text, words):
+    with pytest.raises(ConfigError) as error:
+        load_server_config(server_ini(tmp_path, "", "[service.example]\nclients = http://h:1\n" + text), environ={})
+    assert words in str(error.value)

@@ -1,9 +1,13 @@
 """Pieces both Falcon apps use: the ping resource, id parsing, zip streaming, app options."""
 from __future__ import annotations
 
+import errno
+import logging
 import os
 
 import falcon
+
+log = logging.getLogger("orchestrator.web")
 
 MAX_ID = 2**63 - 1
 
@@ -40,8 +44,43 @@ def send_zip(resp: falcon.Response, path: str, download_name: str, *, with_body:
     return True
 
 
-def new_app() -> falcon.App:
-    app = falcon.App()
+def new_app(middleware: list, max_parts: int) -> falcon.App:
+    """A Falcon app whose every error is a JSON body with a title and a description."""
+    app = falcon.App(middleware=middleware)
     multipart = app.req_options.media_handlers[falcon.MEDIA_MULTIPART]
-    multipart.parse_options.max_body_part_count = 1024
+    multipart.parse_options.max_body_part_count = max_parts
+    app.add_error_handler(falcon.HTTPError, _described)
+    app.add_error_handler(OSError, _storage_error)
+    app.add_error_handler(Exception, _internal_error)
     return app
+
+
+def _described(req, resp, error: falcon.HTTPError, params) -> None:
+    """Falcon's own errors (unknown route, wrong method) say what was wrong and what is accepted."""
+    if error.description is None:
+        if error.status == falcon.HTTP_404:
+            error.description = f"there is no {req.path}; the API is described at /api-docs/openapi.json."
+        elif error.status == falcon.HTTP_405:
+            error.description = f"{req.method} is not accepted on {req.path}; see /api-docs/openapi.json."
+        else:
+            error.description = error.title or "the request was refused."
+    resp.status = error.status
+    resp.media = error.to_dict()
+    for name, value in (error.headers or {}).items():
+        resp.set_header(name, value)
+
+
+def _storage_error(req, resp, error: OSError, params) -> None:
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        log.error("out of disk space: %s", error)
+        _described(req, resp, falcon.HTTPInsufficientStorage(
+            title="Insufficient storage", description="the server's disk is full; nothing was stored. Try later."),
+            params)
+        return
+    _internal_error(req, resp, error, params)
+
+
+def _internal_error(req, resp, error: Exception, params) -> None:
+    log.exception("unexpected error answering %s %s", req.method, req.path)
+    resp.status = falcon.HTTP_500
+    resp.media = {"title": "Internal error", "description": "the server failed answering; it has been logged."}

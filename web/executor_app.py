@@ -22,10 +22,13 @@ from storage.clock import utcnow
 from storage.executor_models import TaskState
 from web import uploads
 from web.common import Ping, new_app, parse_id, send_zip
+from web.auth import ExecutorAuth
 from web.gateway import ActorGateway
 
 WAITING = {TaskState.ACCEPTED.value, TaskState.RUNNING.value}
 JOB_UID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+#: The server checks its own limit; this one only bounds what a bundle may hold.
+MAX_FILES = 10_000
 
 
 class Submit:
@@ -42,7 +45,7 @@ class Submit:
                                                 description="this executor is draining and takes no new jobs.")
         staging, (job_id, job_uid, attempt, callback) = uploads.receive(
             req, self.incoming, {"job_id", "job_uid", "attempt", "callback_url"},
-            self.config.max_upload_mb * 1024 * 1024, self.check)
+            self.config.max_upload_mb * 1024 * 1024, self.check, max_files=MAX_FILES)
         existing = tasks.find_attempt(job_uid, attempt)
         if existing is not None:  # a repeated submit: the server did not hear our first answer
             shutil.rmtree(staging, ignore_errors=True)
@@ -172,7 +175,7 @@ class Health:
 
 
 def create_app(config: ClientConfig, gateway: ActorGateway, stopping: threading.Event) -> falcon.App:
-    app = new_app()
+    app = new_app([ExecutorAuth(config.cluster_secret)], max_parts=MAX_FILES + 8)
     app.add_route("/", Ping())
     app.add_route("/health", Health(config, gateway, stopping))
     app.add_route("/submit", Submit(config, gateway, stopping))

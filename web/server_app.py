@@ -18,6 +18,7 @@ from storage.clock import utcnow
 from storage.states import ACTIVE, JobState
 from web import uploads
 from web.common import MAX_ID, Ping, new_app, parse_id, send_zip
+from web.auth import ServerAuth
 from web.gateway import ActorGateway
 
 WAITING = ACTIVE | {JobState.QUEUED}
@@ -39,9 +40,17 @@ class Upload:
             raise falcon.HTTPServiceUnavailable(title="Shutting down", retry_after=10,
                                                 description="the server is stopping; send the upload again shortly.")
         staging, (user_id, service) = uploads.receive(req, self.incoming, {"user_id", "service"},
-                                                      self.config.max_upload_mb * 1024 * 1024, self.check)
-        job = uploads.settle(staging, self.jobs_dir,
-                             lambda folder: jobs.create_job(user_id, service, folder, utcnow()))
+                                                      self.config.max_upload_mb * 1024 * 1024, self.check,
+                                                      max_files=self.config.max_files)
+        limit = self.config.service(service).max_queued_per_user
+        try:
+            job = uploads.settle(staging, self.jobs_dir, lambda folder: jobs.create_job(
+                user_id, service, folder, utcnow(), req.context.portal, limit))
+        except jobs.QueueFull:
+            raise falcon.HTTPTooManyRequests(
+                title="Too many queued jobs", retry_after=30,
+                description=f"user {user_id} already has {limit} jobs waiting in {service} (max_queued_per_user); "
+                            f"send more once some have started.") from None
         self.gateway.tell(JobQueued(job["id"], service, user_id))
         resp.media = job
 
@@ -65,13 +74,13 @@ class Download:
     """`GET`/`HEAD /download/{id}`: 200 zip when completed, 202 while waiting, 204 when it never will."""
 
     def on_get(self, req, resp, job_id):
-        self.answer(resp, parse_id(job_id), with_body=True)
+        self.answer(resp, parse_id(job_id), req.context.portal, with_body=True)
 
     def on_head(self, req, resp, job_id):
-        self.answer(resp, parse_id(job_id), with_body=False)
+        self.answer(resp, parse_id(job_id), req.context.portal, with_body=False)
 
-    def answer(self, resp, job_id: int, *, with_body: bool) -> None:
-        info = jobs.download_info(job_id)
+    def answer(self, resp, job_id: int, portal: str | None, *, with_body: bool) -> None:
+        info = jobs.download_info(job_id, portal)
         if info is None:
             raise falcon.HTTPNotFound(title="Unknown job", description=f"there is no job {job_id}.")
         state, result_path = info
@@ -90,7 +99,7 @@ class JobStatus:
     """`GET /jobs/{id}`: the job's state, times, attempts, executor, and for a failure why."""
 
     def on_get(self, req, resp, job_id):
-        view = jobs.job_view(parse_id(job_id))
+        view = jobs.job_view(parse_id(job_id), req.context.portal)
         if view is None:
             raise falcon.HTTPNotFound(title="Unknown job", description=f"there is no job {job_id}.")
         resp.media = view
@@ -193,7 +202,7 @@ def _int_in(value, low: int, high: int) -> bool:
 
 
 def create_app(config: ServerConfig, gateway: ActorGateway, stopping: threading.Event) -> falcon.App:
-    app = new_app()
+    app = new_app([ServerAuth(config.tokens, config.cluster_secret)], max_parts=config.max_files + 8)
     app.add_route("/", Ping())
     app.add_route("/health", Health(gateway))
     app.add_route("/upload", Upload(config, gateway, stopping))

@@ -53,7 +53,7 @@ def check_envelope(req: falcon.Request, max_bytes: int) -> None:
 
 
 def receive(req: falcon.Request, staging_root: str, text_fields: set[str], max_bytes: int,
-            check: Callable[[dict[str, str], list[str]], T]) -> tuple[str, T]:
+            check: Callable[[dict[str, str], list[str]], T], max_files: int) -> tuple[str, T]:
     """Stream every file part into a new folder under `staging_root`, then `check` the upload.
 
     `check(fields, file names)` returns the parsed values or raises a 4xx.
@@ -80,6 +80,9 @@ def receive(req: falcon.Request, staging_root: str, text_fields: set[str], max_b
                 fields[part.name] = part.get_text()
                 continue
             name = safe_name(part.filename)
+            if len(names) >= max_files:
+                raise falcon.HTTPContentTooLarge(title="Too many files",
+                                                 description=f"an upload may hold at most {max_files} files.")
             if name in names:
                 raise bad_request(f"two file parts are named {name!r}; every file name must be unique.")
             names.append(name)

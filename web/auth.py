@@ -1,0 +1,70 @@
+"""Who may call what: portal tokens on the public API, the cluster secret between server and executors.
+
+Both are bearer tokens (`Authorization: Bearer <secret>`), compared in constant time against every
+configured secret. A portal that presented its token is known by name in `req.context.portal`; it
+sees only the jobs it submitted (any other job is "not found", exactly as if it did not exist).
+"""
+from __future__ import annotations
+
+import hmac
+
+import falcon
+
+#: Open to anyone: liveness, and the API's own documentation (it holds no data).
+PUBLIC = {("GET", "/"), ("HEAD", "/"), ("GET", "/health"), ("GET", "/api-docs/openapi.json")}
+PUBLIC_PREFIXES = ("/swagger-ui",)
+INTERNAL_PREFIX = "/internal/"
+
+
+def bearer(req: falcon.Request) -> str | None:
+    header = req.get_header("Authorization") or ""
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def matching(token: str | None, secrets: tuple[tuple[str, str], ...]) -> str | None:
+    """The name whose secret equals `token`; every secret is compared, so timing tells nothing."""
+    found = None
+    offered = (token or "").encode()
+    for name, secret in secrets:
+        if hmac.compare_digest(offered, secret.encode()) and token:
+            found = name
+    return found
+
+
+def unauthorized(description: str) -> falcon.HTTPUnauthorized:
+    return falcon.HTTPUnauthorized(title="Unauthorized", description=description, challenges=["Bearer"])
+
+
+class ServerAuth:
+    """Falcon middleware of the server."""
+
+    def __init__(self, tokens: tuple[tuple[str, str], ...], cluster_secret: str):
+        self.tokens = tokens
+        self.cluster = (("cluster", cluster_secret),) if cluster_secret else ()
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.portal = None
+        if (req.method, req.path) in PUBLIC or req.path.startswith(PUBLIC_PREFIXES):
+            return
+        if req.path.startswith(INTERNAL_PREFIX):
+            if self.cluster and matching(bearer(req), self.cluster) is None:
+                raise unauthorized("executor calls need the cluster secret as a bearer token.")
+            return
+        if self.tokens:
+            req.context.portal = matching(bearer(req), self.tokens)
+            if req.context.portal is None:
+                raise unauthorized("send your portal's token as `Authorization: Bearer <token>`.")
+
+
+class ExecutorAuth:
+    """Falcon middleware of an executor node: everything but `GET /` needs the cluster secret."""
+
+    def __init__(self, cluster_secret: str):
+        self.cluster = (("cluster", cluster_secret),) if cluster_secret else ()
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if not self.cluster or (req.method, req.path) in {("GET", "/"), ("HEAD", "/")}:
+            return
+        if matching(bearer(req), self.cluster) is None:
+            raise unauthorized("this executor only answers its server: send the cluster secret as a bearer token.")
