@@ -16,6 +16,7 @@ import socket
 from contextlib import contextmanager
 
 from thespian.actors import ActorSystem, InvalidActorAddress
+from thespian.system.transport.IPBase import IPActorAddress
 
 log = logging.getLogger(__name__)
 PORT_FILE = "actor-admin.port"
@@ -27,6 +28,27 @@ START_TRIES = 5
 
 # NOTE: Thespian advertises the host's primary address unless told otherwise; keep it on loopback.
 os.environ.setdefault("THESPIAN_BASE_IPADDR", "127.0.0.1")
+
+
+def _listen_on_loopback_only() -> None:
+    """Make Thespian's sockets listen on loopback instead of every interface.
+
+    Its admin and actors exchange pickles, so anyone who reaches their ports could run code as the
+    node. Nodes talk to each other over HTTP only; the actor system never needs to be reachable
+    from another host. Thespian binds "external" addresses to '' (all interfaces); bind them to
+    the address they advertise, which is loopback here.
+    """
+    original = IPActorAddress.__init__
+
+    def __init__(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        if self.bindname[0] == "" and self.sockname[0].startswith("127."):
+            self.bindname = self.sockname
+
+    IPActorAddress.__init__ = __init__
+
+
+_listen_on_loopback_only()
 
 LOG_DEFS = {
     "version": 1,

@@ -16,7 +16,7 @@ from conf.settings import ServerConfig
 from storage import executors, jobs
 from storage.clock import utcnow
 from storage.states import ACTIVE, JobState
-from web import uploads
+from web import openapi, uploads
 from web.common import MAX_ID, Ping, new_app, parse_id, send_zip
 from web.auth import ServerAuth
 from web.gateway import ActorGateway
@@ -212,4 +212,5 @@ def create_app(config: ServerConfig, gateway: ActorGateway, stopping: threading.
     registry = ExecutorRegistry(config, gateway)
     app.add_route("/internal/executors", registry)
     app.add_route("/executors", registry, suffix="listing")
+    openapi.add_routes(app, config)
     return app

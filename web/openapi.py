@@ -1,0 +1,198 @@
+"""The server's OpenAPI 3.1 document, and Swagger UI served from the locally installed package.
+
+The document is built from the configuration (the services a caller may name), so it states
+exactly what this server accepts. Swagger UI's files come from the `swagger-ui-bundle-v2` wheel:
+no CDN, so the page works on an isolated network.
+"""
+from __future__ import annotations
+
+import mimetypes
+import os
+
+import falcon
+
+from conf.settings import ServerConfig
+from web.common import MAX_ID
+
+ERROR = {"type": "object", "required": ["title"], "properties": {
+    "title": {"type": "string"}, "description": {"type": "string"}}}
+
+
+def _error(description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _json(description: str, ref: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+
+
+def _stamp() -> dict:
+    return {"type": ["string", "null"], "format": "date-time"}
+
+
+def document(config: ServerConfig) -> dict:
+    services = [s.name for s in config.services]
+    job_id = {"name": "job_id", "in": "path", "required": True,
+              "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}
+    denied = {"401": _error("missing or wrong bearer token")}
+    portal = [{"portalToken": []}] if config.tokens else [{}]
+    cluster = [{"clusterSecret": []}] if config.cluster_secret else [{}]
+    job_responses = {"400": _error("malformed job id"), "404": _error("no such job (or not this portal's)"), **denied}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "orchestrator", "version": "0.1.0",
+                 "description": "Queue jobs (run.sh plus inputs) for executor nodes, with fair per-user and "
+                                "per-service quotas, and download their results as a zip."},
+        "security": portal,
+        "paths": {
+            "/": {"get": {"summary": "Liveness", "security": [{}], "operationId": "ping",
+                          "responses": {"200": _json("pong", "Pong")}}},
+            "/health": {"get": {"summary": "Database and actor system health", "security": [{}],
+                                "operationId": "health",
+                                "responses": {"200": _json("healthy", "Health"), "503": _json("unhealthy", "Health")}}},
+            "/upload": {"post": {
+                "summary": "Queue a job", "operationId": "upload",
+                "requestBody": {"required": True, "content": {"multipart/form-data": {
+                    "schema": {"type": "object", "required": ["user_id", "service", "file"], "properties": {
+                        "user_id": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+                        "service": {"type": "string", "enum": services},
+                        "file": {"type": "array", "minItems": 1, "maxItems": config.max_files,
+                                 "items": {"type": "string", "format": "binary"},
+                                 "description": "the job's files, run.sh among them; stored under their base names"},
+                    }, "additionalProperties": False}}}},
+                "responses": {
+                    "200": _json("queued", "Job"), "400": _error("a field or file is missing or invalid"), **denied,
+                    "411": _error("no Content-Length"), "413": _error("more than max_upload_mb or max_files"),
+                    "415": _error("not multipart/form-data"),
+                    "429": {**_error("the user has max_queued_per_user jobs waiting"),
+                            "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
+                    "503": _error("the server is stopping"), "507": _error("the server's disk is full")}}},
+            "/download/{job_id}": {
+                "parameters": [job_id],
+                "get": {"summary": "Results as a zip (or the job's progress)", "operationId": "download",
+                        "responses": {
+                            "200": {"description": "completed: the job folder",
+                                    "content": {"application/zip": {"schema": {"type": "string",
+                                                                                "contentMediaType": "application/zip"}}}},
+                            "202": _json("queued, dispatching, submitted or running", "Progress"),
+                            "204": {"description": "failed, cancelled or cleaned: no results"}, **job_responses}},
+                "head": {"summary": "The download's status without a body", "operationId": "downloadStatus",
+                         "responses": {"200": {"description": "completed"}, "202": {"description": "waiting"},
+                                       "204": {"description": "failed, cancelled or cleaned"},
+                                       "400": {"description": "malformed job id"},
+                                       "401": {"description": "missing or wrong bearer token"},
+                                       "404": {"description": "no such job"}}}},
+            "/jobs/{job_id}": {"parameters": [job_id], "get": {
+                "summary": "A job's state and history", "operationId": "job",
+                "responses": {"200": _json("the job", "Job"), **job_responses}}},
+            "/executors": {"get": {"summary": "The executors the server knows", "operationId": "executors",
+                                   "responses": {"200": _json("executors", "Executors"), **denied}}},
+            "/internal/events": {"post": {
+                "summary": "An executor reports a job's start or end", "operationId": "executorEvent",
+                "security": cluster,
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/ExecutorEvent"}}}},
+                "responses": {"202": _json("accepted", "Accepted"), "400": _error("malformed report"),
+                              "401": _error("missing or wrong cluster secret"),
+                              "415": _error("not JSON")}}},
+            "/internal/executors": {"post": {
+                "summary": "An executor registers or sends a heartbeat", "operationId": "executorHeartbeat",
+                "security": cluster,
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/Heartbeat"}}}},
+                "responses": {"200": _json("registered", "HeartbeatAnswer"), "400": _error("malformed heartbeat"),
+                              "401": _error("missing or wrong cluster secret"),
+                              "404": _error("the service is not configured here"), "415": _error("not JSON")}}},
+        },
+        "components": {
+            "securitySchemes": {
+                "portalToken": {"type": "http", "scheme": "bearer",
+                                "description": "one token per portal, from [tokens] in server.ini"},
+                "clusterSecret": {"type": "http", "scheme": "bearer",
+                                  "description": "cluster_secret shared by the server and its executors"}},
+            "schemas": {
+                "Error": ERROR,
+                "Pong": {"type": "object", "required": ["message"], "properties": {"message": {"const": "pong"}}},
+                "Health": {"type": "object", "required": ["status", "database", "actors"], "properties": {
+                    "status": {"enum": ["ok", "unavailable"]}, "database": {"enum": ["ok", "unavailable"]},
+                    "actors": {"enum": ["ok", "unavailable"]},
+                    "actor_processes": {"type": "object", "additionalProperties": {"type": "integer"}}}},
+                "Progress": {"type": "object", "required": ["id", "status"], "properties": {
+                    "id": {"type": "integer"}, "status": {"type": "string"}}},
+                "Job": {"type": "object", "required": ["id", "user_id", "service", "status", "attempts"], "properties": {
+                    "id": {"type": "integer"}, "user_id": {"type": "integer"}, "service": {"type": "string"},
+                    "status": {"enum": ["Queued", "Dispatching", "Submitted", "Running", "Completed", "Failed",
+                                        "Cancelled", "Cleaned"]},
+                    "outcome": {"type": ["string", "null"]}, "created_at": _stamp(), "dispatched_at": _stamp(),
+                    "started_at": _stamp(), "finished_at": _stamp(), "cleaned_at": _stamp(),
+                    "attempts": {"type": "integer"}, "executor": {"type": ["string", "null"]},
+                    "exit_code": {"type": ["integer", "null"]}, "reason": {"type": ["string", "null"]},
+                    "stderr_tail": {"type": ["string", "null"]}}},
+                "Executors": {"type": "object", "required": ["executors"], "properties": {"executors": {
+                    "type": "array", "items": {"type": "object", "properties": {
+                        "url": {"type": "string"}, "service": {"type": "string"},
+                        "state": {"enum": ["alive", "lost", "draining"]}, "slots": {"type": "integer"},
+                        "running": {"type": "integer"}, "registered": {"type": "boolean"},
+                        "last_seen": _stamp()}}}}},
+                "ExecutorEvent": {"type": "object", "required": ["job_id", "attempt", "event"], "properties": {
+                    "job_id": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+                    "attempt": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+                    "event": {"enum": ["started", "finished", "lost"]},
+                    "task_id": {"type": ["string", "null"], "minLength": 1, "maxLength": 64},
+                    "exit_code": {"type": ["integer", "null"], "minimum": -2**31, "maximum": 2**31 - 1},
+                    "stderr_tail": {"type": ["string", "null"]}}},
+                "Accepted": {"type": "object", "properties": {"accepted": {"type": "boolean"}}},
+                "Heartbeat": {"type": "object", "required": ["service", "url", "slots", "draining"], "properties": {
+                    "service": {"type": "string"}, "url": {"type": "string", "format": "uri"},
+                    "slots": {"type": "integer", "minimum": 1, "maximum": 4096}, "draining": {"type": "boolean"},
+                    "tasks": {"type": "array", "items": {"type": "array", "minItems": 3, "maxItems": 3}}}},
+                "HeartbeatAnswer": {"type": "object", "required": ["executor_timeout"],
+                                    "properties": {"executor_timeout": {"type": "number"}}},
+            },
+        },
+    }
+
+
+class OpenApi:
+    """`GET /api-docs/openapi.json`."""
+
+    def __init__(self, config: ServerConfig):
+        self.document = document(config)
+
+    def on_get(self, req, resp):
+        resp.media = self.document
+
+
+class SwaggerUi:
+    """`GET /swagger-ui/` and its assets, from the installed swagger-ui-bundle-v2 package."""
+
+    INITIALIZER = ('window.onload = function () {\n  window.ui = SwaggerUIBundle({url: "/api-docs/openapi.json", '
+                   'dom_id: "#swagger-ui", deepLinking: true, presets: [SwaggerUIBundle.presets.apis, '
+                   'SwaggerUIStandalonePreset], layout: "StandaloneLayout"});\n};\n')
+
+    def __init__(self):
+        from swagger_ui_bundle import swagger_ui_path
+        self.root = str(swagger_ui_path)
+        self.files = {name for name in os.listdir(self.root) if not name.endswith((".map", ".j2"))}
+
+    def on_get(self, req, resp, name: str = "index.html"):
+        if name == "swagger-initializer.js":
+            resp.content_type = "application/javascript"
+            resp.text = self.INITIALIZER
+            return
+        if name not in self.files:
+            raise falcon.HTTPNotFound(title="Not found", description=f"Swagger UI has no file {name!r}.")
+        resp.content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        with open(os.path.join(self.root, name), "rb") as handle:
+            resp.data = handle.read()
+
+    def on_get_root(self, req, resp):
+        raise falcon.HTTPMovedPermanently("/swagger-ui/")
+
+
+def add_routes(app: falcon.App, config: ServerConfig) -> None:
+    app.add_route("/api-docs/openapi.json", OpenApi(config))
+    ui = SwaggerUi()
+    app.add_route("/swagger-ui", ui, suffix="root")
+    app.add_route("/swagger-ui/", ui)
+    app.add_route("/swagger-ui/{name}", ui)
