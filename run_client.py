@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         actor_class="actors.executor.ExecutorActor", configure_message=ConfigureExecutor(config),
         make_app=lambda gateway, stopping: create_app(config, gateway, stopping),
         host=config.host, port=config.port, threads=config.threads,
-        max_body=config.max_upload_mb * 1024 * 1024 + 1024 * 1024, name=f"orchestrator-executor[{config.service}]",
+        max_body=config.max_upload_mb * 1024 * 1024, name=f"orchestrator-executor[{config.service}]",
         # SIGTERM drains: no new jobs, running ones finish and are reported, then the node exits.
         # Ctrl-C (SIGINT) stops at once: running scripts are stopped and reported lost.
         settled=drained, settle_seconds=None, immediate=(signal.SIGINT,),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import sys
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
 
     from actors.messages import Configure
-    from conf.settings import ConfigError, load_server_config
+    from conf.settings import ConfigError, is_loopback, load_server_config
     from storage import database
     from storage.models import db
     from web.server_app import create_app
@@ -49,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
             os.remove(os.path.join(config.data_dir, "results", name))
     # NOTE: uploads interrupted by a crash leave half-written folders here; none has a job row.
     shutil.rmtree(os.path.join(config.data_dir, "incoming"), ignore_errors=True)
+    if config.allow_anonymous and not config.tokens and not is_loopback(config.host):
+        logging.getLogger("orchestrator").warning(
+            "serving anonymously on %s: anyone who can connect may submit jobs (allow_anonymous = true)", config.host)
     database.bind(db, config.database_url, create_tables=True)
     remove_orphan_folders(os.path.join(config.data_dir, "jobs"))
     return run_node(
@@ -56,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         actor_class="actors.supervisor.SupervisorActor", configure_message=Configure(config),
         make_app=lambda gateway, stopping: create_app(config, gateway, stopping),
         host=config.host, port=config.port, threads=config.threads,
-        max_body=config.max_upload_mb * 1024 * 1024 + 1024 * 1024, name="orchestrator-server",
+        max_body=config.max_upload_mb * 1024 * 1024, name="orchestrator-server",
         # Stopping: uploads get 503 while the requests under way finish (at most STOP_GRACE s).
         settled=lambda gateway, requests: requests.count == 0, settle_seconds=STOP_GRACE_SECONDS,
     )

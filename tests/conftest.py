@@ -82,6 +82,8 @@ class Node:
     env: dict[str, str]
     marker: str = field(default_factory=lambda: uuid.uuid4().hex)
     process: subprocess.Popen | None = None
+    #: Bearer token /health needs (an executor with a cluster secret).
+    secret: str = ""
 
     @property
     def url(self) -> str:
@@ -106,7 +108,8 @@ class Node:
         if self.process.poll() is not None:
             pytest.fail(f"{self.kind} exited with {self.process.returncode}:\n{self.log()}")
         try:
-            return requests.get(f"{self.url}/health", timeout=2).status_code == 200
+            headers = {"Authorization": f"Bearer {self.secret}"} if self.secret else {}
+            return requests.get(f"{self.url}/health", headers=headers, timeout=2).status_code == 200
         except requests.RequestException:
             return False
 
@@ -171,18 +174,21 @@ class Cluster:
         if server_port:
             values["server_url"] = f"http://127.0.0.1:{server_port}"
         write_ini(folder / "client.ini", {"client": values})
-        node = Node("executor", port, folder, ["run_client.py", "--config", str(folder / "client.ini")], env or {})
+        node = Node("executor", port, folder, ["run_client.py", "--config", str(folder / "client.ini")], env or {},
+                    secret=str(extra.get("cluster_secret", "")))
         self.nodes.append(node)
         return node.start() if start else node
 
     def server(self, services: dict[str, dict[str, object]], *, port: int | None = None, start: bool = True,
-               env: dict[str, str] | None = None, **extra) -> Node:
+               env: dict[str, str] | None = None, tokens: dict[str, str] | None = None, **extra) -> Node:
         port = port or free_port()
         folder = self.root / f"server-{port}"
         folder.mkdir(parents=True, exist_ok=True)
         sections = {"server": {"host": "127.0.0.1", "port": port, "data_dir": folder / "data", **extra}}
         for name, values in services.items():
             sections[f"service.{name}"] = values
+        if tokens:
+            sections["tokens"] = tokens
         write_ini(folder / "server.ini", sections)
         node = Node("server", port, folder, ["run_server.py", "--config", str(folder / "server.ini")], env or {})
         self.nodes.append(node)

@@ -55,6 +55,23 @@ def setup_logging() -> None:
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 
+def _json_waitress_errors(max_body: int) -> None:
+    """Waitress answers some requests itself (a body over the limit, malformed HTTP) before the app
+    runs; make those answers JSON `{title, description}` like every other error."""
+    import json
+
+    from waitress import utilities
+
+    def to_response(self, ident=None):
+        description = str(self.body)
+        if self.code == 413:
+            description = f"the request body is larger than {max_body} bytes (max_upload_mb), the most accepted."
+        body = json.dumps({"title": self.reason, "description": description}).encode()
+        return f"{self.code} {self.reason}", [("Content-Type", "application/json")], body
+
+    utilities.Error.to_response = to_response
+
+
 class InFlight:
     """WSGI middleware counting the requests being answered."""
 
@@ -184,6 +201,7 @@ def run_node(*, state_dir: str, admin_port: int, actor_class: str, configure_mes
         gateway = ActorGateway(asys, address)
         stopping = threading.Event()
         app = InFlight(make_app(gateway, stopping))
+        _json_waitress_errors(max_body)
         server = waitress.create_server(app, host=host, port=port, threads=threads, ident=name,
                                         max_request_body_size=max_body, channel_timeout=60)
         stopper = Stopper(stopping, lambda: settled(gateway, app), settle_seconds, immediate)
