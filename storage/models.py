@@ -15,7 +15,7 @@ db = Database()
 
 
 class Job(db.Entity):
-    id = PrimaryKey(int, auto=True)
+    id = PrimaryKey(int, size=64, auto=True)
     user_id = Required(int, size=64)
     service = Required(str, 64)
     #: The portal (token name) that submitted it; None when the server runs without tokens.

@@ -238,13 +238,14 @@ def script(body: str) -> bytes:
     return f"#!/usr/bin/env bash\nset -e\n{body}\n".encode()
 
 
-def upload(server: Node, files: dict[str, bytes], user_id=1, service: str = "example") -> requests.Response:
+def upload(server: Node, files: dict[str, bytes], user_id=1, service: str = "example",
+           token: str | None = None) -> requests.Response:
     data = {}
     if user_id is not None:
         data["user_id"] = str(user_id)
     if service is not None:
         data["service"] = service
-    return requests.post(f"{server.url}/upload", data=data,
+    return requests.post(f"{server.url}/upload", data=data, headers={"Authorization": f"Bearer {token}"} if token else {},
                          files=[("file", (name, content)) for name, content in files.items()], timeout=30)
 
 

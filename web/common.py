@@ -22,6 +22,9 @@ class Ping:
 
 
 def parse_id(raw: str, what: str = "job id") -> int:
+    digits, dot, fraction = raw.partition(".")
+    if dot and fraction and set(fraction) == {"0"}:
+        raw = digits  # JSON's 42.0 is the integer 42
     if not raw.isdigit() or not raw.isascii() or len(raw) > 19 or not 0 < int(raw) <= MAX_ID:
         raise falcon.HTTPBadRequest(title="Invalid id", description=f"{what} must be a positive integer, got {raw[:40]!r}.")
     return int(raw)

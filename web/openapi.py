@@ -61,7 +61,13 @@ def document(config: ServerConfig) -> dict:
                                  "description": "the job's files, run.sh among them; stored under their base names"},
                     }, "additionalProperties": False}}}},
                 "responses": {
-                    "200": _json("queued", "Job"), "400": _error("a field or file is missing or invalid"), **denied,
+                    "200": {**_json("queued", "Job"), "links": {
+                        "job": {"operationId": "job", "parameters": {"job_id": "$response.body#/id"}},
+                        "download": {"operationId": "download", "parameters": {"job_id": "$response.body#/id"}},
+                        "downloadStatus": {"operationId": "downloadStatus",
+                                           "parameters": {"job_id": "$response.body#/id"}}}},
+                    "400": _error("a field or file is missing or invalid (two files may not share a name)"),
+                    **denied,
                     "411": _error("no Content-Length"), "413": _error("more than max_upload_mb or max_files"),
                     "415": _error("not multipart/form-data"),
                     "429": {**_error("the user has max_queued_per_user jobs waiting"),
@@ -143,9 +149,14 @@ def document(config: ServerConfig) -> dict:
                     "stderr_tail": {"type": ["string", "null"]}}},
                 "Accepted": {"type": "object", "properties": {"accepted": {"type": "boolean"}}},
                 "Heartbeat": {"type": "object", "required": ["service", "url", "slots", "draining"], "properties": {
-                    "service": {"type": "string"}, "url": {"type": "string", "format": "uri"},
+                    "service": {"type": "string"},
+                    "url": {"type": "string", "pattern": "^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$", "maxLength": 1024},
                     "slots": {"type": "integer", "minimum": 1, "maximum": 4096}, "draining": {"type": "boolean"},
-                    "tasks": {"type": "array", "items": {"type": "array", "minItems": 3, "maxItems": 3}}}},
+                    "tasks": {"type": "array", "maxItems": 100000, "items": {
+                        "type": "array", "minItems": 3, "maxItems": 3, "prefixItems": [
+                            {"type": "string", "maxLength": 64},
+                            {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+                            {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}]}}}},
                 "HeartbeatAnswer": {"type": "object", "required": ["executor_timeout"],
                                     "properties": {"executor_timeout": {"type": "number"}}},
             },

@@ -139,7 +139,8 @@ class ExecutorEvents:
             raise falcon.HTTPBadRequest(title="Invalid event", description="send a JSON object.")
         job_id, attempt, exit_code = body.get("job_id"), body.get("attempt"), body.get("exit_code")
         task_id, tail = body.get("task_id"), body.get("stderr_tail")
-        if body.get("event") not in self.EVENTS or not _int_in(job_id, 1, MAX_ID) \
+        if not isinstance(body.get("event"), str) or body["event"] not in self.EVENTS \
+                or not _int_in(job_id, 1, MAX_ID) \
                 or not _int_in(attempt, 1, 2**31 - 1) or not (exit_code is None or _int_in(exit_code, -2**31, 2**31 - 1)) \
                 or not (task_id is None or (isinstance(task_id, str) and 0 < len(task_id) <= 64)) \
                 or not (tail is None or isinstance(tail, str)):
@@ -147,7 +148,8 @@ class ExecutorEvents:
                 title="Invalid event",
                 description="send job_id and attempt as positive integers, event as started, finished or lost, "
                             "task_id as a string, exit_code as an integer or null, stderr_tail as a string or null.")
-        self.gateway.tell(ExecutorEvent(job_id, attempt, body["event"], task_id, exit_code,
+        exit_code = None if exit_code is None else int(exit_code)
+        self.gateway.tell(ExecutorEvent(int(job_id), int(attempt), body["event"], task_id, exit_code,
                                         tail[-STDERR_TAIL_CHARS:] if tail else None))
         resp.status = falcon.HTTP_202
         resp.media = {"accepted": True}
@@ -181,8 +183,8 @@ class ExecutorRegistry:
                 title="Unknown service",
                 description=f"service {service[:64]!r} is not configured on this server; "
                             f"configured: {', '.join(s.name for s in self.config.services)}.")
-        self.gateway.tell(ExecutorHeartbeat(service, url.rstrip("/"), slots, draining,
-                                            tuple((str(t), j, a) for t, j, a in held)))
+        self.gateway.tell(ExecutorHeartbeat(service, url.rstrip("/"), int(slots), draining,
+                                            tuple((str(t), int(j), int(a)) for t, j, a in held)))
         resp.media = {"executor_timeout": self.config.executor_timeout}
 
 
@@ -198,6 +200,9 @@ def _is_task_list(value) -> bool:
 
 
 def _int_in(value, low: int, high: int) -> bool:
+    """An integer in [low, high]; JSON's 3.0 counts as the integer 3."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
