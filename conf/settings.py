@@ -149,24 +149,22 @@ def _int(key: str, raw: str, minimum: int, maximum: int = 2**31) -> int:
     return value
 
 
-def _hours(key: str, raw: str) -> float:
+def _positive(key: str, raw: str, unit: str) -> float:
     try:
         value = float(raw.strip())
     except ValueError:
-        raise ConfigError(f"{key} must be a number of hours, got {raw!r}.") from None
+        raise ConfigError(f"{key} must be a number of {unit}, got {raw!r}.") from None
     if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{key} must be a positive number of hours, got {raw!r}.")
+        raise ConfigError(f"{key} must be a positive number of {unit}, got {raw!r}.")
     return value
+
+
+def _hours(key: str, raw: str) -> float:
+    return _positive(key, raw, "hours")
 
 
 def _seconds(key: str, raw: str) -> float:
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise ConfigError(f"{key} must be a number of seconds, got {raw!r}.") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{key} must be a positive number of seconds, got {raw!r}.")
-    return value
+    return _positive(key, raw, "seconds")
 
 
 def _bool(key: str, raw: str) -> bool:
