@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 
-from thespian.actors import ActorSystemMessage, ActorTypeDispatcher
+from thespian.actors import ActorExitRequest, ActorSystemMessage, ActorTypeDispatcher, WakeupMessage
 
 from actors import faults
 from actors.lifeline import die_with_parent
@@ -31,16 +31,26 @@ class ServerActor(ActorTypeDispatcher):
         self.stopping = False
         self.early: list = []
         self.log = logging.getLogger(f"orchestrator.{self.role}")
+        die_with_parent()
 
     def receiveMsg_Configure(self, msg: Configure, sender) -> None:
-        die_with_parent()
-        self.config = msg.config
-        database.bind(db, msg.config.database_url, create_tables=False)
-        self.configured(msg)
+        try:
+            self.config = msg.config
+            database.bind(db, msg.config.database_url, create_tables=False)
+            self.configured(msg)
+        except Exception:
+            # NOTE: half-configured is worse than gone: exit, and the supervisor re-creates us.
+            self.log.exception("%s could not start; exiting to be re-created", self.role)
+            self.config = None
+            self.send(self.myAddress, ActorExitRequest())
+            return
         self.send(sender, ActorStarted(self.name(msg), os.getpid()))
         early, self.early = self.early, []
         for message, origin in early:  # what arrived before the settings, in arrival order
-            self.receiveMessage(message, origin)
+            try:
+                self.receiveMessage(message, origin)
+            except Exception:  # noqa: BLE001 — logged there; the rest must still be handled
+                pass
 
     def receiveMsg_Peers(self, msg: Peers, sender) -> None:
         self.peers = msg
@@ -69,6 +79,8 @@ class ServerActor(ActorTypeDispatcher):
                 self.rebuild()
             except Exception:  # noqa: BLE001
                 self.log.exception("%s could not rebuild its state", self.role)
+            if isinstance(msg, WakeupMessage):
+                return None  # a timer re-arms itself once; a retry would arm it twice
             raise
 
     def rebuild(self) -> None:
@@ -81,8 +93,9 @@ class ServerActor(ActorTypeDispatcher):
         job_ids = [poison.job_id] if hasattr(poison, "job_id") else list(getattr(poison, "job_ids", ()))
         self.log.error("%s: a %s message crashed its receiver twice (%s); failing jobs %s", self.role,
                        type(poison).__name__, cause, job_ids)
+        attempt = getattr(poison, "attempt", None)  # a report about one attempt fails only that one
         for job_id in job_ids:
-            ended = jobs.finish(job_id, None, JobState.FAILED, utcnow(),
+            ended = jobs.finish(job_id, attempt, JobState.FAILED, utcnow(),
                                 reason=f"internal error while handling {type(poison).__name__}: {cause}")
             if ended is not None and ended[1] and self.peers is not None:
                 self.job_ended(ended[0])

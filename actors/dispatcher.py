@@ -46,7 +46,9 @@ class DispatcherActor(ServerActor):
         self.last_seen: dict[str, float] = {}
         self.down_since: dict[str, float] = {}
         self.lost: set[str] = set()
-        for url in (*static, *executors.registered(self.service)):
+        # NOTE: an executor that holds jobs stays watched, even if the configuration dropped it.
+        holding = {job.executor for job in jobs.active_in(self.service) if job.executor}
+        for url in (*static, *executors.registered(self.service), *sorted(holding - set(static))):
             self.add_executor(url)
         self.pending: dict[int, None] = {}  # an ordered set: the jobs to send, oldest first
         self.counter = 0
@@ -146,7 +148,8 @@ class DispatcherActor(ServerActor):
         """Stop tasks an executor holds for attempts that no longer count (it was lost meanwhile)."""
         for task_id, job_id, attempt in held:
             job = jobs.get_ref(job_id)
-            if job is None or job.attempts != attempt or job.executor != url or job.state not in ACTIVE:
+            # NOTE: judged by attempt, not by URL: one executor may be known under two URLs.
+            if job is None or attempt < job.attempts or job.state not in ACTIVE:
                 try:
                     self.link.kill(url, task_id)
                 except ExecutorUnreachable:
@@ -216,7 +219,7 @@ class DispatcherActor(ServerActor):
             remote_id = self.link.submit(slot.url, job.id, job.uid, attempt, self.config.own_url, job.dir)
         except ExecutorUnreachable as exc:
             self.log.warning("executor %s unreachable while sending job %d: %s", slot.url, job.id, exc)
-            if not exc.delivered:
+            if not exc.delivered and not resend:
                 jobs.unassign(job.id, attempt)  # it never got there: free to go anywhere
                 slot.in_flight -= 1
             self.pending[job.id] = None
@@ -225,13 +228,15 @@ class DispatcherActor(ServerActor):
             self.tell_capacity()
             return
         except ExecutorRefused as exc:
-            slot.in_flight -= 1
             if exc.status == 503:  # draining: it takes nothing new
-                jobs.unassign(job.id, attempt)
+                if not resend:  # a resend stays pinned: the first send may be running there
+                    jobs.unassign(job.id, attempt)
+                    slot.in_flight -= 1
                 slot.draining = True
                 self.pending[job.id] = None
                 self.tell_capacity()
                 return
+            slot.in_flight -= 1
             self.log.error("executor %s refused job %d: %s", slot.url, job.id, exc)
             ended = jobs.finish(job.id, attempt, JobState.FAILED, utcnow(),
                                 reason=f"the executor refused the job: {exc}")

@@ -50,9 +50,9 @@ class ExecutorActor(ActorTypeDispatcher):
         self.started_at: dict[int, float] = {}
         self.waiting: deque[int] = deque()
         self.polling = False
+        die_with_parent()
 
     def receiveMsg_ConfigureExecutor(self, msg: ConfigureExecutor, sender) -> None:
-        die_with_parent()
         self.config = msg.config
         database.bind(db, msg.config.database_url, create_tables=False)
         self.reporter = Reporter(self.config)
@@ -97,19 +97,26 @@ class ExecutorActor(ActorTypeDispatcher):
         if not self.reporter.draining:
             self.reporter.draining = True
             self.reporter.beat_now()
-        self.send(sender, Drained(len(self.running) + len(self.waiting) + len(tasks.unreported())))
+        counts = tasks.counts()
+        self.send(sender, Drained(sum(counts.values()) + len(tasks.unreported())))
 
     def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender) -> None:
         self.stop_all()
 
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender) -> None:
-        if msg.payload == "poll":
+        try:
+            self.on_timer(msg.payload)
+        except Exception:  # noqa: BLE001 — a retry would arm the timer twice; the next round retries
+            log.exception("executor timer %r failed", msg.payload)
+
+    def on_timer(self, payload: str) -> None:
+        if payload == "poll":
             self.polling = False
             self.reap()
             self.start_more()
-        elif msg.payload == "tick":
+        elif payload == "tick":
             self.tick()
-        elif msg.payload == "sweep":
+        elif payload == "sweep":
             try:
                 self.sweep()
             finally:

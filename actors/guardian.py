@@ -2,9 +2,9 @@
 
 Thespian's admin daemonizes, so a main process killed with SIGKILL leaves the admin and every actor
 running, still dispatching and fetching. The main process starts this small watcher as its child
-(`python -m actors.guardian STATE_DIR ADMIN_PORT`); when the parent is gone and STATE_DIR still
-records that actor system, the guardian shuts it down and exits. After a clean stop the record is
-gone (or names a newer system), and it just exits.
+(`python -m actors.guardian STATE_DIR TOKEN MAIN_PID`); when that process is gone and STATE_DIR
+still records the actor system of its run (TOKEN), the guardian shuts it down and exits. After a
+clean stop the record is gone (or names a newer run), and it just exits.
 """
 from __future__ import annotations
 
@@ -18,15 +18,14 @@ from actors import system
 POLL_SECONDS = 0.2
 
 
-def main(state_dir: str, port: int) -> int:
+def main(state_dir: str, token: str, main_pid: int) -> int:
     # NOTE: Ctrl-C reaches the whole process group; the main process handles it, not this one.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parent = os.getppid()
-    while os.getppid() == parent:
+    while os.getppid() == main_pid:
         time.sleep(POLL_SECONDS)
-    system.clear_stale(state_dir, only_port=port)
+    system.clear_stale(state_dir, only_token=token)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], int(sys.argv[2])))
+    sys.exit(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))

@@ -25,8 +25,8 @@ from storage.states import ACTIVE, JobState
 SWEEP_SECONDS = 5.0
 #: A job is asked about when nothing happened to it for this long.
 QUIET_SECONDS = 5.0
-#: Executor task states that mean the job will never finish there.
-GONE = {"lost", "cleaned"}
+#: Executor task states from which the job may still finish there; any other means it never will.
+ALIVE = {"accepted", "running", "finished"}
 
 
 class RetrieverActor(ServerActor):
@@ -108,7 +108,7 @@ class RetrieverActor(ServerActor):
 
     def ask_about(self, job: jobs.JobRef) -> None:
         task = self.link.status(job.executor, job.remote_id)
-        if task is None or task["job_id"] != job.id or task["attempt"] != job.attempts or task["state"] in GONE:
+        if task is None or task["job_id"] != job.id or task["attempt"] != job.attempts or task["state"] not in ALIVE:
             self.job_lost(job.id, job.attempts, "its executor no longer has it")
         elif task["state"] == "finished":
             self.finished(job, job.remote_id, task.get("exit_code"), task.get("stderr_tail"))

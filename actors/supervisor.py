@@ -17,7 +17,6 @@ import time
 from thespian.actors import ChildActorExited, WakeupMessage
 
 from actors.base import ServerActor
-from actors.lifeline import die_with_parent
 from actors.messages import ActorStarted, Configure, ExecutorEvent, ExecutorHeartbeat, JobQueued, Peers, Pong, Roster
 from storage import database, jobs
 from storage.clock import utcnow
@@ -50,7 +49,6 @@ class SupervisorActor(ServerActor):
         self.broadcast_peers()
 
     def receiveMsg_Configure(self, msg: Configure, sender) -> None:
-        die_with_parent()
         self.processes: dict[str, int] = {"supervisor": os.getpid()}
         self.config = msg.config
         database.bind(db, msg.config.database_url, create_tables=False)

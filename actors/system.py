@@ -13,6 +13,8 @@ import logging
 import os
 import random
 import socket
+import time
+import uuid
 from contextlib import contextmanager
 
 from thespian.actors import ActorSystem, InvalidActorAddress
@@ -25,6 +27,8 @@ LOCK_FILE = "actor-admin.lock"
 #: connection can hold the port between choosing it and binding it.
 AUTO_PORTS = (10000, 30000)
 START_TRIES = 5
+#: How long a stop waits for the admin to close its port after a shutdown.
+STOP_WAIT_SECONDS = 3.0
 
 # NOTE: Thespian advertises the host's primary address unless told otherwise; keep it on loopback.
 os.environ.setdefault("THESPIAN_BASE_IPADDR", "127.0.0.1")
@@ -95,10 +99,12 @@ def _locked(state_dir: str):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _recorded_port(state_dir: str) -> int | None:
+def _record(state_dir: str) -> tuple[int, str] | None:
+    """(admin port, token of the run that started it), as recorded in `state_dir`."""
     try:
         with open(os.path.join(state_dir, PORT_FILE)) as handle:
-            return int(handle.read().strip())
+            port, _, token = handle.read().strip().partition(" ")
+            return int(port), token
     except (OSError, ValueError):
         return None
 
@@ -113,24 +119,24 @@ def _clear(state_dir: str, port: int) -> None:
         pass
 
 
-def clear_stale(state_dir: str, only_port: int | None = None) -> None:
-    """Shut down the actor system recorded in `state_dir` (if `only_port`, only when it is that one)."""
+def clear_stale(state_dir: str, only_token: str | None = None) -> None:
+    """Shut down the actor system recorded in `state_dir`; with `only_token`, only if it is that run's."""
     with _locked(state_dir):
-        port = _recorded_port(state_dir)
-        if port is not None and only_port in (None, port):
-            _clear(state_dir, port)
+        record = _record(state_dir)
+        if record is not None and only_token in (None, record[1]):
+            _clear(state_dir, record[0])
 
 
-def start(state_dir: str, admin_port: int = 0) -> tuple[ActorSystem, int]:
+def start(state_dir: str, admin_port: int = 0) -> tuple[ActorSystem, str]:
     """Clear a stale system, then start a fresh one on `admin_port` (0: a free port).
 
     Returns:
-        (the system, its admin port).
+        (the system, a token naming this run's record, for its guardian).
     """
     with _locked(state_dir):
-        stale = _recorded_port(state_dir)
+        stale = _record(state_dir)
         if stale is not None:
-            _clear(state_dir, stale)
+            _clear(state_dir, stale[0])
         for attempt in range(1 if admin_port else START_TRIES):
             port = admin_port or free_port()
             if _listening(port):
@@ -141,18 +147,26 @@ def start(state_dir: str, admin_port: int = 0) -> tuple[ActorSystem, int]:
                 if admin_port or attempt == START_TRIES - 1:
                     raise
                 continue  # the port was taken meanwhile: try another
+            token = uuid.uuid4().hex
             with open(os.path.join(state_dir, PORT_FILE), "w") as handle:
-                handle.write(str(port))
-            return asys, port
+                handle.write(f"{port} {token}")
+            return asys, token
     raise RuntimeError("the actor system could not be started")
 
 
 def stop(asys: ActorSystem, state_dir: str) -> None:
-    """Shut the system down and forget its port."""
+    """Shut the system down; forget its port only once the admin is really gone."""
+    record = _record(state_dir)
     try:
         asys.shutdown()
     finally:
-        try:
-            os.remove(os.path.join(state_dir, PORT_FILE))
-        except OSError:
-            pass
+        deadline = time.monotonic() + STOP_WAIT_SECONDS
+        while record and _listening(record[0]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if record and _listening(record[0]):
+            log.error("the actor system on admin port %d did not stop; the next start clears it", record[0])
+        else:
+            try:
+                os.remove(os.path.join(state_dir, PORT_FILE))
+            except OSError:
+                pass

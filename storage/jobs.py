@@ -251,6 +251,12 @@ def requeue_or_fail(job_id: int, attempt: int, reason: str, max_attempts: int,
 
 
 @db_session
+def active_in(service: str) -> list[JobRef]:
+    states = [s.value for s in ACTIVE]
+    return [JobRef.of(j) for j in select(j for j in Job if j.service == service and j.state in states)]
+
+
+@db_session
 def active_on(executor: str) -> list[JobRef]:
     """Jobs whose current attempt is on `executor` (or may be, while it is being sent)."""
     states = [s.value for s in ACTIVE]

@@ -40,17 +40,18 @@ class Submit:
         self.tasks_dir = os.path.join(config.data_path, "tasks")
 
     def on_post(self, req, resp):
-        if self.stopping.is_set():
-            raise falcon.HTTPServiceUnavailable(title="Draining", retry_after=5,
-                                                description="this executor is draining and takes no new jobs.")
         staging, (job_id, job_uid, attempt, callback) = uploads.receive(
             req, self.incoming, {"job_id", "job_uid", "attempt", "callback_url"},
             self.config.max_upload_mb * 1024 * 1024, self.check, max_files=MAX_FILES)
         existing = tasks.find_attempt(job_uid, attempt)
-        if existing is not None:  # a repeated submit: the server did not hear our first answer
+        if existing is not None or self.stopping.is_set():
             shutil.rmtree(staging, ignore_errors=True)
+        if existing is not None:  # a repeated submit: the server did not hear our first answer
             resp.media = existing
             return
+        if self.stopping.is_set():
+            raise falcon.HTTPServiceUnavailable(title="Draining", retry_after=5,
+                                                description="this executor is draining and takes no new jobs.")
         task = uploads.settle(staging, self.tasks_dir,
                               lambda folder: tasks.create(job_id, job_uid, attempt, callback, folder, utcnow()))
         self.gateway.tell(RunTask(int(task["id"])))

@@ -23,13 +23,15 @@ from typing import Callable
 
 import waitress
 
+from thespian.actors import ActorExitRequest
+
 from actors import system
+from actors.scripts import start_time
 from web.gateway import ActorGateway
 
 log = logging.getLogger("orchestrator")
 START_TIMEOUT = 30.0
 WATCHDOG_SECONDS = 1.0
-WATCHDOG_MISSES = 3
 _MAIN_PID = os.getpid()
 
 
@@ -139,48 +141,44 @@ class Stopper:
 
 
 class Watchdog:
-    """Re-creates the node's top actor (the supervisor, or the ExecutorActor) if it stops answering.
+    """Re-creates the node's top actor (the supervisor, or the ExecutorActor) if its process dies.
 
-    Thespian re-creates no actor by itself, and this one has no parent actor to do it. Its
-    replacement rebuilds everything it needs from the database.
+    Thespian re-creates no actor by itself, and this one has no parent actor to do it. Liveness is
+    judged by the process (pid and start time), never by a slow answer: a busy actor must not be
+    replaced while it still works, or two of them would run. The replacement rebuilds everything
+    it needs from the database.
     """
 
-    def __init__(self, asys, gateway: ActorGateway, pid: int, actor_class: str, configure_message,
-                 stopping: threading.Event):
-        self.asys, self.gateway, self.pid = asys, gateway, pid
+    def __init__(self, asys, gateway: ActorGateway, pid: int, actor_class: str, configure_message):
+        self.asys, self.gateway = asys, gateway
         self.actor_class, self.configure_message = actor_class, configure_message
-        self.stopping = stopping
+        self.pid, self.started = pid, start_time(pid)
+        self.done = threading.Event()  # set only when the node shuts its actor system down
         threading.Thread(target=self._run, name="watchdog", daemon=True).start()
 
+    def _alive(self) -> bool:
+        return self.started is not None and start_time(self.pid) == self.started
+
     def _run(self) -> None:
-        misses = 0
-        while not self.stopping.wait(WATCHDOG_SECONDS):
-            misses = 0 if self.gateway.alive(timeout=2 * WATCHDOG_SECONDS) else misses + 1
-            if misses >= WATCHDOG_MISSES and not self.stopping.is_set():
-                log.error("the %s does not answer; replacing it", self.actor_class.rpartition(".")[2])
-                try:
-                    _kill(self.pid)  # never two of them: a stuck one must not wake up beside its successor
-                    with self.asys.private() as context:
-                        address = context.createActor(self.actor_class)
-                        reply = context.ask(address, self.configure_message, START_TIMEOUT)
-                    if type(reply).__name__ == "Pong":
-                        self.gateway.address, self.pid = address, dict(reply.processes).get(reply.who, 0)
-                        misses = 0
-                except Exception:  # noqa: BLE001 — try again on the next round
-                    log.exception("re-creating the top actor failed")
+        while not self.done.wait(WATCHDOG_SECONDS):
+            if self._alive():
+                continue
+            log.error("the %s process is gone; creating a new one", self.actor_class.rpartition(".")[2])
+            try:
+                with self.asys.private() as context:
+                    address = context.createActor(self.actor_class)
+                    reply = context.ask(address, self.configure_message, START_TIMEOUT)
+                    if type(reply).__name__ != "Pong":
+                        context.tell(address, ActorExitRequest())  # never leave a half-started one
+                        continue
+                pid = dict(reply.processes).get(reply.who, 0)
+                self.gateway.address, self.pid, self.started = address, pid, start_time(pid)
+            except Exception:  # noqa: BLE001 — try again on the next round
+                log.exception("re-creating the top actor failed")
 
 
-def _kill(pid: int) -> None:
-    if pid <= 0:
-        return  # 0 or less would signal a whole process group
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _start_guardian(state_dir: str, admin_port: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "actors.guardian", state_dir, str(admin_port)],
+def _start_guardian(state_dir: str, token: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "actors.guardian", state_dir, token, str(os.getpid())],
                             stdin=subprocess.DEVNULL,
                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -189,10 +187,10 @@ def run_node(*, state_dir: str, admin_port: int, actor_class: str, configure_mes
              make_app: Callable[[ActorGateway, threading.Event], object], host: str, port: int, threads: int,
              max_body: int, name: str, settled: Callable[[ActorGateway, InFlight], bool],
              settle_seconds: float | None, immediate: tuple[int, ...] = ()) -> int:
-    asys = guardian = None
+    asys = guardian = watchdog = None
     try:
-        asys, admin_port = system.start(state_dir, admin_port)
-        guardian = _start_guardian(state_dir, admin_port)
+        asys, token = system.start(state_dir, admin_port)
+        guardian = _start_guardian(state_dir, token)
         address = asys.createActor(actor_class)
         reply = asys.ask(address, configure_message, START_TIMEOUT)
         if reply is None or type(reply).__name__ != "Pong":
@@ -205,7 +203,7 @@ def run_node(*, state_dir: str, admin_port: int, actor_class: str, configure_mes
         server = waitress.create_server(app, host=host, port=port, threads=threads, ident=name,
                                         max_request_body_size=max_body, channel_timeout=60)
         stopper = Stopper(stopping, lambda: settled(gateway, app), settle_seconds, immediate)
-        Watchdog(asys, gateway, dict(reply.processes).get(reply.who, 0), actor_class, configure_message, stopping)
+        watchdog = Watchdog(asys, gateway, dict(reply.processes).get(reply.who, 0), actor_class, configure_message)
         signal.signal(signal.SIGTERM, stopper)
         signal.signal(signal.SIGINT, stopper)
         log.info("%s listening on http://%s:%d", name, host, port)
@@ -222,6 +220,8 @@ def run_node(*, state_dir: str, admin_port: int, actor_class: str, configure_mes
         # NOTE: a further signal must not cut the shutdown short and leave actors behind.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if watchdog is not None:
+            watchdog.done.set()
         if asys is not None:
             system.stop(asys, state_dir)
         if guardian is not None:
