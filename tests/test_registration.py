@@ -7,7 +7,7 @@ import time
 
 import requests
 
-from tests.conftest import Node, job, processes_with_marker, script, submit, upload, wait_for_outcome, wait_until
+from tests.conftest import Node, free_port, job, processes_with_marker, script, submit, upload, wait_for_outcome, wait_until
 
 
 def listing(server) -> dict[str, dict]:
@@ -103,3 +103,17 @@ def test_sigterm_on_the_server_answers_every_upload_then_exits_within_ten_second
     again.start()
     for job_id in accepted:
         assert wait_for_outcome(again, job_id, 60) == 200
+
+
+def test_an_executor_known_under_two_urls_does_not_lose_its_jobs(cluster):
+    # Given: the configuration names it by "localhost", while it registers as "127.0.0.1"
+    port = free_port()
+    server = cluster.server({"example": {"clients": f"http://localhost:{port}"}}, executor_timeout=3)
+    cluster.executor("example", server_port=server.port, port=port)
+    wait_until(lambda: len(listing(server)) == 2, 15, 0.1, "the executor under both names")
+
+    ids = [submit(server, "sleep 1.5\necho ok > out.txt", user_id=n) for n in range(1, 4)]
+
+    for job_id in ids:
+        assert wait_for_outcome(server, job_id, 30) == 200
+        assert job(server, job_id)["attempts"] == 1
