@@ -1,0 +1,104 @@
+"""What every benchmark shares: a cluster of real nodes in a temp folder, timing, the result table.
+
+Each figure script defines `run(quick: bool) -> list[Row]`; `python -m bench.NAME [--quick]` runs one,
+`python -m bench.all [--quick]` all. Figures are medians over repeated runs with their spread.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from tests.harness import Cluster, script
+
+TRIVIAL = script("echo done > out.txt")
+
+
+@dataclass
+class Row:
+    figure: str
+    value: str
+    target: str
+    seed: str
+    met: bool | None
+
+    def line(self) -> str:
+        verdict = {True: "met", False: "MISSED", None: "-"}[self.met]
+        return f"| {self.figure} | {self.value} | {self.target} | {self.seed} | {verdict} |"
+
+
+def table(rows: list[Row]) -> str:
+    head = "| figure | measured | target | seed | verdict |\n|---|---|---|---|---|"
+    return "\n".join([head, *(r.line() for r in rows)])
+
+
+@contextlib.contextmanager
+def cluster():
+    with tempfile.TemporaryDirectory(prefix="orchestrator-bench-") as folder:
+        nodes = Cluster(Path(folder))
+        try:
+            yield nodes
+        finally:
+            leaked = nodes.close()
+            if leaked:
+                raise RuntimeError(f"processes left behind by {leaked}")
+
+
+def upload(server, files: dict[str, bytes], user_id: int = 1, session=requests) -> int:
+    response = session.post(f"{server.url}/upload", data={"user_id": str(user_id), "service": "example"},
+                            files=[("file", (n, b)) for n, b in files.items()], timeout=60)
+    response.raise_for_status()
+    return response.json()["id"]
+
+
+def wait_done(server, job_ids, timeout: float = 600.0, session=requests) -> float:
+    """Poll HEAD until every job answered 200; returns when the last one did (monotonic time)."""
+    pending = set(job_ids)
+    deadline = time.monotonic() + timeout
+    while pending:
+        for job_id in list(pending):
+            code = session.head(f"{server.url}/download/{job_id}", timeout=10).status_code
+            if code == 200:
+                pending.discard(job_id)
+            elif code != 202:
+                raise RuntimeError(f"job {job_id} ended with HTTP {code}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{len(pending)} jobs not done after {timeout} s")
+        if pending:
+            time.sleep(0.002)
+    return time.monotonic()
+
+
+def spread(values: list[float], unit: str = "", digits: int = 0) -> str:
+    values = sorted(values)
+    fmt = f"{{:.{digits}f}}"
+    med = statistics.median(values)
+    return f"{fmt.format(med)}{unit} (min {fmt.format(values[0])}, max {fmt.format(values[-1])}, n={len(values)})"
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def rss_mb(pids) -> float:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError):
+            with open(f"/proc/{pid}/statm") as handle:
+                total += int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return total / 2**20
+
+
+def main(run) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test, not a measurement")
+    args = parser.parse_args()
+    print(table(run(args.quick)))

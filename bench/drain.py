@@ -1,0 +1,31 @@
+"""Figure 2: drain of 200 trivial jobs of one user with runs_per_user = 5 (<= 4 s), 4 users x 50 (<= 3 s)."""
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from bench.common import TRIVIAL, Row, cluster, main, spread, upload, wait_done
+
+
+def drain(users: int, per_user: int) -> float:
+    with cluster() as nodes:
+        executor = nodes.executor("example", slots=8)
+        server = nodes.server({"example": {"clients": executor.url, "runs_per_user": 5}})
+        started = time.monotonic()
+        with ThreadPoolExecutor(8) as pool:
+            ids = list(pool.map(lambda n: upload(server, {"run.sh": TRIVIAL}, 1 + n % users), range(users * per_user)))
+        return wait_done(server, ids) - started
+
+
+def run(quick: bool) -> list[Row]:
+    repeats, scale = (1, 10) if quick else (3, 1)
+    one = [drain(1, 200 // scale) for _ in range(repeats)]
+    four = [drain(4, 50 // scale) for _ in range(repeats)]
+    return [Row(f"2a. drain {200 // scale} jobs, 1 user, runs_per_user 5", spread(one, " s", 2), "<= 4 s", "38 s",
+                None if quick else sorted(one)[len(one) // 2] <= 4),
+            Row(f"2b. drain 4 users x {50 // scale} jobs", spread(four, " s", 2), "<= 3 s", "10.3 s",
+                None if quick else sorted(four)[len(four) // 2] <= 3)]
+
+
+if __name__ == "__main__":
+    main(run)

@@ -1,0 +1,252 @@
+"""Harness for tests and benchmarks: real server and executor processes on free ports, in temp folders.
+
+`Cluster` starts nodes with `python run_server.py` / `python run_client.py` exactly as an operator
+would, each with a config file of its own. Every process a node starts (its actor system included)
+carries a marker in its environment, so teardown can prove that nothing was left behind, and kill
+whatever was.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+
+from actors import system
+
+ROOT = Path(__file__).resolve().parent.parent
+MARKER = "ORCHESTRATOR_TEST_NODE"
+START_TIMEOUT = 30.0
+
+
+def free_port() -> int:
+    """A free port below the ephemeral range (which outgoing connections may take at any time)."""
+    return system.free_port(30001, 32000)
+
+
+def wait_until(predicate, timeout: float = 20.0, interval: float = 0.02, message: str = "condition"):
+    """Poll `predicate` until it returns something truthy; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+
+
+def processes_with_marker(marker: str) -> list[int]:
+    """Pids of live processes whose environment holds MARKER=marker."""
+    needle = f"{MARKER}={marker}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                if needle in handle.read().split(b"\0"):
+                    with open(f"/proc/{entry}/stat") as stat:
+                        if stat.read().split(") ", 1)[1].startswith("Z"):
+                            continue  # a zombie is already dead; PID 1 reaps it late
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def write_ini(path: Path, sections: dict[str, dict[str, object]]) -> None:
+    lines = []
+    for name, values in sections.items():
+        lines.append(f"[{name}]")
+        lines.extend(f"{key} = {value}" for key, value in values.items())
+        lines.append("")
+    path.write_text("\n".join(lines))
+
+
+@dataclass
+class Node:
+    """One running server or executor process."""
+
+    kind: str
+    port: int
+    folder: Path
+    args: list[str]
+    env: dict[str, str]
+    marker: str = field(default_factory=lambda: uuid.uuid4().hex)
+    process: subprocess.Popen | None = None
+    #: Bearer token /health needs (an executor with a cluster secret).
+    secret: str = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.folder / f"{self.kind}.log"
+
+    def start(self, wait: bool = True) -> "Node":
+        env = {**os.environ, **self.env, MARKER: self.marker, "PYTHONUNBUFFERED": "1"}
+        # NOTE: never a pipe: the daemonized actor admin inherits the descriptors and would hold it open.
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen([sys.executable, *self.args], cwd=ROOT, env=env, stdout=log,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        if wait:
+            wait_until(self.healthy, START_TIMEOUT, 0.05, f"{self.kind} on port {self.port} to be healthy\n{self.log()}")
+        return self
+
+    def healthy(self) -> bool:
+        if self.process.poll() is not None:
+            pytest.fail(f"{self.kind} exited with {self.process.returncode}:\n{self.log()}")
+        try:
+            headers = {"Authorization": f"Bearer {self.secret}"} if self.secret else {}
+            return requests.get(f"{self.url}/health", headers=headers, timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-5000:]
+        except OSError:
+            return ""
+
+    @property
+    def quick_stop(self) -> int:
+        """The signal that stops the node at once: Ctrl-C (an executor drains on SIGTERM)."""
+        return signal.SIGINT if self.kind == "executor" else signal.SIGTERM
+
+    def stop(self, timeout: float = 15.0, sig: int | None = None) -> int:
+        """Signal the node (default: its quick stop); wait for it and every process it started to go."""
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(sig or self.quick_stop)
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill_everything()
+            pytest.fail(f"{self.kind} did not stop within {timeout} s of SIGTERM:\n{self.log()}")
+        wait_until(lambda: not processes_with_marker(self.marker), timeout, 0.05,
+                   f"every process of the {self.kind} to exit")
+        return code
+
+    def kill_main(self) -> None:
+        """kill -9 of the main process alone (its guardian then shuts the actor system down)."""
+        self.process.kill()
+        self.process.wait(10)
+
+    def kill_group(self) -> None:
+        """kill -9 of the main process's group (it and its guardian): the actor system lives on."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+    def kill_everything(self) -> None:
+        for pid in processes_with_marker(self.marker):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+class Cluster:
+    """Factory for nodes of one test; `close()` stops all and checks nothing is left."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.nodes: list[Node] = []
+
+    def executor(self, service: str = "example", *, server_port: int | None = None, port: int | None = None,
+                 slots: int = 4, start: bool = True, env: dict[str, str] | None = None, **extra) -> Node:
+        port = port or free_port()
+        folder = self.root / f"executor-{service}-{port}"
+        folder.mkdir(parents=True, exist_ok=True)
+        values = {"service": service, "host": "127.0.0.1", "port": port, "data_dir": folder / "data",
+                  "slots": slots, **extra}
+        if server_port:
+            values["server_url"] = f"http://127.0.0.1:{server_port}"
+        write_ini(folder / "client.ini", {"client": values})
+        node = Node("executor", port, folder, ["run_client.py", "--config", str(folder / "client.ini")], env or {},
+                    secret=str(extra.get("cluster_secret", "")))
+        self.nodes.append(node)
+        return node.start() if start else node
+
+    def server(self, services: dict[str, dict[str, object]], *, port: int | None = None, start: bool = True,
+               env: dict[str, str] | None = None, tokens: dict[str, str] | None = None, **extra) -> Node:
+        port = port or free_port()
+        folder = self.root / f"server-{port}"
+        folder.mkdir(parents=True, exist_ok=True)
+        sections = {"server": {"host": "127.0.0.1", "port": port, "data_dir": folder / "data", **extra}}
+        for name, values in services.items():
+            sections[f"service.{name}"] = values
+        if tokens:
+            sections["tokens"] = tokens
+        write_ini(folder / "server.ini", sections)
+        node = Node("server", port, folder, ["run_server.py", "--config", str(folder / "server.ini")], env or {})
+        self.nodes.append(node)
+        return node.start() if start else node
+
+    def close(self) -> list[str]:
+        """Stop every node; returns the names of nodes that left processes behind."""
+        leaked = []
+        for node in reversed(self.nodes):
+            if node.process is None:
+                continue
+            if node.process.poll() is None:
+                node.process.send_signal(node.quick_stop)
+                try:
+                    node.process.wait(15)
+                except subprocess.TimeoutExpired:
+                    pass
+            deadline = time.monotonic() + 15
+            while processes_with_marker(node.marker) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if processes_with_marker(node.marker):
+                leaked.append(f"{node.kind}:{node.port}")
+                node.kill_everything()
+        return leaked
+
+
+# --- HTTP helpers ------------------------------------------------------------------------------
+
+def script(body: str) -> bytes:
+    return f"#!/usr/bin/env bash\nset -e\n{body}\n".encode()
+
+
+def upload(server: Node, files: dict[str, bytes], user_id=1, service: str = "example",
+           token: str | None = None) -> requests.Response:
+    data = {}
+    if user_id is not None:
+        data["user_id"] = str(user_id)
+    if service is not None:
+        data["service"] = service
+    return requests.post(f"{server.url}/upload", data=data, headers={"Authorization": f"Bearer {token}"} if token else {},
+                         files=[("file", (name, content)) for name, content in files.items()], timeout=30)
+
+
+def submit(server: Node, body: str, user_id=1, service: str = "example", extra: dict[str, bytes] | None = None) -> int:
+    response = upload(server, {"run.sh": script(body), **(extra or {})}, user_id, service)
+    assert response.status_code == 200, response.text
+    return response.json()["id"]
+
+
+def wait_for_outcome(server: Node, job_id: int, timeout: float = 30.0) -> int:
+    """Poll HEAD /download/{id} until it is no longer 202; returns the final status code."""
+    def settled():
+        code = requests.head(f"{server.url}/download/{job_id}", timeout=5).status_code
+        return code if code != 202 else None
+    return wait_until(settled, timeout, 0.02, f"job {job_id} to end")
+
+
+def job(server: Node, job_id: int) -> dict:
+    response = requests.get(f"{server.url}/jobs/{job_id}", timeout=5)
+    assert response.status_code == 200, response.text
+    return response.json()
