@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable
 
-from pony.orm import OptimisticCheckError, TransactionIntegrityError, commit, db_session, select
+from pony.orm import OptimisticCheckError, TransactionIntegrityError, commit, db_session, flush, select
 
 from storage.models import Job
 from storage.states import ACTIVE, TERMINAL, JobState, advance, can_advance
@@ -75,18 +75,32 @@ class QueueFull(Exception):
     """The user already has the service's max_queued_per_user jobs waiting."""
 
 
-@db_session(immediate=True)
 def create_job(user_id: int, service: str, folder: str, now: datetime, portal: str | None = None,
                max_queued: int | None = None) -> dict:
     """Write a new Queued job. Raises QueueFull when the user already has `max_queued` waiting."""
-    if max_queued is not None:
-        waiting = select(j for j in Job if j.service == service and j.user_id == user_id
-                         and j.state == JobState.QUEUED.value).count()
-        if waiting >= max_queued:
-            raise QueueFull(waiting)
+    if max_queued is None:
+        return _insert(user_id, service, folder, now, portal)
+    return _insert_limited(user_id, service, folder, now, portal, max_queued)
+
+
+@db_session
+def _insert(user_id: int, service: str, folder: str, now: datetime, portal: str | None) -> dict:
     job = Job(user_id=user_id, service=service, dir=folder, created_at=now, updated_at=now, portal=portal)
+    flush()  # assigns the id; reading the row after commit would cost another query
+    view = job.to_dict()
     commit()
-    return job.to_dict()
+    return view
+
+
+@db_session(immediate=True)
+def _insert_limited(user_id: int, service: str, folder: str, now: datetime, portal: str | None,
+                    max_queued: int) -> dict:
+    """The count and the insert in one write transaction, so two uploads cannot both squeeze in."""
+    waiting = select(j for j in Job if j.service == service and j.user_id == user_id
+                     and j.state == JobState.QUEUED.value).count()
+    if waiting >= max_queued:
+        raise QueueFull(waiting)
+    return _insert(user_id, service, folder, now, portal)
 
 
 def _visible(job_id: int, portal: str | None) -> Job | None:

@@ -1,11 +1,14 @@
 """The web layer's door into the actor system.
 
-Every call opens its own private Thespian context: a handle shared across Waitress threads hands
-replies to the wrong thread, and a late reply would poison the next ask on a reused one.
+A Thespian handle shared across Waitress threads hands replies to the wrong thread, so no handle is
+shared: each thread keeps its own private context for tells (nothing answers a tell, so nothing can
+pile up in it), and every ask opens a fresh one (a late reply would poison the next ask on a reused
+context).
 """
 from __future__ import annotations
 
 import logging
+import threading
 
 from actors.messages import Ping, Pong
 
@@ -18,14 +21,19 @@ class ActorGateway:
     def __init__(self, asys, address):
         self.asys = asys
         self.address = address
+        self.local = threading.local()
 
     def tell(self, message) -> bool:
         """Send without waiting; False if the actor system could not take it."""
         try:
-            with self.asys.private() as context:
-                context.tell(self.address, message)
+            context = getattr(self.local, "context", None)
+            if context is None:
+                # NOTE: entered and never left: it lives as long as its (pooled) web thread.
+                context = self.local.context = self.asys.private().__enter__()
+            context.tell(self.address, message)
             return True
         except Exception:  # noqa: BLE001 — the database holds the truth; the sweeps recover
+            self.local.context = None
             log.exception("could not hand %s to the actors", type(message).__name__)
             return False
 
