@@ -38,6 +38,8 @@ class RetrieverActor(ServerActor):
         self.wakeupAfter(0.1)
 
     def receiveMsg_ExecutorEvent(self, msg: ExecutorEvent, sender) -> None:
+        if msg.event == "started":
+            return  # the web layer records Running itself (storage.jobs.mark_running)
         job = jobs.get_ref(msg.job_id)
         if job is None or job.attempts != msg.attempt or job.state not in ACTIVE or not job.executor:
             return  # a late report of an older attempt, or of a job that already ended
@@ -48,9 +50,7 @@ class RetrieverActor(ServerActor):
             remote_id = self.confirmed_task(job, msg.task_id)
             if remote_id is None:
                 return
-        if msg.event == "started":
-            jobs.mark_running(job.id, msg.attempt, remote_id, utcnow())
-        elif msg.event == "finished":
+        if msg.event == "finished":
             self.finished(job, remote_id, msg.exit_code, msg.stderr_tail)
         elif msg.event == "lost":
             self.job_lost(job.id, job.attempts, "its executor lost it")

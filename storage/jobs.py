@@ -287,12 +287,11 @@ def get_ref(job_id: int) -> JobRef | None:
 
 @_retrying
 @db_session
-def mark_running(job_id: int, attempt: int, remote_id: str | None, now: datetime) -> bool:
+def mark_running(job_id: int, attempt: int, now: datetime) -> bool:
+    """The executor started attempt `attempt`; a report that comes late or for another attempt is ignored."""
     job = Job.get(id=job_id)
     if job is None or job.attempts != attempt or not can_advance(JobState(job.state), JobState.RUNNING):
         return False
-    if remote_id and not job.remote_id:
-        job.remote_id = remote_id
     advance(job, JobState.RUNNING, now)
     return True
 

@@ -148,11 +148,16 @@ class ExecutorEvents:
                 title="Invalid event",
                 description="send job_id and attempt as positive integers, event as started, finished or lost, "
                             "task_id as a string, exit_code as an integer or null, stderr_tail as a string or null.")
+        resp.status = falcon.HTTP_202
+        resp.media = {"accepted": True}
+        if body["event"] == "started":
+            # NOTE: bookkeeping only, guarded by the attempt: recorded here so that the retriever's
+            # queue holds only what frees slots.
+            jobs.mark_running(int(job_id), int(attempt), utcnow())
+            return
         exit_code = None if exit_code is None else int(exit_code)
         self.gateway.tell(ExecutorEvent(int(job_id), int(attempt), body["event"], task_id, exit_code,
                                         tail[-STDERR_TAIL_CHARS:] if tail else None))
-        resp.status = falcon.HTTP_202
-        resp.media = {"accepted": True}
 
 
 class ExecutorRegistry:
