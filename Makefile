@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test prodigy prodigy-executor clean
+.PHONY: run test bench bench-quick prodigy prodigy-executor clean
 
 $(STAMP): requirements.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,13 @@ run: $(STAMP)
 
 test: $(STAMP) prodigy
 	$(PY) -m pytest -q tests
+
+# Benchmarks against real nodes on loopback (docs/performance.md); quick: a smoke run, no figures.
+bench: $(STAMP)
+	$(PY) -m bench.all
+
+bench-quick: $(STAMP)
+	$(PY) -m bench.all --quick
 
 # The original's real workload: PRODIGY in a venv of its own (needs gcc for freesasa).
 PRODIGY_VENV := $(VENV)-prodigy

@@ -26,7 +26,7 @@ def run(quick: bool) -> list[Row]:
         samples = measure(server, 5 if quick else 100)
     median, p95 = sorted(samples)[len(samples) // 2], percentile(samples, 0.95)
     return [Row("1. turnaround, trivial job", spread(samples, " ms") + f", p95 {p95:.0f} ms",
-                "median <= 30 ms, p95 <= 80 ms", "685 ms", median <= 30 and p95 <= 80)]
+                "median <= 30 ms, p95 <= 80 ms", "685 ms", None if quick else median <= 30 and p95 <= 80)]
 
 
 if __name__ == "__main__":

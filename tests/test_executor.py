@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import os
 import zipfile
 
 import requests
@@ -27,18 +26,24 @@ def test_links_pipes_and_unreadable_files_a_script_leaves_do_not_break_its_resul
     assert not {"stolen", "dangling", "pipe"} & set(names)
 
 
-def test_what_a_script_leaves_running_in_the_background_is_stopped_when_it_ends(cluster, tmp_path):
+def test_what_a_script_leaves_running_in_the_background_is_stopped_when_it_ends(cluster):
     executor = cluster.executor("example")
     server = cluster.server({"example": {"clients": executor.url}})
-    marker = tmp_path / "still-running"
 
-    job_id = submit(server, f"(sleep 30; touch {marker}) &\necho $! > child.pid\necho started")
+    job_id = submit(server, "(exec sleep 30) &\necho $! > child.pid\necho started")
 
     assert wait_for_outcome(server, job_id) == 200
     child = int(results(server, job_id).read("child.pid"))
-    wait_until(lambda: not os.path.exists(f"/proc/{child}") or
-               open(f"/proc/{child}/stat").read().split(") ", 1)[1].startswith("Z"), 10, 0.05,
-               "the background child to be stopped")
+    # NOTE: pids are reused quickly here: a live process under that pid must also be a `sleep 30`.
+    wait_until(lambda: not _is_sleeping(child), 10, 0.05, "the background child to be stopped")
+
+
+def _is_sleeping(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline, open(f"/proc/{pid}/stat") as stat:
+            return cmdline.read().split(b"\0")[:2] == [b"sleep", b"30"] and " Z " not in stat.read()
+    except OSError:
+        return False
 
 
 def test_a_restarted_executor_still_answers_for_the_tasks_it_finished(cluster):

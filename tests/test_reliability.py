@@ -11,6 +11,7 @@ import zipfile
 import pytest
 import requests
 
+from actors.scripts import start_time
 from tests.conftest import Node, job, processes_with_marker, upload, wait_for_outcome, wait_until
 
 JOBS = 40
@@ -182,13 +183,14 @@ def test_the_server_re_creates_its_supervisor_and_every_actor_if_the_supervisor_
     server, _, _ = two_executor_cluster(cluster)
     batch = launch(server, 12)
     before = actor_pids(server)
+    born = {pid: start_time(pid) for pid in before.values()}  # pids get reused; start times do not
 
     os.kill(before["supervisor"], signal.SIGKILL)
 
     wait_until(lambda: requests.get(f"{server.url}/health", timeout=10).status_code == 200
                and actor_pids(server)["supervisor"] != before["supervisor"], 30, 0.2, "a new supervisor")
     assert_every_job_completed_with_its_own_result(server, batch)
-    assert not any(os.path.exists(f"/proc/{pid}") and _state(pid) != "Z" for pid in before.values())
+    assert not any(start_time(pid) == started and _state(pid) != "Z" for pid, started in born.items())
 
 
 def _state(pid: int) -> str:

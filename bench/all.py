@@ -1,0 +1,15 @@
+"""Every figure in one table: `python -m bench.all [--quick]` (what `make bench` runs)."""
+from __future__ import annotations
+
+from bench import drain, execution, turnaround, uploads
+from bench.common import main
+
+FIGURES = (turnaround, drain, uploads, execution)
+
+
+def run(quick: bool):
+    return [row for figure in FIGURES for row in figure.run(quick)]
+
+
+if __name__ == "__main__":
+    main(run)
