@@ -44,7 +44,12 @@ def started(server: Node, batch: dict[int, str]) -> int:
 
 def assert_every_job_completed_with_its_own_result(server: Node, batch: dict[int, str]) -> None:
     for job_id, token in batch.items():
-        assert wait_for_outcome(server, job_id, 90) == 200, job(server, job_id)
+        try:
+            outcome = wait_for_outcome(server, job_id, 90)
+        except BaseException:
+            print(job(server, job_id), server.log()[-4000:], sep="\n")
+            raise
+        assert outcome == 200, job(server, job_id)
         archive = zipfile.ZipFile(io.BytesIO(requests.get(f"{server.url}/download/{job_id}", timeout=10).content))
         assert archive.read("result.txt").decode().strip() == token.upper()
         record = job(server, job_id)
