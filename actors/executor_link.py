@@ -143,6 +143,15 @@ class ExecutorLink:
             raise ExecutorUnreachable(f"{base}/jobs/{remote_id} answered {response.status_code}")
         return self._json(response, "job_id", "attempt", "state")
 
+    def find(self, base: str, job_uid: str, attempt: int) -> dict | None:
+        """The executor's task for that attempt of the job, or None if it holds none."""
+        response = self._call("GET", f"{base}/attempts/{job_uid}/{attempt}")
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise ExecutorUnreachable(f"{base}/attempts answered {response.status_code}")
+        return self._json(response, "id", "job_id", "attempt", "state")
+
     def fetch(self, base: str, remote_id: str, destination: str) -> None:
         """Download the task's zip to `destination` atomically (temporary file, then rename)."""
         partial = f"{destination}.part-{uuid.uuid4().hex[:8]}"

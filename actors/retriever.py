@@ -97,7 +97,7 @@ class RetrieverActor(ServerActor):
         quiet_since = utcnow() - timedelta(seconds=QUIET_SECONDS)
         silent: set[str] = set()
         for job in jobs.stale_active(quiet_since):
-            if not job.executor or not job.remote_id or job.executor in silent:
+            if not job.executor or job.executor in silent:
                 continue
             try:
                 self.ask_about(job)
@@ -107,6 +107,14 @@ class RetrieverActor(ServerActor):
                 self.log.exception("sweep of job %d failed", job.id)
 
     def ask_about(self, job: jobs.JobRef) -> None:
+        if job.remote_id is None:
+            # NOTE: the dispatcher died between the executor's answer and recording it.
+            task = self.link.find(job.executor, job.uid, job.attempts)
+            if task is None:
+                self.job_lost(job.id, job.attempts, "its executor never received it")
+                return
+            jobs.set_remote_id(job.id, job.attempts, task["id"])
+            job = jobs.get_ref(job.id)
         task = self.link.status(job.executor, job.remote_id)
         if task is None or task["job_id"] != job.id or task["attempt"] != job.attempts or task["state"] not in ALIVE:
             self.job_lost(job.id, job.attempts, "its executor no longer has it")

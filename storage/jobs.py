@@ -321,6 +321,15 @@ def finish(job_id: int, attempt: int | None, state: JobState, now: datetime, *, 
     return JobRef.of(job), held_slot
 
 
+@_retrying
+@db_session
+def set_remote_id(job_id: int, attempt: int, remote_id: str) -> None:
+    """Record the executor's task id of attempt `attempt` (learned after the submit's answer was lost)."""
+    job = Job.get(id=job_id)
+    if job is not None and job.attempts == attempt and not job.remote_id:
+        job.remote_id = remote_id
+
+
 @db_session
 def stale_active(older_than: datetime) -> list[JobRef]:
     """Submitted or Running jobs that have not changed since `older_than` (to ask their executor)."""

@@ -155,6 +155,18 @@ class TaskResource:
         resp.media = {"id": str(number), "kill": "requested"}
 
 
+class Attempt:
+    """`GET /attempts/{job_uid}/{attempt}`: the task holding that attempt of a server job, if any.
+
+    The server asks this when it never heard the answer to its submit (it crashed meanwhile)."""
+
+    def on_get(self, req, resp, job_uid, attempt):
+        task = tasks.find_attempt(job_uid, parse_id(attempt, "attempt")) if JOB_UID.match(job_uid) else None
+        if task is None:
+            raise falcon.HTTPNotFound(title="Unknown attempt", description="no task holds that attempt.")
+        resp.media = task
+
+
 class Health:
     """`GET /health`: the node's service, its slots (total and free), and whether it is draining."""
 
@@ -184,4 +196,5 @@ def create_app(config: ClientConfig, gateway: ActorGateway, stopping: threading.
     task = TaskResource(config, gateway)
     app.add_route("/jobs/{task_id}", task)
     app.add_route("/jobs/{task_id}/kill", task, suffix="kill")
+    app.add_route("/attempts/{job_uid}/{attempt}", Attempt())
     return app
