@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from actors import system
+from actors.scripts import start_time
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKER = "ORCHESTRATOR_TEST_NODE"
@@ -60,6 +61,16 @@ def processes_with_marker(marker: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def still_running(pid: int, started: int | None) -> bool:
+    """That very process is alive: not a zombie, and not another one that reused its pid."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            zombie = stat.read().split(") ", 1)[1].startswith("Z")
+    except OSError:
+        return False
+    return not zombie and start_time(pid) == started
 
 
 def write_ini(path: Path, sections: dict[str, dict[str, object]]) -> None:

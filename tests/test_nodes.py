@@ -6,16 +6,7 @@ import subprocess
 import sys
 
 from actors.scripts import start_time
-from tests.conftest import ROOT, Node, free_port, job, processes_with_marker, submit, wait_for_outcome, wait_until, write_ini
-
-
-def alive(pid: int, started: int | None) -> bool:
-    """That very process (pids get reused) is still running."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return not stat.read().split(") ", 1)[1].startswith("Z") and start_time(pid) == started
-    except OSError:
-        return False
+from tests.conftest import ROOT, Node, free_port, job, processes_with_marker, still_running, submit, wait_for_outcome, wait_until, write_ini
 
 
 def test_a_restart_after_a_crash_clears_the_stale_actor_system_instead_of_joining_it(cluster):
@@ -35,7 +26,7 @@ def test_a_restart_after_a_crash_clears_the_stale_actor_system_instead_of_joinin
     again.start()
 
     # Then: every process of the crashed run is gone, and jobs run
-    wait_until(lambda: not any(alive(pid, born) for pid, born in stale.items()), 10, 0.05,
+    wait_until(lambda: not any(still_running(pid, born) for pid, born in stale.items()), 10, 0.05,
                "the stale actor system to be shut down")
     after = submit(again, "echo after > out.txt")
     assert wait_for_outcome(again, after) == 200

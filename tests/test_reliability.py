@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from actors.scripts import start_time
-from tests.conftest import Node, job, processes_with_marker, upload, wait_for_outcome, wait_until
+from tests.conftest import Node, job, processes_with_marker, still_running, upload, wait_for_outcome, wait_until
 
 JOBS = 40
 TIMEOUT = 2  # executor_timeout of these servers, seconds
@@ -195,15 +195,7 @@ def test_the_server_re_creates_its_supervisor_and_every_actor_if_the_supervisor_
     wait_until(lambda: requests.get(f"{server.url}/health", timeout=10).status_code == 200
                and actor_pids(server)["supervisor"] != before["supervisor"], 30, 0.2, "a new supervisor")
     assert_every_job_completed_with_its_own_result(server, batch)
-    assert not any(start_time(pid) == started and _state(pid) != "Z" for pid, started in born.items())
-
-
-def _state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split(") ", 1)[1][0]
-    except OSError:
-        return "Z"
+    assert not any(still_running(pid, started) for pid, started in born.items())
 
 
 def test_a_message_that_crashes_an_actor_twice_fails_its_job_with_the_reason(cluster):
