@@ -83,10 +83,11 @@ class QuotaActor(ServerActor):
             self.send(self.peers.dispatcher(msg.service), Dispatch(msg.service, tuple(claimed)))
 
     def receiveMsg_JobEnded(self, msg: JobEnded, sender) -> None:
-        owner = self.owner.pop(msg.job_id, None)
-        if owner is None or self.peers is None:
+        if msg.job_id not in self.owner or self.peers is None:
             return
-        service, user_id = owner
+        if jobs.is_active(msg.job_id):
+            return  # a late notice: the job came back and was admitted again; this hold is the new one
+        service, user_id = self.owner.pop(msg.job_id)
         users = self.active[service]
         users[user_id].discard(msg.job_id)
         if not users[user_id]:

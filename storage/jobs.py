@@ -166,6 +166,12 @@ def active_jobs() -> list[tuple[str, int, int]]:
     return list(select((j.service, j.user_id, j.id) for j in Job if j.state in states))
 
 
+@db_session
+def is_active(job_id: int) -> bool:
+    job = Job.get(id=job_id)
+    return job is not None and JobState(job.state) in ACTIVE
+
+
 @_retrying
 @db_session
 def claim_for_dispatch(job_ids: Iterable[int], now: datetime) -> tuple[list[int], list[int]]:
