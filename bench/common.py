@@ -97,6 +97,18 @@ def rss_mb(pids) -> float:
     return total / 2**20
 
 
+def pss_mb(pids) -> float:
+    """Proportional set size: like RSS, but pages shared between forked processes count once in all."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError):
+            with open(f"/proc/{pid}/smaps_rollup") as handle:
+                for line in handle:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) * 1024
+    return total / 2**20
+
+
 def main(run) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test, not a measurement")
