@@ -113,9 +113,12 @@ def test_an_executor_restarted_mid_flight_runs_its_lost_jobs_again(cluster):
     again = restart(cluster, executor)
 
     assert_every_job_completed_with_its_own_result(server, batch)
-    lost = [t for t in (requests.get(f"{again.url}/jobs/{n}", timeout=5).json() for n in range(1, 9))
-            if t.get("state") == "lost"]
+    tasks_sent = sum(job(server, j)["attempts"] for j in batch)  # the executor numbers its tasks 1, 2, ...
+    held = [requests.get(f"{again.url}/jobs/{n}", timeout=30).json() for n in range(1, tasks_sent + 1)]
+    lost = [task for task in held if task["state"] == "lost"]
     assert lost, "the tasks running at the kill are reported lost, not completed"
+    for task in lost:  # and the job of each ran again, to completion
+        assert job(server, task["job_id"])["attempts"] > task["attempt"]
 
 
 def test_an_executor_cut_off_and_back_has_its_stale_task_killed_and_its_late_report_ignored(cluster, tmp_path):
