@@ -21,13 +21,21 @@ class Ping:
     on_head = on_get
 
 
+def positive_int(text: str, limit: int = MAX_ID) -> int | None:
+    """`text` as an integer in [1, limit] (plain ASCII digits only), or None."""
+    if not text.isdigit() or not text.isascii() or len(text) > 19 or not 0 < int(text) <= limit:
+        return None
+    return int(text)
+
+
 def parse_id(raw: str, what: str = "job id") -> int:
     digits, dot, fraction = raw.partition(".")
     if dot and fraction and set(fraction) == {"0"}:
         raw = digits  # JSON's 42.0 is the integer 42
-    if not raw.isdigit() or not raw.isascii() or len(raw) > 19 or not 0 < int(raw) <= MAX_ID:
+    value = positive_int(raw)
+    if value is None:
         raise falcon.HTTPBadRequest(title="Invalid id", description=f"{what} must be a positive integer, got {raw[:40]!r}.")
-    return int(raw)
+    return value
 
 
 def send_zip(resp: falcon.Response, path: str, download_name: str, *, with_body: bool) -> bool:

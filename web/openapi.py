@@ -26,6 +26,10 @@ def _json(description: str, ref: str) -> dict:
     return {"description": description, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
 
 
+def _json_body(ref: str) -> dict:
+    return {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+
+
 def _stamp() -> dict:
     return {"type": ["string", "null"], "format": "date-time"}
 
@@ -96,16 +100,14 @@ def document(config: ServerConfig) -> dict:
             "/internal/events": {"post": {
                 "summary": "An executor reports a job's start or end", "operationId": "executorEvent",
                 "security": cluster,
-                "requestBody": {"required": True, "content": {"application/json": {
-                    "schema": {"$ref": "#/components/schemas/ExecutorEvent"}}}},
+                "requestBody": _json_body("ExecutorEvent"),
                 "responses": {"202": _json("accepted", "Accepted"), "400": _error("malformed report"),
                               "401": _error("missing or wrong cluster secret"),
                               "415": _error("not JSON")}}},
             "/internal/executors": {"post": {
                 "summary": "An executor registers or sends a heartbeat", "operationId": "executorHeartbeat",
                 "security": cluster,
-                "requestBody": {"required": True, "content": {"application/json": {
-                    "schema": {"$ref": "#/components/schemas/Heartbeat"}}}},
+                "requestBody": _json_body("Heartbeat"),
                 "responses": {"200": _json("registered", "HeartbeatAnswer"), "400": _error("malformed heartbeat"),
                               "401": _error("missing or wrong cluster secret"),
                               "404": _error("the service is not configured here"), "415": _error("not JSON")}}},

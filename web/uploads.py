@@ -12,6 +12,9 @@ from typing import Callable, TypeVar
 
 import falcon
 
+from web import common
+from web.common import MAX_ID
+
 MAX_FILENAME_BYTES = 255
 MAX_FIELD_BYTES = 64 * 1024
 REQUIRED_SCRIPT = "run.sh"
@@ -116,11 +119,11 @@ def require_script(names: list[str]) -> None:
         raise bad_request(f"the files ({', '.join(sorted(names)[:10])}) do not include run.sh, which the executor runs.")
 
 
-def positive_int(fields: dict[str, str], key: str, limit: int = 2**63 - 1) -> int:
+def positive_int(fields: dict[str, str], key: str, limit: int = MAX_ID) -> int:
     raw = fields.get(key)
     if raw is None:
         raise bad_request(f"{key} is missing; send it as a positive integer.")
-    text = raw.strip()
-    if not text.isdigit() or not text.isascii() or len(text) > 19 or not 0 < int(text) <= limit:
+    value = common.positive_int(raw.strip(), limit)
+    if value is None:
         raise bad_request(f"{key} must be a positive integer below 2^63, got {raw[:40]!r}.")
-    return int(text)
+    return value
