@@ -10,7 +10,7 @@ import os
 
 from thespian.actors import ActorExitRequest, ActorSystemMessage, ActorTypeDispatcher, WakeupMessage
 
-from actors import faults
+from actors import faults, process_logging
 from actors.lifeline import die_with_parent
 from actors.messages import ActorStarted, Configure, JobEnded, JobQueued, Peers, Ping, Pong
 from storage import database, jobs
@@ -32,6 +32,7 @@ class ServerActor(ActorTypeDispatcher):
         self.early: list = []
         self.log = logging.getLogger(f"orchestrator.{self.role}")
         die_with_parent()
+        process_logging.apply_thresholds()
 
     def receiveMsg_Configure(self, msg: Configure, sender) -> None:
         try:

@@ -21,6 +21,7 @@ from thespian.actors import WakeupMessage
 
 from actors.base import ServerActor
 from actors.executor_link import ExecutorLink, ExecutorRefused, ExecutorUnreachable
+from actors.parallel import CallPool
 from actors.messages import Capacity, Configure, Dispatch, ExecutorHeartbeat, JobEnded
 from actors.scheduling import ExecutorSlot, choose_executor, is_lost
 from storage import executors, jobs
@@ -31,6 +32,8 @@ PROBE_RETRY_SECONDS = 1.0
 CHECK_SECONDS = 30.0
 #: A job whose send may have reached an executor waits this long for it to come back.
 PIN_TIMEOUT_SECONDS = 60.0
+#: Jobs sent to executors at the same time, at most.
+SEND_CONCURRENCY = 8
 
 
 class DispatcherActor(ServerActor):
@@ -54,6 +57,8 @@ class DispatcherActor(ServerActor):
         self.counter = 0
         self.capacity_told = -1
         self.probe_armed = False
+        self.flush_armed = False
+        self.calls = CallPool(SEND_CONCURRENCY, "submit")
         self.reconcile()
         self.probe(self.executors.values())
         self.wakeupAfter(self.check_every, payload="check")
@@ -161,6 +166,10 @@ class DispatcherActor(ServerActor):
                 self.reconcile()
                 self.capacity_told = -1  # say it again: a Capacity message may have been lost
                 self.probe(self.executors.values())
+            elif msg.payload == "flush":
+                self.flush_armed = False
+                self.send_pending()
+                return
             else:
                 self.probe_armed = False
                 self.probe([s for s in self.executors.values() if not s.reachable])
@@ -184,11 +193,21 @@ class DispatcherActor(ServerActor):
         self.drain()
 
     def drain(self) -> None:
+        """Send the pending jobs once the messages already waiting are handled.
+
+        NOTE: those messages (more Dispatch, JobEnded) only add to `pending`; sending after them
+        turns a burst into one batch, whose jobs go out side by side.
+        """
+        if self.peers is not None and not self.flush_armed:
+            self.flush_armed = True
+            self.wakeupAfter(0, payload="flush")
+
+    def send_pending(self) -> None:
         """Send every pending job that has somewhere to go, oldest first."""
-        if self.peers is None:
-            return
+        refs = jobs.get_refs(self.pending)
+        batch: list[tuple[jobs.JobRef, ExecutorSlot, bool]] = []
         for job_id in list(self.pending):
-            job = jobs.get_ref(job_id)
+            job = refs.get(job_id)
             if job is None or job.state is not JobState.DISPATCHING:
                 del self.pending[job_id]  # sent already, or ended meanwhile
                 continue
@@ -199,25 +218,50 @@ class DispatcherActor(ServerActor):
             if slot is None:
                 continue
             del self.pending[job_id]
-            try:
-                self.send_job(job, slot, resend=slot is pinned)
-            except Exception:  # noqa: BLE001 — keep the job; the next check's reconcile tries again
-                self.log.exception("sending job %d to %s failed", job_id, slot.url)
+            resend = slot is pinned
+            if not resend:
+                slot.in_flight += 1  # taken now, so the next job of the batch sees it
+            self.counter += 1
+            slot.last_used = self.counter
+            batch.append((job, slot, resend))
+        if not batch:
+            return
+        try:
+            attempts = jobs.begin_attempts([(job.id, slot.url) for job, slot, resend in batch if not resend], utcnow())
+        except Exception:  # noqa: BLE001 — nothing was sent; the next check's reconcile tries again
+            self.log.exception("recording the attempts of %d jobs failed", len(batch))
+            for job, slot, resend in batch:
+                if not resend:
+                    slot.in_flight -= 1
+            return
+        sends = []
+        for job, slot, resend in batch:
+            attempt = job.attempts if resend else attempts.get(job.id)
+            if attempt is None:
+                slot.in_flight -= 1  # cancelled or moved on meanwhile
+            else:
+                sends.append((job, slot, attempt, resend))
+        accepted = []
+        for (job, slot, attempt, resend), remote_id, error in self.calls.each(self.submit, sends):
+            if error is None:
+                self.last_seen[slot.url] = time.monotonic()
+                accepted.append((job.id, attempt, remote_id))
+            else:
+                self.not_accepted(job, slot, attempt, resend, error)
+        if accepted:
+            jobs.mark_submitted(accepted, utcnow())
+
+    def submit(self, send) -> str:
+        """Runs on a pool thread: the executor's task id for this job, or the link's exception."""
+        job, slot, attempt, _ = send
+        return self.link.submit(slot.url, job.id, job.uid, attempt, self.config.own_url, job.dir)
 
     def pin_expired(self, slot: ExecutorSlot) -> bool:
         return time.monotonic() - self.down_since.get(slot.url, time.monotonic()) > PIN_TIMEOUT_SECONDS
 
-    def send_job(self, job: jobs.JobRef, slot: ExecutorSlot, *, resend: bool) -> None:
-        attempt = job.attempts if resend else jobs.begin_attempt(job.id, slot.url, utcnow())
-        if attempt is None:
-            return  # cancelled or moved on meanwhile
-        if not resend:
-            slot.in_flight += 1
-        self.counter += 1
-        slot.last_used = self.counter
-        try:
-            remote_id = self.link.submit(slot.url, job.id, job.uid, attempt, self.config.own_url, job.dir)
-        except ExecutorUnreachable as exc:
+    def not_accepted(self, job: jobs.JobRef, slot: ExecutorSlot, attempt: int, resend: bool, exc: Exception) -> None:
+        """The executor did not take the job: try again later or elsewhere, or fail it if refused."""
+        if isinstance(exc, ExecutorUnreachable):
             self.log.warning("executor %s unreachable while sending job %d: %s", slot.url, job.id, exc)
             if not exc.delivered and not resend:
                 jobs.unassign(job.id, attempt)  # it never got there: free to go anywhere
@@ -226,25 +270,22 @@ class DispatcherActor(ServerActor):
             self.mark_down(slot)
             self.arm_probe()
             self.tell_capacity()
-            return
-        except ExecutorRefused as exc:
-            if exc.status == 503:  # draining: it takes nothing new
-                if not resend:  # a resend stays pinned: the first send may be running there
-                    jobs.unassign(job.id, attempt)
-                    slot.in_flight -= 1
-                slot.draining = True
-                self.pending[job.id] = None
-                self.tell_capacity()
-                return
+        elif isinstance(exc, ExecutorRefused) and exc.status == 503:  # draining: it takes nothing new
+            if not resend:  # a resend stays pinned: the first send may be running there
+                jobs.unassign(job.id, attempt)
+                slot.in_flight -= 1
+            slot.draining = True
+            self.pending[job.id] = None
+            self.tell_capacity()
+        elif isinstance(exc, (ExecutorRefused, OSError)):
             slot.in_flight -= 1
-            self.log.error("executor %s refused job %d: %s", slot.url, job.id, exc)
-            ended = jobs.finish(job.id, attempt, JobState.FAILED, utcnow(),
-                                reason=f"the executor refused the job: {exc}")
-            if ended:
+            reason = (f"the executor refused the job: {exc}" if isinstance(exc, ExecutorRefused)
+                      else f"the job's files could not be read: {exc}")
+            self.log.error("job %d not sent to %s: %s", job.id, slot.url, reason)
+            if jobs.finish(job.id, attempt, JobState.FAILED, utcnow(), reason=reason):
                 self.send(self.peers.quota, JobEnded(self.service, job.id, None))
-            return
-        self.last_seen[slot.url] = time.monotonic()
-        jobs.mark_submitted(job.id, attempt, remote_id, utcnow())
+        else:  # a bug: the next check's reconcile tries again, with the same attempt on the same executor
+            self.log.error("sending job %d to %s failed", job.id, slot.url, exc_info=exc)
 
 
 def _held(raw) -> list[tuple[str, int, int]]:

@@ -23,7 +23,7 @@ from datetime import timedelta
 
 from thespian.actors import ActorExitRequest, ActorTypeDispatcher, WakeupMessage
 
-from actors import scripts
+from actors import process_logging, scripts
 from actors.lifeline import die_with_parent
 from actors.messages import ConfigureExecutor, Drain, Drained, KillTask, Ping, Pong, RunTask
 from actors.reporter import Reporter
@@ -51,6 +51,7 @@ class ExecutorActor(ActorTypeDispatcher):
         self.waiting: deque[int] = deque()
         self.polling = False
         die_with_parent()
+        process_logging.apply_thresholds()
 
     def receiveMsg_ConfigureExecutor(self, msg: ConfigureExecutor, sender) -> None:
         self.config = msg.config

@@ -6,6 +6,7 @@ results stream to disk, so no job's files are held in memory.
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from typing import Iterator
 
@@ -87,12 +88,24 @@ class _MultipartBody:
 
 
 class ExecutorLink:
-    """One keep-alive HTTP session to the executors of one actor."""
+    """Keep-alive HTTP sessions to the executors of one actor: one per thread that uses it.
+
+    An actor may send several jobs (or fetch several results) at once from a few threads; a
+    `requests.Session` is not documented as safe to share between threads, so each gets its own.
+    """
 
     def __init__(self, cluster_secret: str = ""):
-        self.session = requests.Session()
-        if cluster_secret:
-            self.session.headers["Authorization"] = f"Bearer {cluster_secret}"
+        self.cluster_secret = cluster_secret
+        self._local = threading.local()
+
+    @property
+    def session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+            if self.cluster_secret:
+                session.headers["Authorization"] = f"Bearer {self.cluster_secret}"
+        return session
 
     def _call(self, method: str, url: str, wait: float = QUESTION_TIMEOUT, **kwargs) -> requests.Response:
         try:

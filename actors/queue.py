@@ -57,6 +57,8 @@ class QueueActor(ServerActor):
     role = "queue"
 
     def configured(self, msg: Configure) -> None:
+        self.asking: set[str] = set()
+        self.flush_armed = False
         self.queues = {svc.name: ServiceQueue() for svc in self.config.services}
         self.resync()
         self.wakeupAfter(RESYNC_SECONDS)
@@ -82,11 +84,23 @@ class QueueActor(ServerActor):
                 self.request_admission(service)
 
     def request_admission(self, service: str) -> None:
-        queue = self.queues.get(service)
-        if not queue or self.peers is None:
-            return
-        per_user = self.config.service(service).runs_per_user
-        self.send(self.peers.quota, AdmissionRequest(service, queue.heads(per_user)))
+        """Ask the quota to admit jobs of `service`, once the messages already waiting are handled.
+
+        NOTE: a burst of uploads (JobQueued) or of freed slots then costs one AdmissionRequest, not
+        one each: the quota's answer to the first would only be re-computed for the others.
+        """
+        self.asking.add(service)
+        if not self.flush_armed:
+            self.flush_armed = True
+            self.wakeupAfter(0, payload="flush")
+
+    def send_admission_requests(self) -> None:
+        asking, self.asking = self.asking, set()
+        for service in asking:
+            queue = self.queues.get(service)
+            if queue and self.peers is not None:
+                per_user = self.config.service(service).runs_per_user
+                self.send(self.peers.quota, AdmissionRequest(service, queue.heads(per_user)))
 
     def receiveMsg_JobQueued(self, msg: JobQueued, sender) -> None:
         queue = self.queues.get(msg.service)
@@ -102,6 +116,10 @@ class QueueActor(ServerActor):
         self.request_admission(msg.service)
 
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender) -> None:
+        if msg.payload == "flush":
+            self.flush_armed = False
+            self.send_admission_requests()
+            return
         try:
             self.resync()
         finally:

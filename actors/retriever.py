@@ -18,6 +18,7 @@ from thespian.actors import WakeupMessage
 from actors.base import ServerActor
 from actors.executor_link import ExecutorLink, ExecutorUnreachable
 from actors.messages import Configure, ExecutorEvent
+from actors.parallel import CallPool
 from storage import jobs
 from storage.clock import utcnow
 from storage.states import ACTIVE, JobState
@@ -27,6 +28,8 @@ SWEEP_SECONDS = 5.0
 QUIET_SECONDS = 5.0
 #: Executor task states from which the job may still finish there; any other means it never will.
 ALIVE = {"accepted", "running", "finished"}
+#: Results fetched from executors at the same time, at most.
+FETCH_CONCURRENCY = 8
 
 
 class RetrieverActor(ServerActor):
@@ -34,6 +37,10 @@ class RetrieverActor(ServerActor):
 
     def configured(self, msg: Configure) -> None:
         self.link = ExecutorLink(self.config.cluster_secret)
+        self.calls = CallPool(FETCH_CONCURRENCY, "fetch")
+        #: Outcomes reported and not yet written, by job id: (job, task id, exit code, stderr tail).
+        self.finishing: dict[int, tuple[jobs.JobRef, str, int | None, str | None]] = {}
+        self.flush_armed = False
         os.makedirs(os.path.dirname(jobs.result_file(self.config.data_dir, 0)), exist_ok=True)
         self.wakeupAfter(0.1)
 
@@ -66,27 +73,48 @@ class RetrieverActor(ServerActor):
         return task_id if ok else None
 
     def finished(self, job: jobs.JobRef, remote_id: str, exit_code: int | None, stderr_tail: str | None) -> None:
-        if exit_code != 0:
-            reason = f"run.sh exited with code {exit_code}" if exit_code is not None else "run.sh could not be run"
-            self.end(job, JobState.FAILED, exit_code=exit_code, reason=reason, stderr_tail=stderr_tail)
-            return
-        destination = jobs.result_file(self.config.data_dir, job.id)
-        try:
-            self.link.fetch(job.executor, remote_id, destination)
-        except ExecutorUnreachable as exc:
-            # NOTE: the job stays active; the sweep asks the executor again.
-            self.log.warning("could not fetch the results of job %d: %s", job.id, exc)
-            return
-        self.end(job, JobState.COMPLETED, exit_code=0, stderr_tail=stderr_tail, result_path=destination)
+        """Queue the outcome; it is written after the messages already waiting, with theirs."""
+        self.finishing[job.id] = (job, remote_id, exit_code, stderr_tail)
+        if not self.flush_armed:
+            self.flush_armed = True
+            self.wakeupAfter(0, payload="flush")
 
-    def end(self, job: jobs.JobRef, state: JobState, **details) -> None:
-        ended = jobs.finish(job.id, job.attempts, state, utcnow(), **details)
-        if ended is not None and ended[1]:
-            self.job_ended(job)
+    def write_outcomes(self) -> None:
+        """Fetch the results of the queued successes side by side, then write every outcome at once."""
+        batch, self.finishing = list(self.finishing.values()), {}
+        successes = [entry for entry in batch if entry[2] == 0]
+        fetched = {job.id for (job, *_), _, error in self.calls.each(self.fetch, successes) if error is None}
+        outcomes = []
+        for job, remote_id, exit_code, stderr_tail in batch:
+            if exit_code != 0:
+                reason = f"run.sh exited with code {exit_code}" if exit_code is not None else "run.sh could not be run"
+                outcomes.append((job.id, job.attempts, JobState.FAILED,
+                                 {"exit_code": exit_code, "reason": reason, "stderr_tail": stderr_tail}))
+            elif job.id in fetched:
+                outcomes.append((job.id, job.attempts, JobState.COMPLETED,
+                                 {"exit_code": 0, "stderr_tail": stderr_tail,
+                                  "result_path": jobs.result_file(self.config.data_dir, job.id)}))
+            # NOTE: a result not fetched leaves its job active; the sweep asks the executor again.
+        for ended in jobs.finish_many(outcomes, utcnow()) if outcomes else ():
+            if ended is not None and ended[1]:
+                self.job_ended(ended[0])
+
+    def fetch(self, entry) -> None:
+        """Runs on a pool thread: the task's zip into the job's result file."""
+        job, remote_id, _, _ = entry
+        try:
+            self.link.fetch(job.executor, remote_id, jobs.result_file(self.config.data_dir, job.id))
+        except ExecutorUnreachable as exc:
+            self.log.warning("could not fetch the results of job %d: %s", job.id, exc)
+            raise
 
     # --- the slow sweep: recover reports that never arrived -----------------------------------
 
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender) -> None:
+        if msg.payload == "flush":
+            self.flush_armed = False
+            self.write_outcomes()
+            return
         try:
             if self.peers is not None:
                 self.sweep()

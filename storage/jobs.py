@@ -212,17 +212,20 @@ def in_flight_by_executor(service: str) -> dict[str, int]:
 
 @_retrying
 @db_session
-def begin_attempt(job_id: int, executor: str, now: datetime) -> int | None:
-    """Persist "attempt N goes to `executor`" before sending, so a late report of an older attempt
-    is recognised. Returns N, or None when the job is no longer Dispatching."""
-    job = Job.get(id=job_id)
-    if job is None or job.state != JobState.DISPATCHING.value:
-        return None
-    job.attempts += 1
-    job.executor = executor
-    job.remote_id = None
-    job.updated_at = now
-    return job.attempts
+def begin_attempts(assignments: Iterable[tuple[int, str]], now: datetime) -> dict[int, int]:
+    """Persist "attempt N of job J goes to executor E" for each (J, E) before sending, so a late
+    report of an older attempt is recognised. Returns {J: N} for the jobs still Dispatching."""
+    attempts = {}
+    for job_id, executor in assignments:
+        job = Job.get(id=job_id)
+        if job is None or job.state != JobState.DISPATCHING.value:
+            continue
+        job.attempts += 1
+        job.executor = executor
+        job.remote_id = None
+        job.updated_at = now
+        attempts[job_id] = job.attempts
+    return attempts
 
 
 @_retrying
@@ -237,14 +240,15 @@ def unassign(job_id: int, attempt: int) -> None:
 
 @_retrying
 @db_session
-def mark_submitted(job_id: int, attempt: int, remote_id: str, now: datetime) -> None:
-    """The executor accepted attempt `attempt`. Its report may already have moved the job on."""
-    job = Job.get(id=job_id)
-    if job is None or job.attempts != attempt:
-        return
-    job.remote_id = remote_id
-    if job.state == JobState.DISPATCHING.value:
-        advance(job, JobState.SUBMITTED, now)
+def mark_submitted(accepted: Iterable[tuple[int, int, str]], now: datetime) -> None:
+    """Executors accepted these (job_id, attempt, task id); a report may already have moved a job on."""
+    for job_id, attempt, remote_id in accepted:
+        job = Job.get(id=job_id)
+        if job is None or job.attempts != attempt:
+            continue
+        job.remote_id = remote_id
+        if job.state == JobState.DISPATCHING.value:
+            advance(job, JobState.SUBMITTED, now)
 
 
 @_retrying
@@ -291,6 +295,13 @@ def get_ref(job_id: int) -> JobRef | None:
     return JobRef.of(job) if job else None
 
 
+@db_session
+def get_refs(job_ids: Iterable[int]) -> dict[int, JobRef]:
+    """The jobs of those ids that exist, read in one transaction."""
+    ids = list(job_ids)
+    return {job.id: JobRef.of(job) for job in select(j for j in Job if j.id in ids)} if ids else {}
+
+
 @_retrying
 @db_session
 def mark_running(job_id: int, attempt: int, now: datetime) -> bool:
@@ -312,6 +323,21 @@ def finish(job_id: int, attempt: int | None, state: JobState, now: datetime, *, 
     Returns:
         (job, held_slot): held_slot tells whether the job was active, so a quota slot is now free.
     """
+    return _finish(job_id, attempt, state, now, {"exit_code": exit_code, "reason": reason,
+                                                 "stderr_tail": stderr_tail, "result_path": result_path})
+
+
+@_retrying
+@db_session
+def finish_many(outcomes: Iterable[tuple[int, int | None, JobState, dict]],
+                now: datetime) -> list[tuple[JobRef, bool] | None]:
+    """`finish` for each (job_id, attempt, state, details), in one transaction; `details` holds
+    finish's keyword arguments."""
+    return [_finish(job_id, attempt, state, now, details) for job_id, attempt, state, details in outcomes]
+
+
+def _finish(job_id: int, attempt: int | None, state: JobState, now: datetime,
+            details: dict) -> tuple[JobRef, bool] | None:
     assert state in TERMINAL
     job = Job.get(id=job_id)
     if job is None or (attempt is not None and job.attempts != attempt):
@@ -320,10 +346,10 @@ def finish(job_id: int, attempt: int | None, state: JobState, now: datetime, *, 
         return None
     held_slot = JobState(job.state) in ACTIVE
     advance(job, state, now)
-    job.exit_code = exit_code
-    job.reason = reason
-    job.stderr_tail = stderr_tail
-    job.result_path = result_path
+    job.exit_code = details.get("exit_code")
+    job.reason = details.get("reason")
+    job.stderr_tail = details.get("stderr_tail")
+    job.result_path = details.get("result_path")
     return JobRef.of(job), held_slot
 
 
