@@ -106,13 +106,18 @@ class ServerActor(ActorTypeDispatcher):
 
     # --- what several actors do when a job ends or comes back --------------------------------
 
-    def job_ended(self, job: jobs.JobRef) -> None:
-        """Tell the quota and the service's dispatcher that `job` no longer holds a slot."""
-        ended = JobEnded(job.service, job.id, job.executor)
-        self.send(self.peers.quota, ended)
-        dispatcher = self.peers.dispatcher(job.service)
-        if dispatcher is not None:
-            self.send(dispatcher, ended)
+    def job_ended(self, *ended: jobs.JobRef) -> None:
+        """Tell the quota and each service's dispatcher that these jobs no longer hold a slot
+        (one message per service and receiver, however many jobs)."""
+        by_service: dict[str, list[tuple[int, str | None]]] = {}
+        for job in ended:
+            by_service.setdefault(job.service, []).append((job.id, job.executor))
+        for service, held in by_service.items():
+            message = JobEnded(service, tuple(held))
+            self.send(self.peers.quota, message)
+            dispatcher = self.peers.dispatcher(service)
+            if dispatcher is not None:
+                self.send(dispatcher, message)
 
     def job_lost(self, job_id: int, attempt: int, reason: str) -> None:
         """An executor lost this attempt: requeue the job, or fail it after max_attempts."""

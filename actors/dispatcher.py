@@ -187,9 +187,10 @@ class DispatcherActor(ServerActor):
         self.drain()
 
     def receiveMsg_JobEnded(self, msg: JobEnded, sender) -> None:
-        slot = self.executors.get(msg.executor)
-        if slot is not None and slot.in_flight > 0:
-            slot.in_flight -= 1
+        for _, executor in msg.ended:
+            slot = self.executors.get(executor)
+            if slot is not None and slot.in_flight > 0:
+                slot.in_flight -= 1
         self.drain()
 
     def drain(self) -> None:
@@ -283,7 +284,7 @@ class DispatcherActor(ServerActor):
                       else f"the job's files could not be read: {exc}")
             self.log.error("job %d not sent to %s: %s", job.id, slot.url, reason)
             if jobs.finish(job.id, attempt, JobState.FAILED, utcnow(), reason=reason):
-                self.send(self.peers.quota, JobEnded(self.service, job.id, None))
+                self.send(self.peers.quota, JobEnded(self.service, ((job.id, None),)))
         else:  # a bug: the next check's reconcile tries again, with the same attempt on the same executor
             self.log.error("sending job %d to %s failed", job.id, slot.url, exc_info=exc)
 

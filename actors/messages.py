@@ -84,10 +84,15 @@ class AdmissionRequest:
 
 @dataclass(frozen=True)
 class Admitted:
-    """Quota → queue: these jobs are now Dispatching; take them out of the queue."""
+    """Quota → queue, the answer to an AdmissionRequest: these jobs are now Dispatching (or gone);
+    take them out of the queue. It also says who cannot start more jobs until a slot frees up."""
 
     service: str
     job_ids: tuple[int, ...]
+    #: The service is at its limit (max_runs or its executors' slots).
+    full: bool = False
+    #: Users of the request who are at runs_per_user.
+    at_limit: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -141,11 +146,15 @@ class ExecutorHeartbeat:
 
 @dataclass(frozen=True)
 class JobEnded:
-    """Retriever or dispatcher → quota and dispatcher: this job no longer holds a slot."""
+    """Retriever or dispatcher → quota and dispatcher: these jobs of one service no longer hold a slot."""
 
     service: str
-    job_id: int
-    executor: str | None
+    #: (job id, URL of the executor it held a slot on, or None) of each job.
+    ended: tuple[tuple[int, str | None], ...]
+
+    @property
+    def job_ids(self) -> tuple[int, ...]:
+        return tuple(job_id for job_id, _ in self.ended)
 
 
 # --- the executor node --------------------------------------------------------------------------

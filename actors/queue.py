@@ -1,7 +1,10 @@
 """QueueActor: the queued jobs of every service, grouped by user, in the order they arrived.
 
-Accepts: JobQueued (a new or returned job), Admitted (the quota took these), SlotsFreed (ask again),
-WakeupMessage (the slow resync with the database). Sends: AdmissionRequest to the quota.
+Accepts: JobQueued (a new or returned job), Admitted (the quota took these, and who cannot start
+more now), SlotsFreed (ask again), WakeupMessage ("flush": send the admission requests a burst of
+messages asked for; otherwise the slow resync with the database). Sends: AdmissionRequest to the
+quota, at most one per service and flush, and none for a job whose user (or service) the quota
+said is at its limit until a slot frees up.
 
 The index is rebuilt from the database when the actor starts, so a re-created queue loses nothing;
 the periodic resync repairs a lost JobQueued message.
@@ -57,6 +60,9 @@ class QueueActor(ServerActor):
     role = "queue"
 
     def configured(self, msg: Configure) -> None:
+        #: What the quota's last answer said: services at their limit, users at runs_per_user.
+        self.full: set[str] = set()
+        self.at_limit: dict[str, set[int]] = {}
         self.asking: set[str] = set()
         self.flush_armed = False
         self.queues = {svc.name: ServiceQueue() for svc in self.config.services}
@@ -69,6 +75,7 @@ class QueueActor(ServerActor):
 
     def peers_changed(self) -> None:
         for service in self.queues:
+            self.unblock(service)  # a new quota: what the old one said no longer holds
             self.request_admission(service)
 
     def resync(self) -> None:
@@ -80,6 +87,7 @@ class QueueActor(ServerActor):
             for user_id, job_id in jobs.queued_jobs(service):
                 fresh.add(user_id, job_id)
             self.queues[service] = fresh
+            self.unblock(service)
             if self.peers:
                 self.request_admission(service)
 
@@ -104,16 +112,30 @@ class QueueActor(ServerActor):
 
     def receiveMsg_JobQueued(self, msg: JobQueued, sender) -> None:
         queue = self.queues.get(msg.service)
-        if queue is not None and queue.add(msg.user_id, msg.job_id):
+        if queue is not None and queue.add(msg.user_id, msg.job_id) and not self.blocked(msg.service, msg.user_id):
             self.request_admission(msg.service)
+
+    def blocked(self, service: str, user_id: int) -> bool:
+        """The quota's last answer said this user's job could not start now."""
+        return service in self.full or user_id in self.at_limit.get(service, ())
 
     def receiveMsg_Admitted(self, msg: Admitted, sender) -> None:
         queue = self.queues.get(msg.service)
         for job_id in msg.job_ids:
             queue.remove(job_id)
+        if msg.full:
+            self.full.add(msg.service)
+        else:
+            self.full.discard(msg.service)
+        self.at_limit[msg.service] = set(msg.at_limit)
 
     def receiveMsg_SlotsFreed(self, msg: SlotsFreed, sender) -> None:
+        self.unblock(msg.service)
         self.request_admission(msg.service)
+
+    def unblock(self, service: str) -> None:
+        self.full.discard(service)
+        self.at_limit.pop(service, None)
 
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender) -> None:
         if msg.payload == "flush":

@@ -1,8 +1,8 @@
 """QuotaActor: who may start a job now. Owns the active jobs per (service, user) and per service.
 
-Accepts: AdmissionRequest (from the queue), JobEnded (a slot is free), Capacity (a dispatcher's
-reachable slots). Sends: Admitted to the queue, Dispatch to the service's dispatcher, SlotsFreed to
-the queue.
+Accepts: AdmissionRequest (from the queue), JobEnded (slots are free), Capacity (a dispatcher's
+reachable slots). Sends: Admitted to the queue (the answer to every request, also when nothing was
+admitted), Dispatch to the service's dispatcher, SlotsFreed to the queue.
 
 It is the only writer of Queued → Dispatching, and it writes before it hands the jobs on. Its
 active sets are rebuilt from the database at start and after every resync, and a JobEnded is
@@ -69,30 +69,35 @@ class QuotaActor(ServerActor):
         granted = admit([c for c in candidates if c[1]], {u: len(s) for u, s in active.items()},
                         sum(len(s) for s in active.values()), settings.runs_per_user, self.limit(msg.service),
                         self.last_turn[msg.service])
-        if not granted:
-            return
-        claimed, gone = jobs.claim_for_dispatch([job_id for _, job_id in granted], utcnow())
+        claimed, gone = jobs.claim_for_dispatch([job_id for _, job_id in granted], utcnow()) if granted else ([], [])
         claimed_set = set(claimed)
         for user_id, job_id in granted:
             if job_id in claimed_set:
                 self.turn += 1
                 self.last_turn[msg.service][user_id] = self.turn
                 self._hold(msg.service, user_id, job_id)
-        self.send(self.peers.queue, Admitted(msg.service, tuple(claimed) + tuple(gone)))
+        # NOTE: answered even when nothing was admitted, so the queue stops asking for users who
+        # cannot start anything until a slot frees up (a burst of uploads would ask once per job).
+        full = sum(len(s) for s in active.values()) >= self.limit(msg.service)
+        at_limit = tuple(user for user, _ in msg.candidates if len(active.get(user, ())) >= settings.runs_per_user)
+        self.send(self.peers.queue, Admitted(msg.service, tuple(claimed) + tuple(gone), full, at_limit))
         if claimed:
             self.send(self.peers.dispatcher(msg.service), Dispatch(msg.service, tuple(claimed)))
 
     def receiveMsg_JobEnded(self, msg: JobEnded, sender) -> None:
-        if msg.job_id not in self.owner or self.peers is None:
+        held = [job_id for job_id in msg.job_ids if job_id in self.owner]
+        if not held or self.peers is None:
             return
-        if jobs.is_active(msg.job_id):
-            return  # a late notice: the job came back and was admitted again; this hold is the new one
-        service, user_id = self.owner.pop(msg.job_id)
-        users = self.active[service]
-        users[user_id].discard(msg.job_id)
-        if not users[user_id]:
-            del users[user_id]
-        self.send(self.peers.queue, SlotsFreed(service))
+        # NOTE: a job still active came back and was admitted again: that hold is the new one.
+        freed = set(held) - jobs.active_among(held)
+        for job_id in freed:
+            service, user_id = self.owner.pop(job_id)
+            users = self.active[service]
+            users[user_id].discard(job_id)
+            if not users[user_id]:
+                del users[user_id]
+        if freed:
+            self.send(self.peers.queue, SlotsFreed(msg.service))
 
     def receiveMsg_Capacity(self, msg: Capacity, sender) -> None:
         grew = msg.slots > self.capacity.get(msg.service, 0)

@@ -95,9 +95,8 @@ class RetrieverActor(ServerActor):
                                  {"exit_code": 0, "stderr_tail": stderr_tail,
                                   "result_path": jobs.result_file(self.config.data_dir, job.id)}))
             # NOTE: a result not fetched leaves its job active; the sweep asks the executor again.
-        for ended in jobs.finish_many(outcomes, utcnow()) if outcomes else ():
-            if ended is not None and ended[1]:
-                self.job_ended(ended[0])
+        ended = jobs.finish_many(outcomes, utcnow()) if outcomes else []
+        self.job_ended(*(job for job, held_slot in filter(None, ended) if held_slot))
 
     def fetch(self, entry) -> None:
         """Runs on a pool thread: the task's zip into the job's result file."""

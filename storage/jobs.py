@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from pony.orm import OptimisticCheckError, TransactionIntegrityError, commit, db_session, flush, select
 
@@ -32,7 +32,10 @@ def remove_result(data_dir: str, job_id: int) -> None:
 
 
 def _retrying(fn):
-    """Run `fn` again when another process changed the same row meanwhile (optimistic check)."""
+    """Run `fn` again when another process changed the same row meanwhile (optimistic check).
+
+    Its arguments are used again, so batches are passed as sequences, never as one-shot iterators.
+    """
     def wrapper(*args, **kwargs):
         for attempt in range(_RETRIES):
             try:
@@ -167,9 +170,10 @@ def active_jobs() -> list[tuple[str, int, int]]:
 
 
 @db_session
-def is_active(job_id: int) -> bool:
-    job = Job.get(id=job_id)
-    return job is not None and JobState(job.state) in ACTIVE
+def active_among(job_ids: Iterable[int]) -> set[int]:
+    """Those of the jobs that hold a quota slot (Dispatching, Submitted or Running)."""
+    ids, states = list(job_ids), [state.value for state in ACTIVE]
+    return set(select(j.id for j in Job if j.id in ids and j.state in states)) if ids else set()
 
 
 @_retrying
@@ -212,7 +216,7 @@ def in_flight_by_executor(service: str) -> dict[str, int]:
 
 @_retrying
 @db_session
-def begin_attempts(assignments: Iterable[tuple[int, str]], now: datetime) -> dict[int, int]:
+def begin_attempts(assignments: Sequence[tuple[int, str]], now: datetime) -> dict[int, int]:
     """Persist "attempt N of job J goes to executor E" for each (J, E) before sending, so a late
     report of an older attempt is recognised. Returns {J: N} for the jobs still Dispatching."""
     attempts = {}
@@ -240,7 +244,7 @@ def unassign(job_id: int, attempt: int) -> None:
 
 @_retrying
 @db_session
-def mark_submitted(accepted: Iterable[tuple[int, int, str]], now: datetime) -> None:
+def mark_submitted(accepted: Sequence[tuple[int, int, str]], now: datetime) -> None:
     """Executors accepted these (job_id, attempt, task id); a report may already have moved a job on."""
     for job_id, attempt, remote_id in accepted:
         job = Job.get(id=job_id)
@@ -304,13 +308,12 @@ def get_refs(job_ids: Iterable[int]) -> dict[int, JobRef]:
 
 @_retrying
 @db_session
-def mark_running(job_id: int, attempt: int, now: datetime) -> bool:
-    """The executor started attempt `attempt`; a report that comes late or for another attempt is ignored."""
-    job = Job.get(id=job_id)
-    if job is None or job.attempts != attempt or not can_advance(JobState(job.state), JobState.RUNNING):
-        return False
-    advance(job, JobState.RUNNING, now)
-    return True
+def mark_running(started: Sequence[tuple[int, int]], now: datetime) -> None:
+    """Executors started these (job_id, attempt); a report that comes late or for another attempt is ignored."""
+    for job_id, attempt in started:
+        job = Job.get(id=job_id)
+        if job is not None and job.attempts == attempt and can_advance(JobState(job.state), JobState.RUNNING):
+            advance(job, JobState.RUNNING, now)
 
 
 @_retrying
@@ -329,7 +332,7 @@ def finish(job_id: int, attempt: int | None, state: JobState, now: datetime, *, 
 
 @_retrying
 @db_session
-def finish_many(outcomes: Iterable[tuple[int, int | None, JobState, dict]],
+def finish_many(outcomes: Sequence[tuple[int, int | None, JobState, dict]],
                 now: datetime) -> list[tuple[JobRef, bool] | None]:
     """`finish` for each (job_id, attempt, state, details), in one transaction; `details` holds
     finish's keyword arguments."""

@@ -60,8 +60,15 @@ def mark_ended(task_id: int, state: TaskState, now: datetime, exit_code: int | N
 
 
 @db_session
-def mark_reported(task_id: int) -> None:
-    Task[task_id].reported = True
+def find_many(task_ids: list[int]) -> dict[int, dict]:
+    """`find` for each task that exists, in one transaction."""
+    return {task_id: found for task_id in set(task_ids) if (found := find(task_id)) is not None}
+
+
+@db_session
+def mark_reported(task_ids: list[int]) -> None:
+    for task_id in task_ids:
+        Task[task_id].reported = True
 
 
 @db_session

@@ -125,7 +125,7 @@ class Harness:
     def end(self, job_id: int) -> None:
         """What the retriever does: store the outcome first, then tell the quota."""
         assert jobs.finish(job_id, None, JobState.CANCELLED, utcnow()) is not None
-        self.system.tell(self.quota, JobEnded(SERVICE, job_id, None))
+        self.system.tell(self.quota, JobEnded(SERVICE, ((job_id, None),)))
 
     def dispatched(self) -> list[int]:
         got = self.system.ask(self.recorder, WhatDidYouGet(), ASK_TIMEOUT)
@@ -201,8 +201,8 @@ def test_a_repeated_job_ended_frees_only_one_slot(harness):
     assert harness.dispatched() == queued[:2]
 
     harness.end(queued[0])
-    harness.system.tell(harness.quota, JobEnded(SERVICE, queued[0], None))
-    harness.system.tell(harness.quota, JobEnded(SERVICE, 999_999, None))
+    harness.system.tell(harness.quota, JobEnded(SERVICE, ((queued[0], None),)))
+    harness.system.tell(harness.quota, JobEnded(SERVICE, ((999_999, None),)))
 
     assert harness.dispatched() == queued[:3]
     assert [state_of(j) for j in queued] == ["Cancelled", "Dispatching", "Dispatching", "Queued", "Queued"]

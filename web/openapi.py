@@ -98,9 +98,10 @@ def document(config: ServerConfig) -> dict:
             "/executors": {"get": {"summary": "The executors the server knows", "operationId": "executors",
                                    "responses": {"200": _json("executors", "Executors"), **denied}}},
             "/internal/events": {"post": {
-                "summary": "An executor reports a job's start or end", "operationId": "executorEvent",
+                "summary": "An executor reports jobs' starts or ends: one event, or {events: [...]}",
+                "operationId": "executorEvent",
                 "security": cluster,
-                "requestBody": _json_body("ExecutorEvent"),
+                "requestBody": _json_body("ExecutorEvents"),
                 "responses": {"202": _json("accepted", "Accepted"), "400": _error("malformed report"),
                               "401": _error("missing or wrong cluster secret"),
                               "415": _error("not JSON")}}},
@@ -149,6 +150,11 @@ def document(config: ServerConfig) -> dict:
                     "task_id": {"type": ["string", "null"], "minLength": 1, "maxLength": 64},
                     "exit_code": {"type": ["integer", "null"], "minimum": -2**31, "maximum": 2**31 - 1},
                     "stderr_tail": {"type": ["string", "null"]}}},
+                "ExecutorEvents": {"oneOf": [
+                    {"allOf": [{"$ref": "#/components/schemas/ExecutorEvent"}, {"not": {"required": ["events"]}}]},
+                    {"type": "object", "required": ["events"], "additionalProperties": False, "properties": {"events": {
+                        "type": "array", "minItems": 1, "maxItems": 1000,
+                        "items": {"$ref": "#/components/schemas/ExecutorEvent"}}}}]},
                 "Accepted": {"type": "object", "properties": {"accepted": {"type": "boolean"}}},
                 "Heartbeat": {"type": "object", "required": ["service", "url", "slots", "draining"], "properties": {
                     "service": {"type": "string"},

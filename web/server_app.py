@@ -126,9 +126,14 @@ class Health:
 
 
 class ExecutorEvents:
-    """`POST /internal/events`: an executor reports that a job started, finished or was lost."""
+    """`POST /internal/events`: an executor reports that jobs started, finished or were lost.
+
+    The body is one event, or `{"events": [event, ...]}`: an executor sends what piled up while its
+    previous report was on its way in one call.
+    """
 
     EVENTS = {"started", "finished", "lost"}
+    MAX_EVENTS = 1000
 
     def __init__(self, gateway: ActorGateway):
         self.gateway = gateway
@@ -137,6 +142,25 @@ class ExecutorEvents:
         body = req.get_media()
         if not isinstance(body, dict):
             raise falcon.HTTPBadRequest(title="Invalid event", description="send a JSON object.")
+        events = body["events"] if "events" in body else [body]
+        if not isinstance(events, list) or not 1 <= len(events) <= self.MAX_EVENTS or ("events" in body and len(body) > 1):
+            raise falcon.HTTPBadRequest(title="Invalid events",
+                                        description=f"send one event, or an object whose only key is events: a list "
+                                                    f"of 1 to {self.MAX_EVENTS} events.")
+        parsed = [self.parse(event, index) for index, event in enumerate(events)]
+        resp.status = falcon.HTTP_202
+        resp.media = {"accepted": True}
+        started = [(event.job_id, event.attempt) for event in parsed if event.event == "started"]
+        if started:
+            # NOTE: bookkeeping only, guarded by the attempt: recorded here so that the retriever's
+            # queue holds only what frees slots.
+            jobs.mark_running(started, utcnow())
+        for event in parsed:
+            if event.event != "started":
+                self.gateway.tell(event)
+
+    def parse(self, body, index: int) -> ExecutorEvent:
+        body = body if isinstance(body, dict) else {}
         job_id, attempt, exit_code = body.get("job_id"), body.get("attempt"), body.get("exit_code")
         task_id, tail = body.get("task_id"), body.get("stderr_tail")
         if not isinstance(body.get("event"), str) or body["event"] not in self.EVENTS \
@@ -146,18 +170,12 @@ class ExecutorEvents:
                 or not (tail is None or isinstance(tail, str)):
             raise falcon.HTTPBadRequest(
                 title="Invalid event",
-                description="send job_id and attempt as positive integers, event as started, finished or lost, "
-                            "task_id as a string, exit_code as an integer or null, stderr_tail as a string or null.")
-        resp.status = falcon.HTTP_202
-        resp.media = {"accepted": True}
-        if body["event"] == "started":
-            # NOTE: bookkeeping only, guarded by the attempt: recorded here so that the retriever's
-            # queue holds only what frees slots.
-            jobs.mark_running(int(job_id), int(attempt), utcnow())
-            return
-        exit_code = None if exit_code is None else int(exit_code)
-        self.gateway.tell(ExecutorEvent(int(job_id), int(attempt), body["event"], task_id, exit_code,
-                                        tail[-STDERR_TAIL_CHARS:] if tail else None))
+                description=f"event {index}: send a JSON object with job_id and attempt as positive integers, "
+                            "event as started, finished or lost, task_id as a string, exit_code as an integer or "
+                            "null, stderr_tail as a string or null.")
+        return ExecutorEvent(int(job_id), int(attempt), body["event"], task_id,
+                             None if exit_code is None else int(exit_code),
+                             tail[-STDERR_TAIL_CHARS:] if tail else None)
 
 
 class ExecutorRegistry:
