@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import traceback
 
 from thespian.actors import ActorExitRequest, ActorSystemMessage, ActorTypeDispatcher, WakeupMessage
 
@@ -30,6 +31,8 @@ class ServerActor(ActorTypeDispatcher):
         self.peers: Peers | None = None
         self.stopping = False
         self.early: list = []
+        #: The last message whose handling raised: Thespian retries it once, at once.
+        self.failed_once = None
         self.log = logging.getLogger(f"orchestrator.{self.role}")
         die_with_parent()
         process_logging.apply_thresholds()
@@ -82,15 +85,29 @@ class ServerActor(ActorTypeDispatcher):
                 self.log.exception("%s could not rebuild its state", self.role)
             if isinstance(msg, WakeupMessage):
                 return None  # a timer re-arms itself once; a retry would arm it twice
+            if self.failed_once is not None and self.failed_once == msg:
+                # NOTE: Thespian's retry (a copy) failed too, so the message goes back to its sender
+                # as poison; a sender outside the actor system (the web layer) cannot act on that.
+                self.failed_once = None
+                try:
+                    self.fail_jobs_of(msg, traceback.format_exc())
+                except Exception:  # noqa: BLE001 — the sender's poison handler tries again
+                    self.log.exception("%s could not fail the jobs of a poison %s", self.role, type(msg).__name__)
+            else:
+                self.failed_once = msg
             raise
 
     def rebuild(self) -> None:
         """Re-read from the database whatever this actor keeps in memory (after a crash)."""
 
     def receiveMsg_PoisonMessage(self, msg, sender) -> None:
-        """A message this actor sent crashed its receiver twice: fail the jobs it was about."""
-        poison = msg.poisonMessage
-        cause = (str(msg.details).strip().splitlines() or ["unknown error"])[-1][:300]
+        """A message this actor sent crashed its receiver twice: fail the jobs it was about (the
+        receiver did so already; a second try finds them ended and changes nothing)."""
+        self.fail_jobs_of(msg.poisonMessage, str(msg.details))
+
+    def fail_jobs_of(self, poison, details: str) -> None:
+        """Fail the jobs a message that crashed its receiver twice was about, so none stays stuck."""
+        cause = (details.strip().splitlines() or ["unknown error"])[-1][:300]
         job_ids = [poison.job_id] if hasattr(poison, "job_id") else list(getattr(poison, "job_ids", ()))
         self.log.error("%s: a %s message crashed its receiver twice (%s); failing jobs %s", self.role,
                        type(poison).__name__, cause, job_ids)

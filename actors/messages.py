@@ -50,6 +50,20 @@ class Roster:
 
 
 @dataclass(frozen=True)
+class Directory:
+    """Web → supervisor: answer with `Routes`, so the web layer can tell the queue and the
+    retriever directly instead of through the supervisor (one Thespian hop less per upload and
+    per report)."""
+
+
+@dataclass(frozen=True)
+class Routes:
+    """Supervisor → web: (role, address, pid) of each child that has said it is running."""
+
+    entries: tuple[tuple[str, object, int], ...]
+
+
+@dataclass(frozen=True)
 class Ping:
     """Anyone → an actor: answer `Pong` if alive (used by /health)."""
 

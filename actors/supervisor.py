@@ -17,7 +17,8 @@ import time
 from thespian.actors import ChildActorExited, WakeupMessage
 
 from actors.base import ServerActor
-from actors.messages import ActorStarted, Configure, ExecutorEvent, ExecutorHeartbeat, JobQueued, Peers, Pong, Roster
+from actors.messages import (ActorStarted, Configure, Directory, ExecutorEvent, ExecutorHeartbeat, JobQueued, Peers,
+                             Pong, Roster, Routes)
 from storage import database, jobs
 from storage.clock import utcnow
 from storage.models import db
@@ -61,6 +62,10 @@ class SupervisorActor(ServerActor):
     def receiveMsg_Roster(self, msg: Roster, sender) -> None:
         self.send(sender, Pong(self.role, tuple(sorted(self.processes.items()))))
 
+    def receiveMsg_Directory(self, msg: Directory, sender) -> None:
+        self.send(sender, Routes(tuple((role, address, self.processes[role])
+                                       for role, address in self.children.items() if role in self.processes)))
+
     def all_roles(self) -> list[str]:
         return [*ROLES, *(f"dispatcher:{s.name}" for s in self.config.services)]
 
@@ -68,6 +73,7 @@ class SupervisorActor(ServerActor):
         service = role.partition(":")[2]
         address = self.createActor(DISPATCHER if service else ROLES[role])
         self.children[role] = address
+        self.processes.pop(role, None)  # the old pid; the new child's ActorStarted brings its own
         self.send(address, Configure(self.config, service))
 
     def broadcast_peers(self) -> None:

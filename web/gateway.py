@@ -4,15 +4,26 @@ A Thespian handle shared across Waitress threads hands replies to the wrong thre
 shared: each thread keeps its own private context for tells (nothing answers a tell, so nothing can
 pile up in it), and every ask opens a fresh one (a late reply would poison the next ask on a reused
 context).
+
+A tell may name the role it is for ("queue", "retriever"): it then goes straight to that actor,
+whose address the supervisor gives out (`Directory`), instead of through the supervisor. An
+address is used only while its process is alive; when it is not (the actor is being re-created),
+the tell goes through the supervisor as before and the directory is asked again.
 """
 from __future__ import annotations
 
 import logging
 import threading
+import time
 
-from actors.messages import Ping, Pong
+from actors.messages import Directory, Ping, Pong, Routes
 
 log = logging.getLogger(__name__)
+#: The directory is asked again this often even when every address in it still runs (a backstop
+#: against a re-used pid), and at most this often while an actor is being re-created.
+ROUTES_MAX_AGE = 10.0
+ROUTES_RETRY_SECONDS = 0.05
+ROUTES_TIMEOUT = 0.5
 
 
 class ActorGateway:
@@ -22,20 +33,45 @@ class ActorGateway:
         self.asys = asys
         self.address = address
         self.local = threading.local()
+        self.routes: dict[str, tuple[object, int]] = {}
+        self.routes_asked = float("-inf")
+        self.routes_lock = threading.Lock()
 
-    def tell(self, message) -> bool:
-        """Send without waiting; False if the actor system could not take it."""
+    def tell(self, message, role: str | None = None) -> bool:
+        """Send without waiting (to `role` directly when it is known to run); False if the actor
+        system could not take it."""
         try:
             context = getattr(self.local, "context", None)
             if context is None:
                 # NOTE: entered and never left: it lives as long as its (pooled) web thread.
                 context = self.local.context = self.asys.private().__enter__()
-            context.tell(self.address, message)
+            context.tell(self.route(role) if role else self.address, message)
             return True
         except Exception:  # noqa: BLE001 — the database holds the truth; the sweeps recover
             self.local.context = None
             log.exception("could not hand %s to the actors", type(message).__name__)
             return False
+
+    def route(self, role: str):
+        """The address of `role` if its process runs, else the supervisor's (which routes on)."""
+        entry = self.routes.get(role)
+        if entry is None or not _running(entry[1]) or time.monotonic() - self.routes_asked > ROUTES_MAX_AGE:
+            self.ask_routes()
+            entry = self.routes.get(role)
+        return entry[0] if entry is not None and _running(entry[1]) else self.address
+
+    def ask_routes(self) -> None:
+        if not self.routes_lock.acquire(blocking=False):
+            return  # another thread is asking; this tell goes through the supervisor
+        try:
+            if time.monotonic() - self.routes_asked < ROUTES_RETRY_SECONDS:
+                return
+            self.routes_asked = time.monotonic()
+            reply = self.ask(Directory(), ROUTES_TIMEOUT)
+            if isinstance(reply, Routes):
+                self.routes = {role: (address, pid) for role, address, pid in reply.entries}
+        finally:
+            self.routes_lock.release()
 
     def ask(self, message, timeout: float = 2.0):
         """The reply, or None when the actor system does not answer in time."""
@@ -48,3 +84,12 @@ class ActorGateway:
 
     def alive(self, timeout: float = 2.0) -> bool:
         return isinstance(self.ask(Ping(), timeout), Pong)
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (a killed actor stays one until it is reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
