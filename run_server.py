@@ -23,6 +23,21 @@ def remove_orphan_folders(jobs_dir: str) -> None:
             shutil.rmtree(os.path.join(jobs_dir, name), ignore_errors=True)
 
 
+def prepare_database(config) -> None:
+    from storage import database
+    from storage.models import db
+
+    database.bind(db, config.database_url, create_tables=True)
+    remove_orphan_folders(os.path.join(config.data_dir, "jobs"))
+
+
+def make_app(config, gateway, stopping):
+    # NOTE: imported once the actor system runs, so its forked processes do not carry the web stack.
+    from web.server_app import create_app
+
+    return create_app(config, gateway, stopping)
+
+
 def main(argv: list[str] | None = None) -> int:
     install_signal_handlers()
     parser = argparse.ArgumentParser(description=__doc__)
@@ -33,9 +48,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from actors.messages import Configure
     from conf.settings import ConfigError, is_loopback, load_server_config
-    from storage import database
-    from storage.models import db
-    from web.server_app import create_app
 
     try:
         config = load_server_config(args.config, os.environ, port=args.port)
@@ -53,12 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     if config.allow_anonymous and not config.tokens and not is_loopback(config.host):
         logging.getLogger("orchestrator").warning(
             "serving anonymously on %s: anyone who can connect may submit jobs (allow_anonymous = true)", config.host)
-    database.bind(db, config.database_url, create_tables=True)
-    remove_orphan_folders(os.path.join(config.data_dir, "jobs"))
     return run_node(
+        prepare=lambda: prepare_database(config),
         state_dir=config.data_dir, admin_port=config.actor_admin_port,
         actor_class="actors.supervisor.SupervisorActor", configure_message=Configure(config),
-        make_app=lambda gateway, stopping: create_app(config, gateway, stopping),
+        make_app=lambda gateway, stopping: make_app(config, gateway, stopping),
         host=config.host, port=config.port, threads=config.threads,
         max_body=config.max_upload_mb * 1024 * 1024, name="orchestrator-server",
         # Stopping: uploads get 503 while the requests under way finish (at most STOP_GRACE s).

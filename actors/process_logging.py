@@ -9,15 +9,17 @@ thresholds of LOG_DEFS on both hierarchies.
 from __future__ import annotations
 
 import logging
+import sys
 
 
 def apply_thresholds() -> None:
-    import urllib3.connectionpool
-
-    inherited_root = urllib3.connectionpool.log
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    connectionpool = sys.modules.get("urllib3.connectionpool")
+    if connectionpool is None:
+        return  # imported after the fork, if at all: its loggers hang under this process's root
+    inherited_root = connectionpool.log
     while inherited_root.parent is not None:
         inherited_root = inherited_root.parent
     for root in (inherited_root, logging.root):
         root.setLevel(max(root.level, logging.INFO))
-    for library in (urllib3.connectionpool.log.parent, logging.getLogger("urllib3")):
-        library.setLevel(logging.WARNING)
+    connectionpool.log.parent.setLevel(logging.WARNING)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from pony.orm import OptimisticCheckError, TransactionIntegrityError, commit, db_session, flush, select
 
@@ -150,11 +150,18 @@ def fail_unserved(services: list[str], now: datetime) -> int:
 
 # --- queue and quota ---------------------------------------------------------------------------
 
-@db_session
-def queued_jobs(service: str) -> list[tuple[int, int]]:
-    """(user_id, job_id) of the service's queued jobs, oldest first."""
-    return list(select((j.user_id, j.id) for j in Job
-                       if j.service == service and j.state == JobState.QUEUED.value).order_by(2))
+def queued_jobs(service: str, page: int = 10_000) -> Iterator[tuple[int, int]]:
+    """(user_id, job_id) of the service's queued jobs, oldest first, read `page` rows at a time so a
+    long queue never sits in memory twice (as rows and as the queue's index)."""
+    after = 0
+    while True:
+        with db_session:
+            rows = select((j.user_id, j.id) for j in Job if j.service == service and j.id > after
+                          and j.state == JobState.QUEUED.value).order_by(2)[:page]
+        yield from rows
+        if len(rows) < page:
+            return
+        after = rows[-1][1]
 
 
 @db_session

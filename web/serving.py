@@ -21,8 +21,6 @@ import threading
 import time
 from typing import Callable
 
-import waitress
-
 from thespian.actors import ActorExitRequest
 
 from actors import system
@@ -186,16 +184,25 @@ def _start_guardian(state_dir: str, token: str) -> subprocess.Popen:
 def run_node(*, state_dir: str, admin_port: int, actor_class: str, configure_message,
              make_app: Callable[[ActorGateway, threading.Event], object], host: str, port: int, threads: int,
              max_body: int, name: str, settled: Callable[[ActorGateway, InFlight], bool],
-             settle_seconds: float | None, immediate: tuple[int, ...] = ()) -> int:
+             settle_seconds: float | None, immediate: tuple[int, ...] = (),
+             prepare: Callable[[], None] = lambda: None) -> int:
+    """Start the node's actor system, then `prepare()` (database, leftovers), its top actor and its
+    web app, and serve until stopped; every process started is stopped before returning."""
     asys = guardian = watchdog = None
     try:
         asys, token = system.start(state_dir, admin_port)
         guardian = _start_guardian(state_dir, token)
+        # NOTE: after the start, so the processes the actor system forks do not carry what it loads.
+        prepare()
         address = asys.createActor(actor_class)
         reply = asys.ask(address, configure_message, START_TIMEOUT)
         if reply is None or type(reply).__name__ != "Pong":
             log.error("%s: the actors did not start (got %r)", name, reply)
             return 1
+        # NOTE: the web stack is imported only now: every actor process is forked from this one
+        # (through the admin), and each would otherwise carry falcon and waitress in its memory.
+        import waitress
+
         gateway = ActorGateway(asys, address)
         stopping = threading.Event()
         app = InFlight(make_app(gateway, stopping))
