@@ -13,7 +13,7 @@ from thespian.actors import ActorExitRequest, ActorSystemMessage, ActorTypeDispa
 
 from actors import faults, process_logging
 from actors.lifeline import die_with_parent
-from actors.messages import ActorStarted, Configure, JobEnded, JobQueued, Peers, Ping, Pong
+from actors.messages import ActorStarted, Batch, Configure, JobEnded, JobQueued, Peers, Ping, Pong
 from storage import database, jobs
 from storage.clock import utcnow
 from storage.models import db
@@ -74,7 +74,9 @@ class ServerActor(ActorTypeDispatcher):
             return None
         try:
             faults.maybe_fail(self.role, msg)
-            return super().receiveMessage(msg, sender)
+            result = super().receiveMessage(msg, sender)
+            self.failed_once = None
+            return result
         except Exception:
             # NOTE: Thespian retries the message once, then returns it to its sender as poison.
             # Whatever this actor held in memory may be half-updated: rebuild it from the database.
@@ -99,6 +101,17 @@ class ServerActor(ActorTypeDispatcher):
 
     def rebuild(self) -> None:
         """Re-read from the database whatever this actor keeps in memory (after a crash)."""
+
+    def receiveMsg_Batch(self, msg: Batch, sender) -> None:
+        """Each message in turn, with Thespian's rule for a message that raises: one retry, then
+        its jobs fail (receiveMessage does that on the second failure)."""
+        for message in msg.messages:
+            for _ in range(2):
+                try:
+                    self.receiveMessage(message, sender)
+                    break
+                except Exception:  # noqa: BLE001 — logged by receiveMessage; one bad message spoils no other
+                    continue
 
     def receiveMsg_PoisonMessage(self, msg, sender) -> None:
         """A message this actor sent crashed its receiver twice: fail the jobs it was about (the

@@ -50,6 +50,14 @@ class Roster:
 
 
 @dataclass(frozen=True)
+class Batch:
+    """Web → a server actor: several messages in one (what piled up while the last was sent); the
+    actor handles each in turn, as if it had come alone."""
+
+    messages: tuple
+
+
+@dataclass(frozen=True)
 class Directory:
     """Web → supervisor: answer with `Routes`, so the web layer can tell the queue and the
     retriever directly instead of through the supervisor (one Thespian hop less per upload and

@@ -5,18 +5,21 @@ shared: each thread keeps its own private context for tells (nothing answers a t
 pile up in it), and every ask opens a fresh one (a late reply would poison the next ask on a reused
 context).
 
-A tell may name the role it is for ("queue", "retriever"): it then goes straight to that actor,
+`post` names the role a message is for ("queue", "retriever"): it then goes straight to that actor,
 whose address the supervisor gives out (`Directory`), instead of through the supervisor. An
 address is used only while its process is alive; when it is not (the actor is being re-created),
-the tell goes through the supervisor as before and the directory is asked again.
+the message goes through the supervisor as before and the directory is asked again. Posts are
+sent by one mailer thread, and what piled up for one role while it sent goes as one `Batch`: a
+Thespian message costs about a millisecond of CPU, so a burst of uploads costs a few, not one each.
 """
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 
-from actors.messages import Directory, Ping, Pong, Routes
+from actors.messages import Batch, Directory, Ping, Pong, Routes
 
 log = logging.getLogger(__name__)
 #: The directory is asked again this often even when every address in it still runs (a backstop
@@ -24,6 +27,8 @@ log = logging.getLogger(__name__)
 ROUTES_MAX_AGE = 10.0
 ROUTES_RETRY_SECONDS = 0.05
 ROUTES_TIMEOUT = 0.5
+#: Most messages the mailer puts in one Batch.
+MAX_BATCH = 200
 
 
 class ActorGateway:
@@ -36,21 +41,44 @@ class ActorGateway:
         self.routes: dict[str, tuple[object, int]] = {}
         self.routes_asked = float("-inf")
         self.routes_lock = threading.Lock()
+        self.outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.mailer: threading.Thread | None = None
+        self.mailer_lock = threading.Lock()
 
-    def tell(self, message, role: str | None = None) -> bool:
-        """Send without waiting (to `role` directly when it is known to run); False if the actor
-        system could not take it."""
+    def tell(self, message, address=None) -> bool:
+        """Send without waiting (to the top actor, or `address`); False if the actor system could
+        not take it."""
         try:
             context = getattr(self.local, "context", None)
             if context is None:
                 # NOTE: entered and never left: it lives as long as its (pooled) web thread.
                 context = self.local.context = self.asys.private().__enter__()
-            context.tell(self.route(role) if role else self.address, message)
+            context.tell(address or self.address, message)
             return True
         except Exception:  # noqa: BLE001 — the database holds the truth; the sweeps recover
             self.local.context = None
             log.exception("could not hand %s to the actors", type(message).__name__)
             return False
+
+    def post(self, message, role: str) -> None:
+        """Send `message` to `role` soon, without waiting (the database already holds the truth)."""
+        if self.mailer is None:
+            with self.mailer_lock:
+                if self.mailer is None:
+                    self.mailer = threading.Thread(target=self._mail, name="actor-mailer", daemon=True)
+                    self.mailer.start()
+        self.outbox.put((role, message))
+
+    def _mail(self) -> None:
+        while True:
+            waiting = [self.outbox.get()]
+            while len(waiting) < MAX_BATCH and not self.outbox.empty():
+                waiting.append(self.outbox.get_nowait())
+            by_role: dict[str, list] = {}
+            for role, message in waiting:
+                by_role.setdefault(role, []).append(message)
+            for role, messages in by_role.items():
+                self.tell(messages[0] if len(messages) == 1 else Batch(tuple(messages)), self.route(role))
 
     def route(self, role: str):
         """The address of `role` if its process runs, else the supervisor's (which routes on)."""

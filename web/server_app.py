@@ -51,7 +51,7 @@ class Upload:
                 title="Too many queued jobs", retry_after=30,
                 description=f"user {user_id} already has {limit} jobs waiting in {service} (max_queued_per_user); "
                             f"send more once some have started.") from None
-        self.gateway.tell(JobQueued(job["id"], service, user_id), role="queue")
+        self.gateway.post(JobQueued(job["id"], service, user_id), role="queue")
         resp.media = job
 
     def check(self, fields: dict[str, str], names: list[str]) -> tuple[int, str]:
@@ -157,7 +157,7 @@ class ExecutorEvents:
             jobs.mark_running(started, utcnow())
         for event in parsed:
             if event.event != "started":
-                self.gateway.tell(event, role="retriever")
+                self.gateway.post(event, role="retriever")
 
     def parse(self, body, index: int) -> ExecutorEvent:
         body = body if isinstance(body, dict) else {}
