@@ -86,6 +86,14 @@ class _MultipartBody:
                     yield chunk
 
 
+def _status(response: requests.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body.get("status") if isinstance(body, dict) else None
+
+
 class ExecutorLink:
     """One keep-alive HTTP session to the executors of one actor."""
 
@@ -117,6 +125,10 @@ class ExecutorLink:
     def health(self, base: str) -> dict:
         """The executor's /health; a draining executor answers too (its status says so)."""
         response = self._call("GET", f"{base}/health")
+        if response.status_code == 503 and _status(response) == "unhealthy":
+            # NOTE: it answers, and holds its jobs, but takes no new ones (e.g. its Slurm controller
+            # is down): to the server that is draining, not lost.
+            return {**self._json(response, "slots", "service"), "status": "draining"}
         if response.status_code != 200:
             raise ExecutorUnreachable(f"{base}/health answered {response.status_code}")
         return self._json(response, "slots", "service")

@@ -26,7 +26,7 @@ SWEEP_SECONDS = 5.0
 #: A job is asked about when nothing happened to it for this long.
 QUIET_SECONDS = 5.0
 #: Executor task states from which the job may still finish there; any other means it never will.
-ALIVE = {"accepted", "running", "finished"}
+ALIVE = {"accepted", "running", "finished", "cancelled"}
 
 
 class RetrieverActor(ServerActor):
@@ -54,6 +54,8 @@ class RetrieverActor(ServerActor):
             self.finished(job, remote_id, msg.exit_code, msg.stderr_tail)
         elif msg.event == "lost":
             self.job_lost(job.id, job.attempts, "its executor lost it")
+        elif msg.event == "cancelled":
+            self.cancelled(job, msg.stderr_tail)
 
     def confirmed_task(self, job: jobs.JobRef, task_id: str | None) -> str | None:
         if not task_id:
@@ -78,6 +80,10 @@ class RetrieverActor(ServerActor):
             self.log.warning("could not fetch the results of job %d: %s", job.id, exc)
             return
         self.end(job, JobState.COMPLETED, exit_code=0, stderr_tail=stderr_tail, result_path=destination)
+
+    def cancelled(self, job: jobs.JobRef, stderr_tail: str | None) -> None:
+        """Cancelled where it ran (scancel of its Slurm job): an outcome, not a loss to run again."""
+        self.end(job, JobState.CANCELLED, reason="cancelled on its executor's cluster", stderr_tail=stderr_tail)
 
     def end(self, job: jobs.JobRef, state: JobState, **details) -> None:
         ended = jobs.finish(job.id, job.attempts, state, utcnow(), **details)
@@ -120,3 +126,5 @@ class RetrieverActor(ServerActor):
             self.job_lost(job.id, job.attempts, "its executor no longer has it")
         elif task["state"] == "finished":
             self.finished(job, job.remote_id, task.get("exit_code"), task.get("stderr_tail"))
+        elif task["state"] == "cancelled":
+            self.cancelled(job, task.get("stderr_tail"))

@@ -126,9 +126,10 @@ class Health:
 
 
 class ExecutorEvents:
-    """`POST /internal/events`: an executor reports that a job started, finished or was lost."""
+    """`POST /internal/events`: an executor reports that a job started, finished, was lost, or was
+    cancelled where it ran (e.g. scancel of its Slurm job)."""
 
-    EVENTS = {"started", "finished", "lost"}
+    EVENTS = {"started", "finished", "lost", "cancelled"}
 
     def __init__(self, gateway: ActorGateway):
         self.gateway = gateway
@@ -146,7 +147,8 @@ class ExecutorEvents:
                 or not (tail is None or isinstance(tail, str)):
             raise falcon.HTTPBadRequest(
                 title="Invalid event",
-                description="send job_id and attempt as positive integers, event as started, finished or lost, "
+                description="send job_id and attempt as positive integers, event as started, finished, lost or "
+                            "cancelled, "
                             "task_id as a string, exit_code as an integer or null, stderr_tail as a string or null.")
         resp.status = falcon.HTTP_202
         resp.media = {"accepted": True}
