@@ -6,7 +6,9 @@ must not make the node look dead):
   delivered in the node's database only once the server answered; the actor queues undelivered
   ones again.
 - heartbeats to `server_url`, every third of the server's executor_timeout, which also register
-  the node for its service: its URL, slots, whether it is draining, and the tasks it holds.
+  the node for its service: its URL, slots, whether it is draining, and the tasks it holds. A node
+  whose backend cannot take work (Slurm's controller is down) says it is draining: the server then
+  sends it nothing new, yet keeps its jobs, since it still answers.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import logging
 import queue
 import threading
 import time
+from typing import Callable
 
 import requests
 
@@ -27,8 +30,10 @@ log = logging.getLogger("orchestrator.reporter")
 
 
 class Reporter:
-    def __init__(self, config: ClientConfig):
+    def __init__(self, config: ClientConfig, problem: Callable[[], str | None] = lambda: None):
         self.config = config
+        #: Why the node's backend cannot take work now (None: it can).
+        self.problem = problem
         self.session = requests.Session()
         if config.cluster_secret:
             self.session.headers["Authorization"] = f"Bearer {config.cluster_secret}"
@@ -75,7 +80,7 @@ class Reporter:
     def _heartbeat(self) -> None:
         self.next_heartbeat = time.monotonic() + self.heartbeat_every
         body = {"service": self.config.service, "url": self.config.own_url, "slots": self.config.slots,
-                "draining": self.draining, "tasks": tasks.held()}
+                "draining": self.draining or self.problem() is not None, "tasks": tasks.held()}
         try:
             response = self.session.post(f"{self.config.server_url}/internal/executors", json=body, timeout=TIMEOUT)
         except requests.RequestException as exc:
