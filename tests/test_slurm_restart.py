@@ -112,3 +112,24 @@ def test_a_down_controller_makes_the_executor_unhealthy_and_it_takes_no_work_unt
     wait_until(lambda: health(executor).status_code == 200, 30, 0.2, "the executor to be healthy again")
     assert wait_for_outcome(server, job_id, OUTCOME_WAIT) == 200
     assert job(server, job_id)["attempts"] == 1
+
+
+def test_an_executor_without_sbatch_says_it_is_unhealthy_and_refuses_jobs(cluster):
+    # No Slurm fixture: this is what a login node without Slurm's tools looks like.
+    executor = cluster.executor("example", backend="slurm", start=False, env={"PATH": "/nonexistent"})
+    executor.start(wait=False)
+
+    wait_until(lambda: executor.process.poll() is None and _answers(executor), 30, 0.1, "the executor to answer")
+    answer = health(executor)
+    assert answer.status_code == 503 and answer.json()["status"] == "unhealthy"
+    assert "sbatch is not installed" in answer.json()["reason"]
+    refused = requests.post(f"{executor.url}/submit", data={"job_id": "7", "job_uid": "direct", "attempt": "1"},
+                            files=[("file", ("run.sh", b"true\n"))], timeout=10)
+    assert refused.status_code == 503 and "sbatch is not installed" in refused.json()["description"]
+
+
+def _answers(executor: Node) -> bool:
+    try:
+        return health(executor).json()["status"] != "unavailable"
+    except requests.RequestException:
+        return False
