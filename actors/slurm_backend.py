@@ -32,6 +32,8 @@ from storage.executor_models import TaskState
 
 #: How long a job that Slurm no longer knows at all is asked about before it is reported lost.
 VANISHED_GIVE_UP_SECONDS = 600.0
+#: Before calling squeue or sbatch, the controller is pinged unless it answered this recently.
+FRESH_SECONDS = 0.5
 #: sbatch refused the job: it never ran, as with a run.sh the local backend cannot start.
 REFUSED_EXIT_CODE = 126
 
@@ -104,6 +106,8 @@ class SlurmBackend:
 
     def start(self, task_id: int, task: dict) -> list | None:
         """Submit the task; None when Slurm cannot be asked now (the task waits and is tried again)."""
+        if self.health.fresh(FRESH_SECONDS):
+            return None  # NOTE: against a down controller sbatch hangs ~9 s, blocking this actor
         try:
             if task_id in self.unverified:
                 self.adopt([(task_id, task["job_uid"], task["attempt"])])
@@ -128,6 +132,8 @@ class SlurmBackend:
     def poll(self) -> list:
         if not self.jobs:
             return []
+        if self.health.fresh(FRESH_SECONDS):
+            return []  # NOTE: against a down controller squeue hangs ~18 s; the jobs keep their state
         try:
             known = slurm_cli.squeue([tracked.slurm_id for tracked in self.jobs.values()])
             vanished = {t.slurm_id for t in self.jobs.values() if t.slurm_id not in known}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import sqlite3
 import subprocess
+import uuid
 import zipfile
 from datetime import datetime
 
@@ -69,13 +70,14 @@ def test_a_task_submitted_just_before_a_crash_is_found_by_its_job_name_and_not_s
     folder = executor.folder / "data" / "tasks" / "crashed"
     folder.mkdir(parents=True)
     (folder / "run.sh").write_text("echo once >> out.txt\n")
-    name = job_name("crashed-uid", 1)
+    uid = f"crashed-{uuid.uuid4().hex}"  # the cluster may hold jobs of earlier runs
+    name = job_name(uid, 1)
     slurm_id = subprocess.run(["sbatch", "--parsable", f"--chdir={folder}", f"--job-name={name}",
                                f"--output={folder}/stdout.log", f"--error={folder}/stderr.log", "--wrap=bash run.sh"],
                               capture_output=True, text=True, check=True, timeout=20).stdout.strip()
     with sqlite3.connect(executor.folder / "data" / "executor.sqlite") as database:
         database.execute("INSERT INTO Task (job_id, job_uid, attempt, dir, state, created_at, reported) "
-                         "VALUES (1, 'crashed-uid', 1, ?, 'accepted', ?, 1)", (str(folder), datetime.utcnow()))
+                         "VALUES (1, ?, 1, ?, 'accepted', ?, 1)", (uid, str(folder), datetime.utcnow()))
 
     again = restart(cluster, executor)
 
@@ -89,12 +91,17 @@ def test_a_task_submitted_just_before_a_crash_is_found_by_its_job_name_and_not_s
     assert listed == [slurm_id], "the job was submitted a second time"
 
 
-def test_a_down_controller_makes_the_executor_unhealthy_and_it_takes_no_work_until_it_is_back(slurm, cluster):
+def test_a_down_controller_makes_the_executor_unhealthy_and_it_takes_no_work_until_it_is_back(
+        slurm, cluster, tmp_path):
     server = cluster.server({"example": {}})
     executor = slurm_executor(cluster, "example", server)
     wait_until(lambda: listing(server).get(executor.url, {}).get("state") == "alive", 20, 0.1, "registration")
+    gate = tmp_path / "gate"
+    in_slurm = submit(server, f"until [ -e {gate} ]; do sleep 0.1; done\necho survived > out.txt")
+    wait_until(lambda: job(server, in_slurm)["status"] == "Running", OUTCOME_WAIT, 0.1, "the first job to run")
 
     stop_controller()
+    gate.touch()  # it ends while nobody can ask Slurm about it
     try:
         wait_until(lambda: health(executor).status_code == 503, 30, 0.2, "the executor to say it is unhealthy")
         answer = health(executor).json()
@@ -110,8 +117,11 @@ def test_a_down_controller_makes_the_executor_unhealthy_and_it_takes_no_work_unt
         start_controller()
 
     wait_until(lambda: health(executor).status_code == 200, 30, 0.2, "the executor to be healthy again")
-    assert wait_for_outcome(server, job_id, OUTCOME_WAIT) == 200
-    assert job(server, job_id)["attempts"] == 1
+    for ended in (in_slurm, job_id):
+        assert wait_for_outcome(server, ended, OUTCOME_WAIT) == 200
+        assert job(server, ended)["attempts"] == 1
+    archive = zipfile.ZipFile(io.BytesIO(requests.get(f"{server.url}/download/{in_slurm}", timeout=10).content))
+    assert archive.read("out.txt") == b"survived\n"
 
 
 def test_an_executor_without_sbatch_says_it_is_unhealthy_and_refuses_jobs(cluster):
