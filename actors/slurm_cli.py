@@ -297,7 +297,8 @@ def check() -> str | None:
         result = _run(["scontrol", "ping"])
     except SlurmUnavailable as exc:
         return str(exc)
-    # "Slurmctld(primary) at HOST is UP"; a backup controller that is up is enough.
-    if result.returncode != 0 or " is UP" not in result.stdout:
+    # "Slurmctld(primary) at HOST is UP"; a backup controller that is up is enough (the exit
+    # status is then non-zero for the primary that is down).
+    if " is UP" not in result.stdout:
         return f"the Slurm controller does not answer: {_message(result)}"
     return None
