@@ -81,10 +81,6 @@ class RetrieverActor(ServerActor):
             return
         self.end(job, JobState.COMPLETED, exit_code=0, stderr_tail=stderr_tail, result_path=destination)
 
-    def cancelled(self, job: jobs.JobRef, stderr_tail: str | None) -> None:
-        """Cancelled where it ran (scancel of its Slurm job): an outcome, not a loss to run again."""
-        self.end(job, JobState.CANCELLED, reason="cancelled on its executor's cluster", stderr_tail=stderr_tail)
-
     def end(self, job: jobs.JobRef, state: JobState, **details) -> None:
         ended = jobs.finish(job.id, job.attempts, state, utcnow(), **details)
         if ended is not None and ended[1]:
@@ -128,3 +124,10 @@ class RetrieverActor(ServerActor):
             self.finished(job, job.remote_id, task.get("exit_code"), task.get("stderr_tail"))
         elif task["state"] == "cancelled":
             self.cancelled(job, task.get("stderr_tail"))
+
+    def cancelled(self, job: jobs.JobRef, stderr_tail: str | None) -> None:
+        """Cancelled where it ran (scancel of its Slurm job): an outcome, not a loss to run again."""
+        ended = jobs.finish(job.id, job.attempts, JobState.CANCELLED, utcnow(),
+                            reason="cancelled on its executor's cluster", stderr_tail=stderr_tail)
+        if ended is not None and ended[1]:
+            self.job_ended(job)
