@@ -26,7 +26,7 @@ SWEEP_SECONDS = 5.0
 #: A job is asked about when nothing happened to it for this long.
 QUIET_SECONDS = 5.0
 #: Executor task states from which the job may still finish there; any other means it never will.
-ALIVE = {"accepted", "running", "finished", "cancelled"}
+ALIVE = {"accepted", "running", "finished"}
 
 
 class RetrieverActor(ServerActor):
@@ -118,12 +118,12 @@ class RetrieverActor(ServerActor):
             jobs.set_remote_id(job.id, job.attempts, task["id"])
             job = jobs.get_ref(job.id)
         task = self.link.status(job.executor, job.remote_id)
-        if task is None or task["job_id"] != job.id or task["attempt"] != job.attempts or task["state"] not in ALIVE:
+        if task is not None and (task["job_id"], task["attempt"], task["state"]) == (job.id, job.attempts, "cancelled"):
+            self.cancelled(job, task.get("stderr_tail"))
+        elif task is None or task["job_id"] != job.id or task["attempt"] != job.attempts or task["state"] not in ALIVE:
             self.job_lost(job.id, job.attempts, "its executor no longer has it")
         elif task["state"] == "finished":
             self.finished(job, job.remote_id, task.get("exit_code"), task.get("stderr_tail"))
-        elif task["state"] == "cancelled":
-            self.cancelled(job, task.get("stderr_tail"))
 
     def cancelled(self, job: jobs.JobRef, stderr_tail: str | None) -> None:
         """Cancelled where it ran (scancel of its Slurm job): an outcome, not a loss to run again."""
