@@ -82,10 +82,15 @@ class SlurmBackend:
             log.warning("re-attached to Slurm jobs %s", ", ".join(t.slurm_id for t in self.jobs.values()))
         accepted = tasks.attempts_in(TaskState.ACCEPTED)
         self.unverified = {task_id for task_id, _, _ in accepted}
+        # NOTE: against a down controller squeue hangs; start() then looks each one up later.
+        problem = self.health()
         try:
-            self.adopt(accepted)
+            if problem is None:
+                self.adopt(accepted)
         except SlurmUnavailable as exc:
-            log.warning("cannot look up this node's earlier submissions yet: %s", exc)
+            problem = str(exc)
+        if problem:
+            log.warning("cannot look up this node's earlier submissions yet: %s", problem)
         return []
 
     def adopt(self, candidates: list[tuple[int, str, int]]) -> None:
@@ -195,7 +200,8 @@ class SlurmBackend:
         if phase == "completed":
             return [Ended(task_id, TaskState.FINISHED, 0, tail)]
         # NOTE: Slurm's verdict goes last, so the server's cut to the tail of stderr keeps it.
-        tail = f"{tail}{'' if not tail or tail.endswith(chr(10)) else chr(10)}{slurm_cli.describe(status)}"
+        verdict = slurm_cli.describe(status)
+        tail = f"{tail}\n{verdict}" if tail and not tail.endswith("\n") else f"{tail}{verdict}"
         if phase == "failed":
             return [Ended(task_id, TaskState.FINISHED, slurm_cli.exit_code(status), tail)]
         if phase == "cancelled":
