@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Start an executor node: `python run_client.py --service NAME [--config conf/client.ini] [--port N]`."""
+"""Start an executor node: `python run_client.py --service NAME [--config conf/client.ini] [--port N]
+[--backend local|slurm]`."""
 from __future__ import annotations
 
 import argparse
@@ -17,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--service", help="the service this node runs jobs for, overriding [client] service")
     parser.add_argument("--config", default="conf/client.ini", help="INI file (default: conf/client.ini)")
     parser.add_argument("--port", type=int, help="HTTP port, overriding [client] port")
+    parser.add_argument("--backend", help="where jobs run: local or slurm, overriding [client] backend")
     args = parser.parse_args(argv)
     setup_logging()
 
@@ -27,11 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     from web.executor_app import create_app
 
     try:
-        config = load_client_config(args.config, os.environ, service=args.service, port=args.port)
+        config = load_client_config(args.config, os.environ, service=args.service, port=args.port,
+                                    backend=args.backend)
     except ConfigError as exc:
         print(f"run_client.py: {exc}", file=sys.stderr)
         return 2
-    os.makedirs(os.path.join(config.data_path, "tasks"), exist_ok=True)
+    os.makedirs(config.tasks_path, exist_ok=True)
     shutil.rmtree(os.path.join(config.data_path, "incoming"), ignore_errors=True)
     database.bind(db, config.database_url, create_tables=True)
     return run_node(

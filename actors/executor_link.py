@@ -89,6 +89,14 @@ class _MultipartBody:
                     yield chunk
 
 
+def _status(response: urllib3.BaseHTTPResponse) -> str | None:
+    try:
+        body = json.loads(response.data)
+    except ValueError:
+        return None
+    return body.get("status") if isinstance(body, dict) else None
+
+
 class ExecutorLink:
     """Keep-alive HTTP connections to the executors, shared by the threads of one actor."""
 
@@ -123,6 +131,10 @@ class ExecutorLink:
     def health(self, base: str) -> dict:
         """The executor's /health; a draining executor answers too (its status says so)."""
         response = self._call("GET", f"{base}/health")
+        if response.status == 503 and _status(response) == "unhealthy":
+            # NOTE: it answers, and holds its jobs, but takes no new ones (e.g. its Slurm controller
+            # is down): to the server that is draining, not lost.
+            return {**self._json(response, f"{base}/health", "slots", "service"), "status": "draining"}
         if response.status != 200:
             raise ExecutorUnreachable(f"{base}/health answered {response.status}")
         return self._json(response, f"{base}/health", "slots", "service")

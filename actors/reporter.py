@@ -6,7 +6,9 @@ must not make the node look dead):
   while a call was on its way go together in the next one. A final one is marked as delivered in
   the node's database only once the server answered; the actor queues undelivered ones again.
 - heartbeats to `server_url`, every third of the server's executor_timeout, which also register
-  the node for its service: its URL, slots, whether it is draining, and the tasks it holds.
+  the node for its service: its URL, slots, whether it is draining, and the tasks it holds. A node
+  whose backend cannot take work (Slurm's controller is down) says it is draining: the server then
+  sends it nothing new, yet keeps its jobs, since it still answers.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import logging
 import queue
 import threading
 import time
+from typing import Callable
 
 import urllib3
 from urllib3.exceptions import HTTPError
@@ -31,8 +34,10 @@ log = logging.getLogger("orchestrator.reporter")
 
 
 class Reporter:
-    def __init__(self, config: ClientConfig):
+    def __init__(self, config: ClientConfig, problem: Callable[[], str | None] = lambda: None):
         self.config = config
+        #: Why the node's backend cannot take work now (None: it can).
+        self.problem = problem
         headers = {"Content-Type": "application/json"}
         if config.cluster_secret:
             headers["Authorization"] = f"Bearer {config.cluster_secret}"
@@ -84,7 +89,7 @@ class Reporter:
     def _heartbeat(self) -> None:
         self.next_heartbeat = time.monotonic() + self.heartbeat_every
         body = {"service": self.config.service, "url": self.config.own_url, "slots": self.config.slots,
-                "draining": self.draining, "tasks": tasks.held()}
+                "draining": self.draining or self.problem() is not None, "tasks": tasks.held()}
         try:
             response = self._post(f"{self.config.server_url}/internal/executors", body)
         except HTTPError as exc:

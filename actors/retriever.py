@@ -61,6 +61,8 @@ class RetrieverActor(ServerActor):
             self.finished(job, remote_id, msg.exit_code, msg.stderr_tail)
         elif msg.event == "lost":
             self.job_lost(job.id, job.attempts, "its executor lost it")
+        elif msg.event == "cancelled":
+            self.cancelled(job, msg.stderr_tail)
 
     def confirmed_task(self, job: jobs.JobRef, task_id: str | None) -> str | None:
         if not task_id:
@@ -143,7 +145,16 @@ class RetrieverActor(ServerActor):
             jobs.set_remote_id(job.id, job.attempts, task["id"])
             job = jobs.get_ref(job.id)
         task = self.link.status(job.executor, job.remote_id)
-        if task is None or task["job_id"] != job.id or task["attempt"] != job.attempts or task["state"] not in ALIVE:
+        if task is not None and (task["job_id"], task["attempt"], task["state"]) == (job.id, job.attempts, "cancelled"):
+            self.cancelled(job, task.get("stderr_tail"))
+        elif task is None or task["job_id"] != job.id or task["attempt"] != job.attempts or task["state"] not in ALIVE:
             self.job_lost(job.id, job.attempts, "its executor no longer has it")
         elif task["state"] == "finished":
             self.finished(job, job.remote_id, task.get("exit_code"), task.get("stderr_tail"))
+
+    def cancelled(self, job: jobs.JobRef, stderr_tail: str | None) -> None:
+        """Cancelled where it ran (scancel of its Slurm job): an outcome, not a loss to run again."""
+        ended = jobs.finish(job.id, job.attempts, JobState.CANCELLED, utcnow(),
+                            reason="cancelled on its executor's cluster", stderr_tail=stderr_tail)
+        if ended is not None and ended[1]:
+            self.job_ended(job)

@@ -13,6 +13,7 @@ import ipaddress
 import math
 import os
 import re
+import shlex
 from dataclasses import dataclass, field, replace
 from typing import Mapping
 from urllib.parse import urlsplit
@@ -123,6 +124,21 @@ class ClientConfig:
     advertise_url: str = ""
     #: Shared secret with the server; "" means none (allowed on loopback only).
     cluster_secret: str = ""
+    #: Where tasks run: "local" (`bash run.sh` on this host) or "slurm" (sbatch on a cluster).
+    backend: str = "local"
+    #: backend = slurm: the folder for job folders, shared with the cluster's nodes; "" means
+    #: data_dir/tasks. May hold {service} and {port}.
+    slurm_workdir: str = ""
+    #: backend = slurm: the partition to submit to; "" means the cluster's default.
+    partition: str = ""
+    #: backend = slurm: extra sbatch arguments (e.g. --time=60 --mem=2G), already split.
+    sbatch_args: tuple[str, ...] = ()
+    #: backend = slurm: the slots the node advertises (jobs handed to Slurm at once).
+    max_jobs: int = 64
+    #: backend = slurm: seconds between two squeue calls while jobs are in Slurm.
+    poll_interval: float = 2.0
+    #: backend = slurm: Slurm's jobcomp/filetxt log, read for jobs squeue and scontrol forgot.
+    jobcomp_log: str = "/var/log/slurm/jobcomp.log"
 
     @property
     def own_url(self) -> str:
@@ -131,6 +147,13 @@ class ClientConfig:
     @property
     def data_path(self) -> str:
         return self.data_dir.format(service=self.service, port=self.port)
+
+    @property
+    def tasks_path(self) -> str:
+        """The folder job folders are stored and run in."""
+        if self.backend == "slurm" and self.slurm_workdir:
+            return self.slurm_workdir.format(service=self.service, port=self.port)
+        return os.path.join(self.data_path, "tasks")
 
     @property
     def database_url(self) -> str:
@@ -360,13 +383,32 @@ def load_server_config(path: str | None, environ: Mapping[str, str] = os.environ
 # --- client ------------------------------------------------------------------------------------
 
 _CLIENT_KEYS = {"service", "host", "port", "data_dir", "slots", "server_url", "actor_admin_port", "advertise_url",
-                "cluster_secret",
-                "retention_hours", "max_upload_mb", "threads"}
+                "cluster_secret", "retention_hours", "max_upload_mb", "threads",
+                "backend", "slurm_workdir", "partition", "sbatch_args", "max_jobs", "poll_interval", "jobcomp_log"}
+BACKENDS = ("local", "slurm")
+#: sbatch options the Slurm backend sets itself: a job's folder, name and logs are its own business.
+_OWN_SBATCH_OPTIONS = {"--chdir", "--job-name", "--output", "--error", "--wrap", "--parsable", "--array"}
+_OWN_SBATCH_SHORT = {"-D", "-J", "-o", "-e", "-a"}
+
+
+def _sbatch_args(raw: str) -> tuple[str, ...]:
+    key = "[client] sbatch_args"
+    try:
+        args = tuple(shlex.split(raw))
+    except ValueError as exc:
+        raise ConfigError(f"{key} cannot be split like a shell command line: {exc}.") from None
+    for arg in args:
+        option = arg.split("=", 1)[0]
+        if option in _OWN_SBATCH_OPTIONS or (not arg.startswith("--") and arg[:2] in _OWN_SBATCH_SHORT):
+            raise ConfigError(f"{key} must not contain {option}: the executor sets the job's folder, name, "
+                              f"logs and command itself.")
+    return args
 
 
 def load_client_config(path: str | None, environ: Mapping[str, str] = os.environ, *,
-                       service: str | None = None, port: int | None = None) -> ClientConfig:
-    """Read the `[client]` section of `path`; `service` and `port` come from the command line.
+                       service: str | None = None, port: int | None = None,
+                       backend: str | None = None) -> ClientConfig:
+    """Read the `[client]` section of `path`; `service`, `port` and `backend` come from the command line.
 
     Raises:
         ConfigError: one sentence naming the key that is wrong.
@@ -379,6 +421,14 @@ def load_client_config(path: str | None, environ: Mapping[str, str] = os.environ
     if not SERVICE_NAME.match(name):
         raise ConfigError(f"--service {name!r} is not a valid service name; use lowercase letters, digits, '-' and '_'.")
     server_url = section.get("server_url", "").strip()
+    chosen = (backend or section.get("backend", defaults.backend)).strip().lower()
+    if chosen not in BACKENDS:
+        raise ConfigError(f"{'--backend' if backend else '[client] backend'} must be local or slurm, got {chosen!r}.")
+    partition = section.get("partition", "").strip()
+    if partition and not re.match(r"^[A-Za-z0-9_.,-]{1,128}$", partition):
+        raise ConfigError(f"[client] partition must be a Slurm partition name (letters, digits, '_', '.', '-'), "
+                          f"got {partition!r}.")
+    jobcomp_log = section.get("jobcomp_log", defaults.jobcomp_log).strip()
     config = ClientConfig(
         service=name,
         host=section.get("host", defaults.host).strip(),
@@ -393,13 +443,24 @@ def load_client_config(path: str | None, environ: Mapping[str, str] = os.environ
         advertise_url=_url("[client] advertise_url", section["advertise_url"])
         if section.get("advertise_url", "").strip() else "",
         cluster_secret=_secret("[client] cluster_secret", section.get("cluster_secret", "")),
+        backend=chosen,
+        slurm_workdir=section.get("slurm_workdir", "").strip(),
+        partition=partition,
+        sbatch_args=_sbatch_args(section.get("sbatch_args", "")),
+        max_jobs=_int("[client] max_jobs", section.get("max_jobs", str(defaults.max_jobs)), 1, 4096),
+        poll_interval=_seconds("[client] poll_interval", section.get("poll_interval", str(defaults.poll_interval))),
+        jobcomp_log=jobcomp_log,
     )
     if port is not None:
         config = replace(config, port=_int("--port", str(port), 1, 65535))
-    try:
-        config.data_path
-    except (KeyError, IndexError, ValueError):
-        raise ConfigError("[client] data_dir may only use the placeholders {service} and {port}.") from None
+    if config.backend == "slurm":
+        # Slurm queues and runs the jobs: the node hands it as many at once as it advertises.
+        config = replace(config, slots=config.max_jobs)
+    for key in ("data_dir", "slurm_workdir"):
+        try:
+            getattr(config, key).format(service=config.service, port=config.port)
+        except (KeyError, IndexError, ValueError):
+            raise ConfigError(f"[client] {key} may only use the placeholders {{service}} and {{port}}.") from None
     if not config.cluster_secret and not is_loopback(config.host):
         raise ConfigError(f"[client] host {config.host} is not a loopback address and cluster_secret is empty; "
                           f"set the same cluster_secret here and in the server's [server] section.")

@@ -14,8 +14,9 @@ db = Database()
 
 class TaskState(str, Enum):
     ACCEPTED = "accepted"  #: stored, waiting for a free slot
-    RUNNING = "running"    #: bash run.sh is running
+    RUNNING = "running"    #: handed to the backend: bash run.sh runs (or, with Slurm, waits in its queue)
     FINISHED = "finished"  #: run.sh ended; exit_code holds its status
+    CANCELLED = "cancelled"  #: cancelled outside the orchestrator (e.g. scancel of its Slurm job)
     LOST = "lost"          #: the node stopped while it ran; its outcome is unknown
     KILLED = "killed"      #: stopped because the server no longer counts its attempt
     CLEANED = "cleaned"    #: its folder was deleted
@@ -38,6 +39,8 @@ class Task(db.Entity):
     pid = Optional(int)
     #: Start time of that process (clock ticks after boot), so a reused pid is never killed.
     pid_start = Optional(int, size=64)
+    #: backend = slurm: the Slurm job id, recorded as soon as sbatch returned it.
+    slurm_id = Optional(str, 64, nullable=True)
     stderr_tail = Optional(LongStr, nullable=True)
     #: False until the server acknowledged the final report.
     reported = Required(bool, default=False)
@@ -56,4 +59,5 @@ class Task(db.Entity):
             "finished_at": stamp(self.finished_at),
             "exit_code": self.exit_code,
             "stderr_tail": self.stderr_tail,
+            "slurm_id": self.slurm_id,
         }

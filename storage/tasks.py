@@ -12,7 +12,8 @@ from storage.executor_models import Task, TaskState
 @db_session
 def find(task_id: int) -> dict | None:
     task = Task.get(id=task_id)
-    return task.to_dict() | {"dir": task.dir, "callback_url": task.callback_url} if task else None
+    return task.to_dict() | {"dir": task.dir, "callback_url": task.callback_url, "job_uid": task.job_uid} \
+        if task else None
 
 
 @db_session
@@ -50,6 +51,33 @@ def mark_running(task_id: int, pid: int, pid_start: int | None, now: datetime) -
 
 
 @db_session
+def mark_submitted(task_id: int, slurm_id: str) -> None:
+    """Slurm accepted the task: it holds a slot from now on, whether Slurm runs it yet or not."""
+    task = Task[task_id]
+    task.state, task.slurm_id = TaskState.RUNNING.value, slurm_id
+
+
+@db_session
+def mark_started(task_id: int, now: datetime) -> None:
+    task = Task[task_id]
+    if task.started_at is None:
+        task.started_at = now
+
+
+@db_session
+def slurm_jobs() -> list[tuple[int, str, bool]]:
+    """(task id, Slurm job id, seen running) of every task handed to Slurm that has not ended."""
+    return list(select((t.id, t.slurm_id, t.started_at is not None) for t in Task
+                       if t.state == TaskState.RUNNING.value and t.slurm_id is not None).order_by(1))
+
+
+@db_session
+def attempts_in(state: TaskState) -> list[tuple[int, str, int]]:
+    """(task id, job uid, attempt) of every task in `state`."""
+    return list(select((t.id, t.job_uid, t.attempt) for t in Task if t.state == state.value).order_by(1))
+
+
+@db_session
 def mark_ended(task_id: int, state: TaskState, now: datetime, exit_code: int | None = None,
                stderr_tail: str | None = None) -> None:
     task = Task[task_id]
@@ -73,7 +101,7 @@ def mark_reported(task_ids: list[int]) -> None:
 
 @db_session
 def unreported() -> list[int]:
-    ended = [TaskState.FINISHED.value, TaskState.LOST.value]
+    ended = [TaskState.FINISHED.value, TaskState.LOST.value, TaskState.CANCELLED.value]
     return list(select(t.id for t in Task if t.state in ended and not t.reported).order_by(1))
 
 
@@ -92,7 +120,7 @@ def running_pids() -> list[tuple[int, int | None, int | None]]:
 @db_session
 def expired(cutoff: datetime, limit: int = 500) -> list[tuple[int, str]]:
     """Ended tasks past retention whose outcome the server has heard (an unheard one is kept)."""
-    ended = [TaskState.FINISHED.value, TaskState.LOST.value, TaskState.KILLED.value]
+    ended = [TaskState.FINISHED.value, TaskState.LOST.value, TaskState.KILLED.value, TaskState.CANCELLED.value]
     return list(select((t.id, t.dir) for t in Task if t.state in ended and t.reported
                        and t.finished_at < cutoff)[:limit])
 

@@ -8,6 +8,7 @@ import pytest
 
 from tests.harness import *  # noqa: F401,F403 — the helpers tests import from here
 from tests.harness import Cluster
+from tests.slurm_cluster import slurm  # noqa: F401 — the session's Slurm cluster, for the tests that need it
 
 
 @pytest.fixture

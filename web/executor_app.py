@@ -2,6 +2,8 @@
 
 Only the server calls it. `POST /submit` stores the bundle and the task row, then tells the
 ExecutorActor; a repeated submit of the same (job_id, attempt) returns the task it already has.
+With backend = slurm, a node that cannot reach Slurm says so on /health (503, `unhealthy`, with the
+reason) and refuses new jobs with 503 until Slurm answers again.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import stat
 import threading
 import uuid
 import zipfile
+from typing import Callable
 
 import falcon
 
@@ -31,20 +34,26 @@ JOB_UID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 MAX_FILES = 10_000
 
 
+#: Why the node's backend cannot take work now; None when it can.
+Problem = Callable[[], "str | None"]
+
+
 class Submit:
-    def __init__(self, config: ClientConfig, gateway: ActorGateway, stopping: threading.Event):
+    def __init__(self, config: ClientConfig, gateway: ActorGateway, stopping: threading.Event, problem: Problem):
         self.config = config
         self.gateway = gateway
         self.stopping = stopping
+        self.problem = problem
         self.incoming = os.path.join(config.data_path, "incoming")
-        self.tasks_dir = os.path.join(config.data_path, "tasks")
+        self.tasks_dir = config.tasks_path
 
     def on_post(self, req, resp):
         staging, (job_id, job_uid, attempt, callback) = uploads.receive(
             req, self.incoming, {"job_id", "job_uid", "attempt", "callback_url"},
             self.config.max_upload_mb * 1024 * 1024, self.check, max_files=MAX_FILES)
         existing = tasks.find_attempt(job_uid, attempt)
-        if existing is not None or self.stopping.is_set():
+        problem = self.problem()
+        if existing is not None or self.stopping.is_set() or problem:
             shutil.rmtree(staging, ignore_errors=True)
         if existing is not None:  # a repeated submit: the server did not hear our first answer
             resp.media = existing
@@ -52,6 +61,9 @@ class Submit:
         if self.stopping.is_set():
             raise falcon.HTTPServiceUnavailable(title="Draining", retry_after=5,
                                                 description="this executor is draining and takes no new jobs.")
+        if problem:
+            raise falcon.HTTPServiceUnavailable(title="Unhealthy", retry_after=5,
+                                                description=f"this executor takes no new jobs: {problem}.")
         task = uploads.settle(staging, self.tasks_dir,
                               lambda folder: tasks.create(job_id, job_uid, attempt, callback, folder, utcnow()))
         self.gateway.tell(RunTask(int(task["id"])))
@@ -131,7 +143,7 @@ class TaskResource:
         task = tasks.find(parse_id(task_id, "task id"))
         if task is None:
             raise falcon.HTTPNotFound(title="Unknown task", description=f"there is no task {task_id}.")
-        resp.media = {k: v for k, v in task.items() if k not in ("dir", "callback_url")}
+        resp.media = {k: v for k, v in task.items() if k not in ("dir", "callback_url", "job_uid")}
 
     def on_delete(self, req, resp, task_id):
         number = parse_id(task_id, "task id")
@@ -168,30 +180,42 @@ class Attempt:
 
 
 class Health:
-    """`GET /health`: the node's service, its slots (total and free), and whether it is draining."""
+    """`GET /health`: the node's service, its slots (total and free), and whether it is draining;
+    503 when its actor does not answer (`unavailable`) or its backend cannot take work (`unhealthy`,
+    with the `reason`)."""
 
-    def __init__(self, config: ClientConfig, gateway: ActorGateway, stopping: threading.Event):
+    def __init__(self, config: ClientConfig, gateway: ActorGateway, stopping: threading.Event, problem: Problem):
         self.config = config
         self.gateway = gateway
         self.stopping = stopping
+        self.problem = problem
 
     def on_get(self, req, resp):
         counts = tasks.counts()
         running = counts[TaskState.RUNNING.value]
-        healthy = self.gateway.alive()
-        status = "unavailable" if not healthy else "draining" if self.stopping.is_set() else "ok"
-        resp.status = falcon.HTTP_200 if healthy else falcon.HTTP_503
-        resp.media = {"status": status, "service": self.config.service,
+        alive = self.gateway.alive()
+        problem = self.problem()
+        status = "unavailable" if not alive else "unhealthy" if problem else \
+            "draining" if self.stopping.is_set() else "ok"
+        resp.status = falcon.HTTP_200 if alive and not problem else falcon.HTTP_503
+        resp.media = {"status": status, "service": self.config.service, "backend": self.config.backend,
                       "slots": self.config.slots, "free": max(0, self.config.slots - running),
                       "running": running, "waiting": counts[TaskState.ACCEPTED.value],
                       "tasks": tasks.held()}
+        if problem:
+            resp.media["reason"] = problem
 
 
 def create_app(config: ClientConfig, gateway: ActorGateway, stopping: threading.Event) -> falcon.App:
+    if config.backend == "slurm":
+        from actors.slurm_health import SlurmHealth
+        problem: Problem = SlurmHealth()
+    else:
+        problem = lambda: None  # noqa: E731 — a local node can always take work
     app = new_app([ExecutorAuth(config.cluster_secret)], max_parts=MAX_FILES + 8)
     app.add_route("/", Ping())
-    app.add_route("/health", Health(config, gateway, stopping))
-    app.add_route("/submit", Submit(config, gateway, stopping))
+    app.add_route("/health", Health(config, gateway, stopping, problem))
+    app.add_route("/submit", Submit(config, gateway, stopping, problem))
     app.add_route("/retrieve/{task_id}", Retrieve(config))
     task = TaskResource(config, gateway)
     app.add_route("/jobs/{task_id}", task)

@@ -146,7 +146,7 @@ def document(config: ServerConfig) -> dict:
                 "ExecutorEvent": {"type": "object", "required": ["job_id", "attempt", "event"], "properties": {
                     "job_id": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
                     "attempt": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
-                    "event": {"enum": ["started", "finished", "lost"]},
+                    "event": {"enum": ["started", "finished", "lost", "cancelled"]},
                     "task_id": {"type": ["string", "null"], "minLength": 1, "maxLength": 64},
                     "exit_code": {"type": ["integer", "null"], "minimum": -2**31, "maximum": 2**31 - 1},
                     "stderr_tail": {"type": ["string", "null"]}}},

@@ -126,13 +126,14 @@ class Health:
 
 
 class ExecutorEvents:
-    """`POST /internal/events`: an executor reports that jobs started, finished or were lost.
+    """`POST /internal/events`: an executor reports that jobs started, finished, were lost, or were
+    cancelled where they ran (e.g. scancel of a Slurm job).
 
     The body is one event, or `{"events": [event, ...]}`: an executor sends what piled up while its
     previous report was on its way in one call.
     """
 
-    EVENTS = {"started", "finished", "lost"}
+    EVENTS = {"started", "finished", "lost", "cancelled"}
     MAX_EVENTS = 1000
 
     def __init__(self, gateway: ActorGateway):
@@ -171,8 +172,8 @@ class ExecutorEvents:
             raise falcon.HTTPBadRequest(
                 title="Invalid event",
                 description=f"event {index}: send a JSON object with job_id and attempt as positive integers, "
-                            "event as started, finished or lost, task_id as a string, exit_code as an integer or "
-                            "null, stderr_tail as a string or null.")
+                            "event as started, finished, lost or cancelled, task_id as a string, exit_code as an "
+                            "integer or null, stderr_tail as a string or null.")
         return ExecutorEvent(int(job_id), int(attempt), body["event"], task_id,
                              None if exit_code is None else int(exit_code),
                              tail[-STDERR_TAIL_CHARS:] if tail else None)

@@ -1,0 +1,43 @@
+"""What an executor's backend tells its ExecutorActor, and the choice of backend from the config.
+
+A backend runs the node's tasks somewhere: `LocalBackend` (actors/local_backend.py) as processes
+of this host, `SlurmBackend` (actors/slurm_backend.py) as jobs of a Slurm cluster. The actor owns
+the task queue, the slots and the reports to the server; a backend owns starting, polling,
+killing and recovering its tasks, and says what happened as `Started` and `Ended` events.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from conf.settings import ClientConfig
+from storage.executor_models import TaskState
+
+
+@dataclass(frozen=True)
+class Started:
+    """The task's script began to run (for Slurm: its job left the queue)."""
+
+    task_id: int
+
+
+@dataclass(frozen=True)
+class Ended:
+    """The task is over: FINISHED (with its exit code), CANCELLED or LOST."""
+
+    task_id: int
+    state: TaskState
+    exit_code: int | None = None
+    stderr_tail: str | None = None
+
+
+#: The event an ended task's report carries to the server.
+REPORT_OF = {TaskState.FINISHED.value: "finished", TaskState.LOST.value: "lost",
+             TaskState.CANCELLED.value: "cancelled"}
+
+
+def make_backend(config: ClientConfig):
+    if config.backend == "slurm":
+        from actors.slurm_backend import SlurmBackend
+        return SlurmBackend(config)
+    from actors.local_backend import LocalBackend
+    return LocalBackend()

@@ -1,0 +1,225 @@
+"""SlurmBackend: a task is a Slurm job, submitted with sbatch and followed with squeue.
+
+Owns the Slurm side of the executor: submitting (`sbatch --wrap='bash run.sh'` in the task's
+folder, which the cluster's nodes share), one `squeue` call per poll for all the node's jobs,
+mapping Slurm's states onto task outcomes, and re-attaching to its jobs after a restart. The CLI
+calls and their parsing are in actors/slurm_cli.py.
+
+Nothing is guessed. A job squeue no longer lists is looked up with `scontrol show job`, then in
+Slurm's jobcomp log; one that none of them knows is asked about again at every poll, and only
+after VANISHED_GIVE_UP_SECONDS reported lost, saying so. While Slurm does not answer at all, jobs
+keep their state.
+
+The crash window between sbatch returning and the job id being written is closed by the job's
+name: it is `orch-<job uid>-<attempt>`, fixed before submitting. A task still `accepted` when the
+node starts may have been submitted already: it is looked up by that name first, and re-attached
+instead of being submitted twice.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from actors import scripts, slurm_cli
+from actors.backend import Ended, Started
+from actors.slurm_cli import JobStatus, SlurmRefused, SlurmUnavailable
+from actors.slurm_health import SlurmHealth
+from conf.settings import ClientConfig
+from storage import tasks
+from storage.clock import utcnow
+from storage.executor_models import TaskState
+
+#: How long a job that Slurm no longer knows at all is asked about before it is reported lost.
+VANISHED_GIVE_UP_SECONDS = 600.0
+#: Before calling squeue or sbatch, the controller is pinged unless it answered this recently.
+FRESH_SECONDS = 0.5
+#: sbatch refused the job: it never ran, as with a run.sh the local backend cannot start.
+REFUSED_EXIT_CODE = 126
+
+log = logging.getLogger("orchestrator.slurm")
+
+
+def job_name(job_uid: str, attempt: int) -> str:
+    """The Slurm job name of an attempt: unique, and known before sbatch is called."""
+    return f"orch-{job_uid}-{attempt}"
+
+
+@dataclass
+class Tracked:
+    slurm_id: str
+    #: Slurm said RUNNING once (the server was told the job started).
+    started: bool = False
+    #: When squeue, scontrol and the jobcomp log all stopped knowing it (monotonic seconds).
+    vanished_since: float | None = None
+
+
+class SlurmBackend:
+    def __init__(self, config: ClientConfig):
+        self.config = config
+        self.jobs: dict[int, Tracked] = {}
+        #: Accepted tasks that may have been submitted before the node stopped (looked up by name first).
+        self.unverified: set[int] = set()
+        self.health = SlurmHealth()
+        self.unreachable = False
+
+    def problem(self) -> str | None:
+        return self.health()
+
+    def active(self) -> int:
+        return len(self.jobs)
+
+    def poll_delay(self) -> float:
+        return self.config.poll_interval
+
+    # --- restart --------------------------------------------------------------------------------
+
+    def recover(self) -> list[Ended]:
+        """Re-attach to the jobs a previous run of the node submitted; their outcome comes by polling."""
+        for task_id, slurm_id, started in tasks.slurm_jobs():
+            self.jobs[task_id] = Tracked(slurm_id, started)
+        if self.jobs:
+            log.warning("re-attached to Slurm jobs %s", ", ".join(t.slurm_id for t in self.jobs.values()))
+        accepted = tasks.attempts_in(TaskState.ACCEPTED)
+        self.unverified = {task_id for task_id, _, _ in accepted}
+        # NOTE: against a down controller squeue hangs; start() then looks each one up later.
+        problem = self.health()
+        try:
+            if problem is None:
+                self.adopt(accepted)
+        except SlurmUnavailable as exc:
+            problem = str(exc)
+        if problem:
+            log.warning("cannot look up this node's earlier submissions yet: %s", problem)
+        return []
+
+    def adopt(self, candidates: list[tuple[int, str, int]]) -> None:
+        """Re-attach accepted tasks whose job Slurm already has (submitted just before a crash)."""
+        names = {job_name(uid, attempt): task_id for task_id, uid, attempt in candidates}
+        found = slurm_cli.find_by_names(list(names))
+        # NOTE: after MinJobAge squeue forgets finished jobs; the jobcomp log still names them.
+        finished = slurm_cli.jobcomp_names(self.config.jobcomp_log, set(names) - set(found))
+        for name, slurm_id in {**finished, **found}.items():
+            task_id = names[name]
+            log.warning("task %d was submitted as Slurm job %s before the node stopped; re-attached",
+                        task_id, slurm_id)
+            tasks.mark_submitted(task_id, slurm_id)
+            self.jobs[task_id] = Tracked(slurm_id)
+        self.unverified -= set(names.values())
+
+    # --- submitting -----------------------------------------------------------------------------
+
+    def start(self, task_id: int, task: dict) -> list | None:
+        """Submit the task; None when Slurm cannot be asked now (the task waits and is tried again)."""
+        if self.health.fresh(FRESH_SECONDS):
+            return None  # NOTE: against a down controller sbatch hangs ~9 s, blocking this actor
+        try:
+            if task_id in self.unverified:
+                self.adopt([(task_id, task["job_uid"], task["attempt"])])
+                if task_id in self.jobs:
+                    return []
+            slurm_id = slurm_cli.submit(task["dir"], job_name(task["job_uid"], task["attempt"]),
+                                        self.config.partition, self.config.sbatch_args)
+        except SlurmRefused as exc:
+            log.error("sbatch refused task %d: %s", task_id, exc)
+            return [Ended(task_id, TaskState.FINISHED, REFUSED_EXIT_CODE, f"slurm: sbatch refused the job: {exc}")]
+        except SlurmUnavailable as exc:
+            log.warning("cannot submit task %d now: %s", task_id, exc)
+            # NOTE: a timed-out sbatch may still have submitted it: look it up by name next time.
+            self.unverified.add(task_id)
+            return None
+        tasks.mark_submitted(task_id, slurm_id)
+        self.jobs[task_id] = Tracked(slurm_id)
+        return []
+
+    # --- following ------------------------------------------------------------------------------
+
+    def poll(self) -> list:
+        if not self.jobs:
+            return []
+        if self.health.fresh(FRESH_SECONDS):
+            return []  # NOTE: against a down controller squeue hangs ~18 s; the jobs keep their state
+        try:
+            known = slurm_cli.squeue([tracked.slurm_id for tracked in self.jobs.values()])
+            vanished = {t.slurm_id for t in self.jobs.values() if t.slurm_id not in known}
+            if vanished:
+                known.update(self.resolve(vanished))
+        except SlurmUnavailable as exc:
+            if not self.unreachable:
+                log.error("cannot poll Slurm; the jobs keep their state until it answers: %s", exc)
+            self.unreachable = True
+            return []
+        self.unreachable = False
+        events = []
+        for task_id, tracked in list(self.jobs.items()):
+            status = known.get(tracked.slurm_id)
+            if status is None:
+                events.extend(self.still_unknown(task_id, tracked))
+            else:
+                tracked.vanished_since = None
+                events.extend(self.follow(task_id, tracked, status))
+        return events
+
+    def resolve(self, job_ids: set[str]) -> dict[str, JobStatus]:
+        """Jobs squeue forgot: scontrol first (rare, one call each), then the jobcomp log."""
+        found = {}
+        for job_id in sorted(job_ids):
+            status = slurm_cli.scontrol_job(job_id)
+            if status is not None:
+                found[job_id] = status
+        found.update(slurm_cli.jobcomp(self.config.jobcomp_log, job_ids - set(found)))
+        return found
+
+    def still_unknown(self, task_id: int, tracked: Tracked) -> list[Ended]:
+        now = time.monotonic()
+        if tracked.vanished_since is None:
+            tracked.vanished_since = now
+            log.warning("Slurm job %s of task %d is unknown to squeue, scontrol and the jobcomp log; "
+                        "asking again at each poll", tracked.slurm_id, task_id)
+        if now - tracked.vanished_since < VANISHED_GIVE_UP_SECONDS:
+            return []
+        del self.jobs[task_id]
+        reason = (f"slurm: job {tracked.slurm_id} vanished: squeue, scontrol and the jobcomp log did not know it "
+                  f"for {VANISHED_GIVE_UP_SECONDS:.0f} s")
+        log.error("task %d lost: %s", task_id, reason)
+        return [Ended(task_id, TaskState.LOST, None, reason)]
+
+    def follow(self, task_id: int, tracked: Tracked, status: JobStatus) -> list:
+        """The events one job's status means: started once it runs, its outcome once it ended."""
+        phase = slurm_cli.phase(status.state)
+        if phase == "pending":
+            return []
+        if phase == "running":
+            if tracked.started:
+                return []
+            tracked.started = True
+            tasks.mark_started(task_id, utcnow())
+            return [Started(task_id)]
+        del self.jobs[task_id]
+        tail = scripts.stderr_tail(tasks.find(task_id)["dir"])
+        if phase == "completed":
+            return [Ended(task_id, TaskState.FINISHED, 0, tail)]
+        # NOTE: Slurm's verdict goes last, so the server's cut to the tail of stderr keeps it.
+        verdict = slurm_cli.describe(status)
+        tail = f"{tail}\n{verdict}" if tail and not tail.endswith("\n") else f"{tail}{verdict}"
+        if phase == "failed":
+            return [Ended(task_id, TaskState.FINISHED, slurm_cli.exit_code(status), tail)]
+        if phase == "cancelled":
+            return [Ended(task_id, TaskState.CANCELLED, None, tail)]
+        log.warning("task %d lost: %s", task_id, slurm_cli.describe(status))
+        return [Ended(task_id, TaskState.LOST, None, tail)]
+
+    def kill(self, task_id: int) -> bool:
+        """Cancel the task's job; False if it is not in Slurm."""
+        tracked = self.jobs.pop(task_id, None)
+        if tracked is None:
+            return False
+        try:
+            slurm_cli.cancel(tracked.slurm_id)
+        except SlurmUnavailable as exc:
+            log.error("could not cancel Slurm job %s of task %d: %s", tracked.slurm_id, task_id, exc)
+        return True
+
+    def stop_all(self) -> list:
+        """The node stops; its jobs run on in Slurm, and the next start re-attaches to them."""
+        return []

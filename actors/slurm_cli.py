@@ -1,0 +1,304 @@
+"""Slurm's command-line tools (sbatch, squeue, scontrol, scancel), called and parsed.
+
+No actor code and no database here: each call runs one CLI process and returns plain data, and
+every parser is a pure function of the text Slurm printed (tests/test_slurm_cli.py checks them
+without Slurm). pyslurm is not used: it must match the cluster's Slurm version exactly, and the
+CLI tools are what every cluster's login node has.
+
+Checked against Debian's Slurm 22.05. Two kinds of failure are kept apart:
+- `SlurmRefused`: sbatch rejected this job (bad partition, impossible request); the job fails.
+- `SlurmUnavailable`: a tool is missing or the controller does not answer; nothing is known,
+  try again later.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+#: Seconds a CLI call may take; a hung controller must not hang the executor's actor forever.
+CALL_TIMEOUT = 30.0
+#: What the tools print when they cannot reach slurmctld (as opposed to an error about a job).
+_CONTROLLER_DOWN = ("unable to contact slurm controller", "socket timed out", "connection refused",
+                    "temporarily unable", "communication connection failure", "zero bytes were transmitted")
+#: squeue's and scontrol's answer for ids it does not know (never submitted, or purged after MinJobAge).
+_UNKNOWN_ID = "invalid job id specified"
+
+#: Slurm job states, by what they mean for the orchestrator's task.
+PENDING = frozenset({"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD",
+                     "SUSPENDED", "STOPPED", "RESIZING"})
+RUNNING = frozenset({"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT", "SPECIAL_EXIT"})
+COMPLETED = frozenset({"COMPLETED"})
+FAILED = frozenset({"FAILED", "OUT_OF_MEMORY", "TIMEOUT", "DEADLINE"})
+CANCELLED = frozenset({"CANCELLED"})
+#: The job did not fail by itself: its node or its allocation went away. It may run again.
+LOST = frozenset({"NODE_FAIL", "PREEMPTED", "BOOT_FAIL"})
+
+
+class SlurmUnavailable(Exception):
+    """A Slurm tool is missing or the controller did not answer: the state of the jobs is unknown."""
+
+
+class SlurmRefused(Exception):
+    """sbatch rejected the job; the message is Slurm's own."""
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    job_id: str
+    state: str
+    reason: str = ""
+    #: From Slurm's "ExitCode=<status>:<signal>" (None while it is not known).
+    exit_status: int | None = None
+    signal: int | None = None
+
+
+def phase(state: str) -> str:
+    """Where a Slurm state leaves the task: pending, running, completed, failed, cancelled or lost.
+
+    An unknown state (a newer Slurm's) counts as pending: the job is not given an outcome that
+    Slurm did not state, and is asked about again at the next poll.
+    """
+    state = state.split()[0].rstrip("+") if state.strip() else ""  # "CANCELLED by 0" (sacct), "COMPLETING+"
+    for name, states in (("running", RUNNING), ("completed", COMPLETED), ("failed", FAILED),
+                         ("cancelled", CANCELLED), ("lost", LOST)):
+        if state in states:
+            return name
+    return "pending"
+
+
+def exit_code(status: JobStatus) -> int:
+    """The exit code the server records, as a shell reports it: a signal N gives 128+N.
+
+    A failed job always gets a non-zero code, so it ends Failed on the server even when Slurm
+    says 0:0 (e.g. OUT_OF_MEMORY) and a completed job always 0.
+    """
+    if phase(status.state) == "completed":
+        return 0
+    if status.exit_status:
+        return status.exit_status
+    if status.signal:
+        return 128 + status.signal
+    return 1
+
+
+def describe(status: JobStatus) -> str:
+    """One line for the job's stderr_tail: Slurm's verdict, e.g. "slurm: TIMEOUT (TimeLimit), ExitCode 0:15"."""
+    text = f"slurm: job {status.job_id} {status.state}"
+    if status.reason and status.reason != "None":
+        text += f" ({status.reason})"
+    if status.exit_status is not None:
+        text += f", ExitCode {status.exit_status}:{status.signal or 0}"
+    return text
+
+
+# --- parsers ------------------------------------------------------------------------------------
+
+def parse_sbatch(stdout: str) -> str:
+    """`sbatch --parsable` prints "<jobid>" or "<jobid>;<cluster>"."""
+    job_id = stdout.strip().splitlines()[-1].split(";")[0].strip() if stdout.strip() else ""
+    if not re.fullmatch(r"\d+", job_id):
+        raise SlurmUnavailable(f"sbatch printed no job id: {stdout.strip()[:200]!r}")
+    return job_id
+
+
+def parse_exit_code(text: str) -> tuple[int | None, int | None]:
+    """"3:0" → (3, 0): scontrol's and jobcomp's <exit status>:<signal>."""
+    match = re.fullmatch(r"\s*(\d+):(\d+)\s*", text or "")
+    return (int(match.group(1)), int(match.group(2))) if match else (None, None)
+
+
+#: The squeue output format the parser below reads: id, state, raw wait status, reason (last,
+#: because it may hold spaces; padded to its width, so stripped).
+SQUEUE_FORMAT = "JobID:|,State:|,exit_code:|,Reason:300"
+
+
+def parse_squeue(text: str) -> dict[str, JobStatus]:
+    """Lines of `squeue -h -O SQUEUE_FORMAT`; exit_code there is the raw wait status (768 = exit 3)."""
+    found = {}
+    for line in text.splitlines():
+        parts = line.split("|", 3)
+        if len(parts) != 4 or not parts[0].strip():
+            continue
+        job_id, state, raw, reason = (p.strip() for p in parts)
+        exit_status = signal = None
+        if raw.isdigit() and phase(state) not in ("pending", "running"):
+            wait = int(raw)
+            exit_status, signal = wait >> 8, wait & 0x7F
+        found[job_id] = JobStatus(job_id, state, reason, exit_status, signal)
+    return found
+
+
+_KEY_VALUE = re.compile(r"(\S+?)=(.*?)(?= \S+?=|$)")
+
+
+def parse_key_values(line: str) -> dict[str, str]:
+    """One line of `scontrol show job -o` or of the jobcomp log: Key=Value pairs, values may hold spaces."""
+    return dict(_KEY_VALUE.findall(line.strip()))
+
+
+def status_from_record(record: dict[str, str]) -> JobStatus | None:
+    """A JobStatus from scontrol's or jobcomp's fields (JobId, JobState, ExitCode, Reason)."""
+    if "JobId" not in record or "JobState" not in record:
+        return None
+    exit_status, signal = parse_exit_code(record.get("ExitCode", ""))
+    return JobStatus(record["JobId"], record["JobState"].split()[0], record.get("Reason", ""), exit_status, signal)
+
+
+def parse_jobcomp(lines, job_ids: set[str]) -> dict[str, JobStatus]:
+    """The final status of `job_ids` from a jobcomp/filetxt log (the last line of an id wins:
+    job ids restart at 1 when a cluster's state is wiped)."""
+    found = {}
+    for line in lines:
+        match = re.match(r"JobId=(\S+)", line)
+        if match and match.group(1) in job_ids:
+            status = status_from_record(parse_key_values(line))
+            if status is not None:
+                found[status.job_id] = status
+    return found
+
+
+def parse_jobcomp_names(lines, names: set[str]) -> dict[str, str]:
+    """{job name: job id} of the jobs in a jobcomp log with one of `names` (the last one of a name wins)."""
+    found = {}
+    for line in lines:
+        if "Name=" not in line:
+            continue
+        record = parse_key_values(line)
+        if record.get("Name") in names and record.get("JobId", "").isdigit():
+            found[record["Name"]] = record["JobId"]
+    return found
+
+
+# --- calls --------------------------------------------------------------------------------------
+
+def _run(args: list[str]) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(args, capture_output=True, text=True, timeout=CALL_TIMEOUT, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise SlurmUnavailable(f"{args[0]} is not installed on this host (not on PATH)") from None
+    except subprocess.TimeoutExpired:
+        raise SlurmUnavailable(f"{args[0]} did not answer within {CALL_TIMEOUT:.0f} s") from None
+
+
+def _message(result: subprocess.CompletedProcess) -> str:
+    return (result.stderr.strip() or result.stdout.strip() or f"exit status {result.returncode}")[-1000:]
+
+
+def _controller_down(message: str) -> bool:
+    lowered = message.lower()
+    return any(text in lowered for text in _CONTROLLER_DOWN)
+
+
+def sbatch_command(folder: str, name: str, partition: str = "", extra: tuple[str, ...] = ()) -> list[str]:
+    """The sbatch call for one job folder: `bash run.sh` in it, as the local backend runs it (so
+    run.sh needs no shebang), stdout and stderr into the folder under the local backend's names."""
+    # NOTE: Slurm expands %x, %j, ... in --output and --error; "%%" is a literal "%".
+    escaped = folder.replace("%", "%%")
+    args = ["sbatch", "--parsable", f"--chdir={folder}", f"--job-name={name}",
+            f"--output={escaped}/stdout.log", f"--error={escaped}/stderr.log"]
+    if partition:
+        args.append(f"--partition={partition}")
+    return [*args, *extra, "--wrap=bash run.sh"]
+
+
+def submit(folder: str, name: str, partition: str = "", extra: tuple[str, ...] = ()) -> str:
+    """Submit the job; returns its Slurm job id.
+
+    Raises:
+        SlurmRefused: sbatch rejected the job (its message says why).
+        SlurmUnavailable: sbatch is missing or the controller did not answer.
+    """
+    result = _run(sbatch_command(folder, name, partition, extra))
+    if result.returncode != 0:
+        message = _message(result)
+        if _controller_down(message):
+            raise SlurmUnavailable(message)
+        raise SlurmRefused(message)
+    return parse_sbatch(result.stdout)
+
+
+def squeue(job_ids: list[str]) -> dict[str, JobStatus]:
+    """The status of every id squeue still knows, in one call; ids it forgot are left out."""
+    if not job_ids:
+        return {}
+    result = _run(["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-O", SQUEUE_FORMAT])
+    if result.returncode != 0:
+        message = _message(result)
+        if _UNKNOWN_ID in message.lower():
+            return {}  # none of them is known any more: each is looked up elsewhere
+        raise SlurmUnavailable(f"squeue: {message}")
+    return parse_squeue(result.stdout)
+
+
+def find_by_names(names: list[str]) -> dict[str, str]:
+    """{job name: job id} of this user's jobs with those names that Slurm still knows, newest id last."""
+    if not names:
+        return {}
+    result = _run(["squeue", "-h", "-t", "all", "--me", "-n", ",".join(names), "-o", "%i|%j"])
+    if result.returncode != 0:
+        raise SlurmUnavailable(f"squeue: {_message(result)}")
+    found: dict[str, str] = {}
+    for line in result.stdout.splitlines():
+        job_id, _, name = line.strip().partition("|")
+        if name in names and job_id.isdigit() and (name not in found or int(job_id) > int(found[name])):
+            found[name] = job_id
+    return found
+
+
+def scontrol_job(job_id: str) -> JobStatus | None:
+    """`scontrol show job -o ID`: the job's status, or None once slurmctld purged it (MinJobAge)."""
+    result = _run(["scontrol", "show", "job", "-o", job_id])
+    if result.returncode != 0:
+        message = _message(result)
+        if _UNKNOWN_ID in message.lower():
+            return None
+        raise SlurmUnavailable(f"scontrol: {message}")
+    for line in result.stdout.splitlines():
+        status = status_from_record(parse_key_values(line))
+        if status is not None and status.job_id == job_id:
+            return status
+    return None
+
+
+def jobcomp(path: str, job_ids: set[str]) -> dict[str, JobStatus]:
+    """Final statuses from the jobcomp/filetxt log at `path` ({} if there is none)."""
+    if not path or not job_ids:
+        return {}
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return parse_jobcomp(handle, job_ids)
+    except OSError:
+        return {}
+
+
+def jobcomp_names(path: str, names: set[str]) -> dict[str, str]:
+    """{job name: job id} from the jobcomp/filetxt log at `path` ({} if there is none)."""
+    if not path or not names:
+        return {}
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return parse_jobcomp_names(handle, names)
+    except OSError:
+        return {}
+
+
+def cancel(job_id: str) -> None:
+    """scancel; Slurm answers 0 even for ids it does not know, so there is nothing to check."""
+    _run(["scancel", job_id])
+
+
+def check() -> str | None:
+    """None when Slurm can take jobs; else why not (sbatch missing, controller down)."""
+    if shutil.which("sbatch") is None:
+        return "sbatch is not installed on this host (not on PATH)"
+    try:
+        result = _run(["scontrol", "ping"])
+    except SlurmUnavailable as exc:
+        return str(exc)
+    # "Slurmctld(primary) at HOST is UP"; a backup controller that is up is enough (the exit
+    # status is then non-zero for the primary that is down).
+    if " is UP" not in result.stdout:
+        return f"the Slurm controller does not answer: {_message(result)}"
+    return None

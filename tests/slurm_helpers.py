@@ -1,0 +1,34 @@
+"""Helpers of the Slurm end-to-end tests: executors with backend = slurm, and their tasks' Slurm jobs."""
+from __future__ import annotations
+
+import subprocess
+
+import requests
+
+from tests.harness import Cluster, Node
+
+#: Fast polling, so that the tests do not wait on the default 2 s.
+POLL_INTERVAL = 0.5
+
+
+def slurm_executor(cluster: Cluster, service: str, server: Node, max_jobs: int = 4, **extra) -> Node:
+    return cluster.executor(service, server_port=server.port, backend="slurm", max_jobs=max_jobs,
+                            poll_interval=POLL_INTERVAL, **extra)
+
+
+def task_of(executor: Node, job_id: int) -> dict | None:
+    """The executor's newest task for that server job (tasks are numbered 1, 2, ... per executor)."""
+    found, number = None, 1
+    while True:
+        response = requests.get(f"{executor.url}/jobs/{number}", timeout=5)
+        if response.status_code == 404:
+            return found
+        if response.json()["job_id"] == job_id:
+            found = response.json()
+        number += 1
+
+
+def slurm_state(slurm_id: str) -> str:
+    result = subprocess.run(["squeue", "-h", "-t", "all", "-j", slurm_id, "-o", "%T"], capture_output=True,
+                            text=True, timeout=20)
+    return result.stdout.strip()

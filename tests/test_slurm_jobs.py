@@ -1,0 +1,120 @@
+"""Jobs through server → executor (backend = slurm) → a real Slurm cluster: every outcome.
+
+One server and three Slurm executors serve the whole module: `example` (plain), `limited`
+(sbatch_args = --time=1) and `nowhere` (a partition Slurm does not have). The job over its time
+limit is submitted first and checked last, so its minute runs while the other tests do.
+"""
+from __future__ import annotations
+
+import io
+import subprocess
+import zipfile
+from types import SimpleNamespace
+
+import pytest
+import requests
+
+from tests.conftest import job, submit, wait_for_outcome, wait_until
+from tests.slurm_helpers import slurm_executor, slurm_state, task_of
+
+#: Slurm rounds time limits up to whole minutes and kills at about 1:02 (then KillWait).
+TIME_LIMIT_WAIT = 150.0
+#: The first job after a fresh cluster start waits ~3 s in Slurm's queue; then ~1 s.
+OUTCOME_WAIT = 60.0
+
+
+@pytest.fixture(scope="module")
+def stack(slurm, module_cluster):
+    server = module_cluster.server({"example": {"runs_per_user": 10}, "limited": {}, "nowhere": {}})
+    executors = SimpleNamespace(
+        example=slurm_executor(module_cluster, "example", server),
+        limited=slurm_executor(module_cluster, "limited", server, sbatch_args="--time=1"),
+        nowhere=slurm_executor(module_cluster, "nowhere", server, partition="nosuch"),
+    )
+    for name in ("example", "limited", "nowhere"):
+        wait_until(lambda: _registered(server, name), 20, 0.1, f"the {name} executor to register")
+    overtime = submit(server, "echo before > before.txt\nsleep 600", service="limited")
+    return SimpleNamespace(server=server, executors=executors, overtime=overtime)
+
+
+def _registered(server, service: str) -> bool:
+    listing = requests.get(f"{server.url}/executors", timeout=5).json()["executors"]
+    return any(e["service"] == service and e["state"] == "alive" for e in listing)
+
+
+def test_a_job_runs_in_slurm_and_its_results_are_served(stack):
+    job_id = submit(stack.server, "echo hello > output.txt\necho \"$SLURM_JOB_ID\" > slurm_job.txt\necho to-stderr >&2")
+
+    assert wait_for_outcome(stack.server, job_id, OUTCOME_WAIT) == 200
+    archive = zipfile.ZipFile(io.BytesIO(requests.get(f"{stack.server.url}/download/{job_id}", timeout=10).content))
+    assert archive.read("output.txt") == b"hello\n"
+    assert {"stdout.log", "stderr.log", "run.sh"} <= set(archive.namelist())
+    assert archive.read("stderr.log") == b"to-stderr\n"
+    task = task_of(stack.executors.example, job_id)
+    assert archive.read("slurm_job.txt").decode().strip() == task["slurm_id"]  # it ran as that Slurm job
+    record = job(stack.server, job_id)
+    assert record["status"] == "Completed" and record["exit_code"] == 0 and record["attempts"] == 1
+
+
+def test_a_script_without_a_shebang_runs_as_bash_run_sh_does(stack):
+    response = requests.post(f"{stack.server.url}/upload", data={"user_id": "2", "service": "example"},
+                             files=[("file", ("run.sh", b"[[ 1 == 1 ]] && echo bash > shell.txt\n"))], timeout=30)
+    job_id = response.json()["id"]
+
+    assert wait_for_outcome(stack.server, job_id, OUTCOME_WAIT) == 200
+    archive = zipfile.ZipFile(io.BytesIO(requests.get(f"{stack.server.url}/download/{job_id}", timeout=10).content))
+    assert archive.read("shell.txt") == b"bash\n"
+
+
+def test_a_non_zero_exit_fails_the_job_with_its_code_stderr_and_slurms_verdict(stack):
+    job_id = submit(stack.server, "echo something broke >&2\nexit 3")
+
+    assert wait_for_outcome(stack.server, job_id, OUTCOME_WAIT) == 204
+    record = job(stack.server, job_id)
+    assert record["status"] == "Failed" and record["exit_code"] == 3
+    assert "exited with code 3" in record["reason"]
+    assert record["stderr_tail"].startswith("something broke\n")
+    assert record["stderr_tail"].endswith("FAILED (NonZeroExitCode), ExitCode 3:0")
+
+
+def test_a_job_cancelled_in_slurm_ends_cancelled_on_the_server(stack):
+    job_id = submit(stack.server, "sleep 600")
+    wait_until(lambda: job(stack.server, job_id)["status"] == "Running", OUTCOME_WAIT, 0.1, "the job to run")
+    slurm_id = task_of(stack.executors.example, job_id)["slurm_id"]
+    assert slurm_state(slurm_id) == "RUNNING"
+
+    subprocess.run(["scancel", slurm_id], check=True, timeout=20)
+
+    assert wait_for_outcome(stack.server, job_id, OUTCOME_WAIT) == 204
+    record = job(stack.server, job_id)
+    assert record["status"] == "Cancelled" and record["outcome"] == "Cancelled" and record["attempts"] == 1
+    assert f"slurm: job {slurm_id} CANCELLED" in record["stderr_tail"]
+    assert task_of(stack.executors.example, job_id)["state"] == "cancelled"
+
+
+def test_a_job_sbatch_refuses_fails_at_once_with_slurms_message(stack):
+    job_id = submit(stack.server, "echo never > out.txt", service="nowhere")
+
+    assert wait_for_outcome(stack.server, job_id, 30) == 204
+    record = job(stack.server, job_id)
+    assert record["status"] == "Failed" and record["attempts"] == 1
+    assert "sbatch refused the job" in record["stderr_tail"]
+    assert "Invalid partition name specified" in record["stderr_tail"]
+    assert task_of(stack.executors.nowhere, job_id)["slurm_id"] is None
+
+
+def test_the_executor_advertises_max_jobs_as_its_slots_and_its_backend(stack):
+    health = requests.get(f"{stack.executors.example.url}/health", timeout=5).json()
+    assert health["status"] == "ok" and health["backend"] == "slurm" and health["slots"] == 4
+
+
+def test_a_job_over_its_time_limit_fails_with_slurms_timeout(stack):
+    assert wait_for_outcome(stack.server, stack.overtime, TIME_LIMIT_WAIT) == 204
+    record = job(stack.server, stack.overtime)
+    assert record["status"] == "Failed" and record["attempts"] == 1
+    # Killed by SIGTERM: Slurm says ExitCode 0:15, or 143:0 when bash reported the signal itself;
+    # either way the job's exit code is 143, as a shell reports it.
+    assert record["exit_code"] == 128 + 15
+    assert f"slurm: job {task_of(stack.executors.limited, stack.overtime)['slurm_id']} TIMEOUT (TimeLimit), " \
+           f"ExitCode " in record["stderr_tail"]
+    assert record["stderr_tail"].endswith(("ExitCode 0:15", "ExitCode 143:0"))
