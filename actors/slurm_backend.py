@@ -141,7 +141,7 @@ class SlurmBackend:
             return []  # NOTE: against a down controller squeue hangs ~18 s; the jobs keep their state
         try:
             known = slurm_cli.squeue([tracked.slurm_id for tracked in self.jobs.values()])
-            vanished = {t.slurm_id for t in self.jobs.values() if t.slurm_id not in known}
+            vanished = {t.slurm_id: t.vanished_since is None for t in self.jobs.values() if t.slurm_id not in known}
             if vanished:
                 known.update(self.resolve(vanished))
         except SlurmUnavailable as exc:
@@ -160,14 +160,15 @@ class SlurmBackend:
                 events.extend(self.follow(task_id, tracked, status))
         return events
 
-    def resolve(self, job_ids: set[str]) -> dict[str, JobStatus]:
-        """Jobs squeue forgot: scontrol first (rare, one call each), then the jobcomp log."""
+    def resolve(self, vanished: dict[str, bool]) -> dict[str, JobStatus]:
+        """Jobs squeue forgot ({slurm id: newly}): scontrol for the newly forgotten ones (one call each,
+        once in a job's life: it reads the same job table as squeue), then the jobcomp log."""
         found = {}
-        for job_id in sorted(job_ids):
+        for job_id in sorted(job_id for job_id, newly in vanished.items() if newly):
             status = slurm_cli.scontrol_job(job_id)
             if status is not None:
                 found[job_id] = status
-        found.update(slurm_cli.jobcomp(self.config.jobcomp_log, job_ids - set(found)))
+        found.update(slurm_cli.jobcomp(self.config.jobcomp_log, set(vanished) - set(found)))
         return found
 
     def still_unknown(self, task_id: int, tracked: Tracked) -> list[Ended]:

@@ -41,23 +41,33 @@ class Task(db.Entity):
     pid_start = Optional(int, size=64)
     #: backend = slurm: the Slurm job id, recorded as soon as sbatch returned it.
     slurm_id = Optional(str, 64, nullable=True)
-    stderr_tail = Optional(LongStr, nullable=True)
+    stderr_tail = Optional(LongStr, nullable=True, lazy=False)  # read with the row: a lazy one costs a query
     #: False until the server acknowledged the final report.
     reported = Required(bool, default=False)
     composite_key(job_uid, attempt)
 
-    def to_dict(self) -> dict:
-        def stamp(value):
+    def to_dict(self, new: bool = False) -> dict:
+        """`new`: created in this session, so the columns it was not given are empty; reading one
+        would make Pony reload the whole row (a query per submit)."""
+        def field(name):
+            return None if new and name in EMPTY_WHEN_NEW else getattr(self, name)
+
+        def stamp(name):
+            value = field(name)
             return value.isoformat() + "Z" if value else None
         return {
             "id": str(self.id),
             "job_id": self.job_id,
             "attempt": self.attempt,
             "state": self.state,
-            "created_at": stamp(self.created_at),
-            "started_at": stamp(self.started_at),
-            "finished_at": stamp(self.finished_at),
-            "exit_code": self.exit_code,
-            "stderr_tail": self.stderr_tail,
-            "slurm_id": self.slurm_id,
+            "created_at": stamp("created_at"),
+            "started_at": stamp("started_at"),
+            "finished_at": stamp("finished_at"),
+            "exit_code": field("exit_code"),
+            "stderr_tail": field("stderr_tail"),
+            "slurm_id": field("slurm_id"),
         }
+
+
+#: The columns of a task that stay empty until it runs.
+EMPTY_WHEN_NEW = frozenset({"started_at", "finished_at", "exit_code", "stderr_tail", "slurm_id"})

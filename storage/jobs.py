@@ -90,7 +90,7 @@ def create_job(user_id: int, service: str, folder: str, now: datetime, portal: s
 def _insert(user_id: int, service: str, folder: str, now: datetime, portal: str | None) -> dict:
     job = Job(user_id=user_id, service=service, dir=folder, created_at=now, updated_at=now, portal=portal)
     flush()  # assigns the id; reading the row after commit would cost another query
-    view = job.to_dict()
+    view = job.to_dict(new=True)
     commit()
     return view
 

@@ -37,34 +37,47 @@ class Job(db.Entity):
     remote_id = Optional(str, 64, nullable=True)
     exit_code = Optional(int)
     reason = Optional(str, 1024, nullable=True)
-    stderr_tail = Optional(LongStr, nullable=True)
+    stderr_tail = Optional(LongStr, nullable=True, lazy=False)  # read with the row: a lazy one costs a query
     #: Path of the stored result zip, once fetched.
     result_path = Optional(str, 1024, nullable=True)
     composite_index(service, state, id)
     composite_index(state, finished_at)
     composite_index(service, user_id, state)
 
-    def to_dict(self) -> dict:
-        """The public view of a job, as `GET /jobs/{id}` and `POST /upload` answer it."""
-        def stamp(value):
+    def to_dict(self, new: bool = False) -> dict:
+        """The public view of a job, as `GET /jobs/{id}` and `POST /upload` answer it.
+
+        `new`: the job was just created in this session, so the columns it was not given are empty;
+        reading one would make Pony reload the whole row (a query per upload).
+        """
+        def field(name):
+            return None if new and name in EMPTY_WHEN_NEW else getattr(self, name)
+
+        def stamp(name):
+            value = field(name)
             return value.isoformat() + "Z" if value else None
         return {
             "id": self.id,
             "user_id": self.user_id,
             "service": self.service,
             "status": self.state,
-            "outcome": self.outcome,
-            "created_at": stamp(self.created_at),
-            "dispatched_at": stamp(self.dispatched_at),
-            "started_at": stamp(self.started_at),
-            "finished_at": stamp(self.finished_at),
-            "cleaned_at": stamp(self.cleaned_at),
+            "outcome": field("outcome"),
+            "created_at": stamp("created_at"),
+            "dispatched_at": stamp("dispatched_at"),
+            "started_at": stamp("started_at"),
+            "finished_at": stamp("finished_at"),
+            "cleaned_at": stamp("cleaned_at"),
             "attempts": self.attempts,
-            "executor": self.executor,
-            "exit_code": self.exit_code,
-            "reason": self.reason,
-            "stderr_tail": self.stderr_tail,
+            "executor": field("executor"),
+            "exit_code": field("exit_code"),
+            "reason": field("reason"),
+            "stderr_tail": field("stderr_tail"),
         }
+
+
+#: The columns of a job that stay empty until it is dispatched or ends.
+EMPTY_WHEN_NEW = frozenset({"outcome", "dispatched_at", "started_at", "finished_at", "cleaned_at", "executor",
+                            "exit_code", "reason", "stderr_tail"})
 
 
 class Executor(db.Entity):

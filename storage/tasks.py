@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from datetime import datetime
 
-from pony.orm import commit, db_session, select
+from pony.orm import commit, db_session, flush, select
 
 from storage.executor_models import Task, TaskState
 
@@ -26,8 +26,10 @@ def find_attempt(job_uid: str, attempt: int) -> dict | None:
 def create(job_id: int, job_uid: str, attempt: int, callback_url: str | None, folder: str, now: datetime) -> dict:
     task = Task(job_id=job_id, job_uid=job_uid, attempt=attempt, callback_url=callback_url or None, dir=folder,
                 created_at=now)
+    flush()  # assigns the id; reading the row after commit would cost another query
+    view = task.to_dict(new=True)
     commit()
-    return task.to_dict()
+    return view
 
 
 @db_session
