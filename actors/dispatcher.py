@@ -1,6 +1,7 @@
 """DispatcherActor: one per service; knows the service's executors and sends admitted jobs to them.
 
-Accepts: Dispatch (jobs now Dispatching), JobEnded (an executor slot is free), ExecutorHeartbeat (an
+Accepts: Dispatch (jobs now Dispatching), JobEnded (an executor slot is free), CancelJob (from the
+web layer: stop a cancelled job's task and free its slot), ExecutorHeartbeat (an
 executor registers or says it is alive, perhaps draining), WakeupMessage ("probe": executors that
 did not answer; "check": the regular look at every executor, at losses, at the load on each and at
 Dispatching jobs this actor has not heard of). Sends: Capacity and JobEnded to the quota, JobQueued
@@ -22,7 +23,7 @@ from thespian.actors import WakeupMessage
 from actors.base import ServerActor
 from actors.executor_link import ExecutorLink, ExecutorRefused, ExecutorUnreachable
 from actors.parallel import CallPool
-from actors.messages import Capacity, Configure, Dispatch, ExecutorHeartbeat, JobEnded
+from actors.messages import CancelJob, Capacity, Configure, Dispatch, ExecutorHeartbeat, JobEnded
 from actors.scheduling import ExecutorSlot, choose_executor, is_lost
 from storage import executors, jobs
 from storage.clock import utcnow
@@ -184,6 +185,20 @@ class DispatcherActor(ServerActor):
     def receiveMsg_Dispatch(self, msg: Dispatch, sender) -> None:
         for job_id in msg.job_ids:
             self.pending.setdefault(job_id)
+        self.drain()
+
+    def receiveMsg_CancelJob(self, msg: CancelJob, sender) -> None:
+        """Cancelled on request while it held a slot: free the slot, and stop its task now (a task
+        whose send was not answered yet is stopped at the executor's next heartbeat: kill_stale)."""
+        self.pending.pop(msg.job_id, None)
+        slot = self.executors.get(msg.executor)
+        if slot is not None and slot.in_flight > 0:
+            slot.in_flight -= 1
+        if msg.executor and msg.remote_id:
+            try:
+                self.link.kill(msg.executor, msg.remote_id)
+            except ExecutorUnreachable as exc:
+                self.log.warning("could not stop the task of cancelled job %d now: %s", msg.job_id, exc)
         self.drain()
 
     def receiveMsg_JobEnded(self, msg: JobEnded, sender) -> None:

@@ -58,6 +58,26 @@ class Batch:
 
 
 @dataclass(frozen=True)
+class Forward:
+    """Web → supervisor: hand `message` to the child `role` (the web layer's way to an actor whose
+    address it does not know right now)."""
+
+    role: str
+    message: object
+
+
+@dataclass(frozen=True)
+class CancelJob:
+    """Web → the service's dispatcher: the job was cancelled while it held a slot on `executor`;
+    stop its task there (`remote_id`, if the executor's answer to the submit was recorded)."""
+
+    service: str
+    job_id: int
+    executor: str | None
+    remote_id: str | None
+
+
+@dataclass(frozen=True)
 class Directory:
     """Web → supervisor: answer with `Routes`, so the web layer can tell the queue and the
     retriever directly instead of through the supervisor (one Thespian hop less per upload and

@@ -1,10 +1,11 @@
 """SupervisorActor: starts the server's actors, re-creates any that exits, and routes outside mail.
 
-Accepts: Configure (from run_server.py: start everything, then answer Pong), JobQueued,
-ExecutorEvent and ExecutorHeartbeat (from the web layer; forwarded to the queue, the retriever and
-the service's dispatcher, so the web layer needs one address that never changes), Ping, Roster
-(answer each actor's pid), ActorStarted, ChildActorExited (re-create that child, then tell
-everyone the new addresses), WakeupMessage (a delayed restart).
+Accepts: Configure (from run_server.py: start everything, then answer Pong), Directory (answer
+the children's addresses and pids, so the web layer can write to them directly), Forward and
+ExecutorHeartbeat (from the web layer; handed to the named child, or to the service's dispatcher:
+the web layer's way in while it knows no child's address), Ping, Roster (answer each actor's pid),
+ActorStarted, ChildActorExited (re-create that child, then tell everyone the new addresses),
+WakeupMessage (a delayed restart).
 
 A child that keeps dying is re-created at most RESTART_BURST times per RESTART_WINDOW seconds;
 after that it is re-created on a timer, so a crash loop cannot spin the machine.
@@ -17,8 +18,7 @@ import time
 from thespian.actors import ChildActorExited, WakeupMessage
 
 from actors.base import ServerActor
-from actors.messages import (ActorStarted, Configure, Directory, ExecutorEvent, ExecutorHeartbeat, JobQueued, Peers,
-                             Pong, Roster, Routes)
+from actors.messages import ActorStarted, Configure, Directory, ExecutorHeartbeat, Forward, Peers, Pong, Roster, Routes
 from storage import database, jobs
 from storage.clock import utcnow
 from storage.models import db
@@ -109,11 +109,10 @@ class SupervisorActor(ServerActor):
         self.start_child(role)
         self.broadcast_peers()
 
-    def receiveMsg_JobQueued(self, msg: JobQueued, sender) -> None:
-        self.send(self.children["queue"], msg)
-
-    def receiveMsg_ExecutorEvent(self, msg: ExecutorEvent, sender) -> None:
-        self.send(self.children["retriever"], msg)
+    def receiveMsg_Forward(self, msg: Forward, sender) -> None:
+        child = self.children.get(msg.role)
+        if child is not None:
+            self.send(child, msg.message)
 
     def receiveMsg_ExecutorHeartbeat(self, msg: ExecutorHeartbeat, sender) -> None:
         dispatcher = self.children.get(f"dispatcher:{msg.service}")

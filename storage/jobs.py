@@ -118,6 +118,23 @@ def job_view(job_id: int, portal: str | None = None) -> dict | None:
     return job.to_dict() if job else None
 
 
+@_retrying
+@db_session
+def cancel(job_id: int, portal: str | None, now: datetime) -> tuple[dict, bool, JobRef | None] | None:
+    """Cancel a job that has not ended, on its portal's request.
+
+    Returns:
+        None if `portal` sees no such job; else (its view; whether this call cancelled it; the job
+        as it was if it held a quota slot then, else None).
+    """
+    job = _visible(job_id, portal)
+    if job is None:
+        return None
+    before = JobRef.of(job)
+    ended = _finish(job_id, None, JobState.CANCELLED, now, {"reason": "cancelled on request"})
+    return job.to_dict(), ended is not None, (before if ended is not None and ended[1] else None)
+
+
 @db_session
 def download_info(job_id: int, portal: str | None = None) -> tuple[JobState, str | None] | None:
     job = _visible(job_id, portal)

@@ -19,7 +19,7 @@ import queue
 import threading
 import time
 
-from actors.messages import Batch, Directory, Ping, Pong, Routes
+from actors.messages import Batch, Directory, Forward, Ping, Pong, Routes
 
 log = logging.getLogger(__name__)
 #: The directory is asked again this often even when every address in it still runs (a backstop
@@ -78,7 +78,10 @@ class ActorGateway:
             for role, message in waiting:
                 by_role.setdefault(role, []).append(message)
             for role, messages in by_role.items():
-                self.tell(messages[0] if len(messages) == 1 else Batch(tuple(messages)), self.route(role))
+                message = messages[0] if len(messages) == 1 else Batch(tuple(messages))
+                address = self.route(role)
+                # NOTE: through the supervisor (the role's actor is being re-created), it says whom for.
+                self.tell(message if address is not self.address else Forward(role, message), address)
 
     def route(self, role: str):
         """The address of `role` if its process runs, else the supervisor's (which routes on)."""

@@ -95,6 +95,11 @@ def document(config: ServerConfig) -> dict:
             "/jobs/{job_id}": {"parameters": [job_id], "get": {
                 "summary": "A job's state and history", "operationId": "job",
                 "responses": {"200": _json("the job", "Job"), **job_responses}}},
+            "/jobs/{job_id}/cancel": {"parameters": [job_id], "post": {
+                "summary": "Cancel a job that has not ended (its script is stopped if it runs)",
+                "operationId": "cancel",
+                "responses": {"200": _json("the job, now Cancelled", "Job"),
+                              "409": _error("the job had ended already"), **job_responses}}},
             "/executors": {"get": {"summary": "The executors the server knows", "operationId": "executors",
                                    "responses": {"200": _json("executors", "Executors"), **denied}}},
             "/internal/events": {"post": {

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import falcon
 
-from actors.messages import ExecutorEvent, ExecutorHeartbeat, JobQueued, Pong, Roster
+from actors.messages import CancelJob, ExecutorEvent, ExecutorHeartbeat, JobEnded, JobQueued, Pong, Roster
 from conf.settings import ServerConfig
 from storage import executors, jobs
 from storage.clock import utcnow
@@ -102,6 +102,29 @@ class JobStatus:
         view = jobs.job_view(parse_id(job_id), req.context.portal)
         if view is None:
             raise falcon.HTTPNotFound(title="Unknown job", description=f"there is no job {job_id}.")
+        resp.media = view
+
+
+class Cancel:
+    """`POST /jobs/{id}/cancel`: a job that has not ended ends Cancelled; its script, if it runs, is
+    stopped. 409 when it had ended already."""
+
+    def __init__(self, gateway: ActorGateway):
+        self.gateway = gateway
+
+    def on_post(self, req, resp, job_id):
+        result = jobs.cancel(parse_id(job_id), req.context.portal, utcnow())
+        if result is None:
+            raise falcon.HTTPNotFound(title="Unknown job", description=f"there is no job {job_id}.")
+        view, cancelled, held = result
+        if not cancelled:
+            raise falcon.HTTPConflict(title="Job already ended",
+                                      description=f"job {job_id} is {view['status']}; only a job that has not "
+                                                  "ended can be cancelled.")
+        if held is not None:  # it held a quota slot, and perhaps a script is running
+            self.gateway.post(JobEnded(held.service, ((held.id, held.executor),)), role="quota")
+            self.gateway.post(CancelJob(held.service, held.id, held.executor, held.remote_id),
+                              role=f"dispatcher:{held.service}")
         resp.media = view
 
 
@@ -237,6 +260,7 @@ def create_app(config: ServerConfig, gateway: ActorGateway, stopping: threading.
     app.add_route("/upload", Upload(config, gateway, stopping))
     app.add_route("/download/{job_id}", Download())
     app.add_route("/jobs/{job_id}", JobStatus())
+    app.add_route("/jobs/{job_id}/cancel", Cancel(gateway))
     app.add_route("/internal/events", ExecutorEvents(gateway))
     registry = ExecutorRegistry(config, gateway)
     app.add_route("/internal/executors", registry)
