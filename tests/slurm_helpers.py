@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 
 import requests
 
@@ -32,3 +33,19 @@ def slurm_state(slurm_id: str) -> str:
     result = subprocess.run(["squeue", "-h", "-t", "all", "-j", slurm_id, "-o", "%T"], capture_output=True,
                             text=True, timeout=20)
     return result.stdout.strip()
+
+
+def cancel_slurm_jobs() -> None:
+    """Cancel the Slurm jobs of orchestrator executors (named orch-<job uid>-<attempt>) and wait until
+    their processes are gone."""
+    listed = subprocess.run(["squeue", "-h", "-o", "%i %j"], capture_output=True, text=True, timeout=20).stdout
+    ours = [line.split()[0] for line in listed.splitlines() if line.split()[1:2] and line.split()[1].startswith("orch-")]
+    if ours:
+        subprocess.run(["scancel", *ours], timeout=20, check=False)
+    deadline = time.monotonic() + 30
+    while ours and time.monotonic() < deadline:
+        states = subprocess.run(["squeue", "-h", "-t", "all", "-j", ",".join(ours), "-o", "%T"],
+                                capture_output=True, text=True, timeout=20).stdout.split()
+        if all(state not in ("RUNNING", "COMPLETING", "PENDING", "CONFIGURING") for state in states):
+            return
+        time.sleep(0.1)
