@@ -47,7 +47,7 @@ def test_every_call_but_ping_health_and_the_docs_needs_a_portal_token(guarded):
     for path in ("/", "/health", "/api-docs/openapi.json", "/swagger-ui/"):
         assert requests.get(f"{server.url}{path}", timeout=5).status_code == 200, path
     for method, path in (("GET", "/jobs/1"), ("GET", "/download/1"), ("HEAD", "/download/1"),
-                         ("GET", "/executors"), ("POST", "/upload")):
+                         ("GET", "/executors"), ("POST", "/upload"), ("POST", "/jobs/1/cancel")):
         for headers in ({}, auth("wrong-token-wrong-token"), {"Authorization": HADDOCK}):
             response = requests.request(method, f"{server.url}{path}", headers=headers, timeout=5)
             assert response.status_code == 401, (method, path, headers)
@@ -69,6 +69,9 @@ def test_a_portal_sees_only_the_jobs_it_submitted(guarded):
         assert theirs.status_code == missing.status_code == 404
         assert theirs.json()["title"] == missing.json()["title"]
     assert requests.head(f"{server.url}/download/{job_id}", headers=auth(PRODIGY), timeout=5).status_code == 404
+    cancel = requests.post(f"{server.url}/jobs/{job_id}/cancel", headers=auth(PRODIGY), timeout=5)
+    assert cancel.status_code == 404 and requests.get(f"{server.url}/jobs/{job_id}", headers=auth(HADDOCK),
+                                                      timeout=5).json()["status"] != "Cancelled"
 
 
 def test_jobs_run_end_to_end_across_the_secret_executor_link(guarded):
@@ -201,7 +204,8 @@ def test_the_openapi_document_describes_every_route_and_the_security_schemes(gua
     server, _ = guarded
     spec = requests.get(f"{server.url}/api-docs/openapi.json", timeout=5).json()
     assert spec["openapi"] == "3.1.0"
-    assert set(spec["paths"]) == {"/", "/health", "/upload", "/download/{job_id}", "/jobs/{job_id}", "/executors",
+    assert set(spec["paths"]) == {"/", "/health", "/upload", "/download/{job_id}", "/jobs/{job_id}",
+                                  "/jobs/{job_id}/cancel", "/executors",
                                   "/internal/events", "/internal/executors"}
     assert set(spec["components"]["securitySchemes"]) == {"portalToken", "clusterSecret"}
     assert spec["security"] == [{"portalToken": []}]
