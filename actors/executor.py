@@ -2,7 +2,7 @@
 
 Accepts: ConfigureExecutor (from run_client.py: recover the task table, answer Pong), RunTask and
 KillTask (from the node's web layer), Drain (from run_client.py on SIGTERM: announce draining,
-answer Drained with what is left), Ping, WakeupMessage ("poll" while tasks run; "tick" every
+answer Drained with what is left), Ping, WakeupMessage (("poll", n) while tasks run; "tick" every
 TICK_SECONDS to re-send undelivered reports and pick up accepted tasks it has not heard of;
 "sweep" for retention), ActorExitRequest (stop the running scripts).
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 from collections import deque
 from datetime import timedelta
 
@@ -45,7 +46,10 @@ class ExecutorActor(ActorTypeDispatcher):
         self.config = None
         self.backend = None
         self.waiting: deque[int] = deque()
-        self.polling = False
+        #: When the armed poll is due (monotonic seconds), and its number: a poll armed sooner for a
+        #: newly started task supersedes it (Thespian cannot cancel a timer; a superseded one is ignored).
+        self.poll_due: float | None = None
+        self.poll_number = 0
         die_with_parent()
         process_logging.apply_thresholds()
 
@@ -97,9 +101,11 @@ class ExecutorActor(ActorTypeDispatcher):
         except Exception:  # noqa: BLE001 — a retry would arm the timer twice; the next round retries
             log.exception("executor timer %r failed", msg.payload)
 
-    def on_timer(self, payload: str) -> None:
-        if payload == "poll":
-            self.polling = False
+    def on_timer(self, payload) -> None:
+        if isinstance(payload, tuple) and payload[0] == "poll":
+            if payload[1] != self.poll_number:
+                return  # superseded by a sooner one
+            self.poll_due = None
             self.settle(self.backend.poll())
             self.start_more()
         elif payload == "tick":
@@ -135,9 +141,23 @@ class ExecutorActor(ActorTypeDispatcher):
                 self.waiting.appendleft(task_id)
                 break
             self.settle(events)
-        if self.backend and self.backend.active() and not self.polling:
-            self.polling = True
-            self.wakeupAfter(self.backend.poll_delay(), payload="poll")
+        self.arm_poll()
+
+    def arm_poll(self) -> None:
+        """Poll the running tasks after the backend's delay, unless a poll is armed sooner already.
+
+        NOTE: a long task stretches the delay (up to a quarter second locally); a short one started
+        beside it must not wait for that, so a sooner poll supersedes the armed one.
+        """
+        if not (self.backend and self.backend.active()):
+            return
+        delay = self.backend.poll_delay()
+        due = time.monotonic() + delay
+        if self.poll_due is not None and self.poll_due <= due:
+            return
+        self.poll_number += 1
+        self.poll_due = due
+        self.wakeupAfter(delay, payload=("poll", self.poll_number))
 
     def settle(self, events: list) -> None:
         """Record what the backend says happened, then tell the server."""
