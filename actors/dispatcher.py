@@ -50,6 +50,8 @@ class DispatcherActor(ServerActor):
         self.last_seen: dict[str, float] = {}
         self.down_since: dict[str, float] = {}
         self.lost: set[str] = set()
+        #: Executors whose heartbeats arrive while the server cannot reach them (logged once).
+        self.one_way: set[str] = set()
         # NOTE: an executor that holds jobs stays watched, even if the configuration dropped it.
         holding = {job.executor for job in jobs.active_in(self.service) if job.executor}
         for url in (*static, *executors.registered(self.service), *sorted(holding - set(static))):
@@ -104,7 +106,19 @@ class DispatcherActor(ServerActor):
         self.arm_probe()
         self.tell_capacity()
 
-    def heard_from(self, slot: ExecutorSlot, slots: int, draining: bool, *, registered: bool | None = None) -> None:
+    def heard_from(self, slot: ExecutorSlot, slots: int, draining: bool, *, registered: bool | None = None,
+                   direct: bool = True) -> None:
+        if not direct and slot.url in self.down_since:
+            # NOTE: it reaches us, but we could not reach it at this URL (a wrong advertise_url, a
+            # firewall): only the probe's answer brings it back, and it is lost after
+            # executor_timeout like any executor we cannot reach, so its jobs do not wait forever.
+            if slot.url not in self.one_way:
+                self.one_way.add(slot.url)
+                self.log.error("executor %s of %s sends heartbeats, but the server cannot reach it at that URL; "
+                               "check its advertise_url (or host and port) and the network between them",
+                               slot.url, self.service)
+            return
+        self.one_way.discard(slot.url)
         was = (slot.reachable, slot.draining, slot.slots, slot.url in self.lost)
         slot.slots, slot.reachable, slot.draining = slots, True, draining
         self.last_seen[slot.url] = time.monotonic()
@@ -145,8 +159,9 @@ class DispatcherActor(ServerActor):
 
     def receiveMsg_ExecutorHeartbeat(self, msg: ExecutorHeartbeat, sender) -> None:
         slot = self.add_executor(msg.url)
-        self.heard_from(slot, msg.slots, msg.draining, registered=True)
-        self.kill_stale(msg.url, msg.tasks)
+        self.heard_from(slot, msg.slots, msg.draining, registered=True, direct=False)
+        if slot.reachable:  # a kill cannot get through otherwise; the probe's answer brings the list again
+            self.kill_stale(msg.url, msg.tasks)
         self.tell_capacity()
         self.drain()
 

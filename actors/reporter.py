@@ -108,6 +108,8 @@ class Reporter:
             timeout = None
         if isinstance(timeout, (int, float)) and timeout > 0:
             self.heartbeat_every = max(0.2, min(DEFAULT_HEARTBEAT_SECONDS * 6, timeout / 3))
+            # NOTE: the next beat was planned before the server said its timeout; it may be too late.
+            self.next_heartbeat = min(self.next_heartbeat, time.monotonic() + self.heartbeat_every)
 
     def _send(self, reports: list[tuple[int, str]]) -> None:
         found = tasks.find_many([task_id for task_id, _ in reports])

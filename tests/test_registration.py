@@ -117,3 +117,20 @@ def test_an_executor_known_under_two_urls_does_not_lose_its_jobs(cluster):
     for job_id in ids:
         assert wait_for_outcome(server, job_id, 30) == 200
         assert job(server, job_id)["attempts"] == 1
+
+
+def test_an_executor_whose_heartbeats_arrive_but_whose_url_does_not_answer_is_declared_lost(cluster):
+    # Its advertise_url names a port nothing listens on: its heartbeats reach the server, the
+    # server's calls to it do not. Its jobs must not wait for it as if it were alive.
+    server = cluster.server({"example": {"runs_per_user": 2}}, executor_timeout=2)
+    wrong = f"http://127.0.0.1:{free_port()}"
+    cluster.executor("example", server_port=server.port, advertise_url=wrong)
+    wait_until(lambda: wrong in listing(server), 15, 0.1, "the executor to register")
+    job_id = submit(server, "echo one-way > out.txt")
+
+    wait_until(lambda: listing(server)[wrong]["state"] == "lost", 20, 0.1, "the one-way executor to be lost")
+    assert "cannot reach it at that URL" in server.log_path.read_text()
+    assert job(server, job_id)["status"] in ("Queued", "Dispatching")  # waiting, not sent anywhere
+    reachable = cluster.executor("example", server_port=server.port)
+    assert wait_for_outcome(server, job_id, 30) == 200
+    assert job(server, job_id)["executor"] == reachable.url
