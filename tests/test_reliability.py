@@ -18,6 +18,9 @@ JOBS = 40
 TIMEOUT = 2  # executor_timeout of these servers, seconds
 # Each job turns its own token into its result, taking a little while so that many are in flight.
 SCRIPT = b"#!/usr/bin/env bash\nset -e\nsleep 0.$((RANDOM % 5))\ntr a-z A-Z < token.txt > result.txt\n"
+#: Long enough that the scripts running when a node is killed are still running when its actor
+#: system has been stopped (its guardian takes up to a second).
+SLOW_SCRIPT = SCRIPT.replace(b"sleep 0.", b"sleep 3.")
 
 
 def two_executor_cluster(cluster, **server):
@@ -28,11 +31,11 @@ def two_executor_cluster(cluster, **server):
     return node, left, right
 
 
-def launch(server: Node, count: int = JOBS) -> dict[int, str]:
+def launch(server: Node, count: int = JOBS, script: bytes = SCRIPT) -> dict[int, str]:
     batch = {}
     for n in range(count):
         token = uuid.uuid4().hex
-        response = upload(server, {"run.sh": SCRIPT, "token.txt": token.encode()}, user_id=1 + n % 4)
+        response = upload(server, {"run.sh": script, "token.txt": token.encode()}, user_id=1 + n % 4)
         assert response.status_code == 200, response.text
         batch[response.json()["id"]] = token
     return batch
@@ -115,7 +118,7 @@ def test_an_executor_killed_mid_flight_is_declared_lost_and_its_jobs_run_elsewhe
 def test_an_executor_restarted_mid_flight_runs_its_lost_jobs_again(cluster):
     executor = cluster.executor("example", slots=4)
     server = cluster.server({"example": {"clients": executor.url, "runs_per_user": 10}}, executor_timeout=TIMEOUT)
-    batch = launch(server)
+    batch = launch(server, 12, SLOW_SCRIPT)
     wait_until(lambda: started(server, batch) >= 4, 30, 0.05, "jobs to be under way")
 
     executor.kill_main()  # its guardian stops its actors; its scripts are stopped at the restart
