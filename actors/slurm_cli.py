@@ -61,7 +61,7 @@ def phase(state: str) -> str:
     Slurm did not state, and is asked about again at the next poll.
     """
     state = state.split()[0].rstrip("+") if state.strip() else ""  # "CANCELLED by 0" (sacct), "COMPLETING+"
-    for name, states in (("running", RUNNING), ("completed", COMPLETED), ("failed", FAILED),
+    for name, states in (("pending", PENDING), ("running", RUNNING), ("completed", COMPLETED), ("failed", FAILED),
                          ("cancelled", CANCELLED), ("lost", LOST)):
         if state in states:
             return name

@@ -16,7 +16,6 @@ from web import common
 from web.common import MAX_ID
 
 MAX_FILENAME_BYTES = 255
-MAX_FIELD_BYTES = 64 * 1024
 REQUIRED_SCRIPT = "run.sh"
 T = TypeVar("T")
 R = TypeVar("R")
