@@ -206,9 +206,7 @@ class DispatcherActor(ServerActor):
         """Cancelled on request while it held a slot: free the slot, and stop its task now (a task
         whose send was not answered yet is stopped at the executor's next heartbeat: kill_stale)."""
         self.pending.pop(msg.job_id, None)
-        slot = self.executors.get(msg.executor)
-        if slot is not None and slot.in_flight > 0:
-            slot.in_flight -= 1
+        self.free_slot(msg.executor)
         if msg.executor and msg.remote_id:
             try:
                 self.link.kill(msg.executor, msg.remote_id)
@@ -218,10 +216,13 @@ class DispatcherActor(ServerActor):
 
     def receiveMsg_JobEnded(self, msg: JobEnded, sender) -> None:
         for _, executor in msg.ended:
-            slot = self.executors.get(executor)
-            if slot is not None and slot.in_flight > 0:
-                slot.in_flight -= 1
+            self.free_slot(executor)
         self.drain()
+
+    def free_slot(self, executor: str | None) -> None:
+        slot = self.executors.get(executor)
+        if slot is not None and slot.in_flight > 0:
+            slot.in_flight -= 1
 
     def drain(self) -> None:
         """Send the pending jobs once the messages already waiting are handled.

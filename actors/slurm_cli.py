@@ -264,22 +264,20 @@ def scontrol_job(job_id: str) -> JobStatus | None:
 
 def jobcomp(path: str, job_ids: set[str]) -> dict[str, JobStatus]:
     """Final statuses from the jobcomp/filetxt log at `path` ({} if there is none)."""
-    if not path or not job_ids:
-        return {}
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return parse_jobcomp(handle, job_ids)
-    except OSError:
-        return {}
+    return _read_jobcomp(path, job_ids, parse_jobcomp)
 
 
 def jobcomp_names(path: str, names: set[str]) -> dict[str, str]:
     """{job name: job id} from the jobcomp/filetxt log at `path` ({} if there is none)."""
-    if not path or not names:
+    return _read_jobcomp(path, names, parse_jobcomp_names)
+
+
+def _read_jobcomp(path: str, wanted: set[str], parse) -> dict:
+    if not path or not wanted:
         return {}
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
-            return parse_jobcomp_names(handle, names)
+            return parse(handle, wanted)
     except OSError:
         return {}
 

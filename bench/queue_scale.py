@@ -11,7 +11,7 @@ import statistics
 from bench.common import Row, cluster, main, spread
 from bench.turnaround import measure
 from storage import database
-from tests.harness import processes_with_marker, script, wait_until
+from tests.harness import commands_running, script, wait_until
 
 OTHERS = 7
 ALL_QUEUED = 100_000
@@ -43,20 +43,10 @@ def turnaround_with(queued: int, runs: int) -> list[float]:
             _fill(server.folder / "data", queued)
         server.start()
         if queued:
-            wait_until(lambda: _running_scripts(executor) >= OTHERS, 60, 0.1, "the other users' jobs to run")
+            wait_until(lambda: commands_running(executor.marker, b"sleep", b"600") >= OTHERS, 60, 0.1,
+                       "the other users' jobs to run")
         measure(server, 3, user_id=1000)  # warm up
         return measure(server, runs, user_id=1000)
-
-
-def _running_scripts(executor) -> int:
-    count = 0
-    for pid in processes_with_marker(executor.marker):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                count += handle.read().split(b"\0")[:2] == [b"sleep", b"600"]
-        except OSError:
-            pass
-    return count
 
 
 def run(quick: bool) -> list[Row]:

@@ -63,6 +63,18 @@ def processes_with_marker(marker: str) -> list[int]:
     return found
 
 
+def commands_running(marker: str, *command: bytes) -> int:
+    """How many live processes of the node with `marker` run `command` (e.g. b"sleep", b"600")."""
+    count = 0
+    for pid in processes_with_marker(marker):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                count += handle.read().split(b"\0")[:len(command)] == list(command)
+        except OSError:
+            pass
+    return count
+
+
 def still_running(pid: int, started: int | None) -> bool:
     """That very process is alive: not a zombie, and not another one that reused its pid."""
     try:

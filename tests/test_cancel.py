@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import requests
 
-from tests.conftest import job, processes_with_marker, submit, wait_for_outcome, wait_until
+from tests.conftest import commands_running, job, submit, wait_for_outcome, wait_until
 
 
 def cancel(server, job_id) -> requests.Response:
@@ -13,14 +13,7 @@ def cancel(server, job_id) -> requests.Response:
 
 def sleepers(executor) -> int:
     """How many `sleep 300` scripts of this executor still run."""
-    count = 0
-    for pid in processes_with_marker(executor.marker):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                count += handle.read().split(b"\0")[:2] == [b"sleep", b"300"]
-        except OSError:
-            pass
-    return count
+    return commands_running(executor.marker, b"sleep", b"300")
 
 
 def test_a_running_job_cancelled_stops_its_script_and_frees_its_slot(cluster):
