@@ -25,7 +25,10 @@ def schemathesis(server, *options: str) -> tuple[int, int, str]:
     result = subprocess.run(
         [ST, "run", f"{server.url}/api-docs/openapi.json", "-H", f"Authorization: Bearer {TOKEN}",
          "--checks", "all", "--max-examples", "120", "--seed", "20261128", "--workers", "1", *options],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "NO_COLOR": "1"})
+        capture_output=True, text=True, timeout=600, env={**os.environ, "NO_COLOR": "1"},
+        # NOTE: schemathesis keeps a cache of the failures it found in its working directory and
+        # replays them on the next run; in the server's temporary folder every run starts afresh.
+        cwd=server.folder)
     generated = re.search(r"(\d+) generated", result.stdout)
     assert generated, result.stdout[-3000:]
     return result.returncode, int(generated.group(1)), result.stdout
