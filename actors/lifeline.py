@@ -1,16 +1,42 @@
-"""Tie an actor process's life to its parent's, so no actor outlives the actor that created it.
+"""No process of a node's actor system outlives the node.
 
-Thespian forks each actor from its parent actor's process. If the parent is killed, its children
-would keep running with nobody to stop them; PR_SET_PDEATHSIG makes the kernel kill them instead.
+Runs in the processes of the actor system: the admin, the logger and every actor.
+- Thespian forks each actor from its parent actor (or the admin), and the logger from the admin.
+  If a parent dies, its children would run on with nobody to stop them; PR_SET_PDEATHSIG makes
+  the kernel kill them instead (`die_with_parent`, called first thing in each actor and in the
+  logger).
+- The admin itself daemonizes (setsid and a double fork), so it has no parent to die with. It
+  watches the node's main process instead (`watch_main`): when that process is gone (kill -9 of the
+  whole process group, a closed terminal's SIGHUP, the OOM killer), the admin shuts the actor
+  system down (actors stop their scripts and report), and exits at the latest after
+  HARD_STOP_SECONDS, taking every actor with it. The admin also records its pid and start time in
+  the node's data folder, so the next start can stop an admin that is still running.
+
+`configure(state_dir)` is called by the main process before it starts the actor system; the
+forked admin inherits what it recorded.
 """
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
+import select
 import signal
 import sys
+import threading
+import time
+
+from actors.scripts import start_time
 
 _PR_SET_PDEATHSIG = 1
+ADMIN_PID_FILE = "actor-admin.pid"
+#: How long the admin gives the actor system to stop by itself before it exits regardless.
+HARD_STOP_SECONDS = 8.0
+
+log = logging.getLogger("orchestrator.lifeline")
+
+#: (main pid, its start time, the node's data folder, the admin port), recorded by the main process.
+_node: tuple[int, int | None, str, int] | None = None
 
 
 def die_with_parent() -> None:
@@ -22,3 +48,75 @@ def die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:
         os._exit(1)  # the parent died before the request took effect
+
+
+def configure(state_dir: str, admin_port: int) -> None:
+    """Main process, before starting the actor system: what its admin will watch and record."""
+    global _node
+    _node = (os.getpid(), start_time(os.getpid()), state_dir, admin_port)
+
+
+def recorded_admin(state_dir: str) -> tuple[int, int] | None:
+    """(pid, start time) of the admin a run of this node recorded, if that process still runs."""
+    try:
+        with open(os.path.join(state_dir, ADMIN_PID_FILE)) as handle:
+            pid, started = (int(part) for part in handle.read().split())
+    except (OSError, ValueError):
+        return None
+    return (pid, started) if start_time(pid) == started else None
+
+
+def forget_admin(state_dir: str) -> None:
+    try:
+        os.remove(os.path.join(state_dir, ADMIN_PID_FILE))
+    except FileNotFoundError:
+        pass
+
+
+def admin_started() -> None:
+    """In the admin process: record it, and stop the actor system once the main process is gone."""
+    if _node is None:
+        return
+    main_pid, main_started, state_dir, _ = _node
+    me = os.getpid()
+    path = os.path.join(state_dir, ADMIN_PID_FILE)
+    with open(f"{path}.tmp", "w") as handle:
+        handle.write(f"{me} {start_time(me)}")
+    os.replace(f"{path}.tmp", path)
+    threading.Thread(target=_watch_main, args=(main_pid, main_started), name="lifeline", daemon=True).start()
+
+
+def _watch_main(main_pid: int, main_started: int | None) -> None:
+    _wait_for_exit(main_pid, main_started)
+    log.error("the node's main process %d is gone; stopping its actor system", main_pid)
+    threading.Timer(HARD_STOP_SECONDS, os._exit, args=(1,)).start()
+    try:
+        _shutdown_from_inside()
+    finally:
+        os._exit(0)
+
+
+def _wait_for_exit(pid: int, started: int | None) -> None:
+    """Block until process `pid` (the one that started at `started`) has exited."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pidfd = None
+    if start_time(pid) != started:
+        return  # gone already (or the pid belongs to someone else now)
+    if pidfd is not None:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        while not poller.poll():
+            pass
+        os.close(pidfd)
+        return
+    while start_time(pid) == started:  # no pidfd (old kernel): poll the process table
+        time.sleep(0.2)
+
+
+def _shutdown_from_inside() -> None:
+    """Ask this admin, over its own port, to shut the actor system down as `ActorSystem.shutdown` does."""
+    from actors import system
+
+    system.connect(_node[3]).shutdown()

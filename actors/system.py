@@ -1,10 +1,12 @@
 """Starting and stopping the Thespian actor system of one node (server or executor).
 
-Owns the rules the stack imposes: the system is always created explicitly as `multiprocTCPBase`
-advertised on loopback; the admin port in use is remembered in the node's data folder, so a start
-first shuts down an admin a crashed run left behind instead of joining it; and stopping shuts the
-whole system down, admin and every actor process. A lock file keeps a starting node and the
-guardian of its crashed predecessor from clearing and starting at the same time.
+Runs in the node's main process. Owns the rules the stack imposes: the system is always created
+explicitly as `multiprocTCPBase`, listening and advertised on loopback only; every frame it
+exchanges is signed with a key made for this run (actors/frame_auth.py); its admin stops the
+system when the main process dies (actors/lifeline.py). A start first stops an admin that a
+crashed run left behind (its pid is recorded in the node's data folder) and waits until its port
+is free, instead of joining it; stopping shuts the whole system down, admin and every actor
+process. A lock file keeps two starts of the same node from clearing and starting at once.
 """
 from __future__ import annotations
 
@@ -12,13 +14,17 @@ import fcntl
 import logging
 import os
 import random
+import signal
 import socket
 import time
-import uuid
 from contextlib import contextmanager
 
 from thespian.actors import ActorSystem, InvalidActorAddress
+from thespian.system import multiprocCommon
 from thespian.system.transport.IPBase import IPActorAddress
+
+from actors import frame_auth, lifeline
+from actors.scripts import start_time
 
 log = logging.getLogger(__name__)
 PORT_FILE = "actor-admin.port"
@@ -54,6 +60,27 @@ def _listen_on_loopback_only() -> None:
 
 _listen_on_loopback_only()
 
+
+def _tie_to_the_node() -> None:
+    """The admin watches the node's main process; the logger dies with the admin (lifeline.py)."""
+    admin_run = multiprocCommon.MultiProcAdmin.run
+
+    def run(self):
+        lifeline.admin_started()
+        return admin_run(self)
+
+    multiprocCommon.MultiProcAdmin.run = run
+    start_logger = multiprocCommon.startupASLogger
+
+    def startup_logger(*args, **kwargs):
+        lifeline.die_with_parent()
+        return start_logger(*args, **kwargs)
+
+    multiprocCommon.startupASLogger = startup_logger
+
+
+_tie_to_the_node()
+
 LOG_DEFS = {
     "version": 1,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"}},
@@ -82,7 +109,9 @@ def _listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _system(port: int) -> ActorSystem:
+def connect(port: int) -> ActorSystem:
+    """A handle on the actor system whose admin listens on `port` (started, or joined: the frames of
+    this process must be signed with that system's key)."""
     # NOTE: transientUnique keeps Thespian from handing back a process-wide singleton.
     return ActorSystem("multiprocTCPBase", capabilities={"Admin Port": port}, logDefs=LOG_DEFS,
                        transientUnique=True)
@@ -99,73 +128,81 @@ def _locked(state_dir: str):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _record(state_dir: str) -> tuple[int, str] | None:
-    """(admin port, token of the run that started it), as recorded in `state_dir`."""
+def _recorded_port(state_dir: str) -> int | None:
     try:
         with open(os.path.join(state_dir, PORT_FILE)) as handle:
-            port, _, token = handle.read().strip().partition(" ")
-            return int(port), token
-    except (OSError, ValueError):
+            return int(handle.read().split()[0])
+    except (OSError, ValueError, IndexError):
         return None
 
 
-def _clear(state_dir: str, port: int) -> None:
-    if _listening(port):
-        log.warning("shutting down the actor system a previous run left on admin port %d", port)
-        _system(port).shutdown()
+def _wait_closed(port: int, seconds: float) -> bool:
+    """Wait until nothing listens on `port` (a stopping admin's children hold its socket a moment)."""
+    deadline = time.monotonic() + seconds
+    while _listening(port):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _stop_stale(state_dir: str) -> None:
+    """Stop the actor system a crashed run of this node left running, and wait for its port."""
+    admin = lifeline.recorded_admin(state_dir)
+    port = _recorded_port(state_dir)
+    if admin is not None:
+        log.warning("stopping the actor system a previous run left running (admin pid %d)", admin[0])
+        # NOTE: its actors die with it (PR_SET_PDEATHSIG), and their scripts with them.
+        try:
+            os.kill(admin[0], signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + STOP_WAIT_SECONDS
+        while start_time(admin[0]) == admin[1] and time.monotonic() < deadline:
+            time.sleep(0.02)
+    if port is not None:
+        _wait_closed(port, STOP_WAIT_SECONDS)
+    lifeline.forget_admin(state_dir)
     try:
         os.remove(os.path.join(state_dir, PORT_FILE))
     except FileNotFoundError:
         pass
 
 
-def clear_stale(state_dir: str, only_token: str | None = None) -> None:
-    """Shut down the actor system recorded in `state_dir`; with `only_token`, only if it is that run's."""
+def start(state_dir: str, admin_port: int = 0) -> ActorSystem:
+    """Stop a stale system, then start a fresh one on `admin_port` (0: a free port)."""
     with _locked(state_dir):
-        record = _record(state_dir)
-        if record is not None and only_token in (None, record[1]):
-            _clear(state_dir, record[0])
-
-
-def start(state_dir: str, admin_port: int = 0) -> tuple[ActorSystem, str]:
-    """Clear a stale system, then start a fresh one on `admin_port` (0: a free port).
-
-    Returns:
-        (the system, a token naming this run's record, for its guardian).
-    """
-    with _locked(state_dir):
-        stale = _record(state_dir)
-        if stale is not None:
-            _clear(state_dir, stale[0])
+        _stop_stale(state_dir)
+        frame_auth.use_key(frame_auth.new_key())
         for attempt in range(1 if admin_port else START_TRIES):
             port = admin_port or free_port()
-            if _listening(port):
-                raise RuntimeError(f"actor_admin_port {port} is already in use by another process.")
+            if not _wait_closed(port, STOP_WAIT_SECONDS if admin_port else 0):
+                if admin_port:
+                    raise RuntimeError(f"actor_admin_port {port} is already in use by another process.")
+                continue
+            lifeline.configure(state_dir, port)
             try:
-                asys = _system(port)
+                asys = connect(port)
             except InvalidActorAddress:
                 if admin_port or attempt == START_TRIES - 1:
                     raise
                 continue  # the port was taken meanwhile: try another
-            token = uuid.uuid4().hex
             with open(os.path.join(state_dir, PORT_FILE), "w") as handle:
-                handle.write(f"{port} {token}")
-            return asys, token
+                handle.write(str(port))
+            return asys
     raise RuntimeError("the actor system could not be started")
 
 
 def stop(asys: ActorSystem, state_dir: str) -> None:
-    """Shut the system down; forget its port only once the admin is really gone."""
-    record = _record(state_dir)
+    """Shut the system down; forget it only once its admin port is closed."""
+    port = _recorded_port(state_dir)
     try:
         asys.shutdown()
     finally:
-        deadline = time.monotonic() + STOP_WAIT_SECONDS
-        while record and _listening(record[0]) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if record and _listening(record[0]):
-            log.error("the actor system on admin port %d did not stop; the next start clears it", record[0])
+        if port is not None and not _wait_closed(port, STOP_WAIT_SECONDS):
+            log.error("the actor system on admin port %d did not stop; the next start stops it", port)
         else:
+            lifeline.forget_admin(state_dir)
             try:
                 os.remove(os.path.join(state_dir, PORT_FILE))
             except OSError:

@@ -163,12 +163,12 @@ class Node:
         return code
 
     def kill_main(self) -> None:
-        """kill -9 of the main process alone (its guardian then shuts the actor system down)."""
+        """kill -9 of the main process alone (its actor system's admin then shuts the system down)."""
         self.process.kill()
         self.process.wait(10)
 
     def kill_group(self) -> None:
-        """kill -9 of the main process's group (it and its guardian): the actor system lives on."""
+        """kill -9 of the main process's group (the actor system runs in a session of its own)."""
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
 
@@ -216,6 +216,12 @@ class Cluster:
         node = Node("server", port, folder, ["run_server.py", "--config", str(folder / "server.ini")], env or {})
         self.nodes.append(node)
         return node.start() if start else node
+
+    def restart(self, node: Node, start: bool = True) -> Node:
+        """The same node (port, folder, configuration) started again, as a new process."""
+        again = Node(node.kind, node.port, node.folder, node.args, node.env, secret=node.secret)
+        self.nodes.append(again)
+        return again.start() if start else again
 
     def close(self) -> list[str]:
         """Stop every node; returns the names of nodes that left processes behind."""

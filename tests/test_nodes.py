@@ -2,44 +2,105 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
+import pytest
+import requests
+
+from actors import lifeline
 from actors.scripts import start_time
-from tests.conftest import ROOT, Node, free_port, job, processes_with_marker, still_running, submit, wait_for_outcome, wait_until, write_ini
+from tests.conftest import (MARKER, ROOT, START_TIMEOUT, Node, commands_running, free_port, job,
+                            processes_with_marker, still_running, submit, wait_for_outcome, wait_until, write_ini)
 
 
-def test_a_restart_after_a_crash_clears_the_stale_actor_system_instead_of_joining_it(cluster):
+#: Whatever kills a node, every process of it (actor system and job scripts) is gone within this.
+GONE_WITHIN = 10.0
+
+
+def running_job(server: Node) -> int:
+    job_id = submit(server, "sleep 600")
+    wait_until(lambda: job(server, job_id)["status"] == "Running", 20, 0.05, "the job to run")
+    return job_id
+
+
+@pytest.mark.parametrize("how", ["process group", "main process alone"])
+def test_no_process_of_a_killed_node_outlives_it_not_its_actor_system_nor_its_scripts(cluster, how):
     executor = cluster.executor("example")
     server = cluster.server({"example": {"clients": executor.url}})
+    running_job(server)
+    assert commands_running(executor.marker, b"sleep", b"600") == 1
+
+    for node in (server, executor):
+        node.kill_group() if how == "process group" else node.kill_main()
+
+    for node in (server, executor):
+        wait_until(lambda: not processes_with_marker(node.marker), GONE_WITHIN, 0.05,
+                   f"every process of the {node.kind} to exit")
+
+
+def test_a_node_started_right_after_a_kill_9_takes_its_fixed_admin_port_again(cluster):
+    executor = cluster.executor("example", actor_admin_port=free_port())
+    server = cluster.server({"example": {"clients": executor.url}}, actor_admin_port=free_port())
     before = submit(server, "echo before > out.txt")
     assert wait_for_outcome(server, before) == 200
 
-    # Given: the server's main process and its guardian die; its actor system lives on
-    server.kill_group()
-    stale = {pid: start_time(pid) for pid in processes_with_marker(server.marker)}
-    assert stale, "the Thespian admin should outlive its creator"
+    for _ in range(3):
+        server.kill_main()
+        server = cluster.restart(server)
+        executor.kill_main()
+        executor = cluster.restart(executor)
 
-    # When: the server is started again with the same configuration
-    again = Node("server", server.port, server.folder, server.args, {})
-    cluster.nodes.append(again)
-    again.start()
-
-    # Then: every process of the crashed run is gone, and jobs run
-    wait_until(lambda: not any(still_running(pid, born) for pid, born in stale.items()), 10, 0.05,
-               "the stale actor system to be shut down")
-    after = submit(again, "echo after > out.txt")
-    assert wait_for_outcome(again, after) == 200
-    assert job(again, before)["status"] == "Completed"
+    after = submit(server, "echo after > out.txt")
+    assert wait_for_outcome(server, after) == 200
+    assert job(server, before)["status"] == "Completed"
 
 
-def test_when_only_the_main_process_is_killed_its_guardian_shuts_the_actor_system_down(cluster):
+def test_a_node_whose_terminal_is_closed_leaves_no_process_behind(cluster):
+    executor = cluster.executor("example", start=False)
+    server = cluster.server({"example": {"clients": executor.url}}, start=False)
+    sessions = [in_terminal(node) for node in (executor, server)]
+    running_job(server)
+
+    for session in sessions:  # the terminal goes: its processes get SIGHUP
+        subprocess.run(["tmux", "kill-session", "-t", session], check=True)
+
+    for node in (server, executor):
+        wait_until(lambda: not processes_with_marker(node.marker), GONE_WITHIN, 0.05,
+                   f"every process of the {node.kind} to exit")
+
+
+def in_terminal(node: Node) -> str:
+    """Start `node` in a tmux session of its own, as an operator would in a terminal; its name."""
+    session = f"orchestrator-{node.marker[:12]}"
+    command = " ".join([sys.executable, *node.args, ">>", str(node.log_path), "2>&1"])
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-e", f"{MARKER}={node.marker}", command],
+                   cwd=ROOT, check=True)
+    headers = {"Authorization": f"Bearer {node.secret}"} if node.secret else {}
+    wait_until(lambda: _answers(f"{node.url}/health", headers), START_TIMEOUT, 0.05,
+               f"{node.kind} to start in its terminal\n{node.log()}")
+    return session
+
+
+def _answers(url: str, headers: dict) -> bool:
+    try:
+        return requests.get(url, headers=headers, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def test_when_the_admin_is_killed_its_actors_go_too_and_the_node_still_stops_cleanly(cluster):
     executor = cluster.executor("example")
     server = cluster.server({"example": {"clients": executor.url}})
+    admin = lifeline.recorded_admin(str(server.folder / "data"))
+    assert admin is not None and len(processes_with_marker(server.marker)) > 3
 
-    server.kill_main()
+    os.kill(admin[0], signal.SIGKILL)  # as the OOM killer might
 
-    wait_until(lambda: not processes_with_marker(server.marker), 10, 0.05, "the actor system to be shut down")
+    wait_until(lambda: processes_with_marker(server.marker) == [server.process.pid], GONE_WITHIN, 0.05,
+               "every process of the actor system (actors, logger) to exit with the admin")
+    assert server.stop() == 0
 
 
 def test_two_executors_share_one_config_file_with_only_their_ports_differing(cluster, tmp_path):

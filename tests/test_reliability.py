@@ -19,7 +19,7 @@ TIMEOUT = 2  # executor_timeout of these servers, seconds
 # Each job turns its own token into its result, taking a little while so that many are in flight.
 SCRIPT = b"#!/usr/bin/env bash\nset -e\nsleep 0.$((RANDOM % 5))\ntr a-z A-Z < token.txt > result.txt\n"
 #: Long enough that the scripts running when a node is killed are still running when its actor
-#: system has been stopped (its guardian takes up to a second).
+#: system has been stopped (its admin sees the main process go at once; stopping takes a moment).
 SLOW_SCRIPT = SCRIPT.replace(b"sleep 0.", b"sleep 3.")
 
 
@@ -59,12 +59,6 @@ def assert_every_job_completed_with_its_own_result(server: Node, batch: dict[int
         assert record["status"] == "Completed" and record["exit_code"] == 0
 
 
-def restart(cluster, node: Node) -> Node:
-    again = Node(node.kind, node.port, node.folder, node.args, node.env)
-    cluster.nodes.append(again)
-    return again.start()
-
-
 def every_task(executor: Node) -> list[dict]:
     """Every task the executor holds (it numbers them 1, 2, ...). Not counted from the jobs' attempts:
     a send cut off by the executor's death counts as an attempt without leaving a task there."""
@@ -87,14 +81,14 @@ def test_a_server_killed_mid_flight_finishes_every_job_after_a_restart(cluster, 
     wait_until(lambda: started(server, batch) >= 8, 30, 0.05, "jobs to be under way")
 
     if how == "process group":
-        server.kill_group()  # main and guardian: the actor system lives on until the restart
+        server.kill_group()  # the actor system stops itself (or is stopped by the restart)
     elif how == "main process alone":
-        server.kill_main()  # the guardian shuts the actor system down
+        server.kill_main()  # its admin shuts the actor system down
     else:
         server.kill_everything()
         server.process.wait(10)
 
-    again = restart(cluster, server)
+    again = cluster.restart(server)
     assert_every_job_completed_with_its_own_result(again, batch)
 
 
@@ -121,8 +115,8 @@ def test_an_executor_restarted_mid_flight_runs_its_lost_jobs_again(cluster):
     batch = launch(server, 12, SLOW_SCRIPT)
     wait_until(lambda: started(server, batch) >= 4, 30, 0.05, "jobs to be under way")
 
-    executor.kill_main()  # its guardian stops its actors; its scripts are stopped at the restart
-    again = restart(cluster, executor)
+    executor.kill_main()  # its admin stops its actors and their scripts; the restart reports them lost
+    again = cluster.restart(executor)
 
     assert_every_job_completed_with_its_own_result(server, batch)
     held = every_task(again)

@@ -23,12 +23,6 @@ def listing(server) -> dict[str, dict]:
     return {e["url"]: e for e in requests.get(f"{server.url}/executors", timeout=5).json()["executors"]}
 
 
-def restart(cluster, node: Node) -> Node:
-    again = Node(node.kind, node.port, node.folder, node.args, node.env)
-    cluster.nodes.append(again)
-    return again.start()
-
-
 def health(executor: Node) -> requests.Response:
     return requests.get(f"{executor.url}/health", timeout=5)
 
@@ -46,10 +40,10 @@ def test_an_executor_killed_mid_job_re_attaches_to_its_slurm_jobs_and_reports_th
         wait_until(lambda: job(server, job_id)["status"] == "Running", OUTCOME_WAIT, 0.1, f"job {job_id} to run")
     slurm_ids = {job_id: task_of(executor, job_id)["slurm_id"] for job_id in (ends_early, ends_late)}
 
-    executor.kill_main()  # kill -9; its guardian stops its actors; Slurm runs the jobs on
+    executor.kill_main()  # kill -9; its admin stops its actors; Slurm runs the jobs on
     early.touch()
     wait_until(lambda: slurm_state(slurm_ids[ends_early]) == "COMPLETED", 30, 0.1, "the early job to end in Slurm")
-    again = restart(cluster, executor)
+    again = cluster.restart(executor)
     late.touch()
 
     for job_id, text in ((ends_early, b"early\n"), (ends_late, b"late\n")):
@@ -79,7 +73,7 @@ def test_a_task_submitted_just_before_a_crash_is_found_by_its_job_name_and_not_s
         database.execute("INSERT INTO Task (job_id, job_uid, attempt, dir, state, created_at, reported) "
                          "VALUES (1, ?, 1, ?, 'accepted', ?, 1)", (uid, str(folder), datetime.utcnow()))
 
-    again = restart(cluster, executor)
+    again = cluster.restart(executor)
 
     wait_until(lambda: requests.get(f"{again.url}/jobs/1", timeout=5).json()["state"] == "finished", OUTCOME_WAIT,
                0.1, "the re-attached task to finish")

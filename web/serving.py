@@ -1,13 +1,13 @@
 """The life of a node: start its actor system, serve its Falcon app under Waitress, stop cleanly.
 
 `run_node` is shared by run_server.py and run_client.py:
-- start: clear an actor system a crashed run left, start a fresh one, configure the node's top
-  actor, start the guardian (which shuts the actor system down if this process is killed) and the
-  watchdog (which re-creates the top actor if it dies), serve;
+- start: stop an actor system a crashed run left, start a fresh one (whose admin stops it if this
+  process dies: actors/lifeline.py), configure the node's top actor, start the watchdog (which
+  re-creates the top actor if it dies), serve;
 - stop (SIGTERM, or Ctrl-C): `stopping` is set so new work is refused with 503, then the node waits
   until `settled()` says its work is done (bounded by `settle_seconds`, or not at all), stops
   Waitress and shuts the actor system down, leaving no process behind. A second signal stops at
-  once.
+  once, and so does SIGHUP (the terminal the node ran in was closed).
 """
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import _thread
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -43,10 +42,14 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+#: The signals that stop a node; SIGHUP (a closed terminal) always stops it at once.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
 def install_signal_handlers() -> None:
     """Until the node serves, SIGTERM behaves as Ctrl-C: unwind through every `finally`."""
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _interrupt)
 
 
 def setup_logging() -> None:
@@ -175,12 +178,6 @@ class Watchdog:
                 log.exception("re-creating the top actor failed")
 
 
-def _start_guardian(state_dir: str, token: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "actors.guardian", state_dir, token, str(os.getpid())],
-                            stdin=subprocess.DEVNULL,
-                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
 def run_node(*, state_dir: str, admin_port: int, actor_class: str, configure_message,
              make_app: Callable[[ActorGateway, threading.Event], object], host: str, port: int, threads: int,
              max_body: int, name: str, settled: Callable[[ActorGateway, InFlight], bool],
@@ -188,10 +185,9 @@ def run_node(*, state_dir: str, admin_port: int, actor_class: str, configure_mes
              prepare: Callable[[], None] = lambda: None) -> int:
     """Start the node's actor system, then `prepare()` (database, leftovers), its top actor and its
     web app, and serve until stopped; every process started is stopped before returning."""
-    asys = guardian = watchdog = None
+    asys = watchdog = None
     try:
-        asys, token = system.start(state_dir, admin_port)
-        guardian = _start_guardian(state_dir, token)
+        asys = system.start(state_dir, admin_port)
         # NOTE: after the start, so the processes the actor system forks do not carry what it loads.
         prepare()
         address = asys.createActor(actor_class)
@@ -209,10 +205,10 @@ def run_node(*, state_dir: str, admin_port: int, actor_class: str, configure_mes
         _json_waitress_errors(max_body)
         server = waitress.create_server(app, host=host, port=port, threads=threads, ident=name,
                                         max_request_body_size=max_body, channel_timeout=60)
-        stopper = Stopper(stopping, lambda: settled(gateway, app), settle_seconds, immediate)
+        stopper = Stopper(stopping, lambda: settled(gateway, app), settle_seconds, (*immediate, signal.SIGHUP))
         watchdog = Watchdog(asys, gateway, dict(reply.processes).get(reply.who, 0), actor_class, configure_message)
-        signal.signal(signal.SIGTERM, stopper)
-        signal.signal(signal.SIGINT, stopper)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, stopper)
         log.info("%s listening on http://%s:%d", name, host, port)
         try:
             server.run()
@@ -225,12 +221,9 @@ def run_node(*, state_dir: str, admin_port: int, actor_class: str, configure_mes
         return 0
     finally:
         # NOTE: a further signal must not cut the shutdown short and leave actors behind.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
         if watchdog is not None:
             watchdog.done.set()
         if asys is not None:
             system.stop(asys, state_dir)
-        if guardian is not None:
-            guardian.terminate()
-            guardian.wait(5)
