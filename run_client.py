@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import signal
@@ -22,7 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
 
+    from actors.job_cgroups import JobCgroups
     from actors.messages import ConfigureExecutor
+    from actors.sandbox import SandboxUnavailable, Wrapping
     from conf.settings import ConfigError, load_client_config
     from storage import database
     from storage.executor_models import db
@@ -31,15 +34,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_client_config(args.config, os.environ, service=args.service, port=args.port,
                                     backend=args.backend)
-    except ConfigError as exc:
+        wrapping = Wrapping.probe(config)
+    except (ConfigError, SandboxUnavailable) as exc:
         print(f"run_client.py: {exc}", file=sys.stderr)
         return 2
+    # NOTE: before the actor system starts, so that (on a delegated cgroup v2) its processes start
+    # in the node's own leaf cgroup.
+    cgroups = JobCgroups.detect(f"{config.service}-{config.port}") if config.backend == "local" else None
+    logging.getLogger("orchestrator").info(
+        "jobs run %s; their limits: %s", wrapping.describe(config),
+        cgroups.describe() if cgroups else "rlimits" if config.backend == "local" else "rlimits (and Slurm's own)")
     os.makedirs(config.tasks_path, exist_ok=True)
     shutil.rmtree(os.path.join(config.data_path, "incoming"), ignore_errors=True)
     database.bind(db, config.database_url, create_tables=True)
     return run_node(
         state_dir=config.data_path, admin_port=config.actor_admin_port,
-        actor_class="actors.executor.ExecutorActor", configure_message=ConfigureExecutor(config),
+        actor_class="actors.executor.ExecutorActor", configure_message=ConfigureExecutor(config, wrapping, cgroups),
         make_app=lambda gateway, stopping: create_app(config, gateway, stopping),
         host=config.host, port=config.port, threads=config.threads,
         max_body=config.max_upload_mb * 1024 * 1024, name=f"orchestrator-executor[{config.service}]",

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from actors.job_cgroups import JobCgroups
+from actors.sandbox import Wrapping
 from conf.settings import ClientConfig
 from storage.executor_models import TaskState
 
@@ -28,6 +30,8 @@ class Ended:
     state: TaskState
     exit_code: int | None = None
     stderr_tail: str | None = None
+    #: Why it failed although its script may have exited 0 (a limit it went over), in words.
+    reason: str | None = None
 
 
 #: The event an ended task's report carries to the server.
@@ -35,9 +39,9 @@ REPORT_OF = {TaskState.FINISHED.value: "finished", TaskState.LOST.value: "lost",
              TaskState.CANCELLED.value: "cancelled"}
 
 
-def make_backend(config: ClientConfig):
+def make_backend(config: ClientConfig, wrapping: Wrapping, cgroups: JobCgroups | None):
     if config.backend == "slurm":
         from actors.slurm_backend import SlurmBackend
-        return SlurmBackend(config)
+        return SlurmBackend(config, wrapping)
     from actors.local_backend import LocalBackend
-    return LocalBackend()
+    return LocalBackend(config, wrapping, cgroups)

@@ -56,7 +56,7 @@ class ExecutorActor(ActorTypeDispatcher):
     def receiveMsg_ConfigureExecutor(self, msg: ConfigureExecutor, sender) -> None:
         self.config = msg.config
         database.bind(db, msg.config.database_url, create_tables=False)
-        self.backend = make_backend(self.config)
+        self.backend = make_backend(self.config, msg.wrapping, msg.cgroups)
         self.reporter = Reporter(self.config, self.backend.problem)
         self.settle(self.backend.recover())
         self.send(sender, Pong("executor", (("executor", os.getpid()),)))
@@ -93,7 +93,7 @@ class ExecutorActor(ActorTypeDispatcher):
     def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender) -> None:
         if self.backend is not None:
             for ended in self.backend.stop_all():
-                tasks.mark_ended(ended.task_id, ended.state, utcnow(), ended.exit_code, ended.stderr_tail)
+                tasks.mark_ended(ended.task_id, ended.state, utcnow(), ended.exit_code, ended.stderr_tail, ended.reason)
 
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender) -> None:
         try:
@@ -165,7 +165,7 @@ class ExecutorActor(ActorTypeDispatcher):
             if isinstance(event, Started):
                 self.reporter.report(event.task_id, "started")
             elif isinstance(event, Ended):
-                tasks.mark_ended(event.task_id, event.state, utcnow(), event.exit_code, event.stderr_tail)
+                tasks.mark_ended(event.task_id, event.state, utcnow(), event.exit_code, event.stderr_tail, event.reason)
                 self.reporter.report(event.task_id, REPORT_OF[event.state.value])
 
     # --- retention ------------------------------------------------------------------------------

@@ -1,7 +1,10 @@
-"""LocalBackend: a task is `bash run.sh` run as a process group of this host (actors/scripts.py).
+"""LocalBackend: a task is its wrapped `bash run.sh` (actors/sandbox.py), run as a process group of
+this host, in a cgroup of its own where the node has cgroups (actors/job_cgroups.py).
 
-Its processes live and die with the node: a task that was running when the node stopped is lost,
-and a restarted node stops what the previous run left behind.
+Runs in an executor node's ExecutorActor. Its processes live and die with the node: a task that
+was running when the node stopped is lost, and a restarted node stops what the previous run left
+behind. When a task ends, whatever it started is killed (its PID namespace, and its cgroup), and
+the limit it went over, if any, becomes its reason (actors/job_limits.py).
 """
 from __future__ import annotations
 
@@ -12,6 +15,10 @@ import time
 
 from actors import scripts
 from actors.backend import Ended, Started
+from actors.job_cgroups import JobCgroup, JobCgroups
+from actors.job_limits import MB, OutputGuard, Usage, limit_reason
+from actors.sandbox import Wrapping, environment
+from conf.settings import ClientConfig
 from storage import tasks
 from storage.clock import utcnow
 from storage.executor_models import TaskState
@@ -26,9 +33,14 @@ log = logging.getLogger("orchestrator.executor")
 
 
 class LocalBackend:
-    def __init__(self):
+    def __init__(self, config: ClientConfig, wrapping: Wrapping, cgroups: JobCgroups | None):
+        self.config = config
+        self.wrapping = wrapping
+        self.cgroups = cgroups
         self.running: dict[int, subprocess.Popen] = {}
         self.started_at: dict[int, float] = {}
+        self.cgroup_of: dict[int, JobCgroup] = {}
+        self.guard = OutputGuard(config.max_output_mb * MB, config.tasks_path, self._stop_for_size)
 
     def problem(self) -> str | None:
         """Why the node cannot take work now; a local node always can."""
@@ -51,15 +63,33 @@ class LocalBackend:
         return ended
 
     def start(self, task_id: int, task: dict) -> list:
+        folder = task["dir"]
+        cgroup = self._cgroup(task_id)
+        command = self.wrapping.command(self.config, folder, cgroup_procs=cgroup.procs if cgroup else None,
+                                        limit_memory=cgroup is None, limit_processes=cgroup is None)
         try:
-            process = scripts.launch(task["dir"])
+            process = scripts.launch(folder, command, environment(self.config, folder))
         except OSError as exc:
             log.error("task %d could not be started: %s", task_id, exc)
+            if cgroup:
+                cgroup.remove()
             return [Ended(task_id, TaskState.FINISHED, 126, f"the executor could not start run.sh: {exc}")]
         self.running[task_id] = process
         self.started_at[task_id] = time.monotonic()
+        if cgroup:
+            self.cgroup_of[task_id] = cgroup
+        self.guard.watch(task_id, folder)
         tasks.mark_running(task_id, process.pid, scripts.start_time(process.pid), utcnow())
         return [Started(task_id)]
+
+    def _cgroup(self, task_id: int) -> JobCgroup | None:
+        if self.cgroups is None:
+            return None
+        try:
+            return self.cgroups.create(f"task-{task_id}", self.config.max_memory_mb, self.config.max_processes)
+        except OSError as exc:
+            log.error("task %d runs without a cgroup (its limits are rlimits only): %s", task_id, exc)
+            return None
 
     def poll(self) -> list[Ended]:
         ended = []
@@ -67,13 +97,30 @@ class LocalBackend:
             code = process.poll()
             if code is None:
                 continue
-            # NOTE: what run.sh left in the background dies with it; its folder is its result.
-            scripts.kill_group(process.pid)
-            task = tasks.find(task_id)
-            del self.running[task_id]
-            del self.started_at[task_id]
-            ended.append(Ended(task_id, TaskState.FINISHED, scripts.exit_code(code), scripts.stderr_tail(task["dir"])))
+            ended.append(self._ended(task_id, scripts.exit_code(code)))
         return ended
+
+    def _ended(self, task_id: int, exit_code: int) -> Ended:
+        """run.sh is over: kill what it left, and find out whether it went over a limit."""
+        process = self.running.pop(task_id)
+        del self.started_at[task_id]
+        scripts.kill_group(process.pid)
+        cgroup = self.cgroup_of.pop(task_id, None)
+        oom_kills = refused_forks = None
+        if cgroup:
+            oom_kills, refused_forks = cgroup.hits()
+            cgroup.remove()
+        folder = tasks.find(task_id)["dir"]
+        tail = scripts.stderr_tail(folder)
+        reason = limit_reason(self.config, self.guard, task_id, folder,
+                              Usage(exit_code, oom_kills, refused_forks, stderr_tail=tail))
+        return Ended(task_id, TaskState.FINISHED, exit_code, tail, reason)
+
+    def _stop_for_size(self, task_id: int) -> None:
+        """The output guard's thread: stop a task whose folder grew too large (poll() reports it)."""
+        process = self.running.get(task_id)
+        if process is not None:
+            scripts.kill_group(process.pid)
 
     def kill(self, task_id: int) -> bool:
         """Stop the task's processes; False if it is not running here."""
@@ -83,12 +130,20 @@ class LocalBackend:
         scripts.kill_group(process.pid)
         process.wait()
         del self.started_at[task_id]
+        self.guard.forget(task_id)
+        cgroup = self.cgroup_of.pop(task_id, None)
+        if cgroup:
+            cgroup.remove()
         return True
 
     def stop_all(self) -> list[Ended]:
         """The node is stopping: end every script (TERM, then KILL); they are lost."""
-        for process in self.running.values():
-            scripts.kill_group(process.pid, signal.SIGTERM)
+        for task_id, process in self.running.items():
+            cgroup = self.cgroup_of.get(task_id)
+            if cgroup:  # NOTE: the job's own processes, for bubblewrap dies of a TERM and kills them at once
+                cgroup.signal(signal.SIGTERM)
+            else:
+                scripts.kill_group(process.pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_SECONDS
         while time.monotonic() < deadline and any(scripts.group_alive(p.pid) for p in self.running.values()):
             for process in self.running.values():
@@ -99,5 +154,8 @@ class LocalBackend:
             scripts.kill_group(process.pid)
             process.poll()
             ended.append(Ended(task_id, TaskState.LOST))
+        for cgroup in self.cgroup_of.values():
+            cgroup.remove()
         self.running.clear()
+        self.cgroup_of.clear()
         return ended

@@ -172,6 +172,8 @@ class ExecutorEvent:
     task_id: str | None = None
     exit_code: int | None = None
     stderr_tail: str | None = None
+    #: The executor's verdict when the job went over a limit (it fails, whatever its exit code).
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -203,9 +205,12 @@ class JobEnded:
 
 @dataclass(frozen=True)
 class ConfigureExecutor:
-    """run_client.py → ExecutorActor: its settings; it then recovers its task table."""
+    """run_client.py → ExecutorActor: its settings, how jobs are wrapped and where their cgroups go
+    (found at start); it then recovers its task table."""
 
     config: ClientConfig
+    wrapping: Any = None
+    cgroups: Any = None
 
 
 @dataclass(frozen=True)

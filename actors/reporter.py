@@ -124,7 +124,8 @@ class Reporter:
         for url, items in by_url.items():
             events = [{"job_id": found[task_id]["job_id"], "attempt": found[task_id]["attempt"],
                        "task_id": str(task_id), "event": event, "exit_code": found[task_id]["exit_code"],
-                       "stderr_tail": found[task_id]["stderr_tail"]} for task_id, event in items]
+                       "stderr_tail": found[task_id]["stderr_tail"], "reason": found[task_id]["reason"]}
+                      for task_id, event in items]
             try:
                 response = self._post(f"{url}/internal/events", {"events": events})
             except HTTPError as exc:

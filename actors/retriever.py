@@ -38,8 +38,9 @@ class RetrieverActor(ServerActor):
     def configured(self, msg: Configure) -> None:
         self.link = ExecutorLink(self.config.cluster_secret)
         self.calls = CallPool(FETCH_CONCURRENCY, "fetch")
-        #: Outcomes reported and not yet written, by job id: (job, task id, exit code, stderr tail).
-        self.finishing: dict[int, tuple[jobs.JobRef, str, int | None, str | None]] = {}
+        #: Outcomes reported and not yet written, by job id: (job, task id, exit code, stderr tail, the
+        #: executor's reason for a failure).
+        self.finishing: dict[int, tuple[jobs.JobRef, str, int | None, str | None, str | None]] = {}
         self.flush_armed = False
         os.makedirs(os.path.dirname(jobs.result_file(self.config.data_dir, 0)), exist_ok=True)
         self.wakeupAfter(0.1)
@@ -58,7 +59,7 @@ class RetrieverActor(ServerActor):
             if remote_id is None:
                 return
         if msg.event == "finished":
-            self.finished(job, remote_id, msg.exit_code, msg.stderr_tail)
+            self.finished(job, remote_id, msg.exit_code, msg.stderr_tail, msg.reason)
         elif msg.event == "lost":
             self.job_lost(job.id, job.attempts, "its executor lost it")
         elif msg.event == "cancelled":
@@ -74,9 +75,11 @@ class RetrieverActor(ServerActor):
         ok = task is not None and task["job_id"] == job.id and task["attempt"] == job.attempts
         return task_id if ok else None
 
-    def finished(self, job: jobs.JobRef, remote_id: str, exit_code: int | None, stderr_tail: str | None) -> None:
+    def finished(self, job: jobs.JobRef, remote_id: str, exit_code: int | None, stderr_tail: str | None,
+                 reason: str | None = None) -> None:
         """Queue the outcome; it is written after the messages already waiting, with theirs."""
-        self.finishing[job.id] = (job, remote_id, exit_code, stderr_tail)
+        reason = reason[:1000] if isinstance(reason, str) and reason else None
+        self.finishing[job.id] = (job, remote_id, exit_code, stderr_tail, reason)
         if not self.flush_armed:
             self.flush_armed = True
             self.wakeupAfter(0, payload="flush")
@@ -84,12 +87,13 @@ class RetrieverActor(ServerActor):
     def write_outcomes(self) -> None:
         """Fetch the results of the queued successes side by side, then write every outcome at once."""
         batch, self.finishing = list(self.finishing.values()), {}
-        successes = [entry for entry in batch if entry[2] == 0]
+        successes = [entry for entry in batch if entry[2] == 0 and not entry[4]]
         fetched = {job.id for (job, *_), _, error in self.calls.each(self.fetch, successes) if error is None}
         outcomes = []
-        for job, remote_id, exit_code, stderr_tail in batch:
-            if exit_code != 0:
-                reason = f"run.sh exited with code {exit_code}" if exit_code is not None else "run.sh could not be run"
+        for job, remote_id, exit_code, stderr_tail, reason in batch:
+            if exit_code != 0 or reason:
+                reason = reason or (f"run.sh exited with code {exit_code}" if exit_code is not None
+                                    else "run.sh could not be run")
                 outcomes.append((job.id, job.attempts, JobState.FAILED,
                                  {"exit_code": exit_code, "reason": reason, "stderr_tail": stderr_tail}))
             elif job.id in fetched:
@@ -102,7 +106,7 @@ class RetrieverActor(ServerActor):
 
     def fetch(self, entry) -> None:
         """Runs on a pool thread: the task's zip into the job's result file."""
-        job, remote_id, _, _ = entry
+        job, remote_id = entry[:2]
         try:
             self.link.fetch(job.executor, remote_id, jobs.result_file(self.config.data_dir, job.id))
         except ExecutorUnreachable as exc:
@@ -150,7 +154,7 @@ class RetrieverActor(ServerActor):
         elif task is None or task["job_id"] != job.id or task["attempt"] != job.attempts or task["state"] not in ALIVE:
             self.job_lost(job.id, job.attempts, "its executor no longer has it")
         elif task["state"] == "finished":
-            self.finished(job, job.remote_id, task.get("exit_code"), task.get("stderr_tail"))
+            self.finished(job, job.remote_id, task.get("exit_code"), task.get("stderr_tail"), task.get("reason"))
 
     def cancelled(self, job: jobs.JobRef, stderr_tail: str | None) -> None:
         """Cancelled where it ran (scancel of its Slurm job): an outcome, not a loss to run again."""

@@ -1,23 +1,38 @@
-"""Running a task's `bash run.sh` as a process group, and finding or stopping it later.
+"""Running a task's wrapped `bash run.sh` (actors/sandbox.py) as a process group of its own, and
+finding or stopping it later. Runs in an executor node's ExecutorActor.
 
-Each script gets its own session (so its own process group): the whole group can be stopped,
-including what the script left in the background, without touching the node itself.
+Each job gets its own session (so its own process group): its launcher (bubblewrap, or unshare)
+heads the group, and killing the group kills the launcher, whose PID namespace takes every
+process of the job with it.
 """
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 
 STDERR_TAIL_BYTES = 4000
 
 
-def launch(folder: str) -> subprocess.Popen:
-    """Start `bash run.sh` in `folder`, stdout and stderr to stdout.log and stderr.log there."""
+def launch(folder: str, command: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """Start `command` in `folder` with only `env`, stdout and stderr to stdout.log and stderr.log there."""
     with open(os.path.join(folder, "stdout.log"), "wb") as out, \
             open(os.path.join(folder, "stderr.log"), "wb") as err:
-        return subprocess.Popen(["bash", "run.sh"], cwd=folder, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=err, start_new_session=True)
+        return subprocess.Popen(command, cwd=folder, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                start_new_session=True)
+
+
+def empty(folder: str) -> None:
+    """Delete what a job left in its folder (it went over its output limit: nobody fetches it)."""
+    for entry in os.scandir(folder):
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                os.remove(entry.path)
+        except OSError:
+            continue
 
 
 def start_time(pid: int) -> int | None:

@@ -1,9 +1,11 @@
 """SlurmBackend: a task is a Slurm job, submitted with sbatch and followed with squeue.
 
-Owns the Slurm side of the executor: submitting (`sbatch --wrap='bash run.sh'` in the task's
-folder, which the cluster's nodes share), one `squeue` call per poll for all the node's jobs,
-mapping Slurm's states onto task outcomes, and re-attaching to its jobs after a restart. The CLI
-calls and their parsing are in actors/slurm_cli.py.
+Owns the Slurm side of the executor: submitting (`sbatch --wrap=...` in the task's folder, which
+the cluster's nodes share: the job's `bash run.sh` wrapped as this node wraps its jobs, in its
+bubblewrap sandbox with its rlimits, actors/sandbox.py, run inside the allocation), one `squeue`
+call per poll for all the node's jobs, mapping Slurm's states onto task outcomes, and re-attaching
+to its jobs after a restart. The CLI calls and their parsing are in actors/slurm_cli.py.
+max_memory_mb becomes the job's `--mem` (unless sbatch_args sets one), so Slurm's cgroup holds it.
 
 Nothing is guessed. A job squeue no longer lists is looked up with `scontrol show job`, then in
 Slurm's jobcomp log; one that none of them knows is asked about again at every poll, and only
@@ -23,6 +25,8 @@ from dataclasses import dataclass
 
 from actors import scripts, slurm_cli
 from actors.backend import Ended, Started
+from actors.job_limits import MB, OutputGuard, Usage, limit_reason
+from actors.sandbox import Wrapping, environment
 from actors.slurm_cli import JobStatus, SlurmRefused, SlurmUnavailable
 from actors.slurm_health import SlurmHealth
 from conf.settings import ClientConfig
@@ -55,8 +59,14 @@ class Tracked:
 
 
 class SlurmBackend:
-    def __init__(self, config: ClientConfig):
+    def __init__(self, config: ClientConfig, wrapping: Wrapping):
         self.config = config
+        self.wrapping = wrapping
+        #: Slurm's --mem holds max_memory_mb (an rlimit on address space would only approximate it).
+        self.mem_by_slurm = bool(config.max_memory_mb) and not any(
+            arg.split("=", 1)[0] in ("--mem", "--mem-per-cpu", "--mem-per-gpu") for arg in config.sbatch_args)
+        self.sbatch_args = config.sbatch_args + ((f"--mem={config.max_memory_mb}M",) if self.mem_by_slurm else ())
+        self.guard = OutputGuard(config.max_output_mb * MB, config.tasks_path, self._cancel_for_size)
         self.jobs: dict[int, Tracked] = {}
         #: Accepted tasks that may have been submitted before the node stopped (looked up by name first).
         self.unverified: set[int] = set()
@@ -78,6 +88,7 @@ class SlurmBackend:
         """Re-attach to the jobs a previous run of the node submitted; their outcome comes by polling."""
         for task_id, slurm_id, started in tasks.slurm_jobs():
             self.jobs[task_id] = Tracked(slurm_id, started)
+            self.guard.watch(task_id, tasks.find(task_id)["dir"])
         if self.jobs:
             log.warning("re-attached to Slurm jobs %s", ", ".join(t.slurm_id for t in self.jobs.values()))
         accepted = tasks.attempts_in(TaskState.ACCEPTED)
@@ -105,6 +116,7 @@ class SlurmBackend:
                         task_id, slurm_id)
             tasks.mark_submitted(task_id, slurm_id)
             self.jobs[task_id] = Tracked(slurm_id)
+            self.guard.watch(task_id, tasks.find(task_id)["dir"])
         self.unverified -= set(names.values())
 
     # --- submitting -----------------------------------------------------------------------------
@@ -118,8 +130,11 @@ class SlurmBackend:
                 self.adopt([(task_id, task["job_uid"], task["attempt"])])
                 if task_id in self.jobs:
                     return []
-            slurm_id = slurm_cli.submit(task["dir"], job_name(task["job_uid"], task["attempt"]),
-                                        self.config.partition, self.config.sbatch_args)
+            folder = task["dir"]
+            command = self.wrapping.command(self.config, folder, limit_memory=not self.mem_by_slurm)
+            slurm_id = slurm_cli.submit(folder, job_name(task["job_uid"], task["attempt"]), command,
+                                        self.config.partition, self.sbatch_args, environment(self.config, folder),
+                                        self.wrapping.bwrap)
         except SlurmRefused as exc:
             log.error("sbatch refused task %d: %s", task_id, exc)
             return [Ended(task_id, TaskState.FINISHED, REFUSED_EXIT_CODE, f"slurm: sbatch refused the job: {exc}")]
@@ -130,7 +145,14 @@ class SlurmBackend:
             return None
         tasks.mark_submitted(task_id, slurm_id)
         self.jobs[task_id] = Tracked(slurm_id)
+        self.guard.watch(task_id, folder)
         return []
+
+    def _cancel_for_size(self, task_id: int) -> None:
+        """The output guard's thread: cancel a job whose folder grew too large."""
+        tracked = self.jobs.get(task_id)
+        if tracked is not None:
+            slurm_cli.cancel(tracked.slurm_id)
 
     # --- following ------------------------------------------------------------------------------
 
@@ -197,14 +219,19 @@ class SlurmBackend:
             tasks.mark_started(task_id, utcnow())
             return [Started(task_id)]
         del self.jobs[task_id]
-        tail = scripts.stderr_tail(tasks.find(task_id)["dir"])
-        if phase == "completed":
-            return [Ended(task_id, TaskState.FINISHED, 0, tail)]
-        # NOTE: Slurm's verdict goes last, so the server's cut to the tail of stderr keeps it.
-        verdict = slurm_cli.describe(status)
-        tail = f"{tail}\n{verdict}" if tail and not tail.endswith("\n") else f"{tail}{verdict}"
-        if phase == "failed":
-            return [Ended(task_id, TaskState.FINISHED, slurm_cli.exit_code(status), tail)]
+        folder = tasks.find(task_id)["dir"]
+        tail = scripts.stderr_tail(folder)
+        if phase != "completed":
+            # NOTE: Slurm's verdict goes last, so the server's cut to the tail of stderr keeps it.
+            said = slurm_cli.describe(status)
+            tail = f"{tail}\n{said}" if tail and not tail.endswith("\n") else f"{tail}{said}"
+        if phase in ("completed", "failed") or self.guard.stopped_it(task_id):
+            exit_code = slurm_cli.exit_code(status)
+            reason = limit_reason(self.config, self.guard, task_id, folder,
+                                  Usage(exit_code, int(status.state.startswith("OUT_OF_MEMORY")), None,
+                                        stderr_tail=tail))
+            return [Ended(task_id, TaskState.FINISHED, exit_code, tail, reason)]
+        self.guard.forget(task_id)
         if phase == "cancelled":
             return [Ended(task_id, TaskState.CANCELLED, None, tail)]
         log.warning("task %d lost: %s", task_id, slurm_cli.describe(status))
@@ -213,6 +240,7 @@ class SlurmBackend:
     def kill(self, task_id: int) -> bool:
         """Cancel the task's job; False if it is not in Slurm."""
         tracked = self.jobs.pop(task_id, None)
+        self.guard.forget(task_id)
         if tracked is None:
             return False
         try:

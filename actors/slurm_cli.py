@@ -12,7 +12,9 @@ Checked against Debian's Slurm 22.05. Two kinds of failure are kept apart:
 """
 from __future__ import annotations
 
+import os
 import re
+import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -173,9 +175,10 @@ def parse_jobcomp_names(lines, names: set[str]) -> dict[str, str]:
 
 # --- calls --------------------------------------------------------------------------------------
 
-def _run(args: list[str]) -> subprocess.CompletedProcess:
+def _run(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run(args, capture_output=True, text=True, timeout=CALL_TIMEOUT, stdin=subprocess.DEVNULL)
+        return subprocess.run(args, capture_output=True, text=True, timeout=CALL_TIMEOUT, stdin=subprocess.DEVNULL,
+                              env=env)
     except FileNotFoundError:
         raise SlurmUnavailable(f"{args[0]} is not installed on this host (not on PATH)") from None
     except subprocess.TimeoutExpired:
@@ -191,26 +194,40 @@ def _controller_down(message: str) -> bool:
     return any(text in lowered for text in _CONTROLLER_DOWN)
 
 
-def sbatch_command(folder: str, name: str, partition: str = "", extra: tuple[str, ...] = ()) -> list[str]:
-    """The sbatch call for one job folder: `bash run.sh` in it, as the local backend runs it (so
-    run.sh needs no shebang), stdout and stderr into the folder under the local backend's names."""
+def sbatch_command(folder: str, name: str, command: list[str], partition: str = "", extra: tuple[str, ...] = (),
+                   export: tuple[str, ...] = (), needs: str | None = None) -> list[str]:
+    """The sbatch call for one job folder: `command` (the job's wrapped `bash run.sh`) in it, stdout and
+    stderr into the folder under the local backend's names.
+
+    `export`: the environment variables the job gets (besides Slurm's own SLURM_*), with their values
+    in sbatch's environment; `needs`: a program the command needs on the compute node (bubblewrap):
+    where it is missing, the job fails saying so instead of running without it.
+    """
     # NOTE: Slurm expands %x, %j, ... in --output and --error; "%%" is a literal "%".
     escaped = folder.replace("%", "%%")
     args = ["sbatch", "--parsable", f"--chdir={folder}", f"--job-name={name}",
             f"--output={escaped}/stdout.log", f"--error={escaped}/stderr.log"]
     if partition:
         args.append(f"--partition={partition}")
-    return [*args, *extra, "--wrap=bash run.sh"]
+    if export:
+        args.append(f"--export={','.join(export)}")
+    script = f"exec {shlex.join(command)}"
+    if needs:
+        script = (f"[ -x {shlex.quote(needs)} ] || {{ echo \"orchestrator: {needs} is missing on $(hostname); "
+                  f"this executor runs jobs only in its sandbox\" >&2; exit 126; }}; {script}")
+    return [*args, *extra, f"--wrap={script}"]
 
 
-def submit(folder: str, name: str, partition: str = "", extra: tuple[str, ...] = ()) -> str:
-    """Submit the job; returns its Slurm job id.
+def submit(folder: str, name: str, command: list[str], partition: str = "", extra: tuple[str, ...] = (),
+           env: dict[str, str] | None = None, needs: str | None = None) -> str:
+    """Submit the job, with exactly the environment `env` (and Slurm's own); returns its Slurm job id.
 
     Raises:
         SlurmRefused: sbatch rejected the job (its message says why).
         SlurmUnavailable: sbatch is missing or the controller did not answer.
     """
-    result = _run(sbatch_command(folder, name, partition, extra))
+    env = env or {}
+    result = _run(sbatch_command(folder, name, command, partition, extra, tuple(env), needs), {**os.environ, **env})
     if result.returncode != 0:
         message = _message(result)
         if _controller_down(message):

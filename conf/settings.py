@@ -24,6 +24,9 @@ DEFAULT_RETENTION_HOURS = 48.0
 DEFAULT_MAX_UPLOAD_MB = 400
 DEFAULT_MAX_FILES = 100
 MIN_SECRET_LENGTH = 16
+DEFAULT_MAX_PROCESSES = 4096
+DEFAULT_MAX_OUTPUT_MB = 10240
+DEFAULT_MAX_OPEN_FILES = 4096
 
 
 class ConfigError(ValueError):
@@ -139,6 +142,23 @@ class ClientConfig:
     poll_interval: float = 2.0
     #: backend = slurm: Slurm's jobcomp/filetxt log, read for jobs squeue and scontrol forgot.
     jobcomp_log: str = "/var/log/slurm/jobcomp.log"
+    # --- how each job runs (may be set per service in a [service.NAME] section of the file) ---
+    #: "bwrap" (each job in a bubblewrap sandbox), "none", or "" for bwrap when it is installed.
+    sandbox: str = ""
+    #: The job may use the network (otherwise it has only a loopback of its own).
+    network: bool = False
+    #: Absolute folders (or files) the job may read, besides the system's own directories.
+    read_only_paths: tuple[str, ...] = ()
+    #: Names of this node's environment variables the job gets too.
+    pass_env: tuple[str, ...] = ()
+    #: Memory of all the job's processes together, in MB; None: no limit of its own.
+    max_memory_mb: int | None = None
+    #: Processes (and threads) the job may have at once.
+    max_processes: int = DEFAULT_MAX_PROCESSES
+    #: Size of the job's folder (its result), in MB.
+    max_output_mb: int = DEFAULT_MAX_OUTPUT_MB
+    #: Files each of the job's processes may have open at once.
+    max_open_files: int = DEFAULT_MAX_OPEN_FILES
 
     @property
     def own_url(self) -> str:
@@ -382,10 +402,16 @@ def load_server_config(path: str | None, environ: Mapping[str, str] = os.environ
 
 # --- client ------------------------------------------------------------------------------------
 
+#: How each job runs: keys of [client] that a [service.NAME] section of the same file may override.
+_JOB_KEYS = {"sandbox", "network", "read_only_paths", "pass_env", "max_memory_mb", "max_processes", "max_output_mb",
+             "max_open_files"}
 _CLIENT_KEYS = {"service", "host", "port", "data_dir", "slots", "server_url", "actor_admin_port", "advertise_url",
                 "cluster_secret", "retention_hours", "max_upload_mb", "threads",
-                "backend", "slurm_workdir", "partition", "sbatch_args", "max_jobs", "poll_interval", "jobcomp_log"}
+                "backend", "slurm_workdir", "partition", "sbatch_args", "max_jobs", "poll_interval", "jobcomp_log",
+                *_JOB_KEYS}
 BACKENDS = ("local", "slurm")
+SANDBOXES = ("bwrap", "none")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: sbatch options the Slurm backend sets itself: a job's folder, name and logs are its own business.
 _OWN_SBATCH_OPTIONS = {"--chdir", "--job-name", "--output", "--error", "--wrap", "--parsable", "--array"}
 _OWN_SBATCH_SHORT = {"-D", "-J", "-o", "-e", "-a"}
@@ -405,6 +431,38 @@ def _sbatch_args(raw: str) -> tuple[str, ...]:
     return args
 
 
+def _job_settings(where: str, section: Mapping[str, str]) -> dict:
+    """The job keys present in `section`, parsed (ClientConfig field name → value)."""
+    found: dict = {}
+    if "sandbox" in section:
+        sandbox = section["sandbox"].strip().lower()
+        if sandbox not in ("", *SANDBOXES):
+            raise ConfigError(f"{where} sandbox must be bwrap, none, or empty (bwrap when installed), got {sandbox!r}.")
+        found["sandbox"] = sandbox
+    if "network" in section:
+        found["network"] = _bool(f"{where} network", section["network"])
+    if "read_only_paths" in section:
+        paths = tuple(os.path.abspath(item.strip()) for item in section["read_only_paths"].split(",") if item.strip())
+        for path in paths:
+            if not os.path.exists(path):
+                raise ConfigError(f"{where} read_only_paths names {path}, which does not exist.")
+        found["read_only_paths"] = paths
+    if "pass_env" in section:
+        names = tuple(item.strip() for item in section["pass_env"].split(",") if item.strip())
+        for name in names:
+            if not _ENV_NAME.match(name):
+                raise ConfigError(f"{where} pass_env must list environment variable names, got {name!r}.")
+        found["pass_env"] = names
+    if section.get("max_memory_mb", "").strip():
+        found["max_memory_mb"] = _int(f"{where} max_memory_mb", section["max_memory_mb"], 16, 1 << 30)
+    elif "max_memory_mb" in section:
+        found["max_memory_mb"] = None
+    for key, low in (("max_processes", 8), ("max_output_mb", 1), ("max_open_files", 16)):
+        if section.get(key, "").strip():
+            found[key] = _int(f"{where} {key}", section[key], low, 1 << 30)
+    return found
+
+
 def load_client_config(path: str | None, environ: Mapping[str, str] = os.environ, *,
                        service: str | None = None, port: int | None = None,
                        backend: str | None = None) -> ClientConfig:
@@ -420,6 +478,16 @@ def load_client_config(path: str | None, environ: Mapping[str, str] = os.environ
     name = (service or section.get("service", defaults.service)).strip().lower()
     if not SERVICE_NAME.match(name):
         raise ConfigError(f"--service {name!r} is not a valid service name; use lowercase letters, digits, '-' and '_'.")
+    job = _job_settings("[client]", section)
+    for other in parser.sections():
+        if other == "client":
+            continue
+        if not other.startswith("service.") or not SERVICE_NAME.match(other[len("service."):]):
+            raise ConfigError(f"section [{other}] is not known; use [client], or [service.NAME] for the job "
+                              f"settings of one service.")
+        _unknown_keys(other, parser[other], _JOB_KEYS)
+        if other == f"service.{name}":
+            job.update(_job_settings(f"[{other}]", parser[other]))
     server_url = section.get("server_url", "").strip()
     chosen = (backend or section.get("backend", defaults.backend)).strip().lower()
     if chosen not in BACKENDS:
@@ -450,6 +518,7 @@ def load_client_config(path: str | None, environ: Mapping[str, str] = os.environ
         max_jobs=_int("[client] max_jobs", section.get("max_jobs", str(defaults.max_jobs)), 1, 4096),
         poll_interval=_seconds("[client] poll_interval", section.get("poll_interval", str(defaults.poll_interval))),
         jobcomp_log=jobcomp_log,
+        **job,
     )
     if port is not None:
         config = replace(config, port=_int("--port", str(port), 1, 65535))

@@ -42,6 +42,8 @@ class Task(db.Entity):
     #: backend = slurm: the Slurm job id, recorded as soon as sbatch returned it.
     slurm_id = Optional(str, 64, nullable=True)
     stderr_tail = Optional(LongStr, nullable=True, lazy=False)  # read with the row: a lazy one costs a query
+    #: Why it failed although its script may have exited 0: the limit it went over, in words.
+    reason = Optional(str, 1024, nullable=True)
     #: False until the server acknowledged the final report.
     reported = Required(bool, default=False)
     composite_key(job_uid, attempt)
@@ -65,9 +67,10 @@ class Task(db.Entity):
             "finished_at": stamp("finished_at"),
             "exit_code": field("exit_code"),
             "stderr_tail": field("stderr_tail"),
+            "reason": field("reason"),
             "slurm_id": field("slurm_id"),
         }
 
 
 #: The columns of a task that stay empty until it runs.
-EMPTY_WHEN_NEW = frozenset({"started_at", "finished_at", "exit_code", "stderr_tail", "slurm_id"})
+EMPTY_WHEN_NEW = frozenset({"started_at", "finished_at", "exit_code", "stderr_tail", "reason", "slurm_id"})

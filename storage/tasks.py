@@ -81,9 +81,10 @@ def attempts_in(state: TaskState) -> list[tuple[int, str, int]]:
 
 @db_session
 def mark_ended(task_id: int, state: TaskState, now: datetime, exit_code: int | None = None,
-               stderr_tail: str | None = None) -> None:
+               stderr_tail: str | None = None, reason: str | None = None) -> None:
     task = Task[task_id]
     task.state, task.finished_at, task.exit_code, task.stderr_tail = state.value, now, exit_code, stderr_tail
+    task.reason = reason
     task.pid = task.pid_start = None
     if state is TaskState.KILLED:
         task.reported = True  # the server asked for it; there is nothing to tell

@@ -194,6 +194,8 @@ class Cluster:
         folder.mkdir(parents=True, exist_ok=True)
         values = {"service": service, "host": "127.0.0.1", "port": port, "data_dir": folder / "data",
                   "slots": slots, **extra}
+        # NOTE: jobs get only the variables named here: the marker lets teardown find their processes too.
+        values["pass_env"] = ", ".join([MARKER, *filter(None, str(extra.get("pass_env", "")).split(","))])
         if server_port:
             values["server_url"] = f"http://127.0.0.1:{server_port}"
         write_ini(folder / "client.ini", {"client": values})

@@ -63,7 +63,7 @@ def test_a_restarted_executor_still_answers_for_the_tasks_it_finished(cluster):
 
 
 def test_stopping_an_executor_stops_its_running_scripts_and_its_restart_reports_them_lost(cluster, tmp_path):
-    executor = cluster.executor("example")
+    executor = cluster.executor("example", sandbox="none")  # the script marks its first run outside its folder
     server = cluster.server({"example": {"clients": executor.url}})
     first_run = tmp_path / "first-run"
     # The first run sleeps far longer than stop() waits; a second run ends at once.

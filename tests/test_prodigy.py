@@ -18,7 +18,9 @@ AFFINITY = re.compile(r"Predicted binding affinity \(kcal\.mol-1\):\s+(-?\d+(?:\
 @pytest.mark.skipif(not PRODIGY.exists(), reason="PRODIGY is not installed: run `make prodigy`")
 @pytest.mark.skipif(not PDB.exists(), reason=f"{PDB} is not available")
 def test_prodigy_predicts_the_binding_affinity_of_2oob(cluster):
-    executor = cluster.executor("prodigy", env={"PRODIGY_BIN": str(PRODIGY)})
+    # As `make prodigy-executor` runs it: the job may read PRODIGY's venv (and the Python it was made from).
+    executor = cluster.executor("prodigy", env={"PRODIGY_BIN": str(PRODIGY)}, pass_env="PRODIGY_BIN",
+                                read_only_paths=PRODIGY.parent.parent)
     server = cluster.server({"prodigy": {"clients": executor.url}})
 
     response = upload(server, {"run.sh": (ROOT / "example" / "prodigy" / "run.sh").read_bytes(),

@@ -127,8 +127,9 @@ def test_an_executor_restarted_mid_flight_runs_its_lost_jobs_again(cluster):
 
 
 def test_an_executor_cut_off_and_back_has_its_stale_task_killed_and_its_late_report_ignored(cluster, tmp_path):
-    left = cluster.executor("example", slots=1)
-    right = cluster.executor("example", slots=1)
+    # NOTE: without a sandbox: the script marks its first run outside its folder.
+    left = cluster.executor("example", slots=1, sandbox="none")
+    right = cluster.executor("example", slots=1, sandbox="none")
     server = cluster.server({"example": {"clients": f"{left.url}, {right.url}"}}, executor_timeout=TIMEOUT)
     marker = tmp_path / "ran"
     # The first run sleeps long (it is the one to be killed); the second ends at once.
@@ -154,6 +155,17 @@ def test_an_executor_cut_off_and_back_has_its_stale_task_killed_and_its_late_rep
                "the stale task to be killed when its executor came back")
 
 
+def _runner(executor: Node) -> int | None:
+    """The pid of the executor's actor process that runs its scripts (the parent of a script's launcher)."""
+    for pid in processes_with_marker(executor.marker):
+        if _is_script(pid):
+            with open(f"/proc/{pid}/stat") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            if not _is_script(parent):
+                return parent
+    return None
+
+
 def _is_script(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
@@ -165,9 +177,13 @@ def _is_script(pid: int) -> bool:
 def test_a_job_that_keeps_losing_its_executor_fails_after_max_attempts(cluster):
     executor = cluster.executor("example")
     server = cluster.server({"example": {"clients": executor.url}}, executor_timeout=TIMEOUT, max_attempts=2)
-    # The script kills the executor's actor that runs it: every attempt is lost.
-    job_id = upload(server, {"run.sh": b"kill -9 $PPID\nsleep 1"}).json()["id"]
+    job_id = upload(server, {"run.sh": b"sleep 600"}).json()["id"]
     fine = upload(server, {"run.sh": b"sleep 1\necho fine > out.txt"}, user_id=2).json()["id"]
+
+    for attempt in (1, 2):  # the executor's actor dies under every attempt: each is lost
+        wait_until(lambda: job(server, job_id)["attempts"] == attempt and job(server, job_id)["status"] == "Running",
+                   60, 0.05, f"attempt {attempt} to run")
+        os.kill(wait_until(lambda: _runner(executor), 10, 0.05, "the script's runner"), signal.SIGKILL)
 
     assert wait_for_outcome(server, job_id, 90) == 204
     record = job(server, job_id)

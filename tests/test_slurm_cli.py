@@ -4,6 +4,7 @@ The sample lines are what Slurm 22.05 printed on the local test cluster (docs/sl
 from __future__ import annotations
 
 import re
+import subprocess
 
 import pytest
 
@@ -85,12 +86,21 @@ def test_slurms_verdict_names_the_job_state_reason_and_exit_code():
     assert slurm_cli.describe(JobStatus("9", "CANCELLED", "None", None, None)) == "slurm: job 9 CANCELLED"
 
 
-def test_the_sbatch_call_runs_bash_run_sh_in_the_folder_with_the_local_backends_log_names():
-    args = slurm_cli.sbatch_command("/shared/50%/t1", "orch-u-1", "short", ("--time=5", "--mem=1G"))
+def test_the_sbatch_call_runs_the_wrapped_command_in_the_folder_with_the_local_backends_log_names():
+    args = slurm_cli.sbatch_command("/shared/50%/t1", "orch-u-1", ["prlimit", "--core=0:0", "bash", "run.sh"],
+                                    "short", ("--time=5", "--mem=1G"), ("PATH", "HOME"))
     assert args == ["sbatch", "--parsable", "--chdir=/shared/50%/t1", "--job-name=orch-u-1",
                     "--output=/shared/50%%/t1/stdout.log", "--error=/shared/50%%/t1/stderr.log",
-                    "--partition=short", "--time=5", "--mem=1G", "--wrap=bash run.sh"]
-    assert "--partition" not in " ".join(slurm_cli.sbatch_command("/d", "n"))
+                    "--partition=short", "--export=PATH,HOME", "--time=5", "--mem=1G",
+                    "--wrap=exec prlimit --core=0:0 bash run.sh"]
+    assert "--partition" not in " ".join(slurm_cli.sbatch_command("/d", "n", ["bash", "run.sh"]))
+
+
+def test_a_sandboxed_slurm_job_fails_saying_so_where_the_compute_node_lacks_bubblewrap(tmp_path):
+    wrap = slurm_cli.sbatch_command("/d", "n", ["/no/such/bwrap", "--", "bash", "run.sh"],
+                                    needs="/no/such/bwrap")[-1].removeprefix("--wrap=")
+    done = subprocess.run(["sh", "-c", wrap], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 126 and "/no/such/bwrap is missing" in done.stderr
 
 
 def client(tmp_path, body: str, **options):

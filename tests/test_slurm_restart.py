@@ -30,7 +30,7 @@ def health(executor: Node) -> requests.Response:
 def test_an_executor_killed_mid_job_re_attaches_to_its_slurm_jobs_and_reports_their_real_outcome(
         slurm, cluster, tmp_path):
     server = cluster.server({"example": {}})
-    executor = slurm_executor(cluster, "example", server)
+    executor = slurm_executor(cluster, "example", server, read_only_paths=tmp_path)  # gates
     wait_until(lambda: listing(server).get(executor.url, {}).get("state") == "alive", 20, 0.1, "registration")
     # Each job waits for its own gate file: one ends while no executor watches, one after the restart.
     early, late = tmp_path / "early", tmp_path / "late"
@@ -88,7 +88,7 @@ def test_a_task_submitted_just_before_a_crash_is_found_by_its_job_name_and_not_s
 def test_a_down_controller_makes_the_executor_unhealthy_and_it_takes_no_work_until_it_is_back(
         slurm, cluster, tmp_path):
     server = cluster.server({"example": {}})
-    executor = slurm_executor(cluster, "example", server)
+    executor = slurm_executor(cluster, "example", server, read_only_paths=tmp_path)  # gates
     wait_until(lambda: listing(server).get(executor.url, {}).get("state") == "alive", 20, 0.1, "registration")
     gate = tmp_path / "gate"
     in_slurm = submit(server, f"until [ -e {gate} ]; do sleep 0.1; done\necho survived > out.txt")

@@ -23,6 +23,8 @@ from web.gateway import ActorGateway
 
 WAITING = ACTIVE | {JobState.QUEUED}
 STDERR_TAIL_CHARS = 4000
+#: The longest reason an executor may give for a failure (the job's reason column holds 1024).
+REASON_CHARS = 1000
 
 
 class Upload:
@@ -186,20 +188,22 @@ class ExecutorEvents:
     def parse(self, body, index: int) -> ExecutorEvent:
         body = body if isinstance(body, dict) else {}
         job_id, attempt, exit_code = body.get("job_id"), body.get("attempt"), body.get("exit_code")
-        task_id, tail = body.get("task_id"), body.get("stderr_tail")
+        task_id, tail, reason = body.get("task_id"), body.get("stderr_tail"), body.get("reason")
         if not isinstance(body.get("event"), str) or body["event"] not in self.EVENTS \
                 or not _int_in(job_id, 1, MAX_ID) \
                 or not _int_in(attempt, 1, 2**31 - 1) or not (exit_code is None or _int_in(exit_code, -2**31, 2**31 - 1)) \
                 or not (task_id is None or (isinstance(task_id, str) and 0 < len(task_id) <= 64)) \
-                or not (tail is None or isinstance(tail, str)):
+                or not (tail is None or isinstance(tail, str)) \
+                or not (reason is None or (isinstance(reason, str) and 0 < len(reason) <= REASON_CHARS)):
             raise falcon.HTTPBadRequest(
                 title="Invalid event",
                 description=f"event {index}: send a JSON object with job_id and attempt as positive integers, "
                             "event as started, finished, lost or cancelled, task_id as a string, exit_code as an "
-                            "integer or null, stderr_tail as a string or null.")
+                            f"integer or null, stderr_tail as a string or null, reason as 1 to {REASON_CHARS} "
+                            "characters or null.")
         return ExecutorEvent(int(job_id), int(attempt), body["event"], task_id,
                              None if exit_code is None else int(exit_code),
-                             tail[-STDERR_TAIL_CHARS:] if tail else None)
+                             tail[-STDERR_TAIL_CHARS:] if tail else None, reason)
 
 
 class ExecutorRegistry:
