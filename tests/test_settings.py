@@ -374,3 +374,54 @@ def test_weak_or_shared_portal_tokens_are_refused(tmp_path, text, words):
     with pytest.raises(ConfigError) as error:
         load_server_config(server_ini(tmp_path, "", "[service.example]\nclients = http://h:1\n" + text), environ={})
     assert words in str(error.value)
+
+
+# --- how jobs run (client) ------------------------------------------------------------------------
+
+def test_job_settings_are_read_and_a_service_section_overrides_them_for_that_service_only(tmp_path):
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    path = ini(tmp_path, f"""
+[client]
+sandbox = bwrap
+network = yes
+pass_env = OMP_NUM_THREADS, LICENSE_SERVER
+max_memory_mb = 2048
+max_processes = 100
+max_output_mb = 50
+max_open_files = 256
+[service.prodigy]
+read_only_paths = {tools}
+max_memory_mb = 512
+network = no
+[service.other]
+max_memory_mb = 1
+""")
+    example = load_client_config(path, environ={})
+    prodigy = load_client_config(path, environ={}, service="prodigy")
+
+    assert (example.sandbox, example.network, example.pass_env) == ("bwrap", True, ("OMP_NUM_THREADS", "LICENSE_SERVER"))
+    assert (example.max_memory_mb, example.max_processes, example.max_output_mb, example.max_open_files) == \
+        (2048, 100, 50, 256)
+    assert example.read_only_paths == ()
+    assert (prodigy.max_memory_mb, prodigy.network, prodigy.read_only_paths) == (512, False, (str(tools),))
+    assert prodigy.max_processes == 100  # not overridden: the [client] value
+
+
+@pytest.mark.parametrize("body, words", [
+    ("[client]\nsandbox = docker\n", "[client] sandbox must be bwrap, none"),
+    ("[client]\nnetwork = maybe\n", "[client] network must be true or false"),
+    ("[client]\nread_only_paths = /no/such/folder\n", "[client] read_only_paths names /no/such/folder"),
+    ("[client]\npass_env = A-B\n", "[client] pass_env must list environment variable names"),
+    ("[client]\nmax_memory_mb = 1\n", "[client] max_memory_mb must be between 16"),
+    ("[client]\nmax_processes = lots\n", "[client] max_processes must be a whole number"),
+    ("[client]\nmax_output_mb = 0\n", "[client] max_output_mb"),
+    ("[client]\nmax_open_files = 3\n", "[client] max_open_files"),
+    ("[service.example]\nslots = 3\n", "[service.example] has unknown key 'slots'"),
+    ("[service.example]\nmax_memory_mb = x\n", "[service.example] max_memory_mb"),
+    ("[services.example]\nnetwork = true\n", "section [services.example] is not known"),
+])
+def test_each_bad_job_setting_is_a_config_error_naming_its_key(tmp_path, body, words):
+    with pytest.raises(ConfigError) as raised:
+        load_client_config(ini(tmp_path, body), environ={})
+    assert words in str(raised.value)
