@@ -16,6 +16,7 @@ import pytest
 from tests.conftest import script, upload
 
 TOKEN = "contract-token-0123456789abcdef"
+SECRET = "contract-secret-0123456789abcdef"
 ST = os.path.join(os.path.dirname(sys.executable), "st")
 
 
@@ -37,7 +38,8 @@ def schemathesis(server, *options: str) -> tuple[int, int, str]:
 @pytest.mark.skipif(not os.path.exists(ST), reason="schemathesis is not installed (requirements.txt)")
 def test_a_thousand_generated_requests_find_no_server_error_and_no_contract_violation(cluster):
     # No executor answers: generated jobs stay queued and never run generated scripts.
-    server = cluster.server({"example": {"clients": "http://127.0.0.1:9"}}, tokens={"portal": TOKEN}, max_files=20)
+    server = cluster.server({"example": {"clients": "http://127.0.0.1:9"}}, tokens={"portal": TOKEN}, max_files=20,
+                            cluster_secret=SECRET)
 
     for n in range(3):  # jobs for the read operations to find
         assert upload(server, {"run.sh": script("true")}, user_id=n + 1, token=TOKEN).status_code == 200

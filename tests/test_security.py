@@ -7,10 +7,13 @@ import subprocess
 import sys
 import time
 
+import falcon.testing
 import pytest
 import requests
 
-from tests.conftest import ROOT, job, script, wait_until, write_ini
+from tests.conftest import ROOT, job, processes_with_marker, script, wait_until, write_ini
+from web.auth import ServerAuth
+from web.common import new_app
 
 HADDOCK = "haddock-token-0123456789abcdef"
 PRODIGY = "prodigy-token-0123456789abcdef"
@@ -95,6 +98,50 @@ def test_the_executor_and_the_servers_internal_calls_refuse_anyone_without_the_c
         assert requests.post(f"{server.url}{path}", json={}, headers=auth(SECRET), timeout=5).status_code == 400
 
 
+def test_a_stranger_can_neither_register_an_executor_nor_report_and_changes_nothing(guarded):
+    server, executor = guarded
+    job_id = post(server, HADDOCK, {"run.sh": script("sleep 300")}).json()["id"]
+    wait_until(lambda: requests.get(f"{server.url}/jobs/{job_id}", headers=auth(HADDOCK), timeout=5)
+               .json()["status"] == "Running", 20, 0.05, "the job to run")
+    before = requests.get(f"{server.url}/jobs/{job_id}", headers=auth(HADDOCK), timeout=5).json()
+    registration = {"service": "example", "url": "http://127.0.0.1:9", "slots": 64, "draining": False, "tasks": []}
+    forged = {"event": "finished", "job_id": 1, "attempt": 1, "task_id": "1", "exit_code": 0}
+
+    for headers in ({}, auth(HADDOCK), auth("wrong-secret-wrong-secret")):
+        for path, body in (("/internal/executors", registration), ("/internal/events", forged)):
+            response = requests.post(f"{server.url}{path}", json=body, headers=headers, timeout=5)
+            assert response.status_code == 401, (path, headers)
+            assert "cluster secret" in response.json()["description"]
+
+    listing = requests.get(f"{server.url}/executors", headers=auth(HADDOCK), timeout=5).json()["executors"]
+    assert [e["url"] for e in listing] == [executor.url]
+    assert requests.get(f"{server.url}/jobs/{job_id}", headers=auth(HADDOCK), timeout=5).json() == before
+
+
+@pytest.mark.parametrize("settings, why", [
+    ({"tokens": {"haddock": HADDOCK}}, "while [tokens] has portals"),
+    ({"host": "0.0.0.0", "allow_anonymous": "true"}, "while host 0.0.0.0 is not a loopback address"),
+])
+def test_a_server_with_portals_or_on_a_public_address_refuses_to_start_without_a_cluster_secret(cluster, settings,
+                                                                                                 why):
+    server = cluster.server({"example": {"clients": "http://127.0.0.1:9"}}, start=False, **settings)
+
+    server.start(wait=False)
+
+    assert server.process.wait(60) == 2
+    assert f"run_server.py: [server] cluster_secret is empty {why}; set one" in server.log()
+    assert processes_with_marker(server.marker) == []
+
+
+def test_internal_calls_pass_nobody_when_portals_are_configured_without_a_cluster_secret():
+    # The loader refuses this configuration; the middleware does not rely on it.
+    app = new_app([ServerAuth((("haddock", HADDOCK),), "")], max_parts=8)
+    app.add_route("/internal/events", object())
+    client = falcon.testing.TestClient(app)
+    for headers in ({}, auth(HADDOCK), auth(SECRET)):
+        assert client.simulate_post("/internal/events", json={}, headers=headers).status_code == 401
+
+
 def run_briefly(args: list[str], config) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args, "--config", str(config)], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
@@ -111,7 +158,8 @@ def test_a_server_on_a_public_address_without_tokens_refuses_to_start(tmp_path):
 
 
 def test_allow_anonymous_serves_on_a_public_address_with_a_warning(cluster):
-    server = cluster.server({"example": {"clients": "http://127.0.0.1:9"}}, host="0.0.0.0", allow_anonymous="true")
+    server = cluster.server({"example": {"clients": "http://127.0.0.1:9"}}, host="0.0.0.0", allow_anonymous="true",
+                            cluster_secret=SECRET)
     assert requests.get(f"{server.url}/jobs/1", timeout=5).status_code == 404  # no token needed
     assert "serving anonymously on 0.0.0.0" in server.log()
 

@@ -37,18 +37,26 @@ def unauthorized(description: str) -> falcon.HTTPUnauthorized:
 
 
 class ServerAuth:
-    """Falcon middleware of the server."""
+    """Falcon middleware of the server.
+
+    Sets `req.context.portal` (the calling portal's name, or None without tokens) and
+    `req.context.cluster`: the caller holds the cluster secret (an executor, or an operator), or the
+    server has nothing to authenticate with (no tokens and no secret: loopback only).
+    """
 
     def __init__(self, tokens: tuple[tuple[str, str], ...], cluster_secret: str):
         self.tokens = tokens
         self.cluster = (("cluster", cluster_secret),) if cluster_secret else ()
+        self.open = not tokens and not cluster_secret
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.portal = None
+        req.context.cluster = self.open or matching(bearer(req), self.cluster) is not None
         if (req.method, req.path) in PUBLIC or req.path.startswith(PUBLIC_PREFIXES):
             return
         if req.path.startswith(INTERNAL_PREFIX):
-            if self.cluster and matching(bearer(req), self.cluster) is None:
+            # NOTE: with portal tokens and no secret (a configuration the loader refuses) nobody passes.
+            if not req.context.cluster:
                 raise unauthorized("executor calls need the cluster secret as a bearer token.")
             return
         if self.tokens:
