@@ -54,6 +54,8 @@ class JobRef:
 
     id: int
     user_id: int
+    #: The portal that submitted it; None without tokens.
+    portal: str | None
     service: str
     state: JobState
     dir: str
@@ -68,19 +70,19 @@ class JobRef:
 
     @staticmethod
     def of(job: Job) -> "JobRef":
-        return JobRef(job.id, job.user_id, job.service, JobState(job.state), job.dir, job.attempts,
+        return JobRef(job.id, job.user_id, job.portal, job.service, JobState(job.state), job.dir, job.attempts,
                       job.executor, job.remote_id)
 
 
 # --- web ---------------------------------------------------------------------------------------
 
 class QueueFull(Exception):
-    """The user already has the service's max_queued_per_user jobs waiting."""
+    """The user (of that portal) already has the service's max_queued_per_user jobs waiting."""
 
 
 def create_job(user_id: int, service: str, folder: str, now: datetime, portal: str | None = None,
                max_queued: int | None = None) -> dict:
-    """Write a new Queued job. Raises QueueFull when the user already has `max_queued` waiting."""
+    """Write a new Queued job. Raises QueueFull when the portal's user already has `max_queued` waiting."""
     if max_queued is None:
         return _insert(user_id, service, folder, now, portal)
     return _insert_limited(user_id, service, folder, now, portal, max_queued)
@@ -99,7 +101,8 @@ def _insert(user_id: int, service: str, folder: str, now: datetime, portal: str 
 def _insert_limited(user_id: int, service: str, folder: str, now: datetime, portal: str | None,
                     max_queued: int) -> dict:
     """The count and the insert in one write transaction, so two uploads cannot both squeeze in."""
-    waiting = select(j for j in Job if j.service == service and j.user_id == user_id
+    # NOTE: Pony compiles `j.portal == portal` to IS NULL when portal is None (no tokens).
+    waiting = select(j for j in Job if j.service == service and j.portal == portal and j.user_id == user_id
                      and j.state == JobState.QUEUED.value).count()
     if waiting >= max_queued:
         raise QueueFull(waiting)
@@ -169,18 +172,18 @@ def fail_unserved(services: list[str], now: datetime) -> int:
 
 # --- queue and quota ---------------------------------------------------------------------------
 
-def queued_jobs(service: str, page: int = 10_000) -> Iterator[tuple[int, int]]:
-    """(user_id, job_id) of the service's queued jobs, oldest first, read `page` rows at a time so a
-    long queue never sits in memory twice (as rows and as the queue's index)."""
+def queued_jobs(service: str, page: int = 10_000) -> Iterator[tuple[tuple[str | None, int], int]]:
+    """((portal, user_id), job_id) of the service's queued jobs, oldest first, read `page` rows at a
+    time so a long queue never sits in memory twice (as rows and as the queue's index)."""
     after = 0
     while True:
         with db_session:
-            rows = select((j.user_id, j.id) for j in Job if j.service == service and j.id > after
-                          and j.state == JobState.QUEUED.value).order_by(2)[:page]
-        yield from rows
+            rows = select((j.portal, j.user_id, j.id) for j in Job if j.service == service and j.id > after
+                          and j.state == JobState.QUEUED.value).order_by(3)[:page]
+        yield from (((portal, user_id), job_id) for portal, user_id, job_id in rows)
         if len(rows) < page:
             return
-        after = rows[-1][1]
+        after = rows[-1][2]
 
 
 @db_session
@@ -189,10 +192,11 @@ def count_queued(service: str) -> int:
 
 
 @db_session
-def active_jobs() -> list[tuple[str, int, int]]:
-    """(service, user_id, job_id) of every job holding a slot."""
+def active_jobs() -> list[tuple[str, tuple[str | None, int], int]]:
+    """(service, (portal, user_id), job_id) of every job holding a slot."""
     states = [s.value for s in ACTIVE]
-    return list(select((j.service, j.user_id, j.id) for j in Job if j.state in states))
+    return [(service, (portal, user_id), job_id) for service, portal, user_id, job_id
+            in select((j.service, j.portal, j.user_id, j.id) for j in Job if j.state in states)]
 
 
 @db_session

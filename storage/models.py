@@ -42,7 +42,8 @@ class Job(db.Entity):
     result_path = Optional(str, 1024, nullable=True)
     composite_index(service, state, id)
     composite_index(state, finished_at)
-    composite_index(service, user_id, state)
+    #: A user is (portal, user_id): max_queued_per_user counts a portal's user's queued jobs.
+    composite_index(service, portal, user_id, state)
 
     def to_dict(self, new: bool = False) -> dict:
         """The public view of a job, as `GET /jobs/{id}` and `POST /upload` answer it.

@@ -43,15 +43,17 @@ class Upload:
                                                       self.config.max_upload_mb * 1024 * 1024, self.check,
                                                       max_files=self.config.max_files)
         limit = self.config.service(service).max_queued_per_user
+        portal = req.context.portal
         try:
             job = uploads.settle(staging, self.jobs_dir, lambda folder: jobs.create_job(
-                user_id, service, folder, utcnow(), req.context.portal, limit))
+                user_id, service, folder, utcnow(), portal, limit))
         except jobs.QueueFull:
+            whose = f"user {user_id} of portal {portal}" if portal else f"user {user_id}"
             raise falcon.HTTPTooManyRequests(
                 title="Too many queued jobs", retry_after=30,
-                description=f"user {user_id} already has {limit} jobs waiting in {service} (max_queued_per_user); "
+                description=f"{whose} already has {limit} jobs waiting in {service} (max_queued_per_user); "
                             f"send more once some have started.") from None
-        self.gateway.post(JobQueued(job["id"], service, user_id), role="queue")
+        self.gateway.post(JobQueued(job["id"], service, user_id, portal), role="queue")
         resp.media = job
 
     def check(self, fields: dict[str, str], names: list[str]) -> tuple[int, str]:
