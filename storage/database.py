@@ -48,7 +48,8 @@ def bind(db: Database, url: str, *, create_tables: bool) -> None:
     db.generate_mapping(check_tables=False)
     added = add_missing_columns(db)
     if added:
-        logging.getLogger("orchestrator.database").info("added to the existing tables: %s", ", ".join(added))
+        logging.getLogger("orchestrator.database").warning("the database was created by an earlier version; "
+                                                           "added the columns %s", ", ".join(added))
     # NOTE: Pony creates missing tables, and the missing (non-unique) indexes of existing ones.
     db.create_tables(check_tables=True)
 

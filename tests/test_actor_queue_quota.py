@@ -70,7 +70,7 @@ def clean_database(database_file) -> str:
 
 
 def new_job(user_id: int, service: str = SERVICE, portal: str | None = None) -> int:
-    return jobs.create_job(user_id, service, f"/jobs/{user_id}", utcnow(), portal)["id"]
+    return jobs.create_job(user_id, service, f"/jobs/{user_id}", utcnow(), portal)[0]
 
 
 def state_of(job_id: int) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -75,6 +76,43 @@ def test_a_portal_sees_only_the_jobs_it_submitted(guarded):
     cancel = requests.post(f"{server.url}/jobs/{job_id}/cancel", headers=auth(PRODIGY), timeout=5)
     assert cancel.status_code == 404 and requests.get(f"{server.url}/jobs/{job_id}", headers=auth(HADDOCK),
                                                       timeout=5).json()["status"] != "Cancelled"
+
+
+def test_with_portal_tokens_job_ids_are_random_and_tell_a_portal_nothing_of_the_others(guarded):
+    server, _ = guarded
+    first = post(server, HADDOCK, {"run.sh": script("sleep 300")}).json()["id"]
+    theirs = [post(server, PRODIGY, {"run.sh": script("true")}).json()["id"] for _ in range(5)]
+    second = post(server, HADDOCK, {"run.sh": script("true")}).json()["id"]
+
+    for job_id in [first, second, *theirs]:
+        assert isinstance(job_id, str) and re.fullmatch("j[a-z2-7]{24}", job_id), job_id
+    assert len({first, second, *theirs}) == 7
+    # Every answer about a job names it so: status, download's 202, cancel.
+    assert requests.get(f"{server.url}/jobs/{first}", headers=auth(HADDOCK), timeout=5).json()["id"] == first
+    waiting = requests.get(f"{server.url}/download/{first}", headers=auth(HADDOCK), timeout=5)
+    assert waiting.status_code == 202 and waiting.json()["id"] == first
+    cancelled = requests.post(f"{server.url}/jobs/{first}/cancel", headers=auth(HADDOCK), timeout=5)
+    assert cancelled.status_code == 200 and cancelled.json()["id"] == first
+
+
+def test_with_portal_tokens_numbers_and_other_portals_ids_are_unknown_jobs_and_malformed_ids_400(guarded):
+    server, _ = guarded
+    mine = post(server, HADDOCK, {"run.sh": script("true")}).json()["id"]
+    theirs = post(server, PRODIGY, {"run.sh": script("true")}).json()["id"]
+    missing = "j" + "a" * 24
+
+    for job_id in (1, 2, theirs, missing):  # 1 and 2 are the jobs' numbers inside the server
+        for method, path in (("GET", f"/jobs/{job_id}"), ("GET", f"/download/{job_id}"),
+                             ("HEAD", f"/download/{job_id}"), ("POST", f"/jobs/{job_id}/cancel")):
+            response = requests.request(method, f"{server.url}{path}", headers=auth(HADDOCK), timeout=5)
+            assert response.status_code == 404, (method, path)
+            if method != "HEAD":
+                assert response.json() == {"title": "Unknown job", "description": f"there is no job {job_id}."}
+    assert requests.get(f"{server.url}/jobs/{theirs}", headers=auth(PRODIGY), timeout=5).json()["id"] == theirs
+    for malformed in ("abc", "j" + "a" * 23, mine.upper(), "0", "-1"):
+        response = requests.get(f"{server.url}/jobs/{malformed}", headers=auth(HADDOCK), timeout=5)
+        assert response.status_code == 400, malformed
+        assert "'j' followed by 24 characters from a-z and 2-7" in response.json()["description"]
 
 
 def test_jobs_run_end_to_end_across_the_secret_executor_link(guarded):

@@ -12,6 +12,7 @@ import os
 import falcon
 
 from conf.settings import ServerConfig
+from storage import public_ids
 from web.common import MAX_ID
 
 ERROR = {"type": "object", "required": ["title"], "properties": {
@@ -34,10 +35,19 @@ def _stamp() -> dict:
     return {"type": ["string", "null"], "format": "date-time"}
 
 
+def _job_id(config: ServerConfig) -> dict:
+    """How this server names jobs: by number without portal tokens, by public id with them."""
+    number = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
+    about = (f"Without portal tokens, a job's number. With tokens, a job's public id: {public_ids.DESCRIPTION} "
+             f"(random; never all digits); a job accepted before public ids existed keeps its number.")
+    if not config.tokens:
+        return {**number, "description": about}
+    return {"anyOf": [{"type": "string", "pattern": public_ids.PATTERN}, number], "description": about}
+
+
 def document(config: ServerConfig) -> dict:
     services = [s.name for s in config.services]
-    job_id = {"name": "job_id", "in": "path", "required": True,
-              "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}
+    job_id = {"name": "job_id", "in": "path", "required": True, "schema": _job_id(config)}
     denied = {"401": _error("missing or wrong bearer token")}
     portal = [{"portalToken": []}] if config.tokens else [{}]
     cluster = [{"clusterSecret": []}] if config.cluster_secret else [{}]
@@ -132,9 +142,9 @@ def document(config: ServerConfig) -> dict:
                     "actors": {"enum": ["ok", "unavailable"]},
                     "actor_processes": {"type": "object", "additionalProperties": {"type": "integer"}}}},
                 "Progress": {"type": "object", "required": ["id", "status"], "properties": {
-                    "id": {"type": "integer"}, "status": {"type": "string"}}},
+                    "id": _job_id(config), "status": {"type": "string"}}},
                 "Job": {"type": "object", "required": ["id", "user_id", "service", "status", "attempts"], "properties": {
-                    "id": {"type": "integer"}, "user_id": {"type": "integer"}, "service": {"type": "string"},
+                    "id": _job_id(config), "user_id": {"type": "integer"}, "service": {"type": "string"},
                     "status": {"enum": ["Queued", "Dispatching", "Submitted", "Running", "Completed", "Failed",
                                         "Cancelled", "Cleaned"]},
                     "outcome": {"type": ["string", "null"]}, "created_at": _stamp(), "dispatched_at": _stamp(),
