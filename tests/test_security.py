@@ -151,7 +151,7 @@ def test_a_stranger_can_neither_register_an_executor_nor_report_and_changes_noth
             assert response.status_code == 401, (path, headers)
             assert "cluster secret" in response.json()["description"]
 
-    listing = requests.get(f"{server.url}/executors", headers=auth(HADDOCK), timeout=5).json()["executors"]
+    listing = requests.get(f"{server.url}/executors", headers=auth(SECRET), timeout=5).json()["executors"]
     assert [e["url"] for e in listing] == [executor.url]
     assert requests.get(f"{server.url}/jobs/{job_id}", headers=auth(HADDOCK), timeout=5).json() == before
 
@@ -178,6 +178,29 @@ def test_internal_calls_pass_nobody_when_portals_are_configured_without_a_cluste
     client = falcon.testing.TestClient(app)
     for headers in ({}, auth(HADDOCK), auth(SECRET)):
         assert client.simulate_post("/internal/events", json={}, headers=headers).status_code == 401
+
+
+def test_with_portal_tokens_the_executors_are_an_operator_view_for_the_cluster_secret_only(guarded):
+    server, executor = guarded
+    post(server, HADDOCK, {"run.sh": script("sleep 300")})
+
+    for token in (HADDOCK, PRODIGY):
+        refused = requests.get(f"{server.url}/executors", headers=auth(token), timeout=5)
+        assert refused.status_code == 403
+        assert refused.json()["title"] == "Operators only" and "operator view" in refused.json()["description"]
+    assert requests.get(f"{server.url}/executors", timeout=5).status_code == 401
+    operator = requests.get(f"{server.url}/executors", headers=auth(SECRET), timeout=5)
+    assert operator.status_code == 200 and [e["url"] for e in operator.json()["executors"]] == [executor.url]
+
+
+def test_health_shows_the_actor_processes_only_to_the_cluster_secret(guarded):
+    server, _ = guarded
+    for headers in ({}, auth(HADDOCK), auth("wrong-secret-wrong-secret")):
+        health = requests.get(f"{server.url}/health", headers=headers, timeout=5)
+        assert health.status_code == 200 and health.json() == {"status": "ok", "database": "ok", "actors": "ok"}
+    operator = requests.get(f"{server.url}/health", headers=auth(SECRET), timeout=5).json()
+    assert operator["status"] == "ok" and {"supervisor", "queue", "quota"} <= set(operator["actor_processes"])
+    assert all(isinstance(pid, int) and pid > 0 for pid in operator["actor_processes"].values())
 
 
 def run_briefly(args: list[str], config) -> subprocess.CompletedProcess:

@@ -3,6 +3,8 @@
 Both are bearer tokens (`Authorization: Bearer <secret>`), compared in constant time against every
 configured secret. A portal that presented its token is known by name in `req.context.portal`; it
 sees only the jobs it submitted (any other job is "not found", exactly as if it did not exist).
+Operators hold the cluster secret too: with portal tokens, the views of the whole server (the
+executors, the actor processes) are theirs alone.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import falcon
 PUBLIC = {("GET", "/"), ("HEAD", "/"), ("GET", "/health"), ("GET", "/api-docs/openapi.json")}
 PUBLIC_PREFIXES = ("/swagger-ui",)
 INTERNAL_PREFIX = "/internal/"
+#: Views of every portal's work and of the cluster: with portal tokens, for the cluster secret only.
+OPERATOR = {("GET", "/executors")}
 
 
 def bearer(req: falcon.Request) -> str | None:
@@ -59,6 +63,14 @@ class ServerAuth:
             if not req.context.cluster:
                 raise unauthorized("executor calls need the cluster secret as a bearer token.")
             return
+        if self.tokens and (req.method, req.path) in OPERATOR:
+            if req.context.cluster:
+                return
+            if matching(bearer(req), self.tokens) is not None:
+                raise falcon.HTTPForbidden(title="Operators only", description=(
+                    f"{req.method} {req.path} is an operator view of every portal's work; a portal token does not "
+                    f"open it. Operators send the cluster secret as a bearer token."))
+            raise unauthorized(f"{req.method} {req.path} is an operator view: send the cluster secret as a bearer token.")
         if self.tokens:
             req.context.portal = matching(bearer(req), self.tokens)
             if req.context.portal is None:

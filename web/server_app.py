@@ -156,7 +156,8 @@ class Cancel:
 
 
 class Health:
-    """`GET /health`: 200 when the database and the actor system answer, else 503."""
+    """`GET /health`: 200 when the database and the actor system answer, else 503. The actors' pids
+    only for a caller holding the cluster secret (or on a server with nothing to authenticate with)."""
 
     def __init__(self, gateway: ActorGateway):
         self.gateway = gateway
@@ -171,8 +172,9 @@ class Health:
         actors = "ok" if isinstance(roster, Pong) else "unavailable"
         healthy = database == "ok" and actors == "ok"
         resp.status = falcon.HTTP_200 if healthy else falcon.HTTP_503
-        resp.media = {"status": "ok" if healthy else "unavailable", "database": database, "actors": actors,
-                      "actor_processes": dict(roster.processes) if actors == "ok" else {}}
+        resp.media = {"status": "ok" if healthy else "unavailable", "database": database, "actors": actors}
+        if req.context.cluster:
+            resp.media["actor_processes"] = dict(roster.processes) if actors == "ok" else {}
 
 
 class ExecutorEvents:
@@ -231,7 +233,8 @@ class ExecutorEvents:
 
 class ExecutorRegistry:
     """`POST /internal/executors`: an executor's heartbeat (its first one registers it);
-    `GET /executors`: every executor with its state, slots and running jobs."""
+    `GET /executors`: every executor with its state, slots and running jobs (with portal tokens,
+    an operator view: web.auth lets only the cluster secret in)."""
 
     def __init__(self, config: ServerConfig, gateway: ActorGateway):
         self.config = config
