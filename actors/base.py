@@ -158,7 +158,7 @@ class ServerActor(ActorTypeDispatcher):
         self.log.warning("job %d: %s; %s", job_id, reason, "queued again" if state is JobState.QUEUED else "failed")
         self.job_ended(before)
         if state is JobState.QUEUED:
-            self.send(self.peers.queue, JobQueued(before.id, before.service, before.user_id))
+            self.send(self.peers.queue, JobQueued(before.id, before.service, before.user_id, before.portal))
 
     def name(self, msg: Configure) -> str:
         return f"{self.role}:{msg.service}" if msg.service else self.role

@@ -10,6 +10,10 @@ from typing import Any
 
 from conf.settings import ClientConfig, ServerConfig
 
+#: A user as quotas count them: (portal, user_id). Each portal numbers its users independently, so
+#: user 7 of one portal is not user 7 of another; the portal is None on a server without tokens.
+UserKey = tuple[str | None, int]
+
 
 # --- set-up ------------------------------------------------------------------------------------
 
@@ -113,6 +117,12 @@ class JobQueued:
     job_id: int
     service: str
     user_id: int
+    #: The portal that submitted it (None without tokens).
+    portal: str | None
+
+    @property
+    def user(self) -> UserKey:
+        return self.portal, self.user_id
 
 
 @dataclass(frozen=True)
@@ -120,8 +130,8 @@ class AdmissionRequest:
     """Queue → quota: the next queued jobs of each waiting user of `service`."""
 
     service: str
-    #: (user_id, (job_id, ...)) in the order each user queued them; at most runs_per_user per user.
-    candidates: tuple[tuple[int, tuple[int, ...]], ...]
+    #: (user, (job_id, ...)) in the order each user queued them; at most runs_per_user per user.
+    candidates: tuple[tuple[UserKey, tuple[int, ...]], ...]
 
 
 @dataclass(frozen=True)
@@ -134,7 +144,7 @@ class Admitted:
     #: The service is at its limit (max_runs or its executors' slots).
     full: bool = False
     #: Users of the request who are at runs_per_user.
-    at_limit: tuple[int, ...] = ()
+    at_limit: tuple[UserKey, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,7 @@
 """QueueActor: the queued jobs of every service, grouped by user, in the order they arrived.
 
+A user is a (portal, user_id) pair (`UserKey`): portals number their users independently.
+
 Accepts: JobQueued (a new or returned job), Admitted (the quota took these, and who cannot start
 more now), SlotsFreed (ask again), WakeupMessage ("flush": send the admission requests a burst of
 messages asked for; otherwise the slow resync with the database). Sends: AdmissionRequest to the
@@ -16,7 +18,7 @@ from collections import OrderedDict, deque
 from thespian.actors import WakeupMessage
 
 from actors.base import ServerActor
-from actors.messages import AdmissionRequest, Admitted, Configure, JobQueued, SlotsFreed
+from actors.messages import AdmissionRequest, Admitted, Configure, JobQueued, SlotsFreed, UserKey
 from storage import jobs
 
 RESYNC_SECONDS = 10.0
@@ -26,32 +28,32 @@ class ServiceQueue:
     """The queued job ids of one service: per user, first-in first-out."""
 
     def __init__(self):
-        self.by_user: OrderedDict[int, deque[int]] = OrderedDict()
-        self.owner: dict[int, int] = {}
+        self.by_user: OrderedDict[UserKey, deque[int]] = OrderedDict()
+        self.owner: dict[int, UserKey] = {}
 
     def __len__(self) -> int:
         return len(self.owner)
 
-    def add(self, user_id: int, job_id: int) -> bool:
+    def add(self, user: UserKey, job_id: int) -> bool:
         if job_id in self.owner:
             return False
-        self.by_user.setdefault(user_id, deque()).append(job_id)
-        self.owner[job_id] = user_id
+        self.by_user.setdefault(user, deque()).append(job_id)
+        self.owner[job_id] = user
         return True
 
     def remove(self, job_id: int) -> None:
-        user_id = self.owner.pop(job_id, None)
-        if user_id is None:
+        user = self.owner.pop(job_id, None)
+        if user is None:
             return
-        waiting = self.by_user[user_id]
+        waiting = self.by_user[user]
         if waiting and waiting[0] == job_id:
             waiting.popleft()
         else:
             waiting.remove(job_id)
         if not waiting:
-            del self.by_user[user_id]
+            del self.by_user[user]
 
-    def heads(self, per_user: int) -> tuple[tuple[int, tuple[int, ...]], ...]:
+    def heads(self, per_user: int) -> tuple[tuple[UserKey, tuple[int, ...]], ...]:
         return tuple((user, tuple(waiting[i] for i in range(min(per_user, len(waiting)))))
                      for user, waiting in self.by_user.items())
 
@@ -62,7 +64,7 @@ class QueueActor(ServerActor):
     def configured(self, msg: Configure) -> None:
         #: What the quota's last answer said: services at their limit, users at runs_per_user.
         self.full: set[str] = set()
-        self.at_limit: dict[str, set[int]] = {}
+        self.at_limit: dict[str, set[UserKey]] = {}
         self.asking: set[str] = set()
         self.flush_armed = False
         self.queues = {svc.name: ServiceQueue() for svc in self.config.services}
@@ -84,8 +86,8 @@ class QueueActor(ServerActor):
             if jobs.count_queued(service) == len(queue):
                 continue
             fresh = ServiceQueue()
-            for user_id, job_id in jobs.queued_jobs(service):
-                fresh.add(user_id, job_id)
+            for user, job_id in jobs.queued_jobs(service):
+                fresh.add(user, job_id)
             self.queues[service] = fresh
             self.unblock(service)
             if self.peers:
@@ -112,12 +114,12 @@ class QueueActor(ServerActor):
 
     def receiveMsg_JobQueued(self, msg: JobQueued, sender) -> None:
         queue = self.queues.get(msg.service)
-        if queue is not None and queue.add(msg.user_id, msg.job_id) and not self.blocked(msg.service, msg.user_id):
+        if queue is not None and queue.add(msg.user, msg.job_id) and not self.blocked(msg.service, msg.user):
             self.request_admission(msg.service)
 
-    def blocked(self, service: str, user_id: int) -> bool:
+    def blocked(self, service: str, user: UserKey) -> bool:
         """The quota's last answer said this user's job could not start now."""
-        return service in self.full or user_id in self.at_limit.get(service, ())
+        return service in self.full or user in self.at_limit.get(service, ())
 
     def receiveMsg_Admitted(self, msg: Admitted, sender) -> None:
         queue = self.queues.get(msg.service)

@@ -1,5 +1,8 @@
 """QuotaActor: who may start a job now. Owns the active jobs per (service, user) and per service.
 
+A user is a (portal, user_id) pair (`UserKey`): portals number their users independently, so their
+runs_per_user limits and round-robin turns are apart.
+
 Accepts: AdmissionRequest (from the queue), JobEnded (slots are free), Capacity (a dispatcher's
 reachable slots). Sends: Admitted to the queue (the answer to every request, also when nothing was
 admitted), Dispatch to the service's dispatcher, SlotsFreed to the queue.
@@ -15,7 +18,7 @@ from collections import defaultdict
 from thespian.actors import WakeupMessage
 
 from actors.base import ServerActor
-from actors.messages import AdmissionRequest, Admitted, Capacity, Configure, Dispatch, JobEnded, SlotsFreed
+from actors.messages import AdmissionRequest, Admitted, Capacity, Configure, Dispatch, JobEnded, SlotsFreed, UserKey
 from actors.scheduling import admit
 from storage import jobs
 from storage.clock import utcnow
@@ -28,17 +31,17 @@ class QuotaActor(ServerActor):
 
     def configured(self, msg: Configure) -> None:
         self.capacity: dict[str, int] = {}
-        self.last_turn: dict[str, dict[int, int]] = defaultdict(dict)
+        self.last_turn: dict[str, dict[UserKey, int]] = defaultdict(dict)
         self.turn = 0
         self.resync()
         self.wakeupAfter(RESYNC_SECONDS)
 
     def resync(self) -> None:
         rows = jobs.active_jobs()  # read first: a failed read leaves the current sets in place
-        self.active: dict[str, dict[int, set[int]]] = defaultdict(lambda: defaultdict(set))
-        self.owner: dict[int, tuple[str, int]] = {}
-        for service, user_id, job_id in rows:
-            self._hold(service, user_id, job_id)
+        self.active: dict[str, dict[UserKey, set[int]]] = defaultdict(lambda: defaultdict(set))
+        self.owner: dict[int, tuple[str, UserKey]] = {}
+        for service, user, job_id in rows:
+            self._hold(service, user, job_id)
         if self.peers:
             # NOTE: a JobEnded that raced this reload finds no holder; ask for admission anyway.
             for service in self.config.services:
@@ -51,9 +54,9 @@ class QuotaActor(ServerActor):
         for service in self.config.services:
             self.send(self.peers.queue, SlotsFreed(service.name))
 
-    def _hold(self, service: str, user_id: int, job_id: int) -> None:
-        self.active[service][user_id].add(job_id)
-        self.owner[job_id] = (service, user_id)
+    def _hold(self, service: str, user: UserKey, job_id: int) -> None:
+        self.active[service][user].add(job_id)
+        self.owner[job_id] = (service, user)
 
     def limit(self, service: str) -> int:
         settings = self.config.service(service)
@@ -71,11 +74,11 @@ class QuotaActor(ServerActor):
                         self.last_turn[msg.service])
         claimed, gone = jobs.claim_for_dispatch([job_id for _, job_id in granted], utcnow()) if granted else ([], [])
         claimed_set = set(claimed)
-        for user_id, job_id in granted:
+        for user, job_id in granted:
             if job_id in claimed_set:
                 self.turn += 1
-                self.last_turn[msg.service][user_id] = self.turn
-                self._hold(msg.service, user_id, job_id)
+                self.last_turn[msg.service][user] = self.turn
+                self._hold(msg.service, user, job_id)
         # NOTE: answered even when nothing was admitted, so the queue stops asking for users who
         # cannot start anything until a slot frees up (a burst of uploads would ask once per job).
         full = sum(len(s) for s in active.values()) >= self.limit(msg.service)
@@ -91,11 +94,11 @@ class QuotaActor(ServerActor):
         # NOTE: a job still active came back and was admitted again: that hold is the new one.
         freed = set(held) - jobs.active_among(held)
         for job_id in freed:
-            service, user_id = self.owner.pop(job_id)
+            service, user = self.owner.pop(job_id)
             users = self.active[service]
-            users[user_id].discard(job_id)
-            if not users[user_id]:
-                del users[user_id]
+            users[user].discard(job_id)
+            if not users[user]:
+                del users[user]
         if freed:
             self.send(self.peers.queue, SlotsFreed(msg.service))
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Iterable, Mapping, Sequence
+from typing import Hashable, Iterable, Mapping, Sequence, TypeVar
+
+#: Whatever names a user; the quota uses (portal, user_id), since portals number users independently.
+User = TypeVar("User", bound=Hashable)
 
 
-def admit(candidates: Sequence[tuple[int, Sequence[int]]], active_by_user: Mapping[int, int],
+def admit(candidates: Sequence[tuple[User, Sequence[int]]], active_by_user: Mapping[User, int],
           active_total: int, runs_per_user: int, limit: int,
-          last_turn: Mapping[int, int]) -> list[tuple[int, int]]:
+          last_turn: Mapping[User, int]) -> list[tuple[User, int]]:
     """Choose which queued jobs may start now, round-robin across users.
 
     Args:
@@ -23,12 +26,12 @@ def admit(candidates: Sequence[tuple[int, Sequence[int]]], active_by_user: Mappi
         last_turn: per user, when they were last admitted (higher is more recent; absent is never).
 
     Returns:
-        (user_id, job_id) pairs in admission order. Users are served one job per round, the one
+        (user, job_id) pairs in admission order. Users are served one job per round, the one
         served longest ago first, so a user with many queued jobs never holds back one with few;
         within a user, jobs go first-in first-out.
     """
     order = sorted(candidates, key=lambda item: (last_turn.get(item[0], -1), item[1][0] if item[1] else 0))
-    granted: list[tuple[int, int]] = []
+    granted: list[tuple[User, int]] = []
     taken = {user: 0 for user, _ in order}
     room = limit - active_total
     progress = True

@@ -397,6 +397,12 @@ def load_server_config(path: str | None, environ: Mapping[str, str] = os.environ
     if not config.tokens and not config.allow_anonymous and not is_loopback(config.host):
         raise ConfigError(f"[server] host {config.host} is not a loopback address and [tokens] is empty; add a "
                           f"portal token, or set allow_anonymous = true to serve anyone who can connect.")
+    if not config.cluster_secret and (config.tokens or not is_loopback(config.host)):
+        # NOTE: without the secret anyone could register as an executor, receive portals' job files
+        # and post forged results; only a loopback server with no portals has no one to keep out.
+        why = "[tokens] has portals" if config.tokens else f"host {config.host} is not a loopback address"
+        raise ConfigError(f"[server] cluster_secret is empty while {why}; set one (at least {MIN_SECRET_LENGTH} "
+                          f"characters) here and the same in each executor's [client] cluster_secret.")
     return config
 
 

@@ -13,6 +13,7 @@ from typing import Iterable, Iterator, Sequence
 
 from pony.orm import OptimisticCheckError, TransactionIntegrityError, commit, db_session, flush, select
 
+from storage import public_ids
 from storage.models import Job
 from storage.states import ACTIVE, TERMINAL, JobState, advance, can_advance
 
@@ -54,6 +55,8 @@ class JobRef:
 
     id: int
     user_id: int
+    #: The portal that submitted it; None without tokens.
+    portal: str | None
     service: str
     state: JobState
     dir: str
@@ -68,79 +71,97 @@ class JobRef:
 
     @staticmethod
     def of(job: Job) -> "JobRef":
-        return JobRef(job.id, job.user_id, job.service, JobState(job.state), job.dir, job.attempts,
+        return JobRef(job.id, job.user_id, job.portal, job.service, JobState(job.state), job.dir, job.attempts,
                       job.executor, job.remote_id)
 
 
 # --- web ---------------------------------------------------------------------------------------
 
 class QueueFull(Exception):
-    """The user already has the service's max_queued_per_user jobs waiting."""
+    """The user (of that portal) already has the service's max_queued_per_user jobs waiting."""
 
 
 def create_job(user_id: int, service: str, folder: str, now: datetime, portal: str | None = None,
-               max_queued: int | None = None) -> dict:
-    """Write a new Queued job. Raises QueueFull when the user already has `max_queued` waiting."""
+               max_queued: int | None = None) -> tuple[int, dict]:
+    """Write a new Queued job; a portal's job (a server with tokens) gets a public id.
+
+    Returns:
+        (its number, its view). Raises QueueFull when the portal's user already has `max_queued` waiting.
+    """
     if max_queued is None:
         return _insert(user_id, service, folder, now, portal)
     return _insert_limited(user_id, service, folder, now, portal, max_queued)
 
 
 @db_session
-def _insert(user_id: int, service: str, folder: str, now: datetime, portal: str | None) -> dict:
-    job = Job(user_id=user_id, service=service, dir=folder, created_at=now, updated_at=now, portal=portal)
+def _insert(user_id: int, service: str, folder: str, now: datetime, portal: str | None) -> tuple[int, dict]:
+    job = Job(user_id=user_id, service=service, dir=folder, created_at=now, updated_at=now, portal=portal,
+              public_id=public_ids.new() if portal is not None else None)
     flush()  # assigns the id; reading the row after commit would cost another query
     view = job.to_dict(new=True)
     commit()
-    return view
+    return job.id, view
 
 
 @db_session(immediate=True)
 def _insert_limited(user_id: int, service: str, folder: str, now: datetime, portal: str | None,
-                    max_queued: int) -> dict:
+                    max_queued: int) -> tuple[int, dict]:
     """The count and the insert in one write transaction, so two uploads cannot both squeeze in."""
-    waiting = select(j for j in Job if j.service == service and j.user_id == user_id
+    # NOTE: Pony compiles `j.portal == portal` to IS NULL when portal is None (no tokens).
+    waiting = select(j for j in Job if j.service == service and j.portal == portal and j.user_id == user_id
                      and j.state == JobState.QUEUED.value).count()
     if waiting >= max_queued:
         raise QueueFull(waiting)
     return _insert(user_id, service, folder, now, portal)
 
 
-def _visible(job_id: int, portal: str | None) -> Job | None:
-    """The job, if `portal` may see it: a portal sees only what it submitted."""
-    job = Job.get(id=job_id)
-    return job if job is not None and job.portal == portal else None
+def _names(ref: int | str, public_id: str | None) -> bool:
+    """A public id names its job; a number names only a job without one (no tokens, or created
+    before public ids existed), so a portal cannot reach a new job by guessing numbers."""
+    return isinstance(ref, str) or public_id is None
+
+
+def _visible(ref: int | str, portal: str | None) -> Job | None:
+    """The job `ref` (a public id, or a number) names, if `portal` may see it: a portal sees only
+    what it submitted."""
+    job = Job.get(public_id=ref) if isinstance(ref, str) else Job.get(id=ref)
+    return job if job is not None and job.portal == portal and _names(ref, job.public_id) else None
 
 
 @db_session
-def job_view(job_id: int, portal: str | None = None) -> dict | None:
-    job = _visible(job_id, portal)
+def job_view(ref: int | str, portal: str | None = None) -> dict | None:
+    job = _visible(ref, portal)
     return job.to_dict() if job else None
 
 
 @_retrying
 @db_session
-def cancel(job_id: int, portal: str | None, now: datetime) -> tuple[dict, bool, JobRef | None] | None:
+def cancel(ref: int | str, portal: str | None, now: datetime) -> tuple[dict, bool, JobRef | None] | None:
     """Cancel a job that has not ended, on its portal's request.
 
     Returns:
         None if `portal` sees no such job; else (its view; whether this call cancelled it; the job
         as it was if it held a quota slot then, else None).
     """
-    job = _visible(job_id, portal)
+    job = _visible(ref, portal)
     if job is None:
         return None
     before = JobRef.of(job)
-    ended = _finish(job_id, None, JobState.CANCELLED, now, {"reason": "cancelled on request"})
+    ended = _finish(job.id, None, JobState.CANCELLED, now, {"reason": "cancelled on request"})
     return job.to_dict(), ended is not None, (before if ended is not None and ended[1] else None)
 
 
 @db_session
-def download_info(job_id: int, portal: str | None = None) -> tuple[JobState, str | None] | None:
-    # NOTE: three columns, not the whole row: portals poll this, and parsing a row's five time
-    # stamps is most of the cost of reading it.
-    row = select((j.state, j.result_path, j.portal) for j in Job if j.id == job_id).first()
-    return (JobState(row[0]), row[1]) if row is not None and row[2] == portal else None
+def download_info(ref: int | str, portal: str | None = None) -> tuple[JobState, str | None] | None:
+    """The state and result file of the job `ref` names, if `portal` may see it (as `_visible`)."""
+    # NOTE: four columns by a unique key, not the whole row: portals poll this, and parsing a
+    # row's five time stamps is most of the cost of reading it.
+    columns = select((j.state, j.result_path, j.portal, j.public_id) for j in Job)
+    row = (columns.where(lambda j: j.public_id == ref) if isinstance(ref, str)
+           else columns.where(lambda j: j.id == ref)).first()
+    if row is None or row[2] != portal or not _names(ref, row[3]):
+        return None
+    return JobState(row[0]), row[1]
 
 
 @db_session
@@ -169,18 +190,18 @@ def fail_unserved(services: list[str], now: datetime) -> int:
 
 # --- queue and quota ---------------------------------------------------------------------------
 
-def queued_jobs(service: str, page: int = 10_000) -> Iterator[tuple[int, int]]:
-    """(user_id, job_id) of the service's queued jobs, oldest first, read `page` rows at a time so a
-    long queue never sits in memory twice (as rows and as the queue's index)."""
+def queued_jobs(service: str, page: int = 10_000) -> Iterator[tuple[tuple[str | None, int], int]]:
+    """((portal, user_id), job_id) of the service's queued jobs, oldest first, read `page` rows at a
+    time so a long queue never sits in memory twice (as rows and as the queue's index)."""
     after = 0
     while True:
         with db_session:
-            rows = select((j.user_id, j.id) for j in Job if j.service == service and j.id > after
-                          and j.state == JobState.QUEUED.value).order_by(2)[:page]
-        yield from rows
+            rows = select((j.portal, j.user_id, j.id) for j in Job if j.service == service and j.id > after
+                          and j.state == JobState.QUEUED.value).order_by(3)[:page]
+        yield from (((portal, user_id), job_id) for portal, user_id, job_id in rows)
         if len(rows) < page:
             return
-        after = rows[-1][1]
+        after = rows[-1][2]
 
 
 @db_session
@@ -189,10 +210,11 @@ def count_queued(service: str) -> int:
 
 
 @db_session
-def active_jobs() -> list[tuple[str, int, int]]:
-    """(service, user_id, job_id) of every job holding a slot."""
+def active_jobs() -> list[tuple[str, tuple[str | None, int], int]]:
+    """(service, (portal, user_id), job_id) of every job holding a slot."""
     states = [s.value for s in ACTIVE]
-    return list(select((j.service, j.user_id, j.id) for j in Job if j.state in states))
+    return [(service, (portal, user_id), job_id) for service, portal, user_id, job_id
+            in select((j.service, j.portal, j.user_id, j.id) for j in Job if j.state in states)]
 
 
 @db_session

@@ -20,6 +20,9 @@ class Job(db.Entity):
     service = Required(str, 64)
     #: The portal (token name) that submitted it; None when the server runs without tokens.
     portal = Optional(str, 64, nullable=True)
+    #: With tokens, the random id the API shows instead of `id` (storage.public_ids); None without
+    #: tokens, and for jobs created before public ids existed.
+    public_id = Optional(str, 32, unique=True, nullable=True)
     state = Required(str, 16, default=JobState.QUEUED.value, index=True)
     #: Folder holding the uploaded files on the server.
     dir = Required(str, 1024)
@@ -42,10 +45,12 @@ class Job(db.Entity):
     result_path = Optional(str, 1024, nullable=True)
     composite_index(service, state, id)
     composite_index(state, finished_at)
-    composite_index(service, user_id, state)
+    #: A user is (portal, user_id): max_queued_per_user counts a portal's user's queued jobs.
+    composite_index(service, portal, user_id, state)
 
     def to_dict(self, new: bool = False) -> dict:
-        """The public view of a job, as `GET /jobs/{id}` and `POST /upload` answer it.
+        """The public view of a job, as `GET /jobs/{id}` and `POST /upload` answer it; its `id` is
+        the public id when it has one.
 
         `new`: the job was just created in this session, so the columns it was not given are empty;
         reading one would make Pony reload the whole row (a query per upload).
@@ -57,7 +62,7 @@ class Job(db.Entity):
             value = field(name)
             return value.isoformat() + "Z" if value else None
         return {
-            "id": self.id,
+            "id": self.public_id or self.id,
             "user_id": self.user_id,
             "service": self.service,
             "status": self.state,

@@ -252,6 +252,11 @@ def script(body: str) -> bytes:
     return f"#!/usr/bin/env bash\nset -e\n{body}\n".encode()
 
 
+def bearer(token: str | None) -> dict[str, str]:
+    """The Authorization header of a portal token (or the cluster secret); none for None."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def upload(server: Node, files: dict[str, bytes], user_id=1, service: str = "example",
            token: str | None = None) -> requests.Response:
     data = {}
@@ -259,25 +264,26 @@ def upload(server: Node, files: dict[str, bytes], user_id=1, service: str = "exa
         data["user_id"] = str(user_id)
     if service is not None:
         data["service"] = service
-    return requests.post(f"{server.url}/upload", data=data, headers={"Authorization": f"Bearer {token}"} if token else {},
+    return requests.post(f"{server.url}/upload", data=data, headers=bearer(token),
                          files=[("file", (name, content)) for name, content in files.items()], timeout=30)
 
 
-def submit(server: Node, body: str, user_id=1, service: str = "example", extra: dict[str, bytes] | None = None) -> int:
-    response = upload(server, {"run.sh": script(body), **(extra or {})}, user_id, service)
+def submit(server: Node, body: str, user_id=1, service: str = "example", extra: dict[str, bytes] | None = None,
+           token: str | None = None) -> int:
+    response = upload(server, {"run.sh": script(body), **(extra or {})}, user_id, service, token)
     assert response.status_code == 200, response.text
     return response.json()["id"]
 
 
-def wait_for_outcome(server: Node, job_id: int, timeout: float = 30.0) -> int:
+def wait_for_outcome(server: Node, job_id: int, timeout: float = 30.0, token: str | None = None) -> int:
     """Poll HEAD /download/{id} until it is no longer 202; returns the final status code."""
     def settled():
-        code = requests.head(f"{server.url}/download/{job_id}", timeout=5).status_code
+        code = requests.head(f"{server.url}/download/{job_id}", headers=bearer(token), timeout=5).status_code
         return code if code != 202 else None
     return wait_until(settled, timeout, 0.02, f"job {job_id} to end")
 
 
-def job(server: Node, job_id: int) -> dict:
-    response = requests.get(f"{server.url}/jobs/{job_id}", timeout=5)
+def job(server: Node, job_id: int, token: str | None = None) -> dict:
+    response = requests.get(f"{server.url}/jobs/{job_id}", headers=bearer(token), timeout=5)
     assert response.status_code == 200, response.text
     return response.json()

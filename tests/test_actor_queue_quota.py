@@ -69,12 +69,12 @@ def clean_database(database_file) -> str:
     return database_file
 
 
-def new_job(user_id: int, service: str = SERVICE) -> int:
-    return jobs.create_job(user_id, service, f"/jobs/{user_id}", utcnow())["id"]
+def new_job(user_id: int, service: str = SERVICE, portal: str | None = None) -> int:
+    return jobs.create_job(user_id, service, f"/jobs/{user_id}", utcnow(), portal)[0]
 
 
 def state_of(job_id: int) -> str:
-    return jobs.job_view(job_id)["status"]
+    return jobs.get_ref(job_id).state.value
 
 
 def states_by_user() -> dict[int, list[str]]:
@@ -114,12 +114,12 @@ class Harness:
     def capacity(self, slots: int) -> None:
         self.system.tell(self.quota, Capacity(SERVICE, slots))
 
-    def queued(self, user_id: int, job_id: int) -> None:
-        self.system.tell(self.queue, JobQueued(job_id, SERVICE, user_id))
+    def queued(self, user_id: int, job_id: int, portal: str | None = None) -> None:
+        self.system.tell(self.queue, JobQueued(job_id, SERVICE, user_id, portal))
 
-    def submit(self, user_id: int) -> int:
-        job_id = new_job(user_id)
-        self.queued(user_id, job_id)
+    def submit(self, user_id: int, portal: str | None = None) -> int:
+        job_id = new_job(user_id, portal=portal)
+        self.queued(user_id, job_id, portal)
         return job_id
 
     def end(self, job_id: int) -> None:
@@ -291,7 +291,44 @@ def test_jobs_of_another_service_are_ignored(harness):
     harness.start(runs_per_user=5, max_runs=5, capacity=10)
     other = new_job(user_id=1, service="other")
 
-    harness.system.tell(harness.queue, JobQueued(other, "other", 1))
+    harness.system.tell(harness.queue, JobQueued(other, "other", 1, None))
 
     assert harness.dispatched() == []
     assert state_of(other) == "Queued"
+
+
+# --- users are (portal, user_id) ----------------------------------------------------------------
+
+def test_the_same_user_id_of_two_portals_is_two_users_for_runs_per_user(harness):
+    harness.start(runs_per_user=1, max_runs=10, capacity=10)
+
+    a = [harness.submit(user_id=7, portal="a") for _ in range(2)]
+    b = harness.submit(user_id=7, portal="b")
+
+    assert harness.dispatched() == [a[0], b]
+    assert state_of(a[1]) == "Queued"
+    assert sorted(user for _, user, _ in jobs.active_jobs()) == [("a", 7), ("b", 7)]
+
+
+def test_round_robin_turns_are_per_portal_and_user(harness):
+    harness.start(runs_per_user=5, max_runs=1, capacity=10)
+    a = [harness.submit(user_id=7, portal="a") for _ in range(3)]
+    b = [harness.submit(user_id=7, portal="b") for _ in range(2)]
+    assert harness.dispatched() == [a[0]]
+
+    harness.end(a[0])
+    # Portal a's user 7 was just served: portal b's user 7, who waits too, goes first.
+    assert harness.dispatched() == [a[0], b[0]]
+    harness.end(b[0])
+    assert harness.dispatched() == [a[0], b[0], a[1]]
+
+
+def test_max_queued_per_user_counts_the_jobs_of_one_portals_user(clean_database):
+    new_job(user_id=7, portal="a")
+
+    with pytest.raises(jobs.QueueFull):
+        jobs.create_job(7, SERVICE, "/jobs/again", utcnow(), "a", max_queued=1)
+    assert jobs.create_job(7, SERVICE, "/jobs/b7", utcnow(), "b", max_queued=1)
+    assert jobs.create_job(7, SERVICE, "/jobs/anonymous7", utcnow(), None, max_queued=1)
+    with pytest.raises(jobs.QueueFull):
+        jobs.create_job(7, SERVICE, "/jobs/anonymous7-again", utcnow(), None, max_queued=1)

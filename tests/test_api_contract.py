@@ -16,14 +16,20 @@ import pytest
 from tests.conftest import script, upload
 
 TOKEN = "contract-token-0123456789abcdef"
+SECRET = "contract-secret-0123456789abcdef"
 ST = os.path.join(os.path.dirname(sys.executable), "st")
 
 
-def schemathesis(server, *options: str) -> tuple[int, int, str]:
+#: What executors and operators call, with the cluster secret; everything else is a portal's.
+CLUSTER_OPERATIONS = [option for name in ("executorEvent", "executorHeartbeat", "executors", "health")
+                      for option in ("--include-operation-id", name)]
+
+
+def schemathesis(server, *options: str, token: str = TOKEN) -> tuple[int, int, str]:
     # NOTE: one worker: with two threads, Python 3.11's ast module (used by schemathesis to compile
     # schemas) can fail with "AST constructor recursion depth mismatch" (CPython gh-106905).
     result = subprocess.run(
-        [ST, "run", f"{server.url}/api-docs/openapi.json", "-H", f"Authorization: Bearer {TOKEN}",
+        [ST, "run", f"{server.url}/api-docs/openapi.json", "-H", f"Authorization: Bearer {token}",
          "--checks", "all", "--max-examples", "120", "--seed", "20261128", "--workers", "1", *options],
         capture_output=True, text=True, timeout=600, env={**os.environ, "NO_COLOR": "1"},
         # NOTE: schemathesis keeps a cache of the failures it found in its working directory and
@@ -37,15 +43,21 @@ def schemathesis(server, *options: str) -> tuple[int, int, str]:
 @pytest.mark.skipif(not os.path.exists(ST), reason="schemathesis is not installed (requirements.txt)")
 def test_a_thousand_generated_requests_find_no_server_error_and_no_contract_violation(cluster):
     # No executor answers: generated jobs stay queued and never run generated scripts.
-    server = cluster.server({"example": {"clients": "http://127.0.0.1:9"}}, tokens={"portal": TOKEN}, max_files=20)
+    server = cluster.server({"example": {"clients": "http://127.0.0.1:9"}}, tokens={"portal": TOKEN}, max_files=20,
+                            cluster_secret=SECRET)
 
     for n in range(3):  # jobs for the read operations to find
         assert upload(server, {"run.sh": script("true")}, user_id=n + 1, token=TOKEN).status_code == 200
 
-    code, everything_else, report = schemathesis(server, "--exclude-operation-id", "upload")
-    assert code == 0 and f"{everything_else} passed" in report, report[-6000:]
+    code, portals, report = schemathesis(server, "--exclude-operation-id", "upload",
+                                         *[o.replace("include", "exclude") for o in CLUSTER_OPERATIONS])
+    assert code == 0 and f"{portals} passed" in report, report[-6000:]
+    # No links between these operations: the stateful phase has nothing to follow.
+    code, cluster_calls, report = schemathesis(server, *CLUSTER_OPERATIONS, "--phases", "examples,coverage,fuzzing",
+                                               token=SECRET)
+    assert code == 0 and f"{cluster_calls} passed" in report, report[-6000:]
     # An upload may not hold two files of one name, which a schema cannot say; every other check holds.
     code, uploads, report = schemathesis(server, "--include-operation-id", "upload", "--phases",
                                          "examples,coverage,fuzzing", "--exclude-checks", "positive_data_acceptance")
     assert code == 0 and f"{uploads} passed" in report, report[-6000:]
-    assert everything_else + uploads >= 1000
+    assert portals + cluster_calls + uploads >= 1000

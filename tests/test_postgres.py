@@ -9,7 +9,7 @@ import tempfile
 
 import pytest
 
-from tests.conftest import free_port, job, submit, wait_for_outcome
+from tests.conftest import Node, free_port, job, submit, wait_for_outcome
 
 PG_BIN = next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)), None)
 PG_BIN = os.path.dirname(PG_BIN) if PG_BIN else None
@@ -53,3 +53,28 @@ def test_jobs_complete_and_fail_with_the_database_on_postgresql(cluster, postgre
     assert job(server, broken)["exit_code"] == 5
     assert job(server, broken)["user_id"] == 9223372036854775807
     assert not os.path.exists(server.folder / "data" / "orchestrator.sqlite")
+
+
+def test_a_postgresql_database_of_the_previous_version_gets_the_new_column_and_index_at_start(cluster, postgres_url):
+    import psycopg2
+
+    executor = cluster.executor("example")
+    server = cluster.server({"example": {"clients": executor.url}}, database=postgres_url)
+    before = submit(server, "echo before > out.txt")
+    assert wait_for_outcome(server, before) == 200
+    server.stop()
+    # What the previous version had: no public ids, quotas indexed without the portal.
+    with psycopg2.connect(postgres_url) as connection, connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE job DROP COLUMN public_id")
+        cursor.execute("DROP INDEX idx_job__service_portal_user_id_state")
+
+    again = Node(server.kind, server.port, server.folder, server.args, server.env)
+    cluster.nodes.append(again)
+    again.start()
+
+    assert "added the columns job.public_id" in again.log_path.read_text()
+    assert job(again, before)["status"] == "Completed"
+    assert wait_for_outcome(again, submit(again, "echo after > out.txt")) == 200
+    with psycopg2.connect(postgres_url) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'job'")
+        assert {"unq_job__public_id", "idx_job__service_portal_user_id_state"} <= {row[0] for row in cursor}

@@ -6,13 +6,17 @@ import zipfile
 
 import requests
 
-from tests.conftest import submit, wait_for_outcome
+from tests.conftest import bearer, job, script, submit, upload, wait_for_outcome, wait_until
 
 STAMPED = 'echo "$(date +%s.%N)" > start\nsleep {seconds}\necho "$(date +%s.%N)" > end'
+PORTAL_A = "portal-a-token-0123456789abcdef"
+PORTAL_B = "portal-b-token-0123456789abcdef"
+SECRET = "cluster-secret-0123456789abcdef"
 
 
-def stamps(server, job_id: int) -> tuple[float, float]:
-    archive = zipfile.ZipFile(io.BytesIO(requests.get(f"{server.url}/download/{job_id}", timeout=10).content))
+def stamps(server, job_id, token: str | None = None) -> tuple[float, float]:
+    download = requests.get(f"{server.url}/download/{job_id}", headers=bearer(token), timeout=10)
+    archive = zipfile.ZipFile(io.BytesIO(download.content))
     return float(archive.read("start")), float(archive.read("end"))
 
 
@@ -79,3 +83,29 @@ def test_users_are_served_round_robin_and_first_in_first_out_within_a_user(clust
     assert [user for _, user, _ in starts] == [1, 2, 1, 2, 1, 1, 1, 1]
     assert [j for _, user, j in starts if user == 1] == first
     assert [j for _, user, j in starts if user == 2] == second
+
+
+def test_two_portals_user_7_are_two_users_for_queue_limits_and_runs_per_user(cluster):
+    executor = cluster.executor("example", slots=4, cluster_secret=SECRET)
+    server = cluster.server({"example": {"clients": executor.url, "runs_per_user": 1, "max_queued_per_user": 1}},
+                            tokens={"a": PORTAL_A, "b": PORTAL_B}, cluster_secret=SECRET)
+
+    # Given: portal a's user 7 runs one job and has a second one queued behind it (runs_per_user = 1)
+    a_first = submit(server, STAMPED.format(seconds=2), user_id=7, token=PORTAL_A)
+    wait_until(lambda: job(server, a_first, PORTAL_A)["status"] != "Queued", 10, 0.02, "a's first job to start")
+    a_second = submit(server, STAMPED.format(seconds=0.2), user_id=7, token=PORTAL_A)
+    assert job(server, a_second, PORTAL_A)["status"] == "Queued"
+
+    # When: portal b's user 7 uploads
+    b_only = upload(server, {"run.sh": script(STAMPED.format(seconds=1))}, user_id=7, token=PORTAL_B)
+
+    # Then: a's queue is not b's, while a's own limit holds
+    assert b_only.status_code == 200, b_only.text
+    refused = upload(server, {"run.sh": script("true")}, user_id=7, token=PORTAL_A)
+    assert refused.status_code == 429 and "user 7 of portal a" in refused.json()["description"]
+    b_job = b_only.json()["id"]
+    for job_id, token in ((a_first, PORTAL_A), (a_second, PORTAL_A), (b_job, PORTAL_B)):
+        assert wait_for_outcome(server, job_id, 60, token) == 200
+    a1, a2, b1 = stamps(server, a_first, PORTAL_A), stamps(server, a_second, PORTAL_A), stamps(server, b_job, PORTAL_B)
+    assert max(a1[0], b1[0]) < min(a1[1], b1[1]), "a's and b's user 7 ran at the same time"
+    assert a2[0] >= a1[1], "a's second job waited for a's first"

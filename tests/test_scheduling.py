@@ -75,6 +75,15 @@ def test_runs_per_user_is_never_exceeded_counting_active_jobs():
     assert granted == [(1, 1), (2, 5), (2, 6)]
 
 
+def test_users_are_any_hashable_keys_so_two_portals_user_7_are_two_users():
+    a7, b7, anonymous7 = ("a", 7), ("b", 7), (None, 7)
+
+    granted = run_admit([(a7, (1, 2)), (b7, (3, 4)), (anonymous7, (5,))], active_by_user={a7: 1}, runs_per_user=1,
+                        limit=100, last_turn={b7: 4})
+
+    assert granted == [(anonymous7, 5), (b7, 3)]
+
+
 def test_a_user_already_at_runs_per_user_gets_nothing():
     granted = run_admit([(1, (1, 2)), (2, (3,))], active_by_user={1: 3}, runs_per_user=3, limit=100)
 
@@ -103,7 +112,8 @@ def test_admit_respects_both_bounds_and_fifo_on_random_inputs():
     rng = random.Random(1234)
     ids = itertools.count(1)
     for _ in range(300):
-        users = rng.sample(range(1, 20), rng.randint(1, 6))
+        # Users as the quota names them: (portal, user_id), the same user_id under several portals.
+        users = rng.sample([(portal, n) for portal in ("a", "b", None) for n in range(1, 7)], rng.randint(1, 6))
         candidates = [(user, tuple(next(ids) for _ in range(rng.randint(1, 8)))) for user in users]
         runs_per_user = rng.randint(1, 4)
         active_by_user = {user: rng.randint(0, runs_per_user) for user in users if rng.random() < 0.5}

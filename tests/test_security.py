@@ -2,15 +2,19 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
 
+import falcon.testing
 import pytest
 import requests
 
-from tests.conftest import ROOT, job, script, wait_until, write_ini
+from tests.conftest import ROOT, job, processes_with_marker, script, wait_until, write_ini
+from web.auth import ServerAuth
+from web.common import new_app
 
 HADDOCK = "haddock-token-0123456789abcdef"
 PRODIGY = "prodigy-token-0123456789abcdef"
@@ -74,6 +78,43 @@ def test_a_portal_sees_only_the_jobs_it_submitted(guarded):
                                                       timeout=5).json()["status"] != "Cancelled"
 
 
+def test_with_portal_tokens_job_ids_are_random_and_tell_a_portal_nothing_of_the_others(guarded):
+    server, _ = guarded
+    first = post(server, HADDOCK, {"run.sh": script("sleep 300")}).json()["id"]
+    theirs = [post(server, PRODIGY, {"run.sh": script("true")}).json()["id"] for _ in range(5)]
+    second = post(server, HADDOCK, {"run.sh": script("true")}).json()["id"]
+
+    for job_id in [first, second, *theirs]:
+        assert isinstance(job_id, str) and re.fullmatch("j[a-z2-7]{24}", job_id), job_id
+    assert len({first, second, *theirs}) == 7
+    # Every answer about a job names it so: status, download's 202, cancel.
+    assert requests.get(f"{server.url}/jobs/{first}", headers=auth(HADDOCK), timeout=5).json()["id"] == first
+    waiting = requests.get(f"{server.url}/download/{first}", headers=auth(HADDOCK), timeout=5)
+    assert waiting.status_code == 202 and waiting.json()["id"] == first
+    cancelled = requests.post(f"{server.url}/jobs/{first}/cancel", headers=auth(HADDOCK), timeout=5)
+    assert cancelled.status_code == 200 and cancelled.json()["id"] == first
+
+
+def test_with_portal_tokens_numbers_and_other_portals_ids_are_unknown_jobs_and_malformed_ids_400(guarded):
+    server, _ = guarded
+    mine = post(server, HADDOCK, {"run.sh": script("true")}).json()["id"]
+    theirs = post(server, PRODIGY, {"run.sh": script("true")}).json()["id"]
+    missing = "j" + "a" * 24
+
+    for job_id in (1, 2, theirs, missing):  # 1 and 2 are the jobs' numbers inside the server
+        for method, path in (("GET", f"/jobs/{job_id}"), ("GET", f"/download/{job_id}"),
+                             ("HEAD", f"/download/{job_id}"), ("POST", f"/jobs/{job_id}/cancel")):
+            response = requests.request(method, f"{server.url}{path}", headers=auth(HADDOCK), timeout=5)
+            assert response.status_code == 404, (method, path)
+            if method != "HEAD":
+                assert response.json() == {"title": "Unknown job", "description": f"there is no job {job_id}."}
+    assert requests.get(f"{server.url}/jobs/{theirs}", headers=auth(PRODIGY), timeout=5).json()["id"] == theirs
+    for malformed in ("abc", "j" + "a" * 23, mine.upper(), "0", "-1"):
+        response = requests.get(f"{server.url}/jobs/{malformed}", headers=auth(HADDOCK), timeout=5)
+        assert response.status_code == 400, malformed
+        assert "'j' followed by 24 characters from a-z and 2-7" in response.json()["description"]
+
+
 def test_jobs_run_end_to_end_across_the_secret_executor_link(guarded):
     server, executor = guarded
     job_id = post(server, PRODIGY, {"run.sh": script("echo linked > out.txt")}).json()["id"]
@@ -95,6 +136,73 @@ def test_the_executor_and_the_servers_internal_calls_refuse_anyone_without_the_c
         assert requests.post(f"{server.url}{path}", json={}, headers=auth(SECRET), timeout=5).status_code == 400
 
 
+def test_a_stranger_can_neither_register_an_executor_nor_report_and_changes_nothing(guarded):
+    server, executor = guarded
+    job_id = post(server, HADDOCK, {"run.sh": script("sleep 300")}).json()["id"]
+    wait_until(lambda: requests.get(f"{server.url}/jobs/{job_id}", headers=auth(HADDOCK), timeout=5)
+               .json()["status"] == "Running", 20, 0.05, "the job to run")
+    before = requests.get(f"{server.url}/jobs/{job_id}", headers=auth(HADDOCK), timeout=5).json()
+    registration = {"service": "example", "url": "http://127.0.0.1:9", "slots": 64, "draining": False, "tasks": []}
+    forged = {"event": "finished", "job_id": 1, "attempt": 1, "task_id": "1", "exit_code": 0}
+
+    for headers in ({}, auth(HADDOCK), auth("wrong-secret-wrong-secret")):
+        for path, body in (("/internal/executors", registration), ("/internal/events", forged)):
+            response = requests.post(f"{server.url}{path}", json=body, headers=headers, timeout=5)
+            assert response.status_code == 401, (path, headers)
+            assert "cluster secret" in response.json()["description"]
+
+    listing = requests.get(f"{server.url}/executors", headers=auth(SECRET), timeout=5).json()["executors"]
+    assert [e["url"] for e in listing] == [executor.url]
+    assert requests.get(f"{server.url}/jobs/{job_id}", headers=auth(HADDOCK), timeout=5).json() == before
+
+
+@pytest.mark.parametrize("settings, why", [
+    ({"tokens": {"haddock": HADDOCK}}, "while [tokens] has portals"),
+    ({"host": "0.0.0.0", "allow_anonymous": "true"}, "while host 0.0.0.0 is not a loopback address"),
+])
+def test_a_server_with_portals_or_on_a_public_address_refuses_to_start_without_a_cluster_secret(cluster, settings,
+                                                                                                 why):
+    server = cluster.server({"example": {"clients": "http://127.0.0.1:9"}}, start=False, **settings)
+
+    server.start(wait=False)
+
+    assert server.process.wait(60) == 2
+    assert f"run_server.py: [server] cluster_secret is empty {why}; set one" in server.log()
+    assert processes_with_marker(server.marker) == []
+
+
+def test_internal_calls_pass_nobody_when_portals_are_configured_without_a_cluster_secret():
+    # The loader refuses this configuration; the middleware does not rely on it.
+    app = new_app([ServerAuth((("haddock", HADDOCK),), "")], max_parts=8)
+    app.add_route("/internal/events", object())
+    client = falcon.testing.TestClient(app)
+    for headers in ({}, auth(HADDOCK), auth(SECRET)):
+        assert client.simulate_post("/internal/events", json={}, headers=headers).status_code == 401
+
+
+def test_with_portal_tokens_the_executors_are_an_operator_view_for_the_cluster_secret_only(guarded):
+    server, executor = guarded
+    post(server, HADDOCK, {"run.sh": script("sleep 300")})
+
+    for token in (HADDOCK, PRODIGY):
+        refused = requests.get(f"{server.url}/executors", headers=auth(token), timeout=5)
+        assert refused.status_code == 403
+        assert refused.json()["title"] == "Operators only" and "operator view" in refused.json()["description"]
+    assert requests.get(f"{server.url}/executors", timeout=5).status_code == 401
+    operator = requests.get(f"{server.url}/executors", headers=auth(SECRET), timeout=5)
+    assert operator.status_code == 200 and [e["url"] for e in operator.json()["executors"]] == [executor.url]
+
+
+def test_health_shows_the_actor_processes_only_to_the_cluster_secret(guarded):
+    server, _ = guarded
+    for headers in ({}, auth(HADDOCK), auth("wrong-secret-wrong-secret")):
+        health = requests.get(f"{server.url}/health", headers=headers, timeout=5)
+        assert health.status_code == 200 and health.json() == {"status": "ok", "database": "ok", "actors": "ok"}
+    operator = requests.get(f"{server.url}/health", headers=auth(SECRET), timeout=5).json()
+    assert operator["status"] == "ok" and {"supervisor", "queue", "quota"} <= set(operator["actor_processes"])
+    assert all(isinstance(pid, int) and pid > 0 for pid in operator["actor_processes"].values())
+
+
 def run_briefly(args: list[str], config) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args, "--config", str(config)], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
@@ -111,7 +219,8 @@ def test_a_server_on_a_public_address_without_tokens_refuses_to_start(tmp_path):
 
 
 def test_allow_anonymous_serves_on_a_public_address_with_a_warning(cluster):
-    server = cluster.server({"example": {"clients": "http://127.0.0.1:9"}}, host="0.0.0.0", allow_anonymous="true")
+    server = cluster.server({"example": {"clients": "http://127.0.0.1:9"}}, host="0.0.0.0", allow_anonymous="true",
+                            cluster_secret=SECRET)
     assert requests.get(f"{server.url}/jobs/1", timeout=5).status_code == 404  # no token needed
     assert "serving anonymously on 0.0.0.0" in server.log()
 

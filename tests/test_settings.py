@@ -52,6 +52,7 @@ def test_a_full_server_file_is_read_key_by_key(tmp_path):
 [server]
 host = 0.0.0.0
 allow_anonymous = true
+cluster_secret = 0123456789abcdef0123
 port = 8123
 data_dir = /srv/orchestrator
 database = /srv/db.sqlite
@@ -80,6 +81,7 @@ clients = http://127.0.0.1:9001
     assert config.callback_url == "https://example.org:8443/base"
     assert config.own_url == "https://example.org:8443/base"
     assert config.max_upload_mb == 12 and config.threads == 3
+    assert config.allow_anonymous and config.cluster_secret == "0123456789abcdef0123"
     # Services are sorted by name.
     assert [s.name for s in config.services] == ["alpha-1", "zeta"]
     assert config.service("zeta") == ServiceConfig(
@@ -355,9 +357,24 @@ def test_portal_tokens_and_the_cluster_secret_are_read(tmp_path):
 def test_a_server_on_a_public_address_without_tokens_refuses_to_start_unless_told(tmp_path):
     with pytest.raises(ConfigError, match="not a loopback address and \\[tokens\\] is empty"):
         load_server_config(server_ini(tmp_path, "host = 0.0.0.0\n"), environ={})
-    assert load_server_config(server_ini(tmp_path, "host = 0.0.0.0\nallow_anonymous = yes\n"),
-                              environ={}).allow_anonymous
+    assert load_server_config(server_ini(tmp_path, "host = 0.0.0.0\nallow_anonymous = yes\n"
+                                                   "cluster_secret = s3cret-s3cret-s3cret\n"), environ={}).allow_anonymous
     assert load_server_config(server_ini(tmp_path, "host = ::1\n"), environ={}).host == "::1"
+    # Only a loopback server without portals (the `make run` default) runs without a cluster secret.
+    assert load_server_config(server_ini(tmp_path, "host = localhost\n"), environ={}).cluster_secret == ""
+
+
+@pytest.mark.parametrize("server, tokens, why", [
+    ("", "haddock = aaaaaaaaaaaaaaaaaaaa", "while [tokens] has portals"),
+    ("host = 10.1.2.3", "haddock = aaaaaaaaaaaaaaaaaaaa", "while [tokens] has portals"),
+    ("host = 0.0.0.0\nallow_anonymous = true", "", "while host 0.0.0.0 is not a loopback address"),
+])
+def test_a_server_with_portals_or_off_loopback_needs_a_cluster_secret(tmp_path, server, tokens, why):
+    path = server_ini(tmp_path, server, f"[service.example]\nclients = http://h:1\n[tokens]\n{tokens}\n")
+    with pytest.raises(ConfigError) as error:
+        load_server_config(path, environ={})
+    assert str(error.value).startswith(f"[server] cluster_secret is empty {why}; set one")
+    assert "each executor's [client] cluster_secret" in str(error.value)
 
 
 def test_an_executor_on_a_public_address_without_a_cluster_secret_refuses_to_start(tmp_path):

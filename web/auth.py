@@ -3,6 +3,8 @@
 Both are bearer tokens (`Authorization: Bearer <secret>`), compared in constant time against every
 configured secret. A portal that presented its token is known by name in `req.context.portal`; it
 sees only the jobs it submitted (any other job is "not found", exactly as if it did not exist).
+Operators hold the cluster secret too: with portal tokens, the views of the whole server (the
+executors, the actor processes) are theirs alone.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import falcon
 PUBLIC = {("GET", "/"), ("HEAD", "/"), ("GET", "/health"), ("GET", "/api-docs/openapi.json")}
 PUBLIC_PREFIXES = ("/swagger-ui",)
 INTERNAL_PREFIX = "/internal/"
+#: Views of every portal's work and of the cluster: with portal tokens, for the cluster secret only.
+OPERATOR = {("GET", "/executors")}
 
 
 def bearer(req: falcon.Request) -> str | None:
@@ -37,20 +41,36 @@ def unauthorized(description: str) -> falcon.HTTPUnauthorized:
 
 
 class ServerAuth:
-    """Falcon middleware of the server."""
+    """Falcon middleware of the server.
+
+    Sets `req.context.portal` (the calling portal's name, or None without tokens) and
+    `req.context.cluster`: the caller holds the cluster secret (an executor, or an operator), or the
+    server has nothing to authenticate with (no tokens and no secret: loopback only).
+    """
 
     def __init__(self, tokens: tuple[tuple[str, str], ...], cluster_secret: str):
         self.tokens = tokens
         self.cluster = (("cluster", cluster_secret),) if cluster_secret else ()
+        self.open = not tokens and not cluster_secret
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.portal = None
+        req.context.cluster = self.open or matching(bearer(req), self.cluster) is not None
         if (req.method, req.path) in PUBLIC or req.path.startswith(PUBLIC_PREFIXES):
             return
         if req.path.startswith(INTERNAL_PREFIX):
-            if self.cluster and matching(bearer(req), self.cluster) is None:
+            # NOTE: with portal tokens and no secret (a configuration the loader refuses) nobody passes.
+            if not req.context.cluster:
                 raise unauthorized("executor calls need the cluster secret as a bearer token.")
             return
+        if self.tokens and (req.method, req.path) in OPERATOR:
+            if req.context.cluster:
+                return
+            if matching(bearer(req), self.tokens) is not None:
+                raise falcon.HTTPForbidden(title="Operators only", description=(
+                    f"{req.method} {req.path} is an operator view of every portal's work; a portal token does not "
+                    f"open it. Operators send the cluster secret as a bearer token."))
+            raise unauthorized(f"{req.method} {req.path} is an operator view: send the cluster secret as a bearer token.")
         if self.tokens:
             req.context.portal = matching(bearer(req), self.tokens)
             if req.context.portal is None:

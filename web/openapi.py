@@ -12,6 +12,7 @@ import os
 import falcon
 
 from conf.settings import ServerConfig
+from storage import public_ids
 from web.common import MAX_ID
 
 ERROR = {"type": "object", "required": ["title"], "properties": {
@@ -34,13 +35,23 @@ def _stamp() -> dict:
     return {"type": ["string", "null"], "format": "date-time"}
 
 
+def _job_id(config: ServerConfig) -> dict:
+    """How this server names jobs: by number without portal tokens, by public id with them."""
+    number = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
+    about = (f"Without portal tokens, a job's number. With tokens, a job's public id: {public_ids.DESCRIPTION} "
+             f"(random; never all digits); a job accepted before public ids existed keeps its number.")
+    if not config.tokens:
+        return {**number, "description": about}
+    return {"anyOf": [{"type": "string", "pattern": public_ids.PATTERN}, number], "description": about}
+
+
 def document(config: ServerConfig) -> dict:
     services = [s.name for s in config.services]
-    job_id = {"name": "job_id", "in": "path", "required": True,
-              "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}
+    job_id = {"name": "job_id", "in": "path", "required": True, "schema": _job_id(config)}
     denied = {"401": _error("missing or wrong bearer token")}
     portal = [{"portalToken": []}] if config.tokens else [{}]
-    cluster = [{"clusterSecret": []}] if config.cluster_secret else [{}]
+    secret = [{"clusterSecret": []}] if config.cluster_secret else []
+    cluster = secret or [{}]
     job_responses = {"400": _error("malformed job id"), "404": _error("no such job (or not this portal's)"), **denied}
     return {
         "openapi": "3.1.0",
@@ -51,7 +62,9 @@ def document(config: ServerConfig) -> dict:
         "paths": {
             "/": {"get": {"summary": "Liveness", "security": [{}], "operationId": "ping",
                           "responses": {"200": _json("pong", "Pong")}}},
-            "/health": {"get": {"summary": "Database and actor system health", "security": [{}],
+            "/health": {"get": {"summary": "Database and actor system health; the actors' processes only "
+                                           "for the cluster secret (or with neither tokens nor secret)",
+                                "security": [{}, *secret],
                                 "operationId": "health",
                                 "responses": {"200": _json("healthy", "Health"), "503": _json("unhealthy", "Health")}}},
             "/upload": {"post": {
@@ -100,8 +113,12 @@ def document(config: ServerConfig) -> dict:
                 "operationId": "cancel",
                 "responses": {"200": _json("the job, now Cancelled", "Job"),
                               "409": _error("the job had ended already"), **job_responses}}},
-            "/executors": {"get": {"summary": "The executors the server knows", "operationId": "executors",
-                                   "responses": {"200": _json("executors", "Executors"), **denied}}},
+            "/executors": {"get": {
+                "summary": "The executors the server knows" + (": an operator view, for the cluster secret only"
+                                                               if config.tokens else ""),
+                "operationId": "executors", "security": secret if config.tokens else portal,
+                "responses": {"200": _json("executors", "Executors"), **denied,
+                              **({"403": _error("a portal token: this is an operator view")} if config.tokens else {})}}},
             "/internal/events": {"post": {
                 "summary": "An executor reports jobs' starts or ends: one event, or {events: [...]}",
                 "operationId": "executorEvent",
@@ -130,11 +147,14 @@ def document(config: ServerConfig) -> dict:
                 "Health": {"type": "object", "required": ["status", "database", "actors"], "properties": {
                     "status": {"enum": ["ok", "unavailable"]}, "database": {"enum": ["ok", "unavailable"]},
                     "actors": {"enum": ["ok", "unavailable"]},
-                    "actor_processes": {"type": "object", "additionalProperties": {"type": "integer"}}}},
+                    "actor_processes": {"type": "object", "additionalProperties": {"type": "integer"},
+                                        "description": "each actor's process id: only for a caller presenting the "
+                                                       "cluster secret, or on a server with neither portal tokens "
+                                                       "nor a cluster secret"}}},
                 "Progress": {"type": "object", "required": ["id", "status"], "properties": {
-                    "id": {"type": "integer"}, "status": {"type": "string"}}},
+                    "id": _job_id(config), "status": {"type": "string"}}},
                 "Job": {"type": "object", "required": ["id", "user_id", "service", "status", "attempts"], "properties": {
-                    "id": {"type": "integer"}, "user_id": {"type": "integer"}, "service": {"type": "string"},
+                    "id": _job_id(config), "user_id": {"type": "integer"}, "service": {"type": "string"},
                     "status": {"enum": ["Queued", "Dispatching", "Submitted", "Running", "Completed", "Failed",
                                         "Cancelled", "Cleaned"]},
                     "outcome": {"type": ["string", "null"]}, "created_at": _stamp(), "dispatched_at": _stamp(),

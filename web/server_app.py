@@ -1,7 +1,8 @@
 """The server's HTTP API (Falcon): upload, download, job status, health, and executor callbacks.
 
 Resources are thin: they validate, call `storage.jobs`, and tell the actors through the gateway.
-Reads (download, status) never wait on an actor.
+Reads (download, status) never wait on an actor. With portal tokens the API names jobs by their
+public ids (`storage.public_ids`); the numbers stay inside (actors, executors, database).
 """
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ import falcon
 
 from actors.messages import CancelJob, ExecutorEvent, ExecutorHeartbeat, JobEnded, JobQueued, Pong, Roster
 from conf.settings import ServerConfig
-from storage import executors, jobs
+from storage import executors, jobs, public_ids
 from storage.clock import utcnow
 from storage.states import ACTIVE, JobState
 from web import openapi, uploads
-from web.common import MAX_ID, Ping, new_app, parse_id, send_zip
+from web.common import MAX_ID, Ping, new_app, parse_id, positive_int, send_zip
 from web.auth import ServerAuth
 from web.gateway import ActorGateway
 
@@ -45,16 +46,18 @@ class Upload:
                                                       self.config.max_upload_mb * 1024 * 1024, self.check,
                                                       max_files=self.config.max_files)
         limit = self.config.service(service).max_queued_per_user
+        portal = req.context.portal
         try:
-            job = uploads.settle(staging, self.jobs_dir, lambda folder: jobs.create_job(
-                user_id, service, folder, utcnow(), req.context.portal, limit))
+            job_id, view = uploads.settle(staging, self.jobs_dir, lambda folder: jobs.create_job(
+                user_id, service, folder, utcnow(), portal, limit))
         except jobs.QueueFull:
+            whose = f"user {user_id} of portal {portal}" if portal else f"user {user_id}"
             raise falcon.HTTPTooManyRequests(
                 title="Too many queued jobs", retry_after=30,
-                description=f"user {user_id} already has {limit} jobs waiting in {service} (max_queued_per_user); "
+                description=f"{whose} already has {limit} jobs waiting in {service} (max_queued_per_user); "
                             f"send more once some have started.") from None
-        self.gateway.post(JobQueued(job["id"], service, user_id), role="queue")
-        resp.media = job
+        self.gateway.post(JobQueued(job_id, service, user_id, portal), role="queue")
+        resp.media = view
 
     def check(self, fields: dict[str, str], names: list[str]) -> tuple[int, str]:
         user_id = uploads.positive_int(fields, "user_id")
@@ -72,27 +75,47 @@ class Upload:
         return name.strip()
 
 
+def job_ref(raw: str, public: bool) -> int | str:
+    """What a path's job id names: with tokens (`public`) a public id, or a number, which names only
+    a job created before public ids existed; without tokens, a number. 400 when it is neither."""
+    if public and public_ids.well_formed(raw):
+        return raw
+    if public and positive_int(raw) is None:
+        raise falcon.HTTPBadRequest(title="Invalid id", description=f"a job id is {public_ids.DESCRIPTION}, as "
+                                                                    f"POST /upload answered; got {raw[:40]!r}.")
+    return parse_id(raw)
+
+
+def unknown_job(raw: str) -> falcon.HTTPNotFound:
+    """The one answer for a job that does not exist and for another portal's job, alike."""
+    return falcon.HTTPNotFound(title="Unknown job", description=f"there is no job {raw}.")
+
+
 class Download:
     """`GET`/`HEAD /download/{id}`: 200 zip when completed, 202 while waiting, 204 when it never will."""
 
+    def __init__(self, public: bool):
+        self.public = public
+
     def on_get(self, req, resp, job_id):
-        self.answer(resp, parse_id(job_id), req.context.portal, with_body=True)
+        self.answer(resp, job_id, req.context.portal, with_body=True)
 
     def on_head(self, req, resp, job_id):
-        self.answer(resp, parse_id(job_id), req.context.portal, with_body=False)
+        self.answer(resp, job_id, req.context.portal, with_body=False)
 
-    def answer(self, resp, job_id: int, portal: str | None, *, with_body: bool) -> None:
-        info = jobs.download_info(job_id, portal)
+    def answer(self, resp, raw: str, portal: str | None, *, with_body: bool) -> None:
+        ref = job_ref(raw, self.public)
+        info = jobs.download_info(ref, portal)
         if info is None:
-            raise falcon.HTTPNotFound(title="Unknown job", description=f"there is no job {job_id}.")
+            raise unknown_job(raw)
         state, result_path = info
-        if state is JobState.COMPLETED and result_path and send_zip(resp, result_path, f"job-{job_id}.zip",
+        if state is JobState.COMPLETED and result_path and send_zip(resp, result_path, f"job-{ref}.zip",
                                                                        with_body=with_body):
             return
         if state in WAITING:
             resp.status = falcon.HTTP_202
             if with_body:
-                resp.media = {"id": job_id, "status": state.value}
+                resp.media = {"id": ref, "status": state.value}
             return
         resp.status = falcon.HTTP_204
 
@@ -100,10 +123,13 @@ class Download:
 class JobStatus:
     """`GET /jobs/{id}`: the job's state, times, attempts, executor, and for a failure why."""
 
+    def __init__(self, public: bool):
+        self.public = public
+
     def on_get(self, req, resp, job_id):
-        view = jobs.job_view(parse_id(job_id), req.context.portal)
+        view = jobs.job_view(job_ref(job_id, self.public), req.context.portal)
         if view is None:
-            raise falcon.HTTPNotFound(title="Unknown job", description=f"there is no job {job_id}.")
+            raise unknown_job(job_id)
         resp.media = view
 
 
@@ -111,13 +137,14 @@ class Cancel:
     """`POST /jobs/{id}/cancel`: a job that has not ended ends Cancelled; its script, if it runs, is
     stopped. 409 when it had ended already."""
 
-    def __init__(self, gateway: ActorGateway):
+    def __init__(self, gateway: ActorGateway, public: bool):
         self.gateway = gateway
+        self.public = public
 
     def on_post(self, req, resp, job_id):
-        result = jobs.cancel(parse_id(job_id), req.context.portal, utcnow())
+        result = jobs.cancel(job_ref(job_id, self.public), req.context.portal, utcnow())
         if result is None:
-            raise falcon.HTTPNotFound(title="Unknown job", description=f"there is no job {job_id}.")
+            raise unknown_job(job_id)
         view, cancelled, held = result
         if not cancelled:
             raise falcon.HTTPConflict(title="Job already ended",
@@ -131,7 +158,8 @@ class Cancel:
 
 
 class Health:
-    """`GET /health`: 200 when the database and the actor system answer, else 503."""
+    """`GET /health`: 200 when the database and the actor system answer, else 503. The actors' pids
+    only for a caller holding the cluster secret (or on a server with nothing to authenticate with)."""
 
     def __init__(self, gateway: ActorGateway):
         self.gateway = gateway
@@ -146,8 +174,9 @@ class Health:
         actors = "ok" if isinstance(roster, Pong) else "unavailable"
         healthy = database == "ok" and actors == "ok"
         resp.status = falcon.HTTP_200 if healthy else falcon.HTTP_503
-        resp.media = {"status": "ok" if healthy else "unavailable", "database": database, "actors": actors,
-                      "actor_processes": dict(roster.processes) if actors == "ok" else {}}
+        resp.media = {"status": "ok" if healthy else "unavailable", "database": database, "actors": actors}
+        if req.context.cluster:
+            resp.media["actor_processes"] = dict(roster.processes) if actors == "ok" else {}
 
 
 class ExecutorEvents:
@@ -208,7 +237,8 @@ class ExecutorEvents:
 
 class ExecutorRegistry:
     """`POST /internal/executors`: an executor's heartbeat (its first one registers it);
-    `GET /executors`: every executor with its state, slots and running jobs."""
+    `GET /executors`: every executor with its state, slots and running jobs (with portal tokens,
+    an operator view: web.auth lets only the cluster secret in)."""
 
     def __init__(self, config: ServerConfig, gateway: ActorGateway):
         self.config = config
@@ -262,9 +292,10 @@ def create_app(config: ServerConfig, gateway: ActorGateway, stopping: threading.
     app.add_route("/", Ping())
     app.add_route("/health", Health(gateway))
     app.add_route("/upload", Upload(config, gateway, stopping))
-    app.add_route("/download/{job_id}", Download())
-    app.add_route("/jobs/{job_id}", JobStatus())
-    app.add_route("/jobs/{job_id}/cancel", Cancel(gateway))
+    public = bool(config.tokens)  # with portals, jobs are named by their public ids
+    app.add_route("/download/{job_id}", Download(public))
+    app.add_route("/jobs/{job_id}", JobStatus(public))
+    app.add_route("/jobs/{job_id}/cancel", Cancel(gateway, public))
     app.add_route("/internal/events", ExecutorEvents(gateway))
     registry = ExecutorRegistry(config, gateway)
     app.add_route("/internal/executors", registry)
