@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench bench-quick prodigy prodigy-executor clean
+.PHONY: run test bench bench-quick prodigy prodigy-executor packages test-packages clean
 
 $(STAMP): requirements.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -12,13 +12,30 @@ $(STAMP): requirements.txt setup.py
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $(STAMP)
 
+# Debian packages: bubblewrap (each job's sandbox); for the tests also tmux (a terminal to close).
+# Installed when missing and this user may (root with apt-get); otherwise say what is missing.
+define install_missing
+	@missing=""; for pair in $(1); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing$$missing"; apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else echo "note: please install$$missing (e.g. sudo apt-get install$$missing)"; fi; \
+	fi
+endef
+
+packages:
+	$(call install_missing,bwrap:bubblewrap)
+
+test-packages:
+	$(call install_missing,bwrap:bubblewrap tmux:tmux)
+
 # The server on :5000 and one `example` executor on :9000, both on loopback; Ctrl-C stops both.
-run: $(STAMP)
+run: $(STAMP) packages
 	@trap 'kill -TERM $$client 2>/dev/null; wait $$client' EXIT INT TERM; \
 	$(PY) run_client.py --service example --config conf/client.ini & client=$$!; \
 	$(PY) run_server.py --config conf/server.ini
 
-test: $(STAMP) prodigy
+test: $(STAMP) prodigy test-packages
 	$(PY) -m pytest -q tests
 
 # Benchmarks against real nodes on loopback (docs/performance.md); quick: a smoke run, no figures.
@@ -36,7 +53,7 @@ $(PRODIGY_VENV)/bin/prodigy:
 	$(PRODIGY_VENV)/bin/pip install --quiet prodigy-prot==2.4.0
 
 # An executor for the `prodigy` service on :9001 (the port conf/server.ini names for it).
-prodigy-executor: $(STAMP) prodigy
+prodigy-executor: $(STAMP) prodigy packages
 	PRODIGY_BIN=$(CURDIR)/$(PRODIGY_VENV)/bin/prodigy $(PY) run_client.py --service prodigy --port 9001
 
 clean:

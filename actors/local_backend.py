@@ -54,12 +54,15 @@ class LocalBackend:
         return min(POLL_MAX_SECONDS, max(POLL_MIN_SECONDS, youngest / 20))
 
     def recover(self) -> list[Ended]:
-        """Stop what a previous run of the node left running; those tasks are lost."""
+        """Stop what a previous run of the node (or of this actor) left running; those tasks are lost."""
         ended = []
         for task_id, pid, started in tasks.running_pids():
             if pid:
                 scripts.kill_group(pid, signal.SIGKILL, started)
             ended.append(Ended(task_id, TaskState.LOST))
+        if self.cgroups:
+            # NOTE: what escaped the process group (started before its launcher was recorded) is there.
+            self.cgroups.clear_leftovers()
         return ended
 
     def start(self, task_id: int, task: dict) -> list:

@@ -72,11 +72,12 @@ class Wrapping:
             SandboxUnavailable: sandbox = bwrap (or left empty with bubblewrap installed) and bwrap
                 cannot run a job here; prlimit (util-linux) is missing.
         """
-        prlimit = shutil.which("prlimit")
+        # NOTE: real paths: a job launches them where only the system's directories are visible.
+        prlimit = _real(shutil.which("prlimit"))
         if prlimit is None:
             raise SandboxUnavailable("prlimit (util-linux) is not installed; it sets each job's limits")
         non_root = os.geteuid() != 0
-        bwrap = shutil.which("bwrap")
+        bwrap = _real(shutil.which("bwrap"))
         chosen = config.sandbox or ("bwrap" if bwrap else "none")
         if chosen == "bwrap":
             if bwrap is None:
@@ -84,10 +85,10 @@ class Wrapping:
                                          "(apt-get install bubblewrap), or set sandbox = none")
             wrapping = Wrapping("bwrap", prlimit, bwrap, own_user_namespace=non_root)
             with tempfile.TemporaryDirectory() as folder:
-                problem = _fails(wrapping.command(config, folder, ["true"]))
+                problem = _fails(wrapping.command(config, folder, ["true"]), environment(config, folder))
             if problem:
-                raise SandboxUnavailable(f"bubblewrap cannot start a sandbox here ({problem}); allow unprivileged "
-                                         f"user namespaces, or set sandbox = none")
+                raise SandboxUnavailable(f"bubblewrap cannot start a sandbox here: {problem} (if that is about user "
+                                         f"namespaces, allow unprivileged ones), or set sandbox = none")
             return wrapping
         if not config.sandbox:
             log.warning("bubblewrap is not installed: jobs run without a sandbox (they can read what this node's "
@@ -151,8 +152,8 @@ class Wrapping:
             options += ["--ro-bind", path, path]
         # NOTE: a read-only folder may hold the node's own data (e.g. /opt with data in /opt/orch/var);
         # hide it again.
-        for private in {os.path.abspath(config.data_path), os.path.abspath(config.tasks_path)}:
-            if any(_inside(private, path) for path in readable):
+        for private in sorted({os.path.abspath(config.data_path), os.path.abspath(config.tasks_path)}):
+            if os.path.isdir(private) and any(_inside(private, path) for path in readable):
                 options += ["--tmpfs", private]
         # NOTE: the sandbox's own root (where the mount points were made) read-only too: a write
         # outside the job's folder and /tmp fails instead of vanishing with the sandbox.
@@ -197,10 +198,14 @@ def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
-def _fails(argv: list[str]) -> str | None:
+def _real(path: str | None) -> str | None:
+    return os.path.realpath(path) if path else None
+
+
+def _fails(argv: list[str], env: dict[str, str] | None = None) -> str | None:
     """None if `argv` runs and exits 0, else what went wrong."""
     try:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=30, env=env)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return str(exc)
     return None if done.returncode == 0 else (done.stderr.decode("utf-8", "replace").strip() or f"exit {done.returncode}")
@@ -209,12 +214,12 @@ def _fails(argv: list[str]) -> str | None:
 def _pid_namespace(non_root: bool) -> tuple[str, ...]:
     """sandbox = none: a prefix that runs the job in a PID namespace of its own (its leftovers die
     with it) and dies with the node's process; () if this node cannot make one."""
-    unshare, setpriv = shutil.which("unshare"), shutil.which("setpriv")
+    unshare, setpriv = _real(shutil.which("unshare")), _real(shutil.which("setpriv"))
     if not (unshare and setpriv):
         return ()
     user = ["--user", "--map-current-user"] if non_root else []
     prefix = (setpriv, "--pdeathsig", "KILL", unshare, *user, "--pid", "--fork", "--kill-child")
-    if _fails([*prefix, "true"]):
+    if _fails([*prefix, "true"], {"PATH": JOB_PATH}):
         log.warning("jobs cannot get a PID namespace here (unshare failed): processes a job leaves in the "
                     "background outlive it unless a cgroup holds the job")
         return ()

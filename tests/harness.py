@@ -8,6 +8,7 @@ whatever was.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +26,12 @@ from actors.scripts import start_time
 ROOT = Path(__file__).resolve().parent.parent
 MARKER = "ORCHESTRATOR_TEST_NODE"
 START_TIMEOUT = 30.0
+
+
+def needs(program: str, why: str):
+    """Skip a test when `program` is missing; under CI (which installs it) fail instead."""
+    return pytest.mark.skipif(shutil.which(program) is None and os.environ.get("CI") != "true",
+                              reason=f"{program} is not installed ({why}); `make test` installs it")
 
 
 def free_port() -> int:

@@ -6,14 +6,13 @@ The verdict from what was measured is tested without processes in tests/test_lim
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 
 import pytest
 
-from tests.conftest import job, submit, wait_for_outcome
+from tests.conftest import needs, job, submit, wait_for_outcome
 
-pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
+pytestmark = needs("bwrap", "the job sandbox")
 
 
 def nodes(cluster, **limits):

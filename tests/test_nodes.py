@@ -10,9 +10,8 @@ import pytest
 import requests
 
 from actors import lifeline
-from actors.scripts import start_time
-from tests.conftest import (MARKER, ROOT, START_TIMEOUT, Node, commands_running, free_port, job,
-                            processes_with_marker, still_running, submit, wait_for_outcome, wait_until, write_ini)
+from tests.conftest import (MARKER, ROOT, START_TIMEOUT, Node, commands_running, free_port, job, needs,
+                            processes_with_marker, submit, wait_for_outcome, wait_until, write_ini)
 
 
 #: Whatever kills a node, every process of it (actor system and job scripts) is gone within this.
@@ -30,7 +29,7 @@ def test_no_process_of_a_killed_node_outlives_it_not_its_actor_system_nor_its_sc
     executor = cluster.executor("example")
     server = cluster.server({"example": {"clients": executor.url}})
     running_job(server)
-    assert commands_running(executor.marker, b"sleep", b"600") == 1
+    wait_until(lambda: commands_running(executor.marker, b"sleep", b"600") == 1, 10, 0.05, "the script to run")
 
     for node in (server, executor):
         node.kill_group() if how == "process group" else node.kill_main()
@@ -57,6 +56,7 @@ def test_a_node_started_right_after_a_kill_9_takes_its_fixed_admin_port_again(cl
     assert job(server, before)["status"] == "Completed"
 
 
+@needs("tmux", "a terminal to close")
 def test_a_node_whose_terminal_is_closed_leaves_no_process_behind(cluster):
     executor = cluster.executor("example", start=False)
     server = cluster.server({"example": {"clients": executor.url}}, start=False)

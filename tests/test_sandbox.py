@@ -16,9 +16,9 @@ import zipfile
 import pytest
 import requests
 
-from tests.conftest import ROOT, commands_running, job, submit, wait_for_outcome, wait_until
+from tests.conftest import needs, ROOT, commands_running, job, submit, wait_for_outcome, wait_until
 
-pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
+pytestmark = needs("bwrap", "the job sandbox")
 
 
 def result(server, job_id: int, name: str = "out.txt") -> str:

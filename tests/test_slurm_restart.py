@@ -3,6 +3,7 @@ controller: its jobs are re-attached, never submitted twice, and it takes no wor
 from __future__ import annotations
 
 import io
+import shutil
 import sqlite3
 import subprocess
 import uuid
@@ -118,9 +119,15 @@ def test_a_down_controller_makes_the_executor_unhealthy_and_it_takes_no_work_unt
     assert archive.read("out.txt") == b"survived\n"
 
 
-def test_an_executor_without_sbatch_says_it_is_unhealthy_and_refuses_jobs(cluster):
-    # No Slurm fixture: this is what a login node without Slurm's tools looks like.
-    executor = cluster.executor("example", backend="slurm", start=False, env={"PATH": "/nonexistent"})
+def test_an_executor_without_sbatch_says_it_is_unhealthy_and_refuses_jobs(cluster, tmp_path):
+    # No Slurm fixture: this is what a login node without Slurm's tools looks like (it has the
+    # tools that wrap a job: prlimit and bwrap).
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for program in ("prlimit", "bwrap"):
+        if shutil.which(program):
+            (tools / program).symlink_to(shutil.which(program))
+    executor = cluster.executor("example", backend="slurm", start=False, env={"PATH": str(tools)})
     executor.start(wait=False)
 
     wait_until(lambda: executor.process.poll() is None and _answers(executor), 30, 0.1, "the executor to answer")

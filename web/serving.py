@@ -53,7 +53,8 @@ def install_signal_handlers() -> None:
 
 
 def setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+    # NOTE: force: importing Thespian logs a warning first, which gives the root logger a default handler.
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True,
                         format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 

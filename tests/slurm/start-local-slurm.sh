@@ -113,6 +113,11 @@ fi
 [ ${#need[@]} -gt 0 ] && apt_install "${need[@]}"
 
 NODE=$(hostname -s)
+if [ -z "$NODE" ] && [ -s /etc/hostname ]; then
+    # Some VMs boot without setting the kernel's hostname; set it as an init system would.
+    hostname "$(head -n1 /etc/hostname)"
+    NODE=$(hostname -s)
+fi
 [ -n "$NODE" ] || die "empty hostname"
 
 # ------------------------------------------------------------- slurm.conf ---
