@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 
@@ -27,6 +28,8 @@ ROOT = "/sys/fs/cgroup"
 #: Jobs together may use this share of the memory the node may use.
 JOBS_SHARE = 0.9
 KILL_ROUNDS = 50
+#: A busy job cgroup is tried again this many times, 2 ms apart.
+REMOVE_ROUNDS = 2500
 
 
 @dataclass(frozen=True)
@@ -59,19 +62,19 @@ class JobCgroup:
             except ProcessLookupError:
                 pass
 
-    def kill(self) -> None:
-        """Kill every process in the job's cgroup (those forking meanwhile too)."""
+    def kill_once(self) -> bool:
+        """SIGKILL every process in the job's cgroup now; False if there was none."""
         if self.v2 and _write(os.path.join(self.folders[0], "cgroup.kill"), "1"):
-            return
+            return bool(self.pids())
+        pids = self.pids()
+        self.signal(signal.SIGKILL)
+        return bool(pids)
+
+    def kill(self) -> None:
+        """Kill every process in the job's cgroup, those forking meanwhile too (waits for them)."""
         for _ in range(KILL_ROUNDS):
-            pids = self.pids()
-            if not pids:
+            if not self.kill_once():
                 return
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             time.sleep(0.01)
 
     def hits(self) -> tuple[int, int]:
@@ -85,16 +88,59 @@ class JobCgroup:
                 _counter(os.path.join(pids_dir, "pids.events"), "max"))
 
     def remove(self) -> None:
-        self.kill()
+        """Kill what is left in it, and delete it (at once, or soon: see Remover)."""
+        self.kill_once()
+        if not self.try_remove():
+            _remover.later(self)
+
+    def try_remove(self) -> bool:
+        """Delete the job's cgroup folders; False while one is still busy."""
+        done = True
         for folder in self.folders:
-            for _ in range(KILL_ROUNDS):
-                try:
-                    os.rmdir(folder)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:  # busy: a killed process has not left it yet
-                    time.sleep(0.01)
+            try:
+                os.rmdir(folder)
+            except FileNotFoundError:
+                pass
+            except OSError:  # busy: its last processes are still leaving it (a PID namespace's teardown)
+                done = False
+        return done
+
+
+class Remover:
+    """Deletes, from a thread of its own, the job cgroups that were still busy when their job ended.
+
+    NOTE: a job's cgroup stays busy for a millisecond or two after its PID namespace ended; waiting
+    for that on the ExecutorActor would add to every job's turnaround.
+    """
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.pending: list[JobCgroup] = []
+        self.thread: threading.Thread | None = None
+
+    def later(self, cgroup: JobCgroup) -> None:
+        with self.lock:
+            self.pending.append(cgroup)
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, name="cgroup-remover", daemon=True)
+                self.thread.start()
+
+    def _run(self) -> None:
+        for _ in range(REMOVE_ROUNDS):
+            time.sleep(0.002)
+            with self.lock:
+                for cgroup in self.pending:
+                    cgroup.kill_once()  # NOTE: again: a process may have forked while the first kill went round
+                self.pending = [cgroup for cgroup in self.pending if not cgroup.try_remove()]
+                if not self.pending:
+                    return
+        with self.lock:
+            for cgroup in self.pending:
+                log.warning("job cgroup %s could not be removed; the next start removes it", cgroup.folders[0])
+            self.pending = []
+
+
+_remover = Remover()
 
 
 class JobCgroups:

@@ -33,11 +33,7 @@ def names(server, executor) -> dict[int, str]:
     for node, pids in (("server", processes_with_marker(server.marker)),
                        ("executor", processes_with_marker(executor.marker))):
         for pid in pids:
-            with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                command = handle.read().split(b"\0")
-            if b"actors.guardian" in command:
-                named[pid] = f"{node} guardian"
-            elif pid == (server.process.pid if node == "server" else executor.process.pid):
+            if pid == (server.process.pid if node == "server" else executor.process.pid):
                 named[pid] = f"{node} web (main process)"
             else:
                 named[pid] = roles.get(pid, f"{node} actor processes (admin, logger" +
@@ -75,7 +71,7 @@ if __name__ == "__main__":
     print(f"{jobs} jobs in {elapsed:.2f} s\n\n| process | CPU per job |\n|---|---|")
     for name, (own, children) in sorted(spent.items(), key=lambda item: -sum(item[1])):
         if own + children < 0.005:
-            continue  # idle during the drain (guardians, janitor, supervisor)
+            continue  # idle during the drain (janitor, supervisor)
         scripts = f" (+ {children / jobs * 1000:.1f} ms in its scripts)" if children > 0.005 else ""
         print(f"| {name} | {own / jobs * 1000:.1f} ms{scripts} |")
     total = sum(own + children for own, children in spent.values())

@@ -7,9 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 from bench.common import TRIVIAL, Row, cluster, main, spread, upload, wait_done
 
 
-def drain(users: int, per_user: int) -> float:
+def drain(users: int, per_user: int, **executor_settings) -> float:
     with cluster() as nodes:
-        executor = nodes.executor("example", slots=8)
+        executor = nodes.executor("example", slots=8, **executor_settings)
         server = nodes.server({"example": {"clients": executor.url, "runs_per_user": 5}})
         started = time.monotonic()
         with ThreadPoolExecutor(8) as pool:

@@ -59,6 +59,21 @@ def test_a_job_runs_in_slurm_and_its_results_are_served(stack):
     assert record["status"] == "Completed" and record["exit_code"] == 0 and record["attempts"] == 1
 
 
+def test_a_slurm_job_runs_in_the_executors_sandbox_inside_its_allocation(stack):
+    private = stack.executors.example.folder / "data" / "executor.sqlite"
+    script = (f"if [ -e {private} ]; then echo seen; else echo hidden; fi > probe.txt\n"
+              "grep CapEff /proc/self/status >> probe.txt\nenv > env.txt")
+    job_id = submit(stack.server, script)
+
+    assert wait_for_outcome(stack.server, job_id, OUTCOME_WAIT) == 200
+    archive = zipfile.ZipFile(io.BytesIO(requests.get(f"{stack.server.url}/download/{job_id}", timeout=10).content))
+    probe = archive.read("probe.txt").decode().splitlines()
+    assert probe[0] == "hidden" and probe[1].split()[1] == "0000000000000000"
+    names = {line.partition("=")[0] for line in archive.read("env.txt").decode().splitlines()}
+    assert {"PATH", "HOME", "SLURM_JOB_ID"} <= names  # the job's own, and Slurm's
+    assert not {"VIRTUAL_ENV", "PYTHONUNBUFFERED"} & names  # nothing else of the executor's
+
+
 def test_a_script_without_a_shebang_runs_as_bash_run_sh_does(stack):
     response = requests.post(f"{stack.server.url}/upload", data={"user_id": "2", "service": "example"},
                              files=[("file", ("run.sh", b"[[ 1 == 1 ]] && echo bash > shell.txt\n"))], timeout=30)
