@@ -10,10 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import stat
 import threading
-import uuid
-import zipfile
 from typing import Callable
 
 import falcon
@@ -27,6 +24,7 @@ from web import uploads
 from web.common import Ping, new_app, parse_id, send_zip
 from web.auth import ExecutorAuth
 from web.gateway import ActorGateway
+from web.result_zip import zip_folder
 
 WAITING = {TaskState.ACCEPTED.value, TaskState.RUNNING.value}
 JOB_UID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
@@ -106,30 +104,6 @@ class Retrieve:
             if send_zip(resp, path, f"task-{task_id}.zip", with_body=with_body):
                 return
         resp.status = falcon.HTTP_204
-
-
-def zip_folder(folder: str, destination: str) -> None:
-    """Zip the regular files of `folder` into `destination` atomically (written aside, then renamed).
-
-    Symbolic links, pipes and other special files a script left are not followed: reading a pipe
-    would block forever, and a link could point anywhere on the node. Unreadable files are skipped.
-    """
-    os.makedirs(os.path.dirname(destination), exist_ok=True)
-    partial = f"{destination}.{uuid.uuid4().hex[:8]}.part"
-    try:
-        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-            for root, _dirs, files in os.walk(folder):
-                for name in sorted(files):
-                    path = os.path.join(root, name)
-                    try:
-                        if stat.S_ISREG(os.lstat(path).st_mode):
-                            archive.write(path, os.path.relpath(path, folder))
-                    except OSError:
-                        continue
-        os.replace(partial, destination)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
 
 
 class TaskResource:
