@@ -76,6 +76,27 @@ def zeros_crc(size: int) -> int:
     return crc
 
 
+def test_a_zip_the_executor_cannot_make_answers_409_and_the_job_completes_once_it_can(cluster):
+    executor = cluster.executor("example")
+    server = cluster.server({"example": {"clients": executor.url}})
+    blocker = executor.folder / "data" / "zips"
+    blocker.write_text("a file where the node keeps its zips")  # an unforeseen failure of any zip
+
+    job_id = submit(server, "echo ok > out.txt")
+
+    def ended():
+        response = requests.get(f"{executor.url}/retrieve/1", timeout=10)
+        return None if response.status_code in (202, 404) else (response,)  # NOTE: a 4xx response is falsy
+    (refused,) = wait_until(ended, 20, message="the task to end")
+    assert refused.status_code == 409 and refused.json()["title"] == "Results not zipped"
+    assert "zipping the folder of task 1 failed" in executor.log()
+    wait_until(lambda: "could not fetch the results of job" in server.log(), 20, message="the server to log it")
+    assert job(server, job_id)["status"] == "Running"  # the server keeps it, and fetches again at its sweep
+    blocker.unlink()
+    assert wait_for_outcome(server, job_id, 30) == 200
+    assert results(server, job_id).read("out.txt") == b"ok\n"
+
+
 def test_what_a_script_leaves_running_in_the_background_is_stopped_when_it_ends(cluster):
     executor = cluster.executor("example")
     server = cluster.server({"example": {"clients": executor.url}})

@@ -21,7 +21,7 @@ from storage import tasks
 from storage.clock import utcnow
 from storage.executor_models import TaskState
 from web import uploads
-from web.common import Ping, new_app, parse_id, send_zip
+from web.common import Ping, log, new_app, parse_id, send_zip
 from web.auth import ExecutorAuth
 from web.gateway import ActorGateway
 from web.result_zip import zip_folder
@@ -79,7 +79,11 @@ class Submit:
 
 
 class Retrieve:
-    """`GET`/`HEAD /retrieve/{id}`: the task folder as a zip once run.sh has ended; 202 before."""
+    """`GET`/`HEAD /retrieve/{id}`: the task folder as a zip once run.sh has ended; 202 before.
+
+    A zip that cannot be made answers 409, never a 5xx: the folder is whatever the script left.
+    The server then keeps the job as it is and fetches again at its next sweep.
+    """
 
     def __init__(self, config: ClientConfig):
         self.config = config
@@ -100,10 +104,21 @@ class Retrieve:
         if task["state"] == TaskState.FINISHED.value:
             path = tasks.zip_file(self.config.data_path, task_id)
             if not os.path.exists(path):
-                zip_folder(task["dir"], path)
+                self.make_zip(task_id, task["dir"], path)
             if send_zip(resp, path, f"task-{task_id}.zip", with_body=with_body):
                 return
         resp.status = falcon.HTTP_204
+
+    @staticmethod
+    def make_zip(task_id: int, folder: str, path: str) -> None:
+        try:
+            zip_folder(folder, path)
+        except Exception as exc:
+            log.exception("zipping the folder of task %d failed", task_id)
+            raise falcon.HTTPConflict(
+                title="Results not zipped",
+                description=f"the task's folder could not be zipped ({type(exc).__name__}; logged on the "
+                            f"executor). Ask again later.") from exc
 
 
 class TaskResource:
