@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from actors.messages import ConfigureExecutor
     from conf.settings import ConfigError, load_client_config
-    from storage import database
+    from storage import database, tasks
     from storage.executor_models import db
     from web.executor_app import create_app
 
@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     os.makedirs(config.tasks_path, exist_ok=True)
     shutil.rmtree(os.path.join(config.data_path, "incoming"), ignore_errors=True)
+    tasks.remove_partial_zips(config.data_path)
     database.bind(db, config.database_url, create_tables=True)
     return run_node(
         state_dir=config.data_path, admin_port=config.actor_admin_port,

@@ -89,7 +89,7 @@ def test_a_zip_the_executor_cannot_make_answers_409_and_the_job_completes_once_i
         return None if response.status_code in (202, 404) else (response,)  # NOTE: a 4xx response is falsy
     (refused,) = wait_until(ended, 20, message="the task to end")
     assert refused.status_code == 409 and refused.json()["title"] == "Results not zipped"
-    assert "zipping the folder of task 1 failed" in executor.log()
+    assert f"into {blocker}/1.zip failed" in executor.log()
     wait_until(lambda: "could not fetch the results of job" in server.log(), 20, message="the server to log it")
     assert job(server, job_id)["status"] == "Running"  # the server keeps it, and fetches again at its sweep
     blocker.unlink()
@@ -117,15 +117,19 @@ def _is_sleeping(pid: int) -> bool:
         return False
 
 
-def test_a_restarted_executor_still_answers_for_the_tasks_it_finished(cluster):
+def test_a_restarted_executor_still_answers_for_the_tasks_it_finished_and_drops_half_written_zips(cluster):
     executor = cluster.executor("example")
     server = cluster.server({"example": {"clients": executor.url}})
     job_id = submit(server, "echo kept > out.txt")
     assert wait_for_outcome(server, job_id) == 200
     before = requests.get(f"{executor.url}/jobs/1", timeout=5).json()
+    half_written = executor.folder / "data" / "zips" / "2.zip.0123abcd.part"  # as a zip cut off by a stop
 
     executor.stop()
+    half_written.write_bytes(b"PK\x03\x04")
     executor.start()
+
+    assert not half_written.exists()
 
     after = requests.get(f"{executor.url}/jobs/1", timeout=5).json()
     assert after == before and after["state"] == "finished" and after["job_id"] == job_id

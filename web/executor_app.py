@@ -21,10 +21,10 @@ from storage import tasks
 from storage.clock import utcnow
 from storage.executor_models import TaskState
 from web import uploads
-from web.common import Ping, log, new_app, parse_id, send_zip
+from web.common import Ping, new_app, parse_id, send_zip
 from web.auth import ExecutorAuth
 from web.gateway import ActorGateway
-from web.result_zip import zip_folder
+from web.zip_once import ZipFailed, ZipOnce
 
 WAITING = {TaskState.ACCEPTED.value, TaskState.RUNNING.value}
 JOB_UID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
@@ -79,7 +79,8 @@ class Submit:
 
 
 class Retrieve:
-    """`GET`/`HEAD /retrieve/{id}`: the task folder as a zip once run.sh has ended; 202 before.
+    """`GET`/`HEAD /retrieve/{id}`: the task folder as a zip once run.sh has ended; 202 before, and
+    while its zip is still being made (web/zip_once.py).
 
     A zip that cannot be made answers 409, never a 5xx: the folder is whatever the script left.
     The server then keeps the job as it is and fetches again at its next sweep.
@@ -87,6 +88,7 @@ class Retrieve:
 
     def __init__(self, config: ClientConfig):
         self.config = config
+        self.zips = ZipOnce()
 
     def on_get(self, req, resp, task_id):
         self.answer(resp, parse_id(task_id, "task id"), with_body=True)
@@ -103,22 +105,19 @@ class Retrieve:
             return
         if task["state"] == TaskState.FINISHED.value:
             path = tasks.zip_file(self.config.data_path, task_id)
-            if not os.path.exists(path):
-                self.make_zip(task_id, task["dir"], path)
+            try:
+                ready = self.zips.ready(task["dir"], path)
+            except ZipFailed as exc:
+                raise falcon.HTTPConflict(title="Results not zipped",
+                                          description=f"the task's folder could not be zipped ({exc}; logged on "
+                                                      f"the executor). Ask again later.") from exc
+            if not ready:
+                resp.status = falcon.HTTP_202
+                resp.set_header("Retry-After", "5")
+                return
             if send_zip(resp, path, f"task-{task_id}.zip", with_body=with_body):
                 return
         resp.status = falcon.HTTP_204
-
-    @staticmethod
-    def make_zip(task_id: int, folder: str, path: str) -> None:
-        try:
-            zip_folder(folder, path)
-        except Exception as exc:
-            log.exception("zipping the folder of task %d failed", task_id)
-            raise falcon.HTTPConflict(
-                title="Results not zipped",
-                description=f"the task's folder could not be zipped ({type(exc).__name__}; logged on the "
-                            f"executor). Ask again later.") from exc
 
 
 class TaskResource:
