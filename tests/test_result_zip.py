@@ -331,6 +331,18 @@ def test_a_4_gib_sparse_file_round_trips_and_its_holes_cost_a_thousandth_of_thei
     assert archive.read("out.txt") == b"result\n"
 
 
+def test_data_that_stops_being_incompressible_is_deflated_again(job, tmp_path):
+    random = os.urandom(20 << 20)  # pieces stored in a row: every 8th is tried again
+    text = b"".join(b"line %d of a log\n" % n for n in range(1_200_000))
+    (job / "mixed.bin").write_bytes(random + text)
+
+    archive = zipped(job, tmp_path)
+
+    info = archive.getinfo("mixed.bin")
+    assert archive.read(info) == random + text
+    assert info.compress_size < len(random) + len(text) // 2
+
+
 def write_zip(destination: Path, source: Path, names, start: int = 0) -> zipfile.ZipFile:
     """`source` under each of `names`, zipped by ZipWriter from `start` in the file on; read back."""
     fd = os.open(source, os.O_RDONLY)

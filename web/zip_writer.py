@@ -11,7 +11,7 @@ unzip and zipfile read it, made of byte-aligned segments that refer to nothing b
 - a whole piece (1 MiB) of zeros, read or in a hole (never read at all), is one ready-made
   segment, and the CRC is carried over it arithmetically;
 - other pieces are deflated at level 1; from one that shrinks by less than 1/16 on, pieces are
-  stored as they are (in deflate's stored blocks), and every 64th is tried again on a 64 KiB sample
+  stored as they are (in deflate's stored blocks), and every 8th is tried again on a 32 KiB sample
   (the first piece after zeros is deflated afresh);
 - a member of one piece is stored outright when deflating does not make it smaller.
 
@@ -31,9 +31,10 @@ from typing import BinaryIO, Iterator
 
 PIECE = 1 << 20
 ZEROS = bytes(PIECE)
-#: While a member's pieces do not compress, every Nth is tried again, on its first SAMPLE bytes.
-PROBE_EVERY = 64
-SAMPLE = 1 << 16
+#: While a member's pieces do not compress, every Nth is tried again if its first SAMPLE bytes do:
+#: 0.1 s per GB of random data, and at most N - 1 pieces of data that compresses again are stored.
+PROBE_EVERY = 8
+SAMPLE = 1 << 15
 #: The largest name a zip entry can hold, in bytes.
 MAX_NAME = 0xFFFF
 LIMIT = 0xFFFFFFFF
@@ -111,7 +112,7 @@ class _Stream:
             self.write(ZERO_SEGMENT)
             return
         self.crc = zlib.crc32(piece, self.crc)
-        if self.stored and (self.stored % PROBE_EVERY or not _shrinks(sample := piece[:SAMPLE], _segment(sample, 1))):
+        if self.stored and not self._try_again(piece):
             self.stored += 1
         else:
             packed = _segment(piece, 1)
@@ -122,6 +123,14 @@ class _Stream:
             self.stored = 1
         for part in _stored(piece):
             self.write(part)
+
+    def _try_again(self, piece: bytes) -> bool:
+        """Whether to deflate this piece though the last ones did not compress: every PROBE_EVERY-th
+        is tried, if a sample of it compresses."""
+        if self.stored % PROBE_EVERY:
+            return False
+        sample = piece[:SAMPLE]
+        return _shrinks(sample, _segment(sample, 1))
 
 
 def _read(fd: int, size: int, offset: int) -> bytes:
