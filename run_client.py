@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     from actors.messages import ConfigureExecutor
     from actors.sandbox import SandboxUnavailable, Wrapping
     from conf.settings import ConfigError, load_client_config
-    from storage import database
+    from storage import database, tasks
     from storage.executor_models import db
     from web.executor_app import create_app
 
@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         cgroups.describe() if cgroups else "rlimits" if config.backend == "local" else "rlimits (and Slurm's own)")
     os.makedirs(config.tasks_path, exist_ok=True)
     shutil.rmtree(os.path.join(config.data_path, "incoming"), ignore_errors=True)
+    tasks.remove_partial_zips(config.data_path)
     database.bind(db, config.database_url, create_tables=True)
     return run_node(
         state_dir=config.data_path, admin_port=config.actor_admin_port,

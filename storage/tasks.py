@@ -143,6 +143,18 @@ def zip_file(data_dir: str, task_id: int) -> str:
     return os.path.join(data_dir, "zips", f"{task_id}.zip")
 
 
+def remove_partial_zips(data_dir: str) -> None:
+    """Remove the zips a stopped node was still writing (`*.part`): none of them is whole."""
+    folder = os.path.dirname(zip_file(data_dir, 0))
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return  # none yet
+    for name in names:
+        if name.endswith(".part"):
+            os.remove(os.path.join(folder, name))
+
+
 def remove_zip(data_dir: str, task_id: int) -> None:
     try:
         os.remove(zip_file(data_dir, task_id))

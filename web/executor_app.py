@@ -10,10 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import stat
 import threading
-import uuid
-import zipfile
 from typing import Callable
 
 import falcon
@@ -27,6 +24,7 @@ from web import uploads
 from web.common import Ping, new_app, parse_id, send_zip
 from web.auth import ExecutorAuth
 from web.gateway import ActorGateway
+from web.zip_once import ZipFailed, ZipOnce
 
 WAITING = {TaskState.ACCEPTED.value, TaskState.RUNNING.value}
 JOB_UID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
@@ -81,10 +79,16 @@ class Submit:
 
 
 class Retrieve:
-    """`GET`/`HEAD /retrieve/{id}`: the task folder as a zip once run.sh has ended; 202 before."""
+    """`GET`/`HEAD /retrieve/{id}`: the task folder as a zip once run.sh has ended; 202 before, and
+    while its zip is still being made (web/zip_once.py).
+
+    A zip that cannot be made answers 409, never a 5xx: the folder is whatever the script left.
+    The server then keeps the job as it is and fetches again at its next sweep.
+    """
 
     def __init__(self, config: ClientConfig):
         self.config = config
+        self.zips = ZipOnce()
 
     def on_get(self, req, resp, task_id):
         self.answer(resp, parse_id(task_id, "task id"), with_body=True)
@@ -101,35 +105,19 @@ class Retrieve:
             return
         if task["state"] == TaskState.FINISHED.value:
             path = tasks.zip_file(self.config.data_path, task_id)
-            if not os.path.exists(path):
-                zip_folder(task["dir"], path)
+            try:
+                ready = self.zips.ready(task["dir"], path)
+            except ZipFailed as exc:
+                raise falcon.HTTPConflict(title="Results not zipped",
+                                          description=f"the task's folder could not be zipped ({exc}; logged on "
+                                                      f"the executor). Ask again later.") from exc
+            if not ready:
+                resp.status = falcon.HTTP_202
+                resp.set_header("Retry-After", "5")
+                return
             if send_zip(resp, path, f"task-{task_id}.zip", with_body=with_body):
                 return
         resp.status = falcon.HTTP_204
-
-
-def zip_folder(folder: str, destination: str) -> None:
-    """Zip the regular files of `folder` into `destination` atomically (written aside, then renamed).
-
-    Symbolic links, pipes and other special files a script left are not followed: reading a pipe
-    would block forever, and a link could point anywhere on the node. Unreadable files are skipped.
-    """
-    os.makedirs(os.path.dirname(destination), exist_ok=True)
-    partial = f"{destination}.{uuid.uuid4().hex[:8]}.part"
-    try:
-        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-            for root, _dirs, files in os.walk(folder):
-                for name in sorted(files):
-                    path = os.path.join(root, name)
-                    try:
-                        if stat.S_ISREG(os.lstat(path).st_mode):
-                            archive.write(path, os.path.relpath(path, folder))
-                    except OSError:
-                        continue
-        os.replace(partial, destination)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
 
 
 class TaskResource:
