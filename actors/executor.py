@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 from collections import deque
 from datetime import timedelta
@@ -174,5 +173,5 @@ class ExecutorActor(ActorTypeDispatcher):
         cutoff = utcnow() - timedelta(hours=self.config.retention_hours)
         for task_id, folder in tasks.expired(cutoff):
             if tasks.mark_cleaned(task_id):
-                shutil.rmtree(folder, ignore_errors=True)
+                tasks.remove_folder(folder)
                 tasks.remove_zip(self.config.data_path, task_id)

@@ -25,9 +25,9 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from actors import scripts
 from actors.sandbox import FILE_TOO_LARGE_EXIT
 from conf.settings import ClientConfig
+from storage import tasks
 
 log = logging.getLogger("orchestrator.limits")
 
@@ -88,7 +88,8 @@ def limit_reason(config: ClientConfig, guard: "OutputGuard", task_id: int, folde
     usage = replace(usage, output_bytes=size, disk_full=disk_full)
     reason = verdict(config, usage)
     if reason and (disk_full or size > config.max_output_mb * MB):
-        scripts.empty(folder)  # a failed job's folder is never fetched: give the disk back now
+        tasks.remove_folder(folder)  # a failed job's folder is never fetched: give the disk back now
+        os.makedirs(folder, exist_ok=True)
     if reason:
         log.warning("task %d: %s", task_id, reason)
     return reason

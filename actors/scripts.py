@@ -8,7 +8,6 @@ process of the job with it.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 
@@ -23,16 +22,6 @@ def launch(folder: str, command: list[str], env: dict[str, str]) -> subprocess.P
                                 start_new_session=True)
 
 
-def empty(folder: str) -> None:
-    """Delete what a job left in its folder (it went over its output limit: nobody fetches it)."""
-    for entry in os.scandir(folder):
-        try:
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path, ignore_errors=True)
-            else:
-                os.remove(entry.path)
-        except OSError:
-            continue
 
 
 def start_time(pid: int) -> int | None:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from datetime import datetime
 
 from pony.orm import commit, db_session, flush, select
@@ -153,6 +155,19 @@ def remove_partial_zips(data_dir: str) -> None:
     for name in names:
         if name.endswith(".part"):
             os.remove(os.path.join(folder, name))
+
+
+def remove_folder(folder: str) -> None:
+    """Delete a task's folder, whatever its script left there.
+
+    NOTE: `rm -rf`, not shutil.rmtree: a script may leave a tree thousands of directories deep,
+    on which Python 3.11's rmtree raises RecursionError (even with ignore_errors).
+    """
+    try:
+        subprocess.run(["rm", "-rf", "--one-file-system", "--", folder], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+    except (OSError, subprocess.TimeoutExpired):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def remove_zip(data_dir: str, task_id: int) -> None:

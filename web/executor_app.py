@@ -141,7 +141,7 @@ class TaskResource:
         if not tasks.mark_cleaned(number):
             raise falcon.HTTPConflict(title="Task still active",
                                       description="the task is waiting or running; delete it once it ended.")
-        shutil.rmtree(task["dir"], ignore_errors=True)
+        tasks.remove_folder(task["dir"])
         tasks.remove_zip(self.config.data_path, number)
         resp.media = {"id": str(number), "state": TaskState.CLEANED.value}
 
