@@ -107,6 +107,7 @@ class ExecutorActor(ActorTypeDispatcher):
             self.poll_due = None
             self.settle(self.backend.poll())
             self.start_more()
+            self.backend.prepare()  # NOTE: once the reports are out and the next jobs started
         elif payload == "tick":
             self.tick()
         elif payload == "sweep":

@@ -9,6 +9,7 @@ the limit it went over, if any, becomes its reason (actors/job_limits.py).
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import time
@@ -17,6 +18,7 @@ from actors import scripts
 from actors.backend import Ended, Started
 from actors.job_cgroups import JobCgroup, JobCgroups
 from actors.job_limits import MB, OutputGuard, Usage, limit_reason
+from actors.launchers import Launchers
 from actors.sandbox import Wrapping, environment
 from conf.settings import ClientConfig
 from storage import tasks
@@ -28,6 +30,8 @@ POLL_MIN_SECONDS = 0.005
 POLL_MAX_SECONDS = 0.25
 #: How long scripts get to end after SIGTERM when the node stops.
 STOP_GRACE_SECONDS = 3.0
+#: Launchers kept ready (each already in a fresh job cgroup), at most one per slot.
+SPARE_LAUNCHERS = 2
 
 log = logging.getLogger("orchestrator.executor")
 
@@ -36,10 +40,13 @@ class LocalBackend:
     def __init__(self, config: ClientConfig, wrapping: Wrapping, cgroups: JobCgroups | None):
         self.config = config
         self.wrapping = wrapping
-        self.cgroups = cgroups
         self.running: dict[int, subprocess.Popen] = {}
         self.started_at: dict[int, float] = {}
         self.cgroup_of: dict[int, JobCgroup] = {}
+        self.cgroups = cgroups
+        env = environment(config, config.tasks_path)
+        self.launchers = Launchers(cgroups, env, config.tasks_path, min(config.slots, SPARE_LAUNCHERS),
+                                   config.max_memory_mb, config.max_processes)
         self.guard = OutputGuard(config.max_output_mb * MB, config.tasks_path, self._stop_for_size)
 
     def problem(self) -> str | None:
@@ -63,36 +70,27 @@ class LocalBackend:
         if self.cgroups:
             # NOTE: what escaped the process group (started before its launcher was recorded) is there.
             self.cgroups.clear_leftovers()
+        self.launchers.refill()
         return ended
 
     def start(self, task_id: int, task: dict) -> list:
         folder = task["dir"]
-        cgroup = self._cgroup(task_id)
-        command = self.wrapping.command(self.config, folder, cgroup_procs=cgroup.procs if cgroup else None,
-                                        limit_memory=cgroup is None, limit_processes=cgroup is None)
+        launcher = self.launchers.take()
+        command = self.wrapping.command(self.config, folder, limit_memory=launcher.cgroup is None,
+                                        limit_processes=launcher.cgroup is None)
         try:
-            process = scripts.launch(folder, command, environment(self.config, folder))
-        except OSError as exc:
+            process = launcher.run(folder, command, home=folder)
+        except OSError as exc:  # the launcher is gone (it could not join its cgroup)
             log.error("task %d could not be started: %s", task_id, exc)
-            if cgroup:
-                cgroup.remove()
+            launcher.discard()
             return [Ended(task_id, TaskState.FINISHED, 126, f"the executor could not start run.sh: {exc}")]
         self.running[task_id] = process
         self.started_at[task_id] = time.monotonic()
-        if cgroup:
-            self.cgroup_of[task_id] = cgroup
+        if launcher.cgroup:
+            self.cgroup_of[task_id] = launcher.cgroup
         self.guard.watch(task_id, folder)
         tasks.mark_running(task_id, process.pid, scripts.start_time(process.pid), utcnow())
         return [Started(task_id)]
-
-    def _cgroup(self, task_id: int) -> JobCgroup | None:
-        if self.cgroups is None:
-            return None
-        try:
-            return self.cgroups.create(f"task-{task_id}", self.config.max_memory_mb, self.config.max_processes)
-        except OSError as exc:
-            log.error("task %d runs without a cgroup (its limits are rlimits only): %s", task_id, exc)
-            return None
 
     def poll(self) -> list[Ended]:
         ended = []
@@ -102,6 +100,10 @@ class LocalBackend:
                 continue
             ended.append(self._ended(task_id, scripts.exit_code(code)))
         return ended
+
+    def prepare(self) -> None:
+        """Between jobs: make launchers ready for the next ones (not beside a job's start: launchers.py)."""
+        self.launchers.refill()
 
     def _ended(self, task_id: int, exit_code: int) -> Ended:
         """run.sh is over: kill what it left, and find out whether it went over a limit."""
@@ -115,6 +117,10 @@ class LocalBackend:
             cgroup.remove()
         folder = tasks.find(task_id)["dir"]
         tail = scripts.stderr_tail(folder)
+        if not os.path.exists(os.path.join(folder, "stdout.log")):  # its launcher never got to run it
+            self.guard.forget(task_id)
+            return Ended(task_id, TaskState.FINISHED, exit_code, tail,
+                         f"the executor could not start run.sh (its launcher exited with code {exit_code})")
         reason = limit_reason(self.config, self.guard, task_id, folder,
                               Usage(exit_code, oom_kills, refused_forks, stderr_tail=tail))
         return Ended(task_id, TaskState.FINISHED, exit_code, tail, reason)
@@ -161,4 +167,5 @@ class LocalBackend:
             cgroup.remove()
         self.running.clear()
         self.cgroup_of.clear()
+        self.launchers.close()
         return ended

@@ -1,27 +1,16 @@
-"""Running a task's wrapped `bash run.sh` (actors/sandbox.py) as a process group of its own, and
-finding or stopping it later. Runs in an executor node's ExecutorActor.
+"""Finding and stopping a task's processes, and reading what its script said. Runs in an executor
+node's ExecutorActor.
 
-Each job gets its own session (so its own process group): its launcher (bubblewrap, or unshare)
-heads the group, and killing the group kills the launcher, whose PID namespace takes every
-process of the job with it.
+Each job has its own session (so its own process group, actors/launchers.py): its sandbox
+(bubblewrap, or unshare) heads the group, and killing the group kills it, whose PID namespace takes
+every process of the job with it.
 """
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
 
 STDERR_TAIL_BYTES = 4000
-
-
-def launch(folder: str, command: list[str], env: dict[str, str]) -> subprocess.Popen:
-    """Start `command` in `folder` with only `env`, stdout and stderr to stdout.log and stderr.log there."""
-    with open(os.path.join(folder, "stdout.log"), "wb") as out, \
-            open(os.path.join(folder, "stderr.log"), "wb") as err:
-        return subprocess.Popen(command, cwd=folder, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                start_new_session=True)
-
-
 
 
 def start_time(pid: int) -> int | None:

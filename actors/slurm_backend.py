@@ -82,6 +82,9 @@ class SlurmBackend:
     def poll_delay(self) -> float:
         return self.config.poll_interval
 
+    def prepare(self) -> None:
+        """Between jobs: nothing to make ready (Slurm starts the jobs)."""
+
     # --- restart --------------------------------------------------------------------------------
 
     def recover(self) -> list[Ended]:
