@@ -1,11 +1,11 @@
-"""Figure 7: what each job's sandbox costs (no target; docs/performance.md).
+"""Figure 8: what each job's sandbox costs (no target; docs/performance.md).
 
-7a. Running a trivial `run.sh` to its end as the executor wraps it, without a node: `bash run.sh`
+8a. Running a trivial `run.sh` to its end as the executor wraps it, without a node: `bash run.sh`
     alone, for `sandbox = none` (a PID namespace and prlimit), and in bubblewrap.
-7b. Moving a process into a job's cgroup, alone (the kernel waits for an RCU grace period): what
+8b. Moving a process into a job's cgroup, alone (the kernel waits for an RCU grace period): what
     the executor's launchers pay ahead of each job (actors/launchers.py).
-7c. A trivial job's turnaround (upload answered -> HEAD 200) with sandbox = bwrap and none.
-7d. The 4 users x 50 jobs drain (figure 2b) with sandbox = bwrap and none.
+8c. A trivial job's turnaround (upload answered -> HEAD 200) with sandbox = bwrap and none.
+8d. The 4 users x 50 jobs drain (figure 2b) with sandbox = bwrap and none.
 """
 from __future__ import annotations
 
@@ -66,19 +66,19 @@ def cgroup_moves(runs: int) -> list[float]:
 def run(quick: bool) -> list[Row]:
     launch = launches(5 if quick else 100)
     base = statistics.median(launch["bash alone"])
-    rows = [Row(f"7a. launch, {name}", spread(values, " ms", 1) +
+    rows = [Row(f"8a. launch, {name}", spread(values, " ms", 1) +
                 ("" if name == "bash alone" else f", +{statistics.median(values) - base:.1f} ms"), "-", "-", None)
             for name, values in launch.items()]
     moves = cgroup_moves(5 if quick else 40)
-    if moves:
-        rows.append(Row("7b. a move into a job cgroup (paid ahead)", spread(moves, " ms", 1), "-", "-", None))
+    rows.append(Row("8b. a move into a job cgroup (paid ahead)",
+                    spread(moves, " ms", 1) if moves else "no cgroups for jobs here", "-", "-", None))
     for sandbox in ("bwrap", "none"):
         samples = turnarounds(5 if quick else 100, sandbox=sandbox)
-        rows.append(Row(f"7c. turnaround, sandbox = {sandbox}", spread(samples, " ms"), "-", "-", None))
+        rows.append(Row(f"8c. turnaround, sandbox = {sandbox}", spread(samples, " ms"), "-", "-", None))
     scale, repeats = (10, 1) if quick else (1, 3)
     for sandbox in ("bwrap", "none"):
         times = [drain(4, 50 // scale, sandbox=sandbox) for _ in range(repeats)]
-        rows.append(Row(f"7d. drain 4 users x {50 // scale}, sandbox = {sandbox}", spread(times, " s", 2), "-", "-", None))
+        rows.append(Row(f"8d. drain 4 users x {50 // scale}, sandbox = {sandbox}", spread(times, " s", 2), "-", "-", None))
     return rows
 
 
