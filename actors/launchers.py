@@ -33,6 +33,7 @@ class Launcher:
 
     def run(self, folder: str, command: list[str], home: str) -> subprocess.Popen:
         """Have the launcher become `command`, in `folder`, with stdout and stderr in files there."""
+        folder = os.path.abspath(folder)
         line = (f"cd {shlex.quote(folder)} && unset OLDPWD && exec > stdout.log 2> stderr.log < /dev/null && "
                 f"export HOME={shlex.quote(home)} && exec {shlex.join(command)}\n")
         self.process.stdin.write(line.encode())
@@ -53,7 +54,7 @@ class Launchers:
                  memory_mb: int | None, processes: int):
         self.cgroups = cgroups
         self.env = env
-        self.cwd = cwd
+        self.cwd = os.path.abspath(cwd)
         self.spares = spares
         self.memory_mb, self.processes = memory_mb, processes
         self.ready: list[Launcher] = []

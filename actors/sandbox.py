@@ -111,6 +111,7 @@ class Wrapping:
 
         `limit_memory` / `limit_processes`: set the rlimit fallbacks (False where a cgroup holds them).
         """
+        folder = os.path.abspath(folder)  # NOTE: data_dir may be relative (make run's is)
         argv = [self.bwrap, *self.bwrap_options(config, folder)] if self.sandbox == "bwrap" else list(self.pid_namespace)
         argv += [self.prlimit, *self.limits(config, limit_memory, limit_processes)]
         return argv + (program or ["bash", "run.sh"])

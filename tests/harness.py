@@ -114,6 +114,8 @@ class Node:
     process: subprocess.Popen | None = None
     #: Bearer token /health needs (an executor with a cluster secret).
     secret: str = ""
+    #: The folder it is started in (relative paths in its configuration are taken from there).
+    cwd: Path = ROOT
 
     @property
     def url(self) -> str:
@@ -127,7 +129,7 @@ class Node:
         env = {**os.environ, **self.env, MARKER: self.marker, "PYTHONUNBUFFERED": "1"}
         # NOTE: never a pipe: the daemonized actor admin inherits the descriptors and would hold it open.
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([sys.executable, *self.args], cwd=ROOT, env=env, stdout=log,
+        self.process = subprocess.Popen([sys.executable, *self.args], cwd=self.cwd, env=env, stdout=log,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
         if wait:

@@ -16,6 +16,20 @@ def example_cluster(cluster, **service):
     return server, executor
 
 
+def test_nodes_with_relative_data_folders_as_make_run_starts_them_run_the_readme_example(cluster, tmp_path):
+    executor = cluster.executor("example", start=False, data_dir="var/executor-{service}-{port}")
+    server = cluster.server({"example": {"clients": executor.url}}, start=False, data_dir="var/server")
+    for node in (executor, server):  # started in tmp_path: relative paths are taken from there
+        node.cwd, node.args[0] = tmp_path, str(ROOT / node.args[0])
+        node.start()
+    files = {name: (ROOT / "example" / name).read_bytes() for name in ("run.sh", "input.pdb")}
+
+    job_id = upload(server, files, user_id=1, service="example").json()["id"]
+
+    assert wait_for_outcome(server, job_id) == 200, job(server, job_id)
+    assert (tmp_path / "var" / f"executor-example-{executor.port}" / "tasks").is_dir()
+
+
 def test_the_readme_example_round_trips_to_a_zip_with_the_jobs_own_output(cluster):
     server, _ = example_cluster(cluster)
     files = {name: (ROOT / "example" / name).read_bytes() for name in ("run.sh", "input.pdb")}
