@@ -33,6 +33,9 @@ def names(server, executor) -> dict[int, str]:
     for node, pids in (("server", processes_with_marker(server.marker)),
                        ("executor", processes_with_marker(executor.marker))):
         for pid in pids:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                if b"python" not in handle.read():
+                    continue  # a job's launcher or script: counted as its ExecutorActor's children
             if pid == (server.process.pid if node == "server" else executor.process.pid):
                 named[pid] = f"{node} web (main process)"
             else:
