@@ -5,7 +5,8 @@ Runs in an executor node: `Wrapping.probe` once at start (run_client.py, then th
 backend hands it to sbatch, so it runs inside the allocation).
 
 A job's `run.sh` is untrusted code. With `sandbox = bwrap` it runs in a bubblewrap sandbox:
-- it sees the system's directories (/usr, /bin, /lib…, a short list of /etc files) read-only,
+- it sees the system's directories (/usr, /bin, /lib…, and a short list of /etc files, copied
+  when the node starts) read-only,
   the folders of `read_only_paths` read-only, and its own folder read-write, at their real paths;
   nothing else: not the node's data folder, other jobs, the server's data, or any home;
 - a private /tmp (a tmpfs of at most max_output_mb), /proc (its own processes only) and /dev;
