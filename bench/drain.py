@@ -9,13 +9,22 @@ from bench.common import TRIVIAL, Row, cluster, main, spread, upload, wait_done
 
 def drain(users: int, per_user: int, **executor_settings) -> float:
     with cluster() as nodes:
-        executor = nodes.executor("example", slots=8, **executor_settings)
-        server = nodes.server({"example": {"clients": executor.url, "runs_per_user": 5}})
-        started = time.monotonic()
-        with ThreadPoolExecutor(8) as pool:
-            ids = list(pool.map(lambda n: upload(server, {"run.sh": TRIVIAL}, 1 + n % users), range(users * per_user)))
-        # NOTE: a HEAD every 20 ms, not 2: on two cores a faster poll takes CPU from the drain it times.
-        return wait_done(server, ids, every=0.02) - started
+        return drain_on(drain_nodes(nodes, **executor_settings), users, per_user)
+
+
+def drain_nodes(nodes, **executor_settings):
+    """The server of the drains: an executor with 8 slots, runs_per_user 5."""
+    executor = nodes.executor("example", slots=8, **executor_settings)
+    return nodes.server({"example": {"clients": executor.url, "runs_per_user": 5}})
+
+
+def drain_on(server, users: int, per_user: int) -> float:
+    """Seconds from the first upload until `users` x `per_user` trivial jobs all completed."""
+    started = time.monotonic()
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(lambda n: upload(server, {"run.sh": TRIVIAL}, 1 + n % users), range(users * per_user)))
+    # NOTE: a HEAD every 20 ms, not 2: on two cores a faster poll takes CPU from the drain it times.
+    return wait_done(server, ids, every=0.02) - started
 
 
 def run(quick: bool) -> list[Row]:

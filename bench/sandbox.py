@@ -5,7 +5,7 @@
 8b. Moving a process into a job's cgroup, alone (the kernel waits for an RCU grace period): what
     the executor's launchers pay ahead of each job (actors/launchers.py).
 8c. A trivial job's turnaround (upload answered -> HEAD 200) with sandbox = bwrap and none.
-8d. The 4 users x 50 jobs drain (figure 2b) with sandbox = bwrap and none.
+8d. The 4 users x 50 jobs drain (figure 2b), on the same nodes as 8c, with sandbox = bwrap and none.
 """
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from dataclasses import replace
 
 from actors.job_cgroups import JobCgroups
 from actors.sandbox import Wrapping, environment
-from bench.common import TRIVIAL, Row, main, spread
-from bench.drain import drain
-from bench.turnaround import turnarounds
+from bench.common import TRIVIAL, Row, cluster, main, spread
+from bench.drain import drain_nodes, drain_on
+from bench.turnaround import measure
 from conf.settings import ClientConfig
 
 
@@ -72,13 +72,15 @@ def run(quick: bool) -> list[Row]:
     moves = cgroup_moves(5 if quick else 40)
     rows.append(Row("8b. a move into a job cgroup (paid ahead)",
                     spread(moves, " ms", 1) if moves else "no cgroups for jobs here", "-", "-", None))
+    per_user, repeats = (5, 1) if quick else (50, 3)
     for sandbox in ("bwrap", "none"):
-        samples = turnarounds(5 if quick else 100, sandbox=sandbox)
+        with cluster() as nodes:  # NOTE: one pair of nodes for both figures (starting nodes is most of quick mode)
+            server = drain_nodes(nodes, sandbox=sandbox)
+            measure(server, 3)  # warm up connections and caches
+            samples = measure(server, 5 if quick else 100)
+            times = [drain_on(server, 4, per_user) for _ in range(repeats)]
         rows.append(Row(f"8c. turnaround, sandbox = {sandbox}", spread(samples, " ms"), "-", "-", None))
-    scale, repeats = (10, 1) if quick else (1, 3)
-    for sandbox in ("bwrap", "none"):
-        times = [drain(4, 50 // scale, sandbox=sandbox) for _ in range(repeats)]
-        rows.append(Row(f"8d. drain 4 users x {50 // scale}, sandbox = {sandbox}", spread(times, " s", 2), "-", "-", None))
+        rows.append(Row(f"8d. drain 4 users x {per_user}, sandbox = {sandbox}", spread(times, " s", 2), "-", "-", None))
     return rows
 
 
