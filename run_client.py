@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_client_config(args.config, os.environ, service=args.service, port=args.port,
                                     backend=args.backend)
+        os.makedirs(config.tasks_path, exist_ok=True)  # NOTE: before the probe, which notes which folders exist
         wrapping = Wrapping.probe(config)
     except (ConfigError, SandboxUnavailable) as exc:
         print(f"run_client.py: {exc}", file=sys.stderr)
@@ -44,7 +45,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("orchestrator").info(
         "jobs run %s; their limits: %s", wrapping.describe(config),
         cgroups.describe() if cgroups else "rlimits" if config.backend == "local" else "rlimits (and Slurm's own)")
-    os.makedirs(config.tasks_path, exist_ok=True)
     shutil.rmtree(os.path.join(config.data_path, "incoming"), ignore_errors=True)
     tasks.remove_partial_zips(config.data_path)
     database.bind(db, config.database_url, create_tables=True)

@@ -11,7 +11,7 @@ If none is usable, jobs are limited by rlimits only (actors/sandbox.py) and the 
 
 Every job cgroup of the node lives under one folder, `<node>/jobs`, capped at JOBS_SHARE of the
 memory the node may use, so that jobs together cannot starve the node's own processes. What a
-crashed run left there is killed and removed at the next start.
+crashed run left there is killed and removed when the ExecutorActor recovers (LocalBackend.recover).
 """
 from __future__ import annotations
 
@@ -160,15 +160,13 @@ class JobCgroups:
             return None
         if found is None:
             log.info("no writable cgroups for jobs: jobs are limited by rlimits only")
-            return None
-        found.clear_leftovers()
         return found
 
     def describe(self) -> str:
         return f"cgroup {'v2' if self.v2 else 'v1'} under {self.jobs_dirs[0]}"
 
     def create(self, name: str, memory_mb: int | None, processes: int) -> JobCgroup:
-        folders = tuple(os.path.join(base, name) for base in self.jobs_dirs)
+        folders = self.existing(name).folders
         for folder in folders:
             os.makedirs(folder, exist_ok=True)
         memory = str(memory_mb * 1024 * 1024) if memory_mb else None

@@ -31,11 +31,12 @@ class Launcher:
     process: subprocess.Popen
     cgroup: JobCgroup | None
 
-    def run(self, folder: str, command: list[str], home: str) -> subprocess.Popen:
-        """Have the launcher become `command`, in `folder`, with stdout and stderr in files there."""
-        folder = os.path.abspath(folder)
-        line = (f"cd {shlex.quote(folder)} && unset OLDPWD && exec > stdout.log 2> stderr.log < /dev/null && "
-                f"export HOME={shlex.quote(home)} && exec {shlex.join(command)}\n")
+    def run(self, folder: str, command: list[str]) -> subprocess.Popen:
+        """Have the launcher become `command`, in `folder` (also its HOME), with stdout and stderr in
+        files there."""
+        folder = shlex.quote(os.path.abspath(folder))
+        line = (f"cd {folder} && unset OLDPWD && exec > stdout.log 2> stderr.log < /dev/null && "
+                f"export HOME={folder} && exec {shlex.join(command)}\n")
         self.process.stdin.write(line.encode())
         self.process.stdin.close()
         return self.process

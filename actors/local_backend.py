@@ -79,7 +79,7 @@ class LocalBackend:
         command = self.wrapping.command(self.config, folder, limit_memory=launcher.cgroup is None,
                                         limit_processes=launcher.cgroup is None)
         try:
-            process = launcher.run(folder, command, home=folder)
+            process = launcher.run(folder, command)
         except OSError as exc:  # the launcher is gone (it could not join its cgroup)
             log.error("task %d could not be started: %s", task_id, exc)
             launcher.discard()

@@ -24,6 +24,7 @@ processes (per job, in its own user namespace) and its address space (max_memory
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -131,31 +132,39 @@ class Wrapping:
         return options
 
     def bwrap_options(self, config: ClientConfig, folder: str) -> list[str]:
-        options = ["--die-with-parent", "--new-session", "--cap-drop", "ALL", "--unshare-pid", "--unshare-ipc",
-                   "--unshare-uts", "--hostname", "job"]
-        if not config.network:
-            options.append("--unshare-net")
-        for path in SYSTEM_DIRS:
-            if os.path.islink(path):
-                options += ["--symlink", os.readlink(path), path]
-            elif os.path.isdir(path):
-                options += ["--ro-bind", path, path]
-        if self.etc:
-            options += ["--ro-bind", self.etc, "/etc"]
-        options += ["--proc", "/proc", "--dev", "/dev",
-                    "--size", str(config.max_output_mb * 1024 * 1024), "--tmpfs", "/tmp",
-                    "--dir", "/var", "--symlink", "../tmp", "/var/tmp"]
-        readable = visible_paths(config.read_only_paths)
-        for path in readable:  # NOTE: after /tmp, which would hide a folder under it
-            options += ["--ro-bind", path, path]
-        # NOTE: a read-only folder may hold the node's own data (e.g. /opt with data in /opt/orch/var);
-        # hide it again.
-        for private in sorted({os.path.abspath(config.data_path), os.path.abspath(config.tasks_path)}):
-            if os.path.isdir(private) and any(_inside(private, path) for path in readable):
-                options += ["--tmpfs", private]
         # NOTE: the sandbox's own root (where the mount points were made) read-only too: a write
         # outside the job's folder and /tmp fails instead of vanishing with the sandbox.
-        return options + ["--bind", folder, folder, "--remount-ro", "/", "--chdir", folder, "--"]
+        return [*_node_options(config, self.etc), "--bind", folder, folder, "--remount-ro", "/", "--chdir", folder,
+                "--"]
+
+
+@functools.lru_cache(maxsize=8)
+def _node_options(config: ClientConfig, etc: str | None) -> tuple[str, ...]:
+    """What bubblewrap is told for every job of a node: all but the job's folder. Made once, not per
+    job: it looks at the file system (links, venvs' pyvenv.cfg, the node's folders)."""
+    options = ["--die-with-parent", "--new-session", "--cap-drop", "ALL", "--unshare-pid", "--unshare-ipc",
+               "--unshare-uts", "--hostname", "job"]
+    if not config.network:
+        options.append("--unshare-net")
+    for path in SYSTEM_DIRS:
+        if os.path.islink(path):
+            options += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            options += ["--ro-bind", path, path]
+    if etc:
+        options += ["--ro-bind", etc, "/etc"]
+    options += ["--proc", "/proc", "--dev", "/dev",
+                "--size", str(config.max_output_mb * 1024 * 1024), "--tmpfs", "/tmp",
+                "--dir", "/var", "--symlink", "../tmp", "/var/tmp"]
+    readable = visible_paths(config.read_only_paths)
+    for path in readable:  # NOTE: after /tmp, which would hide a folder under it
+        options += ["--ro-bind", path, path]
+    # NOTE: a read-only folder may hold the node's own data (e.g. /opt with data in /opt/orch/var);
+    # hide it again (run_client.py makes the node's folders before the sandbox is probed).
+    for private in sorted({os.path.abspath(config.data_path), os.path.abspath(config.tasks_path)}):
+        if os.path.isdir(private) and any(_inside(private, path) for path in readable):
+            options += ["--tmpfs", private]
+    return tuple(options)
 
 
 def copy_etc(destination: str, source: str = "/etc") -> str:

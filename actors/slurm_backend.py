@@ -205,6 +205,7 @@ class SlurmBackend:
         if now - tracked.vanished_since < VANISHED_GIVE_UP_SECONDS:
             return []
         del self.jobs[task_id]
+        self.guard.forget(task_id)
         reason = (f"slurm: job {tracked.slurm_id} vanished: squeue, scontrol and the jobcomp log did not know it "
                   f"for {VANISHED_GIVE_UP_SECONDS:.0f} s")
         log.error("task %d lost: %s", task_id, reason)
