@@ -54,10 +54,18 @@ def main(argv: list[str] | None = None) -> int:
         make_app=lambda gateway, stopping: create_app(config, gateway, stopping),
         host=config.host, port=config.port, threads=config.threads,
         max_body=config.max_upload_mb * 1024 * 1024, name=f"orchestrator-executor[{config.service}]",
+        connections=config.connections, reserved_for=server_address(config),
         # SIGTERM drains: no new jobs, running ones finish and are reported, then the node exits.
         # Ctrl-C (SIGINT) stops at once: running scripts are stopped and reported lost.
         settled=drained, settle_seconds=None, immediate=(signal.SIGINT,),
     )
+
+
+def server_address(config):
+    """The server's addresses: the share of connections kept for the cluster is kept for them."""
+    from web.connections import CachedAddresses
+
+    return CachedAddresses(lambda: [config.server_url] if config.server_url else [], seconds=300)
 
 
 def drained(gateway, requests) -> bool:

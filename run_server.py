@@ -38,6 +38,16 @@ def make_app(config, gateway, stopping):
     return create_app(config, gateway, stopping)
 
 
+def executor_addresses(config):
+    """The executors' addresses (configured and registered): the share of connections kept for the
+    cluster is kept for their reports and heartbeats."""
+    from storage import executors
+    from web.connections import CachedAddresses
+
+    configured = [url for service in config.services for url in service.clients]
+    return CachedAddresses(lambda: configured + executors.urls())
+
+
 def main(argv: list[str] | None = None) -> int:
     install_signal_handlers()
     parser = argparse.ArgumentParser(description=__doc__)
@@ -72,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         make_app=lambda gateway, stopping: make_app(config, gateway, stopping),
         host=config.host, port=config.port, threads=config.threads,
         max_body=config.max_upload_mb * 1024 * 1024, name="orchestrator-server",
+        connections=config.connections, reserved_for=executor_addresses(config),
         # Stopping: uploads get 503 while the requests under way finish (at most STOP_GRACE s).
         settled=lambda gateway, requests: requests.count == 0, settle_seconds=STOP_GRACE_SECONDS,
     )

@@ -10,7 +10,8 @@ Runs in the processes of the actor system: the admin, the logger and every actor
   whole process group, a closed terminal's SIGHUP, the OOM killer), the admin shuts the actor
   system down (actors stop their scripts and report), and exits at the latest after
   HARD_STOP_SECONDS, taking every actor with it. The admin also records its pid and start time in
-  the node's data folder, so the next start can stop an admin that is still running.
+  the node's data folder, so the next start can stop an admin that is still running; the logger
+  records its own, so the main process's watchdog can tell when either is gone (web/watchdog.py).
 
 `configure(state_dir)` is called by the main process before it starts the actor system; the
 forked admin inherits what it recorded.
@@ -29,7 +30,8 @@ import time
 from actors.scripts import start_time
 
 _PR_SET_PDEATHSIG = 1
-ADMIN_PID_FILE = "actor-admin.pid"
+#: Where the admin and the logger record their (pid, start time), in the node's data folder.
+PID_FILES = {"admin": "actor-admin.pid", "logger": "actor-logger.pid"}
 #: How long the admin gives the actor system to stop by itself before it exits regardless.
 HARD_STOP_SECONDS = 8.0
 
@@ -56,34 +58,51 @@ def configure(state_dir: str, admin_port: int) -> None:
     _node = (os.getpid(), start_time(os.getpid()), state_dir, admin_port)
 
 
-def recorded_admin(state_dir: str) -> tuple[int, int] | None:
-    """(pid, start time) of the admin a run of this node recorded, if that process still runs."""
+def read_record(state_dir: str, role: str) -> tuple[int, int] | None:
+    """(pid, start time) the admin or logger of this node recorded, whether or not it still runs."""
     try:
-        with open(os.path.join(state_dir, ADMIN_PID_FILE)) as handle:
+        with open(os.path.join(state_dir, PID_FILES[role])) as handle:
             pid, started = (int(part) for part in handle.read().split())
     except (OSError, ValueError):
         return None
-    return (pid, started) if start_time(pid) == started else None
+    return pid, started
 
 
-def forget_admin(state_dir: str) -> None:
-    try:
-        os.remove(os.path.join(state_dir, ADMIN_PID_FILE))
-    except FileNotFoundError:
-        pass
+def recorded(state_dir: str, role: str) -> tuple[int, int] | None:
+    """(pid, start time) of the admin or logger a run of this node recorded, if that process still runs."""
+    record = read_record(state_dir, role)
+    return record if record is not None and start_time(record[0]) == record[1] else None
+
+
+def forget(state_dir: str) -> None:
+    for name in PID_FILES.values():
+        try:
+            os.remove(os.path.join(state_dir, name))
+        except FileNotFoundError:
+            pass
+
+
+def _record(role: str) -> None:
+    me = os.getpid()
+    path = os.path.join(_node[2], PID_FILES[role])
+    with open(f"{path}.tmp", "w") as handle:
+        handle.write(f"{me} {start_time(me)}")
+    os.replace(f"{path}.tmp", path)
 
 
 def admin_started() -> None:
     """In the admin process: record it, and stop the actor system once the main process is gone."""
     if _node is None:
         return
-    main_pid, main_started, state_dir, _ = _node
-    me = os.getpid()
-    path = os.path.join(state_dir, ADMIN_PID_FILE)
-    with open(f"{path}.tmp", "w") as handle:
-        handle.write(f"{me} {start_time(me)}")
-    os.replace(f"{path}.tmp", path)
-    threading.Thread(target=_watch_main, args=(main_pid, main_started), name="lifeline", daemon=True).start()
+    _record("admin")
+    threading.Thread(target=_watch_main, args=_node[:2], name="lifeline", daemon=True).start()
+
+
+def logger_started() -> None:
+    """In the logger process: die with the admin, and record this process."""
+    die_with_parent()
+    if _node is not None:
+        _record("logger")
 
 
 def _watch_main(main_pid: int, main_started: int | None) -> None:

@@ -73,7 +73,7 @@ def _tie_to_the_node() -> None:
     start_logger = multiprocCommon.startupASLogger
 
     def startup_logger(*args, **kwargs):
-        lifeline.die_with_parent()
+        lifeline.logger_started()
         return start_logger(*args, **kwargs)
 
     multiprocCommon.startupASLogger = startup_logger
@@ -148,7 +148,7 @@ def _wait_closed(port: int, seconds: float) -> bool:
 
 def _stop_stale(state_dir: str) -> None:
     """Stop the actor system a crashed run of this node left running, and wait for its port."""
-    admin = lifeline.recorded_admin(state_dir)
+    admin = lifeline.recorded(state_dir, "admin")
     port = _recorded_port(state_dir)
     if admin is not None:
         log.warning("stopping the actor system a previous run left running (admin pid %d)", admin[0])
@@ -162,7 +162,7 @@ def _stop_stale(state_dir: str) -> None:
             time.sleep(0.02)
     if port is not None:
         _wait_closed(port, STOP_WAIT_SECONDS)
-    lifeline.forget_admin(state_dir)
+    lifeline.forget(state_dir)
     try:
         os.remove(os.path.join(state_dir, PORT_FILE))
     except FileNotFoundError:
@@ -202,7 +202,7 @@ def stop(asys: ActorSystem, state_dir: str) -> None:
         if port is not None and not _wait_closed(port, STOP_WAIT_SECONDS):
             log.error("the actor system on admin port %d did not stop; the next start stops it", port)
         else:
-            lifeline.forget_admin(state_dir)
+            lifeline.forget(state_dir)
             try:
                 os.remove(os.path.join(state_dir, PORT_FILE))
             except OSError:

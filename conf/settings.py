@@ -60,6 +60,36 @@ class ServiceConfig:
 
 
 @dataclass(frozen=True)
+class Connections:
+    """How many HTTP connections a node holds, and for how long (web/connections.py); the same keys
+    in [server] and [client]."""
+
+    #: Open connections at most; the last tenth is kept for the cluster's own calls.
+    connection_limit: int = 1000
+    #: Seconds a client may take to send a request's headers, and may stay silent on a connection.
+    client_timeout: int = 30
+    #: Connections one client address may hold at once; 0: no cap (behind a reverse proxy).
+    max_connections_per_client: int = 100
+
+
+CONNECTION_KEYS = {"connection_limit", "client_timeout", "max_connections_per_client"}
+
+
+def _connections(section: Mapping[str, str], name: str) -> Connections:
+    defaults = Connections()
+    limit = _int(f"[{name}] connection_limit", section.get("connection_limit", str(defaults.connection_limit)),
+                 20, 50_000)
+    return Connections(
+        connection_limit=limit,
+        client_timeout=_int(f"[{name}] client_timeout", section.get("client_timeout", str(defaults.client_timeout)),
+                            1, 3600),
+        max_connections_per_client=_int(
+            f"[{name}] max_connections_per_client",
+            section.get("max_connections_per_client", str(defaults.max_connections_per_client)), 0, limit),
+    )
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """The whole server configuration: `[server]` plus every `[service.NAME]`."""
 
@@ -74,6 +104,7 @@ class ServerConfig:
     callback_url: str = ""
     max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB
     threads: int = 8
+    connections: Connections = field(default_factory=Connections)
     #: Seconds without a heartbeat (or answer) after which an executor is declared lost.
     executor_timeout: float = 30.0
     #: How many times a job is sent to an executor before a loss fails it.
@@ -123,6 +154,7 @@ class ClientConfig:
     retention_hours: float = DEFAULT_RETENTION_HOURS
     max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB
     threads: int = 8
+    connections: Connections = field(default_factory=Connections)
     #: Base URL the server reaches this node at; "" derives it from host and port.
     advertise_url: str = ""
     #: Shared secret with the server; "" means none (allowed on loopback only).
@@ -294,7 +326,7 @@ def _unknown_keys(section: str, present: Mapping[str, str], known: set[str]) -> 
 
 _SERVER_KEYS = {"host", "port", "data_dir", "database", "retention_hours", "actor_admin_port",
                 "callback_url", "max_upload_mb", "threads", "executor_timeout", "max_attempts", "max_files",
-                "allow_anonymous", "cluster_secret"}
+                "allow_anonymous", "cluster_secret", *CONNECTION_KEYS}
 _SERVICE_KEYS = {"clients", "runs_per_user", "max_runs", "retention_hours", "max_queued_per_user"}
 _ENV_SERVICE = re.compile(r"^SERVICE_(.+)_(RUNS_PER_USER|MAX_RUNS|UPLOAD_URL|DOWNLOAD_URL)$")
 
@@ -379,6 +411,7 @@ def load_server_config(path: str | None, environ: Mapping[str, str] = os.environ
         callback_url=_url("[server] callback_url", section["callback_url"]) if section.get("callback_url", "").strip() else "",
         max_upload_mb=_int("[server] max_upload_mb", section.get("max_upload_mb", str(defaults.max_upload_mb)), 1, 1 << 20),
         threads=_int("[server] threads", section.get("threads", str(defaults.threads)), 1, 256),
+        connections=_connections(section, "server"),
         executor_timeout=_seconds("[server] executor_timeout",
                                   section.get("executor_timeout", str(defaults.executor_timeout))),
         max_attempts=_int("[server] max_attempts", section.get("max_attempts", str(defaults.max_attempts)), 1, 100),
@@ -412,7 +445,7 @@ def load_server_config(path: str | None, environ: Mapping[str, str] = os.environ
 _JOB_KEYS = {"sandbox", "network", "read_only_paths", "pass_env", "max_memory_mb", "max_processes", "max_output_mb",
              "max_open_files"}
 _CLIENT_KEYS = {"service", "host", "port", "data_dir", "slots", "server_url", "actor_admin_port", "advertise_url",
-                "cluster_secret", "retention_hours", "max_upload_mb", "threads",
+                "cluster_secret", "retention_hours", "max_upload_mb", "threads", *CONNECTION_KEYS,
                 "backend", "slurm_workdir", "partition", "sbatch_args", "max_jobs", "poll_interval", "jobcomp_log",
                 *_JOB_KEYS}
 BACKENDS = ("local", "slurm")
@@ -514,6 +547,7 @@ def load_client_config(path: str | None, environ: Mapping[str, str] = os.environ
         retention_hours=_hours("[client] retention_hours", section.get("retention_hours", str(defaults.retention_hours))),
         max_upload_mb=_int("[client] max_upload_mb", section.get("max_upload_mb", str(defaults.max_upload_mb)), 1, 1 << 20),
         threads=_int("[client] threads", section.get("threads", str(defaults.threads)), 1, 256),
+        connections=_connections(section, "client"),
         advertise_url=_url("[client] advertise_url", section["advertise_url"])
         if section.get("advertise_url", "").strip() else "",
         cluster_secret=_secret("[client] cluster_secret", section.get("cluster_secret", "")),

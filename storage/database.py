@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 from urllib.parse import unquote, urlsplit
 
 from pony.orm import Database, db_session
 from pony.orm.core import DBSchemaError
 
 BUSY_TIMEOUT_MS = 10_000
+#: How long /health waits for SQLite's write lock before it says the database is locked.
+WRITE_PROBE_SECONDS = 1.0
 
 
 def _sqlite_pragmas(db: Database, connection) -> None:
@@ -52,6 +55,30 @@ def bind(db: Database, url: str, *, create_tables: bool) -> None:
                                                            "added the columns %s", ", ".join(added))
     # NOTE: Pony creates missing tables, and the missing (non-unique) indexes of existing ones.
     db.create_tables(check_tables=True)
+
+
+def is_locked(error: BaseException) -> bool:
+    """The error is SQLite's "database is locked" (another connection holds the write lock too long)."""
+    return "database is locked" in str(error) or "database is busy" in str(error)
+
+
+def write_lock_free(db: Database, wait: float = WRITE_PROBE_SECONDS) -> bool:
+    """Whether a write could start within `wait` seconds (SQLite: another process may hold its write
+    lock, e.g. an outside `BEGIN EXCLUSIVE`, which readers do not notice in WAL mode). Always true on
+    PostgreSQL, whose row locks do not stop other writes."""
+    if db.provider is None or db.provider.dialect != "SQLite":
+        return True
+    probe = sqlite3.connect(db.provider.pool.filename, timeout=wait)
+    try:
+        probe.execute("BEGIN IMMEDIATE")
+        probe.rollback()
+        return True
+    except sqlite3.OperationalError as exc:
+        if is_locked(exc):
+            return False
+        raise
+    finally:
+        probe.close()
 
 
 @db_session(ddl=True)

@@ -16,6 +16,12 @@ def registered(service: str) -> list[str]:
 
 
 @db_session
+def urls() -> list[str]:
+    """URLs of every executor the server knows (configured or registered)."""
+    return list(select(e.url for e in Executor))
+
+
+@db_session
 def record(url: str, service: str, slots: int, state: str, now: datetime | None, *,
            registered: bool | None = None) -> None:
     """Create or update an executor's row; `now` is when it was last heard from (None: unchanged)."""

@@ -13,8 +13,8 @@ from typing import Iterable, Iterator, Sequence
 
 from pony.orm import OptimisticCheckError, TransactionIntegrityError, commit, db_session, flush, select
 
-from storage import public_ids
-from storage.models import Job
+from storage import database, public_ids
+from storage.models import Job, db
 from storage.states import ACTIVE, TERMINAL, JobState, advance, can_advance
 
 _RETRIES = 5
@@ -173,6 +173,11 @@ def folder_names() -> set[str]:
 @db_session
 def ping() -> None:
     Job.select().exists()
+
+
+def write_lock_free() -> bool:
+    """Whether a write could start now (see storage.database.write_lock_free)."""
+    return database.write_lock_free(db)
 
 
 @_retrying

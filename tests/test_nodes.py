@@ -9,7 +9,6 @@ import sys
 import pytest
 import requests
 
-from actors import lifeline
 from tests.conftest import (MARKER, ROOT, START_TIMEOUT, Node, commands_running, free_port, job, needs,
                             processes_with_marker, submit, wait_for_outcome, wait_until, write_ini)
 
@@ -88,19 +87,6 @@ def _answers(url: str, headers: dict) -> bool:
         return requests.get(url, headers=headers, timeout=2).status_code == 200
     except requests.RequestException:
         return False
-
-
-def test_when_the_admin_is_killed_its_actors_go_too_and_the_node_still_stops_cleanly(cluster):
-    executor = cluster.executor("example")
-    server = cluster.server({"example": {"clients": executor.url}})
-    admin = lifeline.recorded_admin(str(server.folder / "data"))
-    assert admin is not None and len(processes_with_marker(server.marker)) > 3
-
-    os.kill(admin[0], signal.SIGKILL)  # as the OOM killer might
-
-    wait_until(lambda: processes_with_marker(server.marker) == [server.process.pid], GONE_WITHIN, 0.05,
-               "every process of the actor system (actors, logger) to exit with the admin")
-    assert server.stop() == 0
 
 
 def test_two_executors_share_one_config_file_with_only_their_ports_differing(cluster, tmp_path):

@@ -4,8 +4,12 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import sqlite3
 
 import falcon
+from pony.orm import dbapiprovider as pony_dbapi
+
+from storage import database
 
 log = logging.getLogger("orchestrator.web")
 
@@ -19,6 +23,23 @@ class Ping:
         resp.media = {"message": "pong"}
 
     on_head = on_get
+
+
+class WhileActorsRestart:
+    """Middleware: while the node's actor system is being rebuilt (web/node_actors.py), a request that
+    changes something is answered 503 with Retry-After; reads, which need only the database, go on."""
+
+    READS = ("GET", "HEAD", "OPTIONS")
+    RETRY_AFTER = 5
+
+    def __init__(self, gateway):
+        self.gateway = gateway
+
+    def process_request(self, req, resp):
+        why = self.gateway.closed
+        if why is not None and req.method not in self.READS:
+            raise falcon.HTTPServiceUnavailable(title="Restarting", retry_after=self.RETRY_AFTER,
+                                                description=f"{why}; send it again in a few seconds.")
 
 
 def positive_int(text: str, limit: int = MAX_ID) -> int | None:
@@ -63,6 +84,7 @@ def new_app(middleware: list, max_parts: int) -> falcon.App:
     app.add_error_handler(falcon.HTTPError, _described)
     app.add_error_handler(OSError, _storage_error)
     app.add_error_handler(Exception, _internal_error)
+    app.add_error_handler((sqlite3.OperationalError, pony_dbapi.OperationalError), _database_error)
     return app
 
 
@@ -89,6 +111,20 @@ def _storage_error(req, resp, error: OSError, params) -> None:
             params)
         return
     _internal_error(req, resp, error, params)
+
+
+def _database_error(req, resp, error: Exception, params) -> None:
+    """SQLite's write lock held elsewhere (another process in a long transaction) is a wait, not a
+    fault: 503 with Retry-After, nothing changed (the transaction was rolled back)."""
+    if not database.is_locked(error):
+        _internal_error(req, resp, error, params)
+        return
+    log.error("the database stayed locked for %d s answering %s %s", database.BUSY_TIMEOUT_MS // 1000,
+              req.method, req.path)
+    _described(req, resp, falcon.HTTPServiceUnavailable(
+        title="Database busy", retry_after=10,
+        description="the database is locked by another process; nothing was stored. Send it again shortly."),
+        params)
 
 
 def _internal_error(req, resp, error: Exception, params) -> None:

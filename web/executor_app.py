@@ -21,7 +21,7 @@ from storage import tasks
 from storage.clock import utcnow
 from storage.executor_models import TaskState
 from web import uploads
-from web.common import Ping, new_app, parse_id, send_zip
+from web.common import Ping, WhileActorsRestart, new_app, parse_id, send_zip
 from web.auth import ExecutorAuth
 from web.gateway import ActorGateway
 from web.zip_once import ZipFailed, ZipOnce
@@ -169,8 +169,8 @@ class Attempt:
 
 class Health:
     """`GET /health`: the node's service, its slots (total and free), and whether it is draining;
-    503 when its actor does not answer (`unavailable`) or its backend cannot take work (`unhealthy`,
-    with the `reason`)."""
+    503 when its actor does not answer (`unavailable`), its actor system is being rebuilt
+    (`restarting`) or its backend cannot take work (`unhealthy`); the last two with the `reason`."""
 
     def __init__(self, config: ClientConfig, gateway: ActorGateway, stopping: threading.Event, problem: Problem):
         self.config = config
@@ -181,17 +181,18 @@ class Health:
     def on_get(self, req, resp):
         counts = tasks.counts()
         running = counts[TaskState.RUNNING.value]
-        alive = self.gateway.alive()
+        restarting = self.gateway.closed
+        alive = restarting is None and self.gateway.alive()
         problem = self.problem()
-        status = "unavailable" if not alive else "unhealthy" if problem else \
+        status = "restarting" if restarting else "unavailable" if not alive else "unhealthy" if problem else \
             "draining" if self.stopping.is_set() else "ok"
         resp.status = falcon.HTTP_200 if alive and not problem else falcon.HTTP_503
         resp.media = {"status": status, "service": self.config.service, "backend": self.config.backend,
                       "slots": self.config.slots, "free": max(0, self.config.slots - running),
                       "running": running, "waiting": counts[TaskState.ACCEPTED.value],
                       "tasks": tasks.held()}
-        if problem:
-            resp.media["reason"] = problem
+        if restarting or problem:
+            resp.media["reason"] = restarting or problem
 
 
 def create_app(config: ClientConfig, gateway: ActorGateway, stopping: threading.Event) -> falcon.App:
@@ -200,7 +201,7 @@ def create_app(config: ClientConfig, gateway: ActorGateway, stopping: threading.
         problem: Problem = SlurmHealth()
     else:
         problem = lambda: None  # noqa: E731 — a local node can always take work
-    app = new_app([ExecutorAuth(config.cluster_secret)], max_parts=MAX_FILES + 8)
+    app = new_app([ExecutorAuth(config.cluster_secret), WhileActorsRestart(gateway)], max_parts=MAX_FILES + 8)
     app.add_route("/", Ping())
     app.add_route("/health", Health(config, gateway, stopping, problem))
     app.add_route("/submit", Submit(config, gateway, stopping, problem))

@@ -44,13 +44,36 @@ class ActorGateway:
         self.outbox: queue.SimpleQueue = queue.SimpleQueue()
         self.mailer: threading.Thread | None = None
         self.mailer_lock = threading.Lock()
+        #: Bumped when the actor system is replaced: each thread's context belongs to one system.
+        self.generation = 0
+        #: Why the actors cannot be reached now (a rebuild is under way); None when they can.
+        self.closed: str | None = None
+        self.opened = threading.Event()
+        self.opened.set()
+
+    def close(self, why: str) -> None:
+        """The actor system is gone: refuse what needs it (see `closed`) until `reopen`."""
+        self.closed = why
+        self.opened.clear()
+
+    def reopen(self, asys, address) -> None:
+        """Talk to `address` of `asys` from now on (a new top actor, or a whole new system)."""
+        with self.routes_lock:
+            if asys is not self.asys:
+                self.asys = asys
+                self.generation += 1
+            self.address = address
+            self.routes, self.routes_asked = {}, float("-inf")
+        self.closed = None
+        self.opened.set()
 
     def tell(self, message, address=None) -> bool:
         """Send without waiting (to the top actor, or `address`); False if the actor system could
         not take it."""
         try:
             context = getattr(self.local, "context", None)
-            if context is None:
+            if context is None or self.local.generation != self.generation:
+                self.local.generation = self.generation
                 # NOTE: entered and never left: it lives as long as its (pooled) web thread.
                 context = self.local.context = self.asys.private().__enter__()
             context.tell(address or self.address, message)
@@ -72,6 +95,7 @@ class ActorGateway:
     def _mail(self) -> None:
         while True:
             waiting = [self.outbox.get()]
+            self.opened.wait()  # NOTE: held while the actor system is rebuilt, then sent to the new one
             while len(waiting) < MAX_BATCH and not self.outbox.empty():
                 waiting.append(self.outbox.get_nowait())
             by_role: dict[str, list] = {}

@@ -89,7 +89,9 @@ def document(config: ServerConfig) -> dict:
                     "415": _error("not multipart/form-data"),
                     "429": {**_error("the user has max_queued_per_user jobs waiting"),
                             "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
-                    "503": _error("the server is stopping"), "507": _error("the server's disk is full")}}},
+                    "503": _error("the server is stopping, its actor system is restarting, or its database is locked "
+                                  "by another process; send it again after Retry-After seconds"),
+                    "507": _error("the server's disk is full")}}},
             "/download/{job_id}": {
                 "parameters": [job_id],
                 "get": {"summary": "Results as a zip (or the job's progress)", "operationId": "download",
@@ -145,8 +147,10 @@ def document(config: ServerConfig) -> dict:
                 "Error": ERROR,
                 "Pong": {"type": "object", "required": ["message"], "properties": {"message": {"const": "pong"}}},
                 "Health": {"type": "object", "required": ["status", "database", "actors"], "properties": {
-                    "status": {"enum": ["ok", "unavailable"]}, "database": {"enum": ["ok", "unavailable"]},
-                    "actors": {"enum": ["ok", "unavailable"]},
+                    "status": {"enum": ["ok", "restarting", "unavailable"]},
+                    "database": {"enum": ["ok", "locked", "unavailable"]},
+                    "actors": {"enum": ["ok", "restarting", "unavailable"]},
+                    "reason": {"type": "string", "description": "why it is not ok (503 only)"},
                     "actor_processes": {"type": "object", "additionalProperties": {"type": "integer"},
                                         "description": "each actor's process id: only for a caller presenting the "
                                                        "cluster secret, or on a server with neither portal tokens "

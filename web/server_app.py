@@ -18,7 +18,7 @@ from storage import executors, jobs, public_ids
 from storage.clock import utcnow
 from storage.states import ACTIVE, JobState
 from web import openapi, uploads
-from web.common import MAX_ID, Ping, new_app, parse_id, positive_int, send_zip
+from web.common import MAX_ID, Ping, WhileActorsRestart, new_app, parse_id, positive_int, send_zip
 from web.auth import ServerAuth
 from web.gateway import ActorGateway
 
@@ -158,8 +158,11 @@ class Cancel:
 
 
 class Health:
-    """`GET /health`: 200 when the database and the actor system answer, else 503. The actors' pids
-    only for a caller holding the cluster secret (or on a server with nothing to authenticate with)."""
+    """`GET /health`: 200 when the database and the actor system answer, else 503 with the `reason`
+    and Retry-After. The database is `locked` when another process holds SQLite's write lock (reads
+    still work, writes wait); the actors are `restarting` while the node rebuilds its actor system.
+    The actors' pids only for a caller holding the cluster secret (or on a server with nothing to
+    authenticate with)."""
 
     def __init__(self, gateway: ActorGateway):
         self.gateway = gateway
@@ -167,14 +170,21 @@ class Health:
     def on_get(self, req, resp):
         try:
             jobs.ping()
-            database = "ok"
+            database_state = "ok" if jobs.write_lock_free() else "locked"
         except Exception:  # noqa: BLE001 — any database failure is reported, not raised
-            database = "unavailable"
-        roster = self.gateway.ask(Roster())
-        actors = "ok" if isinstance(roster, Pong) else "unavailable"
-        healthy = database == "ok" and actors == "ok"
-        resp.status = falcon.HTTP_200 if healthy else falcon.HTTP_503
-        resp.media = {"status": "ok" if healthy else "unavailable", "database": database, "actors": actors}
+            database_state = "unavailable"
+        restarting = self.gateway.closed
+        roster = None if restarting else self.gateway.ask(Roster())
+        actors = "restarting" if restarting else "ok" if isinstance(roster, Pong) else "unavailable"
+        healthy = database_state == "ok" and actors == "ok"
+        resp.media = {"status": "ok" if healthy else "restarting" if restarting else "unavailable",
+                      "database": database_state, "actors": actors}
+        if not healthy:
+            resp.status = falcon.HTTP_503
+            resp.set_header("Retry-After", "5")
+            resp.media["reason"] = restarting or {
+                "locked": "the database is locked by another process: writes wait",
+                "unavailable": "the database does not answer"}.get(database_state, "the actors do not answer")
         if req.context.cluster:
             resp.media["actor_processes"] = dict(roster.processes) if actors == "ok" else {}
 
@@ -288,7 +298,8 @@ def _int_in(value, low: int, high: int) -> bool:
 
 
 def create_app(config: ServerConfig, gateway: ActorGateway, stopping: threading.Event) -> falcon.App:
-    app = new_app([ServerAuth(config.tokens, config.cluster_secret)], max_parts=config.max_files + 8)
+    app = new_app([ServerAuth(config.tokens, config.cluster_secret), WhileActorsRestart(gateway)],
+                  max_parts=config.max_files + 8)
     app.add_route("/", Ping())
     app.add_route("/health", Health(gateway))
     app.add_route("/upload", Upload(config, gateway, stopping))

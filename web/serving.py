@@ -3,7 +3,8 @@
 `run_node` is shared by run_server.py and run_client.py:
 - start: stop an actor system a crashed run left, start a fresh one (whose admin stops it if this
   process dies: actors/lifeline.py), configure the node's top actor, start the watchdog (which
-  re-creates the top actor if it dies), serve;
+  re-creates the top actor, or the whole actor system, if a process of it dies: web/node_actors.py),
+  serve;
 - stop (SIGTERM, or Ctrl-C): `stopping` is set so new work is refused with 503, then the node waits
   until `settled()` says its work is done (bounded by `settle_seconds`, or not at all), stops
   Waitress and shuts the actor system down, leaving no process behind. A second signal stops at
@@ -20,15 +21,11 @@ import threading
 import time
 from typing import Callable
 
-from thespian.actors import ActorExitRequest
-
-from actors import system
-from actors.scripts import start_time
+from conf.settings import Connections
 from web.gateway import ActorGateway
+from web.node_actors import NodeActors, StartFailed, Watchdog
 
 log = logging.getLogger("orchestrator")
-START_TIMEOUT = 30.0
-WATCHDOG_SECONDS = 1.0
 _MAIN_PID = os.getpid()
 
 
@@ -142,72 +139,38 @@ class Stopper:
         _thread.interrupt_main()
 
 
-class Watchdog:
-    """Re-creates the node's top actor (the supervisor, or the ExecutorActor) if its process dies.
-
-    Thespian re-creates no actor by itself, and this one has no parent actor to do it. Liveness is
-    judged by the process (pid and start time), never by a slow answer: a busy actor must not be
-    replaced while it still works, or two of them would run. The replacement rebuilds everything
-    it needs from the database.
-    """
-
-    def __init__(self, asys, gateway: ActorGateway, pid: int, actor_class: str, configure_message):
-        self.asys, self.gateway = asys, gateway
-        self.actor_class, self.configure_message = actor_class, configure_message
-        self.pid, self.started = pid, start_time(pid)
-        self.done = threading.Event()  # set only when the node shuts its actor system down
-        threading.Thread(target=self._run, name="watchdog", daemon=True).start()
-
-    def _alive(self) -> bool:
-        return self.started is not None and start_time(self.pid) == self.started
-
-    def _run(self) -> None:
-        while not self.done.wait(WATCHDOG_SECONDS):
-            if self._alive():
-                continue
-            log.error("the %s process is gone; creating a new one", self.actor_class.rpartition(".")[2])
-            try:
-                with self.asys.private() as context:
-                    address = context.createActor(self.actor_class)
-                    reply = context.ask(address, self.configure_message, START_TIMEOUT)
-                    if type(reply).__name__ != "Pong":
-                        context.tell(address, ActorExitRequest())  # never leave a half-started one
-                        continue
-                pid = dict(reply.processes).get(reply.who, 0)
-                self.gateway.address, self.pid, self.started = address, pid, start_time(pid)
-            except Exception:  # noqa: BLE001 — try again on the next round
-                log.exception("re-creating the top actor failed")
-
-
 def run_node(*, state_dir: str, admin_port: int, actor_class: str, configure_message,
              make_app: Callable[[ActorGateway, threading.Event], object], host: str, port: int, threads: int,
-             max_body: int, name: str, settled: Callable[[ActorGateway, InFlight], bool],
+             max_body: int, name: str, connections: Connections, reserved_for: Callable[[], set[str]], settled: Callable[[ActorGateway, InFlight], bool],
              settle_seconds: float | None, immediate: tuple[int, ...] = (),
              prepare: Callable[[], None] = lambda: None) -> int:
     """Start the node's actor system, then `prepare()` (database, leftovers), its top actor and its
     web app, and serve until stopped; every process started is stopped before returning."""
-    asys = watchdog = None
+    actors = NodeActors(state_dir, admin_port, actor_class, configure_message)
+    watchdog = None
     try:
-        asys = system.start(state_dir, admin_port)
+        actors.start_system()
         # NOTE: after the start, so the processes the actor system forks do not carry what it loads.
         prepare()
-        address = asys.createActor(actor_class)
-        reply = asys.ask(address, configure_message, START_TIMEOUT)
-        if reply is None or type(reply).__name__ != "Pong":
-            log.error("%s: the actors did not start (got %r)", name, reply)
+        try:
+            actors.start_top()
+        except StartFailed as exc:
+            log.error("%s: %s", name, exc)
             return 1
         # NOTE: the web stack is imported only now: every actor process is forked from this one
         # (through the admin), and each would otherwise carry falcon and waitress in its memory.
-        import waitress
+        from web import connections as http_connections
 
-        gateway = ActorGateway(asys, address)
+        gateway = ActorGateway(actors.asys, actors.address)
         stopping = threading.Event()
         app = InFlight(make_app(gateway, stopping))
         _json_waitress_errors(max_body)
-        server = waitress.create_server(app, host=host, port=port, threads=threads, ident=name,
-                                        max_request_body_size=max_body, channel_timeout=60)
+        server = http_connections.create(
+            app, host=host, port=port, threads=threads, max_body=max_body, name=name,
+            connection_limit=connections.connection_limit, client_timeout=connections.client_timeout,
+            per_client=connections.max_connections_per_client, reserved_for=reserved_for)
         stopper = Stopper(stopping, lambda: settled(gateway, app), settle_seconds, (*immediate, signal.SIGHUP))
-        watchdog = Watchdog(asys, gateway, dict(reply.processes).get(reply.who, 0), actor_class, configure_message)
+        watchdog = Watchdog(actors, gateway)
         for signum in STOP_SIGNALS:
             signal.signal(signum, stopper)
         log.info("%s listening on http://%s:%d", name, host, port)
@@ -225,6 +188,5 @@ def run_node(*, state_dir: str, admin_port: int, actor_class: str, configure_mes
         for signum in STOP_SIGNALS:
             signal.signal(signum, signal.SIG_IGN)
         if watchdog is not None:
-            watchdog.done.set()
-        if asys is not None:
-            system.stop(asys, state_dir)
+            watchdog.stop()
+        actors.stop()
