@@ -8,6 +8,7 @@ import falcon.testing
 import pytest
 import requests
 
+from actors.executor_link import ExecutorLink, ExecutorUnreachable
 from conf.settings import ServerConfig, ServiceConfig
 from web.common import MAX_JSON_BYTES
 from web.server_app import create_app
@@ -71,6 +72,18 @@ def test_the_largest_honest_heartbeat_fits_under_the_cap_and_is_accepted(app):
     response = client.simulate_post("/internal/executors", json=heartbeat(tasks))
     assert response.status_code == 200, response.text
     assert len(gateway.sent) == 1 and len(gateway.sent[0].tasks) == 100_000
+
+
+class Answer:
+    """An executor's HTTP answer, as the link reads it."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+
+def test_an_executor_answer_nested_too_deeply_is_not_an_executor_talking_and_raises_nothing_else():
+    with pytest.raises(ExecutorUnreachable, match="not an executor's JSON"):
+        ExecutorLink._json(Answer(DEEP.encode()), "http://127.0.0.1:9/health", "slots")
 
 
 def test_a_real_server_answers_a_deeply_nested_report_400_and_keeps_working(module_cluster):
