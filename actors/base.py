@@ -150,8 +150,10 @@ class ServerActor(ActorTypeDispatcher):
                 self.send(dispatcher, message)
 
     def job_lost(self, job_id: int, attempt: int, reason: str) -> None:
-        """An executor lost this attempt: requeue the job, or fail it after max_attempts."""
-        outcome = jobs.requeue_or_fail(job_id, attempt, reason, self.config.max_attempts, utcnow())
+        """An executor lost this attempt: requeue the job, or fail it after max_attempts or when its
+        service is no longer configured."""
+        outcome = jobs.requeue_or_fail(job_id, attempt, reason, self.config.max_attempts, utcnow(),
+                                       {service.name for service in self.config.services})
         if outcome is None:
             return
         before, state = outcome

@@ -13,6 +13,10 @@ repeated to that executor with the same attempt (the executor recognises it), ne
 one, so no job runs twice; one that certainly did not arrive may go anywhere. An executor not
 heard from for executor_timeout seconds is lost: its jobs go back to the queue (or fail after
 max_attempts), and tasks of stale attempts it still holds when it returns are killed.
+
+A service no longer configured keeps its dispatcher while its jobs are on executors ("retired"):
+it watches only the executors holding them, so they complete if their executor reports, and fail
+if it is lost (there is no queue to send them back to).
 """
 from __future__ import annotations
 
@@ -45,7 +49,10 @@ class DispatcherActor(ServerActor):
         self.link = ExecutorLink(self.config.cluster_secret)
         self.timeout = self.config.executor_timeout
         self.check_every = min(CHECK_SECONDS, self.timeout / 3)
-        static = self.config.service(self.service).clients
+        settings = self.config.service(self.service)
+        #: The service is no longer configured: only its jobs under way are watched (see forget_idle).
+        self.retired = settings is None
+        static = () if self.retired else settings.clients
         self.executors: dict[str, ExecutorSlot] = {}
         self.last_seen: dict[str, float] = {}
         self.down_since: dict[str, float] = {}
@@ -54,7 +61,8 @@ class DispatcherActor(ServerActor):
         self.one_way: set[str] = set()
         # NOTE: an executor that holds jobs stays watched, even if the configuration dropped it.
         holding = {job.executor for job in jobs.active_in(self.service) if job.executor}
-        for url in (*static, *executors.registered(self.service), *sorted(holding - set(static))):
+        registered = () if self.retired else executors.registered(self.service)
+        for url in (*static, *registered, *sorted(holding - set(static))):
             self.add_executor(url)
         self.pending: dict[int, None] = {}  # an ordered set: the jobs to send, oldest first
         self.counter = 0
@@ -127,8 +135,21 @@ class DispatcherActor(ServerActor):
             self.log.warning("executor %s of %s is back", slot.url, self.service)
             self.lost.discard(slot.url)
         if was != (True, draining, slots, False) or registered:
-            executors.record(slot.url, self.service, slots, "draining" if draining else "alive", utcnow(),
-                             registered=registered)
+            self.record(slot.url, slots, "draining" if draining else "alive", utcnow(), registered=registered)
+
+    def record(self, url: str, slots: int, state: str, now, registered: bool | None = None) -> None:
+        """Note the executor's state in the registry (GET /executors). A retired service's
+        dispatcher does not: the address may serve a configured service now (a renamed one)."""
+        if not self.retired:
+            executors.record(url, self.service, slots, state, now, registered=registered)
+
+    def forget_idle(self) -> None:
+        """A retired service's executors that hold none of its jobs any more are no longer watched."""
+        if self.retired:
+            holding = {job.executor for job in jobs.active_in(self.service)}
+            for url in set(self.executors) - holding:
+                del self.executors[url]
+                self.down_since.pop(url, None)
 
     def mark_down(self, slot: ExecutorSlot) -> None:
         slot.reachable = False
@@ -152,7 +173,7 @@ class DispatcherActor(ServerActor):
                 continue
             self.lost.add(url)
             self.log.error("executor %s of %s is lost: not heard from for %.0f s", url, self.service, self.timeout)
-            executors.record(url, self.service, slot.slots, "lost", None)
+            self.record(url, slot.slots, "lost", None)
             for job in jobs.active_on(url):
                 self.pending.pop(job.id, None)
                 self.job_lost(job.id, job.attempts, f"executor {url} was lost")
@@ -179,6 +200,7 @@ class DispatcherActor(ServerActor):
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender) -> None:
         try:
             if msg.payload == "check":
+                self.forget_idle()
                 self.reconcile()
                 self.capacity_told = -1  # say it again: a Capacity message may have been lost
                 self.probe(self.executors.values())

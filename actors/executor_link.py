@@ -92,7 +92,7 @@ class _MultipartBody:
 def _status(response: urllib3.BaseHTTPResponse) -> str | None:
     try:
         body = json.loads(response.data)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply to parse
         return None
     return body.get("status") if isinstance(body, dict) else None
 
@@ -122,7 +122,7 @@ class ExecutorLink:
         """The JSON object of an answer, holding `keys`; anything else is not an executor talking."""
         try:
             body = json.loads(response.data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply to parse
             body = None
         if not isinstance(body, dict) or any(key not in body for key in keys):
             raise ExecutorUnreachable(f"{url} answered something that is not an executor's JSON")

@@ -7,6 +7,9 @@ the web layer's way in while it knows no child's address), Ping, Roster (answer 
 ActorStarted, ChildActorExited (re-create that child, then tell everyone the new addresses),
 WakeupMessage (a delayed restart).
 
+A service no longer configured whose jobs are still on executors keeps a dispatcher ("retired")
+until the next start: it watches those jobs to their end (see actors/dispatcher.py).
+
 A child that keeps dying is re-created at most RESTART_BURST times per RESTART_WINDOW seconds;
 after that it is re-created on a timer, so a crash loop cannot spin the machine.
 """
@@ -43,6 +46,12 @@ class SupervisorActor(ServerActor):
         failed = jobs.fail_unserved(known, utcnow())
         if failed:
             self.log.warning("failed %d waiting jobs of services no longer configured", failed)
+        # NOTE: a service dropped from the configuration keeps a dispatcher while jobs of it are on an
+        # executor: it watches that executor (its loss fails them), and sends nothing new.
+        self.retired = jobs.unserved_under_way(known)
+        if self.retired:
+            self.log.warning("services no longer configured still have jobs under way; watching them until "
+                             "they end: %s", ", ".join(self.retired))
         self.children: dict[str, object] = {}
         self.restarts: dict[str, list[float]] = {}
         for role in self.all_roles():
@@ -67,7 +76,8 @@ class SupervisorActor(ServerActor):
                                        for role, address in self.children.items() if role in self.processes)))
 
     def all_roles(self) -> list[str]:
-        return [*ROLES, *(f"dispatcher:{s.name}" for s in self.config.services)]
+        services = [*(s.name for s in self.config.services), *self.retired]
+        return [*ROLES, *(f"dispatcher:{name}" for name in services)]
 
     def start_child(self, role: str) -> None:
         service = role.partition(":")[2]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable, Iterator, Sequence
+from typing import Collection, Iterable, Iterator, Sequence
 
 from pony.orm import OptimisticCheckError, TransactionIntegrityError, commit, db_session, flush, select
 
@@ -180,6 +180,11 @@ def write_lock_free() -> bool:
     return database.write_lock_free(db)
 
 
+def unserved(service: str) -> str:
+    """The reason a job of a service this server no longer configures cannot run (again)."""
+    return f"service {service!r} is no longer configured on this server"
+
+
 @_retrying
 @db_session
 def fail_unserved(services: list[str], now: datetime) -> int:
@@ -188,9 +193,16 @@ def fail_unserved(services: list[str], now: datetime) -> int:
     count = 0
     for job in select(j for j in Job if j.state in waiting and j.service not in services):
         advance(job, JobState.FAILED, now)
-        job.reason = f"service {job.service!r} is no longer configured on this server"
+        job.reason = unserved(job.service)
         count += 1
     return count
+
+
+@db_session
+def unserved_under_way(services: list[str]) -> list[str]:
+    """The services not among `services` that still have jobs on an executor (Submitted, Running)."""
+    states = [JobState.SUBMITTED.value, JobState.RUNNING.value]
+    return sorted(select(j.service for j in Job if j.state in states and j.service not in services))
 
 
 # --- queue and quota ---------------------------------------------------------------------------
@@ -310,9 +322,10 @@ def mark_submitted(accepted: Sequence[tuple[int, int, str]], now: datetime) -> N
 
 @_retrying
 @db_session
-def requeue_or_fail(job_id: int, attempt: int, reason: str, max_attempts: int,
-                    now: datetime) -> tuple[JobRef, JobState] | None:
-    """An executor lost attempt `attempt`: back to the queue, or Failed once `max_attempts` were made.
+def requeue_or_fail(job_id: int, attempt: int, reason: str, max_attempts: int, now: datetime,
+                    services: Collection[str]) -> tuple[JobRef, JobState] | None:
+    """An executor lost attempt `attempt`: back to the queue, or Failed once `max_attempts` were made
+    or when its service is not among `services` (the configured ones: no queue would ever take it).
 
     Returns:
         (the job as it was, its new state), or None when the attempt is stale or the job ended.
@@ -321,9 +334,10 @@ def requeue_or_fail(job_id: int, attempt: int, reason: str, max_attempts: int,
     if job is None or job.attempts != attempt or JobState(job.state) not in ACTIVE:
         return None
     before = JobRef.of(job)
-    if job.attempts >= max_attempts:
+    if job.attempts >= max_attempts or job.service not in services:
         advance(job, JobState.FAILED, now)
-        job.reason = f"{reason} (attempt {job.attempts} of {max_attempts})"
+        job.reason = (f"{reason} (attempt {job.attempts} of {max_attempts})" if job.service in services
+                      else f"{reason}; {unserved(job.service)}")
         return before, JobState.FAILED
     advance(job, JobState.QUEUED, now)
     job.reason = reason

@@ -1,7 +1,9 @@
-"""Pieces both Falcon apps use: the ping resource, id parsing, zip streaming, app options."""
+"""Pieces both Falcon apps use: the ping resource, id parsing, zip streaming, app options, the
+bounded JSON body reader."""
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import sqlite3
@@ -14,6 +16,41 @@ from storage import database
 log = logging.getLogger("orchestrator.web")
 
 MAX_ID = 2**63 - 1
+#: The largest JSON body either app reads. The largest honest ones are an executor's: a heartbeat
+#: lists the tasks it holds (about 30 bytes each: 123 KB for 4,096 slots' worth, 4 MB for the
+#: 100,000 the server accepts at most), a report batch at most 100 events with a 4,000-byte stderr
+#: tail and a 1,000-character reason each (3 MB if every character needs a \u escape). 8 MiB is
+#: twice that, and bounds the memory a stranger's body can take before it is refused.
+MAX_JSON_BYTES = 8 * 1024 * 1024
+
+
+class BoundedJSON(falcon.media.JSONHandler):
+    """JSON request bodies of at most `max_bytes` (413 above), and 400 for any body that does not
+    parse: falcon's own handler reads a body of any size and answers 500 to one nested too deeply
+    for the parser (RecursionError)."""
+
+    def __init__(self, max_bytes: int = MAX_JSON_BYTES):
+        super().__init__()
+        self.max_bytes = max_bytes
+
+    def deserialize(self, stream, content_type, content_length):
+        # NOTE: a body sent without a length (chunked) is read only up to one byte past the cap.
+        if content_length is not None and content_length > self.max_bytes \
+                or len(data := stream.read(self.max_bytes + 1)) > self.max_bytes:
+            raise falcon.HTTPContentTooLarge(
+                title="Body too large",
+                description=f"a JSON body may have at most {self.max_bytes} bytes; this one has more.")
+        if not data:
+            raise falcon.MediaNotFoundError("JSON")
+        try:
+            return json.loads(data.decode())
+        except RecursionError:
+            raise falcon.HTTPBadRequest(
+                title="Invalid JSON",
+                description="the JSON body is nested too deeply to parse; send objects and lists nested a "
+                            "few levels deep, as the API describes.") from None
+        except ValueError as exc:
+            raise falcon.MediaMalformedError("JSON") from exc
 
 
 class Ping:
@@ -79,6 +116,7 @@ def send_zip(resp: falcon.Response, path: str, download_name: str, *, with_body:
 def new_app(middleware: list, max_parts: int) -> falcon.App:
     """A Falcon app whose every error is a JSON body with a title and a description."""
     app = falcon.App(middleware=middleware)
+    app.req_options.media_handlers[falcon.MEDIA_JSON] = BoundedJSON()
     multipart = app.req_options.media_handlers[falcon.MEDIA_MULTIPART]
     multipart.parse_options.max_body_part_count = max_parts
     app.add_error_handler(falcon.HTTPError, _described)

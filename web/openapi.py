@@ -13,7 +13,7 @@ import falcon
 
 from conf.settings import ServerConfig
 from storage import public_ids
-from web.common import MAX_ID
+from web.common import MAX_ID, MAX_JSON_BYTES
 
 ERROR = {"type": "object", "required": ["title"], "properties": {
     "title": {"type": "string"}, "description": {"type": "string"}}}
@@ -52,6 +52,7 @@ def document(config: ServerConfig) -> dict:
     portal = [{"portalToken": []}] if config.tokens else [{}]
     secret = [{"clusterSecret": []}] if config.cluster_secret else []
     cluster = secret or [{}]
+    too_large = _error(f"a body over {MAX_JSON_BYTES} bytes")
     job_responses = {"400": _error("malformed job id"), "404": _error("no such job (or not this portal's)"), **denied}
     return {
         "openapi": "3.1.0",
@@ -127,7 +128,7 @@ def document(config: ServerConfig) -> dict:
                 "security": cluster,
                 "requestBody": _json_body("ExecutorEvents"),
                 "responses": {"202": _json("accepted", "Accepted"), "400": _error("malformed report"),
-                              "401": _error("missing or wrong cluster secret"),
+                              "401": _error("missing or wrong cluster secret"), "413": too_large,
                               "415": _error("not JSON")}}},
             "/internal/executors": {"post": {
                 "summary": "An executor registers or sends a heartbeat", "operationId": "executorHeartbeat",
@@ -135,7 +136,8 @@ def document(config: ServerConfig) -> dict:
                 "requestBody": _json_body("Heartbeat"),
                 "responses": {"200": _json("registered", "HeartbeatAnswer"), "400": _error("malformed heartbeat"),
                               "401": _error("missing or wrong cluster secret"),
-                              "404": _error("the service is not configured here"), "415": _error("not JSON")}}},
+                              "404": _error("the service is not configured here"), "413": too_large,
+                              "415": _error("not JSON")}}},
         },
         "components": {
             "securitySchemes": {

@@ -1,0 +1,65 @@
+"""A full server disk: uploads are refused 507, and the jobs already accepted wait (their results
+cannot be stored) and complete intact once space is freed. The server's data_dir, its database
+included, is a small tmpfs (mounting one needs root: skipped otherwise, failed under CI)."""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import subprocess
+import zipfile
+
+import pytest
+import requests
+
+from tests.conftest import job, script, submit, wait_for_outcome, wait_until
+
+#: Each job's result: incompressible, larger than what is left free on the full disk.
+RESULT = "head -c 2000000 /dev/urandom > out.bin\nsha256sum out.bin > out.sum"
+LEFT_FREE = 512 * 1024
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    folder = tmp_path / "small-disk"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
+        pytest.skip(f"cannot mount a small tmpfs here (it needs root): {mounted.stderr.decode().strip()}")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def fill(folder) -> str:
+    """Take all but LEFT_FREE bytes of the disk with a ballast file; returns its path."""
+    stats = os.statvfs(folder)
+    ballast = os.path.join(folder, "ballast")
+    with open(ballast, "wb") as handle:
+        handle.write(b"\0" * (stats.f_bavail * stats.f_frsize - LEFT_FREE))
+    return ballast
+
+
+def test_on_a_full_disk_uploads_get_507_and_accepted_jobs_wait_then_complete_intact(cluster, tmpfs):
+    executor = cluster.executor("example", slots=2)
+    server = cluster.server({"example": {"clients": executor.url}}, data_dir=tmpfs)
+    ballast = fill(tmpfs)
+    accepted = [submit(server, RESULT, user_id=n) for n in (1, 2)]
+    refused = requests.post(f"{server.url}/upload", timeout=30, data={"user_id": "3", "service": "example"},
+                            files=[("file", ("run.sh", script("true"))), ("file", ("big", os.urandom(3 << 20)))])
+    assert refused.status_code == 507, refused.text
+    # Both scripts end on the executor; their results do not fit on the server's disk.
+    wait_until(lambda: all(requests.get(f"{executor.url}/jobs/{n}", timeout=5).json().get("state") == "finished"
+                           for n in (1, 2)), 30, 0.1, "both scripts to end")
+    wait_until(lambda: "could not fetch the results" in server.log(), 30, 0.1, "a fetch to fail")
+    assert [job(server, j)["status"] for j in accepted] == ["Running", "Running"]
+
+    os.remove(ballast)
+
+    for job_id in accepted:
+        assert wait_for_outcome(server, job_id, 30) == 200, job(server, job_id)
+        archive = zipfile.ZipFile(io.BytesIO(requests.get(f"{server.url}/download/{job_id}", timeout=10).content))
+        digest = hashlib.sha256(archive.read("out.bin")).hexdigest()
+        assert archive.read("out.sum").decode().split()[0] == digest
+    assert requests.get(f"{server.url}/health", timeout=5).status_code == 200
