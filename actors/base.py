@@ -77,7 +77,10 @@ class ServerActor(ActorTypeDispatcher):
             result = super().receiveMessage(msg, sender)
             self.failed_once = None
             return result
-        except Exception:
+        except Exception as exc:
+            if database.is_locked(exc):
+                self.locked_out(msg)
+                return None
             # NOTE: Thespian retries the message once, then returns it to its sender as poison.
             # Whatever this actor held in memory may be half-updated: rebuild it from the database.
             self.log.exception("%s failed handling %s", self.role, type(msg).__name__)
@@ -98,6 +101,19 @@ class ServerActor(ActorTypeDispatcher):
             else:
                 self.failed_once = msg
             raise
+
+    def locked_out(self, msg) -> None:
+        """Another process held the database's write lock past the busy timeout (an operator's open
+        transaction): nothing is wrong with the message or its jobs, so they must not fail as poison.
+        The message is dropped — messages are doorbells; the sweeps find its work in the database once
+        the lock is let go — and the memory rebuilt as after any failure."""
+        self.log.error("%s could not write while handling %s: the database is locked by another process; "
+                       "its work is picked up again from the database once the lock is let go",
+                       self.role, type(msg).__name__)
+        try:
+            self.rebuild()
+        except Exception as exc:  # noqa: BLE001 — still locked: the next sweep rebuilds
+            self.log.warning("%s could not rebuild its state yet: %s", self.role, exc)
 
     def rebuild(self) -> None:
         """Re-read from the database whatever this actor keeps in memory (after a crash)."""

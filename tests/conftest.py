@@ -11,6 +11,15 @@ from tests.harness import Cluster
 from tests.slurm_cluster import slurm  # noqa: F401 — the session's Slurm cluster, for the tests that need it
 
 
+def pytest_collection_modifyitems(config, items):
+    """With pytest-xdist (`make test` runs two workers, `--dist loadgroup`), a module's tests stay in
+    one worker, in order (some share a module's cluster), and every test of the one Slurm cluster
+    in the same worker."""
+    for item in items:
+        group = "slurm" if "slurm" in getattr(item, "fixturenames", ()) else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture
 def cluster(tmp_path):
     nodes = Cluster(tmp_path)

@@ -6,10 +6,8 @@ import errno
 import json
 import logging
 import os
-import sqlite3
 
 import falcon
-from pony.orm import dbapiprovider as pony_dbapi
 
 from storage import database
 
@@ -122,7 +120,6 @@ def new_app(middleware: list, max_parts: int) -> falcon.App:
     app.add_error_handler(falcon.HTTPError, _described)
     app.add_error_handler(OSError, _storage_error)
     app.add_error_handler(Exception, _internal_error)
-    app.add_error_handler((sqlite3.OperationalError, pony_dbapi.OperationalError), _database_error)
     return app
 
 
@@ -151,12 +148,9 @@ def _storage_error(req, resp, error: OSError, params) -> None:
     _internal_error(req, resp, error, params)
 
 
-def _database_error(req, resp, error: Exception, params) -> None:
+def _database_locked(req, resp, error: Exception, params) -> None:
     """SQLite's write lock held elsewhere (another process in a long transaction) is a wait, not a
     fault: 503 with Retry-After, nothing changed (the transaction was rolled back)."""
-    if not database.is_locked(error):
-        _internal_error(req, resp, error, params)
-        return
     log.error("the database stayed locked for %d s answering %s %s", database.BUSY_TIMEOUT_MS // 1000,
               req.method, req.path)
     _described(req, resp, falcon.HTTPServiceUnavailable(
@@ -166,6 +160,9 @@ def _database_error(req, resp, error: Exception, params) -> None:
 
 
 def _internal_error(req, resp, error: Exception, params) -> None:
+    if database.is_locked(error):  # NOTE: Pony wraps it in one of several exceptions of its own
+        _database_locked(req, resp, error, params)
+        return
     log.exception("unexpected error answering %s %s", req.method, req.path)
     resp.status = falcon.HTTP_500
     resp.media = {"title": "Internal error", "description": "the server failed answering; it has been logged."}
