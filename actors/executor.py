@@ -9,6 +9,10 @@ TICK_SECONDS to re-send undelivered reports and pick up accepted tasks it has no
 Where a task runs is the backend's business (actors/backend.py): `bash run.sh` on this host, or a
 Slurm job. The actor keeps the queue of waiting tasks, the slots and the reports.
 
+A task whose script succeeded gets its result zip made at once, in a thread (web/zip_once.py), so
+the server's fetch finds it ready and one slow folder holds up no other task; a node that stopped
+before a zip was made makes it when it starts again.
+
 The exit code is written to the node's database before the server is told, so a report that fails
 to reach the server is sent again, and a restarted node still answers for every task. A local task
 that was running when the node stopped is lost: its outcome cannot be known, and it says so. A
@@ -33,6 +37,7 @@ from actors.scheduling import sweep_interval
 from storage import database, tasks
 from storage.clock import utcnow
 from storage.executor_models import TaskState, db
+from web.zip_once import ZipOnce
 
 TICK_SECONDS = 2.0
 
@@ -57,7 +62,11 @@ class ExecutorActor(ActorTypeDispatcher):
         database.bind(db, msg.config.database_url, create_tables=False)
         self.backend = make_backend(self.config, msg.wrapping, msg.cgroups)
         self.reporter = Reporter(self.config, self.backend.problem)
+        self.zips = ZipOnce()
         self.settle(self.backend.recover())
+        for task_id, folder in tasks.succeeded_folders():  # results a stopped node did not zip
+            if not os.path.exists(tasks.zip_file(self.config.data_path, task_id)):
+                self.zips.start(folder, tasks.zip_file(self.config.data_path, task_id))
         self.send(sender, Pong("executor", (("executor", os.getpid()),)))
         self.sweep_every = sweep_interval([self.config.retention_hours * 3600.0])
         self.wakeupAfter(self.sweep_every, payload="sweep")
@@ -166,6 +175,9 @@ class ExecutorActor(ActorTypeDispatcher):
                 self.reporter.report(event.task_id, "started")
             elif isinstance(event, Ended):
                 tasks.mark_ended(event.task_id, event.state, utcnow(), event.exit_code, event.stderr_tail, event.reason)
+                if event.state is TaskState.FINISHED and event.exit_code == 0 and not event.reason:
+                    # NOTE: begun before the report, so the server's fetch finds it made or under way.
+                    self.zips.start(tasks.find(event.task_id)["dir"], tasks.zip_file(self.config.data_path, event.task_id))
                 self.reporter.report(event.task_id, REPORT_OF[event.state.value])
 
     # --- retention ------------------------------------------------------------------------------

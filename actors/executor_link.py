@@ -29,12 +29,14 @@ class ExecutorUnreachable(Exception):
     """The executor did not answer, or answered with a server error: try again later or elsewhere.
 
     `delivered` is False only when the request certainly never reached the executor (no connection
-    could be made); otherwise it may have acted on it.
+    could be made); otherwise it may have acted on it. `status` is the HTTP status it answered
+    with, None when it did not answer (or the answer was cut off).
     """
 
-    def __init__(self, message: str, delivered: bool = True):
+    def __init__(self, message: str, delivered: bool = True, status: int | None = None):
         super().__init__(message)
         self.delivered = delivered
+        self.status = status
 
 
 class ExecutorRefused(Exception):
@@ -97,6 +99,16 @@ def _status(response: urllib3.BaseHTTPResponse) -> str | None:
     return body.get("status") if isinstance(body, dict) else None
 
 
+def _description(response: urllib3.BaseHTTPResponse) -> str:
+    """": <description>" of an error's JSON body ({title, description}), or "" without one."""
+    try:
+        body = json.loads(response.read(4096))
+    except (ValueError, HTTPError):
+        return ""
+    text = body.get("description") if isinstance(body, dict) else None
+    return f": {text[:300]}" if isinstance(text, str) and text else ""
+
+
 class ExecutorLink:
     """Keep-alive HTTP connections to the executors, shared by the threads of one actor."""
 
@@ -114,7 +126,7 @@ class ExecutorLink:
             raise ExecutorUnreachable(f"{method} {url}: {exc.__class__.__name__}", _maybe_delivered(exc)) from exc
         if response.status >= 500 and response.status != 503:
             response.release_conn()
-            raise ExecutorUnreachable(f"{method} {url}: HTTP {response.status}")
+            raise ExecutorUnreachable(f"{method} {url}: HTTP {response.status}", status=response.status)
         return response
 
     @staticmethod
@@ -170,14 +182,18 @@ class ExecutorLink:
             raise ExecutorUnreachable(f"{base}/attempts answered {response.status}")
         return self._json(response, f"{base}/attempts", "id", "job_id", "attempt", "state")
 
-    def fetch(self, base: str, remote_id: str, destination: str) -> None:
-        """Download the task's zip to `destination` atomically (temporary file, then rename)."""
+    def fetch(self, base: str, remote_id: str, destination: str) -> bool:
+        """Download the task's zip to `destination` atomically (temporary file, then rename): True
+        once stored, False while the executor is still making it (202)."""
         url = f"{base}/retrieve/{remote_id}"
         partial = f"{destination}.part-{uuid.uuid4().hex[:8]}"
         response = self._call("GET", url, READ_TIMEOUT, stream=True)
         try:
+            if response.status == 202:
+                return False
             if response.status != 200:
-                raise ExecutorUnreachable(f"{url} answered {response.status}")
+                raise ExecutorUnreachable(f"{url} answered {response.status}{_description(response)}",
+                                          status=response.status)
             expected = response.headers.get("Content-Length")
             with open(partial, "wb") as handle:
                 for chunk in response.stream(CHUNK):
@@ -185,6 +201,7 @@ class ExecutorLink:
             if expected is not None and os.path.getsize(partial) != int(expected):
                 raise ExecutorUnreachable(f"{url} ended early")
             os.replace(partial, destination)
+            return True
         except HTTPError as exc:
             raise ExecutorUnreachable(f"GET {url}: {exc.__class__.__name__}") from exc
         except OSError as exc:

@@ -3,7 +3,9 @@
 An actor handles one message at a time; when it has several jobs to send or several results to
 fetch, waiting for each answer in turn makes the slowest hop of the whole system the sum of them.
 `CallPool.each` runs the calls on a few threads and hands every outcome back, in order, to the
-actor's own thread, which alone touches the actor's state.
+actor's own thread, which alone touches the actor's state. `CallPool.start` runs one call without
+waiting for it: its outcome is handed to a callback on the pool's thread (the actor collects it
+from a queue), so a slow call holds up neither the actor nor the calls started after it.
 """
 from __future__ import annotations
 
@@ -27,6 +29,13 @@ class CallPool:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=self.name)
         return list(self._pool.map(lambda item: _outcome(call, item), items))
+
+    def start(self, call: Callable[[Item], Result],
+              item: Item, done: Callable[[tuple[Item, Result | None, Exception | None]], None]) -> None:
+        """Run `call(item)` on a pool thread, which then calls `done` with what `each` would give."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=self.name)
+        self._pool.submit(lambda: done(_outcome(call, item)))
 
 
 def _outcome(call, item):

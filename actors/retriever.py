@@ -1,16 +1,23 @@
 """RetrieverActor: turns executors' reports into job outcomes, fetching the results of a success.
 
 Accepts: ExecutorEvent (an executor's callback, handed on by the web layer), WakeupMessage (the slow
-sweep that asks executors about jobs no report arrived for). Sends: JobEnded to the quota and to the
-service's dispatcher; JobQueued to the queue when a job comes back after its executor lost it
+sweep that asks executors about jobs no report arrived for; "flush" to write the outcomes reported;
+("collect", n) to take in the fetches that ended; ("refetch", job id) to fetch a job's results
+again). Sends: JobEnded to the quota and to the service's dispatcher; JobQueued to the queue when a job comes back after its executor lost it
 (up to max_attempts; then the job fails).
 
-A report carries the attempt token; one from an earlier attempt never changes the job. Results
-are fetched into a temporary file and renamed, so a 200 never serves a partial zip.
+A report carries the attempt token; one from an earlier attempt never changes the job. A failure
+is written at once; a success's results are fetched on a pool thread, so the actor goes on with
+other reports meanwhile, and each job completes as soon as its own results are there, however
+slow another's are. Results are fetched into a temporary file and renamed, so a 200 never serves
+a partial zip. A fetch that did not get the results is tried again after fetch_retry_seconds;
+after max_fetch_failures errors from the executor the job fails (`counted` says which count).
 """
 from __future__ import annotations
 
 import os
+import queue
+import time
 from datetime import timedelta
 
 from thespian.actors import WakeupMessage
@@ -30,6 +37,9 @@ QUIET_SECONDS = 5.0
 ALIVE = {"accepted", "running", "finished"}
 #: Results fetched from executors at the same time, at most.
 FETCH_CONCURRENCY = 8
+#: The first look at the fetches under way, and the longest time between two looks.
+COLLECT_FIRST = 0.002
+COLLECT_MAX = 0.1
 
 
 class RetrieverActor(ServerActor):
@@ -42,6 +52,13 @@ class RetrieverActor(ServerActor):
         #: executor's reason for a failure).
         self.finishing: dict[int, tuple[jobs.JobRef, str, int | None, str | None, str | None]] = {}
         self.flush_armed = False
+        #: Fetches on the pool's threads, by job id, and their outcomes, which those threads put in
+        #: `fetched` as (entry, stored, error) for the actor to collect.
+        self.fetching: dict[int, tuple] = {}
+        self.fetched: queue.SimpleQueue = queue.SimpleQueue()
+        self.collect_number, self.collect_due, self.collect_delay = 0, None, COLLECT_FIRST
+        #: Jobs whose results are fetched again at a ("refetch", job id) timer.
+        self.refetching: set[int] = set()
         os.makedirs(os.path.dirname(jobs.result_file(self.config.data_dir, 0)), exist_ok=True)
         self.wakeupAfter(0.1)
 
@@ -85,33 +102,122 @@ class RetrieverActor(ServerActor):
             self.wakeupAfter(0, payload="flush")
 
     def write_outcomes(self) -> None:
-        """Fetch the results of the queued successes side by side, then write every outcome at once."""
+        """Write the queued failures at once; start fetching the results of the queued successes."""
         batch, self.finishing = list(self.finishing.values()), {}
-        successes = [entry for entry in batch if entry[2] == 0 and not entry[4]]
-        fetched = {job.id for (job, *_), _, error in self.calls.each(self.fetch, successes) if error is None}
         outcomes = []
-        for job, remote_id, exit_code, stderr_tail, reason in batch:
+        for entry in batch:
+            job, remote_id, exit_code, stderr_tail, reason = entry
             if exit_code != 0 or reason:
                 reason = reason or (f"run.sh exited with code {exit_code}" if exit_code is not None
                                     else "run.sh could not be run")
                 outcomes.append((job.id, job.attempts, JobState.FAILED,
                                  {"exit_code": exit_code, "reason": reason, "stderr_tail": stderr_tail}))
-            elif job.id in fetched:
-                outcomes.append((job.id, job.attempts, JobState.COMPLETED,
-                                 {"exit_code": 0, "stderr_tail": stderr_tail,
-                                  "result_path": jobs.result_file(self.config.data_dir, job.id)}))
-            # NOTE: a result not fetched leaves its job active; the sweep asks the executor again.
+            elif job.id not in self.fetching:
+                self.fetching[job.id] = entry
+                self.calls.start(self.fetch, entry, self.fetched.put)
+        self.write(outcomes)
+        if self.fetching:
+            self.arm_collect(COLLECT_FIRST)
+
+    def write(self, outcomes: list) -> None:
+        """Write outcomes in one transaction and free the slots of the jobs they ended."""
         ended = jobs.finish_many(outcomes, utcnow()) if outcomes else []
         self.job_ended(*(job for job, held_slot in filter(None, ended) if held_slot))
 
-    def fetch(self, entry) -> None:
-        """Runs on a pool thread: the task's zip into the job's result file."""
+    def fetch(self, entry) -> bool:
+        """Runs on a pool thread: the task's zip into the job's result file; False while the
+        executor is still making it."""
         job, remote_id = entry[:2]
         try:
-            self.link.fetch(job.executor, remote_id, jobs.result_file(self.config.data_dir, job.id))
+            return self.link.fetch(job.executor, remote_id, jobs.result_file(self.config.data_dir, job.id))
         except ExecutorUnreachable as exc:
             self.log.warning("could not fetch the results of job %d: %s", job.id, exc)
             raise
+
+    # --- fetches under way: their outcomes come back through a queue -------------------------
+
+    def arm_collect(self, delay: float) -> None:
+        """Collect the fetches' outcomes after `delay`, unless a collect is armed sooner already.
+
+        NOTE: a pool thread cannot send the actor a message (Thespian's transport is the actor's own
+        thread), so the actor looks: soon after a fetch starts, as most end within milliseconds,
+        then less and less often while a slow one goes on. A timer cannot be cancelled; a
+        superseded one is ignored.
+        """
+        due = time.monotonic() + delay
+        if self.collect_due is not None and self.collect_due <= due:
+            return
+        self.collect_number += 1
+        self.collect_due, self.collect_delay = due, delay
+        self.wakeupAfter(delay, payload=("collect", self.collect_number))
+
+    def collect(self) -> None:
+        """Write the outcomes of the fetches that ended: completions in one transaction; a fetch
+        that did not get the results is tried again later, and one the executor answered with an
+        error counts towards max_fetch_failures."""
+        self.collect_due = None
+        outcomes = []
+        try:
+            while True:
+                try:
+                    entry, stored, error = self.fetched.get_nowait()
+                except queue.Empty:
+                    break
+                job, remote_id, exit_code, stderr_tail, reason = entry
+                self.fetching.pop(job.id, None)
+                if stored:
+                    outcomes.append((job.id, job.attempts, JobState.COMPLETED,
+                                     {"exit_code": 0, "stderr_tail": stderr_tail,
+                                      "result_path": jobs.result_file(self.config.data_dir, job.id)}))
+                elif self.counted(error) and self.fetch_failed(job, error):
+                    continue
+                else:
+                    self.refetch_later(job.id)
+            self.write(outcomes)
+        finally:
+            if self.fetching:
+                self.arm_collect(min(self.collect_delay * 2, COLLECT_MAX))
+
+    @staticmethod
+    def counted(error: Exception | None) -> bool:
+        """Whether a failed fetch counts against the job: the executor answered, with an error about
+        this result (409: it could not zip it; 500). Not counted: no answer or a cut-off one (the
+        executor is down or restarting: the executor-lost path deals with that), 404 (it does not
+        know the task: the sweep's question finds that out and runs the job again), a busy or
+        unreachable executor behind a proxy (429, 502-504), and the server's own disk failing."""
+        status = getattr(error, "status", None)
+        return status is not None and status not in (404, 408, 429, 502, 503, 504)
+
+    def fetch_failed(self, job: jobs.JobRef, error: Exception) -> bool:
+        """Count the failure (persisted, so a restart does not reset it); True if it failed the job."""
+        ended = jobs.fetch_failed(job.id, job.attempts, str(error), self.config.max_fetch_failures, utcnow())
+        if ended is None:
+            return False
+        self.log.error("job %d failed: its results could not be fetched after %d tries: %s", job.id,
+                       self.config.max_fetch_failures, error)
+        if ended[1]:
+            self.job_ended(ended[0])
+        return True
+
+    def refetch_later(self, job_id: int) -> None:
+        if job_id not in self.refetching:
+            self.refetching.add(job_id)
+            self.wakeupAfter(self.config.fetch_retry_seconds, payload=("refetch", job_id))
+
+    def refetch(self, job_id: int) -> None:
+        """Ask the executor about the job again (finished: its results are fetched anew)."""
+        self.refetching.discard(job_id)
+        job = jobs.get_ref(job_id)
+        if job is None or job.state not in ACTIVE or not job.executor or self.busy(job_id):
+            return
+        try:
+            self.ask_about(job)
+        except ExecutorUnreachable:
+            pass  # the sweep asks again; the executor-lost path ends it if the executor stays away
+
+    def busy(self, job_id: int) -> bool:
+        """The job's outcome is being written, its results fetched, or fetched again soon."""
+        return job_id in self.finishing or job_id in self.fetching or job_id in self.refetching
 
     # --- the slow sweep: recover reports that never arrived -----------------------------------
 
@@ -119,6 +225,13 @@ class RetrieverActor(ServerActor):
         if msg.payload == "flush":
             self.flush_armed = False
             self.write_outcomes()
+            return
+        if isinstance(msg.payload, tuple):
+            kind, number = msg.payload
+            if kind == "collect" and number == self.collect_number:
+                self.collect()
+            elif kind == "refetch":
+                self.refetch(number)
             return
         try:
             if self.peers is not None:
@@ -130,7 +243,7 @@ class RetrieverActor(ServerActor):
         quiet_since = utcnow() - timedelta(seconds=QUIET_SECONDS)
         silent: set[str] = set()
         for job in jobs.stale_active(quiet_since):
-            if not job.executor or job.executor in silent:
+            if not job.executor or job.executor in silent or self.busy(job.id):
                 continue
             try:
                 self.ask_about(job)

@@ -109,6 +109,11 @@ class ServerConfig:
     executor_timeout: float = 30.0
     #: How many times a job is sent to an executor before a loss fails it.
     max_attempts: int = 3
+    #: Failed fetches of a finished job's results (the executor answered, but not with them) after
+    #: which the job fails.
+    max_fetch_failures: int = 5
+    #: Seconds before the results of a job are fetched again after a fetch that did not get them.
+    fetch_retry_seconds: float = 5.0
     #: Most files in one upload.
     max_files: int = DEFAULT_MAX_FILES
     #: Serve without portal tokens on a non-loopback address (a warning is logged).
@@ -326,7 +331,7 @@ def _unknown_keys(section: str, present: Mapping[str, str], known: set[str]) -> 
 
 _SERVER_KEYS = {"host", "port", "data_dir", "database", "retention_hours", "actor_admin_port",
                 "callback_url", "max_upload_mb", "threads", "executor_timeout", "max_attempts", "max_files",
-                "allow_anonymous", "cluster_secret", *CONNECTION_KEYS}
+                "allow_anonymous", "cluster_secret", "max_fetch_failures", "fetch_retry_seconds", *CONNECTION_KEYS}
 _SERVICE_KEYS = {"clients", "runs_per_user", "max_runs", "retention_hours", "max_queued_per_user"}
 _ENV_SERVICE = re.compile(r"^SERVICE_(.+)_(RUNS_PER_USER|MAX_RUNS|UPLOAD_URL|DOWNLOAD_URL)$")
 
@@ -415,6 +420,10 @@ def load_server_config(path: str | None, environ: Mapping[str, str] = os.environ
         executor_timeout=_seconds("[server] executor_timeout",
                                   section.get("executor_timeout", str(defaults.executor_timeout))),
         max_attempts=_int("[server] max_attempts", section.get("max_attempts", str(defaults.max_attempts)), 1, 100),
+        max_fetch_failures=_int("[server] max_fetch_failures",
+                                section.get("max_fetch_failures", str(defaults.max_fetch_failures)), 1, 1000),
+        fetch_retry_seconds=_seconds("[server] fetch_retry_seconds",
+                                     section.get("fetch_retry_seconds", str(defaults.fetch_retry_seconds))),
         max_files=_int("[server] max_files", section.get("max_files", str(defaults.max_files)), 1, 10_000),
         allow_anonymous=_bool("[server] allow_anonymous", section.get("allow_anonymous", "false")),
         cluster_secret=_secret("[server] cluster_secret", section.get("cluster_secret", "")),

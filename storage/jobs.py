@@ -292,6 +292,7 @@ def begin_attempts(assignments: Sequence[tuple[int, str]], now: datetime) -> dic
         job.attempts += 1
         job.executor = executor
         job.remote_id = None
+        job.fetch_failures = None
         job.updated_at = now
         attempts[job_id] = job.attempts
     return attempts
@@ -421,6 +422,25 @@ def _finish(job_id: int, attempt: int | None, state: JobState, now: datetime,
     job.stderr_tail = details.get("stderr_tail")
     job.result_path = details.get("result_path")
     return JobRef.of(job), held_slot
+
+
+@_retrying
+@db_session
+def fetch_failed(job_id: int, attempt: int, error: str, limit: int, now: datetime) -> tuple[JobRef, bool] | None:
+    """Count a failed fetch of attempt `attempt`'s results; the `limit`-th fails the job with `error`.
+
+    Returns:
+        (job, held_slot) when this failure ended the job, else None.
+    """
+    job = Job.get(id=job_id)
+    if job is None or job.attempts != attempt or JobState(job.state) not in ACTIVE:
+        return None
+    job.fetch_failures = (job.fetch_failures or 0) + 1
+    if job.fetch_failures < limit:
+        return None
+    return _finish(job_id, attempt, JobState.FAILED, now, {
+        "exit_code": 0, "reason": f"its results could not be fetched from {job.executor} after "
+                                  f"{job.fetch_failures} tries: {error}"[:1000]})
 
 
 @_retrying

@@ -41,6 +41,8 @@ class Job(db.Entity):
     exit_code = Optional(int)
     reason = Optional(str, 1024, nullable=True)
     stderr_tail = Optional(LongStr, nullable=True, lazy=False)  # read with the row: a lazy one costs a query
+    #: Fetches of this attempt's results the executor answered with an error; NULL: none.
+    fetch_failures = Optional(int)
     #: Path of the stored result zip, once fetched.
     result_path = Optional(str, 1024, nullable=True)
     composite_index(service, state, id)

@@ -99,6 +99,14 @@ def find_many(task_ids: list[int]) -> dict[int, dict]:
 
 
 @db_session
+def succeeded_folders() -> list[tuple[int, str]]:
+    """(task id, folder) of every finished task whose results the server fetches (run.sh exited 0
+    and went over no limit), oldest first."""
+    return list(select((t.id, t.dir) for t in Task if t.state == TaskState.FINISHED.value and t.exit_code == 0
+                       and t.reason is None).order_by(1))
+
+
+@db_session
 def mark_reported(task_ids: list[int]) -> None:
     for task_id in task_ids:
         Task[task_id].reported = True
@@ -171,7 +179,10 @@ def remove_folder(folder: str) -> None:
 
 
 def remove_zip(data_dir: str, task_id: int) -> None:
-    try:
-        os.remove(zip_file(data_dir, task_id))
-    except FileNotFoundError:
-        pass
+    """Remove the task's zip and the lock its maker took (web/zip_once.py)."""
+    path = zip_file(data_dir, task_id)
+    for name in (path, f"{path}.lock"):
+        try:
+            os.remove(name)
+        except FileNotFoundError:
+            pass

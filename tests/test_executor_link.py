@@ -12,9 +12,18 @@ PAYLOAD = b"PK" + b"x" * 5000
 
 
 class FlakyExecutor(http.server.BaseHTTPRequestHandler):
-    """Answers /retrieve/1 in full and /retrieve/2 with a body cut off half-way."""
+    """Answers /retrieve/1 in full, /retrieve/2 with a body cut off half-way, /retrieve/3 with 202
+    (being zipped) and /retrieve/4 with 409 (could not be zipped)."""
 
     def do_GET(self):
+        if self.path.endswith(("/3", "/4")):
+            body = b"" if self.path.endswith("/3") else \
+                b'{"title": "Results not zipped", "description": "the folder could not be zipped"}'
+            self.send_response(202 if self.path.endswith("/3") else 409)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         self.send_response(200)
         self.send_header("Content-Length", str(len(PAYLOAD)))
         self.end_headers()
@@ -38,7 +47,7 @@ def executor_url():
 
 def test_a_complete_download_is_renamed_into_place(executor_url, tmp_path):
     destination = tmp_path / "1.zip"
-    ExecutorLink().fetch(executor_url, "1", str(destination))
+    assert ExecutorLink().fetch(executor_url, "1", str(destination)) is True
     assert destination.read_bytes() == PAYLOAD
     assert [p.name for p in tmp_path.iterdir()] == ["1.zip"]
 
@@ -54,3 +63,15 @@ def test_a_repeated_download_replaces_the_file_whole(executor_url, tmp_path):
     destination.write_bytes(b"old")
     ExecutorLink().fetch(executor_url, "1", str(destination))
     assert destination.read_bytes() == PAYLOAD
+
+
+def test_a_result_still_being_zipped_is_not_an_error_and_leaves_nothing_behind(executor_url, tmp_path):
+    assert ExecutorLink().fetch(executor_url, "3", str(tmp_path / "3.zip")) is False
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_executor_that_cannot_give_the_result_says_why_with_its_status(executor_url, tmp_path):
+    with pytest.raises(ExecutorUnreachable, match="answered 409: the folder could not be zipped") as raised:
+        ExecutorLink().fetch(executor_url, "4", str(tmp_path / "4.zip"))
+    assert raised.value.status == 409
+    assert list(tmp_path.iterdir()) == []

@@ -54,3 +54,26 @@ def test_a_zip_that_failed_says_so_and_is_made_afresh_at_the_next_ask(job, tmp_p
         zips.ready(job, destination)
     assert zips.ready(job, destination) is True
     assert len(calls) == 2
+
+
+def test_the_node_s_two_processes_never_zip_one_folder_side_by_side(job, tmp_path):
+    """The ExecutorActor starts the zip when the script ends; a retrieve in the web process
+    meanwhile waits for that zip (the flock on <zip>.lock) and does not make another."""
+    release, calls = threading.Event(), []
+
+    def slow_zip(folder: str, destination: str) -> None:
+        calls.append(folder)
+        assert release.wait(30)
+        zip_folder(folder, destination)
+
+    actor, web = ZipOnce(slow_zip, wait=0.05), ZipOnce(slow_zip, wait=0.05)
+    destination = str(tmp_path / "zips" / "1.zip")
+
+    actor.start(job, destination)
+    wait_until(lambda: calls, 10, message="the actor's zip to begin")
+    assert web.ready(job, destination) is False
+    release.set()
+    wait_until(lambda: web.ready(job, destination), 10, message="the zip")
+
+    assert calls == [job]
+    assert zipfile.ZipFile(destination).read("out.txt") == b"ok\n"

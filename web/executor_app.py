@@ -80,7 +80,8 @@ class Submit:
 
 class Retrieve:
     """`GET`/`HEAD /retrieve/{id}`: the task folder as a zip once run.sh has ended; 202 before, and
-    while its zip is still being made (web/zip_once.py).
+    while its zip is still being made (web/zip_once.py: the ExecutorActor begins it when the script
+    ends; this makes it only if nobody did).
 
     A zip that cannot be made answers 409, never a 5xx: the folder is whatever the script left.
     The server then keeps the job as it is and fetches again at its next sweep.

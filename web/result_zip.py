@@ -1,6 +1,7 @@
 """zip_folder: a task's folder, as an untrusted run.sh left it, into a zip that cannot hurt the node.
 
-Run by the executor node's web process when the server retrieves a task's results
+Run on an executor node through web/zip_once.py: by the ExecutorActor's process when a task's
+script ended, or by the web process when the server retrieves results nobody zipped yet
 (web/executor_app.py `Retrieve`); web/zip_writer.py writes the archive. What the script left
 decides what goes in, never how the walk behaves:
 

@@ -1,7 +1,7 @@
 """ZipWriter: a zip archive written to a file member by member, each streamed from a file descriptor.
 
-Owns the zip format only; what goes in is decided by the caller (web/result_zip.py, run by the
-executor node's web process when the server retrieves a task's results).
+Owns the zip format only; what goes in is decided by the caller (web/result_zip.py, run on the
+executor node when a task's script ended, or when the server retrieves results not zipped yet).
 
 Not zipfile, because a member may be gigabytes that are mostly a hole (`truncate -s 4G`) or that
 do not compress: zipfile deflates every byte it reads at one level, which took 10 s for a 4 GB
