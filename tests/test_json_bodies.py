@@ -23,6 +23,7 @@ class Gateway:
 
     def __init__(self):
         self.sent = []
+        self.closed = None  # the actor system is up (web.gateway.ActorGateway.closed)
 
     def tell(self, message, address=None):
         self.sent.append(message)
