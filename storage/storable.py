@@ -10,8 +10,6 @@ and with it the transaction); SQLite can. NUL is dropped on both, so both keep t
 """
 from __future__ import annotations
 
-from pony.orm import LongStr
-
 
 def storable(text: str) -> str:
     """`text` without the NUL characters no PostgreSQL text column can hold."""
@@ -24,9 +22,8 @@ def clean_row(entity) -> None:
     A primary key is left alone (changing it would change the row's identity): callers refuse keys
     that hold NUL (web/server_app.py refuses such an executor URL).
     """
-    for attr in entity._attrs_:
-        if attr.is_pk or not issubclass(attr.py_type, (str, LongStr)) or attr.is_collection:
-            continue
-        value = getattr(entity, attr.name)
-        if isinstance(value, str) and "\x00" in value:
+    # NOTE: the values held, not getattr: reading an attribute would make Pony reload a new row, and
+    # add every column read to the optimistic check of the UPDATE.
+    for attr, value in list(entity._vals_.items()):
+        if not attr.is_pk and isinstance(value, str) and "\x00" in value:
             setattr(entity, attr.name, storable(value))
