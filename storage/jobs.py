@@ -77,13 +77,15 @@ def _row_by_row(write_one, rows: Sequence, now: datetime, salvage=None) -> list:
             log.error("could not write %s %r: %s: %s", write_one.__name__, row[0], exc.__class__.__name__,
                       storable(str(exc))[:300])
             error = exc
-        try:
-            if salvage is None:
-                raise error
-            results.append(salvage(row, now, error))
-        except Exception as exc:  # noqa: BLE001
-            errors.append(exc)
-            results.append(None)
+        result = None
+        if salvage is not None:
+            try:
+                result, error = salvage(row, now, error), None
+            except Exception as exc:  # noqa: BLE001
+                error = exc
+        results.append(result)
+        if error is not None:
+            errors.append(error)
     if len(errors) == len(rows):
         raise errors[0]
     return results
