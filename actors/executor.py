@@ -14,7 +14,10 @@ the server's fetch finds it ready and one slow folder holds up no other task; a 
 before a zip was made makes it when it starts again.
 
 The exit code is written to the node's database before the server is told, so a report that fails
-to reach the server is sent again, and a restarted node still answers for every task. A local task
+to reach the server is sent again, and a restarted node still answers for every task. An end that
+cannot be written (the node's disk is full) is kept, holding its slot, and written again at each
+tick until it is: the task is never forgotten before its end is saved. The tick also finishes a
+task whose row says running but that no process runs and nothing here tracks (`vanished`). A local task
 that was running when the node stopped is lost: its outcome cannot be known, and it says so. A
 Slurm job outlives the node, which re-attaches to it when it starts again.
 """
@@ -25,10 +28,11 @@ import os
 import time
 from collections import deque
 from datetime import timedelta
+from typing import Callable
 
 from thespian.actors import ActorExitRequest, ActorTypeDispatcher, WakeupMessage
 
-from actors import process_logging
+from actors import process_logging, scripts
 from actors.backend import REPORT_OF, Ended, Started, make_backend
 from actors.lifeline import die_with_parent
 from actors.messages import ConfigureExecutor, Drain, Drained, KillTask, Ping, Pong, RunTask
@@ -50,6 +54,8 @@ class ExecutorActor(ActorTypeDispatcher):
         self.config = None
         self.backend = None
         self.waiting: deque[int] = deque()
+        #: Ends the backend reported that could not be written yet, by task id: each holds its slot.
+        self.unsaved: dict[int, Ended] = {}
         #: When the armed poll is due (monotonic seconds), and its number: a poll armed sooner for a
         #: newly started task supersedes it (Thespian cannot cancel a timer; a superseded one is ignored).
         self.poll_due: float | None = None
@@ -126,8 +132,12 @@ class ExecutorActor(ActorTypeDispatcher):
                 self.wakeupAfter(self.sweep_every, payload="sweep")
 
     def tick(self) -> None:
-        """The slow backstop: undelivered reports, and accepted tasks no RunTask announced."""
+        """The slow backstop: ends not yet saved, tasks that vanished, undelivered reports, and
+        accepted tasks no RunTask announced."""
         try:
+            self.settle(list(self.unsaved.values()))
+            self.settle([Ended(task_id, TaskState.LOST, reason="its process is gone and its end was never recorded")
+                         for task_id in vanished(tasks.running_pids(), self.kept)])
             for task_id in tasks.unreported():
                 self.reporter.report(task_id, REPORT_OF[tasks.find(task_id)["state"]])
             for task_id in tasks.ids_in(TaskState.ACCEPTED):
@@ -137,15 +147,23 @@ class ExecutorActor(ActorTypeDispatcher):
         finally:
             self.wakeupAfter(TICK_SECONDS, payload="tick")
 
+    def kept(self, task_id: int) -> bool:
+        """The node still holds the task: its backend runs it, or its end awaits saving."""
+        return self.backend.holds(task_id) or task_id in self.unsaved
+
     # --- running --------------------------------------------------------------------------------
 
     def start_more(self) -> None:
-        while self.config and self.waiting and self.backend.active() < self.config.slots:
+        while self.config and self.waiting and self.backend.active() + len(self.unsaved) < self.config.slots:
             task_id = self.waiting.popleft()
             task = tasks.find(task_id)
             if task is None or task["state"] != TaskState.ACCEPTED.value:
                 continue
-            events = self.backend.start(task_id, task)
+            try:
+                events = self.backend.start(task_id, task)
+            except Exception:  # noqa: BLE001 — its start could not be recorded (a full disk); nothing runs
+                log.exception("task %d could not be started; trying again at the next tick", task_id)
+                events = None
             if events is None:  # the backend cannot start anything now (Slurm is down): the tick retries
                 self.waiting.appendleft(task_id)
                 break
@@ -169,12 +187,22 @@ class ExecutorActor(ActorTypeDispatcher):
         self.wakeupAfter(delay, payload=("poll", self.poll_number))
 
     def settle(self, events: list) -> None:
-        """Record what the backend says happened, then tell the server."""
+        """Record what the backend says happened, then tell the server. An end that cannot be
+        recorded is kept in `unsaved` (the tick writes it again); it is reported once it is."""
         for event in events:
             if isinstance(event, Started):
                 self.reporter.report(event.task_id, "started")
             elif isinstance(event, Ended):
-                tasks.mark_ended(event.task_id, event.state, utcnow(), event.exit_code, event.stderr_tail, event.reason)
+                try:
+                    tasks.mark_ended(event.task_id, event.state, utcnow(), event.exit_code, event.stderr_tail,
+                                     event.reason)
+                except Exception as exc:  # noqa: BLE001 — e.g. "database or disk is full"
+                    if event.task_id not in self.unsaved:
+                        log.error("the end of task %d could not be recorded (%s: %s); trying again every %.0f s",
+                                  event.task_id, exc.__class__.__name__, exc, TICK_SECONDS)
+                    self.unsaved[event.task_id] = event
+                    continue
+                self.unsaved.pop(event.task_id, None)
                 if event.state is TaskState.FINISHED and event.exit_code == 0 and not event.reason:
                     # NOTE: begun before the report, so the server's fetch finds it made or under way.
                     self.zips.start(tasks.find(event.task_id)["dir"], tasks.zip_file(self.config.data_path, event.task_id))
@@ -188,3 +216,12 @@ class ExecutorActor(ActorTypeDispatcher):
             if tasks.mark_cleaned(task_id):
                 tasks.remove_folder(folder)
                 tasks.remove_zip(self.config.data_path, task_id)
+
+
+def vanished(running: list[tuple[int, int | None, int | None]], kept: Callable[[int], bool]) -> list[int]:
+    """Of the tasks whose row says running ((task id, pid, its start time), as tasks.running_pids),
+    those that have no process (the pid is gone, or another process has it now: its start time
+    differs) and that `kept` does not claim (the backend holds them, or their end awaits saving):
+    their end was lost. A Slurm task has no pid; its backend holds it until it ends."""
+    return [task_id for task_id, pid, started in running
+            if not kept(task_id) and not (pid and scripts.start_time(pid) == started)]

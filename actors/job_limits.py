@@ -56,6 +56,9 @@ class Usage:
     stderr_tail: str = ""
     #: The guard stopped it because the disk holding job folders was full.
     disk_full: bool = False
+    #: The disk holding job folders was full when it ended (it may have filled it itself, faster
+    #: than the guard looks; what it said about that may not have reached its stderr.log).
+    ended_on_full_disk: bool = False
 
 
 def verdict(config: ClientConfig, usage: Usage) -> str | None:
@@ -71,6 +74,9 @@ def verdict(config: ClientConfig, usage: Usage) -> str | None:
     if usage.output_bytes > config.max_output_mb * MB or usage.exit_code == FILE_TOO_LARGE_EXIT:
         return (f"output limit exceeded (max_output_mb = {config.max_output_mb}): the job's folder held "
                 f"{usage.output_bytes / MB:.0f} MB or a file grew past the limit")
+    if failed and usage.ended_on_full_disk:
+        return (f"the node's disk for jobs was full when the job ended (run.sh exited with code {usage.exit_code}); "
+                f"its folder held {usage.output_bytes / MB:.0f} MB")
     if failed and (usage.refused_forks or (usage.refused_forks is None and _says(tail, _NO_FORK))):
         return f"process limit reached (max_processes = {config.max_processes}): the job could not start more"
     if failed and _says(tail, _NO_FILES):
@@ -85,7 +91,8 @@ def limit_reason(config: ClientConfig, guard: "OutputGuard", task_id: int, folde
     it); the folder of a job over the output limit, or stopped for a full disk, is emptied at once."""
     stopped = guard.forget(task_id)
     size, disk_full = stopped if stopped is not None else (folder_bytes(folder), False)
-    usage = replace(usage, output_bytes=size, disk_full=disk_full)
+    usage = replace(usage, output_bytes=size, disk_full=disk_full,
+                    ended_on_full_disk=not disk_full and guard.disk_full())
     reason = verdict(config, usage)
     if reason and (disk_full or size > config.max_output_mb * MB):
         tasks.remove_folder(folder)  # a failed job's folder is never fetched: give the disk back now
@@ -159,12 +166,13 @@ class OutputGuard:
                 watched = {task_id: folder for task_id, folder in self.watched.items() if task_id not in self.stopped}
             sizes = {task_id: folder_bytes(folder) for task_id, folder in watched.items()}
             over = [(task_id, False) for task_id, size in sizes.items() if size > self.limit]
-            if not over and sizes and self._disk_full():
+            if not over and sizes and self.disk_full():
                 over = [(max(sizes, key=sizes.get), True)]
             for task_id, disk_full in over:
                 self._stop(task_id, sizes[task_id], disk_full)
 
-    def _disk_full(self) -> bool:
+    def disk_full(self) -> bool:
+        """The disk under `tasks_path` is nearly full."""
         try:
             disk = os.statvfs(self.tasks_path)
         except OSError:

@@ -56,6 +56,9 @@ class LocalBackend:
     def active(self) -> int:
         return len(self.running)
 
+    def holds(self, task_id: int) -> bool:
+        return task_id in self.running
+
     def poll_delay(self) -> float:
         youngest = time.monotonic() - max(self.started_at.values())
         return min(POLL_MAX_SECONDS, max(POLL_MIN_SECONDS, youngest / 20))
@@ -89,7 +92,13 @@ class LocalBackend:
         if launcher.cgroup:
             self.cgroup_of[task_id] = launcher.cgroup
         self.guard.watch(task_id, folder)
-        tasks.mark_running(task_id, process.pid, scripts.start_time(process.pid), utcnow())
+        try:
+            tasks.mark_running(task_id, process.pid, scripts.start_time(process.pid), utcnow())
+        except Exception:
+            # NOTE: a script whose start is not on record would run twice (its row still says
+            # accepted); stopped, it starts again once its start can be written.
+            self.kill(task_id)
+            raise
         return [Started(task_id)]
 
     def poll(self) -> list[Ended]:

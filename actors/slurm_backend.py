@@ -79,6 +79,9 @@ class SlurmBackend:
     def active(self) -> int:
         return len(self.jobs)
 
+    def holds(self, task_id: int) -> bool:
+        return task_id in self.jobs
+
     def poll_delay(self) -> float:
         return self.config.poll_interval
 
@@ -146,7 +149,11 @@ class SlurmBackend:
             # NOTE: a timed-out sbatch may still have submitted it: look it up by name next time.
             self.unverified.add(task_id)
             return None
-        tasks.mark_submitted(task_id, slurm_id)
+        try:
+            tasks.mark_submitted(task_id, slurm_id)
+        except Exception:
+            self.unverified.add(task_id)  # NOTE: Slurm has it, unrecorded: the next start adopts it by name
+            raise
         self.jobs[task_id] = Tracked(slurm_id)
         self.guard.watch(task_id, folder)
         return []

@@ -2,10 +2,12 @@
 
 Each function opens its own short `db_session` (a short write transaction keeps SQLite writers from
 starving each other) and returns plain data, never a live entity. Every state change goes through
-`storage.states.advance`.
+`storage.states.advance`. The writers of many rows write them in one transaction, and row by row
+when that fails (`_row_by_row`), so one row that cannot be stored never holds back the others.
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,8 +18,11 @@ from pony.orm import OptimisticCheckError, TransactionIntegrityError, commit, db
 from storage import database, public_ids
 from storage.models import Job, db
 from storage.states import ACTIVE, TERMINAL, JobState, advance, can_advance
+from storage.storable import storable
 
 _RETRIES = 5
+
+log = logging.getLogger("orchestrator.jobs")
 
 
 def result_file(data_dir: str, job_id: int) -> str:
@@ -47,6 +52,52 @@ def _retrying(fn):
     wrapper.__name__ = fn.__name__
     wrapper.__doc__ = fn.__doc__
     return wrapper
+
+
+def _row_by_row(write_one, rows: Sequence, now: datetime, salvage=None) -> list:
+    """`write_one(row, now)` for each row, all in one transaction; if that transaction fails, each
+    row again in a transaction of its own, so a row the database refuses does not sink the others.
+
+    A row refused on its own is logged, and handed to `salvage(row, now, error)` if given, which
+    writes what can be written of it instead (in a transaction of its own). Returns each row's
+    result: write_one's, salvage's, or None for a row that could not be written. Raises the first
+    error when not one row could be written, or at once when another process holds SQLite's write
+    lock: then the fault is the database's, not a row's.
+    """
+    try:
+        return _together(write_one, rows, now)
+    except Exception as exc:  # noqa: BLE001 — whatever the driver or Pony's checks refused
+        if database.is_locked(exc):
+            raise  # another process holds the write lock: each row would wait the busy timeout again
+        log.warning("a write of %d rows failed (%s: %s); writing them one by one", len(rows),
+                    exc.__class__.__name__, storable(str(exc))[:300])
+    results, errors = [], []
+    for row in rows:
+        try:
+            results.append(_together(write_one, [row], now)[0])
+            continue
+        except Exception as exc:  # noqa: BLE001
+            log.error("could not write %s %r: %s: %s", write_one.__name__, row[0], exc.__class__.__name__,
+                      storable(str(exc))[:300])
+            error = exc
+        result = None
+        if salvage is not None:
+            try:
+                result, error = salvage(row, now, error), None
+            except Exception as exc:  # noqa: BLE001
+                error = exc
+        results.append(result)
+        if error is not None:
+            errors.append(error)
+    if len(errors) == len(rows):
+        raise errors[0]
+    return results
+
+
+@_retrying
+@db_session
+def _together(write_one, rows: Sequence, now: datetime) -> list:
+    return [write_one(row, now) for row in rows]
 
 
 @dataclass(frozen=True)
@@ -241,23 +292,24 @@ def active_among(job_ids: Iterable[int]) -> set[int]:
     return set(select(j.id for j in Job if j.id in ids and j.state in states)) if ids else set()
 
 
-@_retrying
-@db_session
 def claim_for_dispatch(job_ids: Iterable[int], now: datetime) -> tuple[list[int], list[int]]:
     """Move Queued jobs to Dispatching in one transaction.
 
     Returns:
-        (claimed, gone): the ids moved, and the ids that were no longer Queued.
+        (claimed, gone): the ids moved, and the ids that were no longer Queued (or could not be
+        claimed: the queue's resync finds them again).
     """
-    claimed, gone = [], []
-    for job_id in job_ids:
-        job = Job.get(id=job_id)
-        if job is not None and job.state == JobState.QUEUED.value:
-            advance(job, JobState.DISPATCHING, now)
-            claimed.append(job_id)
-        else:
-            gone.append(job_id)
-    return claimed, gone
+    ids = list(job_ids)
+    moved = _row_by_row(_claim, [(job_id,) for job_id in ids], now)
+    return [i for i, ok in zip(ids, moved) if ok], [i for i, ok in zip(ids, moved) if not ok]
+
+
+def _claim(row: tuple[int], now: datetime) -> bool:
+    job = Job.get(id=row[0])
+    if job is None or job.state != JobState.QUEUED.value:
+        return False
+    advance(job, JobState.DISPATCHING, now)
+    return True
 
 
 # --- dispatcher --------------------------------------------------------------------------------
@@ -279,23 +331,24 @@ def in_flight_by_executor(service: str) -> dict[str, int]:
     return counts
 
 
-@_retrying
-@db_session
 def begin_attempts(assignments: Sequence[tuple[int, str]], now: datetime) -> dict[int, int]:
     """Persist "attempt N of job J goes to executor E" for each (J, E) before sending, so a late
     report of an older attempt is recognised. Returns {J: N} for the jobs still Dispatching."""
-    attempts = {}
-    for job_id, executor in assignments:
-        job = Job.get(id=job_id)
-        if job is None or job.state != JobState.DISPATCHING.value:
-            continue
-        job.attempts += 1
-        job.executor = executor
-        job.remote_id = None
-        job.fetch_failures = None
-        job.updated_at = now
-        attempts[job_id] = job.attempts
-    return attempts
+    numbers = _row_by_row(_begin_attempt, assignments, now)
+    return {job_id: number for (job_id, _), number in zip(assignments, numbers) if number is not None}
+
+
+def _begin_attempt(assignment: tuple[int, str], now: datetime) -> int | None:
+    job_id, executor = assignment
+    job = Job.get(id=job_id)
+    if job is None or job.state != JobState.DISPATCHING.value:
+        return None
+    job.attempts += 1
+    job.executor = executor
+    job.remote_id = None
+    job.fetch_failures = None
+    job.updated_at = now
+    return job.attempts
 
 
 @_retrying
@@ -308,17 +361,20 @@ def unassign(job_id: int, attempt: int) -> None:
         job.executor = None
 
 
-@_retrying
-@db_session
 def mark_submitted(accepted: Sequence[tuple[int, int, str]], now: datetime) -> None:
-    """Executors accepted these (job_id, attempt, task id); a report may already have moved a job on."""
-    for job_id, attempt, remote_id in accepted:
-        job = Job.get(id=job_id)
-        if job is None or job.attempts != attempt:
-            continue
-        job.remote_id = remote_id
-        if job.state == JobState.DISPATCHING.value:
-            advance(job, JobState.SUBMITTED, now)
+    """Executors accepted these (job_id, attempt, task id); a report may already have moved a job on.
+    A task id that cannot be stored is left out: the retriever looks the task up by (job, attempt)."""
+    _row_by_row(_mark_submitted, accepted, now)
+
+
+def _mark_submitted(accepted: tuple[int, int, str], now: datetime) -> None:
+    job_id, attempt, remote_id = accepted
+    job = Job.get(id=job_id)
+    if job is None or job.attempts != attempt:
+        return
+    job.remote_id = remote_id
+    if job.state == JobState.DISPATCHING.value:
+        advance(job, JobState.SUBMITTED, now)
 
 
 @_retrying
@@ -374,14 +430,16 @@ def get_refs(job_ids: Iterable[int]) -> dict[int, JobRef]:
     return {job.id: JobRef.of(job) for job in select(j for j in Job if j.id in ids)} if ids else {}
 
 
-@_retrying
-@db_session
 def mark_running(started: Sequence[tuple[int, int]], now: datetime) -> None:
     """Executors started these (job_id, attempt); a report that comes late or for another attempt is ignored."""
-    for job_id, attempt in started:
-        job = Job.get(id=job_id)
-        if job is not None and job.attempts == attempt and can_advance(JobState(job.state), JobState.RUNNING):
-            advance(job, JobState.RUNNING, now)
+    _row_by_row(_mark_running, started, now)
+
+
+def _mark_running(started: tuple[int, int], now: datetime) -> None:
+    job_id, attempt = started
+    job = Job.get(id=job_id)
+    if job is not None and job.attempts == attempt and can_advance(JobState(job.state), JobState.RUNNING):
+        advance(job, JobState.RUNNING, now)
 
 
 @_retrying
@@ -398,13 +456,33 @@ def finish(job_id: int, attempt: int | None, state: JobState, now: datetime, *, 
                                                  "stderr_tail": stderr_tail, "result_path": result_path})
 
 
-@_retrying
-@db_session
 def finish_many(outcomes: Sequence[tuple[int, int | None, JobState, dict]],
                 now: datetime) -> list[tuple[JobRef, bool] | None]:
     """`finish` for each (job_id, attempt, state, details), in one transaction; `details` holds
-    finish's keyword arguments."""
-    return [_finish(job_id, attempt, state, now, details) for job_id, attempt, state, details in outcomes]
+    finish's keyword arguments. An outcome the database refuses ends its job all the same, without
+    the details that came from outside (`_finish_plainly`)."""
+    return _row_by_row(_finish_outcome, outcomes, now, salvage=_finish_plainly)
+
+
+def _finish_outcome(outcome: tuple[int, int | None, JobState, dict], now: datetime) -> tuple[JobRef, bool] | None:
+    job_id, attempt, state, details = outcome
+    return _finish(job_id, attempt, state, now, details)
+
+
+def _finish_plainly(outcome: tuple[int, int | None, JobState, dict], now: datetime,
+                    error: Exception) -> tuple[JobRef, bool] | None:
+    """The outcome, with what the server knows itself (state, exit code, result file) and without the
+    executor's words (reason, stderr tail), which the database refused; a failure says so instead.
+
+    NOTE: the job keeps its state: a fetched result is still a Completed job's, and what was lost is
+    only its stderr tail (stderr.log is in its zip).
+    """
+    job_id, attempt, state, details = outcome
+    kept = {"exit_code": details.get("exit_code"), "result_path": details.get("result_path")}
+    if state is not JobState.COMPLETED:
+        kept["reason"] = (f"its executor's report could not be stored ({error.__class__.__name__}: "
+                          f"{storable(str(error))[:300]})")
+    return _together(_finish_outcome, [(job_id, attempt, state, kept)], now)[0]
 
 
 def _finish(job_id: int, attempt: int | None, state: JobState, now: datetime,

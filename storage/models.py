@@ -10,6 +10,7 @@ from datetime import datetime
 from pony.orm import Database, LongStr, Optional, PrimaryKey, Required, composite_index
 
 from storage.states import JobState
+from storage.storable import clean_row
 
 db = Database()
 
@@ -49,6 +50,8 @@ class Job(db.Entity):
     composite_index(state, finished_at)
     #: A user is (portal, user_id): max_queued_per_user counts a portal's user's queued jobs.
     composite_index(service, portal, user_id, state)
+    # NOTE: its reason and stderr tail come from job scripts and executors (storage/storable.py).
+    before_insert = before_update = clean_row
 
     def to_dict(self, new: bool = False) -> dict:
         """The public view of a job, as `GET /jobs/{id}` and `POST /upload` answer it; its `id` is
@@ -98,6 +101,7 @@ class Executor(db.Entity):
     #: True when it registered itself; False when it comes from a `clients` list.
     registered = Required(bool, default=False)
     last_seen = Optional(datetime, precision=6)
+    before_insert = before_update = clean_row
 
     def to_dict(self, running: int) -> dict:
         return {"url": self.url, "service": self.service, "state": self.state, "slots": self.slots,

@@ -28,6 +28,7 @@ CONFIG = ClientConfig(max_memory_mb=64, max_processes=32, max_output_mb=5, max_o
     (Usage(1, stderr_tail="x: Too many open files"), "open-file limit reached (max_open_files = 32 per process)"),
     (Usage(1, stderr_tail="tail: memory exhausted\nMemoryError"), "memory limit reached (max_memory_mb = 64 per"),
     (Usage(9, disk_full=True, output_bytes=30 * MB), "the node's disk for jobs filled up"),
+    (Usage(1, ended_on_full_disk=True, output_bytes=3 * MB), "the node's disk for jobs was full when the job ended"),
 ])
 def test_a_job_over_a_limit_gets_a_reason_naming_the_limit(usage, words):
     assert words in verdict(CONFIG, usage)
@@ -39,6 +40,7 @@ def test_a_job_over_a_limit_gets_a_reason_naming_the_limit(usage, words):
     Usage(1, oom_kills=0, refused_forks=0, stderr_tail="Cannot allocate memory"),  # the cgroup says no OOM
     Usage(0, stderr_tail="Too many open files"),                     # it coped and exited 0
     Usage(1, stderr_tail="plain failure"),
+    Usage(0, ended_on_full_disk=True),                               # it succeeded all the same
 ])
 def test_a_job_within_its_limits_gets_no_limit_reason(usage):
     assert verdict(CONFIG, usage) is None

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 
 import pytest
 
@@ -78,3 +79,22 @@ def test_a_postgresql_database_of_the_previous_version_gets_the_new_column_and_i
     with psycopg2.connect(postgres_url) as connection, connection.cursor() as cursor:
         cursor.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'job'")
         assert {"unq_job__public_id", "idx_job__service_portal_user_id_state"} <= {row[0] for row in cursor}
+
+
+def test_a_job_writing_nul_to_stderr_ends_and_so_do_the_jobs_ending_beside_it(cluster, postgres_url):
+    # PostgreSQL's text cannot hold NUL: the outcome is stored without it, and the outcomes written
+    # in the same transaction are not held back.
+    executor = cluster.executor("example", slots=11)
+    server = cluster.server({"example": {"clients": executor.url, "runs_per_user": 11}}, database=postgres_url)
+    together = time.time_ns() + 2_000_000_000  # every job ends at this instant, so their reports arrive together
+    wait = f"while [ $(date +%s%N) -lt {together} ]; do sleep 0.01; done\n"
+
+    nul = submit(server, wait + r"printf 'a\0b' >&2; exit 4")
+    ordinary = [submit(server, wait + ("echo ok > out.txt" if n % 2 else f"echo no{n} >&2; exit 3"))
+                for n in range(10)]
+
+    assert wait_for_outcome(server, nul, 30) == 204
+    assert (job(server, nul)["exit_code"], job(server, nul)["stderr_tail"]) == (4, "ab")
+    for n, job_id in enumerate(ordinary):
+        assert wait_for_outcome(server, job_id, 30) == (200 if n % 2 else 204)
+        assert job(server, job_id)["stderr_tail"] == (None if n % 2 else f"no{n}")

@@ -125,3 +125,12 @@ def test_a_malformed_executor_report_is_refused(server, event):
     response = requests.post(f"{server.url}/internal/events", json=event, timeout=10)
     assert response.status_code == 400, response.text
     assert "description" in response.json()
+
+
+@pytest.mark.parametrize("url", ["http://a\x00b:9000", "http://host:9000/\x00", "http://host:9000/\n"])
+def test_a_heartbeat_whose_url_holds_control_characters_is_refused(server, url):
+    # NOTE: the URL is the executor's row key, which text cleaning (storage/storable.py) cannot change.
+    response = requests.post(f"{server.url}/internal/executors", timeout=10,
+                             json={"service": "example", "url": url, "slots": 1, "draining": False, "tasks": []})
+    assert response.status_code == 400, response.text
+    assert all(e["url"] != url for e in requests.get(f"{server.url}/executors", timeout=5).json()["executors"])

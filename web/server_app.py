@@ -281,7 +281,8 @@ class ExecutorRegistry:
 
 def _is_url(value: str) -> bool:
     parts = urlsplit(value)
-    return len(value) <= 1024 and parts.scheme in ("http", "https") and bool(parts.hostname)
+    # NOTE: printable, for the URL is a row's key, which cannot be made storable (storage/storable.py).
+    return len(value) <= 1024 and value.isprintable() and parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _is_task_list(value) -> bool:
