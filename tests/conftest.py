@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.harness import *  # noqa: F401,F403 — the helpers tests import from here
-from tests.harness import Cluster
+from tests.harness import Cluster, small_disk
 from tests.slurm_cluster import slurm  # noqa: F401 — the session's Slurm cluster, for the tests that need it
 
 
@@ -26,6 +26,13 @@ def cluster(tmp_path):
     yield nodes
     leaked = nodes.close()
     assert not leaked, f"processes left behind by {leaked}"
+
+
+@pytest.fixture
+def eight_mb_disk(tmp_path):
+    """A small disk (tmpfs; mounting needs root: skipped otherwise, failed under CI)."""
+    with small_disk(tmp_path / "small-disk", 8) as disk:
+        yield disk
 
 
 @pytest.fixture(scope="module")

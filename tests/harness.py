@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,42 @@ def needs(program: str, why: str):
     """Skip a test when `program` is missing; under CI (which installs it) fail instead."""
     return pytest.mark.skipif(shutil.which(program) is None and os.environ.get("CI") != "true",
                               reason=f"{program} is not installed ({why}); `make test` installs it")
+
+
+@contextmanager
+def small_disk(folder: Path, megabytes: int):
+    """A tmpfs of `megabytes` mounted at `folder`, unmounted afterwards (lazily: a node may still
+    hold files there). Mounting needs root: the test is skipped otherwise, and fails under CI."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(folder)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        why = f"cannot mount a small tmpfs here (it needs root): {mounted.stderr.decode().strip()}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(why)
+        pytest.skip(why)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def fill_disk(folder: Path, leave_free: int = 0) -> Path:
+    """Take all but `leave_free` bytes of the disk holding `folder` with a ballast file (as another
+    program of the node might); returns its path, to delete to make room again."""
+    ballast = folder / "ballast"
+    with open(ballast, "wb") as handle:
+        try:
+            while True:
+                stats = os.statvfs(folder)
+                room = stats.f_bavail * stats.f_frsize - leave_free
+                if room <= 0:
+                    break
+                handle.write(b"\1" * min(room, 64 * 1024))
+                handle.flush()
+        except OSError:
+            pass  # full
+    return ballast
 
 
 def free_port() -> int:

@@ -8,39 +8,21 @@ failed under CI (which runs as root).
 """
 from __future__ import annotations
 
-import os
-import subprocess
-
-import pytest
 import requests
 
-from tests.conftest import job, submit, wait_for_outcome, wait_until
+from tests.conftest import fill_disk, job, submit, wait_for_outcome, wait_until
 
 MB = 1024 * 1024
-
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 and os.environ.get("CI") != "true",
-                                reason="mounting a small disk for the executor's data needs root")
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    disk = tmp_path / "small-disk"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], check=True)
-    try:
-        yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 def health(node) -> dict:
     return requests.get(f"{node.url}/health", timeout=5).json()
 
 
-def test_a_job_that_fills_the_executors_disk_ends_once_there_is_room_and_the_node_runs_the_next(cluster, small_disk):
-    runner = cluster.executor("example", slots=2, data_dir=small_disk)
+def test_a_job_that_fills_the_executors_disk_ends_once_there_is_room_and_the_node_runs_the_next(cluster, eight_mb_disk):
+    runner = cluster.executor("example", slots=2, data_dir=eight_mb_disk)
     server = cluster.server({"example": {"clients": runner.url}})
-    ballast = small_disk / "ballast"  # what the operator deletes to make room
+    ballast = eight_mb_disk / "ballast"  # what the operator deletes to make room
     ballast.write_bytes(b"\1" * 3 * MB)
 
     try:
@@ -64,31 +46,20 @@ def test_a_job_that_fills_the_executors_disk_ends_once_there_is_room_and_the_nod
         cluster.close()  # NOTE: before the tmpfs goes, as the nodes still write there
 
 
-def fill(disk) -> None:
-    """Write to `disk` until it has no room left (as another program of the node might)."""
-    with open(disk / "ballast", "wb") as handle:
-        try:
-            while True:
-                handle.write(b"\1" * 64 * 1024)
-                handle.flush()
-        except OSError:
-            pass
-
-
-def test_a_task_stopped_while_the_disk_is_full_leaves_no_phantom_slot(cluster, small_disk):
-    runner = cluster.executor("example", slots=2, data_dir=small_disk)
+def test_a_task_stopped_while_the_disk_is_full_leaves_no_phantom_slot(cluster, eight_mb_disk):
+    runner = cluster.executor("example", slots=2, data_dir=eight_mb_disk)
     server = cluster.server({"example": {"clients": runner.url}})
 
     try:
         sleeper = submit(server, "sleep 600")
         wait_until(lambda: health(runner)["running"] == 1, 20, message="the job to run")
-        fill(small_disk)
+        fill_disk(eight_mb_disk)
         # NOTE: the task is stopped, but its end cannot be written: its row still says running.
         assert requests.post(f"{server.url}/jobs/{sleeper}/cancel", timeout=5).status_code == 200
         wait_until(lambda: "disk is full" in runner.log_path.read_text(errors="replace"), 20,
                    message=f"the executor's write to fail\n{runner.log()}")
 
-        (small_disk / "ballast").unlink()
+        (eight_mb_disk / "ballast").unlink()
 
         wait_until(lambda: health(runner)["running"] == 0, 20, message=f"the slot to be free\n{runner.log()}")
         assert health(runner)["free"] == 2

@@ -6,45 +6,21 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import subprocess
 import zipfile
 
-import pytest
 import requests
 
-from tests.conftest import job, script, submit, wait_for_outcome, wait_until
+from tests.conftest import fill_disk, job, script, submit, wait_for_outcome, wait_until
 
 #: Each job's result: incompressible, larger than what is left free on the full disk.
 RESULT = "head -c 2000000 /dev/urandom > out.bin\nsha256sum out.bin > out.sum"
 LEFT_FREE = 512 * 1024
 
 
-@pytest.fixture
-def tmpfs(tmp_path):
-    folder = tmp_path / "small-disk"
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(folder)], capture_output=True)
-    if mounted.returncode != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
-        pytest.skip(f"cannot mount a small tmpfs here (it needs root): {mounted.stderr.decode().strip()}")
-    yield folder
-    subprocess.run(["umount", "-l", str(folder)], capture_output=True)
-
-
-def fill(folder) -> str:
-    """Take all but LEFT_FREE bytes of the disk with a ballast file; returns its path."""
-    stats = os.statvfs(folder)
-    ballast = os.path.join(folder, "ballast")
-    with open(ballast, "wb") as handle:
-        handle.write(b"\0" * (stats.f_bavail * stats.f_frsize - LEFT_FREE))
-    return ballast
-
-
-def test_on_a_full_disk_uploads_get_507_and_accepted_jobs_wait_then_complete_intact(cluster, tmpfs):
+def test_on_a_full_disk_uploads_get_507_and_accepted_jobs_wait_then_complete_intact(cluster, eight_mb_disk):
     executor = cluster.executor("example", slots=2)
-    server = cluster.server({"example": {"clients": executor.url}}, data_dir=tmpfs)
-    ballast = fill(tmpfs)
+    server = cluster.server({"example": {"clients": executor.url}}, data_dir=eight_mb_disk)
+    ballast = fill_disk(eight_mb_disk, LEFT_FREE)
     accepted = [submit(server, RESULT, user_id=n) for n in (1, 2)]
     refused = requests.post(f"{server.url}/upload", timeout=30, data={"user_id": "3", "service": "example"},
                             files=[("file", ("run.sh", script("true"))), ("file", ("big", os.urandom(3 << 20)))])

@@ -5,12 +5,9 @@ The verdict from what was measured is tested without processes in tests/test_lim
 """
 from __future__ import annotations
 
-import os
-import subprocess
-
 import pytest
 
-from tests.conftest import needs, job, submit, wait_for_outcome
+from tests.conftest import job, needs, small_disk, submit, wait_for_outcome
 
 pytestmark = needs("bwrap", "the job sandbox")
 
@@ -74,12 +71,8 @@ def test_a_job_whose_output_passes_its_limit_fails_and_its_folder_is_emptied(clu
     next_job_completes(server)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small disk needs root")
 def test_a_job_filling_the_nodes_disk_fails_and_the_next_job_finds_room(cluster, tmp_path):
-    disk = tmp_path / "small-disk"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(disk)], check=True)
-    try:
+    with small_disk(tmp_path / "small-disk", 40) as disk:
         runner = cluster.executor("example", max_output_mb=1000, data_dir=disk)
         server = cluster.server({"example": {"clients": runner.url}})
 
@@ -87,6 +80,4 @@ def test_a_job_filling_the_nodes_disk_fails_and_the_next_job_finds_room(cluster,
 
         failed_with(server, filler, "the node's disk for jobs filled up")
         next_job_completes(server)
-    finally:
-        cluster.close()
-        subprocess.run(["umount", "-l", str(disk)], check=False)
+        cluster.close()  # NOTE: before the disk goes, as the nodes write there

@@ -12,7 +12,7 @@ import falcon.testing
 import pytest
 import requests
 
-from tests.conftest import ROOT, job, processes_with_marker, script, wait_until, write_ini
+from tests.conftest import ROOT, job, processes_with_marker, script, small_disk, wait_until, write_ini
 from web.auth import ServerAuth
 from web.common import new_app
 
@@ -282,25 +282,20 @@ def test_a_client_that_sends_headers_and_stalls_holds_no_worker(cluster):
 
 
 @pytest.fixture
-def small_disk(tmp_path):
-    folder = tmp_path / "small-disk"
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
-    yield folder
-    subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+def one_mb_disk(tmp_path):
+    with small_disk(tmp_path / "small-disk", 1) as folder:
+        yield folder
 
 
-def test_a_full_disk_answers_507_and_leaves_no_partial_job(cluster, small_disk, tmp_path):
-    server = cluster.server({"example": {"clients": "http://127.0.0.1:9"}}, data_dir=small_disk,
+def test_a_full_disk_answers_507_and_leaves_no_partial_job(cluster, one_mb_disk, tmp_path):
+    server = cluster.server({"example": {"clients": "http://127.0.0.1:9"}}, data_dir=one_mb_disk,
                             database=tmp_path / "db.sqlite")
     response = requests.post(f"{server.url}/upload", timeout=30, data={"user_id": "1", "service": "example"},
                              files=[("file", ("run.sh", script("true"))), ("file", ("big", os.urandom(3 << 20)))])
     assert response.status_code == 507, response.text
     assert "disk is full" in response.json()["description"]
-    assert [name for sub in ("jobs", "incoming") for name in os.listdir(small_disk / sub)
-            if (small_disk / sub).exists()] == []
+    assert [name for sub in ("jobs", "incoming") for name in os.listdir(one_mb_disk / sub)
+            if (one_mb_disk / sub).exists()] == []
     ok = requests.post(f"{server.url}/upload", timeout=30, data={"user_id": "1", "service": "example"},
                        files=[("file", ("run.sh", script("true")))])
     assert ok.status_code == 200
