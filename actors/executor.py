@@ -44,6 +44,9 @@ from storage.executor_models import TaskState, db
 from web.zip_once import ZipOnce
 
 TICK_SECONDS = 2.0
+#: How long a draining node waits for the server to fetch a result after the task ended (the server
+#: may never: the job was cancelled meanwhile).
+DRAIN_FETCH_WAIT = 30.0
 
 log = logging.getLogger("orchestrator.executor")
 
@@ -102,7 +105,9 @@ class ExecutorActor(ActorTypeDispatcher):
             self.reporter.draining = True
             self.reporter.beat_now()
         counts = tasks.counts()
-        self.send(sender, Drained(sum(counts.values()) + len(tasks.unreported())))
+        # NOTE: a node that left before the server fetched a result would have its job run again.
+        unfetched = tasks.awaiting_retrieval(utcnow() - timedelta(seconds=DRAIN_FETCH_WAIT))
+        self.send(sender, Drained(sum(counts.values()) + len(tasks.unreported()) + unfetched))
 
     def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender) -> None:
         if self.backend is not None:

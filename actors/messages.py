@@ -244,6 +244,7 @@ class Drain:
 
 @dataclass(frozen=True)
 class Drained:
-    """Reply to `Drain`: tasks still waiting or running, and final reports not yet delivered."""
+    """Reply to `Drain`: tasks still waiting or running, final reports not yet delivered, and
+    results the server has not fetched yet (for at most DRAIN_FETCH_WAIT seconds after their end)."""
 
     remaining: int

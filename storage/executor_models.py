@@ -46,6 +46,8 @@ class Task(db.Entity):
     reason = Optional(str, 1024, nullable=True)
     #: False until the server acknowledged the final report.
     reported = Required(bool, default=False)
+    #: When the server first downloaded the result zip; a draining node waits for it (bounded).
+    retrieved_at = Optional(datetime, precision=6)
     composite_key(job_uid, attempt)
 
     def to_dict(self, new: bool = False) -> dict:
@@ -73,4 +75,5 @@ class Task(db.Entity):
 
 
 #: The columns of a task that stay empty until it runs.
-EMPTY_WHEN_NEW = frozenset({"started_at", "finished_at", "exit_code", "stderr_tail", "reason", "slurm_id"})
+EMPTY_WHEN_NEW = frozenset({"started_at", "finished_at", "exit_code", "stderr_tail", "reason", "slurm_id",
+                            "retrieved_at"})

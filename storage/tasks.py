@@ -107,6 +107,21 @@ def succeeded_folders() -> list[tuple[int, str]]:
 
 
 @db_session
+def mark_retrieved(task_id: int, now: datetime) -> None:
+    task = Task.get(id=task_id)
+    if task is not None and task.retrieved_at is None:
+        task.retrieved_at = now
+
+
+@db_session
+def awaiting_retrieval(since: datetime) -> int:
+    """Finished tasks whose results the server fetches (as in `succeeded_folders`), that ended after
+    `since` and have not been downloaded yet."""
+    return select(t for t in Task if t.state == TaskState.FINISHED.value and t.exit_code == 0 and t.reason is None
+                  and t.retrieved_at is None and t.finished_at > since).count()
+
+
+@db_session
 def mark_reported(task_ids: list[int]) -> None:
     for task_id in task_ids:
         Task[task_id].reported = True

@@ -5,6 +5,7 @@ the server keeps."""
 from __future__ import annotations
 
 import io
+import signal
 import sqlite3
 import zipfile
 
@@ -114,3 +115,19 @@ def test_a_restarted_executor_makes_the_zip_a_finished_task_lacks_without_being_
                                              (409, True), (500, True), (204, True)])
 def test_only_an_executor_answering_with_an_error_counts_as_a_failed_fetch(status, counted):
     assert RetrieverActor.counted(ExecutorUnreachable("fetch failed", status=status)) is counted
+
+
+def test_a_draining_executor_stays_until_the_server_has_fetched_its_results(cluster):
+    executor = cluster.executor("example")
+    server = cluster.server({"example": {"clients": executor.url}}, fetch_retry_seconds=3)
+    job_id = submit(server, f"sleep 1\n{SLOW_TO_ZIP}")
+    wait_until(lambda: job(server, job_id)["status"] == "Running", 20, message="the job to run")
+
+    executor.process.send_signal(signal.SIGTERM)  # drain: finish, report, let the server fetch, exit
+
+    # NOTE: the report arrives while the zip is still being made: the first fetch gets 202 and the
+    # next comes 3 s later; an executor gone meanwhile would have its job run again (attempt 2),
+    # here on no executor at all.
+    assert wait_for_outcome(server, job_id, 90) == 200
+    assert job(server, job_id)["attempts"] == 1
+    assert executor.process.wait(60) == 0

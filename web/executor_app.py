@@ -117,6 +117,8 @@ class Retrieve:
                 resp.set_header("Retry-After", "5")
                 return
             if send_zip(resp, path, f"task-{task_id}.zip", with_body=with_body):
+                if with_body:
+                    tasks.mark_retrieved(task_id, utcnow())
                 return
         resp.status = falcon.HTTP_204
 
