@@ -219,11 +219,24 @@ class Node:
         self.process.wait(10)
 
     def kill_everything(self) -> None:
-        for pid in processes_with_marker(self.marker):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        """SIGKILL every process of the node, as the loss of its machine would; again until none is
+        left (one may have started a child between the listing and its kill)."""
+        deadline = time.monotonic() + 5
+        while (pids := processes_with_marker(self.marker)) and time.monotonic() < deadline:
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.01)
+
+
+def _command_line(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return f"{pid}: " + handle.read().replace(b"\0", b" ").decode(errors="replace").strip()[:200]
+    except OSError:
+        return f"{pid}: gone"
 
 
 class Cluster:
@@ -286,8 +299,8 @@ class Cluster:
             deadline = time.monotonic() + 15
             while processes_with_marker(node.marker) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            if processes_with_marker(node.marker):
-                leaked.append(f"{node.kind}:{node.port}")
+            if left := processes_with_marker(node.marker):
+                leaked.append(f"{node.kind}:{node.port} ({'; '.join(_command_line(pid) for pid in left)})")
                 node.kill_everything()
         return leaked
 
