@@ -142,7 +142,7 @@ def test_the_executor_advertises_max_jobs_as_its_slots_and_its_backend(stack):
 def test_a_job_over_its_time_limit_fails_with_slurms_timeout(stack):
     assert wait_for_outcome(stack.server, stack.overtime, TIME_LIMIT_WAIT) == 204
     record = job(stack.server, stack.overtime)
-    assert record["status"] == "Failed" and record["attempts"] == 1
+    assert record["status"] == "Failed" and record["attempts"] == 1, record
     # Killed by SIGTERM: Slurm says ExitCode 0:15, or 143:0 when bash reported the signal itself;
     # either way the job's exit code is 143, as a shell reports it.
     assert record["exit_code"] == 128 + 15
