@@ -37,8 +37,11 @@ QUIET_SECONDS = 5.0
 ALIVE = {"accepted", "running", "finished"}
 #: Results fetched from executors at the same time, at most.
 FETCH_CONCURRENCY = 8
-#: The first look at the fetches under way, and the longest time between two looks.
-COLLECT_FIRST = 0.002
+#: How long the actor waits for the fetches it just started before it goes on with other mail: most
+#: results are ready and small, and are then written without a timer's delay; a slow one is
+#: collected later, on timers from COLLECT_FIRST apart growing to COLLECT_MAX.
+QUICK_FETCH_WAIT = 0.05
+COLLECT_FIRST = 0.01
 COLLECT_MAX = 0.1
 
 
@@ -104,7 +107,7 @@ class RetrieverActor(ServerActor):
     def write_outcomes(self) -> None:
         """Write the queued failures at once; start fetching the results of the queued successes."""
         batch, self.finishing = list(self.finishing.values()), {}
-        outcomes = []
+        outcomes, started = [], set()
         for entry in batch:
             job, remote_id, exit_code, stderr_tail, reason = entry
             if exit_code != 0 or reason:
@@ -115,9 +118,10 @@ class RetrieverActor(ServerActor):
             elif job.id not in self.fetching:
                 self.fetching[job.id] = entry
                 self.calls.start(self.fetch, entry, self.fetched.put)
+                started.add(job.id)
         self.write(outcomes)
-        if self.fetching:
-            self.arm_collect(COLLECT_FIRST)
+        if started:
+            self.collect(wait_for=started)
 
     def write(self, outcomes: list) -> None:
         """Write outcomes in one transaction and free the slots of the jobs they ended."""
@@ -151,16 +155,23 @@ class RetrieverActor(ServerActor):
         self.collect_due, self.collect_delay = due, delay
         self.wakeupAfter(delay, payload=("collect", self.collect_number))
 
-    def collect(self) -> None:
-        """Write the outcomes of the fetches that ended: completions in one transaction; a fetch
-        that did not get the results is tried again later, and one the executor answered with an
-        error counts towards max_fetch_failures."""
-        self.collect_due = None
+    def collect(self, wait_for: set[int] | None = None) -> None:
+        """Write the outcomes of the fetches that ended (waiting up to QUICK_FETCH_WAIT for those of
+        the jobs `wait_for`, just started): completions in one transaction; a fetch that did not get
+        the results is tried again later, and one the executor answered with an error counts
+        towards max_fetch_failures."""
+        if wait_for is None:
+            self.collect_due = None  # this is the armed collect
+        deadline = time.monotonic() + (QUICK_FETCH_WAIT if wait_for else 0.0)
         outcomes = []
         try:
             while True:
+                left = deadline - time.monotonic()
                 try:
-                    entry, stored, error = self.fetched.get_nowait()
+                    if left > 0 and wait_for and not wait_for.isdisjoint(self.fetching):
+                        entry, stored, error = self.fetched.get(timeout=left)
+                    else:
+                        entry, stored, error = self.fetched.get_nowait()
                 except queue.Empty:
                     break
                 job, remote_id, exit_code, stderr_tail, reason = entry
@@ -176,7 +187,7 @@ class RetrieverActor(ServerActor):
             self.write(outcomes)
         finally:
             if self.fetching:
-                self.arm_collect(min(self.collect_delay * 2, COLLECT_MAX))
+                self.arm_collect(COLLECT_FIRST if wait_for else min(self.collect_delay * 2, COLLECT_MAX))
 
     @staticmethod
     def counted(error: Exception | None) -> bool:

@@ -311,6 +311,20 @@ def script(body: str) -> bytes:
     return f"#!/usr/bin/env bash\nset -e\n{body}\n".encode()
 
 
+def slow_to_zip(mib: int) -> str:
+    """A script whose folder is slow to zip and cheap on disk: a sparse file of `mib` MiB with one
+    byte in each MiB, so no piece is a hole (holes are skipped) and every one is read and deflated
+    (seconds of work for 768 MiB), for `mib` * 4 KiB of blocks and a zip about as small."""
+    return f"""python3 -c "
+with open('big.bin', 'wb') as f:
+    f.truncate({mib} << 20)
+    for i in range({mib}):
+        f.seek(i << 20)
+        f.write(b'x')
+"
+echo slow > out.txt"""
+
+
 def bearer(token: str | None) -> dict[str, str]:
     """The Authorization header of a portal token (or the cluster secret); none for None."""
     return {"Authorization": f"Bearer {token}"} if token else {}

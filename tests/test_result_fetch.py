@@ -14,19 +14,9 @@ import requests
 
 from actors.retriever import RetrieverActor
 from actors.executor_link import ExecutorUnreachable
-from tests.conftest import job, submit, wait_for_outcome, wait_until
+from tests.conftest import job, slow_to_zip, submit, wait_for_outcome, wait_until
 
-#: A script whose folder is slow to zip and cheap on disk: a 768 MiB sparse file with one byte in
-#: each MiB, so no piece is a hole (holes are skipped) and every one is read and deflated — seconds
-#: of work for 3 MB of blocks and a 3 MB zip.
-SLOW_TO_ZIP = """python3 -c "
-with open('big.bin', 'wb') as f:
-    f.truncate(768 << 20)
-    for i in range(768):
-        f.seek(i << 20)
-        f.write(b'x')
-"
-echo slow > out.txt"""
+SLOW_TO_ZIP = slow_to_zip(768)
 
 
 @pytest.fixture(scope="module")
