@@ -36,7 +36,7 @@ run: $(STAMP) packages
 	$(PY) run_server.py --config conf/server.ini
 
 test: $(STAMP) prodigy test-packages
-	$(PY) -m pytest -q -n 2 --dist loadgroup tests
+	$(PY) -m pytest -q -n 2 tests
 
 # Benchmarks against real nodes on loopback (docs/performance.md); quick: a smoke run, no figures.
 bench: $(STAMP)

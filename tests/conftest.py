@@ -11,13 +11,20 @@ from tests.harness import Cluster, small_disk
 from tests.slurm_cluster import slurm  # noqa: F401 — the session's Slurm cluster, for the tests that need it
 
 
-def pytest_collection_modifyitems(config, items):
-    """With pytest-xdist (`make test` runs two workers, `--dist loadgroup`), a module's tests stay in
-    one worker, in order (some share a module's cluster), and every test of the one Slurm cluster
-    in the same worker."""
-    for item in items:
-        group = "slurm" if "slurm" in getattr(item, "fixturenames", ()) else item.module.__name__
-        item.add_marker(pytest.mark.xdist_group(group))
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """With pytest-xdist (`make test` runs two workers), a module's tests stay in one worker, in
+    order (some share a module's cluster), and so do all the modules that use the one Slurm cluster
+    (a module's teardown cancels its Slurm jobs). xdist's own `loadgroup` cannot do it under pytest 9
+    (it renames node ids, which pytest 9 no longer reads back)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "slurm" if "slurm" in module else module
+
+    return ByModule(config, log)
 
 
 @pytest.fixture
