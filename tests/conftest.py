@@ -24,6 +24,13 @@ def pytest_xdist_make_scheduler(config, log):
             module = nodeid.split("::", 1)[0]
             return "slurm" if "slurm" in module else module
 
+        def _assign_work_unit(self, node) -> None:
+            # NOTE: the Slurm modules take the longest (a job over its time limit alone waits a
+            # minute): first, so that they do not run alone at the end.
+            if "slurm" in self.workqueue:
+                self.workqueue.move_to_end("slurm", last=False)
+            super()._assign_work_unit(node)
+
     return ByModule(config, log)
 
 
