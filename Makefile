@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench bench-quick prodigy prodigy-executor packages test-packages clean
+.PHONY: run test test-fast bench bench-quick prodigy prodigy-executor packages test-packages clean
 
 $(STAMP): requirements.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ run: $(STAMP) packages
 
 test: $(STAMP) prodigy test-packages
 	$(PY) -m pytest -q -n 2 tests
+
+# The inner loop: every test that starts no process and takes no seconds (under 30 s).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not processes and not slow" tests
 
 # Benchmarks against real nodes on loopback (docs/performance.md); quick: a smoke run, no figures.
 bench: $(STAMP)

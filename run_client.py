@@ -23,12 +23,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
 
-    from actors.job_cgroups import JobCgroups
+    from actors.node.job_cgroups import JobCgroups
     from actors.messages import ConfigureExecutor
-    from actors.sandbox import SandboxUnavailable, Wrapping
+    from actors.node.sandbox import SandboxUnavailable, Wrapping
     from conf.settings import ConfigError, load_client_config
-    from storage import database, tasks
-    from storage.executor_models import db
+    from storage import database
+    from storage.node import tasks
+    from storage.node.models import db
     from web.executor_app import create_app
 
     try:
@@ -50,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     database.bind(db, config.database_url, create_tables=True)
     return run_node(
         state_dir=config.data_path, admin_port=config.actor_admin_port,
-        actor_class="actors.executor.ExecutorActor", configure_message=ConfigureExecutor(config, wrapping, cgroups),
+        actor_class="actors.node.executor.ExecutorActor",
+        configure_message=ConfigureExecutor(config, wrapping, cgroups),
         make_app=lambda gateway, stopping: create_app(config, gateway, stopping),
         host=config.host, port=config.port, threads=config.threads,
         max_body=config.max_upload_mb * 1024 * 1024, name=f"orchestrator-executor[{config.service}]",

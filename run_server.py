@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     return run_node(
         prepare=lambda: prepare_database(config),
         state_dir=config.data_dir, admin_port=config.actor_admin_port,
-        actor_class="actors.supervisor.SupervisorActor", configure_message=Configure(config),
+        actor_class="actors.server.supervisor.SupervisorActor", configure_message=Configure(config),
         make_app=lambda gateway, stopping: make_app(config, gateway, stopping),
         host=config.host, port=config.port, threads=config.threads,
         max_body=config.max_upload_mb * 1024 * 1024, name="orchestrator-server",

@@ -9,7 +9,7 @@ import time
 
 import requests
 
-from actors.executor_link import _MultipartBody
+from actors.server.executor_link import _MultipartBody
 from bench.common import Row, cluster, main, pss_mb, rss_mb, wait_done
 from storage import database
 from tests.harness import processes_with_marker, script

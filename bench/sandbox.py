@@ -3,7 +3,7 @@
 8a. Running a trivial `run.sh` to its end as the executor wraps it, without a node: `bash run.sh`
     alone, for `sandbox = none` (a PID namespace and prlimit), and in bubblewrap.
 8b. Moving a process into a job's cgroup, alone (the kernel waits for an RCU grace period): what
-    the executor's launchers pay ahead of each job (actors/launchers.py).
+    the executor's launchers pay ahead of each job (actors/node/launchers.py).
 8c. A trivial job's turnaround (upload answered -> HEAD 200) with sandbox = bwrap and none.
 8d. The 4 users x 50 jobs drain (figure 2b), on the same nodes as 8c, with sandbox = bwrap and none.
 """
@@ -15,8 +15,8 @@ import tempfile
 import time
 from dataclasses import replace
 
-from actors.job_cgroups import JobCgroups
-from actors.sandbox import Wrapping, environment
+from actors.node.job_cgroups import JobCgroups
+from actors.node.sandbox import Wrapping, environment
 from bench.common import TRIVIAL, Row, cluster, main, spread
 from bench.drain import drain_nodes, drain_on
 from bench.turnaround import measure

@@ -11,6 +11,25 @@ from tests.harness import Cluster, small_disk
 from tests.slurm_cluster import slurm  # noqa: F401 — the session's Slurm cluster, for the tests that need it
 
 
+#: Fixtures that start real server, executor or Slurm processes.
+NODE_FIXTURES = {"cluster", "module_cluster", "slurm"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "processes: starts real processes (nodes, Slurm, PostgreSQL, "
+                                       "bubblewrap); `make test-fast` leaves these out")
+    config.addinivalue_line("markers", "slow: starts no process but takes seconds (zips of gigabytes or "
+                                       "tens of thousands of files); `make test-fast` leaves these out")
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that starts processes is marked `processes`: through the node fixtures, or because
+    its module says so (`pytestmark`)."""
+    for item in items:
+        if NODE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.processes)
+
+
 @pytest.hookimpl(optionalhook=True, tryfirst=True)
 def pytest_xdist_make_scheduler(config, log):
     """With pytest-xdist (`make test` runs two workers), a module's tests stay in one worker, in

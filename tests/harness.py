@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from actors import system
-from actors.scripts import start_time
+from actors.runtime import system
+from actors.runtime.processes import start_time
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKER = "ORCHESTRATOR_TEST_NODE"

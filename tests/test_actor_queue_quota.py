@@ -14,8 +14,8 @@ from pony.orm import db_session, delete
 from thespian.actors import Actor, ActorSystem
 
 from actors.messages import ActorStarted, Capacity, Configure, Dispatch, JobEnded, JobQueued, Peers
-from actors.queue import QueueActor
-from actors.quota import QuotaActor
+from actors.server.queue import QueueActor
+from actors.server.quota import QuotaActor
 from conf.settings import ServerConfig, ServiceConfig
 from storage import database, jobs
 from storage.clock import utcnow

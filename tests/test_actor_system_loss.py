@@ -1,7 +1,7 @@
 """A node whose actor system loses its admin or its logger (kill -9, the OOM killer) heals itself.
 
 Real server and executor processes; the admin's and logger's pids are the ones they record in the
-node's data folder (actors/lifeline.py). While the node rebuilds its actor system, uploads are
+node's data folder (actors/runtime/lifeline.py). While the node rebuilds its actor system, uploads are
 answered 503 with Retry-After (or 200, before the loss is noticed or after the rebuild); every job
 accepted with 200 then ends Completed with its own output, and nothing of the old system is left.
 """
@@ -14,7 +14,7 @@ import threading
 import pytest
 import requests
 
-from actors import lifeline
+from actors.runtime import lifeline
 from tests.conftest import (Node, job, processes_with_marker, script, upload, wait_for_outcome, wait_until)
 
 #: The node answers /health with 200 again within this after the loss (the watchdog looks every

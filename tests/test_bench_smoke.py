@@ -4,9 +4,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 
+@pytest.mark.processes
 def test_the_benchmark_suite_runs_end_to_end_in_quick_mode():
     result = subprocess.run([sys.executable, "-m", "bench.all", "--quick"], cwd=ROOT, capture_output=True,
                             text=True, timeout=300)

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from actors.executor_link import ExecutorLink, ExecutorUnreachable
+from actors.server.executor_link import ExecutorLink, ExecutorUnreachable
 
 PAYLOAD = b"PK" + b"x" * 5000
 

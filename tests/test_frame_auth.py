@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from actors import frame_auth
+from actors.runtime import frame_auth
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import falcon.testing
 import pytest
 import requests
 
-from actors.executor_link import ExecutorLink, ExecutorUnreachable
+from actors.server.executor_link import ExecutorLink, ExecutorUnreachable
 from conf.settings import ServerConfig, ServiceConfig
 from web.common import MAX_JSON_BYTES
 from web.server_app import create_app

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from actors.job_limits import MB, Usage, folder_bytes, verdict
-from actors.sandbox import FILE_TOO_LARGE_EXIT, Wrapping, environment
+from actors.node.job_limits import MB, Usage, folder_bytes, verdict
+from actors.node.sandbox import FILE_TOO_LARGE_EXIT, Wrapping, environment
 from conf.settings import ClientConfig
 
 CONFIG = ClientConfig(max_memory_mb=64, max_processes=32, max_output_mb=5, max_open_files=32)
@@ -75,6 +75,7 @@ def nobodys_folder():
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("bwrap") is None, reason="needs root (to become nobody) and bwrap")
+@pytest.mark.processes
 def test_without_cgroups_rlimits_hold_a_jobs_processes_and_memory(nobodys_folder):
     folder = nobodys_folder
     config = replace(CONFIG, data_dir=str(folder.parent / "data"))

@@ -114,6 +114,7 @@ def test_the_seeds_environment_variables_configure_a_service(cluster):
     assert wait_for_outcome(server, job_id) == 200
 
 
+@pytest.mark.processes
 def test_a_bad_configuration_value_stops_start_up_with_one_sentence_naming_the_key(tmp_path):
     config = tmp_path / "server.ini"
     write_ini(config, {"server": {"port": "five thousand", "data_dir": tmp_path / "data"},
@@ -128,6 +129,7 @@ def test_a_bad_configuration_value_stops_start_up_with_one_sentence_naming_the_k
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.processes
 def test_an_executor_with_a_bad_slot_count_refuses_to_start(tmp_path):
     config = tmp_path / "client.ini"
     write_ini(config, {"client": {"slots": 0, "data_dir": tmp_path / "data"}})

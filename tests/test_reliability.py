@@ -11,7 +11,7 @@ import zipfile
 import pytest
 import requests
 
-from actors.scripts import start_time
+from actors.runtime.processes import start_time
 from tests.conftest import Node, job, processes_with_marker, still_running, upload, wait_for_outcome, wait_until
 
 JOBS = 40

@@ -226,6 +226,7 @@ def remove_deep(top: Path) -> None:
     os.close(fd)
 
 
+@pytest.mark.slow
 def test_a_tree_thousands_of_directories_deep_is_zipped_whole(job, tmp_path):
     try:  # NOTE: a tree this deep left behind would break pytest's own clean-up of its temp folders
         make_deep(job, 3000)
@@ -293,6 +294,7 @@ def in_memory(tmp_path) -> Path:
         yield Path(folder)
 
 
+@pytest.mark.slow
 def test_50_000_files_are_zipped(in_memory):
     job = in_memory / "job"
     for group in range(50):
@@ -306,6 +308,7 @@ def test_50_000_files_are_zipped(in_memory):
     assert archive.read("g42/17.txt") == b"42017\n"
 
 
+@pytest.mark.slow
 def test_a_4_gib_sparse_file_round_trips_and_its_holes_cost_a_thousandth_of_their_size(job, tmp_path):
     random = os.urandom(3 << 20)
     text = b"".join(b"ATOM %6d CA ALA %8.3f\n" % (n, n / 7) for n in range(100_000))
@@ -358,6 +361,7 @@ def write_zip(destination: Path, source: Path, names, start: int = 0) -> zipfile
     return zipfile.ZipFile(destination)
 
 
+@pytest.mark.slow
 def test_more_than_65_535_members_get_zip64_end_records(job, tmp_path):
     with write_zip(tmp_path / "many.zip", job / "out.txt", (f"{n}.txt" for n in range(70_000))) as archive:
         assert len(archive.infolist()) == 70_000

@@ -1,4 +1,4 @@
-"""actors.scheduling: admission, executor choice and the janitor's timing, as pure functions."""
+"""actors.server.scheduling: admission, executor choice and the janitor's timing, as pure functions."""
 from __future__ import annotations
 
 import itertools
@@ -8,7 +8,7 @@ from datetime import datetime
 
 import pytest
 
-from actors.scheduling import ExecutorSlot, admit, choose_executor, expiry_cutoffs, sweep_interval
+from actors.server.scheduling import ExecutorSlot, admit, choose_executor, expiry_cutoffs, sweep_interval
 
 
 def run_admit(candidates, active_by_user=None, active_total=None, runs_per_user=5, limit=100, last_turn=None):

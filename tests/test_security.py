@@ -208,6 +208,7 @@ def run_briefly(args: list[str], config) -> subprocess.CompletedProcess:
                           text=True, timeout=60)
 
 
+@pytest.mark.processes
 def test_a_server_on_a_public_address_without_tokens_refuses_to_start(tmp_path):
     config = tmp_path / "server.ini"
     write_ini(config, {"server": {"host": "0.0.0.0", "data_dir": tmp_path / "data"},
@@ -225,6 +226,7 @@ def test_allow_anonymous_serves_on_a_public_address_with_a_warning(cluster):
     assert "serving anonymously on 0.0.0.0" in server.log()
 
 
+@pytest.mark.processes
 def test_an_executor_on_a_public_address_without_a_secret_refuses_to_start(tmp_path):
     config = tmp_path / "client.ini"
     write_ini(config, {"client": {"host": "0.0.0.0", "data_dir": tmp_path / "data"}})

@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from actors import slurm_cli
-from actors.slurm_cli import JobStatus
+from actors.node.backends import slurm_cli
+from actors.node.backends.slurm_cli import JobStatus
 from conf.settings import ConfigError, load_client_config
 
 SCONTROL = ("JobId=12 JobName=orch-ab12-1 UserId=root(0) GroupId=root(0) MCS_label=N/A JobState=TIMEOUT "

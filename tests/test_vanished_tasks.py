@@ -1,14 +1,17 @@
-"""actors.executor.vanished: which tasks whose row says running have no process, recognised by pid
+"""actors.node.executor.vanished: which tasks whose row says running have no process, recognised by pid
 and process start time, on real processes. No server or executor processes."""
 from __future__ import annotations
 
 import os
 import subprocess
 
-from actors.executor import vanished
-from actors.scripts import start_time
+import pytest
+
+from actors.node.executor import vanished
+from actors.runtime.processes import start_time
 
 
+@pytest.mark.processes
 def test_a_task_is_vanished_when_its_pid_is_gone_or_now_another_process(tmp_path):
     ended = subprocess.Popen(["true"])
     ended.wait()

@@ -61,7 +61,7 @@ class Ping:
 
 
 class WhileActorsRestart:
-    """Middleware: while the node's actor system is being rebuilt (web/node_actors.py), a request that
+    """Middleware: while the node's actor system is being rebuilt (actors/runtime/watchdog.py), a request that
     changes something is answered 503 with Retry-After; reads, which need only the database, go on."""
 
     READS = ("GET", "HEAD", "OPTIONS")

@@ -17,12 +17,12 @@ import falcon
 
 from actors.messages import KillTask, RunTask
 from conf.settings import ClientConfig
-from storage import tasks
 from storage.clock import utcnow
-from storage.executor_models import TaskState
+from storage.node import tasks
+from storage.node.models import TaskState
 from web import uploads
-from web.common import Ping, WhileActorsRestart, new_app, parse_id, send_zip
 from web.auth import ExecutorAuth
+from web.common import Ping, WhileActorsRestart, new_app, parse_id, send_zip
 from web.gateway import ActorGateway
 from web.zip_once import ZipFailed, ZipOnce
 
@@ -200,7 +200,7 @@ class Health:
 
 def create_app(config: ClientConfig, gateway: ActorGateway, stopping: threading.Event) -> falcon.App:
     if config.backend == "slurm":
-        from actors.slurm_health import SlurmHealth
+        from actors.node.backends.slurm_health import SlurmHealth
         problem: Problem = SlurmHealth()
     else:
         problem = lambda: None  # noqa: E731 — a local node can always take work

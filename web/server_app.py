@@ -18,8 +18,8 @@ from storage import executors, jobs, public_ids
 from storage.clock import utcnow
 from storage.states import ACTIVE, JobState
 from web import openapi, uploads
-from web.common import MAX_ID, Ping, WhileActorsRestart, new_app, parse_id, positive_int, send_zip
 from web.auth import ServerAuth
+from web.common import MAX_ID, Ping, WhileActorsRestart, new_app, parse_id, positive_int, send_zip
 from web.gateway import ActorGateway
 
 WAITING = ACTIVE | {JobState.QUEUED}

@@ -2,8 +2,8 @@
 
 `run_node` is shared by run_server.py and run_client.py:
 - start: stop an actor system a crashed run left, start a fresh one (whose admin stops it if this
-  process dies: actors/lifeline.py), configure the node's top actor, start the watchdog (which
-  re-creates the top actor, or the whole actor system, if a process of it dies: web/node_actors.py),
+  process dies: actors/runtime/lifeline.py), configure the node's top actor, start the watchdog (which
+  re-creates the top actor, or the whole actor system, if a process of it dies: actors/runtime/watchdog.py),
   serve;
 - stop (SIGTERM, or Ctrl-C): `stopping` is set so new work is refused with 503, then the node waits
   until `settled()` says its work is done (bounded by `settle_seconds`, or not at all), stops
@@ -21,9 +21,9 @@ import threading
 import time
 from typing import Callable
 
+from actors.runtime.watchdog import NodeActors, StartFailed, Watchdog
 from conf.settings import Connections
 from web.gateway import ActorGateway
-from web.node_actors import NodeActors, StartFailed, Watchdog
 
 log = logging.getLogger("orchestrator")
 _MAIN_PID = os.getpid()

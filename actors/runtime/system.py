@@ -2,8 +2,8 @@
 
 Runs in the node's main process. Owns the rules the stack imposes: the system is always created
 explicitly as `multiprocTCPBase`, listening and advertised on loopback only; every frame it
-exchanges is signed with a key made for this run (actors/frame_auth.py); its admin stops the
-system when the main process dies (actors/lifeline.py). A start first stops an admin that a
+exchanges is signed with a key made for this run (actors/runtime/frame_auth.py); its admin stops the
+system when the main process dies (actors/runtime/lifeline.py). A start first stops an admin that a
 crashed run left behind (its pid is recorded in the node's data folder) and waits until its port
 is free, instead of joining it; stopping shuts the whole system down, admin and every actor
 process. A lock file keeps two starts of the same node from clearing and starting at once.
@@ -23,8 +23,9 @@ from thespian.actors import ActorSystem, InvalidActorAddress
 from thespian.system import multiprocCommon
 from thespian.system.transport.IPBase import IPActorAddress
 
-from actors import frame_auth, lifeline
-from actors.scripts import start_time
+from actors.runtime import frame_auth
+from actors.runtime import lifeline
+from actors.runtime.processes import start_time
 
 log = logging.getLogger(__name__)
 PORT_FILE = "actor-admin.port"

@@ -25,9 +25,9 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from actors.sandbox import FILE_TOO_LARGE_EXIT
+from actors.node.sandbox import FILE_TOO_LARGE_EXIT
 from conf.settings import ClientConfig
-from storage import tasks
+from storage.node import tasks
 
 log = logging.getLogger("orchestrator.limits")
 

@@ -6,8 +6,8 @@ answer Drained with what is left), Ping, WakeupMessage (("poll", n) while tasks 
 TICK_SECONDS to re-send undelivered reports and pick up accepted tasks it has not heard of;
 "sweep" for retention), ActorExitRequest (stop the running scripts).
 
-Where a task runs is the backend's business (actors/backend.py): `bash run.sh` on this host, or a
-Slurm job. The actor keeps the queue of waiting tasks, the slots and the reports.
+Where a task runs is the backend's business (actors/node/backends/): `bash run.sh` on this host,
+or a Slurm job. The actor keeps the queue of waiting tasks, the slots and the reports.
 
 A task whose script succeeded gets its result zip made at once, in a thread (web/zip_once.py), so
 the server's fetch finds it ready and one slow folder holds up no other task; a node that stopped
@@ -32,15 +32,17 @@ from typing import Callable
 
 from thespian.actors import ActorExitRequest, ActorTypeDispatcher, WakeupMessage
 
-from actors import process_logging, scripts
-from actors.backend import REPORT_OF, Ended, Started, make_backend
-from actors.lifeline import die_with_parent
 from actors.messages import ConfigureExecutor, Drain, Drained, KillTask, Ping, Pong, RunTask
-from actors.reporter import Reporter
-from actors.scheduling import sweep_interval
-from storage import database, tasks
+from actors.node.backends.base import REPORT_OF, Ended, Started, make_backend
+from actors.node.reporter import Reporter
+from actors.runtime import process_logging
+from actors.runtime.lifeline import die_with_parent
+from actors.runtime.processes import start_time
+from actors.server.scheduling import sweep_interval
+from storage import database
 from storage.clock import utcnow
-from storage.executor_models import TaskState, db
+from storage.node import tasks
+from storage.node.models import TaskState, db
 from web.zip_once import ZipOnce
 
 TICK_SECONDS = 2.0
@@ -229,4 +231,4 @@ def vanished(running: list[tuple[int, int | None, int | None]], kept: Callable[[
     differs) and that `kept` does not claim (the backend holds them, or their end awaits saving):
     their end was lost. A Slurm task has no pid; its backend holds it until it ends."""
     return [task_id for task_id, pid, started in running
-            if not kept(task_id) and not (pid and scripts.start_time(pid) == started)]
+            if not kept(task_id) and not (pid and start_time(pid) == started)]

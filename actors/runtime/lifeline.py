@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 
-from actors.scripts import start_time
+from actors.runtime.processes import start_time
 
 _PR_SET_PDEATHSIG = 1
 #: Where the admin and the logger record their (pid, start time), in the node's data folder.
@@ -136,6 +136,6 @@ def _wait_for_exit(pid: int, started: int | None) -> None:
 
 def _shutdown_from_inside() -> None:
     """Ask this admin, over its own port, to shut the actor system down as `ActorSystem.shutdown` does."""
-    from actors import system
+    from actors.runtime import system
 
     system.connect(_node[3]).shutdown()

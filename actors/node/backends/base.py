@@ -1,7 +1,7 @@
 """What an executor's backend tells its ExecutorActor, and the choice of backend from the config.
 
-A backend runs the node's tasks somewhere: `LocalBackend` (actors/local_backend.py) as processes
-of this host, `SlurmBackend` (actors/slurm_backend.py) as jobs of a Slurm cluster. The actor owns
+A backend runs the node's tasks somewhere: `LocalBackend` (actors/node/backends/local.py) as processes
+of this host, `SlurmBackend` (actors/node/backends/slurm.py) as jobs of a Slurm cluster. The actor owns
 the task queue, the slots and the reports to the server; a backend owns starting, polling,
 killing and recovering its tasks, and says what happened as `Started` and `Ended` events.
 """
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from actors.job_cgroups import JobCgroups
-from actors.sandbox import Wrapping
+from actors.node.job_cgroups import JobCgroups
+from actors.node.sandbox import Wrapping
 from conf.settings import ClientConfig
-from storage.executor_models import TaskState
+from storage.node.models import TaskState
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ REPORT_OF = {TaskState.FINISHED.value: "finished", TaskState.LOST.value: "lost",
 
 def make_backend(config: ClientConfig, wrapping: Wrapping, cgroups: JobCgroups | None):
     if config.backend == "slurm":
-        from actors.slurm_backend import SlurmBackend
+        from actors.node.backends.slurm import SlurmBackend
         return SlurmBackend(config, wrapping)
-    from actors.local_backend import LocalBackend
+    from actors.node.backends.local import LocalBackend
     return LocalBackend(config, wrapping, cgroups)

@@ -17,7 +17,7 @@ import shlex
 import subprocess
 from dataclasses import dataclass
 
-from actors.job_cgroups import JobCgroup, JobCgroups
+from actors.node.job_cgroups import JobCgroup, JobCgroups
 
 log = logging.getLogger("orchestrator.executor")
 

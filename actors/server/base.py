@@ -11,9 +11,10 @@ import traceback
 
 from thespian.actors import ActorExitRequest, ActorSystemMessage, ActorTypeDispatcher, WakeupMessage
 
-from actors import faults, process_logging
-from actors.lifeline import die_with_parent
 from actors.messages import ActorStarted, Batch, Configure, JobEnded, JobQueued, Peers, Ping, Pong
+from actors.runtime import process_logging
+from actors.runtime.lifeline import die_with_parent
+from actors.server import faults
 from storage import database, jobs
 from storage.clock import utcnow
 from storage.models import db

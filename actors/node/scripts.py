@@ -1,7 +1,7 @@
 """Finding and stopping a task's processes, and reading what its script said. Runs in an executor
 node's ExecutorActor.
 
-Each job has its own session (so its own process group, actors/launchers.py): its sandbox
+Each job has its own session (so its own process group, actors/node/launchers.py): its sandbox
 (bubblewrap, or unshare) heads the group, and killing the group kills it, whose PID namespace takes
 every process of the job with it.
 """
@@ -10,16 +10,9 @@ from __future__ import annotations
 import os
 import signal
 
+from actors.runtime.processes import start_time
+
 STDERR_TAIL_BYTES = 4000
-
-
-def start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks after boot (None if it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return int(handle.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def kill_group(pgid: int, sig: int = signal.SIGKILL, started: int | None = None) -> None:

@@ -17,8 +17,8 @@ from collections import OrderedDict, deque
 
 from thespian.actors import WakeupMessage
 
-from actors.base import ServerActor
 from actors.messages import AdmissionRequest, Admitted, Configure, JobQueued, SlotsFreed, UserKey
+from actors.server.base import ServerActor
 from storage import jobs
 
 RESYNC_SECONDS = 10.0

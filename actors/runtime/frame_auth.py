@@ -9,7 +9,7 @@ every actor); no file holds it, so no other user can read it. A frame whose sign
 (forged or garbled), whose time stamp is outside the window, or whose nonce was seen before
 (replayed) is dropped before `pickle.loads` and logged.
 
-Runs in every process of a node: the main process imports it (through actors/system.py) before
+Runs in every process of a node: the main process imports it (through actors/runtime/system.py) before
 starting the actor system, and the forked processes inherit the patched transport and the key.
 
 Frame layout (inside Thespian's own length prefix):
@@ -103,7 +103,7 @@ def _sign(kind: bytes, stamp: int, nonce: bytes, body: bytes) -> bytes:
 
 def dumps(obj) -> bytes:
     if _key is None:
-        raise RuntimeError("the actor system has no frame key: start it through actors.system.start")
+        raise RuntimeError("the actor system has no frame key: start it through actors.runtime.system.start")
     return _sign(KIND_MESSAGE, int(time.time() * 1000), os.urandom(16), pickle.dumps(obj))
 
 

@@ -1,7 +1,7 @@
 """A node's actor system as its main process holds it: started with its top actor, watched, rebuilt.
 
 Runs in the node's main process (server or executor). `NodeActors` starts the actor system
-(actors/system.py) and the node's top actor (the SupervisorActor, or the ExecutorActor), and
+(actors/runtime/system.py) and the node's top actor (the SupervisorActor, or the ExecutorActor), and
 stops them. The `Watchdog` thread keeps them working, judging liveness by processes (pid and start
 time), never by a slow answer: a busy actor must not be replaced while it still works, or two of
 them would run.
@@ -20,8 +20,9 @@ import threading
 
 from thespian.actors import ActorExitRequest
 
-from actors import lifeline, system
-from actors.scripts import start_time
+from actors.runtime import lifeline
+from actors.runtime import system
+from actors.runtime.processes import start_time
 from web.gateway import ActorGateway
 
 log = logging.getLogger("orchestrator")

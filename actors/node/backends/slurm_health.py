@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 
-from actors import slurm_cli
+from actors.node.backends import slurm_cli
 
 CHECK_SECONDS = 3.0
 

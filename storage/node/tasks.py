@@ -8,7 +8,7 @@ from datetime import datetime
 
 from pony.orm import commit, db_session, flush, select
 
-from storage.executor_models import Task, TaskState
+from storage.node.models import Task, TaskState
 
 
 @db_session

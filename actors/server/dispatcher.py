@@ -24,11 +24,11 @@ import time
 
 from thespian.actors import WakeupMessage
 
-from actors.base import ServerActor
-from actors.executor_link import ExecutorLink, ExecutorRefused, ExecutorUnreachable
-from actors.parallel import CallPool
 from actors.messages import CancelJob, Capacity, Configure, Dispatch, ExecutorHeartbeat, JobEnded
-from actors.scheduling import ExecutorSlot, choose_executor, is_lost
+from actors.server.base import ServerActor
+from actors.server.executor_link import ExecutorLink, ExecutorRefused, ExecutorUnreachable
+from actors.server.parallel import CallPool
+from actors.server.scheduling import ExecutorSlot, choose_executor, is_lost
 from storage import executors, jobs
 from storage.clock import utcnow
 from storage.states import ACTIVE, JobState

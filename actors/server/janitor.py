@@ -11,10 +11,10 @@ from datetime import datetime, timedelta
 
 from thespian.actors import WakeupMessage
 
-from actors.base import ServerActor
-from actors.executor_link import ExecutorLink, ExecutorUnreachable
 from actors.messages import Configure
-from actors.scheduling import expiry_cutoffs, sweep_interval
+from actors.server.base import ServerActor
+from actors.server.executor_link import ExecutorLink, ExecutorUnreachable
+from actors.server.scheduling import expiry_cutoffs, sweep_interval
 from storage import jobs
 from storage.clock import utcnow
 

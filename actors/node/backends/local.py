@@ -1,10 +1,10 @@
-"""LocalBackend: a task is its wrapped `bash run.sh` (actors/sandbox.py), run as a process group of
-this host, in a cgroup of its own where the node has cgroups (actors/job_cgroups.py).
+"""LocalBackend: a task is its wrapped `bash run.sh` (actors/node/sandbox.py), run as a process group of
+this host, in a cgroup of its own where the node has cgroups (actors/node/job_cgroups.py).
 
 Runs in an executor node's ExecutorActor. Its processes live and die with the node: a task that
 was running when the node stopped is lost, and a restarted node stops what the previous run left
 behind. When a task ends, whatever it started is killed (its PID namespace, and its cgroup), and
-the limit it went over, if any, becomes its reason (actors/job_limits.py).
+the limit it went over, if any, becomes its reason (actors/node/job_limits.py).
 """
 from __future__ import annotations
 
@@ -14,16 +14,17 @@ import signal
 import subprocess
 import time
 
-from actors import scripts
-from actors.backend import Ended, Started
-from actors.job_cgroups import JobCgroup, JobCgroups
-from actors.job_limits import MB, OutputGuard, Usage, limit_reason
-from actors.launchers import Launchers
-from actors.sandbox import Wrapping, environment
+from actors.node import scripts
+from actors.node.backends.base import Ended, Started
+from actors.node.job_cgroups import JobCgroup, JobCgroups
+from actors.node.job_limits import MB, OutputGuard, Usage, limit_reason
+from actors.node.launchers import Launchers
+from actors.node.sandbox import Wrapping, environment
+from actors.runtime.processes import start_time
 from conf.settings import ClientConfig
-from storage import tasks
 from storage.clock import utcnow
-from storage.executor_models import TaskState
+from storage.node import tasks
+from storage.node.models import TaskState
 
 #: Exit polling starts fast for short scripts and slows down for long ones.
 POLL_MIN_SECONDS = 0.005
@@ -93,7 +94,7 @@ class LocalBackend:
             self.cgroup_of[task_id] = launcher.cgroup
         self.guard.watch(task_id, folder)
         try:
-            tasks.mark_running(task_id, process.pid, scripts.start_time(process.pid), utcnow())
+            tasks.mark_running(task_id, process.pid, start_time(process.pid), utcnow())
         except Exception:
             # NOTE: a script whose start is not on record would run twice (its row still says
             # accepted); stopped, it starts again once its start can be written.

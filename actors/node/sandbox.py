@@ -19,7 +19,7 @@ namespace of its own where the node can make one (root, or unprivileged user nam
 
 Either way the environment is reduced to PATH, HOME (the job's folder), TMPDIR, LANG and the
 variables named in `pass_env`, and `prlimit` sets the per-process limits: open files, file size
-(max_output_mb), no core dumps, and, where no cgroup limits the job (actors/job_cgroups.py), its
+(max_output_mb), no core dumps, and, where no cgroup limits the job (actors/node/job_cgroups.py), its
 processes (per job, in its own user namespace) and its address space (max_memory_mb).
 """
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 Owns the Slurm side of the executor: submitting (`sbatch --wrap=...` in the task's folder, which
 the cluster's nodes share: the job's `bash run.sh` wrapped as this node wraps its jobs, in its
-bubblewrap sandbox with its rlimits, actors/sandbox.py, run inside the allocation), one `squeue`
+bubblewrap sandbox with its rlimits, actors/node/sandbox.py, run inside the allocation), one `squeue`
 call per poll for all the node's jobs, mapping Slurm's states onto task outcomes, and re-attaching
-to its jobs after a restart. The CLI calls and their parsing are in actors/slurm_cli.py.
+to its jobs after a restart. The CLI calls and their parsing are in actors/node/backends/slurm_cli.py.
 max_memory_mb becomes the job's `--mem` (unless sbatch_args sets one), so Slurm's cgroup holds it.
 
 Nothing is guessed. A job squeue no longer lists is looked up with `scontrol show job`, then in
@@ -23,16 +23,17 @@ import logging
 import time
 from dataclasses import dataclass
 
-from actors import scripts, slurm_cli
-from actors.backend import Ended, Started
-from actors.job_limits import MB, OutputGuard, Usage, limit_reason
-from actors.sandbox import Wrapping, environment
-from actors.slurm_cli import JobStatus, SlurmRefused, SlurmUnavailable
-from actors.slurm_health import SlurmHealth
+from actors.node import scripts
+from actors.node.backends import slurm_cli
+from actors.node.backends.base import Ended, Started
+from actors.node.backends.slurm_cli import JobStatus, SlurmRefused, SlurmUnavailable
+from actors.node.backends.slurm_health import SlurmHealth
+from actors.node.job_limits import MB, OutputGuard, Usage, limit_reason
+from actors.node.sandbox import Wrapping, environment
 from conf.settings import ClientConfig
-from storage import tasks
 from storage.clock import utcnow
-from storage.executor_models import TaskState
+from storage.node import tasks
+from storage.node.models import TaskState
 
 #: How long a job that Slurm no longer knows at all is asked about before it is reported lost.
 VANISHED_GIVE_UP_SECONDS = 600.0

@@ -8,7 +8,7 @@ ActorStarted, ChildActorExited (re-create that child, then tell everyone the new
 WakeupMessage (a delayed restart).
 
 A service no longer configured whose jobs are still on executors keeps a dispatcher ("retired")
-until the next start: it watches those jobs to their end (see actors/dispatcher.py).
+until the next start: it watches those jobs to their end (see actors/server/dispatcher.py).
 
 A child that keeps dying is re-created at most RESTART_BURST times per RESTART_WINDOW seconds;
 after that it is re-created on a timer, so a crash loop cannot spin the machine.
@@ -20,19 +20,19 @@ import time
 
 from thespian.actors import ChildActorExited, WakeupMessage
 
-from actors.base import ServerActor
 from actors.messages import ActorStarted, Configure, Directory, ExecutorHeartbeat, Forward, Peers, Pong, Roster, Routes
+from actors.server.base import ServerActor
 from storage import database, jobs
 from storage.clock import utcnow
 from storage.models import db
 
 ROLES = {
-    "queue": "actors.queue.QueueActor",
-    "quota": "actors.quota.QuotaActor",
-    "retriever": "actors.retriever.RetrieverActor",
-    "janitor": "actors.janitor.JanitorActor",
+    "queue": "actors.server.queue.QueueActor",
+    "quota": "actors.server.quota.QuotaActor",
+    "retriever": "actors.server.retriever.RetrieverActor",
+    "janitor": "actors.server.janitor.JanitorActor",
 }
-DISPATCHER = "actors.dispatcher.DispatcherActor"
+DISPATCHER = "actors.server.dispatcher.DispatcherActor"
 RESTART_BURST = 5
 RESTART_WINDOW = 30.0
 RESTART_DELAY = 2.0

@@ -17,9 +17,9 @@ from collections import defaultdict
 
 from thespian.actors import WakeupMessage
 
-from actors.base import ServerActor
 from actors.messages import AdmissionRequest, Admitted, Capacity, Configure, Dispatch, JobEnded, SlotsFreed, UserKey
-from actors.scheduling import admit
+from actors.server.base import ServerActor
+from actors.server.scheduling import admit
 from storage import jobs
 from storage.clock import utcnow
 

@@ -7,7 +7,7 @@ for a place this node may create cgroups in:
   cgroup when it was delegated to it (systemd `Delegate=yes`): the node's processes then move
   into a leaf `node/` of it, as the kernel requires, and jobs go into `jobs/`;
 - cgroup v1 (memory and pids hierarchies), where the node may write (typically as root).
-If none is usable, jobs are limited by rlimits only (actors/sandbox.py) and the start says so.
+If none is usable, jobs are limited by rlimits only (actors/node/sandbox.py) and the start says so.
 
 Every job cgroup of the node lives under one folder, `<node>/jobs`, capped at JOBS_SHARE of the
 memory the node may use, so that jobs together cannot starve the node's own processes. What a

@@ -22,10 +22,10 @@ from datetime import timedelta
 
 from thespian.actors import WakeupMessage
 
-from actors.base import ServerActor
-from actors.executor_link import ExecutorLink, ExecutorUnreachable
 from actors.messages import Configure, ExecutorEvent
-from actors.parallel import CallPool
+from actors.server.base import ServerActor
+from actors.server.executor_link import ExecutorLink, ExecutorUnreachable
+from actors.server.parallel import CallPool
 from storage import jobs
 from storage.clock import utcnow
 from storage.states import ACTIVE, JobState

@@ -23,7 +23,7 @@ import urllib3
 from urllib3.exceptions import HTTPError
 
 from conf.settings import ClientConfig
-from storage import tasks
+from storage.node import tasks
 
 TIMEOUT = urllib3.Timeout(connect=2.0, read=10.0)
 #: Until the server says its executor_timeout, beat this often.
