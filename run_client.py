@@ -10,7 +10,7 @@ import shutil
 import signal
 import sys
 
-from web.serving import install_signal_handlers, run_node, setup_logging
+from actors.runtime.serving import install_signal_handlers, run_node, setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         state_dir=config.data_path, admin_port=config.actor_admin_port,
         actor_class="actors.node.executor.ExecutorActor",
         configure_message=ConfigureExecutor(config, wrapping, cgroups),
-        make_app=lambda gateway, stopping: create_app(config, gateway, stopping),
+        make_app=lambda gateway, stopping: create_app(config, gateway, stopping, backend_problem(config)),
         host=config.host, port=config.port, threads=config.threads,
         max_body=config.max_upload_mb * 1024 * 1024, name=f"orchestrator-executor[{config.service}]",
         connections=config.connections, reserved_for=server_address(config),
@@ -61,6 +61,15 @@ def main(argv: list[str] | None = None) -> int:
         # Ctrl-C (SIGINT) stops at once: running scripts are stopped and reported lost.
         settled=drained, settle_seconds=None, immediate=(signal.SIGINT,),
     )
+
+
+def backend_problem(config):
+    """Why the backend cannot take work now (None: it can): a Slurm node asks its controller."""
+    if config.backend != "slurm":
+        return lambda: None
+    from actors.node.backends.slurm_health import SlurmHealth
+
+    return SlurmHealth()
 
 
 def server_address(config):

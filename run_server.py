@@ -8,7 +8,7 @@ import os
 import shutil
 import sys
 
-from web.serving import install_signal_handlers, run_node, setup_logging
+from actors.runtime.serving import install_signal_handlers, run_node, setup_logging
 
 STOP_GRACE_SECONDS = 5.0
 

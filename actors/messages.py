@@ -188,7 +188,8 @@ class ExecutorEvent:
 
 @dataclass(frozen=True)
 class ExecutorHeartbeat:
-    """Web (an executor's heartbeat or registration, through the supervisor) → that service's dispatcher."""
+    """Web (an executor's heartbeat or registration, posted like every other message) → that
+    service's dispatcher."""
 
     service: str
     url: str

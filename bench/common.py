@@ -26,16 +26,17 @@ class Row:
     figure: str
     value: str
     target: str
-    seed: str
+    #: The original (Rust) system's figure, where it has one.
+    original: str
     met: bool | None
 
     def line(self) -> str:
         verdict = {True: "met", False: "MISSED", None: "-"}[self.met]
-        return f"| {self.figure} | {self.value} | {self.target} | {self.seed} | {verdict} |"
+        return f"| {self.figure} | {self.value} | {self.target} | {self.original} | {verdict} |"
 
 
 def table(rows: list[Row]) -> str:
-    head = "| figure | measured | target | seed | verdict |\n|---|---|---|---|---|"
+    head = "| figure | measured | target | original | verdict |\n|---|---|---|---|---|"
     return "\n".join([head, *(r.line() for r in rows)])
 
 

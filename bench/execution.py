@@ -1,4 +1,4 @@
-"""Figure 6: an executor with 8 slots runs 8 x `sleep 1` jobs in <= 1.5 s (the seed runs 2 at a time)."""
+"""Figure 6: an executor with 8 slots runs 8 x `sleep 1` jobs in <= 1.5 s (the original runs 2 at a time)."""
 from __future__ import annotations
 
 import time

@@ -1,5 +1,5 @@
 """Figure 5: memory. All server processes together <= 300 MB RSS with 100,000 queued jobs; a 1 GB
-upload never holds more than 64 MB of itself in any process (the seed peaks at 481 MB for 100 MB)."""
+upload never holds more than 64 MB of itself in any process (the original peaks at 481 MB for 100 MB)."""
 from __future__ import annotations
 
 import os

@@ -18,7 +18,7 @@ def rate(server, senders: int, total: int) -> float:
 
 
 def fresh_rate(senders: int, total: int, draining: bool) -> float:
-    """`rate` on a fresh server (a fresh one per run, as the seed's figure was taken).
+    """`rate` on a fresh server (a fresh one per run, as the original's figure was taken).
 
     Not `draining`: the service's executor is down, so the jobs wait in the queue and the figure is
     the upload path's own. `draining`: an executor on the same two cores runs the jobs as they

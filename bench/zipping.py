@@ -1,7 +1,7 @@
 """Figure 7: zipping a task's results on the executor (web/result_zip.py), in seconds and in how much
 the zipping process's peak RSS grows: 50,000 small files, a 4 GB sparse file (`truncate -s 4G`), and
 1 GB that does not compress. Each zip runs in a fresh process, from a folder in a temp directory
-written just before (so in the page cache, as a script's output is when it ends). The seed column is
+written just before (so in the page cache, as a script's output is when it ends). The original column is
 the zipfile-based zipping this replaced, measured by this script on the same machine."""
 from __future__ import annotations
 
@@ -69,11 +69,11 @@ def measure(make, size: int, runs: int) -> tuple[list[float], list[float], int]:
         return seconds, growth, zipped
 
 
-def row(figure: str, make, size: int, runs: int, target: tuple[float, float], seed: str, quick: bool) -> Row:
+def row(figure: str, make, size: int, runs: int, target: tuple[float, float], original: str, quick: bool) -> Row:
     seconds, growth, zipped = measure(make, size, runs)
     value = f"{spread(seconds, ' s', 2)}; RSS +{max(growth):.0f} MB at most; zip {zipped / 2**20:.1f} MB"
     met = sorted(seconds)[len(seconds) // 2] <= target[0] and max(growth) <= target[1]
-    return Row(figure, value, f"<= {target[0]:g} s, <= {target[1]:g} MB", seed, None if quick else met)
+    return Row(figure, value, f"<= {target[0]:g} s, <= {target[1]:g} MB", original, None if quick else met)
 
 
 def run(quick: bool) -> list[Row]:

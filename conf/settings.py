@@ -1,4 +1,4 @@
-"""Configuration: the defaults, the INI loader, the seed's environment overrides, validation.
+"""Configuration: the defaults, the INI loader, the original's environment overrides, validation.
 
 Owns `ServerConfig`, `ServiceConfig` and `ClientConfig` (frozen dataclasses of plain data, so they
 can travel inside actor messages) and the two loaders `load_server_config` and `load_client_config`.
@@ -301,7 +301,7 @@ def _url(key: str, raw: str) -> str:
 
 
 def _base_url(key: str, raw: str) -> str:
-    """The seed's SERVICE_X_UPLOAD_URL names an executor by its scheme://host:port only."""
+    """The original's SERVICE_X_UPLOAD_URL names an executor by its scheme://host:port only."""
     _url(key, raw)
     parts = urlsplit(raw.strip())
     return f"{parts.scheme}://{parts.netloc}"
@@ -379,7 +379,7 @@ def _apply_service_env(services: dict[str, ServiceConfig], environ: Mapping[str,
 
 def load_server_config(path: str | None, environ: Mapping[str, str] = os.environ,
                        port: int | None = None) -> ServerConfig:
-    """Read `path` (INI), apply the seed's environment overrides, then validate.
+    """Read `path` (INI), apply the original's environment overrides, then validate.
 
     Raises:
         ConfigError: one sentence naming the key that is wrong.

@@ -9,6 +9,7 @@ from datetime import datetime
 
 from pony.orm import Database, LongStr, Optional, PrimaryKey, Required, composite_index
 
+from storage.columns import iso, reader
 from storage.states import JobState
 from storage.storable import clean_row
 
@@ -60,23 +61,18 @@ class Job(db.Entity):
         `new`: the job was just created in this session, so the columns it was not given are empty;
         reading one would make Pony reload the whole row (a query per upload).
         """
-        def field(name):
-            return None if new and name in EMPTY_WHEN_NEW else getattr(self, name)
-
-        def stamp(name):
-            value = field(name)
-            return value.isoformat() + "Z" if value else None
+        field = reader(self, new, EMPTY_WHEN_NEW)
         return {
             "id": self.public_id or self.id,
             "user_id": self.user_id,
             "service": self.service,
             "status": self.state,
             "outcome": field("outcome"),
-            "created_at": stamp("created_at"),
-            "dispatched_at": stamp("dispatched_at"),
-            "started_at": stamp("started_at"),
-            "finished_at": stamp("finished_at"),
-            "cleaned_at": stamp("cleaned_at"),
+            "created_at": iso(field("created_at")),
+            "dispatched_at": iso(field("dispatched_at")),
+            "started_at": iso(field("started_at")),
+            "finished_at": iso(field("finished_at")),
+            "cleaned_at": iso(field("cleaned_at")),
             "attempts": self.attempts,
             "executor": field("executor"),
             "exit_code": field("exit_code"),

@@ -106,7 +106,7 @@ def test_two_executors_share_one_config_file_with_only_their_ports_differing(clu
     assert os.path.isdir(tmp_path / f"exec-{nodes[0].port}") and os.path.isdir(tmp_path / f"exec-{nodes[1].port}")
 
 
-def test_the_seeds_environment_variables_configure_a_service(cluster):
+def test_the_originals_environment_variables_configure_a_service(cluster):
     executor = cluster.executor("example")
     server = cluster.server({}, env={"SERVICE_EXAMPLE_UPLOAD_URL": f"{executor.url}/submit",
                                      "SERVICE_EXAMPLE_RUNS_PER_USER": "3"})

@@ -8,7 +8,7 @@ from datetime import datetime
 
 import pytest
 
-from actors.server.scheduling import ExecutorSlot, admit, choose_executor, expiry_cutoffs, sweep_interval
+from actors.server.scheduling import KnownExecutor, admit, choose_executor, expiry_cutoffs, sweep_interval
 
 
 def run_admit(candidates, active_by_user=None, active_total=None, runs_per_user=5, limit=100, last_turn=None):
@@ -138,16 +138,16 @@ def test_admit_respects_both_bounds_and_fifo_on_random_inputs():
 # --- choose_executor ------------------------------------------------------------------------------
 
 def test_the_executor_with_the_most_free_slots_wins():
-    a = ExecutorSlot("http://a", slots=4, in_flight=3, reachable=True)
-    b = ExecutorSlot("http://b", slots=8, in_flight=5, reachable=True)
-    c = ExecutorSlot("http://c", slots=2, in_flight=0, reachable=True)
+    a = KnownExecutor("http://a", slots=4, in_flight=3, reachable=True)
+    b = KnownExecutor("http://b", slots=8, in_flight=5, reachable=True)
+    c = KnownExecutor("http://c", slots=2, in_flight=0, reachable=True)
 
     assert choose_executor([a, b, c]) is b
 
 
 def test_an_unreachable_executor_is_never_chosen():
-    down = ExecutorSlot("http://down", slots=100, in_flight=0, reachable=False)
-    up = ExecutorSlot("http://up", slots=1, in_flight=0, reachable=True)
+    down = KnownExecutor("http://down", slots=100, in_flight=0, reachable=False)
+    up = KnownExecutor("http://up", slots=1, in_flight=0, reachable=True)
 
     assert down.free == 0
     assert choose_executor([down, up]) is up
@@ -155,17 +155,17 @@ def test_an_unreachable_executor_is_never_chosen():
 
 
 def test_among_equally_free_executors_the_one_used_longest_ago_wins():
-    recent = ExecutorSlot("http://recent", slots=4, in_flight=1, reachable=True, last_used=9)
-    old = ExecutorSlot("http://old", slots=4, in_flight=1, reachable=True, last_used=2)
-    newer = ExecutorSlot("http://newer", slots=4, in_flight=1, reachable=True, last_used=5)
+    recent = KnownExecutor("http://recent", slots=4, in_flight=1, reachable=True, last_used=9)
+    old = KnownExecutor("http://old", slots=4, in_flight=1, reachable=True, last_used=2)
+    newer = KnownExecutor("http://newer", slots=4, in_flight=1, reachable=True, last_used=5)
 
     assert choose_executor([recent, old, newer]) is old
     assert choose_executor([newer, recent]) is newer
 
 
 def test_no_executor_is_chosen_when_all_are_full():
-    full = [ExecutorSlot("http://a", slots=2, in_flight=2, reachable=True),
-            ExecutorSlot("http://b", slots=1, in_flight=3, reachable=True)]
+    full = [KnownExecutor("http://a", slots=2, in_flight=2, reachable=True),
+            KnownExecutor("http://b", slots=1, in_flight=3, reachable=True)]
 
     assert choose_executor(full) is None
     assert choose_executor([]) is None

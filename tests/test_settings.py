@@ -1,4 +1,4 @@
-"""conf.settings: defaults, the INI loader, the seed's environment overrides, and validation."""
+"""conf.settings: defaults, the INI loader, the original's environment overrides, and validation."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -177,7 +177,7 @@ def test_the_actor_admin_port_must_differ_from_the_http_port(tmp_path):
         load_server_config(server_ini(tmp_path, "port = 7000\nactor_admin_port = 7000"), environ={})
 
 
-# --- server: the seed's environment -------------------------------------------------------------
+# --- server: the original's environment ----------------------------------------------------------
 
 def test_service_runs_per_user_and_max_runs_come_from_the_environment(tmp_path):
     path = server_ini(tmp_path, "", "[service.example]\nclients = http://h:1\nruns_per_user = 4\nmax_runs = 9\n")

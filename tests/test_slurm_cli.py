@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from actors.node.backends import slurm_cli
-from actors.node.backends.slurm_cli import JobStatus
+from actors.node.backends.slurm_cli import SlurmJob
 from conf.settings import ConfigError, load_client_config
 
 SCONTROL = ("JobId=12 JobName=orch-ab12-1 UserId=root(0) GroupId=root(0) MCS_label=N/A JobState=TIMEOUT "
@@ -40,22 +40,22 @@ def test_squeue_lines_give_state_reason_and_the_exit_code_from_the_raw_wait_stat
             "10|COMPLETED|0|None\n"
             "garbage\n")
     found = slurm_cli.parse_squeue(text)
-    assert found["7"] == JobStatus("7", "FAILED", "NonZeroExitCode", 3, 0)
-    assert found["8"] == JobStatus("8", "TIMEOUT", "TimeLimit", 0, 15)
-    assert found["9"] == JobStatus("9", "PENDING", "(ReqNodeNotAvail, Reserved for maintenance)", None, None)
+    assert found["7"] == SlurmJob("7", "FAILED", "NonZeroExitCode", 3, 0)
+    assert found["8"] == SlurmJob("8", "TIMEOUT", "TimeLimit", 0, 15)
+    assert found["9"] == SlurmJob("9", "PENDING", "(ReqNodeNotAvail, Reserved for maintenance)", None, None)
     assert found["10"].exit_status == 0 and set(found) == {"7", "8", "9", "10"}
 
 
 def test_scontrol_lines_keep_values_with_spaces_and_split_the_exit_code():
     record = slurm_cli.parse_key_values(SCONTROL)
     assert record["WorkDir"] == "/srv/jobs/with space" and record["JobName"] == "orch-ab12-1"
-    assert slurm_cli.status_from_record(record) == JobStatus("12", "TIMEOUT", "TimeLimit", 0, 15)
+    assert slurm_cli.status_from_record(record) == SlurmJob("12", "TIMEOUT", "TimeLimit", 0, 15)
     assert slurm_cli.status_from_record({"JobName": "x"}) is None
 
 
 def test_the_jobcomp_log_gives_final_states_by_id_and_ids_by_name_the_latest_line_winning():
     found = slurm_cli.parse_jobcomp(JOBCOMP, {"3", "4", "99"})
-    assert found["3"] == JobStatus("3", "CANCELLED", "", 0, 0)  # ids restart after a wiped cluster
+    assert found["3"] == SlurmJob("3", "CANCELLED", "", 0, 0)  # ids restart after a wiped cluster
     assert found["4"].state == "FAILED" and found["4"].exit_status == 3 and "99" not in found
     assert slurm_cli.parse_jobcomp_names(JOBCOMP, {"orch-x-2", "orch-none-1"}) == {"orch-x-2": "4"}
 
@@ -70,20 +70,20 @@ def test_sbatch_parsable_output_and_exit_codes_parse():
 
 
 @pytest.mark.parametrize("status, code", [
-    (JobStatus("1", "COMPLETED", "None", 0, 0), 0),
-    (JobStatus("1", "FAILED", "NonZeroExitCode", 3, 0), 3),
-    (JobStatus("1", "TIMEOUT", "TimeLimit", 0, 15), 143),
-    (JobStatus("1", "OUT_OF_MEMORY", "OutOfMemory", 0, 0), 1),  # a failure is never reported as exit 0
-    (JobStatus("1", "FAILED", "JobLaunchFailure", None, None), 1),
+    (SlurmJob("1", "COMPLETED", "None", 0, 0), 0),
+    (SlurmJob("1", "FAILED", "NonZeroExitCode", 3, 0), 3),
+    (SlurmJob("1", "TIMEOUT", "TimeLimit", 0, 15), 143),
+    (SlurmJob("1", "OUT_OF_MEMORY", "OutOfMemory", 0, 0), 1),  # a failure is never reported as exit 0
+    (SlurmJob("1", "FAILED", "JobLaunchFailure", None, None), 1),
 ])
 def test_a_failed_job_always_gets_a_non_zero_exit_code(status, code):
     assert slurm_cli.exit_code(status) == code
 
 
 def test_slurms_verdict_names_the_job_state_reason_and_exit_code():
-    assert slurm_cli.describe(JobStatus("8", "TIMEOUT", "TimeLimit", 0, 15)) == \
+    assert slurm_cli.describe(SlurmJob("8", "TIMEOUT", "TimeLimit", 0, 15)) == \
         "slurm: job 8 TIMEOUT (TimeLimit), ExitCode 0:15"
-    assert slurm_cli.describe(JobStatus("9", "CANCELLED", "None", None, None)) == "slurm: job 9 CANCELLED"
+    assert slurm_cli.describe(SlurmJob("9", "CANCELLED", "None", None, None)) == "slurm: job 9 CANCELLED"
 
 
 def test_the_sbatch_call_runs_the_wrapped_command_in_the_folder_with_the_local_backends_log_names():

@@ -52,7 +52,7 @@ class BoundedJSON(falcon.media.JSONHandler):
 
 
 class Ping:
-    """`GET /`: the seed's liveness answer."""
+    """`GET /`: the original's liveness answer."""
 
     def on_get(self, req, resp):
         resp.media = {"message": "pong"}

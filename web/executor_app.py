@@ -198,12 +198,10 @@ class Health:
             resp.media["reason"] = restarting or problem
 
 
-def create_app(config: ClientConfig, gateway: ActorGateway, stopping: threading.Event) -> falcon.App:
-    if config.backend == "slurm":
-        from actors.node.backends.slurm_health import SlurmHealth
-        problem: Problem = SlurmHealth()
-    else:
-        problem = lambda: None  # noqa: E731 — a local node can always take work
+def create_app(config: ClientConfig, gateway: ActorGateway, stopping: threading.Event,
+               problem: Problem = lambda: None) -> falcon.App:
+    """`problem`: why the node's backend cannot take work now (run_client.py gives a Slurm node
+    its health check); a local node can always take work."""
     app = new_app([ExecutorAuth(config.cluster_secret), WhileActorsRestart(gateway)], max_parts=MAX_FILES + 8)
     app.add_route("/", Ping())
     app.add_route("/health", Health(config, gateway, stopping, problem))

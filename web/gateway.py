@@ -41,7 +41,8 @@ class ActorGateway:
         self.routes: dict[str, tuple[object, int]] = {}
         self.routes_asked = float("-inf")
         self.routes_lock = threading.Lock()
-        self.outbox: queue.SimpleQueue = queue.SimpleQueue()
+        #: (role, message) posted and not yet sent, in memory only: the database holds the truth.
+        self.unsent: queue.SimpleQueue = queue.SimpleQueue()
         self.mailer: threading.Thread | None = None
         self.mailer_lock = threading.Lock()
         #: Bumped when the actor system is replaced: each thread's context belongs to one system.
@@ -90,14 +91,14 @@ class ActorGateway:
                 if self.mailer is None:
                     self.mailer = threading.Thread(target=self._mail, name="actor-mailer", daemon=True)
                     self.mailer.start()
-        self.outbox.put((role, message))
+        self.unsent.put((role, message))
 
     def _mail(self) -> None:
         while True:
-            waiting = [self.outbox.get()]
+            waiting = [self.unsent.get()]
             self.opened.wait()  # NOTE: held while the actor system is rebuilt, then sent to the new one
-            while len(waiting) < MAX_BATCH and not self.outbox.empty():
-                waiting.append(self.outbox.get_nowait())
+            while len(waiting) < MAX_BATCH and not self.unsent.empty():
+                waiting.append(self.unsent.get_nowait())
             by_role: dict[str, list] = {}
             for role, message in waiting:
                 by_role.setdefault(role, []).append(message)

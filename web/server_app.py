@@ -120,7 +120,7 @@ class Download:
         resp.status = falcon.HTTP_204
 
 
-class JobStatus:
+class JobView:
     """`GET /jobs/{id}`: the job's state, times, attempts, executor, and for a failure why."""
 
     def __init__(self, public: bool):
@@ -274,8 +274,9 @@ class ExecutorRegistry:
                 title="Unknown service",
                 description=f"service {service[:64]!r} is not configured on this server; "
                             f"configured: {', '.join(s.name for s in self.config.services)}.")
-        self.gateway.tell(ExecutorHeartbeat(service, url.rstrip("/"), int(slots), draining,
-                                            tuple((str(t), int(j), int(a)) for t, j, a in held)))
+        self.gateway.post(ExecutorHeartbeat(service, url.rstrip("/"), int(slots), draining,
+                                            tuple((str(t), int(j), int(a)) for t, j, a in held)),
+                          role=f"dispatcher:{service}")
         resp.media = {"executor_timeout": self.config.executor_timeout}
 
 
@@ -306,7 +307,7 @@ def create_app(config: ServerConfig, gateway: ActorGateway, stopping: threading.
     app.add_route("/upload", Upload(config, gateway, stopping))
     public = bool(config.tokens)  # with portals, jobs are named by their public ids
     app.add_route("/download/{job_id}", Download(public))
-    app.add_route("/jobs/{job_id}", JobStatus(public))
+    app.add_route("/jobs/{job_id}", JobView(public))
     app.add_route("/jobs/{job_id}/cancel", Cancel(gateway, public))
     app.add_route("/internal/events", ExecutorEvents(gateway))
     registry = ExecutorRegistry(config, gateway)

@@ -20,8 +20,8 @@ import threading
 
 from thespian.actors import ActorExitRequest
 
-from actors.runtime import lifeline
-from actors.runtime import system
+from actors.messages import Pong
+from actors.runtime import lifeline, system
 from actors.runtime.processes import start_time
 from web.gateway import ActorGateway
 
@@ -54,7 +54,7 @@ class NodeActors:
         with self.asys.private() as context:
             address = context.createActor(self.actor_class)
             reply = context.ask(address, self.configure_message, START_TIMEOUT)
-            if type(reply).__name__ != "Pong":
+            if not isinstance(reply, Pong):
                 context.tell(address, ActorExitRequest())  # never leave a half-started one
                 raise StartFailed(f"the {self.top_name} did not start (got {reply!r})")
         pid = dict(reply.processes).get(reply.who, 0)

@@ -21,6 +21,10 @@ from storage.models import db
 from storage.states import JobState
 
 
+#: The payload of the wakeup `ServerActor.flush_soon` arms.
+FLUSH = "flush"
+
+
 class ServerActor(ActorTypeDispatcher):
     """Base of the server's actors; subclasses override `configured` and `peers_changed`."""
 
@@ -34,6 +38,8 @@ class ServerActor(ActorTypeDispatcher):
         self.early: list = []
         #: The last message whose handling raised: Thespian retries it once, at once.
         self.failed_once = None
+        #: A flush is armed (`flush_soon`).
+        self.flush_armed = False
         self.log = logging.getLogger(f"orchestrator.{self.role}")
         die_with_parent()
         process_logging.apply_thresholds()
@@ -102,6 +108,20 @@ class ServerActor(ActorTypeDispatcher):
             else:
                 self.failed_once = msg
             raise
+
+    def flush_soon(self) -> None:
+        """Arm one wakeup (FLUSH) for after the messages already waiting: each of them only adds to
+        what the flush writes or sends, so a burst costs one flush, not one each."""
+        if not self.flush_armed:
+            self.flush_armed = True
+            self.wakeupAfter(0, payload=FLUSH)
+
+    def flush_due(self, msg: WakeupMessage) -> bool:
+        """Whether `msg` is the wakeup `flush_soon` armed (then disarmed: the caller flushes)."""
+        if msg.payload != FLUSH:
+            return False
+        self.flush_armed = False
+        return True
 
     def locked_out(self, msg) -> None:
         """Another process held the database's write lock past the busy timeout (an operator's open

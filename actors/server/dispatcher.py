@@ -28,7 +28,7 @@ from actors.messages import CancelJob, Capacity, Configure, Dispatch, ExecutorHe
 from actors.server.base import ServerActor
 from actors.server.executor_link import ExecutorLink, ExecutorRefused, ExecutorUnreachable
 from actors.server.parallel import CallPool
-from actors.server.scheduling import ExecutorSlot, choose_executor, is_lost
+from actors.server.scheduling import KnownExecutor, choose_executor, is_lost
 from storage import executors, jobs
 from storage.clock import utcnow
 from storage.states import ACTIVE, JobState
@@ -53,7 +53,7 @@ class DispatcherActor(ServerActor):
         #: The service is no longer configured: only its jobs under way are watched (see forget_idle).
         self.retired = settings is None
         static = () if self.retired else settings.clients
-        self.executors: dict[str, ExecutorSlot] = {}
+        self.executors: dict[str, KnownExecutor] = {}
         self.last_seen: dict[str, float] = {}
         self.down_since: dict[str, float] = {}
         self.lost: set[str] = set()
@@ -68,16 +68,15 @@ class DispatcherActor(ServerActor):
         self.counter = 0
         self.capacity_told = -1
         self.probe_armed = False
-        self.flush_armed = False
         self.calls = CallPool(SEND_CONCURRENCY, "submit")
         self.reconcile()
         self.probe(self.executors.values())
         self.wakeupAfter(self.check_every, payload="check")
 
-    def add_executor(self, url: str) -> ExecutorSlot:
+    def add_executor(self, url: str) -> KnownExecutor:
         slot = self.executors.get(url)
         if slot is None:
-            slot = self.executors[url] = ExecutorSlot(url)
+            slot = self.executors[url] = KnownExecutor(url)
             self.last_seen[url] = time.monotonic()  # a newcomer gets a full timeout to answer
         return slot
 
@@ -87,7 +86,7 @@ class DispatcherActor(ServerActor):
     def peers_changed(self) -> None:
         self.capacity_told = -1
         self.tell_capacity()
-        self.drain()
+        self.send_soon()
 
     def reconcile(self) -> None:
         """Re-read from the database the load on each executor and the jobs waiting to be sent."""
@@ -114,7 +113,7 @@ class DispatcherActor(ServerActor):
         self.arm_probe()
         self.tell_capacity()
 
-    def heard_from(self, slot: ExecutorSlot, slots: int, draining: bool, *, registered: bool | None = None,
+    def heard_from(self, slot: KnownExecutor, slots: int, draining: bool, *, registered: bool | None = None,
                    direct: bool = True) -> None:
         if not direct and slot.url in self.down_since:
             # NOTE: it reaches us, but we could not reach it at this URL (a wrong advertise_url, a
@@ -151,7 +150,7 @@ class DispatcherActor(ServerActor):
                 del self.executors[url]
                 self.down_since.pop(url, None)
 
-    def mark_down(self, slot: ExecutorSlot) -> None:
+    def mark_down(self, slot: KnownExecutor) -> None:
         slot.reachable = False
         self.down_since.setdefault(slot.url, time.monotonic())
 
@@ -184,7 +183,7 @@ class DispatcherActor(ServerActor):
         if slot.reachable:  # a kill cannot get through otherwise; the probe's answer brings the list again
             self.kill_stale(msg.url, msg.tasks)
         self.tell_capacity()
-        self.drain()
+        self.send_soon()
 
     def kill_stale(self, url: str, held) -> None:
         """Stop tasks an executor holds for attempts that no longer count (it was lost meanwhile)."""
@@ -204,15 +203,14 @@ class DispatcherActor(ServerActor):
                 self.reconcile()
                 self.capacity_told = -1  # say it again: a Capacity message may have been lost
                 self.probe(self.executors.values())
-            elif msg.payload == "flush":
-                self.flush_armed = False
+            elif self.flush_due(msg):
                 self.send_pending()
                 return
             else:
                 self.probe_armed = False
                 self.probe([s for s in self.executors.values() if not s.reachable])
             self.check_losses()
-            self.drain()
+            self.send_soon()
         finally:
             if msg.payload == "check":
                 self.wakeupAfter(self.check_every, payload="check")
@@ -222,7 +220,7 @@ class DispatcherActor(ServerActor):
     def receiveMsg_Dispatch(self, msg: Dispatch, sender) -> None:
         for job_id in msg.job_ids:
             self.pending.setdefault(job_id)
-        self.drain()
+        self.send_soon()
 
     def receiveMsg_CancelJob(self, msg: CancelJob, sender) -> None:
         """Cancelled on request while it held a slot: free the slot, and stop its task now (a task
@@ -234,32 +232,31 @@ class DispatcherActor(ServerActor):
                 self.link.kill(msg.executor, msg.remote_id)
             except ExecutorUnreachable as exc:
                 self.log.warning("could not stop the task of cancelled job %d now: %s", msg.job_id, exc)
-        self.drain()
+        self.send_soon()
 
     def receiveMsg_JobEnded(self, msg: JobEnded, sender) -> None:
         for _, executor in msg.ended:
             self.free_slot(executor)
-        self.drain()
+        self.send_soon()
 
     def free_slot(self, executor: str | None) -> None:
         slot = self.executors.get(executor)
         if slot is not None and slot.in_flight > 0:
             slot.in_flight -= 1
 
-    def drain(self) -> None:
+    def send_soon(self) -> None:
         """Send the pending jobs once the messages already waiting are handled.
 
         NOTE: those messages (more Dispatch, JobEnded) only add to `pending`; sending after them
         turns a burst into one batch, whose jobs go out side by side.
         """
-        if self.peers is not None and not self.flush_armed:
-            self.flush_armed = True
-            self.wakeupAfter(0, payload="flush")
+        if self.peers is not None:
+            self.flush_soon()
 
     def send_pending(self) -> None:
         """Send every pending job that has somewhere to go, oldest first."""
         refs = jobs.get_refs(self.pending)
-        batch: list[tuple[jobs.JobRef, ExecutorSlot, bool]] = []
+        batch: list[tuple[jobs.JobRef, KnownExecutor, bool]] = []
         for job_id in list(self.pending):
             job = refs.get(job_id)
             if job is None or job.state is not JobState.DISPATCHING:
@@ -310,10 +307,10 @@ class DispatcherActor(ServerActor):
         job, slot, attempt, _ = send
         return self.link.submit(slot.url, job.id, job.uid, attempt, self.config.own_url, job.dir)
 
-    def pin_expired(self, slot: ExecutorSlot) -> bool:
+    def pin_expired(self, slot: KnownExecutor) -> bool:
         return time.monotonic() - self.down_since.get(slot.url, time.monotonic()) > PIN_TIMEOUT_SECONDS
 
-    def not_accepted(self, job: jobs.JobRef, slot: ExecutorSlot, attempt: int, resend: bool, exc: Exception) -> None:
+    def not_accepted(self, job: jobs.JobRef, slot: KnownExecutor, attempt: int, resend: bool, exc: Exception) -> None:
         """The executor did not take the job: try again later or elsewhere, or fail it if refused."""
         if isinstance(exc, ExecutorUnreachable):
             self.log.warning("executor %s unreachable while sending job %d: %s", slot.url, job.id, exc)

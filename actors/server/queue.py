@@ -66,7 +66,6 @@ class QueueActor(ServerActor):
         self.full: set[str] = set()
         self.at_limit: dict[str, set[UserKey]] = {}
         self.asking: set[str] = set()
-        self.flush_armed = False
         self.queues = {svc.name: ServiceQueue() for svc in self.config.services}
         self.resync()
         self.wakeupAfter(RESYNC_SECONDS)
@@ -100,9 +99,7 @@ class QueueActor(ServerActor):
         one each: the quota's answer to the first would only be re-computed for the others.
         """
         self.asking.add(service)
-        if not self.flush_armed:
-            self.flush_armed = True
-            self.wakeupAfter(0, payload="flush")
+        self.flush_soon()
 
     def send_admission_requests(self) -> None:
         asking, self.asking = self.asking, set()
@@ -140,8 +137,7 @@ class QueueActor(ServerActor):
         self.at_limit.pop(service, None)
 
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender) -> None:
-        if msg.payload == "flush":
-            self.flush_armed = False
+        if self.flush_due(msg):
             self.send_admission_requests()
             return
         try:

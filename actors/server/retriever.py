@@ -54,7 +54,6 @@ class RetrieverActor(ServerActor):
         #: Outcomes reported and not yet written, by job id: (job, task id, exit code, stderr tail, the
         #: executor's reason for a failure).
         self.finishing: dict[int, tuple[jobs.JobRef, str, int | None, str | None, str | None]] = {}
-        self.flush_armed = False
         #: Fetches on the pool's threads, by job id, and their outcomes, which those threads put in
         #: `fetched` as (entry, stored, error) for the actor to collect.
         self.fetching: dict[int, tuple] = {}
@@ -100,9 +99,7 @@ class RetrieverActor(ServerActor):
         """Queue the outcome; it is written after the messages already waiting, with theirs."""
         reason = reason[:1000] if isinstance(reason, str) and reason else None
         self.finishing[job.id] = (job, remote_id, exit_code, stderr_tail, reason)
-        if not self.flush_armed:
-            self.flush_armed = True
-            self.wakeupAfter(0, payload="flush")
+        self.flush_soon()
 
     def write_outcomes(self) -> None:
         """Write the queued failures at once; start fetching the results of the queued successes."""
@@ -233,8 +230,7 @@ class RetrieverActor(ServerActor):
     # --- the slow sweep: recover reports that never arrived -----------------------------------
 
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender) -> None:
-        if msg.payload == "flush":
-            self.flush_armed = False
+        if self.flush_due(msg):
             self.write_outcomes()
             return
         if isinstance(msg.payload, tuple):

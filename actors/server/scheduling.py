@@ -49,7 +49,7 @@ def admit(candidates: Sequence[tuple[User, Sequence[int]]], active_by_user: Mapp
 
 
 @dataclass
-class ExecutorSlot:
+class KnownExecutor:
     """What a dispatcher knows of one executor."""
 
     url: str
@@ -70,7 +70,7 @@ class ExecutorSlot:
         return self.slots - self.in_flight if self.usable else 0
 
 
-def choose_executor(executors: Iterable[ExecutorSlot]) -> ExecutorSlot | None:
+def choose_executor(executors: Iterable[KnownExecutor]) -> KnownExecutor | None:
     """The reachable executor with the most free slots; among equals, the one used longest ago."""
     best = None
     for candidate in executors:

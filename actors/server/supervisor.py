@@ -1,9 +1,9 @@
 """SupervisorActor: starts the server's actors, re-creates any that exits, and routes outside mail.
 
 Accepts: Configure (from run_server.py: start everything, then answer Pong), Directory (answer
-the children's addresses and pids, so the web layer can write to them directly), Forward and
-ExecutorHeartbeat (from the web layer; handed to the named child, or to the service's dispatcher:
-the web layer's way in while it knows no child's address), Ping, Roster (answer each actor's pid),
+the children's addresses and pids, so the web layer can write to them directly), Forward (from the
+web layer; handed to the named child: its way in while it knows no child's address), Ping, Roster
+(answer each actor's pid),
 ActorStarted, ChildActorExited (re-create that child, then tell everyone the new addresses),
 WakeupMessage (a delayed restart).
 
@@ -20,7 +20,7 @@ import time
 
 from thespian.actors import ChildActorExited, WakeupMessage
 
-from actors.messages import ActorStarted, Configure, Directory, ExecutorHeartbeat, Forward, Peers, Pong, Roster, Routes
+from actors.messages import ActorStarted, Configure, Directory, Forward, Peers, Pong, Roster, Routes
 from actors.server.base import ServerActor
 from storage import database, jobs
 from storage.clock import utcnow
@@ -123,8 +123,3 @@ class SupervisorActor(ServerActor):
         child = self.children.get(msg.role)
         if child is not None:
             self.send(child, msg.message)
-
-    def receiveMsg_ExecutorHeartbeat(self, msg: ExecutorHeartbeat, sender) -> None:
-        dispatcher = self.children.get(f"dispatcher:{msg.service}")
-        if dispatcher is not None:
-            self.send(dispatcher, msg)

@@ -9,6 +9,8 @@ from enum import Enum
 
 from pony.orm import Database, LongStr, Optional, PrimaryKey, Required, composite_key
 
+from storage.columns import iso, reader
+
 db = Database()
 
 
@@ -53,20 +55,15 @@ class Task(db.Entity):
     def to_dict(self, new: bool = False) -> dict:
         """`new`: created in this session, so the columns it was not given are empty; reading one
         would make Pony reload the whole row (a query per submit)."""
-        def field(name):
-            return None if new and name in EMPTY_WHEN_NEW else getattr(self, name)
-
-        def stamp(name):
-            value = field(name)
-            return value.isoformat() + "Z" if value else None
+        field = reader(self, new, EMPTY_WHEN_NEW)
         return {
             "id": str(self.id),
             "job_id": self.job_id,
             "attempt": self.attempt,
             "state": self.state,
-            "created_at": stamp("created_at"),
-            "started_at": stamp("started_at"),
-            "finished_at": stamp("finished_at"),
+            "created_at": iso(field("created_at")),
+            "started_at": iso(field("started_at")),
+            "finished_at": iso(field("finished_at")),
             "exit_code": field("exit_code"),
             "stderr_tail": field("stderr_tail"),
             "reason": field("reason"),

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from actors.node import scripts
 from actors.node.backends import slurm_cli
 from actors.node.backends.base import Ended, Started
-from actors.node.backends.slurm_cli import JobStatus, SlurmRefused, SlurmUnavailable
+from actors.node.backends.slurm_cli import SlurmJob, SlurmRefused, SlurmUnavailable
 from actors.node.backends.slurm_health import SlurmHealth
 from actors.node.job_limits import MB, OutputGuard, Usage, limit_reason
 from actors.node.sandbox import Wrapping, environment
@@ -193,7 +193,7 @@ class SlurmBackend:
                 events.extend(self.follow(task_id, tracked, status))
         return events
 
-    def resolve(self, vanished: dict[str, bool]) -> dict[str, JobStatus]:
+    def resolve(self, vanished: dict[str, bool]) -> dict[str, SlurmJob]:
         """Jobs squeue forgot ({slurm id: newly}): scontrol for the newly forgotten ones (one call each,
         once in a job's life: it reads the same job table as squeue), then the jobcomp log."""
         found = {}
@@ -219,7 +219,7 @@ class SlurmBackend:
         log.error("task %d lost: %s", task_id, reason)
         return [Ended(task_id, TaskState.LOST, None, reason)]
 
-    def follow(self, task_id: int, tracked: Tracked, status: JobStatus) -> list:
+    def follow(self, task_id: int, tracked: Tracked, status: SlurmJob) -> list:
         """The events one job's status means: started once it runs, its outcome once it ended."""
         phase = slurm_cli.phase(status.state)
         if phase == "pending":

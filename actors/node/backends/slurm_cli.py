@@ -47,7 +47,9 @@ class SlurmRefused(Exception):
 
 
 @dataclass(frozen=True)
-class JobStatus:
+class SlurmJob:
+    """What Slurm says of one job (squeue, scontrol or the jobcomp log)."""
+
     job_id: str
     state: str
     reason: str = ""
@@ -70,7 +72,7 @@ def phase(state: str) -> str:
     return "pending"
 
 
-def exit_code(status: JobStatus) -> int:
+def exit_code(status: SlurmJob) -> int:
     """The exit code the server records, as a shell reports it: a signal N gives 128+N.
 
     A failed job always gets a non-zero code, so it ends Failed on the server even when Slurm
@@ -85,7 +87,7 @@ def exit_code(status: JobStatus) -> int:
     return 1
 
 
-def describe(status: JobStatus) -> str:
+def describe(status: SlurmJob) -> str:
     """One line for the job's stderr_tail: Slurm's verdict, e.g. "slurm: TIMEOUT (TimeLimit), ExitCode 0:15"."""
     text = f"slurm: job {status.job_id} {status.state}"
     if status.reason and status.reason != "None":
@@ -116,7 +118,7 @@ def parse_exit_code(text: str) -> tuple[int | None, int | None]:
 SQUEUE_FORMAT = "JobID:|,State:|,exit_code:|,Reason:300"
 
 
-def parse_squeue(text: str) -> dict[str, JobStatus]:
+def parse_squeue(text: str) -> dict[str, SlurmJob]:
     """Lines of `squeue -h -O SQUEUE_FORMAT`; exit_code there is the raw wait status (768 = exit 3)."""
     found = {}
     for line in text.splitlines():
@@ -128,7 +130,7 @@ def parse_squeue(text: str) -> dict[str, JobStatus]:
         if raw.isdigit() and phase(state) not in ("pending", "running"):
             wait = int(raw)
             exit_status, signal = wait >> 8, wait & 0x7F
-        found[job_id] = JobStatus(job_id, state, reason, exit_status, signal)
+        found[job_id] = SlurmJob(job_id, state, reason, exit_status, signal)
     return found
 
 
@@ -140,15 +142,15 @@ def parse_key_values(line: str) -> dict[str, str]:
     return dict(_KEY_VALUE.findall(line.strip()))
 
 
-def status_from_record(record: dict[str, str]) -> JobStatus | None:
-    """A JobStatus from scontrol's or jobcomp's fields (JobId, JobState, ExitCode, Reason)."""
+def status_from_record(record: dict[str, str]) -> SlurmJob | None:
+    """A SlurmJob from scontrol's or jobcomp's fields (JobId, JobState, ExitCode, Reason)."""
     if "JobId" not in record or "JobState" not in record:
         return None
     exit_status, signal = parse_exit_code(record.get("ExitCode", ""))
-    return JobStatus(record["JobId"], record["JobState"].split()[0], record.get("Reason", ""), exit_status, signal)
+    return SlurmJob(record["JobId"], record["JobState"].split()[0], record.get("Reason", ""), exit_status, signal)
 
 
-def parse_jobcomp(lines, job_ids: set[str]) -> dict[str, JobStatus]:
+def parse_jobcomp(lines, job_ids: set[str]) -> dict[str, SlurmJob]:
     """The final status of `job_ids` from a jobcomp/filetxt log (the last line of an id wins:
     job ids restart at 1 when a cluster's state is wiped)."""
     found = {}
@@ -236,7 +238,7 @@ def submit(folder: str, name: str, command: list[str], partition: str = "", extr
     return parse_sbatch(result.stdout)
 
 
-def squeue(job_ids: list[str]) -> dict[str, JobStatus]:
+def squeue(job_ids: list[str]) -> dict[str, SlurmJob]:
     """The status of every id squeue still knows, in one call; ids it forgot are left out."""
     if not job_ids:
         return {}
@@ -264,7 +266,7 @@ def find_by_names(names: list[str]) -> dict[str, str]:
     return found
 
 
-def scontrol_job(job_id: str) -> JobStatus | None:
+def scontrol_job(job_id: str) -> SlurmJob | None:
     """`scontrol show job -o ID`: the job's status, or None once slurmctld purged it (MinJobAge)."""
     result = _run(["scontrol", "show", "job", "-o", job_id])
     if result.returncode != 0:
@@ -279,7 +281,7 @@ def scontrol_job(job_id: str) -> JobStatus | None:
     return None
 
 
-def jobcomp(path: str, job_ids: set[str]) -> dict[str, JobStatus]:
+def jobcomp(path: str, job_ids: set[str]) -> dict[str, SlurmJob]:
     """Final statuses from the jobcomp/filetxt log at `path` ({} if there is none)."""
     return _read_jobcomp(path, job_ids, parse_jobcomp)
 

@@ -1,10 +1,10 @@
 """The life of a node: start its actor system, serve its Falcon app under Waitress, stop cleanly.
 
 `run_node` is shared by run_server.py and run_client.py:
-- start: stop an actor system a crashed run left, start a fresh one (whose admin stops it if this
-  process dies: actors/runtime/lifeline.py), configure the node's top actor, start the watchdog (which
-  re-creates the top actor, or the whole actor system, if a process of it dies: actors/runtime/watchdog.py),
-  serve;
+- start: stop an actor system a crashed run left, start a fresh one (whose admin stops it if
+  this process dies: actors/runtime/lifeline.py), configure the node's top actor, start the
+  watchdog (which re-creates the top actor, or the whole actor system, if a process of it dies:
+  actors/runtime/watchdog.py), serve;
 - stop (SIGTERM, or Ctrl-C): `stopping` is set so new work is refused with 503, then the node waits
   until `settled()` says its work is done (bounded by `settle_seconds`, or not at all), stops
   Waitress and shuts the actor system down, leaving no process behind. A second signal stops at
