@@ -61,10 +61,11 @@ class Ping:
 
 
 class WhileActorsRestart:
-    """Middleware: while the node's actor system is being rebuilt (actors/runtime/watchdog.py), a request that
-    changes something is answered 503 with Retry-After; reads, which need only the database, go on."""
+    """Middleware: while the node's actor system is being rebuilt (actors/runtime/watchdog.py),
+    every request is answered 503 with Retry-After: the rebuild forks the new system's processes
+    from this one once no request is being answered (a fork while a thread holds a database lock
+    would leave it held in every actor)."""
 
-    READS = ("GET", "HEAD", "OPTIONS")
     RETRY_AFTER = 5
 
     def __init__(self, gateway):
@@ -72,9 +73,16 @@ class WhileActorsRestart:
 
     def process_request(self, req, resp):
         why = self.gateway.closed
-        if why is not None and req.method not in self.READS:
-            raise falcon.HTTPServiceUnavailable(title="Restarting", retry_after=self.RETRY_AFTER,
-                                                description=f"{why}; send it again in a few seconds.")
+        if why is None:
+            return
+        if req.path == "/health":  # its own shape, without the database it must not touch now
+            resp.status = falcon.HTTP_503
+            resp.set_header("Retry-After", str(self.RETRY_AFTER))
+            resp.media = {"status": "restarting", "database": "unknown", "actors": "restarting", "reason": why}
+            resp.complete = True
+            return
+        raise falcon.HTTPServiceUnavailable(title="Restarting", retry_after=self.RETRY_AFTER,
+                                            description=f"{why}; send it again in a few seconds.")
 
 
 def positive_int(text: str, limit: int = MAX_ID) -> int | None:

@@ -172,8 +172,8 @@ class Attempt:
 
 class Health:
     """`GET /health`: the node's service, its slots (total and free), and whether it is draining;
-    503 when its actor does not answer (`unavailable`), its actor system is being rebuilt
-    (`restarting`) or its backend cannot take work (`unhealthy`); the last two with the `reason`."""
+    503 when its actor does not answer (`unavailable`) or its backend cannot take work (`unhealthy`,
+    with the `reason`); while its actor system is rebuilt, WhileActorsRestart answers (`restarting`)."""
 
     def __init__(self, config: ClientConfig, gateway: ActorGateway, stopping: threading.Event, problem: Problem):
         self.config = config
@@ -184,18 +184,17 @@ class Health:
     def on_get(self, req, resp):
         counts = tasks.counts()
         running = counts[TaskState.RUNNING.value]
-        restarting = self.gateway.closed
-        alive = restarting is None and self.gateway.alive()
+        alive = self.gateway.alive()
         problem = self.problem()
-        status = "restarting" if restarting else "unavailable" if not alive else "unhealthy" if problem else \
+        status = "unavailable" if not alive else "unhealthy" if problem else \
             "draining" if self.stopping.is_set() else "ok"
         resp.status = falcon.HTTP_200 if alive and not problem else falcon.HTTP_503
         resp.media = {"status": status, "service": self.config.service, "backend": self.config.backend,
                       "slots": self.config.slots, "free": max(0, self.config.slots - running),
                       "running": running, "waiting": counts[TaskState.ACCEPTED.value],
                       "tasks": tasks.held()}
-        if restarting or problem:
-            resp.media["reason"] = restarting or problem
+        if problem:
+            resp.media["reason"] = problem
 
 
 def create_app(config: ClientConfig, gateway: ActorGateway, stopping: threading.Event,

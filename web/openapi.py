@@ -150,7 +150,7 @@ def document(config: ServerConfig) -> dict:
                 "Pong": {"type": "object", "required": ["message"], "properties": {"message": {"const": "pong"}}},
                 "Health": {"type": "object", "required": ["status", "database", "actors"], "properties": {
                     "status": {"enum": ["ok", "restarting", "unavailable"]},
-                    "database": {"enum": ["ok", "locked", "unavailable"]},
+                    "database": {"enum": ["ok", "locked", "unavailable", "unknown"]},
                     "actors": {"enum": ["ok", "restarting", "unavailable"]},
                     "reason": {"type": "string", "description": "why it is not ok (503 only)"},
                     "actor_processes": {"type": "object", "additionalProperties": {"type": "integer"},

@@ -160,7 +160,8 @@ class Cancel:
 class Health:
     """`GET /health`: 200 when the database and the actor system answer, else 503 with the `reason`
     and Retry-After. The database is `locked` when another process holds SQLite's write lock (reads
-    still work, writes wait); the actors are `restarting` while the node rebuilds its actor system.
+    still work, writes wait). While the node rebuilds its actor system, WhileActorsRestart answers
+    (`restarting`).
     The actors' pids only for a caller holding the cluster secret (or on a server with nothing to
     authenticate with)."""
 
@@ -173,16 +174,14 @@ class Health:
             database_state = "ok" if jobs.write_lock_free() else "locked"
         except Exception:  # noqa: BLE001 — any database failure is reported, not raised
             database_state = "unavailable"
-        restarting = self.gateway.closed
-        roster = None if restarting else self.gateway.ask(Roster())
-        actors = "restarting" if restarting else "ok" if isinstance(roster, Pong) else "unavailable"
+        roster = self.gateway.ask(Roster())
+        actors = "ok" if isinstance(roster, Pong) else "unavailable"
         healthy = database_state == "ok" and actors == "ok"
-        resp.media = {"status": "ok" if healthy else "restarting" if restarting else "unavailable",
-                      "database": database_state, "actors": actors}
+        resp.media = {"status": "ok" if healthy else "unavailable", "database": database_state, "actors": actors}
         if not healthy:
             resp.status = falcon.HTTP_503
             resp.set_header("Retry-After", "5")
-            resp.media["reason"] = restarting or {
+            resp.media["reason"] = {
                 "locked": "the database is locked by another process: writes wait",
                 "unavailable": "the database does not answer"}.get(database_state, "the actors do not answer")
         if req.context.cluster:

@@ -170,7 +170,7 @@ def run_node(*, state_dir: str, admin_port: int, actor_class: str, configure_mes
             connection_limit=connections.connection_limit, client_timeout=connections.client_timeout,
             per_client=connections.max_connections_per_client, reserved_for=reserved_for)
         stopper = Stopper(stopping, lambda: settled(gateway, app), settle_seconds, (*immediate, signal.SIGHUP))
-        watchdog = Watchdog(actors, gateway)
+        watchdog = Watchdog(actors, gateway, idle=lambda: app.count == 0)
         for signum in STOP_SIGNALS:
             signal.signal(signum, stopper)
         log.info("%s listening on http://%s:%d", name, host, port)

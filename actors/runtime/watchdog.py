@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from typing import Callable
 
 from thespian.actors import ActorExitRequest
 
@@ -28,6 +30,8 @@ from web.gateway import ActorGateway
 log = logging.getLogger("orchestrator")
 START_TIMEOUT = 30.0
 WATCHDOG_SECONDS = 0.5
+#: How long a rebuild waits for the web requests under way to be answered before it forks.
+QUIESCE_SECONDS = 5.0
 
 
 class StartFailed(Exception):
@@ -82,8 +86,10 @@ class NodeActors:
 class Watchdog:
     """Checks the node's actor processes every WATCHDOG_SECONDS and repairs what is gone."""
 
-    def __init__(self, actors: NodeActors, gateway: ActorGateway):
+    def __init__(self, actors: NodeActors, gateway: ActorGateway, idle: Callable[[], bool] = lambda: True):
         self.actors, self.gateway = actors, gateway
+        #: No web request is being answered (the rebuild forks only then: see _rebuild).
+        self.idle = idle
         self.done = threading.Event()  # set only when the node shuts its actor system down
         self.lock = threading.Lock()  # held while repairing, so a stop waits for a rebuild to end
         self.thread = threading.Thread(target=self._run, name="watchdog", daemon=True)
@@ -124,6 +130,13 @@ class Watchdog:
         what = {"admin": "its admin process", "logger": "its logger process"}.get(lost, "its top actor")
         log.error("the actor system lost %s; starting a new one (requests needing it get 503 meanwhile)", what)
         self.gateway.close(f"the node's actor system is being restarted ({what} was lost)")
+        # NOTE: the new system's processes are forked from this one, which now has web threads with
+        # open database connections: a fork while one of them holds a lock (SQLite's, Pony's, a
+        # stream's) would leave that lock held for ever in every actor. Closed, the gateway refuses
+        # every request; fork once those under way have been answered.
+        deadline = time.monotonic() + QUIESCE_SECONDS
+        while not self.idle() and time.monotonic() < deadline:
+            time.sleep(0.01)
         self.actors.start_system()
         self.actors.start_top()
         self.gateway.reopen(self.actors.asys, self.actors.address)
