@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("orchestrator").info(
         "jobs run %s; their limits: %s", wrapping.describe(config),
         cgroups.describe() if cgroups else "rlimits" if config.backend == "local" else "rlimits (and Slurm's own)")
-    shutil.rmtree(os.path.join(config.data_path, "incoming"), ignore_errors=True)
+    shutil.rmtree(config.incoming_path, ignore_errors=True)
     tasks.remove_partial_zips(config.data_path)
     database.bind(db, config.database_url, create_tables=True)
     return run_node(

@@ -28,7 +28,7 @@ def prepare_database(config) -> None:
     from storage.models import db
 
     database.bind(db, config.database_url, create_tables=True)
-    remove_orphan_folders(os.path.join(config.data_dir, "jobs"))
+    remove_orphan_folders(config.jobs_path)
 
 
 def make_app(config, gateway, stopping):
@@ -64,14 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"run_server.py: {exc}", file=sys.stderr)
         return 2
-    for folder in ("jobs", "results"):
-        os.makedirs(os.path.join(config.data_dir, folder), exist_ok=True)
+    for folder in (config.jobs_path, config.results_path):
+        os.makedirs(folder, exist_ok=True)
     # NOTE: a fetch cut short by a crash leaves its temporary file; the result is fetched again.
-    for name in os.listdir(os.path.join(config.data_dir, "results")):
+    for name in os.listdir(config.results_path):
         if ".part" in name:
-            os.remove(os.path.join(config.data_dir, "results", name))
+            os.remove(os.path.join(config.results_path, name))
     # NOTE: uploads interrupted by a crash leave half-written folders here; none has a job row.
-    shutil.rmtree(os.path.join(config.data_dir, "incoming"), ignore_errors=True)
+    shutil.rmtree(config.incoming_path, ignore_errors=True)
     if config.allow_anonymous and not config.tokens and not is_loopback(config.host):
         logging.getLogger("orchestrator").warning(
             "serving anonymously on %s: anyone who can connect may submit jobs (allow_anonymous = true)", config.host)

@@ -15,7 +15,7 @@ import os
 import re
 import shlex
 from dataclasses import dataclass, field, replace
-from typing import Mapping
+from typing import Iterable, Mapping
 from urllib.parse import urlsplit
 
 SERVICE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
@@ -57,6 +57,13 @@ class ServiceConfig:
     retention_hours: float | None = None
     #: Most jobs one user may have queued (not yet started) in this service; None: no limit.
     max_queued_per_user: int | None = None
+
+
+def sweep_interval(retention_seconds: Iterable[float]) -> float:
+    """How often a node looks for expired data: a tenth of the shortest retention, between 1 s and
+    60 s (the server's janitor, an executor's ExecutorActor)."""
+    shortest = min(retention_seconds, default=3600.0)
+    return max(1.0, min(60.0, shortest / 10.0))
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,27 @@ class ServerConfig:
     #: (portal name, bearer token) pairs from [tokens]; empty means anonymous access.
     tokens: tuple[tuple[str, str], ...] = ()
     services: tuple[ServiceConfig, ...] = field(default_factory=tuple)
+
+    # --- the data folder's layout: this class is its one owner --------------------------------
+
+    @property
+    def jobs_path(self) -> str:
+        """Uploaded jobs, a folder each (named in the job's row)."""
+        return os.path.join(self.data_dir, "jobs")
+
+    @property
+    def results_path(self) -> str:
+        """Fetched result zips, `<job id>.zip`."""
+        return os.path.join(self.data_dir, "results")
+
+    @property
+    def incoming_path(self) -> str:
+        """Uploads being received; moved into jobs_path with their row."""
+        return os.path.join(self.data_dir, "incoming")
+
+    def result_file(self, job_id: int) -> str:
+        """Where a completed job's result zip is kept."""
+        return os.path.join(self.results_path, f"{job_id}.zip")
 
     @property
     def database_url(self) -> str:
@@ -204,6 +232,11 @@ class ClientConfig:
     @property
     def data_path(self) -> str:
         return self.data_dir.format(service=self.service, port=self.port)
+
+    @property
+    def incoming_path(self) -> str:
+        """Submitted bundles being received; moved into tasks_path with their row."""
+        return os.path.join(self.data_path, "incoming")
 
     @property
     def tasks_path(self) -> str:

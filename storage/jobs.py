@@ -25,14 +25,10 @@ _RETRIES = 5
 log = logging.getLogger("orchestrator.jobs")
 
 
-def result_file(data_dir: str, job_id: int) -> str:
-    """Where the server keeps a completed job's result zip."""
-    return os.path.join(data_dir, "results", f"{job_id}.zip")
-
-
-def remove_result(data_dir: str, job_id: int) -> None:
+def remove_file(path: str) -> None:
+    """Remove a job's file (its result zip) if it is still there."""
     try:
-        os.remove(result_file(data_dir, job_id))
+        os.remove(path)
     except FileNotFoundError:
         pass
 

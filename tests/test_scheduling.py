@@ -8,7 +8,8 @@ from datetime import datetime
 
 import pytest
 
-from actors.server.scheduling import KnownExecutor, admit, choose_executor, expiry_cutoffs, sweep_interval
+from actors.server.scheduling import KnownExecutor, admit, choose_executor, expiry_cutoffs
+from conf.settings import sweep_interval
 
 
 def run_admit(candidates, active_by_user=None, active_total=None, runs_per_user=5, limit=100, last_turn=None):

@@ -7,7 +7,6 @@ reason) and refuses new jobs with 503 until Slurm answers again.
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import threading
@@ -42,7 +41,7 @@ class Submit:
         self.gateway = gateway
         self.stopping = stopping
         self.problem = problem
-        self.incoming = os.path.join(config.data_path, "incoming")
+        self.incoming = config.incoming_path
         self.tasks_dir = config.tasks_path
 
     def on_post(self, req, resp):

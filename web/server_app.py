@@ -6,7 +6,6 @@ public ids (`storage.public_ids`); the numbers stay inside (actors, executors, d
 """
 from __future__ import annotations
 
-import os
 import threading
 from urllib.parse import urlsplit
 
@@ -35,8 +34,8 @@ class Upload:
         self.config = config
         self.gateway = gateway
         self.stopping = stopping
-        self.incoming = os.path.join(config.data_dir, "incoming")
-        self.jobs_dir = os.path.join(config.data_dir, "jobs")
+        self.incoming = config.incoming_path
+        self.jobs_dir = config.jobs_path
 
     def on_post(self, req, resp):
         if self.stopping.is_set():

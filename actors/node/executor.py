@@ -38,7 +38,7 @@ from actors.node.reporter import Reporter
 from actors.runtime import process_logging
 from actors.runtime.lifeline import die_with_parent
 from actors.runtime.processes import start_time
-from actors.server.scheduling import sweep_interval
+from conf.settings import sweep_interval
 from storage import database
 from storage.clock import utcnow
 from storage.node import tasks

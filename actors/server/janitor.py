@@ -14,7 +14,8 @@ from thespian.actors import WakeupMessage
 from actors.messages import Configure
 from actors.server.base import ServerActor
 from actors.server.executor_link import ExecutorLink, ExecutorUnreachable
-from actors.server.scheduling import expiry_cutoffs, sweep_interval
+from actors.server.scheduling import expiry_cutoffs
+from conf.settings import sweep_interval
 from storage import jobs
 from storage.clock import utcnow
 
@@ -45,7 +46,7 @@ class JanitorActor(ServerActor):
         for job in expired:
             jobs.mark_cleaned(job.id, now)
             shutil.rmtree(job.dir, ignore_errors=True)
-            jobs.remove_result(self.config.data_dir, job.id)
+            jobs.remove_file(self.config.result_file(job.id))
             if job.executor and job.remote_id:
                 try:
                     self.link.delete(job.executor, job.remote_id)

@@ -61,7 +61,7 @@ class RetrieverActor(ServerActor):
         self.collect_number, self.collect_due, self.collect_delay = 0, None, COLLECT_FIRST
         #: Jobs whose results are fetched again at a ("refetch", job id) timer.
         self.refetching: set[int] = set()
-        os.makedirs(os.path.dirname(jobs.result_file(self.config.data_dir, 0)), exist_ok=True)
+        os.makedirs(self.config.results_path, exist_ok=True)
         self.wakeupAfter(0.1)
 
     def receiveMsg_ExecutorEvent(self, msg: ExecutorEvent, sender) -> None:
@@ -130,7 +130,7 @@ class RetrieverActor(ServerActor):
         executor is still making it."""
         job, remote_id = entry[:2]
         try:
-            return self.link.fetch(job.executor, remote_id, jobs.result_file(self.config.data_dir, job.id))
+            return self.link.fetch(job.executor, remote_id, self.config.result_file(job.id))
         except ExecutorUnreachable as exc:
             self.log.warning("could not fetch the results of job %d: %s", job.id, exc)
             raise
@@ -176,7 +176,7 @@ class RetrieverActor(ServerActor):
                 if stored:
                     outcomes.append((job.id, job.attempts, JobState.COMPLETED,
                                      {"exit_code": 0, "stderr_tail": stderr_tail,
-                                      "result_path": jobs.result_file(self.config.data_dir, job.id)}))
+                                      "result_path": self.config.result_file(job.id)}))
                 elif self.counted(error) and self.fetch_failed(job, error):
                     continue
                 else:

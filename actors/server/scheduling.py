@@ -89,9 +89,3 @@ def is_lost(last_seen: float, now: float, timeout: float) -> bool:
 def expiry_cutoffs(services: Iterable[str], retention_seconds, now: datetime) -> dict[str, datetime]:
     """Per service, the finish time before which a job's results are due for deletion."""
     return {name: now - timedelta(seconds=retention_seconds(name)) for name in services}
-
-
-def sweep_interval(retention_seconds: Iterable[float]) -> float:
-    """How often the janitor wakes: a tenth of the shortest retention, between 1 s and 60 s."""
-    shortest = min(retention_seconds, default=3600.0)
-    return max(1.0, min(60.0, shortest / 10.0))
