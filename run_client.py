@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         "jobs run %s; their limits: %s", wrapping.describe(config),
         cgroups.describe() if cgroups else "rlimits" if config.backend == "local" else "rlimits (and Slurm's own)")
     shutil.rmtree(config.incoming_path, ignore_errors=True)
-    tasks.remove_partial_zips(config.data_path)
+    tasks.remove_partial_zips(config.zips_path)
     database.bind(db, config.database_url, create_tables=True)
     return run_node(
         state_dir=config.data_path, admin_port=config.actor_admin_port,

@@ -72,13 +72,11 @@ class Forward:
 
 @dataclass(frozen=True)
 class CancelJob:
-    """Web → the service's dispatcher: the job was cancelled while it held a slot on `executor`;
-    stop its task there (`remote_id`, if the executor's answer to the submit was recorded)."""
+    """Web → the job's service's dispatcher: the job is Cancelled in the database already (on its
+    portal's request); end it as every ending is ended (its quota and executor slots are freed) and
+    stop its task where it runs."""
 
-    service: str
     job_id: int
-    executor: str | None
-    remote_id: str | None
 
 
 @dataclass(frozen=True)
@@ -201,7 +199,8 @@ class ExecutorHeartbeat:
 
 @dataclass(frozen=True)
 class JobEnded:
-    """Retriever or dispatcher → quota and dispatcher: these jobs of one service no longer hold a slot."""
+    """Whichever server actor ended these jobs of one service (ServerActor.job_ended) → the quota and
+    the service's dispatcher: they no longer hold a slot."""
 
     service: str
     #: (job id, URL of the executor it held a slot on, or None) of each job.

@@ -246,6 +246,15 @@ class ClientConfig:
         return os.path.join(self.data_path, "tasks")
 
     @property
+    def zips_path(self) -> str:
+        """The zips of finished tasks' folders, made once and served to the server."""
+        return os.path.join(self.data_path, "zips")
+
+    def zip_file(self, task_id: int) -> str:
+        """Where the node keeps the zip of an ended task's folder."""
+        return os.path.join(self.zips_path, f"{task_id}.zip")
+
+    @property
     def database_url(self) -> str:
         return os.path.join(self.data_path, "executor.sqlite")
 

@@ -183,19 +183,18 @@ def job_view(ref: int | str, portal: str | None = None) -> dict | None:
 
 @_retrying
 @db_session
-def cancel(ref: int | str, portal: str | None, now: datetime) -> tuple[dict, bool, JobRef | None] | None:
+def cancel(ref: int | str, portal: str | None, now: datetime) -> tuple[dict, JobRef | None] | None:
     """Cancel a job that has not ended, on its portal's request.
 
     Returns:
-        None if `portal` sees no such job; else (its view; whether this call cancelled it; the job
-        as it was if it held a quota slot then, else None).
+        None if `portal` sees no such job; else (its view; the job as it is now if this call
+        cancelled it, else None: it had ended already).
     """
     job = _visible(ref, portal)
     if job is None:
         return None
-    before = JobRef.of(job)
     ended = _finish(job.id, None, JobState.CANCELLED, now, {"reason": "cancelled on request"})
-    return job.to_dict(), ended is not None, (before if ended is not None and ended[1] else None)
+    return job.to_dict(), (ended[0] if ended is not None else None)
 
 
 @db_session

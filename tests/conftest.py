@@ -1,12 +1,11 @@
 """Pytest fixtures: a `cluster` of real nodes per test (or per module), checked for leftovers.
 
-The helpers themselves live in tests/harness.py (the benchmarks use them too).
+Tests import their helpers from tests/harness.py (the benchmarks use them too), never from here.
 """
 from __future__ import annotations
 
 import pytest
 
-from tests.harness import *  # noqa: F401,F403 — the helpers tests import from here
 from tests.harness import Cluster, small_disk
 from tests.slurm_cluster import slurm  # noqa: F401 — the session's Slurm cluster, for the tests that need it
 

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from actors.runtime import lifeline
-from tests.conftest import (Node, job, processes_with_marker, script, upload, wait_for_outcome, wait_until)
+from tests.harness import (Node, job, processes_with_marker, script, upload, wait_for_outcome, wait_until)
 
 #: The node answers /health with 200 again within this after the loss (the watchdog looks every
 #: 0.5 s; a rebuild takes well under a second on a quiet machine).

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from tests.conftest import script, upload
+from tests.harness import script, upload
 
 TOKEN = "contract-token-0123456789abcdef"
 SECRET = "contract-secret-0123456789abcdef"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import requests
 
-from tests.conftest import commands_running, job, submit, wait_for_outcome, wait_until
+from tests.harness import commands_running, job, submit, wait_for_outcome, wait_until
 
 
 def cancel(server, job_id) -> requests.Response:

@@ -8,7 +8,7 @@ import sqlite3
 
 import requests
 
-from tests.conftest import job, script, submit, upload, wait_for_outcome, wait_until
+from tests.harness import job, script, submit, upload, wait_for_outcome, wait_until
 
 
 def test_an_outside_write_lock_gets_503_with_retry_after_and_loses_nothing(cluster):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import requests
 
-from tests.conftest import job, submit, wait_for_outcome, wait_until
+from tests.harness import job, submit, wait_for_outcome, wait_until
 
 
 def results(server, job_id: int) -> zipfile.ZipFile:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import requests
 
-from tests.conftest import fill_disk, job, submit, wait_for_outcome, wait_until
+from tests.harness import fill_disk, job, submit, wait_for_outcome, wait_until
 
 MB = 1024 * 1024
 

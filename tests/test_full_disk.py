@@ -10,7 +10,7 @@ import zipfile
 
 import requests
 
-from tests.conftest import fill_disk, job, script, submit, wait_for_outcome, wait_until
+from tests.harness import fill_disk, job, script, submit, wait_for_outcome, wait_until
 
 #: Each job's result: incompressible, larger than what is left free on the full disk.
 RESULT = "head -c 2000000 /dev/urandom > out.bin\nsha256sum out.bin > out.sum"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import job, needs, small_disk, submit, wait_for_outcome
+from tests.harness import job, needs, small_disk, submit, wait_for_outcome
 
 pytestmark = needs("bwrap", "the job sandbox")
 

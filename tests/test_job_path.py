@@ -7,7 +7,7 @@ import zipfile
 
 import requests
 
-from tests.conftest import ROOT, job, script, submit, upload, wait_for_outcome, wait_until
+from tests.harness import ROOT, job, script, submit, upload, wait_for_outcome, wait_until
 
 
 def example_cluster(cluster, **service):

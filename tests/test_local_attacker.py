@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import processes_with_marker, submit, wait_for_outcome, wait_until
+from tests.harness import processes_with_marker, submit, wait_for_outcome, wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching to user nobody needs root")
 

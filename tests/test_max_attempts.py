@@ -2,7 +2,7 @@
 executor_timeout, and the job sent again once the executor is back) ends Failed, saying so."""
 from __future__ import annotations
 
-from tests.conftest import job, submit, wait_for_outcome, wait_until
+from tests.harness import job, submit, wait_for_outcome, wait_until
 
 TIMEOUT = 2  # executor_timeout, seconds
 #: executor_timeout, plus the dispatcher's check interval, plus slack for a loaded machine.

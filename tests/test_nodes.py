@@ -8,7 +8,7 @@ import sys
 import pytest
 import requests
 
-from tests.conftest import (MARKER, ROOT, START_TIMEOUT, Node, commands_running, free_port, job, needs,
+from tests.harness import (MARKER, ROOT, START_TIMEOUT, Node, commands_running, free_port, job, needs,
                             processes_with_marker, submit, wait_for_outcome, wait_until, write_ini)
 
 

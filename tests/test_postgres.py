@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.conftest import Node, free_port, job, submit, wait_for_outcome
+from tests.harness import Node, free_port, job, submit, wait_for_outcome
 
 PG_BIN = next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)), None)
 PG_BIN = os.path.dirname(PG_BIN) if PG_BIN else None

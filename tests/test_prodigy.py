@@ -8,7 +8,7 @@ import zipfile
 import pytest
 import requests
 
-from tests.conftest import ROOT, upload, wait_for_outcome
+from tests.harness import ROOT, upload, wait_for_outcome
 
 PDB = ROOT.parent / "shared" / "data" / "2oob.pdb"
 PRODIGY = ROOT / ".venv-prodigy" / "bin" / "prodigy"

@@ -6,7 +6,7 @@ import zipfile
 
 import requests
 
-from tests.conftest import bearer, job, script, submit, upload, wait_for_outcome, wait_until
+from tests.harness import bearer, job, script, submit, upload, wait_for_outcome, wait_until
 
 STAMPED = 'echo "$(date +%s.%N)" > start\nsleep {seconds}\necho "$(date +%s.%N)" > end'
 PORTAL_A = "portal-a-token-0123456789abcdef"

@@ -7,7 +7,7 @@ import time
 
 import requests
 
-from tests.conftest import free_port, job, processes_with_marker, script, submit, upload, wait_for_outcome, wait_until
+from tests.harness import free_port, job, processes_with_marker, script, submit, upload, wait_for_outcome, wait_until
 
 
 def listing(server) -> dict[str, dict]:

@@ -6,7 +6,7 @@ import os
 import pytest
 import requests
 
-from tests.conftest import script, upload
+from tests.harness import script, upload
 
 RUN = {"run.sh": script("echo hi")}
 

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from actors.runtime.processes import start_time
-from tests.conftest import Node, job, processes_with_marker, still_running, upload, wait_for_outcome, wait_until
+from tests.harness import Node, job, processes_with_marker, still_running, upload, wait_for_outcome, wait_until
 
 JOBS = 40
 TIMEOUT = 2  # executor_timeout of these servers, seconds

@@ -14,7 +14,7 @@ import requests
 
 from actors.server.executor_link import ExecutorUnreachable
 from actors.server.retriever import RetrieverActor
-from tests.conftest import job, slow_to_zip, submit, wait_for_outcome, wait_until
+from tests.harness import job, slow_to_zip, submit, wait_for_outcome, wait_until
 
 SLOW_TO_ZIP = slow_to_zip(768)
 

@@ -5,7 +5,7 @@ import os
 
 import requests
 
-from tests.conftest import job, submit, wait_for_outcome, wait_until
+from tests.harness import job, submit, wait_for_outcome, wait_until
 
 SHORT_HOURS = 0.0005  # 1.8 s
 

@@ -16,7 +16,7 @@ import zipfile
 import pytest
 import requests
 
-from tests.conftest import needs, ROOT, commands_running, job, submit, wait_for_outcome, wait_until
+from tests.harness import needs, ROOT, commands_running, job, submit, wait_for_outcome, wait_until
 
 pytestmark = needs("bwrap", "the job sandbox")
 

@@ -12,7 +12,7 @@ import falcon.testing
 import pytest
 import requests
 
-from tests.conftest import ROOT, job, processes_with_marker, script, small_disk, wait_until, write_ini
+from tests.harness import ROOT, job, processes_with_marker, script, small_disk, wait_until, write_ini
 from web.auth import ServerAuth
 from web.common import new_app
 

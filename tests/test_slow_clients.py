@@ -8,7 +8,7 @@ from __future__ import annotations
 import http.client
 import socket
 
-from tests.conftest import job, submit, wait_for_outcome, wait_until
+from tests.harness import job, submit, wait_for_outcome, wait_until
 
 ATTACKER = "127.0.0.2"
 PORTAL = "127.0.0.3"

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 import requests
 
-from tests.conftest import job, submit, wait_for_outcome, wait_until
+from tests.harness import job, submit, wait_for_outcome, wait_until
 from tests.slurm_helpers import cancel_slurm_jobs, slurm_executor, slurm_state, task_of
 
 #: Slurm rounds time limits up to whole minutes and kills at about 1:02 (then KillWait).

@@ -13,7 +13,7 @@ from datetime import datetime
 import requests
 
 from actors.node.backends.slurm import job_name
-from tests.conftest import Node, job, submit, wait_for_outcome, wait_until
+from tests.harness import Node, job, submit, wait_for_outcome, wait_until
 from tests.slurm_cluster import start_controller, stop_controller
 from tests.slurm_helpers import POLL_INTERVAL, slurm_executor, slurm_state, task_of
 

@@ -7,7 +7,7 @@ import signal
 import pytest
 import requests
 
-from tests.conftest import submit, wait_for_outcome, wait_until
+from tests.harness import submit, wait_for_outcome, wait_until
 
 
 def processes(server) -> dict[str, int]:

@@ -10,7 +10,7 @@ from pony.orm import Database, Optional, PrimaryKey, Required, db_session
 from pony.orm.core import DBSchemaError, TransactionIntegrityError
 
 from storage import database
-from tests.conftest import job, script, submit, wait_for_outcome
+from tests.harness import job, script, submit, wait_for_outcome
 
 TOKEN = "haddock-token-0123456789abcdef"
 SECRET = "cluster-secret-0123456789abcdef"

@@ -18,14 +18,13 @@ from actors.messages import KillTask, RunTask
 from conf.settings import ClientConfig
 from storage.clock import utcnow
 from storage.node import tasks
-from storage.node.models import TaskState
+from storage.node.states import WAITING, TaskState
 from web import uploads
 from web.auth import ExecutorAuth
 from web.common import Ping, WhileActorsRestart, new_app, parse_id, send_zip
 from web.gateway import ActorGateway
 from web.zip_once import ZipFailed, ZipOnce
 
-WAITING = {TaskState.ACCEPTED.value, TaskState.RUNNING.value}
 JOB_UID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 #: The server checks its own limit; this one only bounds what a bundle may hold.
 MAX_FILES = 10_000
@@ -100,11 +99,11 @@ class Retrieve:
         task = tasks.find(task_id)
         if task is None:
             raise falcon.HTTPNotFound(title="Unknown task", description=f"there is no task {task_id}.")
-        if task["state"] in WAITING:
+        if TaskState(task["state"]) in WAITING:
             resp.status = falcon.HTTP_202
             return
         if task["state"] == TaskState.FINISHED.value:
-            path = tasks.zip_file(self.config.data_path, task_id)
+            path = self.config.zip_file(task_id)
             try:
                 ready = self.zips.ready(task["dir"], path)
             except ZipFailed as exc:
@@ -144,7 +143,7 @@ class TaskResource:
             raise falcon.HTTPConflict(title="Task still active",
                                       description="the task is waiting or running; delete it once it ended.")
         tasks.remove_folder(task["dir"])
-        tasks.remove_zip(self.config.data_path, number)
+        tasks.remove_zip(self.config.zip_file(number))
         resp.media = {"id": str(number), "state": TaskState.CLEANED.value}
 
     def on_post_kill(self, req, resp, task_id):

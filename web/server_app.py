@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import falcon
 
-from actors.messages import CancelJob, ExecutorEvent, ExecutorHeartbeat, JobEnded, JobQueued, Pong, Roster
+from actors.messages import CancelJob, ExecutorEvent, ExecutorHeartbeat, JobQueued, Pong, Roster
 from conf.settings import ServerConfig
 from storage import executors, jobs, public_ids
 from storage.clock import utcnow
@@ -144,15 +144,12 @@ class Cancel:
         result = jobs.cancel(job_ref(job_id, self.public), req.context.portal, utcnow())
         if result is None:
             raise unknown_job(job_id)
-        view, cancelled, held = result
-        if not cancelled:
+        view, cancelled = result
+        if cancelled is None:
             raise falcon.HTTPConflict(title="Job already ended",
                                       description=f"job {job_id} is {view['status']}; only a job that has not "
                                                   "ended can be cancelled.")
-        if held is not None:  # it held a quota slot, and perhaps a script is running
-            self.gateway.post(JobEnded(held.service, ((held.id, held.executor),)), role="quota")
-            self.gateway.post(CancelJob(held.service, held.id, held.executor, held.remote_id),
-                              role=f"dispatcher:{held.service}")
+        self.gateway.post(CancelJob(cancelled.id), role=f"dispatcher:{cancelled.service}")
         resp.media = view
 
 

@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections import deque
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Callable
 
 from thespian.actors import ActorExitRequest, ActorTypeDispatcher, WakeupMessage
@@ -40,9 +39,10 @@ from actors.runtime.lifeline import die_with_parent
 from actors.runtime.processes import start_time
 from conf.settings import sweep_interval
 from storage import database
-from storage.clock import utcnow
+from storage import clock
 from storage.node import tasks
-from storage.node.models import TaskState, db
+from storage.node.models import db
+from storage.node.states import TaskState
 from web.zip_once import ZipOnce
 
 TICK_SECONDS = 2.0
@@ -76,8 +76,8 @@ class ExecutorActor(ActorTypeDispatcher):
         self.zips = ZipOnce()
         self.settle(self.backend.recover())
         for task_id, folder in tasks.succeeded_folders():  # results a stopped node did not zip
-            if not os.path.exists(tasks.zip_file(self.config.data_path, task_id)):
-                self.zips.start(folder, tasks.zip_file(self.config.data_path, task_id))
+            if not os.path.exists(self.config.zip_file(task_id)):
+                self.zips.start(folder, self.config.zip_file(task_id))
         self.send(sender, Pong("executor", (("executor", os.getpid()),)))
         self.sweep_every = sweep_interval([self.config.retention_hours * 3600.0])
         self.wakeupAfter(self.sweep_every, payload="sweep")
@@ -99,7 +99,7 @@ class ExecutorActor(ActorTypeDispatcher):
             if msg.task_id in self.waiting:
                 self.waiting.remove(msg.task_id)
         log.warning("task %d killed: the server no longer counts its attempt", msg.task_id)
-        tasks.mark_ended(msg.task_id, TaskState.KILLED, utcnow())
+        tasks.mark_ended(msg.task_id, TaskState.KILLED, clock.utcnow())
         self.start_more()
 
     def receiveMsg_Drain(self, msg: Drain, sender) -> None:
@@ -108,13 +108,13 @@ class ExecutorActor(ActorTypeDispatcher):
             self.reporter.beat_now()
         counts = tasks.counts()
         # NOTE: a node that left before the server fetched a result would have its job run again.
-        unfetched = tasks.awaiting_retrieval(utcnow() - timedelta(seconds=DRAIN_FETCH_WAIT))
+        unfetched = tasks.awaiting_retrieval(clock.utcnow() - timedelta(seconds=DRAIN_FETCH_WAIT))
         self.send(sender, Drained(sum(counts.values()) + len(tasks.unreported()) + unfetched))
 
     def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender) -> None:
         if self.backend is not None:
             for ended in self.backend.stop_all():
-                tasks.mark_ended(ended.task_id, ended.state, utcnow(), ended.exit_code, ended.stderr_tail, ended.reason)
+                tasks.mark_ended(ended.task_id, ended.state, clock.utcnow(), ended.exit_code, ended.stderr_tail, ended.reason)
 
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender) -> None:
         try:
@@ -134,7 +134,7 @@ class ExecutorActor(ActorTypeDispatcher):
             self.tick()
         elif payload == "sweep":
             try:
-                self.sweep()
+                self.sweep(clock.utcnow())
             finally:
                 self.wakeupAfter(self.sweep_every, payload="sweep")
 
@@ -186,7 +186,7 @@ class ExecutorActor(ActorTypeDispatcher):
         if not (self.backend and self.backend.active()):
             return
         delay = self.backend.poll_delay()
-        due = time.monotonic() + delay
+        due = clock.monotonic() + delay
         if self.poll_due is not None and self.poll_due <= due:
             return
         self.poll_number += 1
@@ -201,8 +201,8 @@ class ExecutorActor(ActorTypeDispatcher):
                 self.reporter.report(event.task_id, "started")
             elif isinstance(event, Ended):
                 try:
-                    tasks.mark_ended(event.task_id, event.state, utcnow(), event.exit_code, event.stderr_tail,
-                                     event.reason)
+                    recorded = tasks.mark_ended(event.task_id, event.state, clock.utcnow(), event.exit_code,
+                                                event.stderr_tail, event.reason)
                 except Exception as exc:  # noqa: BLE001 — e.g. "database or disk is full"
                     if event.task_id not in self.unsaved:
                         log.error("the end of task %d could not be recorded (%s: %s); trying again every %.0f s",
@@ -210,19 +210,24 @@ class ExecutorActor(ActorTypeDispatcher):
                     self.unsaved[event.task_id] = event
                     continue
                 self.unsaved.pop(event.task_id, None)
+                if not recorded:
+                    log.warning("task %d: its end (%s) came after another; the first one stands",
+                                event.task_id, event.state.value)
+                    continue
                 if event.state is TaskState.FINISHED and event.exit_code == 0 and not event.reason:
                     # NOTE: begun before the report, so the server's fetch finds it made or under way.
-                    self.zips.start(tasks.find(event.task_id)["dir"], tasks.zip_file(self.config.data_path, event.task_id))
+                    self.zips.start(tasks.find(event.task_id)["dir"], self.config.zip_file(event.task_id))
                 self.reporter.report(event.task_id, REPORT_OF[event.state.value])
 
     # --- retention ------------------------------------------------------------------------------
 
-    def sweep(self) -> None:
-        cutoff = utcnow() - timedelta(hours=self.config.retention_hours)
+    def sweep(self, now: datetime) -> None:
+        """Delete the folders and zips of the tasks that ended retention_hours before `now`."""
+        cutoff = now - timedelta(hours=self.config.retention_hours)
         for task_id, folder in tasks.expired(cutoff):
             if tasks.mark_cleaned(task_id):
                 tasks.remove_folder(folder)
-                tasks.remove_zip(self.config.data_path, task_id)
+                tasks.remove_zip(self.config.zip_file(task_id))
 
 
 def vanished(running: list[tuple[int, int | None, int | None]], kept: Callable[[int], bool]) -> list[int]:

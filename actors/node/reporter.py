@@ -16,7 +16,6 @@ import json
 import logging
 import queue
 import threading
-import time
 from typing import Callable
 
 import urllib3
@@ -24,6 +23,7 @@ from urllib3.exceptions import HTTPError
 
 from conf.settings import ClientConfig
 from storage.node import tasks
+from storage import clock
 
 TIMEOUT = urllib3.Timeout(connect=2.0, read=10.0)
 #: Until the server says its executor_timeout, beat this often.
@@ -65,7 +65,7 @@ class Reporter:
 
     def _run(self) -> None:
         while True:
-            wait = max(0.0, self.next_heartbeat - time.monotonic()) if self.config.server_url else None
+            wait = max(0.0, self.next_heartbeat - clock.monotonic()) if self.config.server_url else None
             try:
                 batch = [self.queue.get(timeout=wait)]
             except queue.Empty:
@@ -73,7 +73,7 @@ class Reporter:
             # NOTE: what piled up while the last call was on its way goes out together, in one call.
             while len(batch) < MAX_BATCH and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
-            if self.config.server_url and time.monotonic() >= self.next_heartbeat:
+            if self.config.server_url and clock.monotonic() >= self.next_heartbeat:
                 self._heartbeat()
             reports = [item for item in batch if item is not None]
             if not reports:
@@ -87,7 +87,7 @@ class Reporter:
                     self.queued.difference_update(reports)
 
     def _heartbeat(self) -> None:
-        self.next_heartbeat = time.monotonic() + self.heartbeat_every
+        self.next_heartbeat = clock.monotonic() + self.heartbeat_every
         body = {"service": self.config.service, "url": self.config.own_url, "slots": self.config.slots,
                 "draining": self.draining or self.problem() is not None, "tasks": tasks.held()}
         try:
@@ -109,7 +109,7 @@ class Reporter:
         if isinstance(timeout, (int, float)) and timeout > 0:
             self.heartbeat_every = max(0.2, min(DEFAULT_HEARTBEAT_SECONDS * 6, timeout / 3))
             # NOTE: the next beat was planned before the server said its timeout; it may be too late.
-            self.next_heartbeat = min(self.next_heartbeat, time.monotonic() + self.heartbeat_every)
+            self.next_heartbeat = min(self.next_heartbeat, clock.monotonic() + self.heartbeat_every)
 
     def _send(self, reports: list[tuple[int, str]]) -> None:
         found = tasks.find_many([task_id for task_id, _ in reports])

@@ -16,7 +16,7 @@ from actors.runtime import process_logging
 from actors.runtime.lifeline import die_with_parent
 from actors.server import faults
 from storage import database, jobs
-from storage.clock import utcnow
+from storage import clock
 from storage.models import db
 from storage.states import JobState
 
@@ -163,7 +163,7 @@ class ServerActor(ActorTypeDispatcher):
                        type(poison).__name__, cause, job_ids)
         attempt = getattr(poison, "attempt", None)  # a report about one attempt fails only that one
         for job_id in job_ids:
-            ended = jobs.finish(job_id, attempt, JobState.FAILED, utcnow(),
+            ended = jobs.finish(job_id, attempt, JobState.FAILED, clock.utcnow(),
                                 reason=f"internal error while handling {type(poison).__name__}: {cause}")
             if ended is not None and ended[1] and self.peers is not None:
                 self.job_ended(ended[0])
@@ -189,7 +189,7 @@ class ServerActor(ActorTypeDispatcher):
     def job_lost(self, job_id: int, attempt: int, reason: str) -> None:
         """An executor lost this attempt: requeue the job, or fail it after max_attempts or when its
         service is no longer configured."""
-        outcome = jobs.requeue_or_fail(job_id, attempt, reason, self.config.max_attempts, utcnow(),
+        outcome = jobs.requeue_or_fail(job_id, attempt, reason, self.config.max_attempts, clock.utcnow(),
                                        {service.name for service in self.config.services})
         if outcome is None:
             return

@@ -1,7 +1,7 @@
 """DispatcherActor: one per service; knows the service's executors and sends admitted jobs to them.
 
 Accepts: Dispatch (jobs now Dispatching), JobEnded (an executor slot is free), CancelJob (from the
-web layer: stop a cancelled job's task and free its slot), ExecutorHeartbeat (an
+web layer: a job cancelled on request, ended here like every other), ExecutorHeartbeat (an
 executor registers or says it is alive, perhaps draining), WakeupMessage ("probe": executors that
 did not answer; "check": the regular look at every executor, at losses, at the load on each and at
 Dispatching jobs this actor has not heard of). Sends: Capacity and JobEnded to the quota, JobQueued
@@ -20,7 +20,6 @@ if it is lost (there is no queue to send them back to).
 """
 from __future__ import annotations
 
-import time
 
 from thespian.actors import WakeupMessage
 
@@ -30,7 +29,7 @@ from actors.server.executor_link import ExecutorLink, ExecutorRefused, ExecutorU
 from actors.server.parallel import CallPool
 from actors.server.scheduling import KnownExecutor, choose_executor, is_lost
 from storage import executors, jobs
-from storage.clock import utcnow
+from storage import clock
 from storage.states import ACTIVE, JobState
 
 PROBE_RETRY_SECONDS = 1.0
@@ -77,7 +76,7 @@ class DispatcherActor(ServerActor):
         slot = self.executors.get(url)
         if slot is None:
             slot = self.executors[url] = KnownExecutor(url)
-            self.last_seen[url] = time.monotonic()  # a newcomer gets a full timeout to answer
+            self.last_seen[url] = clock.monotonic()  # a newcomer gets a full timeout to answer
         return slot
 
     def rebuild(self) -> None:
@@ -128,13 +127,13 @@ class DispatcherActor(ServerActor):
         self.one_way.discard(slot.url)
         was = (slot.reachable, slot.draining, slot.slots, slot.url in self.lost)
         slot.slots, slot.reachable, slot.draining = slots, True, draining
-        self.last_seen[slot.url] = time.monotonic()
+        self.last_seen[slot.url] = clock.monotonic()
         self.down_since.pop(slot.url, None)
         if slot.url in self.lost:
             self.log.warning("executor %s of %s is back", slot.url, self.service)
             self.lost.discard(slot.url)
         if was != (True, draining, slots, False) or registered:
-            self.record(slot.url, slots, "draining" if draining else "alive", utcnow(), registered=registered)
+            self.record(slot.url, slots, "draining" if draining else "alive", clock.utcnow(), registered=registered)
 
     def record(self, url: str, slots: int, state: str, now, registered: bool | None = None) -> None:
         """Note the executor's state in the registry (GET /executors). A retired service's
@@ -152,7 +151,7 @@ class DispatcherActor(ServerActor):
 
     def mark_down(self, slot: KnownExecutor) -> None:
         slot.reachable = False
-        self.down_since.setdefault(slot.url, time.monotonic())
+        self.down_since.setdefault(slot.url, clock.monotonic())
 
     def arm_probe(self) -> None:
         if not self.probe_armed and any(not s.reachable for s in self.executors.values()):
@@ -166,7 +165,7 @@ class DispatcherActor(ServerActor):
             self.send(self.peers.quota, Capacity(self.service, total))
 
     def check_losses(self) -> None:
-        now = time.monotonic()
+        now = clock.monotonic()
         for url, slot in self.executors.items():
             if url in self.lost or slot.reachable or not is_lost(self.last_seen[url], now, self.timeout):
                 continue
@@ -223,16 +222,19 @@ class DispatcherActor(ServerActor):
         self.send_soon()
 
     def receiveMsg_CancelJob(self, msg: CancelJob, sender) -> None:
-        """Cancelled on request while it held a slot: free the slot, and stop its task now (a task
-        whose send was not answered yet is stopped at the executor's next heartbeat: kill_stale)."""
-        self.pending.pop(msg.job_id, None)
-        self.free_slot(msg.executor)
-        if msg.executor and msg.remote_id:
+        """Cancelled on request: ended like any job (`job_ended` frees its slots), and its task is
+        stopped now (a task whose send was not answered yet is stopped at the executor's next
+        heartbeat: kill_stale)."""
+        job = jobs.get_ref(msg.job_id)
+        if job is None or job.state is not JobState.CANCELLED:
+            return
+        self.pending.pop(job.id, None)
+        self.job_ended(job)
+        if job.executor and job.remote_id:
             try:
-                self.link.kill(msg.executor, msg.remote_id)
+                self.link.kill(job.executor, job.remote_id)
             except ExecutorUnreachable as exc:
-                self.log.warning("could not stop the task of cancelled job %d now: %s", msg.job_id, exc)
-        self.send_soon()
+                self.log.warning("could not stop the task of cancelled job %d now: %s", job.id, exc)
 
     def receiveMsg_JobEnded(self, msg: JobEnded, sender) -> None:
         for _, executor in msg.ended:
@@ -278,7 +280,7 @@ class DispatcherActor(ServerActor):
         if not batch:
             return
         try:
-            attempts = jobs.begin_attempts([(job.id, slot.url) for job, slot, resend in batch if not resend], utcnow())
+            attempts = jobs.begin_attempts([(job.id, slot.url) for job, slot, resend in batch if not resend], clock.utcnow())
         except Exception:  # noqa: BLE001 — nothing was sent; the next check's reconcile tries again
             self.log.exception("recording the attempts of %d jobs failed", len(batch))
             for job, slot, resend in batch:
@@ -295,12 +297,12 @@ class DispatcherActor(ServerActor):
         accepted = []
         for (job, slot, attempt, resend), remote_id, error in self.calls.each(self.submit, sends):
             if error is None:
-                self.last_seen[slot.url] = time.monotonic()
+                self.last_seen[slot.url] = clock.monotonic()
                 accepted.append((job.id, attempt, remote_id))
             else:
                 self.not_accepted(job, slot, attempt, resend, error)
         if accepted:
-            jobs.mark_submitted(accepted, utcnow())
+            jobs.mark_submitted(accepted, clock.utcnow())
 
     def submit(self, send) -> str:
         """Runs on a pool thread: the executor's task id for this job, or the link's exception."""
@@ -308,7 +310,7 @@ class DispatcherActor(ServerActor):
         return self.link.submit(slot.url, job.id, job.uid, attempt, self.config.own_url, job.dir)
 
     def pin_expired(self, slot: KnownExecutor) -> bool:
-        return time.monotonic() - self.down_since.get(slot.url, time.monotonic()) > PIN_TIMEOUT_SECONDS
+        return clock.monotonic() - self.down_since.get(slot.url, clock.monotonic()) > PIN_TIMEOUT_SECONDS
 
     def not_accepted(self, job: jobs.JobRef, slot: KnownExecutor, attempt: int, resend: bool, exc: Exception) -> None:
         """The executor did not take the job: try again later or elsewhere, or fail it if refused."""
@@ -329,12 +331,12 @@ class DispatcherActor(ServerActor):
             self.pending[job.id] = None
             self.tell_capacity()
         elif isinstance(exc, (ExecutorRefused, OSError)):
-            slot.in_flight -= 1
             reason = (f"the executor refused the job: {exc}" if isinstance(exc, ExecutorRefused)
                       else f"the job's files could not be read: {exc}")
             self.log.error("job %d not sent to %s: %s", job.id, slot.url, reason)
-            if jobs.finish(job.id, attempt, JobState.FAILED, utcnow(), reason=reason):
-                self.send(self.peers.quota, JobEnded(self.service, ((job.id, None),)))
+            ended = jobs.finish(job.id, attempt, JobState.FAILED, clock.utcnow(), reason=reason)
+            if ended is not None:  # else it ended meanwhile (cancelled), and that ending freed its slot
+                self.job_ended(ended[0])
         else:  # a bug: the next check's reconcile tries again, with the same attempt on the same executor
             self.log.error("sending job %d to %s failed", job.id, slot.url, exc_info=exc)
 

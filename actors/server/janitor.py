@@ -17,7 +17,7 @@ from actors.server.executor_link import ExecutorLink, ExecutorUnreachable
 from actors.server.scheduling import expiry_cutoffs
 from conf.settings import sweep_interval
 from storage import jobs
-from storage.clock import utcnow
+from storage import clock
 
 BATCH = 500
 
@@ -33,7 +33,7 @@ class JanitorActor(ServerActor):
 
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender) -> None:
         try:
-            while self.sweep(utcnow()) == BATCH:
+            while self.sweep(clock.utcnow()) == BATCH:
                 pass
         finally:
             self.wakeupAfter(self.interval)

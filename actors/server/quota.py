@@ -21,7 +21,7 @@ from actors.messages import AdmissionRequest, Admitted, Capacity, Configure, Dis
 from actors.server.base import ServerActor
 from actors.server.scheduling import admit
 from storage import jobs
-from storage.clock import utcnow
+from storage import clock
 
 RESYNC_SECONDS = 10.0
 
@@ -72,7 +72,7 @@ class QuotaActor(ServerActor):
         granted = admit([c for c in candidates if c[1]], {u: len(s) for u, s in active.items()},
                         sum(len(s) for s in active.values()), settings.runs_per_user, self.limit(msg.service),
                         self.last_turn[msg.service])
-        claimed, gone = jobs.claim_for_dispatch([job_id for _, job_id in granted], utcnow()) if granted else ([], [])
+        claimed, gone = jobs.claim_for_dispatch([job_id for _, job_id in granted], clock.utcnow()) if granted else ([], [])
         claimed_set = set(claimed)
         for user, job_id in granted:
             if job_id in claimed_set:

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import os
 import queue
-import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from thespian.actors import WakeupMessage
 
@@ -27,7 +26,7 @@ from actors.server.base import ServerActor
 from actors.server.executor_link import ExecutorLink, ExecutorUnreachable
 from actors.server.parallel import CallPool
 from storage import jobs
-from storage.clock import utcnow
+from storage import clock
 from storage.states import ACTIVE, JobState
 
 SWEEP_SECONDS = 5.0
@@ -122,7 +121,7 @@ class RetrieverActor(ServerActor):
 
     def write(self, outcomes: list) -> None:
         """Write outcomes in one transaction and free the slots of the jobs they ended."""
-        ended = jobs.finish_many(outcomes, utcnow()) if outcomes else []
+        ended = jobs.finish_many(outcomes, clock.utcnow()) if outcomes else []
         self.job_ended(*(job for job, held_slot in filter(None, ended) if held_slot))
 
     def fetch(self, entry) -> bool:
@@ -145,7 +144,7 @@ class RetrieverActor(ServerActor):
         then less and less often while a slow one goes on. A timer cannot be cancelled; a
         superseded one is ignored.
         """
-        due = time.monotonic() + delay
+        due = clock.monotonic() + delay
         if self.collect_due is not None and self.collect_due <= due:
             return
         self.collect_number += 1
@@ -159,11 +158,11 @@ class RetrieverActor(ServerActor):
         towards max_fetch_failures."""
         if wait_for is None:
             self.collect_due = None  # this is the armed collect
-        deadline = time.monotonic() + (QUICK_FETCH_WAIT if wait_for else 0.0)
+        deadline = clock.monotonic() + (QUICK_FETCH_WAIT if wait_for else 0.0)
         outcomes = []
         try:
             while True:
-                left = deadline - time.monotonic()
+                left = deadline - clock.monotonic()
                 try:
                     if left > 0 and wait_for and not wait_for.isdisjoint(self.fetching):
                         entry, stored, error = self.fetched.get(timeout=left)
@@ -198,7 +197,7 @@ class RetrieverActor(ServerActor):
 
     def fetch_failed(self, job: jobs.JobRef, error: Exception) -> bool:
         """Count the failure (persisted, so a restart does not reset it); True if it failed the job."""
-        ended = jobs.fetch_failed(job.id, job.attempts, str(error), self.config.max_fetch_failures, utcnow())
+        ended = jobs.fetch_failed(job.id, job.attempts, str(error), self.config.max_fetch_failures, clock.utcnow())
         if ended is None:
             return False
         self.log.error("job %d failed: its results could not be fetched after %d tries: %s", job.id,
@@ -242,12 +241,13 @@ class RetrieverActor(ServerActor):
             return
         try:
             if self.peers is not None:
-                self.sweep()
+                self.sweep(clock.utcnow())
         finally:
             self.wakeupAfter(SWEEP_SECONDS)
 
-    def sweep(self) -> None:
-        quiet_since = utcnow() - timedelta(seconds=QUIET_SECONDS)
+    def sweep(self, now: datetime) -> None:
+        """Ask the executors about the active jobs not heard of for QUIET_SECONDS before `now`."""
+        quiet_since = now - timedelta(seconds=QUIET_SECONDS)
         silent: set[str] = set()
         for job in jobs.stale_active(quiet_since):
             if not job.executor or job.executor in silent or self.busy(job.id):
@@ -278,7 +278,7 @@ class RetrieverActor(ServerActor):
 
     def cancelled(self, job: jobs.JobRef, stderr_tail: str | None) -> None:
         """Cancelled where it ran (scancel of its Slurm job): an outcome, not a loss to run again."""
-        ended = jobs.finish(job.id, job.attempts, JobState.CANCELLED, utcnow(),
+        ended = jobs.finish(job.id, job.attempts, JobState.CANCELLED, clock.utcnow(),
                             reason="cancelled on its executor's cluster", stderr_tail=stderr_tail)
         if ended is not None and ended[1]:
             self.job_ended(job)

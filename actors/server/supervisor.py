@@ -16,14 +16,13 @@ after that it is re-created on a timer, so a crash loop cannot spin the machine.
 from __future__ import annotations
 
 import os
-import time
 
 from thespian.actors import ChildActorExited, WakeupMessage
 
 from actors.messages import ActorStarted, Configure, Directory, Forward, Peers, Pong, Roster, Routes
 from actors.server.base import ServerActor
 from storage import database, jobs
-from storage.clock import utcnow
+from storage import clock
 from storage.models import db
 
 ROLES = {
@@ -43,7 +42,7 @@ class SupervisorActor(ServerActor):
 
     def configured(self, msg: Configure) -> None:
         known = [s.name for s in self.config.services]
-        failed = jobs.fail_unserved(known, utcnow())
+        failed = jobs.fail_unserved(known, clock.utcnow())
         if failed:
             self.log.warning("failed %d waiting jobs of services no longer configured", failed)
         # NOTE: a service dropped from the configuration keeps a dispatcher while jobs of it are on an
@@ -101,7 +100,7 @@ class SupervisorActor(ServerActor):
         role = next((r for r, a in self.children.items() if a == msg.childAddress), None)
         if role is None or self.config is None or self.stopping:
             return
-        now = time.monotonic()
+        now = clock.monotonic()
         recent = [t for t in self.restarts.get(role, []) if now - t < RESTART_WINDOW]
         self.restarts[role] = recent + [now]
         if len(recent) >= RESTART_BURST:

@@ -5,23 +5,13 @@ Kept in the node's own SQLite file, so a restarted executor still knows every ta
 from __future__ import annotations
 
 from datetime import datetime
-from enum import Enum
 
 from pony.orm import Database, LongStr, Optional, PrimaryKey, Required, composite_key
 
 from storage.columns import iso, reader
+from storage.node.states import TaskState
 
 db = Database()
-
-
-class TaskState(str, Enum):
-    ACCEPTED = "accepted"  #: stored, waiting for a free slot
-    RUNNING = "running"    #: handed to the backend: bash run.sh runs (or, with Slurm, waits in its queue)
-    FINISHED = "finished"  #: run.sh ended; exit_code holds its status
-    CANCELLED = "cancelled"  #: cancelled outside the orchestrator (e.g. scancel of its Slurm job)
-    LOST = "lost"          #: the node stopped while it ran; its outcome is unknown
-    KILLED = "killed"      #: stopped because the server no longer counts its attempt
-    CLEANED = "cleaned"    #: its folder was deleted
 
 
 class Task(db.Entity):

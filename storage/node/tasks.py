@@ -8,7 +8,8 @@ from datetime import datetime
 
 from pony.orm import commit, db_session, flush, select
 
-from storage.node.models import Task, TaskState
+from storage.node.models import Task
+from storage.node.states import ENDED, WAITING, TaskState, can_move, move
 
 
 @db_session
@@ -37,7 +38,7 @@ def create(job_id: int, job_uid: str, attempt: int, callback_url: str | None, fo
 @db_session
 def counts() -> dict[str, int]:
     """How many tasks are in each state that uses or waits for a slot."""
-    result = {TaskState.ACCEPTED.value: 0, TaskState.RUNNING.value: 0}
+    result = {state.value: 0 for state in WAITING}
     for state in select(t.state for t in Task if t.state in list(result)).without_distinct():
         result[state] += 1
     return result
@@ -51,14 +52,16 @@ def ids_in(state: TaskState) -> list[int]:
 @db_session
 def mark_running(task_id: int, pid: int, pid_start: int | None, now: datetime) -> None:
     task = Task[task_id]
-    task.state, task.pid, task.pid_start, task.started_at = TaskState.RUNNING.value, pid, pid_start, now
+    move(task, TaskState.RUNNING)
+    task.pid, task.pid_start, task.started_at = pid, pid_start, now
 
 
 @db_session
 def mark_submitted(task_id: int, slurm_id: str) -> None:
     """Slurm accepted the task: it holds a slot from now on, whether Slurm runs it yet or not."""
     task = Task[task_id]
-    task.state, task.slurm_id = TaskState.RUNNING.value, slurm_id
+    move(task, TaskState.RUNNING)
+    task.slurm_id = slurm_id
 
 
 @db_session
@@ -83,13 +86,19 @@ def attempts_in(state: TaskState) -> list[tuple[int, str, int]]:
 
 @db_session
 def mark_ended(task_id: int, state: TaskState, now: datetime, exit_code: int | None = None,
-               stderr_tail: str | None = None, reason: str | None = None) -> None:
+               stderr_tail: str | None = None, reason: str | None = None) -> bool:
+    """Record the task's end; False, and nothing changes, if it had ended already (the first end stands)."""
     task = Task[task_id]
-    task.state, task.finished_at, task.exit_code, task.stderr_tail = state.value, now, exit_code, stderr_tail
+    assert state in ENDED
+    if not can_move(task.state, state):
+        return False
+    move(task, state)
+    task.finished_at, task.exit_code, task.stderr_tail = now, exit_code, stderr_tail
     task.reason = reason
     task.pid = task.pid_start = None
     if state is TaskState.KILLED:
         task.reported = True  # the server asked for it; there is nothing to tell
+    return True
 
 
 @db_session
@@ -136,8 +145,8 @@ def unreported() -> list[int]:
 @db_session
 def held() -> list[tuple[str, int, int]]:
     """(task id, job id, attempt) of every task waiting or running here."""
-    active = [TaskState.ACCEPTED.value, TaskState.RUNNING.value]
-    return [(str(i), j, a) for i, j, a in select((t.id, t.job_id, t.attempt) for t in Task if t.state in active)]
+    waiting = [state.value for state in WAITING]
+    return [(str(i), j, a) for i, j, a in select((t.id, t.job_id, t.attempt) for t in Task if t.state in waiting)]
 
 
 @db_session
@@ -148,29 +157,24 @@ def running_pids() -> list[tuple[int, int | None, int | None]]:
 @db_session
 def expired(cutoff: datetime, limit: int = 500) -> list[tuple[int, str]]:
     """Ended tasks past retention whose outcome the server has heard (an unheard one is kept)."""
-    ended = [TaskState.FINISHED.value, TaskState.LOST.value, TaskState.KILLED.value, TaskState.CANCELLED.value]
+    ended = [state.value for state in ENDED]
     return list(select((t.id, t.dir) for t in Task if t.state in ended and t.reported
                        and t.finished_at < cutoff)[:limit])
 
 
 @db_session
 def mark_cleaned(task_id: int) -> bool:
-    """Clean an ended task; False if it is still waiting or running."""
+    """Clean an ended task (again: cleaning is idempotent); False if it is still waiting or running."""
     task = Task.get(id=task_id)
-    if task is None or task.state in (TaskState.ACCEPTED.value, TaskState.RUNNING.value):
+    if task is None or TaskState(task.state) in WAITING:
         return False
-    task.state = TaskState.CLEANED.value
+    if task.state != TaskState.CLEANED.value:
+        move(task, TaskState.CLEANED)
     return True
 
 
-def zip_file(data_dir: str, task_id: int) -> str:
-    """Where the node caches the zip of an ended task's folder."""
-    return os.path.join(data_dir, "zips", f"{task_id}.zip")
-
-
-def remove_partial_zips(data_dir: str) -> None:
-    """Remove the zips a stopped node was still writing (`*.part`): none of them is whole."""
-    folder = os.path.dirname(zip_file(data_dir, 0))
+def remove_partial_zips(folder: str) -> None:
+    """Remove the zips a stopped node was still writing (`*.part` in `folder`): none of them is whole."""
     try:
         names = os.listdir(folder)
     except OSError:
@@ -193,9 +197,8 @@ def remove_folder(folder: str) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def remove_zip(data_dir: str, task_id: int) -> None:
-    """Remove the task's zip and the lock its maker took (web/zip_once.py)."""
-    path = zip_file(data_dir, task_id)
+def remove_zip(path: str) -> None:
+    """Remove a task's zip and the lock its maker took (web/zip_once.py)."""
     for name in (path, f"{path}.lock"):
         try:
             os.remove(name)

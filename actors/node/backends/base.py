@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from actors.node.job_cgroups import JobCgroups
 from actors.node.sandbox import Wrapping
 from conf.settings import ClientConfig
-from storage.node.models import TaskState
+from storage.node.states import TaskState
 
 
 @dataclass(frozen=True)

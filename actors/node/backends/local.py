@@ -24,7 +24,7 @@ from actors.runtime.processes import start_time
 from conf.settings import ClientConfig
 from storage.clock import utcnow
 from storage.node import tasks
-from storage.node.models import TaskState
+from storage.node.states import TaskState
 
 #: Exit polling starts fast for short scripts and slows down for long ones.
 POLL_MIN_SECONDS = 0.005

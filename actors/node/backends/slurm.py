@@ -33,7 +33,7 @@ from actors.node.sandbox import Wrapping, environment
 from conf.settings import ClientConfig
 from storage.clock import utcnow
 from storage.node import tasks
-from storage.node.models import TaskState
+from storage.node.states import TaskState
 
 #: How long a job that Slurm no longer knows at all is asked about before it is reported lost.
 VANISHED_GIVE_UP_SECONDS = 600.0
