@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness import Cluster, small_disk
+from tests.harness import Cluster, bind_server_database, bind_node_database, small_disk
 from tests.slurm_cluster import slurm  # noqa: F401 — the session's Slurm cluster, for the tests that need it
 
 
@@ -74,3 +74,40 @@ def module_cluster(tmp_path_factory):
     yield nodes
     leaked = nodes.close()
     assert not leaked, f"processes left behind by {leaked}"
+
+
+# --- the databases, on temporary SQLite files (Pony binds each `db` once per test process) -------
+
+@pytest.fixture(scope="session")
+def database_file(tmp_path_factory) -> str:
+    """The server's entities (storage.models) bound to this test process's temp SQLite file."""
+    return bind_server_database(str(tmp_path_factory.mktemp("server-db") / "orchestrator.sqlite"))
+
+
+@pytest.fixture
+def clean_database(database_file) -> str:
+    """The server's tables, emptied for this test."""
+    from pony.orm import db_session, delete
+
+    from storage.models import Executor, Job
+    with db_session:
+        delete(j for j in Job)
+        delete(e for e in Executor)
+    return database_file
+
+
+@pytest.fixture(scope="session")
+def node_database_file(tmp_path_factory) -> str:
+    """An executor node's task table (storage.node.models) bound to a temp SQLite file."""
+    return bind_node_database(str(tmp_path_factory.mktemp("node-db") / "executor.sqlite"))
+
+
+@pytest.fixture
+def clean_node_database(node_database_file) -> str:
+    """The node's task table, emptied for this test."""
+    from pony.orm import db_session, delete
+
+    from storage.node.models import Task
+    with db_session:
+        delete(t for t in Task)
+    return node_database_file

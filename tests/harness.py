@@ -71,6 +71,30 @@ def fill_disk(folder: Path, leave_free: int = 0) -> Path:
     return ballast
 
 
+def bind_server_database(path: str) -> str:
+    """Bind the server's entities to the SQLite file `path`, unless this process bound them already
+    (Pony binds a `db` once; then the first file stays). Returns the file in use."""
+    from storage import database
+    from storage.models import db
+    database.bind(db, path, create_tables=True)
+    return db.provider.pool.filename if hasattr(db.provider.pool, "filename") else path
+
+
+def bind_node_database(path: str) -> str:
+    """`bind_server_database` for an executor node's task table."""
+    from storage import database
+    from storage.node.models import db
+    database.bind(db, path, create_tables=True)
+    return db.provider.pool.filename if hasattr(db.provider.pool, "filename") else path
+
+
+def new_job(user_id: int, service: str = "example", portal: str | None = None) -> int:
+    """A Queued job in the bound server database (a folder that need not exist); its id."""
+    from storage import jobs
+    from storage.clock import utcnow
+    return jobs.create_job(user_id, service, f"/jobs/{user_id}", utcnow(), portal)[0]
+
+
 def free_port() -> int:
     """A free port below the ephemeral range (which outgoing connections may take at any time)."""
     return system.free_port(30001, 32000)

@@ -10,17 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-from pony.orm import db_session, delete
+from pony.orm import db_session
 from thespian.actors import Actor, ActorSystem
 
 from actors.messages import ActorStarted, Capacity, Configure, Dispatch, JobEnded, JobQueued, Peers
 from actors.server.queue import QueueActor
 from actors.server.quota import QuotaActor
 from conf.settings import ServerConfig, ServiceConfig
-from storage import database, jobs
+from storage import jobs
 from storage.clock import utcnow
-from storage.models import Job, db
+from storage.models import Job
 from storage.states import JobState
+from tests.harness import new_job
 
 SERVICE = "example"
 ASK_TIMEOUT = 5
@@ -47,31 +48,7 @@ class Recorder(Actor):
             self.send(sender, tuple(self.dispatches))
 
 
-# --- database -----------------------------------------------------------------------------------
-
-def bind_test_database(path: str) -> None:
-    """Bind the server's `db` once per test process; another module may already have bound it."""
-    if db.provider is None:
-        database.bind(db, path, create_tables=True)
-
-
-@pytest.fixture(scope="session")
-def database_file(tmp_path_factory) -> str:
-    path = str(tmp_path_factory.mktemp("queue-quota-db") / "orchestrator.sqlite")
-    bind_test_database(path)
-    return path
-
-
-@pytest.fixture
-def clean_database(database_file) -> str:
-    with db_session:
-        delete(j for j in Job)
-    return database_file
-
-
-def new_job(user_id: int, service: str = SERVICE, portal: str | None = None) -> int:
-    return jobs.create_job(user_id, service, f"/jobs/{user_id}", utcnow(), portal)[0]
-
+# --- database (the conftest's clean_database) ----------------------------------------------------
 
 def state_of(job_id: int) -> str:
     return jobs.get_ref(job_id).state.value
@@ -147,12 +124,6 @@ def harness(system, clean_database) -> Harness:
 
 
 # --- tests --------------------------------------------------------------------------------------
-
-def test_the_recorder_is_importable_by_its_module_path():
-    import importlib
-
-    assert importlib.import_module("tests.test_actor_queue_quota").Recorder is Recorder
-
 
 def test_a_queued_job_is_claimed_in_the_database_and_sent_to_the_dispatcher(harness):
     harness.start()

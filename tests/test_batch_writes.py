@@ -8,22 +8,16 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
-from pony.orm import db_session, delete
 
-from storage import database, jobs
-from storage.models import Job, db
+from storage import jobs
 from storage.states import JobState
 
 NOW = datetime(2024, 5, 1, 9, 30)
 
 
 @pytest.fixture
-def running_jobs(tmp_path):
+def running_jobs(clean_database):
     """Five jobs of a fresh table, each Running as attempt 1 on executor "http://e:1"."""
-    if db.provider is None:  # NOTE: once per test process; another module may have bound it already
-        database.bind(db, str(tmp_path / "orchestrator.sqlite"), create_tables=True)
-    with db_session:
-        delete(j for j in Job)
     ids = [jobs.create_job(7, "example", f"/jobs/{n}", NOW)[0] for n in range(5)]
     claimed, _ = jobs.claim_for_dispatch(ids, NOW)
     assert jobs.begin_attempts([(job_id, "http://e:1") for job_id in claimed], NOW) == {i: 1 for i in ids}

@@ -18,8 +18,7 @@ import requests
 from storage import jobs
 from storage.clock import utcnow
 from storage.states import JobState
-from tests.harness import job, submit, wait_for_outcome, wait_until
-from tests.test_actor_queue_quota import clean_database, database_file, new_job  # noqa: F401 — fixtures
+from tests.harness import job, new_job, submit, wait_for_outcome, wait_until
 
 TIMEOUT = 2  # executor_timeout, seconds
 #: The bound promised: executor_timeout, plus the dispatcher's check interval, plus slack for a
