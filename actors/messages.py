@@ -19,7 +19,8 @@ UserKey = tuple[str | None, int]
 
 @dataclass(frozen=True)
 class Configure:
-    """Supervisor → each server actor: its settings; `service` is set for a dispatcher only."""
+    """run_server.py (through the node's watchdog) → supervisor, then supervisor → each server actor:
+    its settings; `service` is set for a dispatcher only."""
 
     config: ServerConfig
     service: str = ""
@@ -95,7 +96,8 @@ class Routes:
 
 @dataclass(frozen=True)
 class Ping:
-    """Anyone → an actor: answer `Pong` if alive (used by /health)."""
+    """An executor node's web layer → its ExecutorActor: answer `Pong` if alive (its /health). Every
+    server actor answers it too (the server's /health asks the supervisor for a `Roster` instead)."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,10 @@ class Pong:
 
 @dataclass(frozen=True)
 class JobQueued:
-    """Web (through the supervisor) or retriever → queue: this job is Queued in the database."""
+    """Web (an upload) or the actor that requeued a job its executor lost (ServerActor.job_lost:
+    retriever, dispatcher) → queue: this job is Queued in the database. The web layer posts through
+    the gateway: straight to the queue, or through the supervisor (`Forward`) until it knows where
+    the queue is."""
 
     job_id: int
     service: str
@@ -170,11 +175,12 @@ class Capacity:
 
 @dataclass(frozen=True)
 class ExecutorEvent:
-    """Web (executor callback, through the supervisor) or the retriever's own sweep → retriever."""
+    """Web (an executor's report on /internal/events, posted through the gateway) → retriever. (The
+    retriever's sweep asks executors itself and acts on their answers without this message.)"""
 
     job_id: int
     attempt: int
-    #: "started", "finished" or "lost".
+    #: "started", "finished", "lost" or "cancelled" (where it ran, e.g. scancel).
     event: str
     #: The executor's own id of the task (known before the dispatcher hears the submit answer).
     task_id: str | None = None

@@ -3,8 +3,9 @@
 Accepts: ExecutorEvent (an executor's callback, handed on by the web layer), WakeupMessage (the slow
 sweep that asks executors about jobs no report arrived for; "flush" to write the outcomes reported;
 ("collect", n) to take in the fetches that ended; ("refetch", job id) to fetch a job's results
-again). Sends: JobEnded to the quota and to the service's dispatcher; JobQueued to the queue when a job comes back after its executor lost it
-(up to max_attempts; then the job fails).
+again). Sends: JobEnded to the quota and to the service's dispatcher (ServerActor.job_ended);
+JobQueued to the queue when a job comes back after its executor lost it (up to max_attempts; then
+the job fails).
 
 A report carries the attempt token; one from an earlier attempt never changes the job. A failure
 is written at once; a success's results are fetched on a pool thread, so the actor goes on with
