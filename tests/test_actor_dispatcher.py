@@ -4,7 +4,8 @@ The executors are HTTP services on other nodes: `Executors` stands in for `Execu
 on actors.server.dispatcher), answering, refusing or unreachable as a test tells it. Recorder actors
 stand in for the quota and the queue. Covered: where jobs go (registration by heartbeat, spread by
 free slots, draining executors), what an unreachable or refusing executor does to a job and its
-attempt count, CancelJob, and an executor declared lost after executor_timeout.
+attempt count, CancelJob, an executor declared lost after executor_timeout, and the tasks of stale
+attempts it holds when it comes back.
 
 Time: the dispatcher reads `storage.clock.monotonic`, which `Ticks` replaces, and its timers with a
 delay ("probe", "check") are kept by the test and fired when it says (`Harness.fire`): in
@@ -67,6 +68,8 @@ class Executors:
         self.slots: dict[str, int] = {}
         self.submits: list[tuple[str, int, int]] = []
         self.kills: list[tuple[str, str]] = []
+        #: The tasks each executor's /health lists: [task id, job id, attempt].
+        self.held: dict[str, list] = {}
 
     def answer(self, url: str) -> None:
         self.failure.pop(url, None)
@@ -87,7 +90,8 @@ class Executors:
     # the ExecutorLink methods the dispatcher calls
     def health(self, base: str) -> dict:
         self._reachable(base)
-        return {"service": SERVICE, "slots": self.slots.get(base, 1), "status": "ok", "tasks": []}
+        return {"service": SERVICE, "slots": self.slots.get(base, 1), "status": "ok",
+                "tasks": self.held.get(base, [])}
 
     def submit(self, base: str, job_id: int, job_uid: str, attempt: int, callback_url: str, folder: str) -> str:
         with self.lock:
@@ -418,3 +422,28 @@ def test_an_executor_silent_past_executor_timeout_is_lost_and_its_jobs_are_queue
         assert jobs.job_view(job_id)["reason"] == f"executor {A} was lost"
     assert row(on_b[0]).state is JobState.SUBMITTED
     assert {e["url"]: e["state"] for e in executors.listing()} == {A: "lost", B: "alive"}
+
+
+
+def test_an_executor_back_from_a_loss_is_told_to_kill_the_task_of_an_attempt_that_no_longer_counts(harness):
+    harness.start(executor_timeout=30)
+    harness.heartbeat(A, slots=2)
+    harness.heartbeat(B, slots=1)
+    [job_id] = harness.admit()
+    assert harness.link.sent_to(A) == [job_id]
+    harness.link.unreachable(A, delivered=False)
+    harness.ticks.now += 31
+    harness.fire("check")  # A is lost: the job is queued again, and the quota admits it again
+    assert jobs.claim_for_dispatch([job_id], clock.utcnow())[0] == [job_id]
+    harness.system.tell(harness.dispatcher, Dispatch(SERVICE, (job_id,)))
+    assert (row(job_id).executor, row(job_id).attempts) == (B, 2)
+
+    # A answers again, still holding attempt 1; B holds attempt 2, the one that counts.
+    harness.link.answer(A)
+    harness.link.held[A] = [[f"task-{job_id}-1", job_id, 1]]
+    harness.fire("probe")
+    harness.system.tell(harness.dispatcher,
+                        ExecutorHeartbeat(SERVICE, B, 1, False, tasks=((f"task-{job_id}-2", job_id, 2),)))
+
+    assert harness.link.kills == [(A, f"task-{job_id}-1")]
+    assert row(job_id).state is JobState.SUBMITTED
