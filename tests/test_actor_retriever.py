@@ -5,7 +5,8 @@ on actors.server.retriever): it knows the tasks a test gives it, and serves resu
 (the zip, "still being zipped", an error, or no answer). Recorder actors stand in for the quota, the
 queue and the service's dispatcher. Covered: what each report of an executor does to its job
 (finished with exit 0, non-zero or a limit's verdict, lost, cancelled, a stale attempt's, one that
-overtook the submit's answer), result fetches that fail, and the sweep that asks about quiet jobs.
+overtook the submit's answer), result fetches that fail, and the sweep that asks about quiet jobs
+(looking up by its attempt a job whose task id was never recorded).
 
 Time and threads: results are fetched on the retriever's pool threads, and the actor takes their
 outcomes in at ("collect", n) timers; its timers with a delay (collect, refetch, sweep) are kept by
@@ -88,7 +89,8 @@ class Executors:
 
     def find(self, base: str, job_uid: str, attempt: int) -> dict | None:
         self._reachable(base)
-        return None
+        return next((task for (url, _), task in self.tasks.items()
+                     if url == base and (task.get("job_uid"), task["attempt"]) == (job_uid, attempt)), None)
 
     def fetch(self, base: str, remote_id: str, destination: str) -> bool:
         with self.lock:
@@ -142,11 +144,11 @@ class Harness:
                                                janitor=None, dispatchers=((SERVICE, self.dispatcher),)))
         return self
 
-    def on_executor(self, url: str = A, now=None, submitted: bool = True) -> int:
+    def on_executor(self, url: str = A, now=None, submitted: bool = True, user_id: int = 1) -> int:
         """A job the dispatcher sent to `url` (attempt 1) at `now`, which the executor holds as
         task-<id>; without `submitted`, the executor's answer to the submit is not recorded yet."""
         now = now or clock.utcnow()
-        job_id = new_job(user_id=1)
+        job_id = new_job(user_id)
         assert jobs.claim_for_dispatch([job_id], now)[0] == [job_id]
         assert jobs.begin_attempts([(job_id, url)], now) == {job_id: 1}
         if submitted:
@@ -374,3 +376,23 @@ def test_the_sweep_asks_about_quiet_jobs_only_and_once_per_executor_that_does_no
     assert row(finished_b)["status"] == "Completed"
     assert [row(job_id)["status"] for job_id in (*quiet_a, running_b, recent_b)] == ["Submitted"] * 4
     assert harness.ended() == [(finished_b, B)]
+
+
+def test_the_sweep_looks_up_by_its_attempt_a_running_job_whose_task_id_was_never_recorded(harness, monkeypatch):
+    harness.start()
+    start = clock.utcnow()
+    # The dispatcher stopped between the executor's answer and recording it; the started reports came.
+    found = harness.on_executor(A, now=start, submitted=False, user_id=7)
+    never_received = harness.on_executor(A, now=start, submitted=False, user_id=8)
+    jobs.mark_running([(found, 1), (never_received, 1)], start)
+    harness.link.tasks.pop((A, f"task-{never_received}"))
+    harness.link.task(A, f"task-{found}", found, job_uid=jobs.get_ref(found).uid)
+
+    monkeypatch.setattr(clock, "utcnow", lambda: start + timedelta(seconds=QUIET_SECONDS + 1))
+    harness.fire(None)
+
+    assert (row(found)["status"], jobs.get_ref(found).remote_id) == ("Running", f"task-{found}")
+    assert (row(never_received)["status"], row(never_received)["reason"]) == \
+        ("Queued", "its executor never received it")
+    assert harness.got(harness.queue) == [JobQueued(never_received, SERVICE, 8, None)]
+    assert harness.ended() == [(never_received, A)]
