@@ -1,0 +1,394 @@
+"""The server's HTTP layer in process: `web.server_app.create_app` under falcon.testing, with a
+stand-in actor gateway (what the app would tell the actors is recorded) and the temp SQLite tables.
+
+Covers every refused upload (status, a description saying what was wrong and what is accepted,
+nothing stored, nothing told), an accepted one, the executors' reports and heartbeats, every
+answer of download / job view / cancel by the job's state, and who may call what: portal tokens,
+the cluster secret, and a server with neither. No process is started.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+import zipfile
+from dataclasses import dataclass
+
+import falcon.testing
+import pytest
+from pony.orm import db_session, select
+
+from actors.messages import CancelJob, ExecutorEvent, ExecutorHeartbeat, JobQueued
+from conf.settings import ServerConfig, ServiceConfig
+from storage import jobs
+from storage.clock import utcnow
+from storage.models import Job
+from storage.states import JobState
+from tests.harness import BOUNDARY, StandInGateway, bearer, multipart, script
+from web.server_app import create_app
+
+RUN = ("run.sh", script("echo hi > out.txt"))
+GOOD = {"user_id": "1", "service": "example"}
+EXECUTOR = "http://127.0.0.1:9001"
+HADDOCK = "haddock-token-0123456789abcdef"
+PRODIGY = "prodigy-token-0123456789abcdef"
+SECRET = "cluster-secret-0123456789abcdef"
+#: Small limits, so that each can be reached: 3 files, 1 MiB, 2 queued jobs per user of `example`.
+SERVICES = (ServiceConfig("example", clients=("http://127.0.0.1:9",), max_queued_per_user=2),
+            ServiceConfig("prodigy"))
+
+
+@dataclass
+class Server:
+    client: falcon.testing.TestClient
+    gateway: StandInGateway
+    config: ServerConfig
+    stopping: threading.Event
+
+    def upload(self, fields=GOOD, files=(RUN,), token: str | None = None) -> falcon.testing.Result:
+        body, headers = multipart(fields, list(files))
+        return self.client.simulate_post("/upload", body=body, headers={**headers, **bearer(token)})
+
+    def leftovers(self) -> list[str]:
+        """What the data folder holds: uploads (stored or half-received) and results."""
+        return [f"{os.path.basename(folder)}/{name}"
+                for folder in (self.config.jobs_path, self.config.incoming_path, self.config.results_path)
+                if os.path.isdir(folder) for name in os.listdir(folder)]
+
+
+def make_server(tmp_path, **settings) -> Server:
+    config = ServerConfig(data_dir=str(tmp_path / "data"), max_upload_mb=1, max_files=3, services=SERVICES,
+                          **settings)
+    for folder in (config.jobs_path, config.results_path):  # as run_server.py makes them
+        os.makedirs(folder, exist_ok=True)
+    gateway, stopping = StandInGateway(), threading.Event()
+    return Server(falcon.testing.TestClient(create_app(config, gateway, stopping)), gateway, config, stopping)
+
+
+@pytest.fixture
+def server(tmp_path, clean_database) -> Server:
+    """Without portal tokens or a cluster secret: a loopback server, as `make run` starts it."""
+    return make_server(tmp_path)
+
+
+@pytest.fixture
+def guarded(tmp_path, clean_database) -> Server:
+    """Two portals, and the cluster secret its executors and operators hold."""
+    return make_server(tmp_path, tokens=(("haddock", HADDOCK), ("prodigy", PRODIGY)), cluster_secret=SECRET)
+
+
+@db_session
+def rows() -> list[tuple[int, str]]:
+    return list(select((j.id, j.state) for j in Job).order_by(1))
+
+
+def job_in(state: JobState, config: ServerConfig, portal: str | None = None) -> tuple[int, int | str]:
+    """A job of user 1 in `example`, brought to `state` the way the actors bring it there; returns
+    (its number, the id the API names it by)."""
+    now = utcnow()
+    folder = os.path.join(config.jobs_path, uuid.uuid4().hex)
+    os.makedirs(folder)
+    number, view = jobs.create_job(1, "example", folder, now, portal)
+    if state is not JobState.QUEUED:
+        jobs.claim_for_dispatch([number], now)
+    if state not in (JobState.QUEUED, JobState.DISPATCHING):
+        attempt = jobs.begin_attempts([(number, EXECUTOR)], now)[number]
+        jobs.mark_submitted([(number, attempt, "7")], now)
+        if state is not JobState.SUBMITTED:
+            jobs.mark_running([(number, attempt)], now)
+    if state in (JobState.COMPLETED, JobState.CLEANED):
+        with zipfile.ZipFile(config.result_file(number), "w") as archive:
+            archive.writestr("out.txt", "hi\n")
+        jobs.finish(number, attempt, JobState.COMPLETED, now, exit_code=0, result_path=config.result_file(number))
+    elif state is JobState.FAILED:
+        jobs.finish(number, attempt, JobState.FAILED, now, exit_code=3, reason="run.sh exited with 3",
+                    stderr_tail="no input.pdb")
+    elif state is JobState.CANCELLED:
+        jobs.cancel(number, portal, now)
+    if state is JobState.CLEANED:
+        jobs.mark_cleaned(number, now)
+    assert jobs.job_view(view["id"], portal)["status"] == state.value
+    return number, view["id"]
+
+
+def assert_refused(response, status: int, words: str) -> None:
+    assert response.status_code == status, response.text
+    assert words in response.json["description"], response.json
+    assert response.json["title"]
+
+
+# --- POST /upload ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fields, files, words", [
+    ({"service": "example"}, [RUN], "user_id is missing; send it as a positive integer"),
+    ({"user_id": "abc", "service": "example"}, [RUN], "user_id must be a positive integer below 2^63, got 'abc'"),
+    ({"user_id": "-5", "service": "example"}, [RUN], "positive integer below 2^63, got '-5'"),
+    ({"user_id": "0", "service": "example"}, [RUN], "positive integer below 2^63, got '0'"),
+    ({"user_id": "1.5", "service": "example"}, [RUN], "positive integer below 2^63, got '1.5'"),
+    ({"user_id": "\u0661", "service": "example"}, [RUN], "positive integer"),  # an Arabic-Indic digit one
+    ({"user_id": str(2**63), "service": "example"}, [RUN], "positive integer below 2^63"),
+    ({"user_id": "1"}, [RUN], "service is missing; send one of: example, prodigy"),
+    ({"user_id": "1", "service": "nosuch"}, [RUN], "'nosuch' is not configured here; send one of: example, prodigy"),
+    ({"user_id": "1", "service": "example", "colour": "blue"}, [RUN],
+     "field 'colour' is not accepted; send service, user_id as text fields"),
+    ([("user_id", "1"), ("user_id", "2"), ("service", "example")], [RUN], "field 'user_id' was sent twice"),
+    (GOOD, [], "no files were sent; a job needs at least run.sh"),
+    (GOOD, [("input.pdb", b"ATOM")], "the files (input.pdb) do not include run.sh"),
+    (GOOD, [RUN, ("run.sh", b"false")], "two file parts are named 'run.sh'; every file name must be unique"),
+    (GOOD, [RUN, ("sub/run.sh", b"false")], "two file parts are named 'run.sh'"),  # stored under base names
+    (GOOD, [RUN, ("..", b"x")], "has no usable base name; send names such as run.sh"),
+    (GOOD, [RUN, ("a/.", b"x")], "has no usable base name"),
+    (GOOD, [RUN, ("a\x00b", b"x")], "NUL byte; send plain base names"),
+    (GOOD, [RUN, ("a\x01b", b"x")], "contains control characters or quotes; send plain names"),
+    (GOOD, [RUN, ("x" * 256, b"x")], "is longer than 255 bytes"),
+    (GOOD, [RUN, ("\u00e9" * 128, b"x")], "is longer than 255 bytes"),  # 128 characters, 256 bytes
+    (GOOD, [RUN, (b"caf\xe9.txt", b"x")], "not valid UTF-8"),
+])
+def test_a_bad_upload_is_400_saying_what_was_wrong_and_stores_and_tells_nothing(server, fields, files, words):
+    response = server.upload(fields, files)
+
+    assert_refused(response, 400, words)
+    assert response.json["title"] == "Invalid upload"
+    assert rows() == [] and server.leftovers() == [] and server.gateway.sent == []
+
+
+@pytest.mark.parametrize("disposition, words", [
+    (b'form-data; name="file"; filename="say\\"hi\\".txt"', "control characters or quotes"),
+    (b"form-data; name=\"file\"; filename*=utf-8''x%0D%0AContent-Type:%20evil", "control characters"),
+])
+def test_part_headers_that_cannot_be_stored_safely_are_400_and_store_nothing(server, disposition, words):
+    body, headers = multipart(GOOD, [RUN])
+    closing = f"--{BOUNDARY}--\r\n".encode()
+    body = body[:-len(closing)] + f"--{BOUNDARY}\r\nContent-Disposition: ".encode() + disposition \
+        + b"\r\n\r\nx\r\n" + closing
+    response = server.client.simulate_post("/upload", body=body, headers=headers)
+
+    assert_refused(response, 400, words)
+    assert rows() == [] and server.leftovers() == [] and server.gateway.sent == []
+
+
+def test_too_many_files_is_413_saying_the_limit_and_stores_nothing(server):
+    response = server.upload(GOOD, [RUN, *[(f"in{n}.txt", b"x") for n in range(3)]])  # 4 files, max_files = 3
+
+    assert_refused(response, 413, "an upload may hold at most 3 files")
+    assert rows() == [] and server.leftovers() == [] and server.gateway.sent == []
+
+
+def test_an_upload_over_max_upload_mb_is_413_saying_both_sizes_before_its_body_is_read(server):
+    response = server.upload(GOOD, [RUN, ("big.bin", b"\0" * (1 << 20))])
+
+    assert_refused(response, 413, f"bytes; at most {1 << 20} bytes are accepted")
+    assert rows() == [] and server.leftovers() == [] and server.gateway.sent == []
+
+
+@pytest.mark.parametrize("headers, body, status, words", [
+    ({"Content-Type": "application/json"}, b'{"user_id": 1, "service": "example"}', 415,
+     "send the job as multipart/form-data"),
+    ({}, b"user_id=1&service=example", 415, "multipart/form-data"),
+    ({"Content-Type": "multipart/form-data; boundary=b"}, None, 411, "send a Content-Length header"),
+    ({"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}, f"--{BOUNDARY}\r\nnonsense".encode(), 400,
+     "incomplete body part headers"),
+])
+def test_a_body_that_is_not_a_whole_multipart_upload_is_refused_and_stores_nothing(server, headers, body, status,
+                                                                                   words):
+    response = server.client.simulate_post("/upload", body=body, headers=headers)
+
+    assert_refused(response, status, words)
+    assert rows() == [] and server.leftovers() == [] and server.gateway.sent == []
+
+
+def test_a_user_over_max_queued_per_user_is_429_with_retry_after_and_other_users_are_not(server):
+    first, second = server.upload().json, server.upload().json
+
+    refused = server.upload()
+
+    assert_refused(refused, 429, "user 1 already has 2 jobs waiting in example (max_queued_per_user)")
+    assert int(refused.headers["Retry-After"]) > 0
+    assert rows() == [(first["id"], "Queued"), (second["id"], "Queued")]
+    assert len(server.leftovers()) == 2 and len(server.gateway.sent) == 2
+    # Another user, and the same user in a service without the limit, are not held back.
+    assert server.upload({"user_id": "2", "service": "example"}).status_code == 200
+    assert server.upload({"user_id": "1", "service": "prodigy"}).status_code == 200
+
+
+@pytest.mark.parametrize("why", ["stopping", "restarting"])
+def test_while_the_server_stops_or_rebuilds_its_actors_an_upload_is_503_with_retry_after(server, why):
+    if why == "stopping":
+        server.stopping.set()
+    else:
+        server.gateway.closed = "the actor system is being rebuilt"
+
+    response = server.upload()
+
+    assert_refused(response, 503, "again")
+    assert int(response.headers["Retry-After"]) > 0
+    assert rows() == [] and server.leftovers() == [] and server.gateway.sent == []
+
+
+def test_get_on_upload_is_405_pointing_at_the_api_description(server):
+    assert_refused(server.client.simulate_get("/upload"), 405, "see /api-docs/openapi.json")
+
+
+def test_an_accepted_upload_is_a_queued_row_a_folder_of_its_files_and_a_jobqueued_to_the_queue(server):
+    pdb = ("input.pdb", b"ATOM      1  N   ALA A   1\n")
+    # A path in a file name is dropped: the file is stored under its base name, inside the job's folder.
+    response = server.upload({"user_id": " 7 ", "service": " example"}, [("../../etc/run.sh", RUN[1]), pdb])
+
+    assert response.status_code == 200, response.text
+    view = response.json
+    assert view["user_id"] == 7 and view["service"] == "example" and view["status"] == "Queued"
+    assert view["attempts"] == 0 and view["outcome"] is None and view["created_at"].endswith("Z")
+    assert rows() == [(view["id"], "Queued")]
+    (folder,) = os.listdir(server.config.jobs_path)
+    stored = os.path.join(server.config.jobs_path, folder)
+    assert sorted(os.listdir(stored)) == ["input.pdb", "run.sh"]
+    with open(os.path.join(stored, "run.sh"), "rb") as handle:
+        assert handle.read() == RUN[1]
+    assert os.listdir(server.config.incoming_path) == []
+    assert server.gateway.posted == [("queue", JobQueued(view["id"], "example", 7, None))]
+
+
+# --- POST /internal/events: an executor's reports ----------------------------------------------
+
+FINISHED = {"event": "finished", "job_id": 1, "attempt": 1, "task_id": "7", "exit_code": 0}
+EVENT_WORDS = "send a JSON object with job_id and attempt as positive integers, event as started, finished"
+BATCH_WORDS = "send one event, or an object whose only key is events: a list of 1 to 1000 events"
+
+
+@pytest.mark.parametrize("body, words", [
+    ([1, 2, 3], "send a JSON object"),
+    ("finished", "send a JSON object"),
+    ({}, "event 0: " + EVENT_WORDS),
+    ({**FINISHED, "event": "exploded"}, EVENT_WORDS),
+    ({**FINISHED, "event": None}, EVENT_WORDS),
+    ({**FINISHED, "job_id": "1"}, EVENT_WORDS),
+    ({**FINISHED, "job_id": True}, EVENT_WORDS),
+    ({**FINISHED, "job_id": 0}, EVENT_WORDS),
+    ({**FINISHED, "job_id": 2**63}, EVENT_WORDS),
+    ({**FINISHED, "job_id": 1.5}, EVENT_WORDS),
+    ({**FINISHED, "attempt": 0}, EVENT_WORDS),
+    ({**FINISHED, "attempt": 2**31}, EVENT_WORDS),
+    ({**FINISHED, "exit_code": 2**40}, "exit_code as an integer or null"),
+    ({**FINISHED, "exit_code": "0"}, EVENT_WORDS),
+    ({**FINISHED, "task_id": 7}, "task_id as a string"),
+    ({**FINISHED, "task_id": ""}, EVENT_WORDS),
+    ({**FINISHED, "task_id": "7" * 65}, EVENT_WORDS),
+    ({**FINISHED, "stderr_tail": 5}, "stderr_tail as a string or null"),
+    ({**FINISHED, "reason": ""}, "reason as 1 to 1000 characters or null"),
+    ({**FINISHED, "reason": "x" * 1001}, "reason as 1 to 1000 characters or null"),
+    ({"events": []}, BATCH_WORDS),
+    ({"events": [FINISHED] * 1001}, BATCH_WORDS),
+    ({"events": FINISHED}, BATCH_WORDS),
+    ({"events": [FINISHED], "job_id": 1}, BATCH_WORDS),
+    # One bad event refuses the whole batch: the good one before it is not told either.
+    ({"events": [FINISHED, {**FINISHED, "attempt": -1}]}, "event 1: " + EVENT_WORDS),
+])
+def test_a_malformed_report_is_400_saying_what_a_report_holds_and_reaches_no_actor(server, body, words):
+    response = server.client.simulate_post("/internal/events", json=body)
+
+    assert_refused(response, 400, words)
+    assert server.gateway.sent == []
+
+
+def test_a_report_whose_body_is_not_json_is_400_and_reaches_no_actor(server):
+    response = server.client.simulate_post("/internal/events", body=b"{not json",
+                                           headers={"Content-Type": "application/json"})
+
+    assert response.status_code == 400 and response.json["description"]
+    assert server.gateway.sent == []
+
+
+def test_a_batch_with_a_bad_event_does_not_mark_its_good_started_events_running(server):
+    number, _ = job_in(JobState.SUBMITTED, server.config)
+    started = {"event": "started", "job_id": number, "attempt": 1}
+
+    response = server.client.simulate_post("/internal/events", json={"events": [started, {"event": "started"}]})
+
+    assert response.status_code == 400
+    assert rows() == [(number, "Submitted")]
+
+
+def test_finished_lost_and_cancelled_reports_go_to_the_retriever_in_order_and_started_marks_the_job_running(server):
+    number, _ = job_in(JobState.SUBMITTED, server.config)
+    events = [{"event": "started", "job_id": number, "attempt": 1, "task_id": "7"},
+              {"event": "finished", "job_id": number, "attempt": 1, "task_id": "7", "exit_code": 3,
+               "stderr_tail": "e" * 5000, "reason": "over max_memory_mb"},
+              {"event": "lost", "job_id": 41, "attempt": 2.0},  # JSON's 2.0 is the integer 2
+              {"event": "cancelled", "job_id": 42, "attempt": 1, "exit_code": None}]
+
+    response = server.client.simulate_post("/internal/events", json={"events": events})
+
+    assert response.status_code == 202 and response.json == {"accepted": True}
+    assert rows() == [(number, "Running")]
+    assert server.gateway.posted == [
+        ("retriever", ExecutorEvent(number, 1, "finished", "7", 3, "e" * 4000, "over max_memory_mb")),
+        ("retriever", ExecutorEvent(41, 2, "lost")),
+        ("retriever", ExecutorEvent(42, 1, "cancelled"))]
+
+
+def test_a_started_report_of_another_attempt_changes_nothing(server):
+    number, _ = job_in(JobState.SUBMITTED, server.config)
+
+    response = server.client.simulate_post("/internal/events", json={"event": "started", "job_id": number,
+                                                                     "attempt": 2})
+
+    assert response.status_code == 202
+    assert rows() == [(number, "Submitted")] and server.gateway.sent == []
+
+
+# --- POST /internal/executors: heartbeats and registration -------------------------------------
+
+BEAT = {"service": "example", "url": EXECUTOR, "slots": 4, "draining": False, "tasks": [["7", 1, 1]]}
+BEAT_WORDS = "send service, url (http(s)://host:port), slots (1-4096), draining (true/false) and tasks"
+
+
+@pytest.mark.parametrize("body", [
+    {**BEAT, "service": None},
+    {key: value for key, value in BEAT.items() if key != "service"},
+    {**BEAT, "url": "ftp://127.0.0.1:9001"},
+    {**BEAT, "url": "http://"},
+    {**BEAT, "url": "127.0.0.1:9001"},
+    {**BEAT, "url": "http://a\x00b:9000"},
+    {**BEAT, "url": "http://host:9000/\n"},
+    {**BEAT, "url": "http://host/" + "x" * 1024},
+    {**BEAT, "slots": 0},
+    {**BEAT, "slots": 4097},
+    {**BEAT, "slots": "4"},
+    {**BEAT, "draining": "no"},
+    {**BEAT, "draining": None},
+    {**BEAT, "tasks": "7,1,1"},
+    {**BEAT, "tasks": [["7", 1]]},
+    {**BEAT, "tasks": [[7, 1, 1]]},
+    {**BEAT, "tasks": [["7", 0, 1]]},
+    {**BEAT, "tasks": [["7", 1, 0]]},
+    {**BEAT, "tasks": [["7" * 65, 1, 1]]},
+])
+def test_a_malformed_heartbeat_is_400_saying_what_a_heartbeat_holds_and_reaches_no_actor(server, body):
+    response = server.client.simulate_post("/internal/executors", json=body)
+
+    assert_refused(response, 400, BEAT_WORDS)
+    assert server.gateway.sent == []
+
+
+def test_a_heartbeat_that_is_not_an_object_is_400(server):
+    assert_refused(server.client.simulate_post("/internal/executors", json=[BEAT]), 400, "send a JSON object")
+    assert server.gateway.sent == []
+
+
+def test_a_heartbeat_of_an_unknown_service_is_404_naming_the_configured_ones(server):
+    response = server.client.simulate_post("/internal/executors", json={**BEAT, "service": "nosuch"})
+
+    assert_refused(response, 404, "service 'nosuch' is not configured on this server; configured: example, prodigy")
+    assert server.gateway.sent == []
+
+
+def test_a_heartbeat_goes_to_its_services_dispatcher_and_answers_the_executor_timeout(server):
+    response = server.client.simulate_post("/internal/executors", json={**BEAT, "url": EXECUTOR + "/"})
+    bare = server.client.simulate_post("/internal/executors", json={
+        "service": "prodigy", "url": "https://node.example.org:9002", "slots": 4096, "draining": True})
+
+    assert response.status_code == bare.status_code == 200
+    assert response.json == {"executor_timeout": server.config.executor_timeout}
+    assert server.gateway.posted == [
+        ("dispatcher:example", ExecutorHeartbeat("example", EXECUTOR, 4, False, (("7", 1, 1),))),
+        ("dispatcher:prodigy", ExecutorHeartbeat("prodigy", "https://node.example.org:9002", 4096, True, ()))]
