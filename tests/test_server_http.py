@@ -392,3 +392,104 @@ def test_a_heartbeat_goes_to_its_services_dispatcher_and_answers_the_executor_ti
     assert server.gateway.posted == [
         ("dispatcher:example", ExecutorHeartbeat("example", EXECUTOR, 4, False, (("7", 1, 1),))),
         ("dispatcher:prodigy", ExecutorHeartbeat("prodigy", "https://node.example.org:9002", 4096, True, ()))]
+
+
+# --- GET/HEAD /download/{id}, GET /jobs/{id}, POST /jobs/{id}/cancel, by the job's state --------
+
+WAITING_STATES = [JobState.QUEUED, JobState.DISPATCHING, JobState.SUBMITTED, JobState.RUNNING]
+ENDED_STATES = [JobState.FAILED, JobState.CANCELLED, JobState.CLEANED]
+
+
+@pytest.mark.parametrize("state", WAITING_STATES)
+def test_download_is_202_with_the_state_while_a_job_waits_or_runs(server, state):
+    _, job_id = job_in(state, server.config)
+
+    got = server.client.simulate_get(f"/download/{job_id}")
+    head = server.client.simulate_head(f"/download/{job_id}")
+
+    assert got.status_code == head.status_code == 202
+    assert got.json == {"id": job_id, "status": state.value} and head.content == b""
+
+
+def test_download_of_a_completed_job_is_200_with_its_zip_and_head_gives_its_size_without_it(server):
+    number, job_id = job_in(JobState.COMPLETED, server.config)
+    with open(server.config.result_file(number), "rb") as handle:
+        stored = handle.read()
+
+    got = server.client.simulate_get(f"/download/{job_id}")
+    head = server.client.simulate_head(f"/download/{job_id}")
+
+    assert got.status_code == head.status_code == 200
+    assert got.content == stored and head.content == b""
+    for response in (got, head):
+        assert response.headers["Content-Type"] == "application/zip"
+        assert int(response.headers["Content-Length"]) == len(stored)
+        assert f'filename="job-{job_id}.zip"' in response.headers["Content-Disposition"]
+
+
+@pytest.mark.parametrize("state", ENDED_STATES)
+def test_download_is_204_when_a_job_failed_was_cancelled_or_was_cleaned(server, state):
+    _, job_id = job_in(state, server.config)
+
+    for response in (server.client.simulate_get(f"/download/{job_id}"),
+                     server.client.simulate_head(f"/download/{job_id}")):
+        assert response.status_code == 204 and response.content == b""
+
+
+def test_download_of_a_completed_job_whose_zip_is_gone_is_204_not_an_error(server):
+    number, job_id = job_in(JobState.COMPLETED, server.config)
+    os.remove(server.config.result_file(number))
+
+    assert server.client.simulate_get(f"/download/{job_id}").status_code == 204
+
+
+@pytest.mark.parametrize("method, path", [("GET", "/download/{}"), ("HEAD", "/download/{}"), ("GET", "/jobs/{}"),
+                                          ("POST", "/jobs/{}/cancel")])
+def test_an_unknown_job_is_404_and_a_malformed_id_400_on_every_job_call(server, method, path):
+    unknown = server.client.simulate_request(method, path.format(999))
+    assert unknown.status_code == 404
+    if method != "HEAD":
+        assert unknown.json == {"title": "Unknown job", "description": "there is no job 999."}
+    for malformed in ("abc", "0", "-1", "1e3", str(2**63)):
+        response = server.client.simulate_request(method, path.format(malformed))
+        assert response.status_code == 400, (malformed, response.text)
+        if method != "HEAD":
+            assert "job id must be a positive integer" in response.json["description"]
+    assert server.gateway.sent == []
+
+
+def test_the_job_view_says_the_state_times_attempts_executor_and_for_a_failure_why(server):
+    _, job_id = job_in(JobState.FAILED, server.config)
+
+    view = server.client.simulate_get(f"/jobs/{job_id}").json
+
+    assert view["id"] == job_id and view["status"] == view["outcome"] == "Failed"
+    assert view["attempts"] == 1 and view["executor"] == EXECUTOR and view["exit_code"] == 3
+    assert view["reason"] == "run.sh exited with 3" and view["stderr_tail"] == "no input.pdb"
+    assert all(view[stamp].endswith("Z") for stamp in ("created_at", "dispatched_at", "started_at", "finished_at"))
+    assert view["cleaned_at"] is None
+
+
+@pytest.mark.parametrize("state", WAITING_STATES)
+def test_cancel_ends_a_job_that_has_not_ended_and_tells_its_services_dispatcher(server, state):
+    number, job_id = job_in(state, server.config)
+
+    response = server.client.simulate_post(f"/jobs/{job_id}/cancel")
+
+    assert response.status_code == 200, response.text
+    assert response.json["status"] == "Cancelled" and response.json["reason"] == "cancelled on request"
+    assert rows() == [(number, "Cancelled")]
+    assert server.gateway.posted == [("dispatcher:example", CancelJob(number))]
+    assert server.client.simulate_head(f"/download/{job_id}").status_code == 204
+
+
+@pytest.mark.parametrize("state", [JobState.COMPLETED, *ENDED_STATES])
+def test_cancel_of_an_ended_job_is_409_naming_its_state_and_changes_nothing(server, state):
+    number, job_id = job_in(state, server.config)
+    before = server.client.simulate_get(f"/jobs/{job_id}").json
+
+    response = server.client.simulate_post(f"/jobs/{job_id}/cancel")
+
+    assert_refused(response, 409, f"job {job_id} is {state.value}; only a job that has not ended can be cancelled")
+    assert server.client.simulate_get(f"/jobs/{job_id}").json == before
+    assert server.gateway.sent == []
