@@ -446,10 +446,10 @@ def test_download_of_a_completed_job_whose_zip_is_gone_is_204_not_an_error(serve
 @pytest.mark.parametrize("method, path", [("GET", "/download/{}"), ("HEAD", "/download/{}"), ("GET", "/jobs/{}"),
                                           ("POST", "/jobs/{}/cancel")])
 def test_an_unknown_job_is_404_and_a_malformed_id_400_on_every_job_call(server, method, path):
-    unknown = server.client.simulate_request(method, path.format(999))
+    unknown = server.client.simulate_request(method, path.format(10**18))
     assert unknown.status_code == 404
     if method != "HEAD":
-        assert unknown.json == {"title": "Unknown job", "description": "there is no job 999."}
+        assert unknown.json == {"title": "Unknown job", "description": f"there is no job {10**18}."}
     for malformed in ("abc", "0", "-1", "1e3", str(2**63)):
         response = server.client.simulate_request(method, path.format(malformed))
         assert response.status_code == 400, (malformed, response.text)
@@ -493,3 +493,125 @@ def test_cancel_of_an_ended_job_is_409_naming_its_state_and_changes_nothing(serv
     assert_refused(response, 409, f"job {job_id} is {state.value}; only a job that has not ended can be cancelled")
     assert server.client.simulate_get(f"/jobs/{job_id}").json == before
     assert server.gateway.sent == []
+
+
+# --- who may call what --------------------------------------------------------------------------
+
+PORTAL_CALLS = [("GET", "/jobs/1"), ("GET", "/download/1"), ("HEAD", "/download/1"), ("POST", "/jobs/1/cancel"),
+                ("POST", "/upload")]
+
+
+@pytest.mark.parametrize("method, path", PORTAL_CALLS + [("GET", "/executors")])
+@pytest.mark.parametrize("headers", [{}, bearer("wrong-token-wrong-token"), {"Authorization": HADDOCK},
+                                     {"Authorization": f"Basic {HADDOCK}"}],
+                         ids=["none", "wrong", "no-scheme", "basic"])
+def test_with_portal_tokens_a_call_without_a_valid_token_is_401_with_a_bearer_challenge(guarded, method, path,
+                                                                                         headers):
+    response = guarded.client.simulate_request(method, path, headers=headers)
+
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert rows() == [] and guarded.leftovers() == [] and guarded.gateway.sent == []
+
+
+@pytest.mark.parametrize("method, path", PORTAL_CALLS)
+def test_the_cluster_secret_is_no_portal_token(guarded, method, path):
+    assert guarded.client.simulate_request(method, path, headers=bearer(SECRET)).status_code == 401
+
+
+@pytest.mark.parametrize("path", ["/", "/health", "/api-docs/openapi.json", "/swagger-ui/"])
+def test_ping_health_and_the_api_description_need_no_token(guarded, path):
+    assert guarded.client.simulate_get(path).status_code == 200
+
+
+def test_an_upload_with_a_portal_token_is_named_by_a_public_id_and_queued_for_that_portal(guarded):
+    response = guarded.upload(token=HADDOCK)
+
+    assert response.status_code == 200, response.text
+    public = response.json["id"]
+    assert isinstance(public, str) and len(public) == 25 and public.startswith("j")
+    ((number, _),) = rows()
+    assert guarded.gateway.posted == [("queue", JobQueued(number, "example", 1, "haddock"))]
+    assert guarded.client.simulate_get(f"/jobs/{public}", headers=bearer(HADDOCK)).json["id"] == public
+    # Quotas count each portal's users apart: user 1 of the other portal has a queue of its own.
+    assert [guarded.upload(token=HADDOCK).status_code for _ in range(2)] == [200, 429]
+    assert guarded.upload(token=PRODIGY).status_code == 200
+
+
+@pytest.mark.parametrize("method, path", [("GET", "/jobs/{}"), ("GET", "/download/{}"), ("HEAD", "/download/{}"),
+                                          ("POST", "/jobs/{}/cancel")])
+def test_a_portal_cannot_see_download_or_cancel_another_portals_job_it_is_unknown_to_it(guarded, method, path):
+    number, theirs = job_in(JobState.QUEUED, guarded.config, portal="haddock")
+    missing = "j" + "a" * 24
+
+    for job_id in (theirs, number, missing):  # the other portal's public id, its number, an id nobody has
+        response = guarded.client.simulate_request(method, path.format(job_id), headers=bearer(PRODIGY))
+        assert response.status_code == 404, job_id
+        if method != "HEAD":
+            assert response.json == {"title": "Unknown job", "description": f"there is no job {job_id}."}
+    assert rows() == [(number, "Queued")] and guarded.gateway.sent == []
+    # Its own portal names it by its public id only: the number names no job of a portal.
+    assert guarded.client.simulate_request(method, path.format(theirs), headers=bearer(HADDOCK)).status_code != 404
+    assert guarded.client.simulate_request(method, path.format(number), headers=bearer(HADDOCK)).status_code == 404
+
+
+@pytest.mark.parametrize("malformed", ["abc", "j" + "a" * 23, "J" + "A" * 24, "j" + "1" * 24, "0", "-1"])
+def test_with_portal_tokens_a_malformed_job_id_is_400_saying_what_an_id_looks_like(guarded, malformed):
+    response = guarded.client.simulate_get(f"/jobs/{malformed}", headers=bearer(HADDOCK))
+
+    assert_refused(response, 400, "'j' followed by 24 characters from a-z and 2-7")
+
+
+@pytest.mark.parametrize("path, body", [("/internal/events", FINISHED), ("/internal/executors", BEAT)])
+@pytest.mark.parametrize("headers", [{}, bearer(HADDOCK), bearer("wrong-secret-wrong-secret")],
+                         ids=["none", "portal", "wrong"])
+def test_executor_calls_without_the_cluster_secret_are_401_and_reach_no_actor(guarded, path, body, headers):
+    response = guarded.client.simulate_post(path, json=body, headers=headers)
+
+    assert_refused(response, 401, "executor calls need the cluster secret as a bearer token")
+    assert guarded.gateway.sent == []
+
+
+def test_executor_calls_with_the_cluster_secret_are_read_and_told(guarded):
+    for path, body in (("/internal/events", FINISHED), ("/internal/executors", BEAT)):
+        assert guarded.client.simulate_post(path, json=body, headers=bearer(SECRET)).status_code in (200, 202)
+        assert guarded.client.simulate_post(path, json={}, headers=bearer(SECRET)).status_code == 400
+    assert [role for role, _ in guarded.gateway.posted] == ["retriever", "dispatcher:example"]
+
+
+def test_with_portal_tokens_the_executors_are_an_operator_view_for_the_cluster_secret_only(guarded):
+    for token in (HADDOCK, PRODIGY):
+        refused = guarded.client.simulate_get("/executors", headers=bearer(token))
+        assert_refused(refused, 403, "a portal token does not open it")
+        assert refused.json["title"] == "Operators only"
+    assert guarded.client.simulate_get("/executors", headers=bearer(SECRET)).json == {"executors": []}
+
+
+def test_health_shows_the_actor_processes_only_to_the_cluster_secret(guarded):
+    for headers in ({}, bearer(HADDOCK), bearer("wrong-secret-wrong-secret")):
+        health = guarded.client.simulate_get("/health", headers=headers)
+        assert health.status_code == 200 and health.json == {"status": "ok", "database": "ok", "actors": "ok"}
+    operator = guarded.client.simulate_get("/health", headers=bearer(SECRET)).json
+    assert operator["actor_processes"] == {"supervisor": 1}
+
+
+def test_health_is_503_with_retry_after_when_the_actors_do_not_answer(server):
+    server.gateway.answering = False
+
+    health = server.client.simulate_get("/health")
+
+    assert health.status_code == 503 and int(health.headers["Retry-After"]) > 0
+    assert health.json["actors"] == "unavailable" and health.json["reason"] == "the actors do not answer"
+
+
+@pytest.mark.parametrize("remote", ["127.0.0.1", "203.0.113.9"])
+def test_without_tokens_or_secret_every_call_is_answered_without_a_token_as_the_loader_binds_it_to_loopback(
+        server, remote):
+    # NOTE: the app does not look at the caller's address: such a server refuses to start on any
+    # host but loopback (conf.settings.load_server_config), which keeps strangers out.
+    job_id = server.upload().json["id"]
+    for method, path, body in (("GET", f"/jobs/{job_id}", None), ("HEAD", f"/download/{job_id}", None),
+                               ("GET", "/executors", None), ("POST", "/internal/executors", BEAT)):
+        response = server.client.simulate_request(method, path, json=body, remote_addr=remote)
+        assert response.status_code in (200, 202), (path, response.text)
+    assert "actor_processes" in server.client.simulate_get("/health", remote_addr=remote).json
