@@ -9,6 +9,7 @@ the cluster secret, and a server with neither. No process is started.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import uuid
 import zipfile
@@ -536,6 +537,21 @@ def test_an_upload_with_a_portal_token_is_named_by_a_public_id_and_queued_for_th
     # Quotas count each portal's users apart: user 1 of the other portal has a queue of its own.
     assert [guarded.upload(token=HADDOCK).status_code for _ in range(2)] == [200, 429]
     assert guarded.upload(token=PRODIGY).status_code == 200
+
+
+def test_with_portal_tokens_job_ids_are_random_public_ids_and_every_answer_names_the_job_by_it(guarded):
+    tokens = [HADDOCK, PRODIGY, PRODIGY, PRODIGY, PRODIGY, PRODIGY, HADDOCK]
+    ids = [guarded.upload({"user_id": str(n), "service": "example"}, token=token).json["id"]
+           for n, token in enumerate(tokens, 1)]
+
+    # Random, not a sequence: the ids tell a portal nothing of how many jobs the others uploaded.
+    assert all(isinstance(job_id, str) and re.fullmatch("j[a-z2-7]{24}", job_id) for job_id in ids), ids
+    assert len(set(ids)) == 7
+    first = ids[0]
+    assert guarded.client.simulate_get(f"/jobs/{first}", headers=bearer(HADDOCK)).json["id"] == first
+    assert guarded.client.simulate_get(f"/download/{first}", headers=bearer(HADDOCK)).json == {
+        "id": first, "status": "Queued"}
+    assert guarded.client.simulate_post(f"/jobs/{first}/cancel", headers=bearer(HADDOCK)).json["id"] == first
 
 
 @pytest.mark.parametrize("method, path", [("GET", "/jobs/{}"), ("GET", "/download/{}"), ("HEAD", "/download/{}"),
