@@ -631,3 +631,27 @@ def test_without_tokens_or_secret_every_call_is_answered_without_a_token_as_the_
         response = server.client.simulate_request(method, path, json=body, remote_addr=remote)
         assert response.status_code in (200, 202), (path, response.text)
     assert "actor_processes" in server.client.simulate_get("/health", remote_addr=remote).json
+
+
+# --- the API's own description --------------------------------------------------------------------
+
+def test_the_openapi_document_describes_every_route_and_the_security_schemes(guarded):
+    spec = guarded.client.simulate_get("/api-docs/openapi.json").json
+
+    assert spec["openapi"] == "3.1.0"
+    assert set(spec["paths"]) == {"/", "/health", "/upload", "/download/{job_id}", "/jobs/{job_id}",
+                                  "/jobs/{job_id}/cancel", "/executors", "/internal/events", "/internal/executors"}
+    assert set(spec["components"]["securitySchemes"]) == {"portalToken", "clusterSecret"}
+    assert spec["security"] == [{"portalToken": []}]
+    assert spec["paths"]["/upload"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"][
+        "properties"]["service"]["enum"] == ["example", "prodigy"]
+
+
+def test_swagger_ui_is_served_from_local_files_with_no_cdn(guarded):
+    page = guarded.client.simulate_get("/swagger-ui/")
+    assert page.status_code == 200 and "swagger-ui-bundle.js" in page.text
+    assert "http://" not in page.text and "https://" not in page.text
+    initializer = guarded.client.simulate_get("/swagger-ui/swagger-initializer.js").text
+    assert '"/api-docs/openapi.json"' in initializer and "https://" not in initializer
+    for asset in ("swagger-ui-bundle.js", "swagger-ui-standalone-preset.js", "swagger-ui.css", "index.css"):
+        assert guarded.client.simulate_get(f"/swagger-ui/{asset}").status_code == 200, asset
