@@ -8,6 +8,7 @@ the cluster secret, and a server with neither. No process is started.
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 import threading
@@ -26,6 +27,7 @@ from storage.clock import utcnow
 from storage.models import Job
 from storage.states import JobState
 from tests.harness import BOUNDARY, StandInGateway, bearer, multipart, script
+from web import uploads
 from web.server_app import create_app
 
 RUN = ("run.sh", script("echo hi > out.txt"))
@@ -223,6 +225,31 @@ def test_while_the_server_stops_or_rebuilds_its_actors_an_upload_is_503_with_ret
 
     assert_refused(response, 503, "again")
     assert int(response.headers["Retry-After"]) > 0
+    assert rows() == [] and server.leftovers() == [] and server.gateway.sent == []
+
+
+def test_a_full_disk_is_507_and_leaves_no_half_written_upload(server, monkeypatch):
+    class FullDisk:
+        """A file the disk has no room for: created, and every write refused."""
+
+        def __init__(self, path: str, mode: str = "r"):
+            with open(path, mode):
+                pass
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(uploads, "open", FullDisk, raising=False)  # what web.uploads opens, only
+
+    response = server.upload()
+
+    assert_refused(response, 507, "the server's disk is full; nothing was stored")
     assert rows() == [] and server.leftovers() == [] and server.gateway.sent == []
 
 
@@ -611,13 +638,17 @@ def test_health_shows_the_actor_processes_only_to_the_cluster_secret(guarded):
     assert operator["actor_processes"] == {"supervisor": 1}
 
 
-def test_health_is_503_with_retry_after_when_the_actors_do_not_answer(server):
+def test_health_is_503_with_retry_after_when_the_actors_do_not_answer_or_are_being_rebuilt(server):
     server.gateway.answering = False
+    gone = server.client.simulate_get("/health")
+    server.gateway.closed = "the actor system lost its admin"
+    rebuilding = server.client.simulate_get("/health")
 
-    health = server.client.simulate_get("/health")
-
-    assert health.status_code == 503 and int(health.headers["Retry-After"]) > 0
-    assert health.json["actors"] == "unavailable" and health.json["reason"] == "the actors do not answer"
+    assert gone.status_code == rebuilding.status_code == 503
+    assert int(gone.headers["Retry-After"]) > 0 and int(rebuilding.headers["Retry-After"]) > 0
+    assert gone.json["actors"] == "unavailable" and gone.json["reason"] == "the actors do not answer"
+    assert rebuilding.json == {"status": "restarting", "database": "unknown", "actors": "restarting",
+                               "reason": "the actor system lost its admin"}
 
 
 @pytest.mark.parametrize("remote", ["127.0.0.1", "203.0.113.9"])
