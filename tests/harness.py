@@ -384,3 +384,52 @@ def job(server: Node, job_id: int, token: str | None = None) -> dict:
     response = requests.get(f"{server.url}/jobs/{job_id}", headers=bearer(token), timeout=5)
     assert response.status_code == 200, response.text
     return response.json()
+
+
+# --- the HTTP apps in process (falcon.testing) ---------------------------------------------------
+
+class StandInGateway:
+    """Stands in for web.gateway.ActorGateway under falcon.testing: records what the app would send
+    the actors, and answers their asks as live actors would (or as dead ones: `answering=False`)."""
+
+    def __init__(self, answering: bool = True, processes: tuple[tuple[str, int], ...] = (("supervisor", 1),)):
+        #: Every message the app told or posted, in order.
+        self.sent: list = []
+        #: (role, message) of each post.
+        self.posted: list[tuple[str, object]] = []
+        self.closed: str | None = None  # the actor system is up (ActorGateway.closed)
+        self.answering = answering
+        self.processes = processes
+
+    def tell(self, message, address=None) -> bool:
+        self.sent.append(message)
+        return True
+
+    def post(self, message, role: str) -> None:
+        self.sent.append(message)
+        self.posted.append((role, message))
+
+    def ask(self, message, timeout: float = 2.0):
+        from actors.messages import Pong
+        return Pong("supervisor", self.processes) if self.answering else None
+
+    def alive(self, timeout: float = 2.0) -> bool:
+        return self.answering
+
+
+BOUNDARY = "orchestrator-test-boundary"
+
+
+def multipart(fields: dict[str, str] | list[tuple[str, str]],
+              files: list[tuple[str | bytes, bytes]]) -> tuple[bytes, dict[str, str]]:
+    """A multipart/form-data body of text `fields` (a list of pairs may name one twice) and file parts (file name, content), each file
+    name written as given, between quotes (so that a test can send names a browser would escape);
+    returns (body, headers) for falcon.testing's simulate_post."""
+    def part(disposition: bytes, content: bytes) -> bytes:
+        return b"--" + BOUNDARY.encode() + b"\r\nContent-Disposition: form-data; " + disposition + b"\r\n\r\n" \
+            + content + b"\r\n"
+    body = b"".join(part(b'name="%s"' % key.encode(), value.encode())
+                   for key, value in (fields.items() if isinstance(fields, dict) else fields))
+    body += b"".join(part(b'name="file"; filename="%s"' % (name if isinstance(name, bytes) else name.encode()),
+                          content) for name, content in files)
+    return body + b"--" + BOUNDARY.encode() + b"--\r\n", {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}

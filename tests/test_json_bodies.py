@@ -10,6 +10,7 @@ import requests
 
 from actors.server.executor_link import ExecutorLink, ExecutorUnreachable
 from conf.settings import ServerConfig, ServiceConfig
+from tests.harness import StandInGateway
 from web.common import MAX_JSON_BYTES
 from web.server_app import create_app
 
@@ -18,24 +19,9 @@ DEEP = "[" * 100_000 + "]" * 100_000
 JSON = {"Content-Type": "application/json"}
 
 
-class Gateway:
-    """Stands in for the actor system: records what the app would tell the actors."""
-
-    def __init__(self):
-        self.sent = []
-        self.closed = None  # the actor system is up (web.gateway.ActorGateway.closed)
-
-    def tell(self, message, address=None):
-        self.sent.append(message)
-        return True
-
-    def post(self, message, role):
-        self.sent.append(message)
-
-
 @pytest.fixture
 def app():
-    gateway = Gateway()
+    gateway = StandInGateway()
     config = ServerConfig(services=(ServiceConfig(name="example", clients=()),))
     return falcon.testing.TestClient(create_app(config, gateway, threading.Event())), gateway
 

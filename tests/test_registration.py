@@ -31,15 +31,6 @@ def test_an_executor_with_a_server_url_registers_itself_and_the_server_remembers
     assert wait_for_outcome(again, submit(again, "echo again > out.txt")) == 200
 
 
-def test_an_executor_of_an_unknown_service_is_refused_registration(cluster):
-    server = cluster.server({"example": {}})
-    response = requests.post(f"{server.url}/internal/executors", timeout=5, json={
-        "service": "nosuch", "url": "http://127.0.0.1:9", "slots": 1, "draining": False, "tasks": []})
-    assert response.status_code == 404 and "not configured" in response.json()["description"]
-    bad = requests.post(f"{server.url}/internal/executors", json={"service": "example"}, timeout=5)
-    assert bad.status_code == 400
-
-
 def test_sigterm_drains_an_executor_it_finishes_its_jobs_takes_no_new_ones_then_exits(cluster):
     server = cluster.server({"example": {"runs_per_user": 4}}, executor_timeout=3)
     left = cluster.executor("example", server_port=server.port, slots=1)

@@ -92,13 +92,15 @@ def positive_int(text: str, limit: int = MAX_ID) -> int | None:
     return int(text)
 
 
-def parse_id(raw: str, what: str = "job id") -> int:
+def parse_id(raw: str, what: str = "job id", limit: int = MAX_ID) -> int:
     digits, dot, fraction = raw.partition(".")
     if dot and fraction and set(fraction) == {"0"}:
         raw = digits  # JSON's 42.0 is the integer 42
-    value = positive_int(raw)
+    value = positive_int(raw, limit)
     if value is None:
-        raise falcon.HTTPBadRequest(title="Invalid id", description=f"{what} must be a positive integer, got {raw[:40]!r}.")
+        bound = "" if limit == MAX_ID else f" up to {limit}"
+        raise falcon.HTTPBadRequest(title="Invalid id",
+                                    description=f"{what} must be a positive integer{bound}, got {raw[:40]!r}.")
     return value
 
 

@@ -28,6 +28,13 @@ from web.zip_once import ZipFailed, ZipOnce
 JOB_UID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 #: The server checks its own limit; this one only bounds what a bundle may hold.
 MAX_FILES = 10_000
+#: The largest task id and attempt the task table holds (32-bit columns): a larger one in a path
+#: is a 400, not a 500 from the database layer.
+MAX_TASK_NUMBER = 2**31 - 1
+
+
+def task_number(raw: str, what: str = "task id") -> int:
+    return parse_id(raw, what, MAX_TASK_NUMBER)
 
 
 #: Why the node's backend cannot take work now; None when it can.
@@ -90,10 +97,10 @@ class Retrieve:
         self.zips = ZipOnce()
 
     def on_get(self, req, resp, task_id):
-        self.answer(resp, parse_id(task_id, "task id"), with_body=True)
+        self.answer(resp, task_number(task_id), with_body=True)
 
     def on_head(self, req, resp, task_id):
-        self.answer(resp, parse_id(task_id, "task id"), with_body=False)
+        self.answer(resp, task_number(task_id), with_body=False)
 
     def answer(self, resp, task_id: int, *, with_body: bool) -> None:
         task = tasks.find(task_id)
@@ -129,13 +136,13 @@ class TaskResource:
         self.gateway = gateway
 
     def on_get(self, req, resp, task_id):
-        task = tasks.find(parse_id(task_id, "task id"))
+        task = tasks.find(task_number(task_id))
         if task is None:
             raise falcon.HTTPNotFound(title="Unknown task", description=f"there is no task {task_id}.")
         resp.media = {k: v for k, v in task.items() if k not in ("dir", "callback_url", "job_uid")}
 
     def on_delete(self, req, resp, task_id):
-        number = parse_id(task_id, "task id")
+        number = task_number(task_id)
         task = tasks.find(number)
         if task is None:
             raise falcon.HTTPNotFound(title="Unknown task", description=f"there is no task {task_id}.")
@@ -148,7 +155,7 @@ class TaskResource:
 
     def on_post_kill(self, req, resp, task_id):
         """`POST /jobs/{id}/kill`: the server stops a task whose attempt it no longer counts."""
-        number = parse_id(task_id, "task id")
+        number = task_number(task_id)
         if tasks.find(number) is None:
             raise falcon.HTTPNotFound(title="Unknown task", description=f"there is no task {task_id}.")
         self.gateway.tell(KillTask(number))
@@ -162,7 +169,7 @@ class Attempt:
     The server asks this when it never heard the answer to its submit (it crashed meanwhile)."""
 
     def on_get(self, req, resp, job_uid, attempt):
-        task = tasks.find_attempt(job_uid, parse_id(attempt, "attempt")) if JOB_UID.match(job_uid) else None
+        task = tasks.find_attempt(job_uid, task_number(attempt, "attempt")) if JOB_UID.match(job_uid) else None
         if task is None:
             raise falcon.HTTPNotFound(title="Unknown attempt", description="no task holds that attempt.")
         resp.media = task
