@@ -7,6 +7,7 @@ whatever was.
 """
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
+import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,6 +179,8 @@ class Node:
     secret: str = ""
     #: The folder it is started in (relative paths in its configuration are taken from there).
     cwd: Path = ROOT
+    #: The cluster that started it: its teardown also checks the node's restarts.
+    cluster: "Cluster | None" = field(default=None, repr=False, compare=False)
 
     @property
     def url(self) -> str:
@@ -198,13 +202,52 @@ class Node:
         return self
 
     def healthy(self) -> bool:
-        if self.process.poll() is not None:
+        """/health answers 200 (False while it does not answer); fails the test if the node exited.
+        A node started outside `start` (e.g. in a terminal) has no process to watch."""
+        if self.process is not None and self.process.poll() is not None:
             pytest.fail(f"{self.kind} exited with {self.process.returncode}:\n{self.log()}")
         try:
-            headers = {"Authorization": f"Bearer {self.secret}"} if self.secret else {}
-            return requests.get(f"{self.url}/health", headers=headers, timeout=2).status_code == 200
+            return self.health(timeout=2).status_code == 200
         except requests.RequestException:
             return False
+
+    def health(self, timeout: float = 5) -> requests.Response:
+        """GET /health, with the node's cluster secret if it has one (an executor's needs it)."""
+        return requests.get(f"{self.url}/health", headers=bearer(self.secret or None), timeout=timeout)
+
+    def actor_pids(self) -> dict[str, int]:
+        """A server's actors by role ("supervisor", "queue", "dispatcher:example", ...): their pids,
+        as its /health shows them."""
+        return self.health().json()["actor_processes"]
+
+    def pids(self, main: bool = True) -> set[int]:
+        """The node's live processes (actor system and job scripts included); without its main
+        process if not `main`."""
+        found = set(processes_with_marker(self.marker))
+        return found if main else found - {self.process.pid}
+
+    def wait_gone(self, timeout: float = 15.0, message: str | None = None) -> None:
+        """Wait until every process of the node has exited; fail the test at the deadline."""
+        wait_until(lambda: not processes_with_marker(self.marker), timeout, 0.05,
+                   message or f"every process of the {self.kind} to exit")
+
+    def task(self, number: int) -> dict | None:
+        """An executor's task `number` (GET /jobs/{number}); None if it has none of that number."""
+        response = requests.get(f"{self.url}/jobs/{number}", headers=bearer(self.secret or None), timeout=30)
+        return response.json() if response.status_code == 200 else None
+
+    def task_state(self, number: int) -> str | None:
+        """The state of an executor's task `number` ("running", "finished", "killed", ...), or None."""
+        return (self.task(number) or {}).get("state")
+
+    def tasks(self) -> list[dict]:
+        """Every task an executor holds, in order (it numbers them 1, 2, ...). Not counted from the
+        jobs' attempts: a send cut off by the executor's death counts as an attempt without
+        leaving a task there."""
+        held = []
+        while (task := self.task(len(held) + 1)) is not None:
+            held.append(task)
+        return held
 
     def log(self) -> str:
         try:
@@ -228,9 +271,21 @@ class Node:
         except subprocess.TimeoutExpired:
             self.kill_everything()
             pytest.fail(f"{self.kind} did not stop within {timeout} s of SIGTERM:\n{self.log()}")
-        wait_until(lambda: not processes_with_marker(self.marker), timeout, 0.05,
-                   f"every process of the {self.kind} to exit")
+        self.wait_gone(timeout)
         return code
+
+    def restart(self, start: bool = True) -> "Node":
+        """The same node (port, folder, configuration) started again, as a new process: this one is
+        stopped first (its quick stop) if it still runs; one killed is not waited for (its actor
+        system may still be going away). The new node has a marker of its own, and its cluster's
+        teardown checks both."""
+        if self.process is not None and self.process.poll() is None:
+            self.stop()
+        again = Node(self.kind, self.port, self.folder, self.args, self.env, secret=self.secret, cwd=self.cwd,
+                     cluster=self.cluster)
+        if self.cluster is not None:
+            self.cluster.nodes.append(again)
+        return again.start() if start else again
 
     def kill_main(self) -> None:
         """kill -9 of the main process alone (its actor system's admin then shuts the system down)."""
@@ -283,7 +338,7 @@ class Cluster:
             values["server_url"] = f"http://127.0.0.1:{server_port}"
         write_ini(folder / "client.ini", {"client": values})
         node = Node("executor", port, folder, ["run_client.py", "--config", str(folder / "client.ini")], env or {},
-                    secret=str(extra.get("cluster_secret", "")))
+                    secret=str(extra.get("cluster_secret", "")), cluster=self)
         self.nodes.append(node)
         return node.start() if start else node
 
@@ -298,15 +353,14 @@ class Cluster:
         if tokens:
             sections["tokens"] = tokens
         write_ini(folder / "server.ini", sections)
-        node = Node("server", port, folder, ["run_server.py", "--config", str(folder / "server.ini")], env or {})
+        node = Node("server", port, folder, ["run_server.py", "--config", str(folder / "server.ini")], env or {},
+                    cluster=self)
         self.nodes.append(node)
         return node.start() if start else node
 
     def restart(self, node: Node, start: bool = True) -> Node:
-        """The same node (port, folder, configuration) started again, as a new process."""
-        again = Node(node.kind, node.port, node.folder, node.args, node.env, secret=node.secret)
-        self.nodes.append(again)
-        return again.start() if start else again
+        """`node.restart(start)` (test_registration's tests still call it this way)."""
+        return node.restart(start)
 
     def close(self) -> list[str]:
         """Stop every node; returns the names of nodes that left processes behind."""
@@ -384,6 +438,31 @@ def job(server: Node, job_id: int, token: str | None = None) -> dict:
     response = requests.get(f"{server.url}/jobs/{job_id}", headers=bearer(token), timeout=5)
     assert response.status_code == 200, response.text
     return response.json()
+
+
+def results(server: Node, job_id: int, token: str | None = None, timeout: float = 10.0) -> zipfile.ZipFile:
+    """The job's result zip, as GET /download/{id} serves it."""
+    download = requests.get(f"{server.url}/download/{job_id}", headers=bearer(token), timeout=timeout)
+    return zipfile.ZipFile(io.BytesIO(download.content))
+
+
+def cancel(server: Node, job_id, token: str | None = None) -> requests.Response:
+    """POST /jobs/{id}/cancel."""
+    return requests.post(f"{server.url}/jobs/{job_id}/cancel", headers=bearer(token), timeout=10)
+
+
+def listing(server: Node, token: str | None = None) -> dict[str, dict]:
+    """Every executor the server knows (GET /executors), by URL."""
+    answer = requests.get(f"{server.url}/executors", headers=bearer(token), timeout=5)
+    return {e["url"]: e for e in answer.json()["executors"]}
+
+
+def leftovers(server: Node) -> list[str]:
+    """What the server keeps of jobs on disk: the entries of its data folder's jobs, incoming and
+    results folders (e.g. "jobs/1"); a rejected upload must leave none."""
+    data = server.folder / "data"
+    return [f"{sub}/{name}" for sub in ("jobs", "incoming", "results") if (data / sub).exists()
+            for name in os.listdir(data / sub)]
 
 
 # --- the HTTP apps in process (falcon.testing) ---------------------------------------------------

@@ -4,8 +4,6 @@ from __future__ import annotations
 import subprocess
 import time
 
-import requests
-
 from tests.harness import Cluster, Node
 
 #: Fast polling, so that the tests do not wait on the default 2 s.
@@ -18,15 +16,8 @@ def slurm_executor(cluster: Cluster, service: str, server: Node, max_jobs: int =
 
 
 def task_of(executor: Node, job_id: int) -> dict | None:
-    """The executor's newest task for that server job (tasks are numbered 1, 2, ... per executor)."""
-    found, number = None, 1
-    while True:
-        response = requests.get(f"{executor.url}/jobs/{number}", timeout=5)
-        if response.status_code == 404:
-            return found
-        if response.json()["job_id"] == job_id:
-            found = response.json()
-        number += 1
+    """The executor's newest task for that server job."""
+    return next((task for task in reversed(executor.tasks()) if task["job_id"] == job_id), None)
 
 
 def slurm_state(slurm_id: str) -> str:

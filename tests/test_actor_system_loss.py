@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from actors.runtime import lifeline
-from tests.harness import (Node, job, processes_with_marker, script, upload, wait_for_outcome, wait_until)
+from tests.harness import Node, job, script, upload, wait_for_outcome, wait_until
 
 #: The node answers /health with 200 again within this after the loss (the watchdog looks every
 #: 0.5 s; a rebuild takes well under a second on a quiet machine).
@@ -27,10 +27,6 @@ def nodes(module_cluster):
     executor = module_cluster.executor("example", slots=4)
     server = module_cluster.server({"example": {"clients": executor.url, "runs_per_user": 4}})
     return {"server": server, "executor": executor}
-
-
-def actor_processes(node: Node) -> set[int]:
-    return set(processes_with_marker(node.marker)) - {node.process.pid}
 
 
 class Uploader(threading.Thread):
@@ -56,7 +52,7 @@ def test_a_node_rebuilds_its_actor_system_when_its_admin_or_logger_is_killed(nod
     server, victim = nodes["server"], nodes[kind]
     record = lifeline.recorded(str(victim.folder / "data"), role)
     assert record is not None, f"the {kind}'s {role} recorded no pid"
-    old = actor_processes(victim)
+    old = victim.pids(main=False)
     uploader = Uploader(server)
     uploader.start()
     wait_until(lambda: len(uploader.answers) >= 3, 20, 0.01, "a few uploads before the kill")
@@ -64,7 +60,7 @@ def test_a_node_rebuilds_its_actor_system_when_its_admin_or_logger_is_killed(nod
     os.kill(record[0], signal.SIGKILL)  # as the OOM killer might
 
     def healed():
-        health = requests.get(f"{victim.url}/health", headers=_secret(victim), timeout=5)
+        health = victim.health()
         new = lifeline.recorded(str(victim.folder / "data"), role)
         return health.status_code == 200 and new is not None and new != record
     wait_until(healed, HEALED_WITHIN, 0.05, f"the {kind} to answer /health 200 with a new {role}\n{victim.log()}")
@@ -86,14 +82,10 @@ def test_a_node_rebuilds_its_actor_system_when_its_admin_or_logger_is_killed(nod
     for job_id in accepted[-3:]:
         assert requests.get(f"{server.url}/download/{job_id}", timeout=10).status_code == 200
     # nothing of the old actor system is left: its actors died with their admin
-    wait_until(lambda: not (old & actor_processes(victim)), 10, 0.05, "the old actor processes to be gone")
+    wait_until(lambda: not (old & victim.pids(main=False)), 10, 0.05, "the old actor processes to be gone")
     assert "the actor system lost" in victim.log()
 
 
 def _after_heal(uploader: Uploader) -> bool:
     """The last answer is a 200: uploads are taken again."""
     return bool(uploader.answers) and uploader.answers[-1][0] == 200
-
-
-def _secret(node: Node) -> dict[str, str]:
-    return {"Authorization": f"Bearer {node.secret}"} if node.secret else {}

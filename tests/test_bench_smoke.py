@@ -16,4 +16,3 @@ def test_the_benchmark_suite_runs_end_to_end_in_quick_mode():
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and not line.startswith("| figure |")]
     assert len(rows) == 23, result.stdout
-    assert all("MISSED" not in row for row in rows)  # quick mode judges nothing

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import requests
 
-from tests.harness import commands_running, job, submit, wait_for_outcome, wait_until
-
-
-def cancel(server, job_id) -> requests.Response:
-    return requests.post(f"{server.url}/jobs/{job_id}/cancel", timeout=10)
+from tests.harness import cancel, commands_running, job, submit, wait_for_outcome, wait_until
 
 
 def sleepers(executor) -> int:
@@ -30,7 +26,7 @@ def test_a_running_job_cancelled_stops_its_script_and_frees_its_slot(cluster):
     assert response.json()["status"] == "Cancelled" and response.json()["reason"] == "cancelled on request"
     assert requests.head(f"{server.url}/download/{running}", timeout=10).status_code == 204
     wait_until(lambda: sleepers(executor) == 0, 10, 0.05, "the cancelled job's script to be stopped")
-    assert requests.get(f"{executor.url}/jobs/1", timeout=10).json()["state"] == "killed"
+    assert executor.task_state(1) == "killed"
     assert wait_for_outcome(server, waiting) == 200  # the user's slot and the executor's were freed
     assert job(server, running)["status"] == "Cancelled"  # its executor's late word changed nothing
 
@@ -48,7 +44,7 @@ def test_a_queued_job_cancelled_never_runs(cluster):
 
     assert wait_for_outcome(server, after) == 200
     assert job(server, queued)["status"] == "Cancelled" and job(server, queued)["attempts"] == 0
-    assert requests.get(f"{executor.url}/jobs/3", timeout=10).status_code == 404  # only two tasks were sent
+    assert executor.task(3) is None  # only two tasks were sent
 
 
 def test_an_ended_unknown_or_malformed_job_is_refused_and_unchanged(cluster):

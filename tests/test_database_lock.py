@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import sqlite3
 
-import requests
-
 from tests.harness import job, script, submit, upload, wait_for_outcome, wait_until
 
 
@@ -22,7 +20,7 @@ def test_an_outside_write_lock_gets_503_with_retry_after_and_loses_nothing(clust
                                check_same_thread=False)
     outsider.execute("BEGIN EXCLUSIVE")
     try:
-        health = requests.get(f"{server.url}/health", timeout=30)
+        health = server.health(timeout=30)
         assert health.status_code == 503 and health.json()["database"] == "locked", health.text
         assert health.headers.get("Retry-After")
         answer = upload(server, {"run.sh": script("echo during > out.txt")})  # waits out the busy timeout
@@ -38,4 +36,4 @@ def test_an_outside_write_lock_gets_503_with_retry_after_and_loses_nothing(clust
     for job_id in [*before, after]:
         assert wait_for_outcome(server, job_id, 60) == 200, job(server, job_id)
         assert job(server, job_id)["status"] == "Completed"
-    assert requests.get(f"{server.url}/health", timeout=10).status_code == 200
+    assert server.health(timeout=10).status_code == 200

@@ -8,11 +8,7 @@ from pathlib import Path
 
 import requests
 
-from tests.harness import job, submit, wait_for_outcome, wait_until
-
-
-def results(server, job_id: int) -> zipfile.ZipFile:
-    return zipfile.ZipFile(io.BytesIO(requests.get(f"{server.url}/download/{job_id}", timeout=10).content))
+from tests.harness import job, results, submit, wait_for_outcome, wait_until
 
 
 def test_links_pipes_and_unreadable_files_a_script_leaves_do_not_break_its_results(cluster):
@@ -122,7 +118,7 @@ def test_a_restarted_executor_still_answers_for_the_tasks_it_finished_and_drops_
     server = cluster.server({"example": {"clients": executor.url}})
     job_id = submit(server, "echo kept > out.txt")
     assert wait_for_outcome(server, job_id) == 200
-    before = requests.get(f"{executor.url}/jobs/1", timeout=5).json()
+    before = executor.task(1)
     half_written = executor.folder / "data" / "zips" / "2.zip.0123abcd.part"  # as a zip cut off by a stop
 
     executor.stop()
@@ -131,7 +127,7 @@ def test_a_restarted_executor_still_answers_for_the_tasks_it_finished_and_drops_
 
     assert not half_written.exists()
 
-    after = requests.get(f"{executor.url}/jobs/1", timeout=5).json()
+    after = executor.task(1)
     assert after == before and after["state"] == "finished" and after["job_id"] == job_id
     zipped = zipfile.ZipFile(io.BytesIO(requests.get(f"{executor.url}/retrieve/1", timeout=10).content))
     assert zipped.read("out.txt") == b"kept\n"
@@ -147,9 +143,9 @@ def test_stopping_an_executor_stops_its_running_scripts_and_its_restart_reports_
 
     executor.stop(timeout=10)  # fails the test unless every process of the node, script included, is gone
 
-    assert requests.get(f"{server.url}/health", timeout=5).status_code == 200
+    assert server.health().status_code == 200
     executor.start()
-    task = requests.get(f"{executor.url}/jobs/1", timeout=5).json()
+    task = executor.task(1)
     assert task["state"] == "lost"
     # The server hears of the loss and runs the job again: it ends completed, on attempt 2.
     assert wait_for_outcome(server, job_id, 60) == 200

@@ -8,15 +8,9 @@ failed under CI (which runs as root).
 """
 from __future__ import annotations
 
-import requests
-
-from tests.harness import fill_disk, job, submit, wait_for_outcome, wait_until
+from tests.harness import cancel, fill_disk, job, submit, wait_for_outcome, wait_until
 
 MB = 1024 * 1024
-
-
-def health(node) -> dict:
-    return requests.get(f"{node.url}/health", timeout=5).json()
 
 
 def test_a_job_that_fills_the_executors_disk_ends_once_there_is_room_and_the_node_runs_the_next(cluster, eight_mb_disk):
@@ -39,7 +33,7 @@ def test_a_job_that_fills_the_executors_disk_ends_once_there_is_room_and_the_nod
         assert (record["status"], record["exit_code"]) == ("Failed", 1)
         # NOTE: head's "No space left on device" could not be written to stderr.log either.
         assert "the node's disk for jobs was full when the job ended" in record["reason"], record
-        state = health(runner)
+        state = runner.health().json()
         assert (state["running"], state["free"]) == (0, 2), state
         assert wait_for_outcome(server, submit(server, "echo fine > out.txt"), 20) == 200
     finally:
@@ -52,17 +46,17 @@ def test_a_task_stopped_while_the_disk_is_full_leaves_no_phantom_slot(cluster, e
 
     try:
         sleeper = submit(server, "sleep 600")
-        wait_until(lambda: health(runner)["running"] == 1, 20, message="the job to run")
+        wait_until(lambda: runner.health().json()["running"] == 1, 20, message="the job to run")
         fill_disk(eight_mb_disk)
         # NOTE: the task is stopped, but its end cannot be written: its row still says running.
-        assert requests.post(f"{server.url}/jobs/{sleeper}/cancel", timeout=5).status_code == 200
+        assert cancel(server, sleeper).status_code == 200
         wait_until(lambda: "disk is full" in runner.log_path.read_text(errors="replace"), 20,
                    message=f"the executor's write to fail\n{runner.log()}")
 
         (eight_mb_disk / "ballast").unlink()
 
-        wait_until(lambda: health(runner)["running"] == 0, 20, message=f"the slot to be free\n{runner.log()}")
-        assert health(runner)["free"] == 2
+        wait_until(lambda: runner.health().json()["running"] == 0, 20, message=f"the slot to be free\n{runner.log()}")
+        assert runner.health().json()["free"] == 2
         first, second = submit(server, "echo one > out.txt"), submit(server, "echo two > out.txt")
         assert wait_for_outcome(server, first, 20) == 200 and wait_for_outcome(server, second, 20) == 200
         assert job(server, sleeper)["status"] == "Cancelled"

@@ -4,13 +4,11 @@ included, is a small tmpfs (mounting one needs root: skipped otherwise, failed u
 from __future__ import annotations
 
 import hashlib
-import io
 import os
-import zipfile
 
 import requests
 
-from tests.harness import fill_disk, job, script, submit, wait_for_outcome, wait_until
+from tests.harness import fill_disk, job, results, script, submit, wait_for_outcome, wait_until
 
 #: Each job's result: incompressible, larger than what is left free on the full disk.
 RESULT = "head -c 2000000 /dev/urandom > out.bin\nsha256sum out.bin > out.sum"
@@ -26,8 +24,7 @@ def test_on_a_full_disk_uploads_get_507_and_accepted_jobs_wait_then_complete_int
                             files=[("file", ("run.sh", script("true"))), ("file", ("big", os.urandom(3 << 20)))])
     assert refused.status_code == 507, refused.text
     # Both scripts end on the executor; their results do not fit on the server's disk.
-    wait_until(lambda: all(requests.get(f"{executor.url}/jobs/{n}", timeout=5).json().get("state") == "finished"
-                           for n in (1, 2)), 30, 0.1, "both scripts to end")
+    wait_until(lambda: all(executor.task_state(n) == "finished" for n in (1, 2)), 30, 0.1, "both scripts to end")
     wait_until(lambda: "could not fetch the results" in server.log(), 30, 0.1, "a fetch to fail")
     assert [job(server, j)["status"] for j in accepted] == ["Running", "Running"]
 
@@ -35,7 +32,7 @@ def test_on_a_full_disk_uploads_get_507_and_accepted_jobs_wait_then_complete_int
 
     for job_id in accepted:
         assert wait_for_outcome(server, job_id, 30) == 200, job(server, job_id)
-        archive = zipfile.ZipFile(io.BytesIO(requests.get(f"{server.url}/download/{job_id}", timeout=10).content))
+        archive = results(server, job_id)
         digest = hashlib.sha256(archive.read("out.bin")).hexdigest()
         assert archive.read("out.sum").decode().split()[0] == digest
-    assert requests.get(f"{server.url}/health", timeout=5).status_code == 200
+    assert server.health().status_code == 200

@@ -7,7 +7,7 @@ import zipfile
 
 import requests
 
-from tests.harness import ROOT, job, script, submit, upload, wait_for_outcome, wait_until
+from tests.harness import ROOT, job, results, script, submit, upload, wait_for_outcome, wait_until
 
 
 def example_cluster(cluster, **service):
@@ -59,8 +59,7 @@ def test_each_job_gets_its_own_results(cluster):
 
     for n, job_id in ids.items():
         assert wait_for_outcome(server, job_id) == 200
-        content = requests.get(f"{server.url}/download/{job_id}", timeout=10).content
-        assert zipfile.ZipFile(io.BytesIO(content)).read("mine.txt") == f"job-{n}\n".encode()
+        assert results(server, job_id).read("mine.txt") == f"job-{n}\n".encode()
 
 
 def test_a_failing_script_answers_204_with_its_reason_exit_code_and_stderr(cluster):
@@ -100,10 +99,10 @@ def test_unknown_and_malformed_job_ids_are_404_and_400(cluster):
 def test_ping_and_health_answer(cluster):
     server, executor = example_cluster(cluster)
     assert requests.get(f"{server.url}/", timeout=5).json() == {"message": "pong"}
-    health = requests.get(f"{server.url}/health", timeout=5)
+    health = server.health()
     assert health.status_code == 200
     assert health.json()["status"] == "ok" and health.json()["database"] == "ok"
-    node = requests.get(f"{executor.url}/health", timeout=5).json()
+    node = executor.health().json()
     assert node["slots"] == 4 and node["free"] == 4
 
 

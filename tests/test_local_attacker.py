@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from tests.harness import processes_with_marker, submit, wait_for_outcome, wait_until
+from tests.harness import submit, wait_for_outcome, wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching to user nobody needs root")
 
@@ -71,8 +71,7 @@ def test_a_pickle_sent_by_another_local_user_to_any_port_of_a_node_runs_nothing(
     # The main process: HTTP, and its own end of the actor system (it reads that only when it asks).
     main_ports = set().union(*(listening_ports([node.process.pid]) for node in nodes))
     # The actor system: admin, logger, actors (forked from the main process, they hold its sockets too).
-    actor_ports = set().union(*(listening_ports([pid for pid in processes_with_marker(node.marker)
-                                                 if pid != node.process.pid]) for node in nodes)) - main_ports
+    actor_ports = set().union(*(listening_ports(sorted(node.pids(main=False))) for node in nodes)) - main_ports
     assert len(actor_ports) >= 11, actor_ports  # 2 admins, 2 loggers, the executor and 7 server actors
 
     frame = thespian_frame(pickle.dumps(RunsCommand(f"id > {proof}")))

@@ -23,7 +23,7 @@ def test_a_job_whose_executor_is_lost_three_times_fails_with_attempt_3_of_3(clus
             wait_until(lambda: (record := job(server, job_id))["status"] == "Queued"
                        and record["reason"] == f"executor {executor.url} was lost", BOUND, 0.05,
                        f"attempt {attempt}'s executor to be declared lost")
-            executor = cluster.restart(executor)
+            executor = executor.restart()
 
     assert wait_for_outcome(server, job_id, BOUND) == 204
     record = job(server, job_id)

@@ -6,10 +6,9 @@ import subprocess
 import sys
 
 import pytest
-import requests
 
-from tests.harness import (MARKER, ROOT, START_TIMEOUT, Node, commands_running, free_port, job, needs,
-                            processes_with_marker, submit, wait_for_outcome, wait_until, write_ini)
+from tests.harness import (MARKER, ROOT, START_TIMEOUT, Node, commands_running, free_port, job, needs, submit,
+                            wait_for_outcome, wait_until, write_ini)
 
 
 #: Whatever kills a node, every process of it (actor system and job scripts) is gone within this.
@@ -33,8 +32,7 @@ def test_no_process_of_a_killed_node_outlives_it_not_its_actor_system_nor_its_sc
         node.kill_group() if how == "process group" else node.kill_main()
 
     for node in (server, executor):
-        wait_until(lambda: not processes_with_marker(node.marker), GONE_WITHIN, 0.05,
-                   f"every process of the {node.kind} to exit")
+        node.wait_gone(GONE_WITHIN)
 
 
 def test_a_node_started_right_after_a_kill_9_takes_its_fixed_admin_port_again(cluster):
@@ -45,9 +43,9 @@ def test_a_node_started_right_after_a_kill_9_takes_its_fixed_admin_port_again(cl
 
     for _ in range(3):
         server.kill_main()
-        server = cluster.restart(server)
+        server = server.restart()
         executor.kill_main()
-        executor = cluster.restart(executor)
+        executor = executor.restart()
 
     after = submit(server, "echo after > out.txt")
     assert wait_for_outcome(server, after) == 200
@@ -65,8 +63,7 @@ def test_a_node_whose_terminal_is_closed_leaves_no_process_behind(cluster):
         subprocess.run(["tmux", "kill-session", "-t", session], check=True)
 
     for node in (server, executor):
-        wait_until(lambda: not processes_with_marker(node.marker), GONE_WITHIN, 0.05,
-                   f"every process of the {node.kind} to exit")
+        node.wait_gone(GONE_WITHIN)
 
 
 def in_terminal(node: Node) -> str:
@@ -75,17 +72,8 @@ def in_terminal(node: Node) -> str:
     command = " ".join([sys.executable, *node.args, ">>", str(node.log_path), "2>&1"])
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-e", f"{MARKER}={node.marker}", command],
                    cwd=ROOT, check=True)
-    headers = {"Authorization": f"Bearer {node.secret}"} if node.secret else {}
-    wait_until(lambda: _answers(f"{node.url}/health", headers), START_TIMEOUT, 0.05,
-               f"{node.kind} to start in its terminal\n{node.log()}")
+    wait_until(node.healthy, START_TIMEOUT, 0.05, f"{node.kind} to start in its terminal\n{node.log()}")
     return session
-
-
-def _answers(url: str, headers: dict) -> bool:
-    try:
-        return requests.get(url, headers=headers, timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 def test_two_executors_share_one_config_file_with_only_their_ports_differing(cluster, tmp_path):

@@ -1,14 +1,11 @@
 """The original's real workload: PRODIGY on 2oob.pdb through server and executor (ΔG −6.2 kcal/mol)."""
 from __future__ import annotations
 
-import io
 import re
-import zipfile
 
 import pytest
-import requests
 
-from tests.harness import ROOT, upload, wait_for_outcome
+from tests.harness import ROOT, results, upload, wait_for_outcome
 
 PDB = ROOT.parent / "shared" / "data" / "2oob.pdb"
 PRODIGY = ROOT / ".venv-prodigy" / "bin" / "prodigy"
@@ -29,6 +26,5 @@ def test_prodigy_predicts_the_binding_affinity_of_2oob(cluster):
     assert response.status_code == 200, response.text
     job_id = response.json()["id"]
     assert wait_for_outcome(server, job_id, 120) == 200
-    archive = zipfile.ZipFile(io.BytesIO(requests.get(f"{server.url}/download/{job_id}", timeout=30).content))
-    output = archive.read("prodigy.out").decode("utf-8")
+    output = results(server, job_id, timeout=30).read("prodigy.out").decode("utf-8")
     assert float(AFFINITY.search(output).group(1)) == pytest.approx(-6.2)

@@ -1,12 +1,7 @@
 """Quotas and fairness, checked from the jobs' own start and end stamps."""
 from __future__ import annotations
 
-import io
-import zipfile
-
-import requests
-
-from tests.harness import bearer, job, script, submit, upload, wait_for_outcome, wait_until
+from tests.harness import job, results, script, submit, upload, wait_for_outcome, wait_until
 
 STAMPED = 'echo "$(date +%s.%N)" > start\nsleep {seconds}\necho "$(date +%s.%N)" > end'
 PORTAL_A = "portal-a-token-0123456789abcdef"
@@ -15,8 +10,7 @@ SECRET = "cluster-secret-0123456789abcdef"
 
 
 def stamps(server, job_id, token: str | None = None) -> tuple[float, float]:
-    download = requests.get(f"{server.url}/download/{job_id}", headers=bearer(token), timeout=10)
-    archive = zipfile.ZipFile(io.BytesIO(download.content))
+    archive = results(server, job_id, token)
     return float(archive.read("start")), float(archive.read("end"))
 
 

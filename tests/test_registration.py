@@ -7,11 +7,8 @@ import time
 
 import requests
 
-from tests.harness import free_port, job, processes_with_marker, script, submit, upload, wait_for_outcome, wait_until
-
-
-def listing(server) -> dict[str, dict]:
-    return {e["url"]: e for e in requests.get(f"{server.url}/executors", timeout=5).json()["executors"]}
+from tests.harness import (free_port, job, listing, processes_with_marker, script, submit, upload, wait_for_outcome,
+                            wait_until)
 
 
 def test_an_executor_with_a_server_url_registers_itself_and_the_server_remembers_it(cluster):

@@ -1,12 +1,10 @@
 """Every rejected upload answers 4xx with a JSON reason and leaves nothing on disk or in the database."""
 from __future__ import annotations
 
-import os
-
 import pytest
 import requests
 
-from tests.harness import script
+from tests.harness import leftovers, script, upload
 
 RUN = {"run.sh": script("echo hi")}
 
@@ -15,16 +13,6 @@ RUN = {"run.sh": script("echo hi")}
 def server(module_cluster):
     executor = module_cluster.executor("example")
     return module_cluster.server({"example": {"clients": executor.url}})
-
-
-def leftovers(server) -> list[str]:
-    data = server.folder / "data"
-    found = []
-    for sub in ("jobs", "incoming", "results"):
-        folder = data / sub
-        if folder.exists():
-            found += [f"{sub}/{name}" for name in os.listdir(folder)]
-    return found
 
 
 def assert_rejected(server, response, status: int, words: str):

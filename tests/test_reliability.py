@@ -2,17 +2,14 @@
 whatever process is killed when. Each scenario puts 40 jobs in flight and kills real processes."""
 from __future__ import annotations
 
-import io
 import os
 import signal
 import uuid
-import zipfile
 
 import pytest
-import requests
 
 from actors.runtime.processes import start_time
-from tests.harness import Node, job, processes_with_marker, still_running, upload, wait_for_outcome, wait_until
+from tests.harness import Node, job, listing, results, still_running, upload, wait_for_outcome, wait_until
 
 JOBS = 40
 TIMEOUT = 2  # executor_timeout of these servers, seconds
@@ -53,23 +50,9 @@ def assert_every_job_completed_with_its_own_result(server: Node, batch: dict[int
             print(job(server, job_id), server.log()[-4000:], sep="\n")
             raise
         assert outcome == 200, job(server, job_id)
-        archive = zipfile.ZipFile(io.BytesIO(requests.get(f"{server.url}/download/{job_id}", timeout=10).content))
-        assert archive.read("result.txt").decode().strip() == token.upper()
+        assert results(server, job_id).read("result.txt").decode().strip() == token.upper()
         record = job(server, job_id)
         assert record["status"] == "Completed" and record["exit_code"] == 0
-
-
-def every_task(executor: Node) -> list[dict]:
-    """Every task the executor holds (it numbers them 1, 2, ...). Not counted from the jobs' attempts:
-    a send cut off by the executor's death counts as an attempt without leaving a task there."""
-    held = []
-    while (response := requests.get(f"{executor.url}/jobs/{len(held) + 1}", timeout=30)).status_code == 200:
-        held.append(response.json())
-    return held
-
-
-def actor_pids(server: Node) -> dict[str, int]:
-    return requests.get(f"{server.url}/health", timeout=5).json()["actor_processes"]
 
 
 # --- the server dies -----------------------------------------------------------------------------
@@ -88,7 +71,7 @@ def test_a_server_killed_mid_flight_finishes_every_job_after_a_restart(cluster, 
         server.kill_everything()
         server.process.wait(10)
 
-    again = cluster.restart(server)
+    again = server.restart()
     assert_every_job_completed_with_its_own_result(again, batch)
 
 
@@ -105,8 +88,8 @@ def test_an_executor_killed_mid_flight_is_declared_lost_and_its_jobs_run_elsewhe
 
     assert_every_job_completed_with_its_own_result(server, batch)
     assert any(job(server, j)["attempts"] >= 2 for j in batch)
-    listing = {e["url"]: e for e in requests.get(f"{server.url}/executors", timeout=5).json()["executors"]}
-    assert listing[left.url]["state"] == "lost" and listing[right.url]["state"] == "alive"
+    executors = listing(server)
+    assert executors[left.url]["state"] == "lost" and executors[right.url]["state"] == "alive"
 
 
 def test_an_executor_restarted_mid_flight_runs_its_lost_jobs_again(cluster):
@@ -116,10 +99,10 @@ def test_an_executor_restarted_mid_flight_runs_its_lost_jobs_again(cluster):
     wait_until(lambda: started(server, batch) >= 4, 30, 0.05, "jobs to be under way")
 
     executor.kill_main()  # its admin stops its actors and their scripts; the restart reports them lost
-    again = cluster.restart(executor)
+    again = executor.restart()
 
     assert_every_job_completed_with_its_own_result(server, batch)
-    held = every_task(again)
+    held = again.tasks()
     lost = [task for task in held if task["state"] == "lost"]
     assert lost, "the tasks running at the kill are reported lost, not completed"
     for task in lost:  # and the job of each ran again, to completion
@@ -138,7 +121,7 @@ def test_an_executor_cut_off_and_back_has_its_stale_task_killed_and_its_late_rep
     wait_until(lambda: job(server, job_id)["status"] == "Running", 10, message="the job to run")
     first = job(server, job_id)["executor"]
     frozen = left if first == left.url else right
-    node_pids = [p for p in processes_with_marker(frozen.marker) if not _is_script(p)]
+    node_pids = [p for p in sorted(frozen.pids()) if not _is_script(p)]
 
     for pid in node_pids:  # cut off: the node stops answering, its script keeps running
         os.kill(pid, signal.SIGSTOP)
@@ -151,13 +134,13 @@ def test_an_executor_cut_off_and_back_has_its_stale_task_killed_and_its_late_rep
     assert wait_for_outcome(server, job_id, 30) == 200
     record = job(server, job_id)
     assert record["attempts"] == 2 and record["executor"] != first
-    wait_until(lambda: requests.get(f"{frozen.url}/jobs/1", timeout=5).json()["state"] == "killed", 20, 0.1,
+    wait_until(lambda: frozen.task_state(1) == "killed", 20, 0.1,
                "the stale task to be killed when its executor came back")
 
 
 def _runner(executor: Node) -> int | None:
     """The pid of the executor's actor process that runs its scripts (the parent of a script's launcher)."""
-    for pid in processes_with_marker(executor.marker):
+    for pid in sorted(executor.pids()):
         if _is_script(pid):
             with open(f"/proc/{pid}/stat") as stat:
                 parent = int(stat.read().rsplit(")", 1)[1].split()[1])
@@ -199,11 +182,11 @@ def test_a_single_actor_killed_mid_flight_is_re_created_and_every_job_completes(
     server, _, _ = two_executor_cluster(cluster)
     batch = launch(server)
     wait_until(lambda: started(server, batch) >= 8, 30, 0.05, "jobs to be under way")
-    before = actor_pids(server)[role]
+    before = server.actor_pids()[role]
 
     os.kill(before, signal.SIGKILL)
 
-    wait_until(lambda: actor_pids(server).get(role) not in (None, before), 2, 0.02,
+    wait_until(lambda: server.actor_pids().get(role) not in (None, before), 2, 0.02,
                f"the {role} actor to be re-created within a second or two")
     assert_every_job_completed_with_its_own_result(server, batch)
 
@@ -211,13 +194,13 @@ def test_a_single_actor_killed_mid_flight_is_re_created_and_every_job_completes(
 def test_the_server_re_creates_its_supervisor_and_every_actor_if_the_supervisor_dies(cluster):
     server, _, _ = two_executor_cluster(cluster)
     batch = launch(server, 12)
-    before = actor_pids(server)
+    before = server.actor_pids()
     born = {pid: start_time(pid) for pid in before.values()}  # pids get reused; start times do not
 
     os.kill(before["supervisor"], signal.SIGKILL)
 
-    wait_until(lambda: requests.get(f"{server.url}/health", timeout=10).status_code == 200
-               and actor_pids(server)["supervisor"] != before["supervisor"], 30, 0.2, "a new supervisor")
+    wait_until(lambda: server.health(timeout=10).status_code == 200
+               and server.actor_pids()["supervisor"] != before["supervisor"], 30, 0.2, "a new supervisor")
     assert_every_job_completed_with_its_own_result(server, batch)
     assert not any(still_running(pid, started) for pid, started in born.items())
 

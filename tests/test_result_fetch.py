@@ -4,17 +4,15 @@ result that cannot be fetched fails its job after max_fetch_failures tries, a co
 the server keeps."""
 from __future__ import annotations
 
-import io
 import signal
 import sqlite3
 import zipfile
 
 import pytest
-import requests
 
 from actors.server.executor_link import ExecutorUnreachable
 from actors.server.retriever import RetrieverActor
-from tests.harness import job, slow_to_zip, submit, wait_for_outcome, wait_until
+from tests.harness import job, results, slow_to_zip, submit, wait_for_outcome, wait_until
 
 SLOW_TO_ZIP = slow_to_zip(768)
 
@@ -31,15 +29,10 @@ def nodes(module_cluster):
     return module_cluster, server, good, broken
 
 
-def task_state(executor, task_id: int) -> str | None:
-    response = requests.get(f"{executor.url}/jobs/{task_id}", timeout=5)
-    return response.json()["state"] if response.status_code == 200 else None
-
-
 def test_a_result_slow_to_zip_holds_up_no_other_job(nodes):
     _, server, good, _ = nodes
     slow = submit(server, SLOW_TO_ZIP)
-    wait_until(lambda: job(server, slow)["status"] == "Running" and task_state(good, 1) == "finished", 30,
+    wait_until(lambda: job(server, slow)["status"] == "Running" and good.task_state(1) == "finished", 30,
                message="the slow job's script to end")
 
     quick = [submit(server, f"echo {n} > out.txt") for n in range(3)]
@@ -49,7 +42,7 @@ def test_a_result_slow_to_zip_holds_up_no_other_job(nodes):
     assert job(server, slow)["status"] == "Running", "the quick jobs waited for the slow one's zip"
 
     assert wait_for_outcome(server, slow, 90) == 200
-    archive = zipfile.ZipFile(io.BytesIO(requests.get(f"{server.url}/download/{slow}", timeout=30).content))
+    archive = results(server, slow, timeout=30)
     assert archive.read("out.txt") == b"slow\n" and archive.getinfo("big.bin").file_size == 768 << 20
 
 
@@ -76,9 +69,7 @@ def test_the_count_of_failed_fetches_survives_a_restart_of_the_server(nodes):
         with sqlite3.connect(database) as connection:
             return connection.execute("SELECT fetch_failures FROM job WHERE id = ?", (job_id,)).fetchone()[0]
     wait_until(lambda: failures() == 1, 20, message="the first failed fetch")
-    server.stop()
-
-    server = cluster.restart(server)
+    server = server.restart()
     assert wait_for_outcome(server, job_id, 30) == 204
     assert "after 2 tries" in job(server, job_id)["reason"]
     server.stop()
@@ -95,7 +86,7 @@ def test_a_restarted_executor_makes_the_zip_a_finished_task_lacks_without_being_
 
     good.stop()
     made.unlink()
-    cluster.restart(good)
+    good.restart()
 
     wait_until(made.exists, 20, message="the restarted executor to make the missing zip")
     assert zipfile.ZipFile(made).read("out.txt") == b"kept\n"

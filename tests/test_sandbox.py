@@ -6,25 +6,21 @@ can fail.
 """
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import subprocess
 import sys
-import zipfile
 
 import pytest
-import requests
 
-from tests.harness import needs, ROOT, commands_running, job, submit, wait_for_outcome, wait_until
+from tests.harness import needs, ROOT, cancel, commands_running, job, results, submit, wait_for_outcome, wait_until
 
 pytestmark = needs("bwrap", "the job sandbox")
 
 
 def result(server, job_id: int, name: str = "out.txt") -> str:
     assert wait_for_outcome(server, job_id, 60) == 200, job(server, job_id)
-    archive = zipfile.ZipFile(io.BytesIO(requests.get(f"{server.url}/download/{job_id}", timeout=10).content))
-    return archive.read(name).decode()
+    return results(server, job_id).read(name).decode()
 
 
 def nodes(cluster, sandbox: str, **executor):
@@ -127,7 +123,7 @@ def test_whatever_a_cancelled_script_started_dies_with_it(cluster, sandbox):
     job_id = submit(server, LEAVES_PROCESSES + "\nsleep 603")
     wait_until(lambda: commands_running(runner.marker, b"sleep", b"603") == 1, 20, 0.05, "the script to run")
 
-    assert requests.post(f"{server.url}/jobs/{job_id}/cancel", timeout=5).status_code == 200
+    assert cancel(server, job_id).status_code == 200
 
     wait_until(lambda: not any(commands_running(runner.marker, b"sleep", s) for s in (b"600", b"601", b"602", b"603")),
                10, 0.05, "every process the script started to die")

@@ -11,7 +11,8 @@ import falcon.testing
 import pytest
 import requests
 
-from tests.harness import ROOT, job, processes_with_marker, script, small_disk, wait_until, write_ini
+from tests.harness import ROOT, job, leftovers, processes_with_marker, script, small_disk, wait_until, write_ini
+from tests.harness import bearer as auth
 from web.auth import ServerAuth
 from web.common import new_app
 
@@ -20,20 +21,10 @@ PRODIGY = "prodigy-token-0123456789abcdef"
 SECRET = "cluster-secret-0123456789abcdef"
 
 
-def auth(token: str) -> dict:
-    return {"Authorization": f"Bearer {token}"}
-
-
 def post(server, token: str | None, files: dict[str, bytes], user_id: int = 1, **extra) -> requests.Response:
-    return requests.post(f"{server.url}/upload", headers=auth(token) if token else {}, timeout=30,
+    return requests.post(f"{server.url}/upload", headers=auth(token), timeout=30,
                          data={"user_id": str(user_id), "service": "example", **extra},
                          files=[("file", (name, body)) for name, body in files.items()])
-
-
-def leftovers(server) -> list[str]:
-    data = server.folder / "data"
-    return [f"{sub}/{name}" for sub in ("jobs", "incoming", "results") if (data / sub).exists()
-            for name in os.listdir(data / sub)]
 
 
 @pytest.fixture

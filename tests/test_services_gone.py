@@ -8,17 +8,14 @@ Completes with its result), and one of a renamed service whose executor now serv
 """
 from __future__ import annotations
 
-import io
 import time
-import zipfile
 
 import pytest
-import requests
 
 from storage import jobs
 from storage.clock import utcnow
 from storage.states import JobState
-from tests.harness import job, new_job, submit, wait_for_outcome, wait_until
+from tests.harness import job, new_job, results, submit, wait_for_outcome, wait_until
 
 TIMEOUT = 2  # executor_timeout, seconds
 #: The bound promised: executor_timeout, plus the dispatcher's check interval, plus slack for a
@@ -100,8 +97,7 @@ def test_a_job_of_a_removed_service_whose_executor_lives_completes_with_its_resu
     (folder,) = {path.parent for path in (alive.folder / "data").rglob("run.sh")}
     (folder / "go").write_text("")
     assert wait_for_outcome(server, ids["alive"], 30) == 200
-    archive = zipfile.ZipFile(io.BytesIO(requests.get(f"{server.url}/download/{ids['alive']}", timeout=10).content))
-    assert archive.read("out.txt") == b"finished\n"
+    assert results(server, ids["alive"]).read("out.txt") == b"finished\n"
 
 
 def test_a_job_of_a_renamed_service_fails_and_is_never_queued_again_while_the_new_name_runs_jobs(restarted):

@@ -6,15 +6,13 @@ limit is submitted first and checked last, so its minute runs while the other te
 """
 from __future__ import annotations
 
-import io
 import subprocess
-import zipfile
 from types import SimpleNamespace
 
 import pytest
 import requests
 
-from tests.harness import job, submit, wait_for_outcome, wait_until
+from tests.harness import cancel, job, listing, results, submit, wait_for_outcome, wait_until
 from tests.slurm_helpers import cancel_slurm_jobs, slurm_executor, slurm_state, task_of
 
 #: Slurm rounds time limits up to whole minutes and kills at about 1:02 (then KillWait).
@@ -41,15 +39,14 @@ def stack(slurm, module_cluster):
 
 
 def _registered(server, service: str) -> bool:
-    listing = requests.get(f"{server.url}/executors", timeout=5).json()["executors"]
-    return any(e["service"] == service and e["state"] == "alive" for e in listing)
+    return any(e["service"] == service and e["state"] == "alive" for e in listing(server).values())
 
 
 def test_a_job_runs_in_slurm_and_its_results_are_served(stack):
     job_id = submit(stack.server, "echo hello > output.txt\necho \"$SLURM_JOB_ID\" > slurm_job.txt\necho to-stderr >&2")
 
     assert wait_for_outcome(stack.server, job_id, OUTCOME_WAIT) == 200
-    archive = zipfile.ZipFile(io.BytesIO(requests.get(f"{stack.server.url}/download/{job_id}", timeout=10).content))
+    archive = results(stack.server, job_id)
     assert archive.read("output.txt") == b"hello\n"
     assert {"stdout.log", "stderr.log", "run.sh"} <= set(archive.namelist())
     assert archive.read("stderr.log") == b"to-stderr\n"
@@ -66,7 +63,7 @@ def test_a_slurm_job_runs_in_the_executors_sandbox_inside_its_allocation(stack):
     job_id = submit(stack.server, script)
 
     assert wait_for_outcome(stack.server, job_id, OUTCOME_WAIT) == 200
-    archive = zipfile.ZipFile(io.BytesIO(requests.get(f"{stack.server.url}/download/{job_id}", timeout=10).content))
+    archive = results(stack.server, job_id)
     probe = archive.read("probe.txt").decode().splitlines()
     assert probe[0] == "hidden" and probe[1].split()[1] == "0000000000000000"
     names = {line.partition("=")[0] for line in archive.read("env.txt").decode().splitlines()}
@@ -80,7 +77,7 @@ def test_a_script_without_a_shebang_runs_as_bash_run_sh_does(stack):
     job_id = response.json()["id"]
 
     assert wait_for_outcome(stack.server, job_id, OUTCOME_WAIT) == 200
-    archive = zipfile.ZipFile(io.BytesIO(requests.get(f"{stack.server.url}/download/{job_id}", timeout=10).content))
+    archive = results(stack.server, job_id)
     assert archive.read("shell.txt") == b"bash\n"
 
 
@@ -115,7 +112,7 @@ def test_a_job_the_portal_cancels_has_its_slurm_job_cancelled(stack):
     wait_until(lambda: job(stack.server, job_id)["status"] == "Running", OUTCOME_WAIT, 0.1, "the job to run in Slurm")
     slurm_id = task_of(stack.executors.example, job_id)["slurm_id"]
 
-    response = requests.post(f"{stack.server.url}/jobs/{job_id}/cancel", timeout=10)
+    response = cancel(stack.server, job_id)
 
     assert response.status_code == 200 and response.json()["status"] == "Cancelled"
     wait_until(lambda: slurm_state(slurm_id) == "CANCELLED", 30, 0.1, "scancel of the job's Slurm job")
@@ -135,7 +132,7 @@ def test_a_job_sbatch_refuses_fails_at_once_with_slurms_message(stack):
 
 
 def test_the_executor_advertises_max_jobs_as_its_slots_and_its_backend(stack):
-    health = requests.get(f"{stack.executors.example.url}/health", timeout=5).json()
+    health = stack.executors.example.health().json()
     assert health["status"] == "ok" and health["backend"] == "slurm" and health["slots"] == 4
 
 

@@ -2,30 +2,20 @@
 controller: its jobs are re-attached, never submitted twice, and it takes no work it cannot run."""
 from __future__ import annotations
 
-import io
 import shutil
 import sqlite3
 import subprocess
 import uuid
-import zipfile
 from datetime import datetime
 
 import requests
 
 from actors.node.backends.slurm import job_name
-from tests.harness import Node, job, submit, wait_for_outcome, wait_until
+from tests.harness import Node, job, listing, results, submit, wait_for_outcome, wait_until
 from tests.slurm_cluster import start_controller, stop_controller
 from tests.slurm_helpers import POLL_INTERVAL, slurm_executor, slurm_state, task_of
 
 OUTCOME_WAIT = 60.0
-
-
-def listing(server) -> dict[str, dict]:
-    return {e["url"]: e for e in requests.get(f"{server.url}/executors", timeout=5).json()["executors"]}
-
-
-def health(executor: Node) -> requests.Response:
-    return requests.get(f"{executor.url}/health", timeout=5)
 
 
 def test_an_executor_killed_mid_job_re_attaches_to_its_slurm_jobs_and_reports_their_real_outcome(
@@ -44,13 +34,12 @@ def test_an_executor_killed_mid_job_re_attaches_to_its_slurm_jobs_and_reports_th
     executor.kill_main()  # kill -9; its admin stops its actors; Slurm runs the jobs on
     early.touch()
     wait_until(lambda: slurm_state(slurm_ids[ends_early]) == "COMPLETED", 30, 0.1, "the early job to end in Slurm")
-    again = cluster.restart(executor)
+    again = executor.restart()
     late.touch()
 
     for job_id, text in ((ends_early, b"early\n"), (ends_late, b"late\n")):
         assert wait_for_outcome(server, job_id, OUTCOME_WAIT) == 200
-        archive = zipfile.ZipFile(io.BytesIO(requests.get(f"{server.url}/download/{job_id}", timeout=10).content))
-        assert archive.read("out.txt") == text
+        assert results(server, job_id).read("out.txt") == text
         record = job(server, job_id)
         assert record["status"] == "Completed" and record["attempts"] == 1
         task = task_of(again, job_id)
@@ -74,11 +63,10 @@ def test_a_task_submitted_just_before_a_crash_is_found_by_its_job_name_and_not_s
         database.execute("INSERT INTO Task (job_id, job_uid, attempt, dir, state, created_at, reported) "
                          "VALUES (1, ?, 1, ?, 'accepted', ?, 1)", (uid, str(folder), datetime.utcnow()))
 
-    again = cluster.restart(executor)
+    again = executor.restart()
 
-    wait_until(lambda: requests.get(f"{again.url}/jobs/1", timeout=5).json()["state"] == "finished", OUTCOME_WAIT,
-               0.1, "the re-attached task to finish")
-    task = requests.get(f"{again.url}/jobs/1", timeout=5).json()
+    wait_until(lambda: again.task_state(1) == "finished", OUTCOME_WAIT, 0.1, "the re-attached task to finish")
+    task = again.task(1)
     assert task["slurm_id"] == slurm_id and task["exit_code"] == 0
     assert (folder / "out.txt").read_text() == "once\n"
     listed = subprocess.run(["squeue", "-h", "-t", "all", "-n", name, "-o", "%i"], capture_output=True, text=True,
@@ -98,8 +86,8 @@ def test_a_down_controller_makes_the_executor_unhealthy_and_it_takes_no_work_unt
     stop_controller()
     gate.touch()  # it ends while nobody can ask Slurm about it
     try:
-        wait_until(lambda: health(executor).status_code == 503, 30, 0.2, "the executor to say it is unhealthy")
-        answer = health(executor).json()
+        wait_until(lambda: executor.health().status_code == 503, 30, 0.2, "the executor to say it is unhealthy")
+        answer = executor.health().json()
         assert answer["status"] == "unhealthy" and "Slurm controller" in answer["reason"]
         refused = requests.post(f"{executor.url}/submit", data={"job_id": "7", "job_uid": "direct", "attempt": "1"},
                                 files=[("file", ("run.sh", b"true\n"))], timeout=10)
@@ -111,12 +99,11 @@ def test_a_down_controller_makes_the_executor_unhealthy_and_it_takes_no_work_unt
     finally:
         start_controller()
 
-    wait_until(lambda: health(executor).status_code == 200, 30, 0.2, "the executor to be healthy again")
+    wait_until(lambda: executor.health().status_code == 200, 30, 0.2, "the executor to be healthy again")
     for ended in (in_slurm, job_id):
         assert wait_for_outcome(server, ended, OUTCOME_WAIT) == 200
         assert job(server, ended)["attempts"] == 1
-    archive = zipfile.ZipFile(io.BytesIO(requests.get(f"{server.url}/download/{in_slurm}", timeout=10).content))
-    assert archive.read("out.txt") == b"survived\n"
+    assert results(server, in_slurm).read("out.txt") == b"survived\n"
 
 
 def test_an_executor_without_sbatch_says_it_is_unhealthy_and_refuses_jobs(cluster, tmp_path):
@@ -131,7 +118,7 @@ def test_an_executor_without_sbatch_says_it_is_unhealthy_and_refuses_jobs(cluste
     executor.start(wait=False)
 
     wait_until(lambda: executor.process.poll() is None and _answers(executor), 30, 0.1, "the executor to answer")
-    answer = health(executor)
+    answer = executor.health()
     assert answer.status_code == 503 and answer.json()["status"] == "unhealthy"
     assert "sbatch is not installed" in answer.json()["reason"]
     refused = requests.post(f"{executor.url}/submit", data={"job_id": "7", "job_uid": "direct", "attempt": "1"},
@@ -141,6 +128,6 @@ def test_an_executor_without_sbatch_says_it_is_unhealthy_and_refuses_jobs(cluste
 
 def _answers(executor: Node) -> bool:
     try:
-        return health(executor).json()["status"] != "unavailable"
+        return executor.health().json()["status"] != "unavailable"
     except requests.RequestException:
         return False
