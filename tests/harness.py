@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from thespian.actors import Actor, ActorSystemMessage, WakeupMessage
 
 from actors.runtime import system
 from actors.runtime.processes import start_time
@@ -358,10 +359,6 @@ class Cluster:
         self.nodes.append(node)
         return node.start() if start else node
 
-    def restart(self, node: Node, start: bool = True) -> Node:
-        """`node.restart(start)` (test_registration's tests still call it this way)."""
-        return node.restart(start)
-
     def close(self) -> list[str]:
         """Stop every node; returns the names of nodes that left processes behind."""
         leaked = []
@@ -512,3 +509,58 @@ def multipart(fields: dict[str, str] | list[tuple[str, str]],
     body += b"".join(part(b'name="file"; filename="%s"' % (name if isinstance(name, bytes) else name.encode()),
                           content) for name, content in files)
     return body + b"--" + BOUNDARY.encode() + b"--\r\n", {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+
+
+# --- actors in process (Thespian's simpleSystemBase) -------------------------------------------
+
+@dataclass(frozen=True)
+class WhatDidYouGet:
+    """Test → Recorder: answer with every message it was sent, in order."""
+
+
+class Recorder(Actor):
+    """Stands in for the peers of the actor under test (the quota, the queue, a dispatcher): records
+    every message it is sent (not Thespian's own) and answers `WhatDidYouGet` with them."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.got: list = []
+
+    def receiveMessage(self, msg, sender):
+        if isinstance(msg, WhatDidYouGet):
+            self.send(sender, tuple(self.got))
+        elif not isinstance(msg, ActorSystemMessage):
+            self.got.append(msg)
+
+
+def recorded(asys, recorder, timeout: float = 5.0) -> list:
+    """What `recorder` (a Recorder's address) was sent so far."""
+    got = asys.ask(recorder, WhatDidYouGet(), timeout)
+    assert got is not None, "the recorder did not answer"
+    return list(got)
+
+
+#: (actor address, delay, payload) of each timer with a delay armed by a `keeping_timers` actor.
+KEPT_TIMERS: list = []
+
+
+def keeping_timers(actor_class: type) -> type:
+    """`actor_class`, whose timers with a delay wait in KEPT_TIMERS until the test fires them
+    (`fire_timers`); a zero delay runs as usual (simpleSystemBase delivers it within the tell)."""
+    class KeepingTimers(actor_class):
+        def wakeupAfter(self, timePeriod, payload=None):
+            if timePeriod:
+                KEPT_TIMERS.append((self.myAddress, timePeriod, payload))
+            else:
+                super().wakeupAfter(timePeriod, payload)
+    KeepingTimers.__name__ = KeepingTimers.__qualname__ = actor_class.__name__
+    return KeepingTimers
+
+
+def fire_timers(asys, which) -> None:
+    """Deliver now every kept timer whose payload `which` accepts (a handler may arm the next one)."""
+    due = [timer for timer in KEPT_TIMERS if which(timer[2])]
+    assert due, "no such timer is armed"
+    for timer in due:
+        KEPT_TIMERS.remove(timer)
+        asys.tell(timer[0], WakeupMessage(timer[1], timer[2]))

@@ -16,10 +16,9 @@ thread pool; `CallPool.each` waits for them, so a tell returns once they are ans
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 
 import pytest
-from thespian.actors import Actor, ActorSystem, WakeupMessage
+from thespian.actors import ActorSystem
 
 from actors.messages import (ActorStarted, CancelJob, Capacity, Configure, Dispatch, ExecutorHeartbeat, JobEnded,
                              JobQueued, Peers)
@@ -29,7 +28,7 @@ from actors.server.executor_link import ExecutorRefused, ExecutorUnreachable
 from conf.settings import ServerConfig, ServiceConfig
 from storage import clock, executors, jobs
 from storage.states import JobState
-from tests.harness import new_job
+from tests.harness import KEPT_TIMERS, Recorder, fire_timers, keeping_timers, new_job, recorded
 
 SERVICE = "example"
 A = "http://executor-a.test:9000"
@@ -38,25 +37,6 @@ ASK_TIMEOUT = 5
 
 
 # --- stand-ins: the peers, the executors, the time and the timers ----------------------------------
-
-@dataclass(frozen=True)
-class WhatDidYouGet:
-    """Test → Recorder: answer with every message received, in order."""
-
-
-class Recorder(Actor):
-    """Stands in for the quota or the queue: records what it is sent."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.got: list = []
-
-    def receiveMessage(self, msg, sender):
-        if isinstance(msg, WhatDidYouGet):
-            self.send(sender, tuple(self.got))
-        elif isinstance(msg, (Capacity, JobEnded, JobQueued)):
-            self.got.append(msg)
-
 
 class Executors:
     """Stands in for ExecutorLink: every executor answers (with `slots`) unless told to refuse
@@ -116,18 +96,8 @@ class Ticks:
         return self.now
 
 
-#: (actor address, delay, payload) of each timer with a delay that the actors under test armed.
-KEPT_TIMERS: list = []
-
-
-class Dispatcher(DispatcherActor):
-    """The real DispatcherActor, whose timers with a delay wait for the test to fire them."""
-
-    def wakeupAfter(self, timePeriod, payload=None):
-        if timePeriod:
-            KEPT_TIMERS.append((self.myAddress, timePeriod, payload))
-        else:
-            super().wakeupAfter(timePeriod, payload)
+#: The real DispatcherActor, whose timers with a delay wait for the test to fire them.
+Dispatcher = keeping_timers(DispatcherActor)
 
 
 # --- the wired-up dispatcher ----------------------------------------------------------------------
@@ -164,17 +134,13 @@ class Harness:
 
     def fire(self, payload) -> None:
         """Deliver the armed timers of that payload now (each handler may arm the next one)."""
-        due = [timer for timer in KEPT_TIMERS if timer[2] == payload]
-        assert due, f"no {payload!r} timer is armed"
-        for timer in due:
-            KEPT_TIMERS.remove(timer)
-            self.system.tell(timer[0], WakeupMessage(timer[1], payload))
+        fire_timers(self.system, lambda armed: armed == payload)
 
     def quota_got(self) -> list:
-        return list(self.system.ask(self.quota, WhatDidYouGet(), ASK_TIMEOUT))
+        return recorded(self.system, self.quota)
 
     def queue_got(self) -> list:
-        return list(self.system.ask(self.queue, WhatDidYouGet(), ASK_TIMEOUT))
+        return recorded(self.system, self.queue)
 
     def ended(self) -> list[tuple[int, str | None]]:
         """Every (job, executor) the quota was told ended, in order."""

@@ -7,11 +7,10 @@ actors' 10 s resync timers never fire during these tests, and nothing depends on
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import pytest
 from pony.orm import db_session
-from thespian.actors import Actor, ActorSystem
+from thespian.actors import ActorSystem
 
 from actors.messages import ActorStarted, Capacity, Configure, Dispatch, JobEnded, JobQueued, Peers
 from actors.server.queue import QueueActor
@@ -21,31 +20,10 @@ from storage import jobs
 from storage.clock import utcnow
 from storage.models import Job
 from storage.states import JobState
-from tests.harness import new_job
+from tests.harness import Recorder, new_job, recorded
 
 SERVICE = "example"
 ASK_TIMEOUT = 5
-
-
-# --- the stand-in dispatcher --------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class WhatDidYouGet:
-    """Test → Recorder: answer with the job ids of every Dispatch received, in order."""
-
-
-class Recorder(Actor):
-    """Records `Dispatch` messages; answers `WhatDidYouGet` with what it got."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.dispatches: list[Dispatch] = []
-
-    def receiveMessage(self, msg, sender):
-        if isinstance(msg, Dispatch):
-            self.dispatches.append(msg)
-        elif isinstance(msg, WhatDidYouGet):
-            self.send(sender, tuple(self.dispatches))
 
 
 # --- database (the conftest's clean_database) ----------------------------------------------------
@@ -105,8 +83,7 @@ class Harness:
         self.system.tell(self.quota, JobEnded(SERVICE, ((job_id, None),)))
 
     def dispatched(self) -> list[int]:
-        got = self.system.ask(self.recorder, WhatDidYouGet(), ASK_TIMEOUT)
-        assert got is not None, "the recorder did not answer"
+        got = [msg for msg in recorded(self.system, self.recorder) if isinstance(msg, Dispatch)]
         assert all(d.service == SERVICE for d in got)
         return [job_id for d in got for job_id in d.job_ids]
 

@@ -16,11 +16,10 @@ as in Thespian, within the same tell. The sweep reads `storage.clock.utcnow`, wh
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
-from thespian.actors import Actor, ActorSystem, WakeupMessage
+from thespian.actors import ActorSystem
 
 from actors.messages import ActorStarted, Configure, ExecutorEvent, JobEnded, JobQueued, Peers
 from actors.server import retriever as retriever_module
@@ -29,7 +28,7 @@ from actors.server.retriever import QUIET_SECONDS, RetrieverActor
 from conf.settings import ServerConfig, ServiceConfig
 from storage import clock, jobs
 from storage.states import JobState
-from tests.harness import new_job, wait_until
+from tests.harness import KEPT_TIMERS, Recorder, fire_timers, keeping_timers, new_job, recorded, wait_until
 
 SERVICE = "example"
 A = "http://executor-a.test:9000"
@@ -39,25 +38,6 @@ ASK_TIMEOUT = 5
 
 
 # --- stand-ins: the peers, the executors and the timers ---------------------------------------------
-
-@dataclass(frozen=True)
-class WhatDidYouGet:
-    """Test → Recorder: answer with every message received, in order."""
-
-
-class Recorder(Actor):
-    """Stands in for the quota, the queue or the dispatcher: records what it is sent."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.got: list = []
-
-    def receiveMessage(self, msg, sender):
-        if isinstance(msg, WhatDidYouGet):
-            self.send(sender, tuple(self.got))
-        elif isinstance(msg, (JobEnded, JobQueued)):
-            self.got.append(msg)
-
 
 class Executors:
     """Stands in for ExecutorLink: answers about the tasks in `tasks`, and serves each fetch the next
@@ -106,18 +86,8 @@ class Executors:
         return True
 
 
-#: (actor address, delay, payload) of each timer with a delay that the actors under test armed.
-KEPT_TIMERS: list = []
-
-
-class Retriever(RetrieverActor):
-    """The real RetrieverActor, whose timers with a delay wait for the test to fire them."""
-
-    def wakeupAfter(self, timePeriod, payload=None):
-        if timePeriod:
-            KEPT_TIMERS.append((self.myAddress, timePeriod, payload))
-        else:
-            super().wakeupAfter(timePeriod, payload)
+#: The real RetrieverActor, whose timers with a delay wait for the test to fire them.
+Retriever = keeping_timers(RetrieverActor)
 
 
 def kind(payload) -> str | None:
@@ -162,11 +132,7 @@ class Harness:
 
     def fire(self, kind_of: str | None) -> None:
         """Deliver the armed timers of that kind now (each handler may arm the next one)."""
-        due = [timer for timer in KEPT_TIMERS if kind(timer[2]) == kind_of]
-        assert due, f"no {kind_of!r} timer is armed"
-        for timer in due:
-            KEPT_TIMERS.remove(timer)
-            self.system.tell(timer[0], WakeupMessage(timer[1], timer[2]))
+        fire_timers(self.system, lambda armed: kind(armed) == kind_of)
 
     def settle(self) -> None:
         """Let the fetches under way end: the actor arms a collect timer while any is; deliver them
@@ -179,7 +145,7 @@ class Harness:
         wait_until(collected, 10, 0.005, "the retriever to collect its fetches")
 
     def got(self, recorder) -> list:
-        return list(self.system.ask(recorder, WhatDidYouGet(), ASK_TIMEOUT))
+        return recorded(self.system, recorder)
 
     def ended(self, recorder=None) -> list[tuple[int, str | None]]:
         """Every (job, executor) the quota (or `recorder`) was told ended, in order."""

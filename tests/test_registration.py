@@ -23,7 +23,7 @@ def test_an_executor_with_a_server_url_registers_itself_and_the_server_remembers
     assert wait_for_outcome(server, job_id) == 200
 
     server.stop()
-    again = cluster.restart(server)
+    again = server.restart()
     assert executor.url in listing(again)
     assert wait_for_outcome(again, submit(again, "echo again > out.txt")) == 200
 
@@ -84,7 +84,7 @@ def test_sigterm_on_the_server_answers_every_upload_then_exits_within_ten_second
     assert {code for code, _ in answers} <= {200, 503, 0}
     accepted = [job_id for code, job_id in answers if code == 200]
     assert accepted
-    again = cluster.restart(server)
+    again = server.restart()
     for job_id in accepted:
         assert wait_for_outcome(again, job_id, 60) == 200
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.harness import leftovers, script, upload
+from tests.harness import leftovers, script
 
 RUN = {"run.sh": script("echo hi")}
 
