@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast bench bench-quick prodigy prodigy-executor packages test-packages clean
+.PHONY: run test test-fast bench bench-quick prodigy prodigy-executor packages test-packages clean status-screenshot
 
 $(STAMP): requirements.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -12,7 +12,8 @@ $(STAMP): requirements.txt setup.py
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $(STAMP)
 
-# Debian packages: bubblewrap (each job's sandbox); for the tests also tmux (a terminal to close).
+# Debian packages: bubblewrap (each job's sandbox); for the tests also tmux (a terminal to close) and
+# chromium (the status page in a real browser).
 # Installed when missing and this user may (root with apt-get); otherwise say what is missing.
 define install_missing
 	@missing=""; for pair in $(1); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
@@ -27,7 +28,7 @@ packages:
 	$(call install_missing,bwrap:bubblewrap)
 
 test-packages:
-	$(call install_missing,bwrap:bubblewrap tmux:tmux)
+	$(call install_missing,bwrap:bubblewrap tmux:tmux chromium:chromium)
 
 # The server on :5000 and one `example` executor on :9000, both on loopback; Ctrl-C stops both.
 run: $(STAMP) packages
@@ -48,6 +49,10 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(PY) -m bench.all --quick
+
+# The README's picture of the status page, taken by the real-browser test of it.
+status-screenshot: $(STAMP) test-packages
+	STATUS_SCREENSHOT=$(CURDIR)/docs/images/status.png $(PY) -m pytest -q tests/test_status_page.py
 
 # The original's real workload: PRODIGY in a venv of its own (needs gcc for freesasa).
 PRODIGY_VENV := $(VENV)-prodigy

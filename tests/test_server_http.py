@@ -671,7 +671,8 @@ def test_the_openapi_document_describes_every_route_and_the_security_schemes(gua
 
     assert spec["openapi"] == "3.1.0"
     assert set(spec["paths"]) == {"/", "/health", "/upload", "/download/{job_id}", "/jobs/{job_id}",
-                                  "/jobs/{job_id}/cancel", "/executors", "/internal/events", "/internal/executors"}
+                                  "/jobs/{job_id}/cancel", "/executors", "/services", "/status", "/internal/events",
+                                  "/internal/executors"}
     assert set(spec["components"]["securitySchemes"]) == {"portalToken", "clusterSecret"}
     assert spec["security"] == [{"portalToken": []}]
     assert spec["paths"]["/upload"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"][

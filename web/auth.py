@@ -8,6 +8,7 @@ executors, the actor processes) are theirs alone.
 """
 from __future__ import annotations
 
+import base64
 import hmac
 
 import falcon
@@ -17,13 +18,26 @@ PUBLIC = {("GET", "/"), ("HEAD", "/"), ("GET", "/health"), ("GET", "/api-docs/op
 PUBLIC_PREFIXES = ("/swagger-ui",)
 INTERNAL_PREFIX = "/internal/"
 #: Views of every portal's work and of the cluster: with portal tokens, for the cluster secret only.
-OPERATOR = {("GET", "/executors")}
+OPERATOR = {("GET", "/executors"), ("GET", "/status")}
+#: Views both roles have: a portal's shows its own jobs, an operator's (the cluster secret) every job.
+SHARED_VIEWS = {("GET", "/services")}
+#: Pages a browser opens: their 401 also offers HTTP Basic, so that the browser asks for the secret.
+BROWSER_PAGES = {("GET", "/status")}
 
 
 def bearer(req: falcon.Request) -> str | None:
+    """The secret the caller presents: a bearer token, or the password of HTTP Basic (what a
+    browser sends; the user name is not read)."""
     header = req.get_header("Authorization") or ""
     scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    token = token.strip()
+    if scheme.lower() == "basic" and token:
+        try:
+            token = base64.b64decode(token, validate=True).decode().partition(":")[2]
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return token or None
+    return token if scheme.lower() == "bearer" and token else None
 
 
 def matching(token: str | None, secrets: tuple[tuple[str, str], ...]) -> str | None:
@@ -36,8 +50,10 @@ def matching(token: str | None, secrets: tuple[tuple[str, str], ...]) -> str | N
     return found
 
 
-def unauthorized(description: str) -> falcon.HTTPUnauthorized:
-    return falcon.HTTPUnauthorized(title="Unauthorized", description=description, challenges=["Bearer"])
+def unauthorized(description: str, req: falcon.Request | None = None) -> falcon.HTTPUnauthorized:
+    browser = req is not None and (req.method, req.path) in BROWSER_PAGES
+    return falcon.HTTPUnauthorized(title="Unauthorized", description=description,
+                                   challenges=["Bearer", 'Basic realm="orchestrator"'] if browser else ["Bearer"])
 
 
 class ServerAuth:
@@ -70,7 +86,10 @@ class ServerAuth:
                 raise falcon.HTTPForbidden(title="Operators only", description=(
                     f"{req.method} {req.path} is an operator view of every portal's work; a portal token does not "
                     f"open it. Operators send the cluster secret as a bearer token."))
-            raise unauthorized(f"{req.method} {req.path} is an operator view: send the cluster secret as a bearer token.")
+            raise unauthorized(f"{req.method} {req.path} is an operator view: send the cluster secret as a bearer token "
+                               "(or, from a browser, as the password).", req)
+        if self.tokens and req.context.cluster and (req.method, req.path) in SHARED_VIEWS:
+            return  # an operator's view: of every portal's jobs
         if self.tokens:
             req.context.portal = matching(bearer(req), self.tokens)
             if req.context.portal is None:

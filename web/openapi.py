@@ -122,6 +122,20 @@ def document(config: ServerConfig) -> dict:
                 "operationId": "executors", "security": secret if config.tokens else portal,
                 "responses": {"200": _json("executors", "Executors"), **denied,
                               **({"403": _error("a portal token: this is an operator view")} if config.tokens else {})}}},
+            "/services": {"get": {
+                "summary": "Per service: queued, active and last-hour counts, users waiting, limits, executors, "
+                           "median wait and run times" + (" (a portal: its own jobs only, no executors)"
+                                                          if config.tokens else ""),
+                "operationId": "services", "security": portal,
+                "responses": {"200": _json("the services", "Services"), **denied}}},
+            "/status": {"get": {
+                "summary": "The status page: services, executors, recent failures, the last hour's throughput"
+                           + (": an operator view, for the cluster secret only (a browser asks for it as the "
+                              "password)" if config.tokens else ""),
+                "operationId": "statusPage", "security": secret if config.tokens else portal,
+                "responses": {"200": {"description": "an HTML page", "content": {"text/html": {"schema": {
+                    "type": "string"}}}}, **denied,
+                    **({"403": _error("a portal token: this is an operator view")} if config.tokens else {})}}},
             "/internal/events": {"post": {
                 "summary": "An executor reports jobs' starts or ends: one event, or {events: [...]}",
                 "operationId": "executorEvent",
@@ -174,6 +188,26 @@ def document(config: ServerConfig) -> dict:
                         "state": {"enum": ["alive", "lost", "draining"]}, "slots": {"type": "integer"},
                         "running": {"type": "integer"}, "registered": {"type": "boolean"},
                         "last_seen": _stamp()}}}}},
+                "Services": {"type": "object", "required": ["generated_at", "window_seconds", "services"], "properties": {
+                    "generated_at": _stamp(), "window_seconds": {"type": "integer"},
+                    "services": {"type": "array", "items": {"type": "object", "required": [
+                        "name", "configured", "queued", "active", "finished_last_hour", "users_waiting",
+                        "top_waiting_users", "limits", "executors", "median_wait_seconds", "median_run_seconds"],
+                        "properties": {
+                            "name": {"type": "string"}, "configured": {"type": "boolean"},
+                            "queued": {"type": "integer"}, "active": {"type": "integer"},
+                            "finished_last_hour": {"type": "object", "additionalProperties": {"type": "integer"}},
+                            "users_waiting": {"type": "integer"},
+                            "top_waiting_users": {"type": "array", "items": {"type": "object", "properties": {
+                                "portal": {"type": ["string", "null"]}, "user_id": {"type": "integer"},
+                                "queued": {"type": "integer"}}}},
+                            "limits": {"type": ["object", "null"]},
+                            "executors": {"type": "array", "items": {"type": "object", "properties": {
+                                "url": {"type": "string"}, "state": {"type": "string"},
+                                "slots": {"type": "integer"}, "free_slots": {"type": "integer"},
+                                "running": {"type": "integer"}, "last_seen": _stamp()}}},
+                            "median_wait_seconds": {"type": ["number", "null"]},
+                            "median_run_seconds": {"type": ["number", "null"]}}}}}},
                 "ExecutorEvent": {"type": "object", "required": ["job_id", "attempt", "event"], "properties": {
                     "job_id": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
                     "attempt": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},

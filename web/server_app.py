@@ -16,7 +16,7 @@ from conf.settings import ServerConfig
 from storage import executors, jobs, public_ids
 from storage.clock import utcnow
 from storage.states import ACTIVE, JobState
-from web import openapi, uploads
+from web import openapi, overview, uploads
 from web.auth import ServerAuth
 from web.common import MAX_ID, Ping, WhileActorsRestart, new_app, parse_id, positive_int, send_zip
 from web.gateway import ActorGateway
@@ -308,5 +308,7 @@ def create_app(config: ServerConfig, gateway: ActorGateway, stopping: threading.
     registry = ExecutorRegistry(config, gateway)
     app.add_route("/internal/executors", registry)
     app.add_route("/executors", registry, suffix="listing")
+    app.add_route("/services", overview.Services(config))
+    app.add_route("/status", overview.StatusPage(config))
     openapi.add_routes(app, config)
     return app

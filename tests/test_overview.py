@@ -1,0 +1,142 @@
+"""`GET /services` and the status page, in process: the figures from a temp SQLite at a known time
+(storage/overview.py), the pure summary and throughput (web/overview.py), and who sees what (a
+portal only its own jobs and no executors; the page for operators, a browser asking by HTTP Basic).
+The page in a real browser is in tests/test_status_page.py.
+"""
+from __future__ import annotations
+
+import base64
+import threading
+from datetime import datetime, timedelta
+
+import falcon.testing
+import pytest
+
+from conf.settings import ServerConfig, ServiceConfig
+from storage import executors, jobs, overview
+from storage.states import JobState
+from tests.harness import StandInGateway, bearer
+from web.overview import WINDOW, summary, throughput
+from web.server_app import create_app
+
+NOW = datetime(2026, 11, 30, 12, 0, 0)
+HADDOCK = "haddock-token-0123456789abcdef"
+PRODIGY = "prodigy-token-0123456789abcdef"
+SECRET = "cluster-secret-0123456789abcdef"
+SERVICES = (ServiceConfig("example", runs_per_user=2, max_runs=4, max_queued_per_user=10), ServiceConfig("prodigy"))
+
+
+def job(user: int, service: str = "example", portal: str | None = None, created: datetime = NOW - timedelta(minutes=30),
+        started_after: float | None = None, ran: float | None = None, outcome: JobState | None = None,
+        reason: str | None = None) -> int:
+    """A job created at `created`; started `started_after` seconds later on executor E, and ended
+    with `outcome` after running `ran` seconds (or at once, never started, if `started_after` is None)."""
+    job_id = jobs.create_job(user, service, f"/jobs/{user}", created, portal)[0]
+    if started_after is None and outcome is None:
+        return job_id
+    if started_after is not None:
+        started = created + timedelta(seconds=started_after)
+        jobs.claim_for_dispatch([job_id], started)
+        jobs.begin_attempts([(job_id, "http://e:1")], started)
+        jobs.mark_submitted([(job_id, 1, "1")], started)
+        jobs.mark_running([(job_id, 1)], started)
+        if outcome is not None:
+            jobs.finish(job_id, 1, outcome, started + timedelta(seconds=ran or 0), reason=reason,
+                        exit_code=0 if outcome is JobState.COMPLETED else 3)
+    else:
+        jobs.finish(job_id, None, outcome, created, reason=reason)
+    return job_id
+
+
+@pytest.fixture
+def history(clean_database):
+    """example: user 1 has 3 queued, user 2 has 1 queued and 1 running; in the last hour 2
+    completed (waits 10 and 30 s, runs 60 and 120 s), 1 failed; one completed two hours ago.
+    prodigy: one queued job of the portal `prodigy`."""
+    for _ in range(3):
+        job(1)
+    job(2)
+    job(2, started_after=5)
+    job(3, started_after=10, ran=60, outcome=JobState.COMPLETED)
+    job(4, started_after=30, ran=120, outcome=JobState.COMPLETED)
+    job(5, started_after=2, ran=1, outcome=JobState.FAILED, reason="exit code 3")
+    job(6, created=NOW - timedelta(hours=2), started_after=1, ran=1, outcome=JobState.COMPLETED)
+    job(7, service="prodigy", portal="prodigy")
+    executors.record("http://e:1", "example", 4, "alive", NOW)
+
+
+def test_the_figures_of_a_service_count_its_waiting_and_active_jobs_and_the_last_hours_outcomes(history):
+    got = summary(SERVICES, overview.figures(NOW - WINDOW), executors.listing(), NOW)
+    example, prodigy = got["services"]
+
+    assert (example["name"], example["queued"], example["active"], example["users_waiting"]) == ("example", 4, 1, 2)
+    assert example["top_waiting_users"] == [{"portal": None, "user_id": 1, "queued": 3},
+                                            {"portal": None, "user_id": 2, "queued": 1}]
+    assert example["finished_last_hour"] == {"Completed": 2, "Failed": 1, "Cancelled": 0}
+    assert example["median_wait_seconds"] == 10.0  # of 2, 10 and 30 s
+    assert example["median_run_seconds"] == 60.0   # of 1, 60 and 120 s
+    assert example["limits"] == {"runs_per_user": 2, "max_runs": 4, "max_queued_per_user": 10}
+    assert example["executors"] == [{"url": "http://e:1", "state": "alive", "slots": 4, "free_slots": 3, "running": 1,
+                                     "last_seen": "2026-11-30T12:00:00Z"}]
+    assert (prodigy["queued"], prodigy["active"], prodigy["median_wait_seconds"]) == (1, 0, None)
+
+
+def test_a_service_no_longer_configured_is_listed_while_it_has_jobs(history):
+    got = summary(SERVICES[1:], overview.figures(NOW - WINDOW), [], NOW)
+    assert [(s["name"], s["configured"], s["limits"]) for s in got["services"]] == [
+        ("prodigy", True, {"runs_per_user": 5, "max_runs": None, "max_queued_per_user": None}),
+        ("example", False, None)]
+
+
+def test_throughput_counts_the_jobs_ended_in_each_five_minutes_of_the_last_hour(history):
+    buckets = throughput(overview.figures(NOW - WINDOW), NOW)
+    assert len(buckets) == 12 and sum(sum(b.values()) for b in buckets) == 3
+    # ended at 12:00 - 30 min + wait + run: 11:31:10, 11:32:30 and 11:30:05: the bucket 11:30-11:35
+    assert buckets[6] == {"Completed": 2, "Failed": 1, "Cancelled": 0}
+
+
+def test_recent_failures_are_newest_first_with_their_reasons(history):
+    job(8, created=NOW - timedelta(minutes=5), outcome=JobState.FAILED, reason="the executor refused the job")
+    failures = overview.recent_failures(10)
+    assert [(f["user_id"], f["reason"]) for f in failures] == [(8, "the executor refused the job"),
+                                                              (5, "exit code 3")]
+
+
+# --- over HTTP ---------------------------------------------------------------------------------------
+
+def app(tmp_path, **settings) -> falcon.testing.TestClient:
+    config = ServerConfig(data_dir=str(tmp_path / "data"), services=SERVICES, **settings)
+    return falcon.testing.TestClient(create_app(config, StandInGateway(), threading.Event()))
+
+
+def basic(secret: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"operator:{secret}".encode()).decode()}
+
+
+def test_a_portal_sees_the_same_shape_for_its_own_jobs_only_and_no_executors(tmp_path, history):
+    client = app(tmp_path, tokens=(("haddock", HADDOCK), ("prodigy", PRODIGY)), cluster_secret=SECRET)
+    mine = client.simulate_get("/services", headers=bearer(PRODIGY)).json
+    counts = {s["name"]: (s["queued"], s["active"], s["users_waiting"], s["executors"]) for s in mine["services"]}
+    assert counts == {"example": (0, 0, 0, []), "prodigy": (1, 0, 1, [])}
+    everyone = client.simulate_get("/services", headers=bearer(SECRET)).json
+    assert [s["queued"] for s in everyone["services"]] == [4, 1] and everyone["services"][0]["executors"]
+    assert client.simulate_get("/services").status_code == 401
+
+
+def test_the_status_page_is_an_operator_view_that_a_browser_opens_with_the_secret_as_password(tmp_path, history):
+    client = app(tmp_path, tokens=(("haddock", HADDOCK),), cluster_secret=SECRET)
+
+    asked = client.simulate_get("/status")
+    assert asked.status_code == 401 and "Basic" in asked.headers["WWW-Authenticate"]
+    assert client.simulate_get("/status", headers=bearer(HADDOCK)).status_code == 403
+    assert client.simulate_get("/status", headers=basic("wrong-secret-0123456789")).status_code == 401
+    page = client.simulate_get("/status", headers=basic(SECRET))
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert "http://e:1" in page.text and "exit code 3" in page.text and "<svg" in page.text
+    assert "https://" not in page.text and "<script" not in page.text  # works on an isolated network
+
+
+def test_the_status_page_escapes_what_jobs_and_executors_wrote(tmp_path, clean_database):
+    job(1, created=NOW, outcome=JobState.FAILED, reason="<script>alert(1)</script>")
+    page = app(tmp_path).simulate_get("/status").text
+    assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
