@@ -152,10 +152,10 @@ class Reporter:
                           response.data.decode("utf-8", "replace")[:300])
             self.refused = True
             return
-        if self.said is not None:
-            log.info("the server at %s answers again", self.config.server_url)
-        elif not self.reached:
+        if not self.reached:
             log.info("registered at %s for service %s", self.config.server_url, self.config.service)
+        elif self.said is not None:
+            log.info("the server at %s answers again", self.config.server_url)
         self.reached, self.down_since, self.said, self.refused = True, None, None, False
         try:
             timeout = json.loads(response.data).get("executor_timeout")

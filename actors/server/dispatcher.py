@@ -212,6 +212,10 @@ class DispatcherActor(ServerActor):
 
     def receiveMsg_ExecutorHeartbeat(self, msg: ExecutorHeartbeat, sender) -> None:
         slot = self.add_executor(msg.url)
+        if slot.url in self.down_since and not msg.leaving:
+            # NOTE: it may have started since the last probe: a one-way executor is one that does
+            # not answer now, not one that answered no probe yet.
+            self.probe([slot])
         self.heard_from(slot, msg.slots, msg.draining, registered=True, direct=False, leaving=msg.leaving)
         if slot.reachable:  # a kill cannot get through otherwise; the probe's answer brings the list again
             self.kill_stale(msg.url, msg.tasks)
