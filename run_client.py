@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from actors.node.job_cgroups import JobCgroups
     from actors.messages import ConfigureExecutor
+    from actors.node.reporter import REFUSED_FILE
     from actors.node.sandbox import SandboxUnavailable, Wrapping
     from conf.settings import ConfigError, load_client_config
     from storage import database
@@ -47,12 +48,15 @@ def main(argv: list[str] | None = None) -> int:
         "jobs run %s; their limits: %s", wrapping.describe(config),
         cgroups.describe() if cgroups else "rlimits" if config.backend == "local" else "rlimits (and Slurm's own)")
     shutil.rmtree(config.incoming_path, ignore_errors=True)
+    refused = os.path.join(config.data_path, REFUSED_FILE)
+    if os.path.exists(refused):
+        os.remove(refused)  # a previous run's: this one asks the server again
     tasks.remove_partial_zips(config.zips_path)
     database.bind(db, config.database_url, create_tables=True)
-    return run_node(
+    code = run_node(
         state_dir=config.data_path, admin_port=config.actor_admin_port,
         actor_class="actors.node.executor.ExecutorActor",
-        configure_message=ConfigureExecutor(config, wrapping, cgroups),
+        configure_message=ConfigureExecutor(config, wrapping, cgroups, os.getpid()),
         make_app=lambda gateway, stopping: create_app(config, gateway, stopping, backend_problem(config)),
         host=config.host, port=config.port, threads=config.threads,
         max_body=config.max_upload_mb * 1024 * 1024, name=f"orchestrator-executor[{config.service}]",
@@ -61,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         # Ctrl-C (SIGINT) stops at once: running scripts are stopped and reported lost.
         settled=drained, settle_seconds=None, immediate=(signal.SIGINT,),
     )
+    # NOTE: the server does not know this node's service: the reporter said how to add it, and
+    # stopped the node (actors/node/reporter.py).
+    return 2 if os.path.exists(refused) else code
 
 
 def backend_problem(config):

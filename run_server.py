@@ -24,11 +24,13 @@ def remove_orphan_folders(jobs_dir: str) -> None:
 
 
 def prepare_database(config) -> None:
-    from storage import database
+    from storage import database, executors
     from storage.models import db
 
     database.bind(db, config.database_url, create_tables=True)
     remove_orphan_folders(config.jobs_path)
+    # NOTE: before the actors: no executor has been heard from by this server yet.
+    executors.server_started({url: service.name for service in config.services for url in service.clients})
 
 
 def make_app(config, gateway, stopping):

@@ -201,6 +201,8 @@ class ExecutorHeartbeat:
     draining: bool
     #: (task_id, job_id, attempt) of every task the executor holds and has not finished.
     tasks: tuple[tuple[str, int, int], ...] = ()
+    #: Its last heartbeat: it drained and stops now (it is `gone`, not lost).
+    leaving: bool = False
 
 
 @dataclass(frozen=True)
@@ -227,6 +229,8 @@ class ConfigureExecutor:
     config: ClientConfig
     wrapping: Any = None
     cgroups: Any = None
+    #: The node's main process: told to stop (SIGTERM) when the server does not know the service.
+    node_pid: int = 0
 
 
 @dataclass(frozen=True)
@@ -251,6 +255,7 @@ class Drain:
 @dataclass(frozen=True)
 class Drained:
     """Reply to `Drain`: tasks still waiting or running, final reports not yet delivered, and
-    results the server has not fetched yet (for at most DRAIN_FETCH_WAIT seconds after their end)."""
+    results the server has not fetched yet (for at most DRAIN_FETCH_WAIT seconds after their end),
+    plus one until the node told the server it leaves."""
 
     remaining: int

@@ -92,14 +92,11 @@ class Executor(db.Entity):
     url = PrimaryKey(str, 1024)
     service = Required(str, 64, index=True)
     slots = Required(int, default=0)
-    #: "alive", "lost" or "draining".
-    state = Required(str, 16, default="alive")
+    #: "unknown", "alive", "draining", "lost" or "gone" (actors/server/executor_states.py).
+    state = Required(str, 16, default="unknown")
     #: True when it registered itself; False when it comes from a `clients` list.
     registered = Required(bool, default=False)
     last_seen = Optional(datetime, precision=6)
+    #: Why the server last failed to reach it (kept once it answers again: the last failure's reason).
+    last_error = Optional(str, 1024)
     before_insert = before_update = clean_row
-
-    def to_dict(self, running: int) -> dict:
-        return {"url": self.url, "service": self.service, "state": self.state, "slots": self.slots,
-                "running": running, "registered": self.registered,
-                "last_seen": self.last_seen.isoformat() + "Z" if self.last_seen else None}

@@ -564,3 +564,40 @@ def fire_timers(asys, which) -> None:
     for timer in due:
         KEPT_TIMERS.remove(timer)
         asys.tell(timer[0], WakeupMessage(timer[1], timer[2]))
+
+
+def shipped_configuration(cluster: Cluster, **server_extra) -> tuple[Node, Node]:
+    """The server and `example` executor of `make run`, with the shipped conf/server.ini and
+    conf/client.ini as they are but for free ports, data folders under the cluster's root and
+    `server_extra` ([server] keys, e.g. a short executor_timeout): (server, executor), not started.
+    Every `clients` URL of server.ini moves to a free port (the example executor's for :9000), so
+    the executors it names and `make run` does not start (prodigy) are absent as there."""
+    import configparser
+
+    def shipped(name: str) -> dict[str, dict[str, str]]:
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.read(ROOT / "conf" / name)
+        return {section: dict(parser[section]) for section in parser.sections()}
+
+    server_port, executor_port = free_port(), free_port()
+    folder = cluster.root / f"shipped-{server_port}"
+    folder.mkdir(parents=True)
+    server_ini, client_ini = shipped("server.ini"), shipped("client.ini")
+    server_ini["server"].update(port=str(server_port), data_dir=str(folder / "server"), **server_extra)
+    for section in server_ini.values():
+        if section.get("clients"):
+            ports = [executor_port if url.strip().endswith(":9000") else free_port()
+                     for url in section["clients"].split(",")]
+            section["clients"] = ",".join(f"http://127.0.0.1:{port}" for port in ports)
+    client_ini["client"].update(port=str(executor_port), data_dir=str(folder / "executor"),
+                                server_url=f"http://127.0.0.1:{server_port}",
+                                pass_env=",".join(filter(None, [MARKER, client_ini["client"].get("pass_env")])))
+    write_ini(folder / "server.ini", server_ini)
+    write_ini(folder / "client.ini", client_ini)
+    server = Node("server", server_port, folder, ["run_server.py", "--config", str(folder / "server.ini")], {},
+                  cluster=cluster)
+    executor = Node("executor", executor_port, folder,
+                    ["run_client.py", "--service", "example", "--config", str(folder / "client.ini")], {},
+                    cluster=cluster)
+    cluster.nodes.extend([server, executor])
+    return server, executor

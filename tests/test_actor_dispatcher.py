@@ -5,7 +5,7 @@ on actors.server.dispatcher), answering, refusing or unreachable as a test tells
 stand in for the quota and the queue. Covered: where jobs go (registration by heartbeat, spread by
 free slots, draining executors), what an unreachable or refusing executor does to a job and its
 attempt count, CancelJob, an executor declared lost after executor_timeout, and the tasks of stale
-attempts it holds when it comes back.
+attempts it holds when it comes back; the states GET /executors shows and the executor events logged.
 
 Time: the dispatcher reads `storage.clock.monotonic`, which `Ticks` replaces, and its timers with a
 delay ("probe", "check") are kept by the test and fired when it says (`Harness.fire`): in
@@ -15,6 +15,7 @@ thread pool; `CallPool.each` waits for them, so a tell returns once they are ans
 """
 from __future__ import annotations
 
+import logging
 import threading
 
 import pytest
@@ -50,6 +51,8 @@ class Executors:
         self.kills: list[tuple[str, str]] = []
         #: The tasks each executor's /health lists: [task id, job id, attempt].
         self.held: dict[str, list] = {}
+        #: The status each executor's /health says ("ok" unless set).
+        self.status: dict[str, str] = {}
 
     def answer(self, url: str) -> None:
         self.failure.pop(url, None)
@@ -70,7 +73,7 @@ class Executors:
     # the ExecutorLink methods the dispatcher calls
     def health(self, base: str) -> dict:
         self._reachable(base)
-        return {"service": SERVICE, "slots": self.slots.get(base, 1), "status": "ok",
+        return {"service": SERVICE, "slots": self.slots.get(base, 1), "status": self.status.get(base, "ok"),
                 "tasks": self.held.get(base, [])}
 
     def submit(self, base: str, job_id: int, job_uid: str, attempt: int, callback_url: str, folder: str) -> str:
@@ -108,9 +111,9 @@ class Harness:
         self.link, self.ticks = link, ticks
         self.dispatcher = self.quota = self.queue = None
 
-    def start(self, executor_timeout: float = 30.0, max_attempts: int = 3) -> "Harness":
+    def start(self, executor_timeout: float = 30.0, max_attempts: int = 3, clients: tuple[str, ...] = ()) -> "Harness":
         config = ServerConfig(database=self.database_path, data_dir=self.data_dir, executor_timeout=executor_timeout,
-                              max_attempts=max_attempts, services=(ServiceConfig(SERVICE),))
+                              max_attempts=max_attempts, services=(ServiceConfig(SERVICE, clients),))
         self.dispatcher = self.system.createActor(Dispatcher)
         self.quota = self.system.createActor(Recorder)
         self.queue = self.system.createActor(Recorder)
@@ -120,9 +123,9 @@ class Harness:
                                                 dispatchers=((SERVICE, self.dispatcher),)))
         return self
 
-    def heartbeat(self, url: str, slots: int = 1, draining: bool = False) -> None:
+    def heartbeat(self, url: str, slots: int = 1, draining: bool = False, leaving: bool = False) -> None:
         self.link.slots[url] = slots
-        self.system.tell(self.dispatcher, ExecutorHeartbeat(SERVICE, url, slots, draining))
+        self.system.tell(self.dispatcher, ExecutorHeartbeat(SERVICE, url, slots, draining, leaving=leaving))
 
     def admit(self, count: int = 1, user_id: int = 1) -> list[int]:
         """What the quota does: jobs made Dispatching, then one Dispatch for all of them."""
@@ -413,3 +416,101 @@ def test_an_executor_back_from_a_loss_is_told_to_kill_the_task_of_an_attempt_tha
 
     assert harness.link.kills == [(A, f"task-{job_id}-1")]
     assert row(job_id).state is JobState.SUBMITTED
+
+
+# --- what the registry says of each executor, and the events logged --------------------------------
+
+def states() -> dict[str, tuple[str, str | None]]:
+    """Each executor's (state, last_error) in the registry, as GET /executors shows them."""
+    return {e["url"]: (e["state"], e["last_error"]) for e in executors.listing()}
+
+
+def events(caplog) -> list[tuple[str, int, dict]]:
+    """The executor events logged so far: (name, level, fields)."""
+    return [(r.event, r.levelno, r.fields) for r in caplog.records if getattr(r, "event", None)]
+
+
+def test_a_configured_executor_that_never_answers_stays_unknown_said_once_at_info(harness, caplog):
+    caplog.set_level(logging.INFO, logger="orchestrator")
+    harness.link.unreachable(A, delivered=False)
+    harness.start(executor_timeout=30, clients=(A,))
+
+    for _ in range(4):  # two minutes of probes and checks
+        harness.ticks.now += 31
+        harness.fire("check")
+
+    assert states() == {A: ("unknown", f"{A}: connection failed")}
+    assert [r.levelname for r in caplog.records] == ["INFO"]
+    assert "has not answered since the server started" in caplog.records[0].getMessage()
+    assert events(caplog) == []
+
+    harness.link.answer(A)
+    harness.fire("probe")
+    assert states()[A][0] == "alive"
+    assert events(caplog) == [("alive", logging.INFO, {"executor": A, "service": SERVICE, "slots": 1})]
+
+
+def test_a_registered_executor_silent_past_the_timeout_is_lost_with_why_and_logged_alive_when_back(harness, caplog):
+    caplog.set_level(logging.INFO, logger="orchestrator")
+    harness.start(executor_timeout=30)
+    harness.heartbeat(A, slots=2)
+    harness.link.unreachable(A, delivered=False)
+    harness.ticks.now += 31
+    harness.fire("check")
+
+    reason = f"not heard from for 30 s (last error: {A}: connection failed)"
+    assert states() == {A: ("lost", reason)}
+    harness.link.answer(A)
+    harness.fire("probe")
+
+    assert states() == {A: ("alive", reason)}  # the last failure's reason stays
+    assert events(caplog) == [
+        ("registered", logging.INFO, {"executor": A, "service": SERVICE, "slots": 2}),
+        ("lost", logging.WARNING, {"executor": A, "service": SERVICE, "slots": 2, "reason": reason}),
+        ("alive", logging.INFO, {"executor": A, "service": SERVICE, "slots": 2})]
+
+
+def test_an_executor_that_says_it_leaves_is_gone_not_lost_until_it_starts_again(harness, caplog):
+    caplog.set_level(logging.INFO, logger="orchestrator")
+    harness.start(executor_timeout=30)
+    harness.heartbeat(A)
+    harness.heartbeat(A, draining=True)
+    harness.heartbeat(A, draining=True, leaving=True)
+    assert states()[A][0] == "gone"
+    assert harness.capacity() == 0
+
+    harness.link.status[A] = "draining"
+    harness.fire("probe")  # it still answers, draining, for the moment it takes to stop: still gone
+    assert states()[A][0] == "gone"
+    harness.link.unreachable(A, delivered=False)
+    for _ in range(3):
+        harness.ticks.now += 31
+        harness.fire("check")
+    assert states()[A][0] == "gone"
+    assert [name for name, _, _ in events(caplog)] == ["registered", "draining", "gone"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+    harness.link.answer(A)
+    harness.link.status[A] = "ok"
+    harness.heartbeat(A)  # started again: its heartbeat alone does not count until it answers
+    harness.fire("probe")
+    assert states()[A][0] == "alive"
+    assert [name for name, _, _ in events(caplog)][-1] == "alive"
+    assert harness.capacity() == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_never_heard_executor_holding_jobs_from_before_the_restart_is_lost_and_its_jobs_queued_again(harness):
+    # Given: a job on A from before the server's restart, and A does not answer the new server
+    [job_id] = [new_job(1)]
+    jobs.claim_for_dispatch([job_id], clock.utcnow())
+    jobs.begin_attempts([(job_id, A)], clock.utcnow())
+    jobs.mark_submitted([(job_id, 1, "7")], clock.utcnow())
+    harness.link.unreachable(A, delivered=False)
+    harness.start(executor_timeout=30)
+
+    harness.ticks.now += 31
+    harness.fire("check")
+
+    assert states()[A][0] == "lost"
+    assert [msg.job_id for msg in harness.queue_got()] == [job_id]

@@ -390,6 +390,7 @@ BEAT_WORDS = "send service, url (http(s)://host:port), slots (1-4096), draining 
     {**BEAT, "tasks": [["7", 0, 1]]},
     {**BEAT, "tasks": [["7", 1, 0]]},
     {**BEAT, "tasks": [["7" * 65, 1, 1]]},
+    {**BEAT, "leaving": "yes"},
 ])
 def test_a_malformed_heartbeat_is_400_saying_what_a_heartbeat_holds_and_reaches_no_actor(server, body):
     response = server.client.simulate_post("/internal/executors", json=body)
@@ -420,6 +421,14 @@ def test_a_heartbeat_goes_to_its_services_dispatcher_and_answers_the_executor_ti
     assert server.gateway.posted == [
         ("dispatcher:example", ExecutorHeartbeat("example", EXECUTOR, 4, False, (("7", 1, 1),))),
         ("dispatcher:prodigy", ExecutorHeartbeat("prodigy", "https://node.example.org:9002", 4096, True, ()))]
+
+
+def test_a_last_heartbeat_saying_the_executor_leaves_reaches_its_dispatcher(server):
+    response = server.client.simulate_post("/internal/executors", json={**BEAT, "tasks": [], "leaving": True})
+
+    assert response.status_code == 200
+    assert server.gateway.posted == [
+        ("dispatcher:example", ExecutorHeartbeat("example", EXECUTOR, 4, False, (), leaving=True))]
 
 
 # --- GET/HEAD /download/{id}, GET /jobs/{id}, POST /jobs/{id}/cancel, by the job's state --------

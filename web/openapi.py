@@ -185,9 +185,9 @@ def document(config: ServerConfig) -> dict:
                 "Executors": {"type": "object", "required": ["executors"], "properties": {"executors": {
                     "type": "array", "items": {"type": "object", "properties": {
                         "url": {"type": "string"}, "service": {"type": "string"},
-                        "state": {"enum": ["alive", "lost", "draining"]}, "slots": {"type": "integer"},
-                        "running": {"type": "integer"}, "registered": {"type": "boolean"},
-                        "last_seen": _stamp()}}}}},
+                        "state": {"enum": ["unknown", "alive", "draining", "lost", "gone"]},
+                        "slots": {"type": "integer"}, "running": {"type": "integer"}, "registered": {"type": "boolean"},
+                        "last_seen": _stamp(), "last_error": {"type": ["string", "null"]}}}}}},
                 "Services": {"type": "object", "required": ["generated_at", "window_seconds", "services"], "properties": {
                     "generated_at": _stamp(), "window_seconds": {"type": "integer"},
                     "services": {"type": "array", "items": {"type": "object", "required": [
@@ -229,7 +229,8 @@ def document(config: ServerConfig) -> dict:
                         "type": "array", "minItems": 3, "maxItems": 3, "prefixItems": [
                             {"type": "string", "maxLength": 64},
                             {"type": "integer", "minimum": 1, "maximum": MAX_ID},
-                            {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}]}}}},
+                            {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}]}},
+                    "leaving": {"type": "boolean"}}},
                 "HeartbeatAnswer": {"type": "object", "required": ["executor_timeout"],
                                     "properties": {"executor_timeout": {"type": "number"}}},
             },

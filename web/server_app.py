@@ -242,7 +242,7 @@ class ExecutorEvents:
 
 class ExecutorRegistry:
     """`POST /internal/executors`: an executor's heartbeat (its first one registers it);
-    `GET /executors`: every executor with its state, slots and running jobs (with portal tokens,
+    `GET /executors`: every executor with its state, slots, running jobs, last_seen and last_error (with portal tokens,
     an operator view: web.auth lets only the cluster secret in)."""
 
     def __init__(self, config: ServerConfig, gateway: ActorGateway):
@@ -257,20 +257,22 @@ class ExecutorRegistry:
         if not isinstance(body, dict):
             raise falcon.HTTPBadRequest(title="Invalid heartbeat", description="send a JSON object.")
         service, url, slots, draining = body.get("service"), body.get("url"), body.get("slots"), body.get("draining")
-        held = body.get("tasks", [])
+        held, leaving = body.get("tasks", []), body.get("leaving", False)
         if not isinstance(service, str) or not isinstance(url, str) or not _is_url(url) \
-                or not _int_in(slots, 1, 4096) or not isinstance(draining, bool) or not _is_task_list(held):
+                or not _int_in(slots, 1, 4096) or not isinstance(draining, bool) or not _is_task_list(held) \
+                or not isinstance(leaving, bool):
             raise falcon.HTTPBadRequest(
                 title="Invalid heartbeat",
                 description="send service, url (http(s)://host:port), slots (1-4096), draining (true/false) "
-                            "and tasks, a list of [task_id, job_id, attempt].")
+                            "and tasks, a list of [task_id, job_id, attempt] (and leaving, true/false, if it "
+                            "stops now).")
         if self.config.service(service) is None:
             raise falcon.HTTPNotFound(
                 title="Unknown service",
                 description=f"service {service[:64]!r} is not configured on this server; "
                             f"configured: {', '.join(s.name for s in self.config.services)}.")
         self.gateway.post(ExecutorHeartbeat(service, url.rstrip("/"), int(slots), draining,
-                                            tuple((str(t), int(j), int(a)) for t, j, a in held)),
+                                            tuple((str(t), int(j), int(a)) for t, j, a in held), leaving),
                           role=f"dispatcher:{service}")
         resp.media = {"executor_timeout": self.config.executor_timeout}
 

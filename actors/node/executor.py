@@ -2,8 +2,8 @@
 
 Accepts: ConfigureExecutor (from run_client.py: recover the task table, answer Pong), RunTask and
 KillTask (from the node's web layer), Drain (from run_client.py on SIGTERM: announce draining,
-answer Drained with what is left), Ping, WakeupMessage (("poll", n) while tasks run; "tick" every
-TICK_SECONDS to re-send undelivered reports and pick up accepted tasks it has not heard of;
+answer Drained with what is left, the farewell to the server included), Ping, WakeupMessage
+(("poll", n) while tasks run; "tick" every TICK_SECONDS to re-send undelivered reports and pick up accepted tasks it has not heard of;
 "sweep" for retention), ActorExitRequest (stop the running scripts).
 
 Where a task runs is the backend's business (actors/node/backends/): `bash run.sh` on this host,
@@ -72,7 +72,7 @@ class ExecutorActor(ActorTypeDispatcher):
         self.config = msg.config
         database.bind(db, msg.config.database_url, create_tables=False)
         self.backend = make_backend(self.config, msg.wrapping, msg.cgroups)
-        self.reporter = Reporter(self.config, self.backend.problem)
+        self.reporter = Reporter(self.config, self.backend.problem, msg.node_pid)
         self.zips = ZipOnce()
         self.settle(self.backend.recover())
         for task_id, folder in tasks.succeeded_folders():  # results a stopped node did not zip
@@ -109,7 +109,10 @@ class ExecutorActor(ActorTypeDispatcher):
         counts = tasks.counts()
         # NOTE: a node that left before the server fetched a result would have its job run again.
         unfetched = tasks.awaiting_retrieval(clock.utcnow() - timedelta(seconds=DRAIN_FETCH_WAIT))
-        self.send(sender, Drained(sum(counts.values()) + len(tasks.unreported()) + unfetched))
+        remaining = sum(counts.values()) + len(tasks.unreported()) + unfetched
+        if remaining == 0:
+            self.reporter.leave()  # nothing left: the last heartbeat says so (the server lists it gone)
+        self.send(sender, Drained(remaining + (not self.reporter.left)))
 
     def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender) -> None:
         if self.backend is not None:

@@ -7,6 +7,11 @@ did not answer; "check": the regular look at every executor, at losses, at the l
 Dispatching jobs this actor has not heard of). Sends: Capacity and JobEnded to the quota, JobQueued
 to the queue for jobs of a lost executor.
 
+What it learns of each executor it writes to the registry (storage/executors.py) as the states of
+actors/server/executor_states.py, and logs each change as an executor event (conf/logs.py:
+registered, alive, draining, lost, gone). An executor that never answered since the server
+started is `unknown`, said once at INFO: a configured node that is not started is not a fault.
+
 Before each send it persists the attempt number and the executor chosen, so the executor's report
 of an older attempt is recognised and ignored. A send that may have reached its executor is
 repeated to that executor with the same attempt (the executor recognises it), never to another
@@ -21,13 +26,17 @@ if it is lost (there is no queue to send them back to).
 from __future__ import annotations
 
 
+import logging
+
 from thespian.actors import WakeupMessage
 
 from actors.messages import CancelJob, Capacity, Configure, Dispatch, ExecutorHeartbeat, JobEnded
 from actors.server.base import ServerActor
 from actors.server.executor_link import ExecutorLink, ExecutorRefused, ExecutorUnreachable
+from actors.server.executor_states import ALIVE, DRAINING, GONE, LOST, UNKNOWN, after_contact, after_silence
 from actors.server.parallel import CallPool
 from actors.server.scheduling import KnownExecutor, choose_executor, is_lost
+from conf.logs import event
 from storage import executors, jobs
 from storage import clock
 from storage.states import ACTIVE, JobState
@@ -55,14 +64,14 @@ class DispatcherActor(ServerActor):
         self.executors: dict[str, KnownExecutor] = {}
         self.last_seen: dict[str, float] = {}
         self.down_since: dict[str, float] = {}
-        self.lost: set[str] = set()
         #: Executors whose heartbeats arrive while the server cannot reach them (logged once).
         self.one_way: set[str] = set()
         # NOTE: an executor that holds jobs stays watched, even if the configuration dropped it.
         holding = {job.executor for job in jobs.active_in(self.service) if job.executor}
         registered = () if self.retired else executors.registered(self.service)
+        left = executors.gone()
         for url in (*static, *registered, *sorted(holding - set(static))):
-            self.add_executor(url)
+            self.add_executor(url).state = GONE if url in left else UNKNOWN
         self.pending: dict[int, None] = {}  # an ordered set: the jobs to send, oldest first
         self.counter = 0
         self.capacity_told = -1
@@ -106,40 +115,61 @@ class DispatcherActor(ServerActor):
                 self.heard_from(slot, int(health["slots"]), health.get("status") == "draining")
                 self.kill_stale(slot.url, _held(health.get("tasks")))
             except (ExecutorUnreachable, ValueError, TypeError) as exc:
-                if slot.reachable or slot.url not in self.down_since:
-                    self.log.warning("executor %s of %s is unreachable: %s", slot.url, self.service, exc)
-                self.mark_down(slot)
+                self.unreachable(slot, str(exc))
         self.arm_probe()
         self.tell_capacity()
 
+    def unreachable(self, slot: KnownExecutor, error: str) -> None:
+        """A probe did not get through: said once per outage (at INFO for an executor not heard from
+        since the server started, not at all for one that left), the reason kept for the registry."""
+        if slot.reachable or slot.url not in self.down_since:
+            slot.error = error
+            if slot.state in (ALIVE, DRAINING):
+                self.log.warning("executor %s of %s is unreachable: %s", slot.url, self.service, error)
+            elif slot.state == UNKNOWN:
+                self.log.info("executor %s of %s has not answered since the server started (%s); it is "
+                              "listed as unknown until it does", slot.url, self.service, error)
+            if slot.state != GONE:
+                self.record(slot.url, slot.slots, slot.state, None, error=error)
+        self.mark_down(slot)
+
     def heard_from(self, slot: KnownExecutor, slots: int, draining: bool, *, registered: bool | None = None,
-                   direct: bool = True) -> None:
-        if not direct and slot.url in self.down_since:
+                   direct: bool = True, leaving: bool = False) -> None:
+        if not direct and slot.url in self.down_since and not leaving:
             # NOTE: it reaches us, but we could not reach it at this URL (a wrong advertise_url, a
             # firewall): only the probe's answer brings it back, and it is lost after
             # executor_timeout like any executor we cannot reach, so its jobs do not wait forever.
-            if slot.url not in self.one_way:
+            # (One that left and starts again is quietly brought back by the probe's answer.)
+            if slot.url not in self.one_way and slot.state != GONE:
                 self.one_way.add(slot.url)
                 self.log.error("executor %s of %s sends heartbeats, but the server cannot reach it at that URL; "
                                "check its advertise_url (or host and port) and the network between them",
                                slot.url, self.service)
             return
         self.one_way.discard(slot.url)
-        was = (slot.reachable, slot.draining, slot.slots, slot.url in self.lost)
-        slot.slots, slot.reachable, slot.draining = slots, True, draining
+        state, name = after_contact(slot.state, draining, leaving)
+        was = (slot.state, slot.slots)
+        slot.slots, slot.state = slots, state
+        slot.reachable, slot.draining = state != GONE, state != ALIVE
         self.last_seen[slot.url] = clock.monotonic()
-        self.down_since.pop(slot.url, None)
-        if slot.url in self.lost:
-            self.log.warning("executor %s of %s is back", slot.url, self.service)
-            self.lost.discard(slot.url)
-        if was != (True, draining, slots, False) or registered:
-            self.record(slot.url, slots, "draining" if draining else "alive", clock.utcnow(), registered=registered)
+        if state == GONE:
+            self.mark_down(slot)  # probed until it answers as a node started again; quietly
+            self.arm_probe()
+        else:
+            self.down_since.pop(slot.url, None)
+        if was != (state, slots) or registered:
+            if self.record(slot.url, slots, state, clock.utcnow(), registered=registered):
+                name = "registered"
+        if name is not None:
+            event(self.log, name, executor=slot.url, service=self.service, slots=slots)
 
-    def record(self, url: str, slots: int, state: str, now, registered: bool | None = None) -> None:
-        """Note the executor's state in the registry (GET /executors). A retired service's
-        dispatcher does not: the address may serve a configured service now (a renamed one)."""
-        if not self.retired:
-            executors.record(url, self.service, slots, state, now, registered=registered)
+    def record(self, url: str, slots: int, state: str, now, registered: bool | None = None,
+               error: str | None = None) -> bool:
+        """Note the executor's state in the registry (GET /executors); True if it registered just
+        now. A retired service's dispatcher does not: the address may serve a configured service
+        now (a renamed one)."""
+        return not self.retired and executors.record(url, self.service, slots, state, now, registered=registered,
+                                                     error=error)
 
     def forget_idle(self) -> None:
         """A retired service's executors that hold none of its jobs any more are no longer watched."""
@@ -167,18 +197,26 @@ class DispatcherActor(ServerActor):
     def check_losses(self) -> None:
         now = clock.monotonic()
         for url, slot in self.executors.items():
-            if url in self.lost or slot.reachable or not is_lost(self.last_seen[url], now, self.timeout):
+            if slot.reachable or slot.state == LOST or not is_lost(self.last_seen[url], now, self.timeout):
                 continue
-            self.lost.add(url)
-            self.log.error("executor %s of %s is lost: not heard from for %.0f s", url, self.service, self.timeout)
-            self.record(url, slot.slots, "lost", None)
-            for job in jobs.active_on(url):
+            held = jobs.active_on(url)
+            slot.state, name = after_silence(slot.state, bool(held), now - self.last_seen[url], self.timeout)
+            if name is None:
+                continue  # never heard from, or it left, and it holds nothing: it stays so
+            reason = f"not heard from for {self.timeout:.0f} s" + (f" (last error: {slot.error})" if slot.error else "")
+            event(self.log, name, logging.WARNING, executor=url, service=self.service, slots=slot.slots, reason=reason)
+            self.record(url, slot.slots, LOST, None, error=reason)
+            for job in held:
                 self.pending.pop(job.id, None)
                 self.job_lost(job.id, job.attempts, f"executor {url} was lost")
 
     def receiveMsg_ExecutorHeartbeat(self, msg: ExecutorHeartbeat, sender) -> None:
         slot = self.add_executor(msg.url)
-        self.heard_from(slot, msg.slots, msg.draining, registered=True, direct=False)
+        if slot.url in self.down_since and not msg.leaving:
+            # NOTE: it may have started since the last probe: a one-way executor is one that does
+            # not answer now, not one that answered no probe yet.
+            self.probe([slot])
+        self.heard_from(slot, msg.slots, msg.draining, registered=True, direct=False, leaving=msg.leaving)
         if slot.reachable:  # a kill cannot get through otherwise; the probe's answer brings the list again
             self.kill_stale(msg.url, msg.tasks)
         self.tell_capacity()
@@ -316,6 +354,7 @@ class DispatcherActor(ServerActor):
         """The executor did not take the job: try again later or elsewhere, or fail it if refused."""
         if isinstance(exc, ExecutorUnreachable):
             self.log.warning("executor %s unreachable while sending job %d: %s", slot.url, job.id, exc)
+            slot.error = str(exc)
             if not exc.delivered and not resend:
                 jobs.unassign(job.id, attempt)  # it never got there: free to go anywhere
                 slot.in_flight -= 1

@@ -60,6 +60,10 @@ class KnownExecutor:
     draining: bool = False
     #: Dispatch counter value of the last job sent here; spreads ties.
     last_used: int = 0
+    #: What the server says of it (actors/server/executor_states.py).
+    state: str = "unknown"
+    #: Why it could not be reached, last time it could not.
+    error: str | None = None
 
     @property
     def usable(self) -> bool:
