@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from actors.node.job_cgroups import JobCgroups
     from actors.messages import ConfigureExecutor
+    from conf import metrics
     from actors.node.sandbox import SandboxUnavailable, Wrapping
     from conf.settings import ConfigError, load_client_config
     from storage import database
@@ -49,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(config.incoming_path, ignore_errors=True)
     tasks.remove_partial_zips(config.zips_path)
     database.bind(db, config.database_url, create_tables=True)
+    # NOTE: before the actor system forks its processes, so that they count into the same folder.
+    metrics.prepare(config.data_path, [config.service], "executor")
     return run_node(
         state_dir=config.data_path, admin_port=config.actor_admin_port,
         actor_class="actors.node.executor.ExecutorActor",

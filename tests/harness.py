@@ -564,3 +564,22 @@ def fire_timers(asys, which) -> None:
     for timer in due:
         KEPT_TIMERS.remove(timer)
         asys.tell(timer[0], WakeupMessage(timer[1], timer[2]))
+
+
+def add_section(node: Node, name: str, values: dict[str, object]) -> Node:
+    """Append the INI section [name] (e.g. [operators]) to the configuration of a node made with
+    start=False; start it afterwards."""
+    config = node.folder / ("server.ini" if node.kind == "server" else "client.ini")
+    with open(config, "a") as handle:
+        handle.write("\n".join([f"[{name}]", *(f"{key} = {value}" for key, value in values.items()), ""]))
+    return node
+
+
+def scrape(node: Node, token: str | None = None) -> dict[tuple[str, tuple], float]:
+    """GET /metrics of `node`, parsed: {(sample name, sorted label pairs): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    answer = requests.get(f"{node.url}/metrics", headers=bearer(token), timeout=10)
+    assert answer.status_code == 200, answer.text
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(answer.text) for sample in family.samples}

@@ -16,7 +16,7 @@ from conf.settings import ServerConfig
 from storage import executors, jobs, public_ids
 from storage.clock import utcnow
 from storage.states import ACTIVE, JobState
-from web import openapi, uploads
+from web import metrics, openapi, uploads
 from web.auth import ServerAuth
 from web.common import MAX_ID, Ping, WhileActorsRestart, new_app, parse_id, positive_int, send_zip
 from web.gateway import ActorGateway
@@ -295,8 +295,9 @@ def _int_in(value, low: int, high: int) -> bool:
 
 
 def create_app(config: ServerConfig, gateway: ActorGateway, stopping: threading.Event) -> falcon.App:
-    app = new_app([ServerAuth(config.tokens, config.cluster_secret), WhileActorsRestart(gateway)],
-                  max_parts=config.max_files + 8)
+    app = new_app([metrics.HttpMetrics(),
+                   ServerAuth(config.tokens, config.cluster_secret, config.operators, config.metrics_public),
+                   WhileActorsRestart(gateway)], max_parts=config.max_files + 8)
     app.add_route("/", Ping())
     app.add_route("/health", Health(gateway))
     app.add_route("/upload", Upload(config, gateway, stopping))
@@ -308,5 +309,8 @@ def create_app(config: ServerConfig, gateway: ActorGateway, stopping: threading.
     registry = ExecutorRegistry(config, gateway)
     app.add_route("/internal/executors", registry)
     app.add_route("/executors", registry, suffix="listing")
+    usage = metrics.StorageUsage({"jobs": config.jobs_path, "results": config.results_path,
+                                  "incoming": config.incoming_path})
+    metrics.add_route(app, config.data_dir, [metrics.ServerState(usage)])
     openapi.add_routes(app, config)
     return app
