@@ -133,6 +133,8 @@ class ServerConfig:
     operators: tuple[tuple[str, str], ...] = ()
     #: GET /metrics answers without a token (for a Prometheus that holds none).
     metrics_public: bool = False
+    #: Seconds /metrics may answer with a previous count of the ended jobs and of the disk used.
+    metrics_cache_seconds: float = 30.0
     services: tuple[ServiceConfig, ...] = field(default_factory=tuple)
 
     # --- the data folder's layout: this class is its one owner --------------------------------
@@ -382,6 +384,7 @@ def _unknown_keys(section: str, present: Mapping[str, str], known: set[str]) -> 
 _SERVER_KEYS = {"host", "port", "data_dir", "database", "retention_hours", "actor_admin_port",
                 "callback_url", "max_upload_mb", "threads", "executor_timeout", "max_attempts", "max_files",
                 "allow_anonymous", "cluster_secret", "max_fetch_failures", "fetch_retry_seconds", "metrics_public",
+                "metrics_cache_seconds",
                 *CONNECTION_KEYS}
 _SERVICE_KEYS = {"clients", "runs_per_user", "max_runs", "retention_hours", "max_queued_per_user"}
 _ENV_SERVICE = re.compile(r"^SERVICE_(.+)_(RUNS_PER_USER|MAX_RUNS|UPLOAD_URL|DOWNLOAD_URL)$")
@@ -481,6 +484,8 @@ def load_server_config(path: str | None, environ: Mapping[str, str] = os.environ
         tokens=_tokens(parser),
         operators=_tokens(parser, "operators", "operator"),
         metrics_public=_bool("[server] metrics_public", section.get("metrics_public", "false")),
+        metrics_cache_seconds=_seconds("[server] metrics_cache_seconds",
+                                       section.get("metrics_cache_seconds", str(defaults.metrics_cache_seconds))),
         services=tuple(services[name] for name in sorted(services)),
     )
     if port is not None:

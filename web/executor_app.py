@@ -32,6 +32,8 @@ MAX_FILES = 10_000
 #: The largest task id and attempt the task table holds (32-bit columns): a larger one in a path
 #: is a 400, not a 500 from the database layer.
 MAX_TASK_NUMBER = 2**31 - 1
+#: Seconds the node's /metrics may answer with a previous measure of the disk its folders take.
+STORAGE_SECONDS = 60.0
 
 
 def task_number(raw: str, what: str = "task id") -> int:
@@ -217,6 +219,6 @@ def create_app(config: ClientConfig, gateway: ActorGateway, stopping: threading.
     app.add_route("/jobs/{task_id}", task)
     app.add_route("/jobs/{task_id}/kill", task, suffix="kill")
     app.add_route("/attempts/{job_uid}/{attempt}", Attempt())
-    usage = metrics.StorageUsage({"tasks": config.tasks_path, "zips": config.zips_path})
+    usage = metrics.StorageUsage({"tasks": config.tasks_path, "zips": config.zips_path}, STORAGE_SECONDS)
     metrics.add_route(app, config.data_path, [metrics.NodeState(config.service, config.slots, usage)])
     return app

@@ -3,8 +3,9 @@
 Runs in the node's main process. A scrape adds up what every process of the node counted
 (conf/metrics.py: prometheus_client's multiprocess files) and reads the node's state when asked:
 the server's jobs and executors from its database (storage/gauges.py), an executor node's tasks and
-slots from its own, and the disk its data folders take (measured in the background at most once per
-`StorageUsage.interval`, for a walk of a large folder takes seconds).
+slots from its own. What takes long to measure (the ended jobs, a million rows to count; the disk
+the data folders take, a walk of every file) is measured again in the background at most every
+`interval` seconds ([server] metrics_cache_seconds), and a scrape answers with the last measure.
 """
 from __future__ import annotations
 
@@ -37,14 +38,19 @@ class Metrics:
 class ServerState:
     """The server's gauges: jobs by state, users waiting, executors and their slots, storage."""
 
-    def __init__(self, usage: "StorageUsage"):
+    def __init__(self, usage: "StorageUsage", interval: float):
+        from storage import gauges
+
         self.usage = usage
+        # NOTE: counted once at the first scrape, as it waits: then the gauge is whole from the start.
+        self.ended = Remeasured(gauges.jobs_ended, interval, at_once=True)
 
     def collect(self):
         from storage import gauges
 
-        jobs = GaugeMetricFamily("orchestrator_jobs", "Jobs now in each state.", labels=["service", "state"])
-        for service, state, count in gauges.jobs_by_state():
+        jobs = GaugeMetricFamily("orchestrator_jobs", "Jobs now in each state (the ended ones counted at most "
+                                                      "metrics_cache_seconds ago).", labels=["service", "state"])
+        for service, state, count in gauges.jobs_not_ended() + self.ended.value():
             jobs.add_metric([service, state], count)
         waiting = GaugeMetricFamily("orchestrator_users_waiting", "Users with a queued job.", labels=["service"])
         for service, count in gauges.users_waiting():
@@ -81,35 +87,45 @@ class NodeState:
         yield from (slots, held, self.usage.family())
 
 
-class StorageUsage:
-    """The bytes each of a node's data folders takes, measured again at most every `interval` seconds,
-    in a background thread: a scrape answers with the last measure at once."""
+class Remeasured:
+    """The last value of `measure()`, measured again in a background thread once it is `interval`
+    seconds old (`at_once`: the first time in the caller's, which waits for it)."""
 
-    def __init__(self, areas: dict[str, str], interval: float = 60.0):
-        self.areas = areas
-        self.interval = interval
-        self.measured: dict[str, int] = {}
-        self.when = None
+    def __init__(self, measure, interval: float, at_once: bool = False):
+        self.measure, self.interval, self.at_once = measure, interval, at_once
+        self.last = []
+        self.when: float | None = None
         self.lock = threading.Lock()
 
-    def family(self, now: float | None = None) -> GaugeMetricFamily:
-        self.refresh_if_due(time.monotonic() if now is None else now)
+    def value(self, now: float | None = None):
+        now = time.monotonic() if now is None else now
+        with self.lock:
+            first, due = self.when is None, self.when is None or now - self.when >= self.interval
+            if due:
+                self.when = now
+        if first and self.at_once:
+            self._remeasure()
+        elif due:
+            threading.Thread(target=self._remeasure, name="metrics-remeasure", daemon=True).start()
+        return self.last
+
+    def _remeasure(self) -> None:
+        self.last = self.measure()
+
+
+class StorageUsage:
+    """The bytes each of a node's data folders takes, measured in the background (a walk of every file)."""
+
+    def __init__(self, areas: dict[str, str], interval: float):
+        self.areas = Remeasured(lambda: sorted((area, folder_bytes(path)) for area, path in areas.items()), interval)
+
+    def family(self) -> GaugeMetricFamily:
         used = GaugeMetricFamily("orchestrator_storage_used_bytes", "Bytes in the node's data folders (measured "
-                                                                    "at most once a minute).", labels=["area"])
-        for area, size in sorted(self.measured.items()):
+                                                                    "at most metrics_cache_seconds ago).",
+                                 labels=["area"])
+        for area, size in self.areas.value():
             used.add_metric([area], size)
         return used
-
-    def refresh_if_due(self, now: float) -> bool:
-        with self.lock:
-            if self.when is not None and now - self.when < self.interval:
-                return False
-            self.when = now
-        threading.Thread(target=self.measure, name="storage-usage", daemon=True).start()
-        return True
-
-    def measure(self) -> None:
-        self.measured = {area: folder_bytes(path) for area, path in self.areas.items()}
 
 
 def folder_bytes(path: str) -> int:

@@ -310,7 +310,7 @@ def create_app(config: ServerConfig, gateway: ActorGateway, stopping: threading.
     app.add_route("/internal/executors", registry)
     app.add_route("/executors", registry, suffix="listing")
     usage = metrics.StorageUsage({"jobs": config.jobs_path, "results": config.results_path,
-                                  "incoming": config.incoming_path})
-    metrics.add_route(app, config.data_dir, [metrics.ServerState(usage)])
+                                  "incoming": config.incoming_path}, config.metrics_cache_seconds)
+    metrics.add_route(app, config.data_dir, [metrics.ServerState(usage, config.metrics_cache_seconds)])
     openapi.add_routes(app, config)
     return app
