@@ -577,9 +577,14 @@ def add_section(node: Node, name: str, values: dict[str, object]) -> Node:
 
 def scrape(node: Node, token: str | None = None) -> dict[tuple[str, tuple], float]:
     """GET /metrics of `node`, parsed: {(sample name, sorted label pairs): value}."""
-    from prometheus_client.parser import text_string_to_metric_families
-
     answer = requests.get(f"{node.url}/metrics", headers=bearer(token), timeout=10)
     assert answer.status_code == 200, answer.text
+    return parse_metrics(answer.text)
+
+
+def parse_metrics(text: str) -> dict[tuple[str, tuple], float]:
+    """Prometheus' text format as {(sample name, sorted label pairs): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(answer.text) for sample in family.samples}
+            for family in text_string_to_metric_families(text) for sample in family.samples}
