@@ -167,6 +167,8 @@ def test_operator_views_answer_operators_and_refuse_portals():
         assert client.simulate_get(path).status_code == 401
         assert client.simulate_get(path, headers=bearer(OPERATOR)).status_code == 200
         assert client.simulate_get(path, headers=bearer(SECRET)).status_code == 200
+    # The cluster secret opens the views, not the jobs: it is no portal's or operator's token.
+    assert client.simulate_get("/jobs", headers=bearer(SECRET)).status_code == 401
     # An operator sees every portal's jobs, and submits none.
     assert client.simulate_get("/jobs", headers=bearer(OPERATOR)).json == {"portal": "*"}
     assert client.simulate_get("/jobs", headers=bearer(PORTAL)).json == {"portal": "haddock"}

@@ -3,10 +3,11 @@
 Both are bearer tokens (`Authorization: Bearer <secret>`), compared in constant time against every
 configured secret. A portal that presented its token is known by name in `req.context.portal`; it
 sees only the jobs it submitted (any other job is "not found", exactly as if it did not exist).
-Operators hold a token of `[operators]` (or the cluster secret); with no token configured at all,
-every caller on loopback is one. An operator sees every job, and the views of the whole server (the
-executors, the metrics, the actor processes) are theirs alone; `metrics_public` opens /metrics to
-anyone (a Prometheus without a token).
+Operators hold a token of `[operators]`; with no token configured at all, every caller on loopback
+is one. An operator sees every job, and the views of the whole server (the executors, the metrics)
+are theirs alone; the cluster secret opens those views too (not the jobs: it is no portal's or
+operator's token), and it alone shows the actor processes. `metrics_public` opens /metrics to anyone
+(a Prometheus without a token).
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ class ServerAuth:
                  operators: tuple[tuple[str, str], ...] = (), metrics_public: bool = False):
         self.tokens = tokens
         self.cluster = (("cluster", cluster_secret),) if cluster_secret else ()
-        self.operators = operators + self.cluster
+        self.operators = operators
         self.open = not tokens and not cluster_secret
         self.loopback_operators = not tokens and not operators
         self.metrics_public = metrics_public
@@ -77,7 +78,7 @@ class ServerAuth:
             return
         operator = self.is_operator(req)
         if (req.method, req.path) in OPERATOR:
-            if operator:
+            if operator or matching(bearer(req), self.cluster) is not None:
                 return
             if matching(bearer(req), self.tokens) is not None:
                 raise falcon.HTTPForbidden(title="Operators only", description=(
@@ -98,8 +99,7 @@ class ServerAuth:
             raise unauthorized("send your portal's token as `Authorization: Bearer <token>`.")
 
     def is_operator(self, req: falcon.Request) -> bool:
-        """An operator's token (or the cluster secret), or any caller on loopback when no token is
-        configured at all."""
+        """An operator's token, or any caller on loopback when no token is configured at all."""
         if matching(bearer(req), self.operators) is not None:
             return True
         return self.loopback_operators and _loopback(req.remote_addr)
