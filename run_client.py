@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     from actors.node.job_cgroups import JobCgroups
     from actors.messages import ConfigureExecutor
     from actors.node.reporter import REFUSED_FILE
+    from conf import metrics
     from actors.node.sandbox import SandboxUnavailable, Wrapping
     from conf.settings import ConfigError, load_client_config
     from storage import database
@@ -53,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         os.remove(refused)  # a previous run's: this one asks the server again
     tasks.remove_partial_zips(config.zips_path)
     database.bind(db, config.database_url, create_tables=True)
+    # NOTE: before the actor system forks its processes, so that they count into the same folder.
+    metrics.prepare(config.data_path, [config.service], "executor")
     code = run_node(
         state_dir=config.data_path, admin_port=config.actor_admin_port,
         actor_class="actors.node.executor.ExecutorActor",

@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
 
     from actors.messages import Configure
+    from conf import metrics
     from conf.settings import ConfigError, is_loopback, load_server_config
 
     try:
@@ -74,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             os.remove(os.path.join(config.results_path, name))
     # NOTE: uploads interrupted by a crash leave half-written folders here; none has a job row.
     shutil.rmtree(config.incoming_path, ignore_errors=True)
+    # NOTE: before the actor system forks its processes, so that they count into the same folder.
+    metrics.prepare(config.data_dir, [service.name for service in config.services])
     if config.allow_anonymous and not config.tokens and not is_loopback(config.host):
         logging.getLogger("orchestrator").warning(
             "serving anonymously on %s: anyone who can connect may submit jobs (allow_anonymous = true)", config.host)

@@ -129,6 +129,12 @@ class ServerConfig:
     cluster_secret: str = ""
     #: (portal name, bearer token) pairs from [tokens]; empty means anonymous access.
     tokens: tuple[tuple[str, str], ...] = ()
+    #: (operator name, bearer token) pairs from [operators]: they see every job and the operator views.
+    operators: tuple[tuple[str, str], ...] = ()
+    #: GET /metrics answers without a token (for a Prometheus that holds none).
+    metrics_public: bool = False
+    #: Seconds /metrics may answer with a previous count of the ended jobs and of the disk used.
+    metrics_cache_seconds: float = 30.0
     services: tuple[ServiceConfig, ...] = field(default_factory=tuple)
 
     # --- the data folder's layout: this class is its one owner --------------------------------
@@ -207,6 +213,8 @@ class ClientConfig:
     poll_interval: float = 2.0
     #: backend = slurm: Slurm's jobcomp/filetxt log, read for jobs squeue and scontrol forgot.
     jobcomp_log: str = "/var/log/slurm/jobcomp.log"
+    #: GET /metrics answers without the cluster secret (for a Prometheus that holds none).
+    metrics_public: bool = False
     # --- how each job runs (may be set per service in a [service.NAME] section of the file) ---
     #: "bwrap" (each job in a bubblewrap sandbox), "none", or "" for bwrap when it is installed.
     sandbox: str = ""
@@ -306,19 +314,21 @@ def _secret(key: str, raw: str) -> str:
     return value
 
 
-def _tokens(parser: configparser.ConfigParser) -> tuple[tuple[str, str], ...]:
-    if not parser.has_section("tokens"):
+def _tokens(parser: configparser.ConfigParser, section: str = "tokens",
+            who: str = "portal") -> tuple[tuple[str, str], ...]:
+    """The (name, secret) pairs of `[tokens]` (portals) or `[operators]`."""
+    if not parser.has_section(section):
         return ()
     found = []
-    for name, secret in parser["tokens"].items():
+    for name, secret in parser[section].items():
         if not re.match(r"^[a-z0-9][a-z0-9_.-]{0,63}$", name):
-            raise ConfigError(f"[tokens] portal name {name!r} is invalid; use lowercase letters, digits, '.', '-', '_'.")
-        found.append((name, _secret(f"[tokens] {name}", secret)))
+            raise ConfigError(f"[{section}] {who} name {name!r} is invalid; use lowercase letters, digits, '.', '-', '_'.")
+        found.append((name, _secret(f"[{section}] {name}", secret)))
         if not found[-1][1]:
-            raise ConfigError(f"[tokens] {name} has no secret.")
+            raise ConfigError(f"[{section}] {name} has no secret.")
     secrets_seen = [secret for _, secret in found]
     if len(set(secrets_seen)) != len(secrets_seen):
-        raise ConfigError("[tokens] two portals share one secret; give each portal its own.")
+        raise ConfigError(f"[{section}] two {who}s share one secret; give each {who} its own.")
     return tuple(found)
 
 
@@ -373,7 +383,9 @@ def _unknown_keys(section: str, present: Mapping[str, str], known: set[str]) -> 
 
 _SERVER_KEYS = {"host", "port", "data_dir", "database", "retention_hours", "actor_admin_port",
                 "callback_url", "max_upload_mb", "threads", "executor_timeout", "max_attempts", "max_files",
-                "allow_anonymous", "cluster_secret", "max_fetch_failures", "fetch_retry_seconds", *CONNECTION_KEYS}
+                "allow_anonymous", "cluster_secret", "max_fetch_failures", "fetch_retry_seconds", "metrics_public",
+                "metrics_cache_seconds",
+                *CONNECTION_KEYS}
 _SERVICE_KEYS = {"clients", "runs_per_user", "max_runs", "retention_hours", "max_queued_per_user"}
 _ENV_SERVICE = re.compile(r"^SERVICE_(.+)_(RUNS_PER_USER|MAX_RUNS|UPLOAD_URL|DOWNLOAD_URL)$")
 
@@ -432,10 +444,10 @@ def load_server_config(path: str | None, environ: Mapping[str, str] = os.environ
     defaults = ServerConfig()
     services: dict[str, ServiceConfig] = {}
     for name in parser.sections():
-        if name in ("server", "tokens"):
+        if name in ("server", "tokens", "operators"):
             continue
         if not name.startswith("service."):
-            raise ConfigError(f"section [{name}] is not known; use [server], [tokens] or [service.NAME].")
+            raise ConfigError(f"section [{name}] is not known; use [server], [tokens], [operators] or [service.NAME].")
         svc_name = name[len("service."):]
         if not SERVICE_NAME.match(svc_name):
             raise ConfigError(
@@ -470,6 +482,10 @@ def load_server_config(path: str | None, environ: Mapping[str, str] = os.environ
         allow_anonymous=_bool("[server] allow_anonymous", section.get("allow_anonymous", "false")),
         cluster_secret=_secret("[server] cluster_secret", section.get("cluster_secret", "")),
         tokens=_tokens(parser),
+        operators=_tokens(parser, "operators", "operator"),
+        metrics_public=_bool("[server] metrics_public", section.get("metrics_public", "false")),
+        metrics_cache_seconds=_seconds("[server] metrics_cache_seconds",
+                                       section.get("metrics_cache_seconds", str(defaults.metrics_cache_seconds))),
         services=tuple(services[name] for name in sorted(services)),
     )
     if port is not None:
@@ -478,6 +494,8 @@ def load_server_config(path: str | None, environ: Mapping[str, str] = os.environ
         raise ConfigError("no service is configured; add a [service.NAME] section or SERVICE_<NAME>_UPLOAD_URL.")
     if config.actor_admin_port and config.actor_admin_port == config.port:
         raise ConfigError("[server] actor_admin_port must differ from [server] port.")
+    if set(dict(config.tokens).values()) & set(dict(config.operators).values()):
+        raise ConfigError("[operators] and [tokens] share a secret; give each operator and portal its own.")
     if not config.tokens and not config.allow_anonymous and not is_loopback(config.host):
         raise ConfigError(f"[server] host {config.host} is not a loopback address and [tokens] is empty; add a "
                           f"portal token, or set allow_anonymous = true to serve anyone who can connect.")
@@ -498,6 +516,7 @@ _JOB_KEYS = {"sandbox", "network", "read_only_paths", "pass_env", "max_memory_mb
 _CLIENT_KEYS = {"service", "host", "port", "data_dir", "slots", "server_url", "actor_admin_port", "advertise_url",
                 "cluster_secret", "retention_hours", "max_upload_mb", "threads", *CONNECTION_KEYS,
                 "backend", "slurm_workdir", "partition", "sbatch_args", "max_jobs", "poll_interval", "jobcomp_log",
+                "metrics_public",
                 *_JOB_KEYS}
 BACKENDS = ("local", "slurm")
 SANDBOXES = ("bwrap", "none")
@@ -609,6 +628,7 @@ def load_client_config(path: str | None, environ: Mapping[str, str] = os.environ
         max_jobs=_int("[client] max_jobs", section.get("max_jobs", str(defaults.max_jobs)), 1, 4096),
         poll_interval=_seconds("[client] poll_interval", section.get("poll_interval", str(defaults.poll_interval))),
         jobcomp_log=jobcomp_log,
+        metrics_public=_bool("[client] metrics_public", section.get("metrics_public", "false")),
         **job,
     )
     if port is not None:

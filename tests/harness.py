@@ -601,3 +601,27 @@ def shipped_configuration(cluster: Cluster, **server_extra) -> tuple[Node, Node]
                     cluster=cluster)
     cluster.nodes.extend([server, executor])
     return server, executor
+
+
+def add_section(node: Node, name: str, values: dict[str, object]) -> Node:
+    """Append the INI section [name] (e.g. [operators]) to the configuration of a node made with
+    start=False; start it afterwards."""
+    config = node.folder / ("server.ini" if node.kind == "server" else "client.ini")
+    with open(config, "a") as handle:
+        handle.write("\n".join([f"[{name}]", *(f"{key} = {value}" for key, value in values.items()), ""]))
+    return node
+
+
+def scrape(node: Node, token: str | None = None) -> dict[tuple[str, tuple], float]:
+    """GET /metrics of `node`, parsed: {(sample name, sorted label pairs): value}."""
+    answer = requests.get(f"{node.url}/metrics", headers=bearer(token), timeout=10)
+    assert answer.status_code == 200, answer.text
+    return parse_metrics(answer.text)
+
+
+def parse_metrics(text: str) -> dict[tuple[str, tuple], float]:
+    """Prometheus' text format as {(sample name, sorted label pairs): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}

@@ -21,7 +21,7 @@ ST = os.path.join(os.path.dirname(sys.executable), "st")
 
 
 #: What executors and operators call, with the cluster secret; everything else is a portal's.
-CLUSTER_OPERATIONS = [option for name in ("executorEvent", "executorHeartbeat", "executors", "health")
+CLUSTER_OPERATIONS = [option for name in ("executorEvent", "executorHeartbeat", "executors", "metrics", "health")
                       for option in ("--include-operation-id", name)]
 
 

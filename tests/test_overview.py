@@ -23,6 +23,7 @@ NOW = datetime(2026, 11, 30, 12, 0, 0)
 HADDOCK = "haddock-token-0123456789abcdef"
 PRODIGY = "prodigy-token-0123456789abcdef"
 SECRET = "cluster-secret-0123456789abcdef"
+OPERATOR = "operator-token-0123456789abcdef"
 SERVICES = (ServiceConfig("example", runs_per_user=2, max_runs=4, max_queued_per_user=10), ServiceConfig("prodigy"))
 
 
@@ -114,23 +115,24 @@ def basic(secret: str) -> dict[str, str]:
 
 
 def test_a_portal_sees_the_same_shape_for_its_own_jobs_only_and_no_executors(tmp_path, history):
-    client = app(tmp_path, tokens=(("haddock", HADDOCK), ("prodigy", PRODIGY)), cluster_secret=SECRET)
+    client = app(tmp_path, tokens=(("haddock", HADDOCK), ("prodigy", PRODIGY)), cluster_secret=SECRET,
+                 operators=(("ops", OPERATOR),))
     mine = client.simulate_get("/services", headers=bearer(PRODIGY)).json
     counts = {s["name"]: (s["queued"], s["active"], s["users_waiting"], s["executors"]) for s in mine["services"]}
     assert counts == {"example": (0, 0, 0, []), "prodigy": (1, 0, 1, [])}
-    everyone = client.simulate_get("/services", headers=bearer(SECRET)).json
+    everyone = client.simulate_get("/services", headers=bearer(OPERATOR)).json
     assert [s["queued"] for s in everyone["services"]] == [4, 1] and everyone["services"][0]["executors"]
     assert client.simulate_get("/services").status_code == 401
 
 
-def test_the_status_page_is_an_operator_view_that_a_browser_opens_with_the_secret_as_password(tmp_path, history):
-    client = app(tmp_path, tokens=(("haddock", HADDOCK),), cluster_secret=SECRET)
+def test_the_status_page_is_an_operator_view_that_a_browser_opens_with_the_token_as_password(tmp_path, history):
+    client = app(tmp_path, tokens=(("haddock", HADDOCK),), cluster_secret=SECRET, operators=(("ops", OPERATOR),))
 
     asked = client.simulate_get("/status")
     assert asked.status_code == 401 and "Basic" in asked.headers["WWW-Authenticate"]
     assert client.simulate_get("/status", headers=bearer(HADDOCK)).status_code == 403
     assert client.simulate_get("/status", headers=basic("wrong-secret-0123456789")).status_code == 401
-    page = client.simulate_get("/status", headers=basic(SECRET))
+    page = client.simulate_get("/status", headers=basic(OPERATOR))
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
     assert "http://e:1" in page.text and "exit code 3" in page.text and "<svg" in page.text
     assert "https://" not in page.text and "<script" not in page.text  # works on an isolated network

@@ -664,13 +664,16 @@ def test_health_is_503_with_retry_after_when_the_actors_do_not_answer_or_are_bei
 def test_without_tokens_or_secret_every_call_is_answered_without_a_token_as_the_loader_binds_it_to_loopback(
         server, remote):
     # NOTE: the app does not look at the caller's address: such a server refuses to start on any
-    # host but loopback (conf.settings.load_server_config), which keeps strangers out.
+    # host but loopback (conf.settings.load_server_config), which keeps strangers out. Only the
+    # operator views do (web.auth: with no token at all, the callers on loopback are the operators).
     job_id = server.upload().json["id"]
     for method, path, body in (("GET", f"/jobs/{job_id}", None), ("HEAD", f"/download/{job_id}", None),
-                               ("GET", "/executors", None), ("POST", "/internal/executors", BEAT)):
+                               ("POST", "/internal/executors", BEAT)):
         response = server.client.simulate_request(method, path, json=body, remote_addr=remote)
         assert response.status_code in (200, 202), (path, response.text)
     assert "actor_processes" in server.client.simulate_get("/health", remote_addr=remote).json
+    operator_view = server.client.simulate_get("/executors", remote_addr=remote).status_code
+    assert operator_view == (200 if remote == "127.0.0.1" else 401)
 
 
 # --- the API's own description --------------------------------------------------------------------
@@ -680,9 +683,9 @@ def test_the_openapi_document_describes_every_route_and_the_security_schemes(gua
 
     assert spec["openapi"] == "3.1.0"
     assert set(spec["paths"]) == {"/", "/health", "/upload", "/download/{job_id}", "/jobs/{job_id}",
-                                  "/jobs/{job_id}/cancel", "/executors", "/services", "/status", "/internal/events",
+                                  "/jobs/{job_id}/cancel", "/executors", "/metrics", "/services", "/status", "/internal/events",
                                   "/internal/executors"}
-    assert set(spec["components"]["securitySchemes"]) == {"portalToken", "clusterSecret"}
+    assert set(spec["components"]["securitySchemes"]) == {"portalToken", "clusterSecret", "operatorToken"}
     assert spec["security"] == [{"portalToken": []}]
     assert spec["paths"]["/upload"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"][
         "properties"]["service"]["enum"] == ["example", "prodigy"]

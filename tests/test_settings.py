@@ -445,3 +445,24 @@ def test_each_bad_job_setting_is_a_config_error_naming_its_key(tmp_path, body, w
     with pytest.raises(ConfigError) as raised:
         load_client_config(ini(tmp_path, body), environ={})
     assert words in str(raised.value)
+
+
+def test_operator_tokens_and_the_metrics_keys_are_read(tmp_path):
+    config = load_server_config(server_ini(tmp_path, "metrics_public = true\nmetrics_cache_seconds = 5",
+                                           "[service.example]\n[operators]\nalice = cccccccccccccccccccc\n"), {})
+    assert config.operators == (("alice", "c" * 20),)
+    assert config.metrics_public is True and config.metrics_cache_seconds == 5.0
+    client = load_client_config(ini(tmp_path, "[client]\nmetrics_public = yes\n", "client.ini"), {})
+    assert client.metrics_public is True
+
+
+@pytest.mark.parametrize("operators, why", [
+    ("alice = short", "\\[operators\\] alice must be at least 16 characters"),
+    ("Alice! = cccccccccccccccccccc", "\\[operators\\] operator name 'alice!' is invalid"),
+    ("alice = aaaaaaaaaaaaaaaaaaaa", "\\[operators\\] and \\[tokens\\] share a secret"),
+])
+def test_bad_operator_tokens_are_refused_with_the_key(tmp_path, operators, why):
+    path = server_ini(tmp_path, "cluster_secret = ssssssssssssssssssss",
+                      f"[service.example]\n[tokens]\nhaddock = aaaaaaaaaaaaaaaaaaaa\n[operators]\n{operators}\n")
+    with pytest.raises(ConfigError, match=why):
+        load_server_config(path, {})

@@ -3,24 +3,29 @@
 Both are bearer tokens (`Authorization: Bearer <secret>`), compared in constant time against every
 configured secret. A portal that presented its token is known by name in `req.context.portal`; it
 sees only the jobs it submitted (any other job is "not found", exactly as if it did not exist).
-Operators hold the cluster secret too: with portal tokens, the views of the whole server (the
-executors, the actor processes) are theirs alone.
+Operators hold a token of `[operators]`; with no token configured at all, every caller on loopback
+is one. An operator sees every job, and the views of the whole server (the executors, the metrics)
+are theirs alone; the cluster secret opens those views too (not the jobs: it is no portal's or
+operator's token), and it alone shows the actor processes. `metrics_public` opens /metrics to anyone
+(a Prometheus without a token).
 """
 from __future__ import annotations
 
 import base64
 import hmac
+import ipaddress
 
 import falcon
+
+from storage.jobs import EVERY_PORTAL
 
 #: Open to anyone: liveness, and the API's own documentation (it holds no data).
 PUBLIC = {("GET", "/"), ("HEAD", "/"), ("GET", "/health"), ("GET", "/api-docs/openapi.json")}
 PUBLIC_PREFIXES = ("/swagger-ui",)
 INTERNAL_PREFIX = "/internal/"
-#: Views of every portal's work and of the cluster: with portal tokens, for the cluster secret only.
-OPERATOR = {("GET", "/executors"), ("GET", "/status")}
-#: Views both roles have: a portal's shows its own jobs, an operator's (the cluster secret) every job.
-SHARED_VIEWS = {("GET", "/services")}
+#: Views of every portal's work and of the cluster: for operators only.
+OPERATOR = {("GET", "/executors"), ("GET", "/metrics"), ("GET", "/status")}
+METRICS = ("GET", "/metrics")
 #: Pages a browser opens: their 401 also offers HTTP Basic, so that the browser asks for the secret.
 BROWSER_PAGES = {("GET", "/status")}
 
@@ -59,15 +64,19 @@ def unauthorized(description: str, req: falcon.Request | None = None) -> falcon.
 class ServerAuth:
     """Falcon middleware of the server.
 
-    Sets `req.context.portal` (the calling portal's name, or None without tokens) and
-    `req.context.cluster`: the caller holds the cluster secret (an executor, or an operator), or the
-    server has nothing to authenticate with (no tokens and no secret: loopback only).
+    Sets `req.context.portal` (the calling portal's name; None without tokens; EVERY_PORTAL for an
+    operator) and `req.context.cluster`: the caller holds the cluster secret (an executor, or an
+    operator), or the server has nothing to authenticate with (no tokens and no secret: loopback only).
     """
 
-    def __init__(self, tokens: tuple[tuple[str, str], ...], cluster_secret: str):
+    def __init__(self, tokens: tuple[tuple[str, str], ...], cluster_secret: str,
+                 operators: tuple[tuple[str, str], ...] = (), metrics_public: bool = False):
         self.tokens = tokens
         self.cluster = (("cluster", cluster_secret),) if cluster_secret else ()
+        self.operators = operators
         self.open = not tokens and not cluster_secret
+        self.loopback_operators = not tokens and not operators
+        self.metrics_public = metrics_public
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.portal = None
@@ -79,31 +88,54 @@ class ServerAuth:
             if not req.context.cluster:
                 raise unauthorized("executor calls need the cluster secret as a bearer token.")
             return
-        if self.tokens and (req.method, req.path) in OPERATOR:
-            if req.context.cluster:
+        if self.metrics_public and (req.method, req.path) == METRICS:
+            return
+        operator = self.is_operator(req)
+        if (req.method, req.path) in OPERATOR:
+            if operator or matching(bearer(req), self.cluster) is not None:
                 return
             if matching(bearer(req), self.tokens) is not None:
                 raise falcon.HTTPForbidden(title="Operators only", description=(
                     f"{req.method} {req.path} is an operator view of every portal's work; a portal token does not "
-                    f"open it. Operators send the cluster secret as a bearer token."))
-            raise unauthorized(f"{req.method} {req.path} is an operator view: send the cluster secret as a bearer token "
-                               "(or, from a browser, as the password).", req)
-        if self.tokens and req.context.cluster and (req.method, req.path) in SHARED_VIEWS:
-            return  # an operator's view: of every portal's jobs
-        if self.tokens:
-            req.context.portal = matching(bearer(req), self.tokens)
-            if req.context.portal is None:
-                raise unauthorized("send your portal's token as `Authorization: Bearer <token>`.")
+                    f"open it. Operators send their token of [operators] as a bearer token."))
+            raise unauthorized(f"{req.method} {req.path} is an operator view: send an operator's token as a bearer "
+                               f"token (or, from a browser, as the password).", req)
+        if not self.tokens:
+            return
+        if operator:
+            if req.method == "POST" and req.path == "/upload":
+                raise falcon.HTTPForbidden(title="Portals only", description=(
+                    "operators do not submit jobs: a job belongs to a portal; send the portal's token."))
+            req.context.portal = EVERY_PORTAL
+            return
+        req.context.portal = matching(bearer(req), self.tokens)
+        if req.context.portal is None:
+            raise unauthorized("send your portal's token as `Authorization: Bearer <token>`.")
+
+    def is_operator(self, req: falcon.Request) -> bool:
+        """An operator's token, or any caller on loopback when no token is configured at all."""
+        if matching(bearer(req), self.operators) is not None:
+            return True
+        return self.loopback_operators and _loopback(req.remote_addr)
+
+
+def _loopback(address: str | None) -> bool:
+    try:
+        return ipaddress.ip_address(address or "").is_loopback
+    except ValueError:
+        return False
 
 
 class ExecutorAuth:
-    """Falcon middleware of an executor node: everything but `GET /` needs the cluster secret."""
+    """Falcon middleware of an executor node: everything but `GET /` (and `GET /metrics` when
+    `metrics_public`) needs the cluster secret."""
 
-    def __init__(self, cluster_secret: str):
+    def __init__(self, cluster_secret: str, metrics_public: bool = False):
         self.cluster = (("cluster", cluster_secret),) if cluster_secret else ()
+        self.open = {("GET", "/"), ("HEAD", "/")} | ({METRICS} if metrics_public else set())
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if not self.cluster or (req.method, req.path) in {("GET", "/"), ("HEAD", "/")}:
+        if not self.cluster or (req.method, req.path) in self.open:
             return
         if matching(bearer(req), self.cluster) is None:
             raise unauthorized("this executor only answers its server: send the cluster secret as a bearer token.")

@@ -20,6 +20,7 @@ from storage.clock import utcnow
 from storage.node import tasks
 from storage.node.states import WAITING, TaskState
 from web import uploads
+from web import metrics
 from web.auth import ExecutorAuth
 from web.common import Ping, WhileActorsRestart, new_app, parse_id, send_zip
 from web.gateway import ActorGateway
@@ -31,6 +32,8 @@ MAX_FILES = 10_000
 #: The largest task id and attempt the task table holds (32-bit columns): a larger one in a path
 #: is a 400, not a 500 from the database layer.
 MAX_TASK_NUMBER = 2**31 - 1
+#: Seconds the node's /metrics may answer with a previous measure of the disk its folders take.
+STORAGE_SECONDS = 60.0
 
 
 def task_number(raw: str, what: str = "task id") -> int:
@@ -206,7 +209,8 @@ def create_app(config: ClientConfig, gateway: ActorGateway, stopping: threading.
                problem: Problem = lambda: None) -> falcon.App:
     """`problem`: why the node's backend cannot take work now (run_client.py gives a Slurm node
     its health check); a local node can always take work."""
-    app = new_app([ExecutorAuth(config.cluster_secret), WhileActorsRestart(gateway)], max_parts=MAX_FILES + 8)
+    app = new_app([metrics.HttpMetrics(), ExecutorAuth(config.cluster_secret, config.metrics_public),
+                   WhileActorsRestart(gateway)], max_parts=MAX_FILES + 8)
     app.add_route("/", Ping())
     app.add_route("/health", Health(config, gateway, stopping, problem))
     app.add_route("/submit", Submit(config, gateway, stopping, problem))
@@ -215,4 +219,6 @@ def create_app(config: ClientConfig, gateway: ActorGateway, stopping: threading.
     app.add_route("/jobs/{task_id}", task)
     app.add_route("/jobs/{task_id}/kill", task, suffix="kill")
     app.add_route("/attempts/{job_uid}/{attempt}", Attempt())
+    usage = metrics.StorageUsage({"tasks": config.tasks_path, "zips": config.zips_path}, STORAGE_SECONDS)
+    metrics.add_route(app, config.data_path, [metrics.NodeState(config.service, config.slots, usage)])
     return app

@@ -52,6 +52,9 @@ def document(config: ServerConfig) -> dict:
     portal = [{"portalToken": []}] if config.tokens else [{}]
     secret = [{"clusterSecret": []}] if config.cluster_secret else []
     cluster = secret or [{}]
+    # The operator views: an [operators] token or the cluster secret; with no token at all, loopback.
+    operator = [{"operatorToken": []}, *secret] if config.tokens or config.operators else [{}]
+    refused = {"403": _error("a portal token: this is an operator view")} if config.tokens else {}
     too_large = _error(f"a body over {MAX_JSON_BYTES} bytes")
     job_responses = {"400": _error("malformed job id"), "404": _error("no such job (or not this portal's)"), **denied}
     return {
@@ -117,25 +120,28 @@ def document(config: ServerConfig) -> dict:
                 "responses": {"200": _json("the job, now Cancelled", "Job"),
                               "409": _error("the job had ended already"), **job_responses}}},
             "/executors": {"get": {
-                "summary": "The executors the server knows" + (": an operator view, for the cluster secret only"
-                                                               if config.tokens else ""),
-                "operationId": "executors", "security": secret if config.tokens else portal,
-                "responses": {"200": _json("executors", "Executors"), **denied,
-                              **({"403": _error("a portal token: this is an operator view")} if config.tokens else {})}}},
+                "summary": "The executors the server knows: an operator view",
+                "operationId": "executors", "security": operator,
+                "responses": {"200": _json("executors", "Executors"), **denied, **refused}}},
+            "/metrics": {"get": {
+                "summary": "Prometheus metrics: an operator view" + (", open to anyone (metrics_public)"
+                                                                     if config.metrics_public else ""),
+                "operationId": "metrics", "security": [{}] if config.metrics_public else operator,
+                "responses": {"200": {"description": "Prometheus' text format", "content": {
+                    "text/plain": {"schema": {"type": "string"}}}},
+                              **({} if config.metrics_public else {**denied, **refused})}}},
             "/services": {"get": {
                 "summary": "Per service: queued, active and last-hour counts, users waiting, limits, executors, "
-                           "median wait and run times" + (" (a portal: its own jobs only, no executors)"
-                                                          if config.tokens else ""),
+                           "median wait and run times" + (" (a portal: its own jobs only, no executors; an operator: "
+                                                          "every job)" if config.tokens else ""),
                 "operationId": "services", "security": portal,
                 "responses": {"200": _json("the services", "Services"), **denied}}},
             "/status": {"get": {
-                "summary": "The status page: services, executors, recent failures, the last hour's throughput"
-                           + (": an operator view, for the cluster secret only (a browser asks for it as the "
-                              "password)" if config.tokens else ""),
-                "operationId": "statusPage", "security": secret if config.tokens else portal,
+                "summary": "The status page: services, executors, recent failures, the last hour's throughput: "
+                           "an operator view (a browser asks for the token as the password: HTTP Basic)",
+                "operationId": "statusPage", "security": operator,
                 "responses": {"200": {"description": "an HTML page", "content": {"text/html": {"schema": {
-                    "type": "string"}}}}, **denied,
-                    **({"403": _error("a portal token: this is an operator view")} if config.tokens else {})}}},
+                    "type": "string"}}}}, **denied, **refused}}},
             "/internal/events": {"post": {
                 "summary": "An executor reports jobs' starts or ends: one event, or {events: [...]}",
                 "operationId": "executorEvent",
@@ -158,7 +164,9 @@ def document(config: ServerConfig) -> dict:
                 "portalToken": {"type": "http", "scheme": "bearer",
                                 "description": "one token per portal, from [tokens] in server.ini"},
                 "clusterSecret": {"type": "http", "scheme": "bearer",
-                                  "description": "cluster_secret shared by the server and its executors"}},
+                                  "description": "cluster_secret shared by the server and its executors"},
+                "operatorToken": {"type": "http", "scheme": "bearer",
+                                  "description": "one token per operator, from [operators] in server.ini"}},
             "schemas": {
                 "Error": ERROR,
                 "Pong": {"type": "object", "required": ["message"], "properties": {"message": {"const": "pong"}}},

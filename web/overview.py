@@ -13,6 +13,7 @@ from typing import Sequence
 
 from conf.settings import ServerConfig, ServiceConfig
 from storage import executors, overview
+from storage.jobs import EVERY_PORTAL
 from storage.clock import utcnow
 from storage.columns import iso
 from storage.overview import ServiceFigures
@@ -103,7 +104,7 @@ class Services:
 
     def on_get(self, req, resp):
         now = utcnow()
-        restrict = req.context.portal is not None
+        restrict = req.context.portal not in (None, EVERY_PORTAL)
         figures = overview.figures(now - WINDOW, req.context.portal, restrict)
         resp.media = summary(self.config.services, figures, None if restrict else executors.listing(), now)
 

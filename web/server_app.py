@@ -16,7 +16,7 @@ from conf.settings import ServerConfig
 from storage import executors, jobs, public_ids
 from storage.clock import utcnow
 from storage.states import ACTIVE, JobState
-from web import openapi, overview, uploads
+from web import metrics, openapi, overview, uploads
 from web.auth import ServerAuth
 from web.common import MAX_ID, Ping, WhileActorsRestart, new_app, parse_id, positive_int, send_zip
 from web.gateway import ActorGateway
@@ -297,8 +297,9 @@ def _int_in(value, low: int, high: int) -> bool:
 
 
 def create_app(config: ServerConfig, gateway: ActorGateway, stopping: threading.Event) -> falcon.App:
-    app = new_app([ServerAuth(config.tokens, config.cluster_secret), WhileActorsRestart(gateway)],
-                  max_parts=config.max_files + 8)
+    app = new_app([metrics.HttpMetrics(),
+                   ServerAuth(config.tokens, config.cluster_secret, config.operators, config.metrics_public),
+                   WhileActorsRestart(gateway)], max_parts=config.max_files + 8)
     app.add_route("/", Ping())
     app.add_route("/health", Health(gateway))
     app.add_route("/upload", Upload(config, gateway, stopping))
@@ -312,5 +313,8 @@ def create_app(config: ServerConfig, gateway: ActorGateway, stopping: threading.
     app.add_route("/executors", registry, suffix="listing")
     app.add_route("/services", overview.Services(config))
     app.add_route("/status", overview.StatusPage(config))
+    usage = metrics.StorageUsage({"jobs": config.jobs_path, "results": config.results_path,
+                                  "incoming": config.incoming_path}, config.metrics_cache_seconds)
+    metrics.add_route(app, config.data_dir, [metrics.ServerState(usage, config.metrics_cache_seconds)])
     openapi.add_routes(app, config)
     return app

@@ -21,6 +21,7 @@ from actors.node.job_limits import MB, OutputGuard, Usage, limit_reason
 from actors.node.launchers import Launchers
 from actors.node.sandbox import Wrapping, environment
 from actors.runtime.processes import start_time
+from conf import metrics
 from conf.settings import ClientConfig
 from storage.clock import utcnow
 from storage.node import tasks
@@ -86,6 +87,7 @@ class LocalBackend:
             process = launcher.run(folder, command)
         except OSError as exc:  # the launcher is gone (it could not join its cgroup)
             log.error("task %d could not be started: %s", task_id, exc)
+            metrics.backend_error("local", "start")
             launcher.discard()
             return [Ended(task_id, TaskState.FINISHED, 126, f"the executor could not start run.sh: {exc}")]
         self.running[task_id] = process

@@ -17,7 +17,10 @@ import re
 import shlex
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
+
+from conf import metrics
 
 #: Seconds a CLI call may take; a hung controller must not hang the executor's actor forever.
 CALL_TIMEOUT = 30.0
@@ -182,8 +185,10 @@ def _run(args: list[str], env: dict[str, str] | None = None) -> subprocess.Compl
         return subprocess.run(args, capture_output=True, text=True, timeout=CALL_TIMEOUT, stdin=subprocess.DEVNULL,
                               env=env)
     except FileNotFoundError:
+        metrics.backend_error("slurm", args[0])
         raise SlurmUnavailable(f"{args[0]} is not installed on this host (not on PATH)") from None
     except subprocess.TimeoutExpired:
+        metrics.backend_error("slurm", args[0])
         raise SlurmUnavailable(f"{args[0]} did not answer within {CALL_TIMEOUT:.0f} s") from None
 
 
@@ -231,6 +236,7 @@ def submit(folder: str, name: str, command: list[str], partition: str = "", extr
     env = env or {}
     result = _run(sbatch_command(folder, name, command, partition, extra, tuple(env), needs), {**os.environ, **env})
     if result.returncode != 0:
+        metrics.backend_error("slurm", "sbatch")
         message = _message(result)
         if _controller_down(message):
             raise SlurmUnavailable(message)
@@ -242,11 +248,14 @@ def squeue(job_ids: list[str]) -> dict[str, SlurmJob]:
     """The status of every id squeue still knows, in one call; ids it forgot are left out."""
     if not job_ids:
         return {}
+    began = time.monotonic()
     result = _run(["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-O", SQUEUE_FORMAT])
+    metrics.slurm_poll(time.monotonic() - began)
     if result.returncode != 0:
         message = _message(result)
         if _UNKNOWN_ID in message.lower():
             return {}  # none of them is known any more: each is looked up elsewhere
+        metrics.backend_error("slurm", "squeue")
         raise SlurmUnavailable(f"squeue: {message}")
     return parse_squeue(result.stdout)
 
@@ -302,8 +311,9 @@ def _read_jobcomp(path: str, wanted: set[str], parse) -> dict:
 
 
 def cancel(job_id: str) -> None:
-    """scancel; Slurm answers 0 even for ids it does not know, so there is nothing to check."""
-    _run(["scancel", job_id])
+    """scancel; Slurm answers 0 even for ids it does not know, so a non-zero status is a failure of scancel itself."""
+    if _run(["scancel", job_id]).returncode != 0:
+        metrics.backend_error("slurm", "scancel")
 
 
 def check() -> str | None:
