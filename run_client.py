@@ -15,7 +15,7 @@ import os
 import shutil
 import sys
 
-from actors.runtime.preflight import free_to_listen, refusing, writable_folder
+from actors.runtime.preflight import database_opened, free_to_listen, refusing, writable_folder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     log_start(config, wrapping, cgroups)
     shutil.rmtree(config.incoming_path, ignore_errors=True)
     tasks.remove_partial_zips(config.zips_path)
-    database.bind(db, config.database_url, create_tables=True)
+    database_opened(lambda: database.bind(db, config.database_url, create_tables=True), config.database_url)
     return run_node(
         state_dir=config.data_path, admin_port=config.actor_admin_port,
         actor_class="actors.node.executor.ExecutorActor",

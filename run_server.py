@@ -14,7 +14,7 @@ import os
 import shutil
 import sys
 
-from actors.runtime.preflight import free_to_listen, refusing, writable_folder
+from actors.runtime.preflight import database_opened, free_to_listen, refusing, writable_folder
 
 STOP_GRACE_SECONDS = 5.0
 
@@ -30,10 +30,12 @@ def remove_orphan_folders(jobs_dir: str) -> None:
 
 
 def prepare_database(config) -> None:
+    from conf.summary import without_password
     from storage import database
     from storage.models import db
 
-    database.bind(db, config.database_url, create_tables=True)
+    database_opened(lambda: database.bind(db, config.database_url, create_tables=True),
+                    without_password(config.database_url))
     remove_orphan_folders(config.jobs_path)
 
 

@@ -269,3 +269,30 @@ def test_ctrl_c_under_make_run_stops_both_nodes_without_a_traceback(tmp_path, wh
     assert "Traceback" not in said and "KeyboardInterrupt" not in said, said
     if when == "while it serves":
         assert "orchestrator server " in said and "orchestrator executor " in said
+
+
+@pytest.mark.processes
+def test_a_node_whose_fixed_actor_admin_port_is_taken_says_so(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        admin_port = taken.getsockname()[1]
+
+        result = refused_start("run_server.py", "--config", server_ini(tmp_path, free_port(), actor_admin_port=admin_port))
+
+    assert one_sentence(result, "run_server.py") == (
+        f"run_server.py: actor_admin_port {admin_port} is already in use by another process; "
+        f"pick another, or 0 for any free port.")
+
+
+@pytest.mark.processes
+@pytest.mark.parametrize("program, ini, file", [("run_server.py", server_ini, "orchestrator.sqlite"),
+                                                ("run_client.py", client_ini, "executor.sqlite")])
+def test_a_node_whose_database_is_not_one_says_so(tmp_path, program, ini, file):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / file).write_bytes(b"not a database, " * 512)
+
+    result = refused_start(program, "--config", ini(tmp_path, free_port()))
+
+    assert one_sentence(result, program) == (
+        f"{program}: the database {tmp_path / 'data' / file} cannot be opened: file is not a database.")

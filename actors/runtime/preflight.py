@@ -55,6 +55,20 @@ def _why(folder: str, exc: OSError) -> str:
     return (exc.strerror or str(exc)).lower()
 
 
+def database_opened(open_it: Callable[[], None], shown: str) -> None:
+    """Run `open_it` (which binds the node's database, `shown` without its password); a database
+    that cannot be opened (unreachable, not a database, locked) is refused."""
+    import sqlite3
+
+    from pony.orm.dbapiprovider import DBException
+
+    try:
+        open_it()
+    except (DBException, sqlite3.Error) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
+        raise Refused(f"the database {shown} cannot be opened: {reason}.") from None
+
+
 def free_to_listen(host: str, port: int, key: str) -> None:
     """Refuse the start if `host:port` cannot be listened on (as Waitress would bind it)."""
     try:

@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Callable
 
-from actors.runtime.preflight import cannot_listen
+from actors.runtime.preflight import Refused, cannot_listen
 from actors.runtime.watchdog import NodeActors, StartFailed, Watchdog
 from conf.settings import Connections
 from web.gateway import ActorGateway
@@ -159,8 +159,7 @@ def run_node(*, state_dir: str, admin_port: int, actor_class: str, configure_mes
         try:
             actors.start_top()
         except StartFailed as exc:
-            log.error("%s: %s", name, exc)
-            return 1
+            raise Refused(f"{exc}.") from None
         # NOTE: the web stack is imported only now: every actor process is forked from this one
         # (through the admin), and each would otherwise carry falcon and waitress in its memory.
         from web import connections as http_connections
