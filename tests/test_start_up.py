@@ -3,11 +3,13 @@ each start-up failure as one sentence with exit code 2 (real processes), Ctrl-C 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import uuid
+from contextlib import contextmanager
 from dataclasses import replace
 
 import pytest
@@ -20,6 +22,15 @@ from tests.harness import (MARKER, ROOT, START_TIMEOUT, free_port, processes_wit
                            wait_until, write_ini)
 
 SECRET = "s3cret-of-the-cluster-0123"
+
+
+@contextmanager
+def taken_port():
+    """A loopback port another program listens on, for as long as the block runs."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield taken.getsockname()[1]
 
 
 # --- the start block (fast) ---------------------------------------------------------------------
@@ -118,17 +129,25 @@ def test_a_data_dir_under_a_file_is_refused_naming_the_key_the_folder_and_why(tm
                                          f"{tmp_path / 'a-file'} is a file, not a folder;")
 
 
+def test_a_data_dir_on_a_read_only_file_system_is_refused_saying_so(tmp_path):
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(tmp_path)], capture_output=True)
+    if mounted.returncode != 0:  # NOTE: mounting needs root; chmod would not stop root
+        pytest.skip(f"cannot mount a read-only tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        with pytest.raises(Refused, match="^" + re.escape(f"[client] data_dir {tmp_path}/data cannot be written: "
+                                                          f"read-only file system;")):
+            writable_folder("[client] data_dir", str(tmp_path / "data"))
+    finally:
+        subprocess.run(["umount", "-l", str(tmp_path)], capture_output=True)
+
+
 def test_a_writable_data_dir_is_created(tmp_path):
     writable_folder("[client] data_dir", str(tmp_path / "new" / "data"))
     assert os.listdir(tmp_path / "new" / "data") == []
 
 
 def test_a_port_in_use_is_refused_naming_the_port_and_how_to_pick_another():
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-
+    with taken_port() as port:
         with pytest.raises(Refused) as refused:
             free_to_listen("127.0.0.1", port, "[client]")
 
@@ -175,15 +194,14 @@ def client_ini(tmp_path, port: int, **client) -> str:
     return str(tmp_path / "client.ini")
 
 
-@pytest.mark.processes
-@pytest.mark.parametrize("program, ini, section", [("run_server.py", server_ini, "[server]"),
-                                                   ("run_client.py", client_ini, "[client]")])
-def test_a_node_on_a_port_in_use_says_so_and_how_to_pick_another(tmp_path, program, ini, section):
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
+EACH_NODE = pytest.mark.parametrize("program, ini, section", [("run_server.py", server_ini, "[server]"),
+                                                              ("run_client.py", client_ini, "[client]")])
 
+
+@pytest.mark.processes
+@EACH_NODE
+def test_a_node_on_a_port_in_use_says_so_and_how_to_pick_another(tmp_path, program, ini, section):
+    with taken_port() as port:
         result = refused_start(program, "--config", ini(tmp_path, port))
 
     assert one_sentence(result, program) == (
@@ -192,8 +210,7 @@ def test_a_node_on_a_port_in_use_says_so_and_how_to_pick_another(tmp_path, progr
 
 
 @pytest.mark.processes
-@pytest.mark.parametrize("program, ini, section", [("run_server.py", server_ini, "[server]"),
-                                                   ("run_client.py", client_ini, "[client]")])
+@EACH_NODE
 def test_a_node_whose_data_dir_cannot_be_written_says_which_folder_and_why(tmp_path, program, ini, section):
     # NOTE: under a file, not a chmod'ed folder: root (the tests' user here) writes through any mode.
     (tmp_path / "a-file").write_text("")
@@ -206,8 +223,8 @@ def test_a_node_whose_data_dir_cannot_be_written_says_which_folder_and_why(tmp_p
 
 
 @pytest.mark.processes
-@pytest.mark.parametrize("program, ini", [("run_server.py", server_ini), ("run_client.py", client_ini)])
-def test_a_node_started_without_its_packages_says_to_use_make_run_or_the_venv(tmp_path, program, ini):
+@EACH_NODE
+def test_a_node_started_without_its_packages_says_to_use_make_run_or_the_venv(tmp_path, program, ini, section):
     # NOTE: `-S`: the same interpreter without its site-packages, as the system's python3 is without
     # the venv's (whatever that one has installed).
     result = refused_start("-S", program, "--config", ini(tmp_path, free_port()))
@@ -273,11 +290,7 @@ def test_ctrl_c_under_make_run_stops_both_nodes_without_a_traceback(tmp_path, wh
 
 @pytest.mark.processes
 def test_a_node_whose_fixed_actor_admin_port_is_taken_says_so(tmp_path):
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        admin_port = taken.getsockname()[1]
-
+    with taken_port() as admin_port:
         result = refused_start("run_server.py", "--config", server_ini(tmp_path, free_port(), actor_admin_port=admin_port))
 
     assert one_sentence(result, "run_server.py") == (
@@ -286,9 +299,9 @@ def test_a_node_whose_fixed_actor_admin_port_is_taken_says_so(tmp_path):
 
 
 @pytest.mark.processes
-@pytest.mark.parametrize("program, ini, file", [("run_server.py", server_ini, "orchestrator.sqlite"),
-                                                ("run_client.py", client_ini, "executor.sqlite")])
-def test_a_node_whose_database_is_not_one_says_so(tmp_path, program, ini, file):
+@EACH_NODE
+def test_a_node_whose_database_is_not_one_says_so(tmp_path, program, ini, section):
+    file = "orchestrator.sqlite" if section == "[server]" else "executor.sqlite"
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / file).write_bytes(b"not a database, " * 512)
 
