@@ -24,6 +24,10 @@ def without_password(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def _address(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def _hours(value: float) -> str:
     return f"{value:g} h"
 
@@ -39,7 +43,7 @@ def _auth(config: ServerConfig) -> str:
 def describe_server(config: ServerConfig, version: str) -> str:
     lines = [
         f"orchestrator server {version}",
-        f"  listening on: http://{config.host}:{config.port}" + (
+        f"  address: {_address(config.host, config.port)}" + (
             f" (executors report to {config.own_url})" if config.callback_url else ""),
         f"  database: {without_password(config.database_url)}",
         f"  data folder: {config.data_dir}",
@@ -61,13 +65,13 @@ def describe_server(config: ServerConfig, version: str) -> str:
 def describe_executor(config: ClientConfig, version: str, jobs_run: str, limits_by: str) -> str:
     """`jobs_run` and `limits_by`: how this host runs jobs (the sandbox found, what enforces the
     limits), which the node probes at start."""
-    memory = f"{config.max_memory_mb} MB" if config.max_memory_mb else "no limit of its own"
+    memory = f"{config.max_memory_mb} MB" if config.max_memory_mb else "unlimited"
     backend = config.backend if config.backend == "local" else (
         f"slurm (partition {config.partition or 'default'}, workdir {config.tasks_path})")
     return "\n".join([
         f"orchestrator executor {version}",
         f"  service: {config.service}",
-        f"  listening on: http://{config.host}:{config.port}" + (
+        f"  address: {_address(config.host, config.port)}" + (
             f" (the server reaches it at {config.own_url})" if config.advertise_url else ""),
         f"  database: {config.database_url}",
         f"  data folder: {config.data_path}",

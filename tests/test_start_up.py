@@ -46,7 +46,7 @@ def test_the_servers_start_block_names_everything_an_operator_checks_and_no_secr
     text = describe_server(config, "9.9.9")
 
     assert text.splitlines()[0] == "orchestrator server 9.9.9"
-    assert "listening on: http://0.0.0.0:5001" in text
+    assert "address: http://0.0.0.0:5001" in text
     assert "database: postgresql://orch@db:5433/orch" in text and "pa55word" not in text
     assert "data folder: /srv/orch" in text
     assert ("service example: runs_per_user 3, max_runs 8, max_queued_per_user 50, retention 1.5 h; "
@@ -60,6 +60,7 @@ def test_the_servers_start_block_names_everything_an_operator_checks_and_no_secr
 
 @pytest.mark.parametrize("host, allow, expected", [
     ("127.0.0.1", False, "auth: anonymous, loopback callers only"),
+    ("::1", False, "address: http://[::1]:5000"),
     ("0.0.0.0", True, "auth: anonymous on 0.0.0.0 (allow_anonymous = true)"),
 ])
 def test_a_server_without_tokens_says_who_may_call_it(host, allow, expected):
@@ -80,7 +81,7 @@ def test_the_executors_start_block_names_its_service_backend_slots_sandbox_limit
     text = describe_executor(config, "9.9.9", "in a bubblewrap sandbox, without network", "cgroup v2 under /x")
 
     assert text.splitlines()[0] == "orchestrator executor 9.9.9"
-    for line in ("service: prodigy", "listening on: http://127.0.0.1:9001",
+    for line in ("service: prodigy", "address: http://127.0.0.1:9001",
                  "database: /srv/exec-prodigy-9001/executor.sqlite", "data folder: /srv/exec-prodigy-9001",
                  "backend: local, 3 slots", "jobs run in a bubblewrap sandbox, without network",
                  "limits per job (cgroup v2 under /x): memory 2048 MB, 64 processes, output 100 MB, 256 open files",
@@ -129,6 +130,7 @@ def test_a_data_dir_under_a_file_is_refused_naming_the_key_the_folder_and_why(tm
                                          f"{tmp_path / 'a-file'} is a file, not a folder;")
 
 
+@pytest.mark.processes  # mount and umount
 def test_a_data_dir_on_a_read_only_file_system_is_refused_saying_so(tmp_path):
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(tmp_path)], capture_output=True)
     if mounted.returncode != 0:  # NOTE: mounting needs root; chmod would not stop root
