@@ -31,10 +31,13 @@ test-packages:
 	$(call install_missing,bwrap:bubblewrap tmux:tmux chromium:chromium)
 
 # The server on :5000 and one `example` executor on :9000, both on loopback; Ctrl-C stops both.
+# (The tests run this target with other arguments: SERVER_ARGS, CLIENT_ARGS.)
+SERVER_ARGS := --config conf/server.ini
+CLIENT_ARGS := --service example --config conf/client.ini
 run: $(STAMP) packages
 	@trap 'kill -TERM $$client 2>/dev/null; wait $$client' EXIT INT TERM; \
-	$(PY) run_client.py --service example --config conf/client.ini & client=$$!; \
-	$(PY) run_server.py --config conf/server.ini
+	$(PY) run_client.py $(CLIENT_ARGS) & client=$$!; \
+	$(PY) run_server.py $(SERVER_ARGS)
 
 test: $(STAMP) prodigy test-packages
 	$(PY) -m pytest -q -n 2 tests

@@ -3,17 +3,25 @@
 [--backend local|slurm]`."""
 from __future__ import annotations
 
+import signal
+
+# NOTE: first of all: until main() installs the node's own handlers, Ctrl-C (or make's trap, or a
+# background start that ignored SIGINT) simply ends the process, with no traceback of an import.
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 import argparse
 import logging
 import os
 import shutil
-import signal
 import sys
 
-from actors.runtime.serving import install_signal_handlers, run_node, setup_logging
+from actors.runtime.preflight import database_opened, free_to_listen, refusing, writable_folder
 
 
 def main(argv: list[str] | None = None) -> int:
+    # NOTE: imported here, not at the top: a missing package is then refused in one sentence (refusing).
+    from actors.runtime.serving import install_signal_handlers, run_node, setup_logging
+
     install_signal_handlers()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--service", help="the service this node runs jobs for, overriding [client] service")
@@ -37,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_client_config(args.config, os.environ, service=args.service, port=args.port,
                                     backend=args.backend)
+        start_checks(config)
         os.makedirs(config.tasks_path, exist_ok=True)  # NOTE: before the probe, which notes which folders exist
         wrapping = Wrapping.probe(config)
     except (ConfigError, SandboxUnavailable) as exc:
@@ -45,15 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     # NOTE: before the actor system starts, so that (on a delegated cgroup v2) its processes start
     # in the node's own leaf cgroup.
     cgroups = JobCgroups.detect(f"{config.service}-{config.port}") if config.backend == "local" else None
-    logging.getLogger("orchestrator").info(
-        "jobs run %s; their limits: %s", wrapping.describe(config),
-        cgroups.describe() if cgroups else "rlimits" if config.backend == "local" else "rlimits (and Slurm's own)")
+    log_start(config, wrapping, cgroups)
     shutil.rmtree(config.incoming_path, ignore_errors=True)
     refused = os.path.join(config.data_path, REFUSED_FILE)
     if os.path.exists(refused):
         os.remove(refused)  # a previous run's: this one asks the server again
     tasks.remove_partial_zips(config.zips_path)
-    database.bind(db, config.database_url, create_tables=True)
+    database_opened(lambda: database.bind(db, config.database_url, create_tables=True), config.database_url)
     # NOTE: before the actor system forks its processes, so that they count into the same folder.
     metrics.prepare(config.data_path, [config.service], "executor")
     code = run_node(
@@ -66,11 +73,29 @@ def main(argv: list[str] | None = None) -> int:
         connections=config.connections, reserved_for=server_address(config),
         # SIGTERM drains: no new jobs, running ones finish and are reported, then the node exits.
         # Ctrl-C (SIGINT) stops at once: running scripts are stopped and reported lost.
-        settled=drained, settle_seconds=None, immediate=(signal.SIGINT,),
+        settled=drained, settle_seconds=None, immediate=(signal.SIGINT,), section="[client]",
     )
     # NOTE: the server does not know this node's service: the reporter said how to add it, and
     # stopped the node (actors/node/reporter.py).
     return 2 if os.path.exists(refused) else code
+
+
+def start_checks(config) -> None:
+    """Refuse to start (preflight.Refused) unless the port is free, and the data folder
+    and the job folders' can be written."""
+    free_to_listen(config.host, config.port, "[client]")
+    writable_folder("[client] data_dir", config.data_path)
+    if config.backend == "slurm" and config.slurm_workdir:
+        writable_folder("[client] slurm_workdir", config.tasks_path)
+
+
+def log_start(config, wrapping, cgroups) -> None:
+    from conf.summary import describe_executor
+    from conf.version import VERSION
+
+    limits_by = cgroups.describe() if cgroups else "rlimits" if config.backend == "local" else "rlimits and Slurm's own"
+    logging.getLogger("orchestrator").info("%s", describe_executor(config, VERSION, wrapping.describe(config),
+                                                                   limits_by))
 
 
 def backend_problem(config):
@@ -97,4 +122,4 @@ def drained(gateway, requests) -> bool:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(refusing("run_client.py", main))

@@ -2,13 +2,19 @@
 """Start the orchestrator server: `python run_server.py [--config conf/server.ini] [--port N]`."""
 from __future__ import annotations
 
+import signal
+
+# NOTE: first of all: until main() installs the node's own handlers, Ctrl-C (or make's trap, or a
+# background start that ignored SIGINT) simply ends the process, with no traceback of an import.
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 import argparse
 import logging
 import os
 import shutil
 import sys
 
-from actors.runtime.serving import install_signal_handlers, run_node, setup_logging
+from actors.runtime.preflight import database_opened, free_to_listen, refusing, writable_folder
 
 STOP_GRACE_SECONDS = 5.0
 
@@ -24,10 +30,12 @@ def remove_orphan_folders(jobs_dir: str) -> None:
 
 
 def prepare_database(config) -> None:
+    from conf.summary import without_password
     from storage import database, executors
     from storage.models import db
 
-    database.bind(db, config.database_url, create_tables=True)
+    database_opened(lambda: database.bind(db, config.database_url, create_tables=True),
+                    without_password(config.database_url))
     remove_orphan_folders(config.jobs_path)
     # NOTE: before the actors: no executor has been heard from by this server yet.
     executors.server_started({url: service.name for service in config.services for url in service.clients})
@@ -50,7 +58,26 @@ def executor_addresses(config):
     return CachedAddresses(lambda: configured + executors.urls())
 
 
+def start_checks(config) -> None:
+    """Refuse to start (preflight.Refused) unless the port is free, and the data folder (and a SQLite
+    database's folder) can be written."""
+    free_to_listen(config.host, config.port, "[server]")
+    writable_folder("[server] data_dir", config.data_dir)
+    if config.database and "://" not in config.database:
+        writable_folder("[server] database", os.path.dirname(os.path.abspath(config.database)))
+
+
+def log_start(config) -> None:
+    from conf.summary import describe_server
+    from conf.version import VERSION
+
+    logging.getLogger("orchestrator").info("%s", describe_server(config, VERSION))
+
+
 def main(argv: list[str] | None = None) -> int:
+    # NOTE: imported here, not at the top: a missing package is then refused in one sentence (refusing).
+    from actors.runtime.serving import install_signal_handlers, run_node, setup_logging
+
     install_signal_handlers()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", default="conf/server.ini", help="INI file (default: conf/server.ini)")
@@ -67,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"run_server.py: {exc}", file=sys.stderr)
         return 2
+    start_checks(config)
+    log_start(config)
     for folder in (config.jobs_path, config.results_path):
         os.makedirs(folder, exist_ok=True)
     # NOTE: a fetch cut short by a crash leaves its temporary file; the result is fetched again.
@@ -90,8 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         connections=config.connections, reserved_for=executor_addresses(config),
         # Stopping: uploads get 503 while the requests under way finish (at most STOP_GRACE s).
         settled=lambda gateway, requests: requests.count == 0, settle_seconds=STOP_GRACE_SECONDS,
+        section="[server]",
     )
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(refusing("run_server.py", main))

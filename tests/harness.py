@@ -625,3 +625,15 @@ def parse_metrics(text: str) -> dict[tuple[str, tuple], float]:
 
     return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
             for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+# --- start-up failures --------------------------------------------------------------------------
+
+def refused_start(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    """Run a node's command (`run_server.py ...`, or interpreter options first) expecting it to refuse
+    to start: its result (stderr as text); the test fails if it left any process behind."""
+    marker = uuid.uuid4().hex
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                            env={**os.environ, MARKER: marker}, stdin=subprocess.DEVNULL)
+    wait_until(lambda: not processes_with_marker(marker), 15, 0.05, "every process of the refused node to exit")
+    return result

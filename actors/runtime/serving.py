@@ -21,6 +21,7 @@ import threading
 import time
 from typing import Callable
 
+from actors.runtime.preflight import Refused, cannot_listen
 from actors.runtime.watchdog import NodeActors, StartFailed, Watchdog
 from conf.settings import Connections
 from web.gateway import ActorGateway
@@ -142,10 +143,13 @@ class Stopper:
 def run_node(*, state_dir: str, admin_port: int, actor_class: str, configure_message,
              make_app: Callable[[ActorGateway, threading.Event], object], host: str, port: int, threads: int,
              max_body: int, name: str, connections: Connections, reserved_for: Callable[[], set[str]], settled: Callable[[ActorGateway, InFlight], bool],
-             settle_seconds: float | None, immediate: tuple[int, ...] = (),
+             settle_seconds: float | None, section: str, immediate: tuple[int, ...] = (),
              prepare: Callable[[], None] = lambda: None) -> int:
     """Start the node's actor system, then `prepare()` (database, leftovers), its top actor and its
-    web app, and serve until stopped; every process started is stopped before returning."""
+    web app, and serve until stopped; every process started is stopped before returning.
+
+    A port taken since the node checked it (preflight.free_to_listen) is refused as that check
+    would (preflight.Refused, naming `section`'s `port` key)."""
     actors = NodeActors(state_dir, admin_port, actor_class, configure_message)
     watchdog = None
     try:
@@ -155,8 +159,7 @@ def run_node(*, state_dir: str, admin_port: int, actor_class: str, configure_mes
         try:
             actors.start_top()
         except StartFailed as exc:
-            log.error("%s: %s", name, exc)
-            return 1
+            raise Refused(f"{exc}.") from None
         # NOTE: the web stack is imported only now: every actor process is forked from this one
         # (through the admin), and each would otherwise carry falcon and waitress in its memory.
         from web import connections as http_connections
@@ -165,10 +168,13 @@ def run_node(*, state_dir: str, admin_port: int, actor_class: str, configure_mes
         stopping = threading.Event()
         app = InFlight(make_app(gateway, stopping))
         _json_waitress_errors(max_body)
-        server = http_connections.create(
-            app, host=host, port=port, threads=threads, max_body=max_body, name=name,
-            connection_limit=connections.connection_limit, client_timeout=connections.client_timeout,
-            per_client=connections.max_connections_per_client, reserved_for=reserved_for)
+        try:
+            server = http_connections.create(
+                app, host=host, port=port, threads=threads, max_body=max_body, name=name,
+                connection_limit=connections.connection_limit, client_timeout=connections.client_timeout,
+                per_client=connections.max_connections_per_client, reserved_for=reserved_for)
+        except OSError as exc:  # NOTE: taken since the check above, while the actor system started
+            raise cannot_listen(host, port, section, exc) from None
         stopper = Stopper(stopping, lambda: settled(gateway, app), settle_seconds, (*immediate, signal.SIGHUP))
         watchdog = Watchdog(actors, gateway, idle=lambda: app.count == 0)
         for signum in STOP_SIGNALS:

@@ -25,6 +25,7 @@ from thespian.system.transport.IPBase import IPActorAddress
 
 from actors.runtime import frame_auth
 from actors.runtime import lifeline
+from actors.runtime.preflight import Refused
 from actors.runtime.processes import start_time
 
 log = logging.getLogger(__name__)
@@ -179,7 +180,8 @@ def start(state_dir: str, admin_port: int = 0) -> ActorSystem:
             port = admin_port or free_port()
             if not _wait_closed(port, STOP_WAIT_SECONDS if admin_port else 0):
                 if admin_port:
-                    raise RuntimeError(f"actor_admin_port {port} is already in use by another process.")
+                    raise Refused(f"actor_admin_port {port} is already in use by another process; "
+                                  f"pick another, or 0 for any free port.")
                 continue
             lifeline.configure(state_dir, port)
             try:
