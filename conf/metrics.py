@@ -3,14 +3,16 @@
 Runs in every process of a node (server or executor): the main process calls `prepare` before its
 actor system forks, so each actor process inherits the metrics and the listener registered in
 `conf.logs.LISTENERS`. prometheus_client's multiprocess mode keeps each process's values in a file
-of its own under `<data_dir>/metrics` (wiped at each start, as the counters start from zero); the
+of its own in shared memory (`folder_of`; wiped at each start, as the counters start from zero); the
 node's `/metrics` (web/metrics.py) adds them up at scrape time. Gauges of the node's state are not
 kept here: they are read from the database when scraped.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import tempfile
 
 from conf import logs
 
@@ -29,7 +31,14 @@ _services: frozenset[str] = frozenset()
 
 
 def folder_of(data_dir: str) -> str:
-    return os.path.join(data_dir, FOLDER)
+    """Where the processes of the node whose data folder is `data_dir` keep their counters: in
+    shared memory (/dev/shm), not in the data folder. Each process maps its file into memory, and a
+    write to a mapped page that a full disk cannot hold kills the process with SIGBUS: a job that
+    fills the node's disk would take the node with it."""
+    shared = "/dev/shm"
+    base = shared if os.path.isdir(shared) and os.access(shared, os.W_OK) else tempfile.gettempdir()
+    digest = hashlib.sha256(os.path.abspath(data_dir).encode()).hexdigest()[:16]
+    return os.path.join(base, f"orchestrator-{FOLDER}-{digest}")
 
 
 #: The metrics only an executor node has; the server has every other one but these.
@@ -39,7 +48,7 @@ BOTH = frozenset({"http_requests", "http_seconds"})
 
 
 def prepare(data_dir: str, services, kind: str = "server") -> None:
-    """Start the node's metrics afresh in `<data_dir>/metrics` and listen to its events; call it in
+    """Start the node's metrics afresh (in `folder_of(data_dir)`) and listen to its events; call it in
     the node's main process before its actor system starts. `services`: the names counted by name;
     `kind`: "server" or "executor" (each has its own metrics)."""
     global _services
