@@ -53,17 +53,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", default="conf/server.ini", help="INI file (default: conf/server.ini)")
     parser.add_argument("--port", type=int, help="HTTP port, overriding [server] port")
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                        help="least severe lines logged, overriding log_level of the file")
     args = parser.parse_args(argv)
     setup_logging()
 
     from actors.messages import Configure
+    from conf import logs
     from conf.settings import ConfigError, is_loopback, load_server_config
 
     try:
-        config = load_server_config(args.config, os.environ, port=args.port)
+        config = load_server_config(args.config, os.environ, port=args.port, log_level=args.log_level)
     except ConfigError as exc:
         print(f"run_server.py: {exc}", file=sys.stderr)
         return 2
+    logs.configure(config.log_level, config.log_format)
     for folder in (config.jobs_path, config.results_path):
         os.makedirs(folder, exist_ok=True)
     # NOTE: a fetch cut short by a crash leaves its temporary file; the result is fetched again.
