@@ -37,6 +37,7 @@ from actors.node.reporter import Reporter
 from actors.runtime import process_logging
 from actors.runtime.lifeline import die_with_parent
 from actors.runtime.processes import start_time
+from conf import logs
 from conf.settings import sweep_interval
 from storage import database
 from storage import clock
@@ -98,8 +99,8 @@ class ExecutorActor(ActorTypeDispatcher):
                 return  # it ended already
             if msg.task_id in self.waiting:
                 self.waiting.remove(msg.task_id)
-        log.warning("task %d killed: the server no longer counts its attempt", msg.task_id)
-        tasks.mark_ended(msg.task_id, TaskState.KILLED, clock.utcnow())
+        if tasks.mark_ended(msg.task_id, TaskState.KILLED, clock.utcnow()):
+            task_event("killed", msg.task_id, reason="the server no longer counts its attempt")
         self.start_more()
 
     def receiveMsg_Drain(self, msg: Drain, sender) -> None:
@@ -114,7 +115,9 @@ class ExecutorActor(ActorTypeDispatcher):
     def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender) -> None:
         if self.backend is not None:
             for ended in self.backend.stop_all():
-                tasks.mark_ended(ended.task_id, ended.state, clock.utcnow(), ended.exit_code, ended.stderr_tail, ended.reason)
+                if tasks.mark_ended(ended.task_id, ended.state, clock.utcnow(), ended.exit_code, ended.stderr_tail,
+                                    ended.reason):
+                    task_event(ended.state.value, ended.task_id, exit_code=ended.exit_code, reason=ended.reason)
 
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender) -> None:
         try:
@@ -198,6 +201,7 @@ class ExecutorActor(ActorTypeDispatcher):
         recorded is kept in `unsaved` (the tick writes it again); it is reported once it is."""
         for event in events:
             if isinstance(event, Started):
+                task_event("started", event.task_id)
                 self.reporter.report(event.task_id, "started")
             elif isinstance(event, Ended):
                 try:
@@ -214,6 +218,7 @@ class ExecutorActor(ActorTypeDispatcher):
                     log.warning("task %d: its end (%s) came after another; the first one stands",
                                 event.task_id, event.state.value)
                     continue
+                task_event(event.state.value, event.task_id, exit_code=event.exit_code, reason=event.reason)
                 if event.state is TaskState.FINISHED and event.exit_code == 0 and not event.reason:
                     # NOTE: begun before the report, so the server's fetch finds it made or under way.
                     self.zips.start(tasks.find(event.task_id)["dir"], self.config.zip_file(event.task_id))
@@ -228,6 +233,12 @@ class ExecutorActor(ActorTypeDispatcher):
             if tasks.mark_cleaned(task_id):
                 tasks.remove_folder(folder)
                 tasks.remove_zip(self.config.zip_file(task_id))
+
+
+def task_event(name: str, task_id: int, **fields) -> None:
+    """The event `task_<name>` of one of this node's tasks, with the job and attempt it runs."""
+    task = tasks.find(task_id) or {}
+    logs.event(log, f"task_{name}", task=task_id, job=task.get("job_id"), attempt=task.get("attempt"), **fields)
 
 
 def vanished(running: list[tuple[int, int | None, int | None]], kept: Callable[[int], bool]) -> list[int]:
