@@ -8,6 +8,7 @@ whatever was.
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import signal
@@ -564,3 +565,22 @@ def fire_timers(asys, which) -> None:
     for timer in due:
         KEPT_TIMERS.remove(timer)
         asys.tell(timer[0], WakeupMessage(timer[1], timer[2]))
+
+
+# --- a node's log ----------------------------------------------------------------------------------
+
+def log_lines(node: Node) -> list[str]:
+    """Every line the node wrote so far (its stderr and stdout, as `Node.start` keeps them)."""
+    return node.log_path.read_text(errors="replace").splitlines()
+
+
+def json_events(node: Node) -> list[dict]:
+    """The node's log as JSON objects (a line that does not parse fails the test), oldest first by
+    `ts`: lines from its actor processes reach stderr through Thespian's logger, a little late."""
+    parsed = []
+    for line in log_lines(node):
+        try:
+            parsed.append(json.loads(line))
+        except ValueError:
+            pytest.fail(f"a log line of the {node.kind} is not JSON: {line!r}")
+    return sorted(parsed, key=lambda entry: entry["ts"])

@@ -39,7 +39,8 @@ class UnknownService(falcon.HTTPBadRequest):
 
 
 class Upload:
-    """`POST /upload`: store the files, write the Queued row, then wake the queue."""
+    """`POST /upload`: store the files, write the Queued row, then wake the queue; one `rejected` or
+    `queued` event each."""
 
     def __init__(self, config: ServerConfig, gateway: ActorGateway, stopping: threading.Event):
         self.config = config
@@ -49,7 +50,6 @@ class Upload:
         self.jobs_dir = config.jobs_path
 
     def on_post(self, req, resp):
-        """One `rejected` or `queued` event for each upload."""
         try:
             job_id, service, files, size, view = self.accept(req)
         except falcon.HTTPError as error:
@@ -57,12 +57,14 @@ class Upload:
             logs.event(log, "rejected", service=getattr(error, "service", None), status=status,
                        reason="unknown_service" if isinstance(error, UnknownService) else REJECTIONS.get(status, str(status)))
             raise
+        # NOTE: logged before the queue hears of it, so that `queued` comes before `admitted`.
         logs.event(log, "queued", job=job_id, user=view["user_id"], portal=req.context.portal, service=service,
                    files=files, bytes=size)
+        self.gateway.post(JobQueued(job_id, service, view["user_id"], req.context.portal), role="queue")
         resp.media = view
 
     def accept(self, req) -> tuple[int, str, int, int, dict]:
-        """Store the upload and its Queued row, then wake the queue: (job id, service, files, bytes, view)."""
+        """Store the upload and its Queued row: (job id, service, files, bytes, view)."""
         if self.stopping.is_set():
             raise falcon.HTTPServiceUnavailable(title="Shutting down", retry_after=10,
                                                 description="the server is stopping; send the upload again shortly.")
@@ -83,7 +85,6 @@ class Upload:
                             f"send more once some have started.")
             error.service = service
             raise error from None
-        self.gateway.post(JobQueued(job_id, service, user_id, portal), role="queue")
         return job_id, service, len(sizes), sum(sizes), view
 
     def check(self, fields: dict[str, str], names: list[str]) -> tuple[int, str]:
