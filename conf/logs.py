@@ -94,7 +94,9 @@ def logging_config(level: str, fmt: str) -> dict:
         "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "chosen",
                                 "level": level.upper(), "stream": "ext://sys.stderr"}},
         "root": {"handlers": ["stderr"], "level": level.upper()},
-        "loggers": {name: {"level": quiet} for name, quiet in QUIET.items()},
+        # NOTE: only those above `level`: Thespian's actor processes forward whatever reaches the
+        # lowest level named here.
+        "loggers": {name: {"level": quiet} for name, quiet in QUIET.items() if LEVELS[quiet.lower()] > LEVELS[level]},
     }
 
 

@@ -584,3 +584,20 @@ def json_events(node: Node) -> list[dict]:
         except ValueError:
             pytest.fail(f"a log line of the {node.kind} is not JSON: {line!r}")
     return sorted(parsed, key=lambda entry: entry["ts"])
+
+
+@contextmanager
+def events_heard():
+    """The (event, fields) of every `conf.logs.event` of this process while in the block, as a list."""
+    from conf import logs
+
+    heard: list[tuple[str, dict]] = []
+
+    def listener(name: str, fields: dict) -> None:
+        heard.append((name, fields))
+
+    logs.LISTENERS.append(listener)
+    try:
+        yield heard
+    finally:
+        logs.LISTENERS.remove(listener)
