@@ -115,8 +115,21 @@ def pss_mb(pids) -> float:
     return total / 2**20
 
 
+#: The [server]/[client] log_level of the nodes that take it (the drains); None: their default.
+LOG_LEVEL: str | None = None
+
+
+def log_settings() -> dict[str, str]:
+    """The ini keys that give a node the log level chosen with --log-level."""
+    return {"log_level": LOG_LEVEL} if LOG_LEVEL else {}
+
+
 def main(run) -> None:
+    global LOG_LEVEL
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test, not a measurement")
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                        help="the nodes' log_level in the drains (default: theirs, info), to measure logging's cost")
     args = parser.parse_args()
+    LOG_LEVEL = args.log_level
     print(table(run(args.quick)))
