@@ -29,6 +29,16 @@ def of_job(entries: list[dict], job_id: int) -> list[dict]:
     return [entry for entry in entries if entry["event"] and entry["job"] == job_id]
 
 
+def assert_life(names: list[str]) -> None:
+    """A completed job's events, each once and in order.
+
+    NOTE: `running` is written by the main process (the executor's report) and `dispatched` by the
+    dispatcher's process through Thespian's logger, within milliseconds of each other: those two may
+    change places. Every other event follows from the one before it."""
+    assert sorted(names[2:4]) == ["dispatched", "running"], names
+    assert names[:2] + names[4:] == ["queued", "admitted", "retrieved", "completed", "cleaned"], names
+
+
 def wait_for_events(node, job_id: int, *names: str) -> list[dict]:
     """The node's events of `job_id` once all of `names` are among them."""
     wait_until(lambda: set(names) <= {e["event"] for e in of_job(json_events(node), job_id)}, 15, 0.05,
@@ -42,8 +52,7 @@ def test_a_completed_job_logs_each_event_once_in_order_with_its_fields_as_json_k
     assert wait_for_outcome(server, job_id) == 200
 
     events = wait_for_events(server, job_id, "cleaned")
-    assert [e["event"] for e in events] == ["queued", "admitted", "dispatched", "running", "retrieved", "completed",
-                                            "cleaned"]
+    assert_life([e["event"] for e in events])
     by_name = {e["event"]: e for e in events}
     for entry in json_events(server) + json_events(executor):
         assert list(entry)[:len(JSON_KEYS)] == list(JSON_KEYS)
@@ -106,7 +115,7 @@ def test_a_refused_upload_logs_rejected_with_a_reason(json_nodes):
 
 
 def text_events(node) -> list[tuple[str, str]]:
-    """(event, its fields as text) of the node's job event lines, in the order they were written."""
+    """(event, its fields as text) of the node's job event lines, in the order they reached stderr."""
     found = []
     for line in log_lines(node):
         match = re.search(r" INFO \[\d+\] orchestrator\.\w+: (\w+) (.*)$", line)
@@ -122,11 +131,7 @@ def test_as_text_a_job_is_one_line_per_event_with_its_fields(module_cluster):
     mine = lambda: [(name, fields) for name, fields in text_events(server) if f"job={job_id} " in fields + " "]
     wait_until(lambda: "cleaned" in [name for name, _ in mine()], 15, 0.05, "the job to be cleaned")
 
-    names = [name for name, _ in mine()]
-    # NOTE: `running` comes from the main process and `dispatched` from an actor's, through Thespian's
-    # logger: those two may change places; every other pair follows from the one before.
-    assert sorted(names[2:4]) == ["dispatched", "running"]
-    assert names[:2] + names[4:] == ["queued", "admitted", "retrieved", "completed", "cleaned"]
+    assert_life([name for name, _ in mine()])
     fields = dict(mine())
     assert f"job={job_id} user=3 service=example files=1 bytes=" in fields["queued"]
     assert re.search(r"exit_code=0 wait_seconds=[\d.]+ run_seconds=[\d.]+ turnaround_seconds=[\d.]+$",
