@@ -11,6 +11,7 @@ import signal
 import sys
 
 from actors.runtime.serving import install_signal_handlers, run_node, setup_logging
+from conf.logs import LEVELS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="conf/client.ini", help="INI file (default: conf/client.ini)")
     parser.add_argument("--port", type=int, help="HTTP port, overriding [client] port")
     parser.add_argument("--backend", help="where jobs run: local or slurm, overriding [client] backend")
-    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+    parser.add_argument("--log-level", choices=tuple(LEVELS),
                         help="least severe lines logged, overriding log_level of the file")
     args = parser.parse_args(argv)
     setup_logging()

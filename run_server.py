@@ -9,6 +9,7 @@ import shutil
 import sys
 
 from actors.runtime.serving import install_signal_handlers, run_node, setup_logging
+from conf.logs import LEVELS
 
 STOP_GRACE_SECONDS = 5.0
 
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", default="conf/server.ini", help="INI file (default: conf/server.ini)")
     parser.add_argument("--port", type=int, help="HTTP port, overriding [server] port")
-    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+    parser.add_argument("--log-level", choices=tuple(LEVELS),
                         help="least severe lines logged, overriding log_level of the file")
     args = parser.parse_args(argv)
     setup_logging()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import requests
 
+from conf.logs import LEVELS
 from tests.harness import Cluster, script
 
 TRIVIAL = script("echo done > out.txt")
@@ -124,12 +125,16 @@ def log_settings() -> dict[str, str]:
     return {"log_level": LOG_LEVEL} if LOG_LEVEL else {}
 
 
-def main(run) -> None:
+def arguments(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse --quick and --log-level (kept in LOG_LEVEL) besides `parser`'s own options."""
     global LOG_LEVEL
-    parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test, not a measurement")
-    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
-                        help="the nodes' log_level in the drains (default: theirs, info), to measure logging's cost")
+    parser.add_argument("--log-level", choices=tuple(LEVELS),
+                        help="the nodes' log_level (default: theirs, info), to measure logging's cost")
     args = parser.parse_args()
     LOG_LEVEL = args.log_level
-    print(table(run(args.quick)))
+    return args
+
+
+def main(run) -> None:
+    print(table(run(arguments(argparse.ArgumentParser()).quick)))
