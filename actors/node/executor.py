@@ -60,6 +60,8 @@ class ExecutorActor(ActorTypeDispatcher):
         self.config = None
         self.backend = None
         self.waiting: deque[int] = deque()
+        #: (job id, attempt) of the tasks this actor started, for their events (`task_event`).
+        self.attempts: dict[int, tuple[int, int]] = {}
         #: Ends the backend reported that could not be written yet, by task id: each holds its slot.
         self.unsaved: dict[int, Ended] = {}
         #: When the armed poll is due (monotonic seconds), and its number: a poll armed sooner for a
@@ -100,7 +102,7 @@ class ExecutorActor(ActorTypeDispatcher):
             if msg.task_id in self.waiting:
                 self.waiting.remove(msg.task_id)
         if tasks.mark_ended(msg.task_id, TaskState.KILLED, clock.utcnow()):
-            task_event("killed", msg.task_id, reason="the server no longer counts its attempt")
+            self.task_event("killed", msg.task_id, reason="the server no longer counts its attempt")
         self.start_more()
 
     def receiveMsg_Drain(self, msg: Drain, sender) -> None:
@@ -117,7 +119,7 @@ class ExecutorActor(ActorTypeDispatcher):
             for ended in self.backend.stop_all():
                 if tasks.mark_ended(ended.task_id, ended.state, clock.utcnow(), ended.exit_code, ended.stderr_tail,
                                     ended.reason):
-                    task_event(ended.state.value, ended.task_id, exit_code=ended.exit_code, reason=ended.reason)
+                    self.task_event(ended.state.value, ended.task_id, exit_code=ended.exit_code, reason=ended.reason)
 
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender) -> None:
         try:
@@ -169,6 +171,7 @@ class ExecutorActor(ActorTypeDispatcher):
             task = tasks.find(task_id)
             if task is None or task["state"] != TaskState.ACCEPTED.value:
                 continue
+            self.attempts[task_id] = (task["job_id"], task["attempt"])
             try:
                 events = self.backend.start(task_id, task)
             except Exception:  # noqa: BLE001 — its start could not be recorded (a full disk); nothing runs
@@ -201,7 +204,7 @@ class ExecutorActor(ActorTypeDispatcher):
         recorded is kept in `unsaved` (the tick writes it again); it is reported once it is."""
         for event in events:
             if isinstance(event, Started):
-                task_event("started", event.task_id)
+                self.task_event("started", event.task_id)
                 self.reporter.report(event.task_id, "started")
             elif isinstance(event, Ended):
                 try:
@@ -218,11 +221,20 @@ class ExecutorActor(ActorTypeDispatcher):
                     log.warning("task %d: its end (%s) came after another; the first one stands",
                                 event.task_id, event.state.value)
                     continue
-                task_event(event.state.value, event.task_id, exit_code=event.exit_code, reason=event.reason)
+                self.task_event(event.state.value, event.task_id, exit_code=event.exit_code, reason=event.reason)
                 if event.state is TaskState.FINISHED and event.exit_code == 0 and not event.reason:
                     # NOTE: begun before the report, so the server's fetch finds it made or under way.
                     self.zips.start(tasks.find(event.task_id)["dir"], self.config.zip_file(event.task_id))
                 self.reporter.report(event.task_id, REPORT_OF[event.state.value])
+
+    def task_event(self, name: str, task_id: int, **fields) -> None:
+        """The event `task_<name>` of one of this node's tasks, with the job and attempt it runs
+        (read from its row only for a task started before this actor was)."""
+        known = self.attempts.get(task_id) if name == "started" else self.attempts.pop(task_id, None)
+        if known is None:
+            task = tasks.find(task_id) or {}
+            known = (task.get("job_id"), task.get("attempt"))
+        logs.event(log, f"task_{name}", task=task_id, job=known[0], attempt=known[1], **fields)
 
     # --- retention ------------------------------------------------------------------------------
 
@@ -233,12 +245,6 @@ class ExecutorActor(ActorTypeDispatcher):
             if tasks.mark_cleaned(task_id):
                 tasks.remove_folder(folder)
                 tasks.remove_zip(self.config.zip_file(task_id))
-
-
-def task_event(name: str, task_id: int, **fields) -> None:
-    """The event `task_<name>` of one of this node's tasks, with the job and attempt it runs."""
-    task = tasks.find(task_id) or {}
-    logs.event(log, f"task_{name}", task=task_id, job=task.get("job_id"), attempt=task.get("attempt"), **fields)
 
 
 def vanished(running: list[tuple[int, int | None, int | None]], kept: Callable[[int], bool]) -> list[int]:
