@@ -44,7 +44,7 @@ def _shown(value) -> str:
     return repr(text) if (not text or any(c.isspace() or c in "\"'=" for c in text)) else text
 
 
-# --- how a node writes its log: level and format (main process, and the actor system's logger) ---
+# --- how a node writes its log: level and format (main process, actor processes, Thespian's logger) ---
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 FORMATS = ("text", "json")
@@ -116,8 +116,9 @@ def own_lines_to_stderr() -> None:
     the node's stderr, at the node's level and in its format, like the main process.
 
     NOTE: through Thespian's logger process each line costs a pickled TCP message and its
-    acknowledgement: at INFO, a fifth of a drain's CPU. Other loggers' lines (Thespian's, libraries')
-    still go that way, in the same format. Forked from the main process, this one knows its choice.
+    acknowledgement: at INFO, about a tenth of a drain's CPU more (bench.cpu). Other loggers' lines
+    (Thespian's, libraries') still go that way, in the same format. Forked from the main process,
+    this one knows its choice.
     """
     own = logging.getLogger("orchestrator")
     if own.handlers:
@@ -131,7 +132,7 @@ def own_lines_to_stderr() -> None:
 
 
 def actor_system_config() -> dict:
-    """The dictConfig for the actor system's logger process, which writes the lines of every actor
-    process: the same level and format as the node's main process. Records reach it pickled whole,
-    so `record.event` and `record.fields` arrive with them."""
+    """The dictConfig for the actor system's logger process, which writes the actor processes' lines
+    other than the orchestrator's own: the same level and format as the node's main process. Records
+    reach it pickled whole, so `record.event` and `record.fields` would arrive with them too."""
     return logging_config(*_chosen)
