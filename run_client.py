@@ -16,6 +16,7 @@ import shutil
 import sys
 
 from actors.runtime.preflight import database_opened, free_to_listen, refusing, writable_folder
+from conf.logs import LEVELS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="conf/client.ini", help="INI file (default: conf/client.ini)")
     parser.add_argument("--port", type=int, help="HTTP port, overriding [client] port")
     parser.add_argument("--backend", help="where jobs run: local or slurm, overriding [client] backend")
+    parser.add_argument("--log-level", choices=tuple(LEVELS),
+                        help="least severe lines logged, overriding log_level of the file")
     args = parser.parse_args(argv)
     setup_logging()
 
@@ -36,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     from actors.node.reporter import REFUSED_FILE
     from conf import metrics
     from actors.node.sandbox import SandboxUnavailable, Wrapping
+    from conf import logs
     from conf.settings import ConfigError, load_client_config
     from storage import database
     from storage.node import tasks
@@ -44,13 +48,14 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         config = load_client_config(args.config, os.environ, service=args.service, port=args.port,
-                                    backend=args.backend)
+                                    backend=args.backend, log_level=args.log_level)
         start_checks(config)
         os.makedirs(config.tasks_path, exist_ok=True)  # NOTE: before the probe, which notes which folders exist
         wrapping = Wrapping.probe(config)
     except (ConfigError, SandboxUnavailable) as exc:
         print(f"run_client.py: {exc}", file=sys.stderr)
         return 2
+    logs.configure(config.log_level, config.log_format)
     # NOTE: before the actor system starts, so that (on a delegated cgroup v2) its processes start
     # in the node's own leaf cgroup.
     cgroups = JobCgroups.detect(f"{config.service}-{config.port}") if config.backend == "local" else None

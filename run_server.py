@@ -15,6 +15,7 @@ import shutil
 import sys
 
 from actors.runtime.preflight import database_opened, free_to_listen, refusing, writable_folder
+from conf.logs import LEVELS
 
 STOP_GRACE_SECONDS = 5.0
 
@@ -82,18 +83,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", default="conf/server.ini", help="INI file (default: conf/server.ini)")
     parser.add_argument("--port", type=int, help="HTTP port, overriding [server] port")
+    parser.add_argument("--log-level", choices=tuple(LEVELS),
+                        help="least severe lines logged, overriding log_level of the file")
     args = parser.parse_args(argv)
     setup_logging()
 
     from actors.messages import Configure
-    from conf import metrics
+    from conf import logs, metrics
     from conf.settings import ConfigError, is_loopback, load_server_config
 
     try:
-        config = load_server_config(args.config, os.environ, port=args.port)
+        config = load_server_config(args.config, os.environ, port=args.port, log_level=args.log_level)
     except ConfigError as exc:
         print(f"run_server.py: {exc}", file=sys.stderr)
         return 2
+    logs.configure(config.log_level, config.log_format)
     start_checks(config)
     log_start(config)
     for folder in (config.jobs_path, config.results_path):

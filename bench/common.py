@@ -16,6 +16,7 @@ from pathlib import Path
 
 import requests
 
+from conf.logs import LEVELS
 from tests.harness import Cluster, script
 
 TRIVIAL = script("echo done > out.txt")
@@ -115,8 +116,25 @@ def pss_mb(pids) -> float:
     return total / 2**20
 
 
-def main(run) -> None:
-    parser = argparse.ArgumentParser()
+#: The [server]/[client] log_level of the nodes that take it (the drains); None: their default.
+LOG_LEVEL: str | None = None
+
+
+def log_settings() -> dict[str, str]:
+    """The ini keys that give a node the log level chosen with --log-level."""
+    return {"log_level": LOG_LEVEL} if LOG_LEVEL else {}
+
+
+def arguments(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse --quick and --log-level (kept in LOG_LEVEL) besides `parser`'s own options."""
+    global LOG_LEVEL
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test, not a measurement")
+    parser.add_argument("--log-level", choices=tuple(LEVELS),
+                        help="the nodes' log_level (default: theirs, info), to measure logging's cost")
     args = parser.parse_args()
-    print(table(run(args.quick)))
+    LOG_LEVEL = args.log_level
+    return args
+
+
+def main(run) -> None:
+    print(table(run(arguments(argparse.ArgumentParser()).quick)))

@@ -1,5 +1,5 @@
 """Where a drain's CPU goes: CPU seconds per job of each process of the server and the executor,
-during the 4 users x 50 jobs drain of figure 2b (`python -m bench.cpu [--quick]`).
+during the 4 users x 50 jobs drain of figure 2b (`python -m bench.cpu [--quick] [--log-level LEVEL]`).
 
 On two cores the drains are bounded by CPU, not by waiting: this says which process spends it.
 Server actors are named from the server's `/health`; the executor's processes by their parent.
@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
+from bench import common
 from bench.common import TRIVIAL, cluster, upload, wait_done
 from tests.harness import processes_with_marker
 
@@ -46,8 +47,8 @@ def names(server, executor) -> dict[int, str]:
 
 def measure(users: int, per_user: int) -> tuple[dict[str, tuple[float, float]], float, float]:
     with cluster() as nodes:
-        executor = nodes.executor("example", slots=8)
-        server = nodes.server({"example": {"clients": executor.url, "runs_per_user": 5}})
+        executor = nodes.executor("example", slots=8, **common.log_settings())
+        server = nodes.server({"example": {"clients": executor.url, "runs_per_user": 5}}, **common.log_settings())
         processes = names(server, executor)
         before = {pid: cpu_seconds(pid) for pid in processes}
         client_before = os.times()
@@ -66,9 +67,7 @@ def measure(users: int, per_user: int) -> tuple[dict[str, tuple[float, float]], 
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    per_user = 5 if parser.parse_args().quick else 50
+    per_user = 5 if common.arguments(argparse.ArgumentParser()).quick else 50
     spent, elapsed, client = measure(4, per_user)
     jobs = 4 * per_user
     print(f"{jobs} jobs in {elapsed:.2f} s\n\n| process | CPU per job |\n|---|---|")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from bench.common import TRIVIAL, Row, cluster, main, spread, upload, wait_done
+from bench.common import TRIVIAL, Row, cluster, log_settings, main, spread, upload, wait_done
 
 
 def drain(users: int, per_user: int, **executor_settings) -> float:
@@ -13,9 +13,9 @@ def drain(users: int, per_user: int, **executor_settings) -> float:
 
 
 def drain_nodes(nodes, **executor_settings):
-    """The server of the drains: an executor with 8 slots, runs_per_user 5."""
-    executor = nodes.executor("example", slots=8, **executor_settings)
-    return nodes.server({"example": {"clients": executor.url, "runs_per_user": 5}})
+    """The server of the drains: an executor with 8 slots, runs_per_user 5 (both at --log-level)."""
+    executor = nodes.executor("example", slots=8, **log_settings(), **executor_settings)
+    return nodes.server({"example": {"clients": executor.url, "runs_per_user": 5}}, **log_settings())
 
 
 def drain_on(server, users: int, per_user: int) -> float:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping
 from urllib.parse import urlsplit
 
+from conf import logs
+
 SERVICE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 DEFAULT_RUNS_PER_USER = 5
 DEFAULT_RETENTION_HOURS = 48.0
@@ -82,6 +84,20 @@ class Connections:
 CONNECTION_KEYS = {"connection_limit", "client_timeout", "max_connections_per_client"}
 
 
+LOG_KEYS = {"log_level", "log_format"}
+
+
+def _logging(section: Mapping[str, str], name: str, level: str | None) -> dict:
+    """log_level and log_format of `[name]`; `level` (--log-level) overrides the file's."""
+    chosen = {"log_level": level or section.get("log_level", "info"), "log_format": section.get("log_format", "text")}
+    for key, allowed in (("log_level", tuple(logs.LEVELS)), ("log_format", logs.FORMATS)):
+        chosen[key] = chosen[key].strip().lower()
+        if chosen[key] not in allowed:
+            where = "--log-level" if key == "log_level" and level else f"[{name}] {key}"
+            raise ConfigError(f"{where} must be one of {', '.join(allowed)}, got {chosen[key]!r}.")
+    return chosen
+
+
 def _connections(section: Mapping[str, str], name: str) -> Connections:
     defaults = Connections()
     limit = _int(f"[{name}] connection_limit", section.get("connection_limit", str(defaults.connection_limit)),
@@ -125,6 +141,9 @@ class ServerConfig:
     max_files: int = DEFAULT_MAX_FILES
     #: Serve without portal tokens on a non-loopback address (a warning is logged).
     allow_anonymous: bool = False
+    #: The least severe lines logged (conf/logs.py LEVELS), and how: text or json (one object a line).
+    log_level: str = "info"
+    log_format: str = "text"
     #: Shared secret between this server and its executors; "" means none (loopback only).
     cluster_secret: str = ""
     #: (portal name, bearer token) pairs from [tokens]; empty means anonymous access.
@@ -196,6 +215,9 @@ class ClientConfig:
     connections: Connections = field(default_factory=Connections)
     #: Base URL the server reaches this node at; "" derives it from host and port.
     advertise_url: str = ""
+    #: The least severe lines logged (conf/logs.py LEVELS), and how: text or json (one object a line).
+    log_level: str = "info"
+    log_format: str = "text"
     #: Shared secret with the server; "" means none (allowed on loopback only).
     cluster_secret: str = ""
     #: Where tasks run: "local" (`bash run.sh` on this host) or "slurm" (sbatch on a cluster).
@@ -384,8 +406,7 @@ def _unknown_keys(section: str, present: Mapping[str, str], known: set[str]) -> 
 _SERVER_KEYS = {"host", "port", "data_dir", "database", "retention_hours", "actor_admin_port",
                 "callback_url", "max_upload_mb", "threads", "executor_timeout", "max_attempts", "max_files",
                 "allow_anonymous", "cluster_secret", "max_fetch_failures", "fetch_retry_seconds", "metrics_public",
-                "metrics_cache_seconds",
-                *CONNECTION_KEYS}
+                "metrics_cache_seconds", *CONNECTION_KEYS, *LOG_KEYS}
 _SERVICE_KEYS = {"clients", "runs_per_user", "max_runs", "retention_hours", "max_queued_per_user"}
 _ENV_SERVICE = re.compile(r"^SERVICE_(.+)_(RUNS_PER_USER|MAX_RUNS|UPLOAD_URL|DOWNLOAD_URL)$")
 
@@ -432,7 +453,7 @@ def _apply_service_env(services: dict[str, ServiceConfig], environ: Mapping[str,
 
 
 def load_server_config(path: str | None, environ: Mapping[str, str] = os.environ,
-                       port: int | None = None) -> ServerConfig:
+                       port: int | None = None, log_level: str | None = None) -> ServerConfig:
     """Read `path` (INI), apply the original's environment overrides, then validate.
 
     Raises:
@@ -471,6 +492,7 @@ def load_server_config(path: str | None, environ: Mapping[str, str] = os.environ
         max_upload_mb=_int("[server] max_upload_mb", section.get("max_upload_mb", str(defaults.max_upload_mb)), 1, 1 << 20),
         threads=_int("[server] threads", section.get("threads", str(defaults.threads)), 1, 256),
         connections=_connections(section, "server"),
+        **_logging(section, "server", log_level),
         executor_timeout=_seconds("[server] executor_timeout",
                                   section.get("executor_timeout", str(defaults.executor_timeout))),
         max_attempts=_int("[server] max_attempts", section.get("max_attempts", str(defaults.max_attempts)), 1, 100),
@@ -514,7 +536,7 @@ def load_server_config(path: str | None, environ: Mapping[str, str] = os.environ
 _JOB_KEYS = {"sandbox", "network", "read_only_paths", "pass_env", "max_memory_mb", "max_processes", "max_output_mb",
              "max_open_files"}
 _CLIENT_KEYS = {"service", "host", "port", "data_dir", "slots", "server_url", "actor_admin_port", "advertise_url",
-                "cluster_secret", "retention_hours", "max_upload_mb", "threads", *CONNECTION_KEYS,
+                "cluster_secret", "retention_hours", "max_upload_mb", "threads", *CONNECTION_KEYS, *LOG_KEYS,
                 "backend", "slurm_workdir", "partition", "sbatch_args", "max_jobs", "poll_interval", "jobcomp_log",
                 "metrics_public",
                 *_JOB_KEYS}
@@ -574,7 +596,7 @@ def _job_settings(where: str, section: Mapping[str, str]) -> dict:
 
 def load_client_config(path: str | None, environ: Mapping[str, str] = os.environ, *,
                        service: str | None = None, port: int | None = None,
-                       backend: str | None = None) -> ClientConfig:
+                       backend: str | None = None, log_level: str | None = None) -> ClientConfig:
     """Read the `[client]` section of `path`; `service`, `port` and `backend` come from the command line.
 
     Raises:
@@ -618,6 +640,7 @@ def load_client_config(path: str | None, environ: Mapping[str, str] = os.environ
         max_upload_mb=_int("[client] max_upload_mb", section.get("max_upload_mb", str(defaults.max_upload_mb)), 1, 1 << 20),
         threads=_int("[client] threads", section.get("threads", str(defaults.threads)), 1, 256),
         connections=_connections(section, "client"),
+        **_logging(section, "client", log_level),
         advertise_url=_url("[client] advertise_url", section["advertise_url"])
         if section.get("advertise_url", "").strip() else "",
         cluster_secret=_secret("[client] cluster_secret", section.get("cluster_secret", "")),

@@ -110,6 +110,12 @@ class JobRef:
     attempts: int
     executor: str | None
     remote_id: str | None
+    #: When it was created, started and ended, and how (for the events of its end: storage/job_events.py).
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    exit_code: int | None = None
+    reason: str | None = None
 
     @property
     def uid(self) -> str:
@@ -119,7 +125,8 @@ class JobRef:
     @staticmethod
     def of(job: Job) -> "JobRef":
         return JobRef(job.id, job.user_id, job.portal, job.service, JobState(job.state), job.dir, job.attempts,
-                      job.executor, job.remote_id)
+                      job.executor, job.remote_id, job.created_at, job.started_at, job.finished_at, job.exit_code,
+                      job.reason)
 
 
 # --- web ---------------------------------------------------------------------------------------
@@ -238,15 +245,15 @@ def unserved(service: str) -> str:
 
 @_retrying
 @db_session
-def fail_unserved(services: list[str], now: datetime) -> int:
-    """Fail the waiting jobs of services that are no longer configured; returns how many."""
+def fail_unserved(services: list[str], now: datetime) -> list[JobRef]:
+    """Fail the waiting jobs of services that are no longer configured; returns them."""
     waiting = [JobState.QUEUED.value, JobState.DISPATCHING.value]
-    count = 0
+    failed = []
     for job in select(j for j in Job if j.state in waiting and j.service not in services):
         advance(job, JobState.FAILED, now)
         job.reason = unserved(job.service)
-        count += 1
-    return count
+        failed.append(JobRef.of(job))
+    return failed
 
 
 @db_session
@@ -380,12 +387,13 @@ def _mark_submitted(accepted: tuple[int, int, str], now: datetime) -> None:
 @_retrying
 @db_session
 def requeue_or_fail(job_id: int, attempt: int, reason: str, max_attempts: int, now: datetime,
-                    services: Collection[str]) -> tuple[JobRef, JobState] | None:
+                    services: Collection[str]) -> tuple[JobRef, JobState, JobRef] | None:
     """An executor lost attempt `attempt`: back to the queue, or Failed once `max_attempts` were made
     or when its service is not among `services` (the configured ones: no queue would ever take it).
 
     Returns:
-        (the job as it was, its new state), or None when the attempt is stale or the job ended.
+        (the job as it was, its new state, the job as it is now), or None when the attempt is stale
+        or the job ended.
     """
     job = Job.get(id=job_id)
     if job is None or job.attempts != attempt or JobState(job.state) not in ACTIVE:
@@ -395,11 +403,11 @@ def requeue_or_fail(job_id: int, attempt: int, reason: str, max_attempts: int, n
         advance(job, JobState.FAILED, now)
         job.reason = (f"{reason} (attempt {job.attempts} of {max_attempts})" if job.service in services
                       else f"{reason}; {unserved(job.service)}")
-        return before, JobState.FAILED
+        return before, JobState.FAILED, JobRef.of(job)
     advance(job, JobState.QUEUED, now)
     job.reason = reason
     job.executor = job.remote_id = None
-    return before, JobState.QUEUED
+    return before, JobState.QUEUED, JobRef.of(job)
 
 
 @db_session
@@ -430,16 +438,19 @@ def get_refs(job_ids: Iterable[int]) -> dict[int, JobRef]:
     return {job.id: JobRef.of(job) for job in select(j for j in Job if j.id in ids)} if ids else {}
 
 
-def mark_running(started: Sequence[tuple[int, int]], now: datetime) -> None:
-    """Executors started these (job_id, attempt); a report that comes late or for another attempt is ignored."""
-    _row_by_row(_mark_running, started, now)
+def mark_running(started: Sequence[tuple[int, int]], now: datetime) -> list[JobRef]:
+    """Executors started these (job_id, attempt); a report that comes late or for another attempt is
+    ignored. Returns the jobs that are Running now."""
+    return [job for job in _row_by_row(_mark_running, started, now) if job is not None]
 
 
-def _mark_running(started: tuple[int, int], now: datetime) -> None:
+def _mark_running(started: tuple[int, int], now: datetime) -> JobRef | None:
     job_id, attempt = started
     job = Job.get(id=job_id)
     if job is not None and job.attempts == attempt and can_advance(JobState(job.state), JobState.RUNNING):
         advance(job, JobState.RUNNING, now)
+        return JobRef.of(job)
+    return None
 
 
 @_retrying
@@ -556,8 +567,11 @@ def expired(cutoffs: dict[str, datetime], default_cutoff: datetime, limit: int) 
 
 @_retrying
 @db_session
-def mark_cleaned(job_id: int, now: datetime) -> None:
+def mark_cleaned(job_id: int, now: datetime) -> bool:
+    """Whether this call cleaned the job (an ended job that was not cleaned yet)."""
     job = Job.get(id=job_id)
-    if job is not None and can_advance(JobState(job.state), JobState.CLEANED):
-        advance(job, JobState.CLEANED, now)
-        job.result_path = None
+    if job is None or not can_advance(JobState(job.state), JobState.CLEANED):
+        return False
+    advance(job, JobState.CLEANED, now)
+    job.result_path = None
+    return True

@@ -8,6 +8,7 @@ whatever was.
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import signal
@@ -637,3 +638,39 @@ def refused_start(*args: str, timeout: float = 60.0) -> subprocess.CompletedProc
                             env={**os.environ, MARKER: marker}, stdin=subprocess.DEVNULL)
     wait_until(lambda: not processes_with_marker(marker), 15, 0.05, "every process of the refused node to exit")
     return result
+
+
+# --- a node's log ----------------------------------------------------------------------------------
+
+def log_lines(node: Node) -> list[str]:
+    """Every line the node wrote so far (its stderr and stdout, as `Node.start` keeps them)."""
+    return node.log_path.read_text(errors="replace").splitlines()
+
+
+def json_events(node: Node) -> list[dict]:
+    """The node's log as JSON objects (a line that does not parse fails the test), oldest first by
+    `ts`: lines from its actor processes reach stderr through Thespian's logger, a little late."""
+    parsed = []
+    for line in log_lines(node):
+        try:
+            parsed.append(json.loads(line))
+        except ValueError:
+            pytest.fail(f"a log line of the {node.kind} is not JSON: {line!r}")
+    return sorted(parsed, key=lambda entry: entry["ts"])
+
+
+@contextmanager
+def events_heard():
+    """The (event, fields) of every `conf.logs.event` of this process while in the block, as a list."""
+    from conf import logs
+
+    heard: list[tuple[str, dict]] = []
+
+    def listener(name: str, fields: dict) -> None:
+        heard.append((name, fields))
+
+    logs.LISTENERS.append(listener)
+    try:
+        yield heard
+    finally:
+        logs.LISTENERS.remove(listener)

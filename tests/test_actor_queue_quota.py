@@ -20,7 +20,7 @@ from storage import jobs
 from storage.clock import utcnow
 from storage.models import Job
 from storage.states import JobState
-from tests.harness import Recorder, new_job, recorded
+from tests.harness import Recorder, events_heard, new_job, recorded
 
 SERVICE = "example"
 ASK_TIMEOUT = 5
@@ -280,3 +280,16 @@ def test_max_queued_per_user_counts_the_jobs_of_one_portals_user(clean_database)
     assert jobs.create_job(7, SERVICE, "/jobs/anonymous7", utcnow(), None, max_queued=1)
     with pytest.raises(jobs.QueueFull):
         jobs.create_job(7, SERVICE, "/jobs/anonymous7-again", utcnow(), None, max_queued=1)
+
+
+def test_each_admission_is_an_admitted_event_and_each_job_held_back_a_held_one_saying_why(harness):
+    harness.start(runs_per_user=2, max_runs=3, capacity=10)
+    with events_heard() as heard:
+        a = [harness.submit(user_id=1) for _ in range(3)]
+        b = [harness.submit(user_id=2) for _ in range(2)]
+
+    admitted = [(fields["job"], fields["user"], fields["active"], fields["runs_per_user"])
+                for name, fields in heard if name == "admitted"]
+    assert admitted == [(a[0], 1, 1, 2), (a[1], 1, 2, 2), (b[0], 2, 1, 2)]
+    held = {(fields["user"], fields["why"]) for name, fields in heard if name == "held"}
+    assert held == {(1, "user_quota"), (2, "service_capacity")}

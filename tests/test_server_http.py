@@ -26,7 +26,7 @@ from storage import jobs
 from storage.clock import utcnow
 from storage.models import Job
 from storage.states import JobState
-from tests.harness import BOUNDARY, StandInGateway, bearer, multipart, script
+from tests.harness import BOUNDARY, StandInGateway, bearer, events_heard, multipart, script
 from web import uploads
 from web.server_app import create_app
 
@@ -699,3 +699,48 @@ def test_swagger_ui_is_served_from_local_files_with_no_cdn(guarded):
     assert '"/api-docs/openapi.json"' in initializer and "https://" not in initializer
     for asset in ("swagger-ui-bundle.js", "swagger-ui-standalone-preset.js", "swagger-ui.css", "index.css"):
         assert guarded.client.simulate_get(f"/swagger-ui/{asset}").status_code == 200, asset
+
+
+# --- the events of the web layer: rejected, queued, running, cancelled -------------------------
+
+def test_an_accepted_upload_is_one_queued_event_with_its_files_and_bytes(server):
+    with events_heard() as heard:
+        response = server.upload(files=[RUN, ("input.pdb", b"x" * 100)])
+
+    assert response.status_code == 200
+    assert heard == [("queued", {"job": rows()[0][0], "user": 1, "portal": None, "service": "example", "files": 2,
+                                 "bytes": len(RUN[1]) + 100})]
+
+
+@pytest.mark.parametrize("fields,files,status,reason,service", [
+    ({"user_id": "1", "service": "nosuch"}, [RUN], 400, "unknown_service", None),
+    ({"user_id": "x", "service": "example"}, [RUN], 400, "bad_request", None),
+    (GOOD, [RUN, ("a", b""), ("b", b""), ("c", b"")], 413, "too_large", None),
+])
+def test_a_refused_upload_is_one_rejected_event_with_a_reason_and_its_status(server, fields, files, status, reason,
+                                                                              service):
+    with events_heard() as heard:
+        assert server.upload(fields, files).status_code == status
+    assert heard == [("rejected", {"service": service, "status": status, "reason": reason})]
+
+
+def test_a_full_queue_and_a_stopping_server_are_rejected_events_too(server):
+    server.upload(), server.upload()
+    with events_heard() as heard:
+        assert server.upload().status_code == 429
+        server.stopping.set()
+        assert server.upload().status_code == 503
+    assert heard == [("rejected", {"service": "example", "status": 429, "reason": "queue_full"}),
+                     ("rejected", {"service": None, "status": 503, "reason": "unavailable"})]
+
+
+def test_a_started_report_is_one_running_event_and_a_cancel_one_cancelled_event(server):
+    number, api_id = job_in(JobState.SUBMITTED, server.config)
+    with events_heard() as heard:
+        server.client.simulate_post("/internal/events", json={"event": "started", "job_id": number, "attempt": 1})
+        server.client.simulate_post("/internal/events", json={"event": "started", "job_id": number, "attempt": 1})
+        assert server.client.simulate_post(f"/jobs/{api_id}/cancel").status_code == 200
+
+    assert [name for name, _ in heard] == ["running", "cancelled"]
+    assert heard[0][1] == {"job": number, "service": "example", "executor": EXECUTOR, "attempt": 1}
+    assert heard[1][1]["reason"] == "cancelled on request" and heard[1][1]["run_seconds"] is not None

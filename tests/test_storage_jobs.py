@@ -69,7 +69,7 @@ def test_a_lost_job_goes_back_to_the_queue_until_its_last_attempt_then_fails_say
 
     for expected in (1, 2):
         assert attempt == expected
-        before, state = jobs.requeue_or_fail(job_id, attempt, reason, 3, LATER, SERVICES)
+        before, state, _ = jobs.requeue_or_fail(job_id, attempt, reason, 3, LATER, SERVICES)
         # The caller learns where the lost attempt was (to stop it there), and that it waits again.
         assert (before.attempts, before.executor, state) == (attempt, EXECUTOR, JobState.QUEUED)
         view = jobs.job_view(job_id)
@@ -80,7 +80,7 @@ def test_a_lost_job_goes_back_to_the_queue_until_its_last_attempt_then_fails_say
         attempt = jobs.begin_attempts([(job_id, EXECUTOR)], NOW)[job_id]
         jobs.mark_submitted([(job_id, attempt, "t")], NOW)
 
-    before, state = jobs.requeue_or_fail(job_id, 3, reason, 3, LATER, SERVICES)
+    before, state, _ = jobs.requeue_or_fail(job_id, 3, reason, 3, LATER, SERVICES)
 
     assert (before.state, state) == (JobState.SUBMITTED, JobState.FAILED)
     view = jobs.job_view(job_id)

@@ -7,6 +7,7 @@ reason) and refuses new jobs with 503 until Slurm answers again.
 """
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import threading
@@ -15,6 +16,7 @@ from typing import Callable
 import falcon
 
 from actors.messages import KillTask, RunTask
+from conf import logs
 from conf.settings import ClientConfig
 from storage.clock import utcnow
 from storage.node import tasks
@@ -26,6 +28,7 @@ from web.common import Ping, WhileActorsRestart, new_app, parse_id, send_zip
 from web.gateway import ActorGateway
 from web.zip_once import ZipFailed, ZipOnce
 
+log = logging.getLogger("orchestrator.web")
 JOB_UID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 #: The server checks its own limit; this one only bounds what a bundle may hold.
 MAX_FILES = 10_000
@@ -72,6 +75,7 @@ class Submit:
                                                 description=f"this executor takes no new jobs: {problem}.")
         task = uploads.settle(staging, self.tasks_dir,
                               lambda folder: tasks.create(job_id, job_uid, attempt, callback, folder, utcnow()))
+        logs.event(log, "task_accepted", task=int(task["id"]), job=job_id, attempt=attempt)
         self.gateway.tell(RunTask(int(task["id"])))
         resp.media = task
 

@@ -6,14 +6,17 @@ public ids (`storage.public_ids`); the numbers stay inside (actors, executors, d
 """
 from __future__ import annotations
 
+import logging
+import os
 import threading
 from urllib.parse import urlsplit
 
 import falcon
 
 from actors.messages import CancelJob, ExecutorEvent, ExecutorHeartbeat, JobQueued, Pong, Roster
+from conf import logs
 from conf.settings import ServerConfig
-from storage import executors, jobs, public_ids
+from storage import executors, job_events, jobs, public_ids
 from storage.clock import utcnow
 from storage.states import ACTIVE, JobState
 from web import metrics, openapi, overview, uploads
@@ -25,10 +28,19 @@ WAITING = ACTIVE | {JobState.QUEUED}
 STDERR_TAIL_CHARS = 4000
 #: The longest reason an executor may give for a failure (the job's reason column holds 1024).
 REASON_CHARS = 1000
+#: The `reason` of a `rejected` event, by the answer's status (a 400 for an unknown service says so).
+REJECTIONS = {400: "bad_request", 401: "unauthorized", 411: "length_required", 413: "too_large",
+              415: "not_multipart", 429: "queue_full", 503: "unavailable", 507: "disk_full"}
+log = logging.getLogger("orchestrator.web")
+
+
+class UnknownService(falcon.HTTPBadRequest):
+    """An upload for a service this server does not configure."""
 
 
 class Upload:
-    """`POST /upload`: store the files, write the Queued row, then wake the queue."""
+    """`POST /upload`: store the files, write the Queued row, then wake the queue; one `rejected` or
+    `queued` event each."""
 
     def __init__(self, config: ServerConfig, gateway: ActorGateway, stopping: threading.Event):
         self.config = config
@@ -38,6 +50,21 @@ class Upload:
         self.jobs_dir = config.jobs_path
 
     def on_post(self, req, resp):
+        try:
+            job_id, service, files, size, view = self.accept(req)
+        except falcon.HTTPError as error:
+            status = error.status_code
+            logs.event(log, "rejected", service=getattr(error, "service", None), status=status,
+                       reason="unknown_service" if isinstance(error, UnknownService) else REJECTIONS.get(status, str(status)))
+            raise
+        # NOTE: logged before the queue hears of it, so that `queued` comes before `admitted`.
+        logs.event(log, "queued", job=job_id, user=view["user_id"], portal=req.context.portal, service=service,
+                   files=files, bytes=size)
+        self.gateway.post(JobQueued(job_id, service, view["user_id"], req.context.portal), role="queue")
+        resp.media = view
+
+    def accept(self, req) -> tuple[int, str, int, int, dict]:
+        """Store the upload and its Queued row: (job id, service, files, bytes, view)."""
         if self.stopping.is_set():
             raise falcon.HTTPServiceUnavailable(title="Shutting down", retry_after=10,
                                                 description="the server is stopping; send the upload again shortly.")
@@ -46,17 +73,19 @@ class Upload:
                                                       max_files=self.config.max_files)
         limit = self.config.service(service).max_queued_per_user
         portal = req.context.portal
+        sizes = [entry.stat().st_size for entry in os.scandir(staging)]
         try:
             job_id, view = uploads.settle(staging, self.jobs_dir, lambda folder: jobs.create_job(
                 user_id, service, folder, utcnow(), portal, limit))
         except jobs.QueueFull:
             whose = f"user {user_id} of portal {portal}" if portal else f"user {user_id}"
-            raise falcon.HTTPTooManyRequests(
+            error = falcon.HTTPTooManyRequests(
                 title="Too many queued jobs", retry_after=30,
                 description=f"{whose} already has {limit} jobs waiting in {service} (max_queued_per_user); "
-                            f"send more once some have started.") from None
-        self.gateway.post(JobQueued(job_id, service, user_id, portal), role="queue")
-        resp.media = view
+                            f"send more once some have started.")
+            error.service = service
+            raise error from None
+        return job_id, service, len(sizes), sum(sizes), view
 
     def check(self, fields: dict[str, str], names: list[str]) -> tuple[int, str]:
         user_id = uploads.positive_int(fields, "user_id")
@@ -70,7 +99,8 @@ class Upload:
         if name is None:
             raise uploads.bad_request(f"service is missing; send one of: {known}.")
         if self.config.service(name.strip()) is None:
-            raise uploads.bad_request(f"service {name[:64]!r} is not configured here; send one of: {known}.")
+            raise UnknownService(title="Invalid upload",
+                                 description=f"service {name[:64]!r} is not configured here; send one of: {known}.")
         return name.strip()
 
 
@@ -149,6 +179,7 @@ class Cancel:
             raise falcon.HTTPConflict(title="Job already ended",
                                       description=f"job {job_id} is {view['status']}; only a job that has not "
                                                   "ended can be cancelled.")
+        job_events.ended(log, cancelled)
         self.gateway.post(CancelJob(cancelled.id), role=f"dispatcher:{cancelled.service}")
         resp.media = view
 
@@ -214,7 +245,9 @@ class ExecutorEvents:
         if started:
             # NOTE: bookkeeping only, guarded by the attempt: recorded here so that the retriever's
             # queue holds only what frees slots.
-            jobs.mark_running(started, utcnow())
+            for job in jobs.mark_running(started, utcnow()):
+                logs.event(log, "running", job=job.id, service=job.service, executor=job.executor,
+                           attempt=job.attempts)
         for event in parsed:
             if event.event != "started":
                 self.gateway.post(event, role="retriever")

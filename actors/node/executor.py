@@ -37,6 +37,7 @@ from actors.node.reporter import Reporter
 from actors.runtime import process_logging
 from actors.runtime.lifeline import die_with_parent
 from actors.runtime.processes import start_time
+from conf import logs
 from conf.settings import sweep_interval
 from storage import database
 from storage import clock
@@ -59,6 +60,8 @@ class ExecutorActor(ActorTypeDispatcher):
         self.config = None
         self.backend = None
         self.waiting: deque[int] = deque()
+        #: (job id, attempt) of the tasks this actor started, for their events (`task_event`).
+        self.attempts: dict[int, tuple[int, int]] = {}
         #: Ends the backend reported that could not be written yet, by task id: each holds its slot.
         self.unsaved: dict[int, Ended] = {}
         #: When the armed poll is due (monotonic seconds), and its number: a poll armed sooner for a
@@ -98,8 +101,8 @@ class ExecutorActor(ActorTypeDispatcher):
                 return  # it ended already
             if msg.task_id in self.waiting:
                 self.waiting.remove(msg.task_id)
-        log.warning("task %d killed: the server no longer counts its attempt", msg.task_id)
-        tasks.mark_ended(msg.task_id, TaskState.KILLED, clock.utcnow())
+        if tasks.mark_ended(msg.task_id, TaskState.KILLED, clock.utcnow()):
+            self.task_event("killed", msg.task_id, reason="the server no longer counts its attempt")
         self.start_more()
 
     def receiveMsg_Drain(self, msg: Drain, sender) -> None:
@@ -117,7 +120,9 @@ class ExecutorActor(ActorTypeDispatcher):
     def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender) -> None:
         if self.backend is not None:
             for ended in self.backend.stop_all():
-                tasks.mark_ended(ended.task_id, ended.state, clock.utcnow(), ended.exit_code, ended.stderr_tail, ended.reason)
+                if tasks.mark_ended(ended.task_id, ended.state, clock.utcnow(), ended.exit_code, ended.stderr_tail,
+                                    ended.reason):
+                    self.task_event(ended.state.value, ended.task_id, exit_code=ended.exit_code, reason=ended.reason)
 
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender) -> None:
         try:
@@ -169,6 +174,7 @@ class ExecutorActor(ActorTypeDispatcher):
             task = tasks.find(task_id)
             if task is None or task["state"] != TaskState.ACCEPTED.value:
                 continue
+            self.attempts[task_id] = (task["job_id"], task["attempt"])
             try:
                 events = self.backend.start(task_id, task)
             except Exception:  # noqa: BLE001 — its start could not be recorded (a full disk); nothing runs
@@ -201,6 +207,7 @@ class ExecutorActor(ActorTypeDispatcher):
         recorded is kept in `unsaved` (the tick writes it again); it is reported once it is."""
         for event in events:
             if isinstance(event, Started):
+                self.task_event("started", event.task_id)
                 self.reporter.report(event.task_id, "started")
             elif isinstance(event, Ended):
                 try:
@@ -217,10 +224,20 @@ class ExecutorActor(ActorTypeDispatcher):
                     log.warning("task %d: its end (%s) came after another; the first one stands",
                                 event.task_id, event.state.value)
                     continue
+                self.task_event(event.state.value, event.task_id, exit_code=event.exit_code, reason=event.reason)
                 if event.state is TaskState.FINISHED and event.exit_code == 0 and not event.reason:
                     # NOTE: begun before the report, so the server's fetch finds it made or under way.
                     self.zips.start(tasks.find(event.task_id)["dir"], self.config.zip_file(event.task_id))
                 self.reporter.report(event.task_id, REPORT_OF[event.state.value])
+
+    def task_event(self, name: str, task_id: int, **fields) -> None:
+        """The event `task_<name>` of one of this node's tasks, with the job and attempt it runs
+        (read from its row only for a task started before this actor was)."""
+        known = self.attempts.get(task_id) if name == "started" else self.attempts.pop(task_id, None)
+        if known is None:
+            task = tasks.find(task_id) or {}
+            known = (task.get("job_id"), task.get("attempt"))
+        logs.event(log, f"task_{name}", task=task_id, job=known[0], attempt=known[1], **fields)
 
     # --- retention ------------------------------------------------------------------------------
 

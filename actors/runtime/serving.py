@@ -16,13 +16,13 @@ import _thread
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from typing import Callable
 
 from actors.runtime.preflight import Refused, cannot_listen
 from actors.runtime.watchdog import NodeActors, StartFailed, Watchdog
+from conf import logs
 from conf.settings import Connections
 from web.gateway import ActorGateway
 
@@ -51,10 +51,8 @@ def install_signal_handlers() -> None:
 
 
 def setup_logging() -> None:
-    # NOTE: force: importing Thespian logs a warning first, which gives the root logger a default handler.
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True,
-                        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    """INFO as text until the configuration is read (it may then choose another level or format)."""
+    logs.configure()
 
 
 def _json_waitress_errors(max_body: int) -> None:

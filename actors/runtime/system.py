@@ -27,6 +27,7 @@ from actors.runtime import frame_auth
 from actors.runtime import lifeline
 from actors.runtime.preflight import Refused
 from actors.runtime.processes import start_time
+from conf import logs
 
 log = logging.getLogger(__name__)
 PORT_FILE = "actor-admin.port"
@@ -83,15 +84,6 @@ def _tie_to_the_node() -> None:
 
 _tie_to_the_node()
 
-LOG_DEFS = {
-    "version": 1,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"}},
-    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain", "level": "INFO"}},
-    "root": {"handlers": ["stderr"], "level": "INFO"},
-    "loggers": {"urllib3": {"level": "WARNING"}},
-}
-
-
 def free_port(low: int = AUTO_PORTS[0], high: int = AUTO_PORTS[1]) -> int:
     """A port nothing listens on, outside the ephemeral range."""
     for _ in range(200):
@@ -114,8 +106,9 @@ def _listening(port: int) -> bool:
 def connect(port: int) -> ActorSystem:
     """A handle on the actor system whose admin listens on `port` (started, or joined: the frames of
     this process must be signed with that system's key)."""
-    # NOTE: transientUnique keeps Thespian from handing back a process-wide singleton.
-    return ActorSystem("multiprocTCPBase", capabilities={"Admin Port": port}, logDefs=LOG_DEFS,
+    # NOTE: transientUnique keeps Thespian from handing back a process-wide singleton. Its logger
+    # process writes the actors' lines as the node's main process writes its own (conf/logs.py).
+    return ActorSystem("multiprocTCPBase", capabilities={"Admin Port": port}, logDefs=logs.actor_system_config(),
                        transientUnique=True)
 
 

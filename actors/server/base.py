@@ -15,7 +15,7 @@ from actors.messages import ActorStarted, Batch, Configure, JobEnded, JobQueued,
 from actors.runtime import process_logging
 from actors.runtime.lifeline import die_with_parent
 from actors.server import faults
-from storage import database, jobs
+from storage import database, job_events, jobs
 from storage import clock
 from storage.models import db
 from storage.states import JobState
@@ -165,6 +165,8 @@ class ServerActor(ActorTypeDispatcher):
         for job_id in job_ids:
             ended = jobs.finish(job_id, attempt, JobState.FAILED, clock.utcnow(),
                                 reason=f"internal error while handling {type(poison).__name__}: {cause}")
+            if ended is not None:
+                job_events.ended(self.log, ended[0])
             if ended is not None and ended[1] and self.peers is not None:
                 self.job_ended(ended[0])
 
@@ -193,8 +195,11 @@ class ServerActor(ActorTypeDispatcher):
                                        {service.name for service in self.config.services})
         if outcome is None:
             return
-        before, state = outcome
-        self.log.warning("job %d: %s; %s", job_id, reason, "queued again" if state is JobState.QUEUED else "failed")
+        before, state, after = outcome
+        if state is JobState.QUEUED:
+            job_events.requeued(self.log, before, reason)
+        else:
+            job_events.ended(self.log, after)
         self.job_ended(before)
         if state is JobState.QUEUED:
             self.send(self.peers.queue, JobQueued(before.id, before.service, before.user_id, before.portal))

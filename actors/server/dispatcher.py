@@ -25,7 +25,6 @@ if it is lost (there is no queue to send them back to).
 """
 from __future__ import annotations
 
-
 import logging
 
 from thespian.actors import WakeupMessage
@@ -37,8 +36,7 @@ from actors.server.executor_states import ALIVE, DRAINING, GONE, LOST, UNKNOWN, 
 from actors.server.parallel import CallPool
 from actors.server.scheduling import KnownExecutor, choose_executor, is_lost
 from conf.logs import event
-from storage import executors, jobs
-from storage import clock
+from storage import clock, executors, job_events, jobs
 from storage.states import ACTIVE, JobState
 
 PROBE_RETRY_SECONDS = 1.0
@@ -297,6 +295,7 @@ class DispatcherActor(ServerActor):
         """Send every pending job that has somewhere to go, oldest first."""
         refs = jobs.get_refs(self.pending)
         batch: list[tuple[jobs.JobRef, KnownExecutor, bool]] = []
+        unplaced = 0
         for job_id in list(self.pending):
             job = refs.get(job_id)
             if job is None or job.state is not JobState.DISPATCHING:
@@ -307,6 +306,7 @@ class DispatcherActor(ServerActor):
                 continue  # it may be on that executor: wait for it to come back
             slot = pinned if pinned is not None and pinned.reachable else choose_executor(self.executors.values())
             if slot is None:
+                unplaced += 1
                 continue
             del self.pending[job_id]
             resend = slot is pinned
@@ -315,6 +315,8 @@ class DispatcherActor(ServerActor):
             self.counter += 1
             slot.last_used = self.counter
             batch.append((job, slot, resend))
+        if unplaced:
+            event(self.log, "held", logging.DEBUG, service=self.service, why="no_executor", jobs=unplaced)
         if not batch:
             return
         try:
@@ -337,6 +339,7 @@ class DispatcherActor(ServerActor):
             if error is None:
                 self.last_seen[slot.url] = clock.monotonic()
                 accepted.append((job.id, attempt, remote_id))
+                event(self.log, "dispatched", job=job.id, service=self.service, executor=slot.url, attempt=attempt)
             else:
                 self.not_accepted(job, slot, attempt, resend, error)
         if accepted:
@@ -375,6 +378,7 @@ class DispatcherActor(ServerActor):
             self.log.error("job %d not sent to %s: %s", job.id, slot.url, reason)
             ended = jobs.finish(job.id, attempt, JobState.FAILED, clock.utcnow(), reason=reason)
             if ended is not None:  # else it ended meanwhile (cancelled), and that ending freed its slot
+                job_events.ended(self.log, ended[0])
                 self.job_ended(ended[0])
         else:  # a bug: the next check's reconcile tries again, with the same attempt on the same executor
             self.log.error("sending job %d to %s failed", job.id, slot.url, exc_info=exc)

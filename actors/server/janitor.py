@@ -15,6 +15,7 @@ from actors.messages import Configure
 from actors.server.base import ServerActor
 from actors.server.executor_link import ExecutorLink, ExecutorUnreachable
 from actors.server.scheduling import expiry_cutoffs
+from conf.logs import event
 from conf.settings import sweep_interval
 from storage import jobs
 from storage import clock
@@ -44,7 +45,8 @@ class JanitorActor(ServerActor):
         default = now - timedelta(hours=self.config.retention_hours)
         expired = jobs.expired(cutoffs, default, BATCH)
         for job in expired:
-            jobs.mark_cleaned(job.id, now)
+            if jobs.mark_cleaned(job.id, now):
+                event(self.log, "cleaned", job=job.id, service=job.service)
             shutil.rmtree(job.dir, ignore_errors=True)
             jobs.remove_file(self.config.result_file(job.id))
             if job.executor and job.remote_id:

@@ -13,12 +13,14 @@ the periodic resync repairs a lost JobQueued message.
 """
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict, deque
 
 from thespian.actors import WakeupMessage
 
 from actors.messages import AdmissionRequest, Admitted, Configure, JobQueued, SlotsFreed, UserKey
 from actors.server.base import ServerActor
+from conf.logs import event
 from storage import jobs
 
 RESYNC_SECONDS = 10.0
@@ -111,8 +113,13 @@ class QueueActor(ServerActor):
 
     def receiveMsg_JobQueued(self, msg: JobQueued, sender) -> None:
         queue = self.queues.get(msg.service)
-        if queue is not None and queue.add(msg.user, msg.job_id) and not self.blocked(msg.service, msg.user):
+        if queue is None or not queue.add(msg.user, msg.job_id):
+            return
+        if not self.blocked(msg.service, msg.user):
             self.request_admission(msg.service)
+        else:  # the quota's last answer holds it back: the same decision, taken here
+            event(self.log, "held", logging.DEBUG, job=msg.job_id, service=msg.service, user=msg.user[1],
+                  portal=msg.user[0], why="service_capacity" if msg.service in self.full else "user_quota")
 
     def blocked(self, service: str, user: UserKey) -> bool:
         """The quota's last answer said this user's job could not start now."""

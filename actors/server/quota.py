@@ -13,6 +13,7 @@ idempotent, so a lost or repeated message cannot skew the counts.
 """
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 
 from thespian.actors import WakeupMessage
@@ -20,6 +21,7 @@ from thespian.actors import WakeupMessage
 from actors.messages import AdmissionRequest, Admitted, Capacity, Configure, Dispatch, JobEnded, SlotsFreed, UserKey
 from actors.server.base import ServerActor
 from actors.server.scheduling import admit
+from conf.logs import event
 from storage import jobs
 from storage import clock
 
@@ -79,13 +81,25 @@ class QuotaActor(ServerActor):
                 self.turn += 1
                 self.last_turn[msg.service][user] = self.turn
                 self._hold(msg.service, user, job_id)
+                event(self.log, "admitted", job=job_id, user=user[1], portal=user[0], service=msg.service,
+                      active=len(active[user]), runs_per_user=settings.runs_per_user)
         # NOTE: answered even when nothing was admitted, so the queue stops asking for users who
         # cannot start anything until a slot frees up (a burst of uploads would ask once per job).
         full = sum(len(s) for s in active.values()) >= self.limit(msg.service)
         at_limit = tuple(user for user, _ in msg.candidates if len(active.get(user, ())) >= settings.runs_per_user)
+        self.tell_held(msg.service, candidates, set(granted), at_limit)
         self.send(self.peers.queue, Admitted(msg.service, tuple(claimed) + tuple(gone), full, at_limit))
         if claimed:
             self.send(self.peers.dispatcher(msg.service), Dispatch(msg.service, tuple(claimed)))
+
+    def tell_held(self, service: str, candidates, granted: set, at_limit: tuple) -> None:
+        """A DEBUG `held` for each user who still has jobs waiting: at their runs_per_user, or the
+        service is full."""
+        for user, job_ids in candidates:
+            waiting = sum(1 for job_id in job_ids if (user, job_id) not in granted)
+            if waiting:
+                event(self.log, "held", logging.DEBUG, service=service, user=user[1], portal=user[0],
+                      why="user_quota" if user in at_limit else "service_capacity", jobs=waiting)
 
     def receiveMsg_JobEnded(self, msg: JobEnded, sender) -> None:
         held = [job_id for job_id in msg.job_ids if job_id in self.owner]

@@ -26,7 +26,8 @@ from actors.messages import Configure, ExecutorEvent
 from actors.server.base import ServerActor
 from actors.server.executor_link import ExecutorLink, ExecutorUnreachable
 from actors.server.parallel import CallPool
-from storage import jobs
+from conf.logs import event
+from storage import job_events, jobs
 from storage import clock
 from storage.states import ACTIVE, JobState
 
@@ -122,8 +123,9 @@ class RetrieverActor(ServerActor):
 
     def write(self, outcomes: list) -> None:
         """Write outcomes in one transaction and free the slots of the jobs they ended."""
-        ended = jobs.finish_many(outcomes, clock.utcnow()) if outcomes else []
-        self.job_ended(*(job for job, held_slot in filter(None, ended) if held_slot))
+        ended = list(filter(None, jobs.finish_many(outcomes, clock.utcnow()))) if outcomes else []
+        job_events.ended(self.log, *(job for job, _ in ended))
+        self.job_ended(*(job for job, held_slot in ended if held_slot))
 
     def fetch(self, entry) -> bool:
         """Runs on a pool thread: the task's zip into the job's result file; False while the
@@ -174,6 +176,8 @@ class RetrieverActor(ServerActor):
                 job, remote_id, exit_code, stderr_tail, reason = entry
                 self.fetching.pop(job.id, None)
                 if stored:
+                    event(self.log, "retrieved", job=job.id, service=job.service, executor=job.executor,
+                          bytes=os.path.getsize(self.config.result_file(job.id)))
                     outcomes.append((job.id, job.attempts, JobState.COMPLETED,
                                      {"exit_code": 0, "stderr_tail": stderr_tail,
                                       "result_path": self.config.result_file(job.id)}))
@@ -203,6 +207,7 @@ class RetrieverActor(ServerActor):
             return False
         self.log.error("job %d failed: its results could not be fetched after %d tries: %s", job.id,
                        self.config.max_fetch_failures, error)
+        job_events.ended(self.log, ended[0])
         if ended[1]:
             self.job_ended(ended[0])
         return True
@@ -281,5 +286,7 @@ class RetrieverActor(ServerActor):
         """Cancelled where it ran (scancel of its Slurm job): an outcome, not a loss to run again."""
         ended = jobs.finish(job.id, job.attempts, JobState.CANCELLED, clock.utcnow(),
                             reason="cancelled on its executor's cluster", stderr_tail=stderr_tail)
+        if ended is not None:
+            job_events.ended(self.log, ended[0])
         if ended is not None and ended[1]:
             self.job_ended(job)

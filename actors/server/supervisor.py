@@ -21,7 +21,7 @@ from thespian.actors import ChildActorExited, WakeupMessage
 
 from actors.messages import ActorStarted, Configure, Directory, Forward, Peers, Pong, Roster, Routes
 from actors.server.base import ServerActor
-from storage import database, jobs
+from storage import database, job_events, jobs
 from storage import clock
 from storage.models import db
 
@@ -44,7 +44,8 @@ class SupervisorActor(ServerActor):
         known = [s.name for s in self.config.services]
         failed = jobs.fail_unserved(known, clock.utcnow())
         if failed:
-            self.log.warning("failed %d waiting jobs of services no longer configured", failed)
+            self.log.warning("failed %d waiting jobs of services no longer configured", len(failed))
+            job_events.ended(self.log, *failed)
         # NOTE: a service dropped from the configuration keeps a dispatcher while jobs of it are on an
         # executor: it watches that executor (its loss fails them), and sends nothing new.
         self.retired = jobs.unserved_under_way(known)
