@@ -70,7 +70,6 @@ def test_the_executor_serves_its_own_metrics_to_the_cluster_secret(served):
     assert sample(found, "orchestrator_slurm_poll_seconds_count") == 0
 
 
-@pytest.mark.skip(reason="needs the job-event calls of branch i13-logs")
 def test_the_job_event_counters_and_histograms_after_a_known_workload(served):
     server, _, _ = served
     found = scrape(server, OPERATOR)
