@@ -7,6 +7,7 @@ answers; its last error stays), except one that is `gone` (its last word was tha
 """
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import NamedTuple
 
@@ -94,3 +95,31 @@ def listing() -> list[dict]:
              "registered": row.registered, "last_seen": row.last_seen.isoformat() + "Z" if row.last_seen else None,
              "last_error": row.last_error}
             for row in rows()]
+
+
+@db_session
+def set_backend(url: str, backend: str) -> None:
+    """Note how the executor at `url` runs jobs (its /health's `backend`)."""
+    executor = Executor.get(url=url)
+    if executor is not None and executor.backend != backend:
+        executor.backend = backend[:16]
+
+
+#: url → (backend, when read): `backend_of` reads the registry at most every BACKEND_TTL seconds.
+_backends: dict[str, tuple[str | None, float]] = {}
+BACKEND_TTL = 60.0
+
+
+def backend_of(url: str | None) -> str | None:
+    """How the executor at `url` runs jobs, as last probed (None if unknown); cached per process,
+    since every ended job asks (its run time is counted per backend)."""
+    if url is None:
+        return None
+    cached = _backends.get(url)
+    now = time.monotonic()
+    if cached is None or now - cached[1] > BACKEND_TTL or cached[0] is None:
+        with db_session:
+            executor = Executor.get(url=url)
+            cached = (executor.backend if executor is not None else None, now)
+        _backends[url] = cached
+    return cached[0]

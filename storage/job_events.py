@@ -9,6 +9,7 @@ import logging
 from datetime import datetime
 
 from conf.logs import event
+from storage import executors
 from storage.jobs import JobRef
 
 
@@ -20,7 +21,8 @@ def ended(log: logging.Logger, *ended_jobs: JobRef) -> None:
     """`completed`, `failed` or `cancelled` for each job (as it is once ended), with its times."""
     for job in ended_jobs:
         event(log, job.state.value.lower(), job=job.id, user=job.user_id, service=job.service,
-              executor=job.executor, attempt=job.attempts or None, exit_code=job.exit_code, reason=job.reason,
+              executor=job.executor, backend=executors.backend_of(job.executor) if job.started_at else None,
+              attempt=job.attempts or None, exit_code=job.exit_code, reason=job.reason,
               wait_seconds=_seconds(job.created_at, job.started_at),
               run_seconds=_seconds(job.started_at, job.finished_at),
               turnaround_seconds=_seconds(job.created_at, job.finished_at))

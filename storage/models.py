@@ -99,4 +99,6 @@ class Executor(db.Entity):
     last_seen = Optional(datetime, precision=6)
     #: Why the server last failed to reach it (kept once it answers again: the last failure's reason).
     last_error = Optional(str, 1024)
+    #: How it runs jobs ("local", "slurm"), as its /health says; None until a probe asked.
+    backend = Optional(str, 16, nullable=True)
     before_insert = before_update = clean_row

@@ -111,11 +111,18 @@ class DispatcherActor(ServerActor):
                 if health["service"] != self.service:
                     raise ExecutorUnreachable(f"{slot.url} runs service {health['service']!r}, not {self.service!r}")
                 self.heard_from(slot, int(health["slots"]), health.get("status") == "draining")
+                self.note_backend(slot, health.get("backend"))
                 self.kill_stale(slot.url, _held(health.get("tasks")))
             except (ExecutorUnreachable, ValueError, TypeError) as exc:
                 self.unreachable(slot, str(exc))
         self.arm_probe()
         self.tell_capacity()
+
+    def note_backend(self, slot: KnownExecutor, backend) -> None:
+        """Keep how the executor runs jobs (its jobs' run times are counted per backend)."""
+        if isinstance(backend, str) and backend and backend != slot.backend and not self.retired:
+            slot.backend = backend
+            executors.set_backend(slot.url, backend)
 
     def unreachable(self, slot: KnownExecutor, error: str) -> None:
         """A probe did not get through: said once per outage (at INFO for an executor not heard from

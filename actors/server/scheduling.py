@@ -64,6 +64,8 @@ class KnownExecutor:
     state: str = "unknown"
     #: Why it could not be reached, last time it could not.
     error: str | None = None
+    #: How it runs jobs ("local", "slurm"), once a probe asked.
+    backend: str | None = None
 
     @property
     def usable(self) -> bool:
