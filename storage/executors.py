@@ -118,8 +118,11 @@ def backend_of(url: str | None) -> str | None:
     cached = _backends.get(url)
     now = time.monotonic()
     if cached is None or now - cached[1] > BACKEND_TTL or cached[0] is None:
-        with db_session:
-            executor = Executor.get(url=url)
-            cached = (executor.backend if executor is not None else None, now)
+        try:
+            with db_session:
+                executor = Executor.get(url=url)
+                cached = (executor.backend if executor is not None else None, now)
+        except Exception:  # noqa: BLE001 — a label is not worth failing the ending of a job (a locked database)
+            return cached[0] if cached is not None else None
         _backends[url] = cached
     return cached[0]

@@ -140,8 +140,9 @@ def test_the_end_of_a_job_that_ran_gives_its_wait_run_and_turnaround_seconds():
     with events_heard() as heard:
         job_events.ended(logging.getLogger("test"), ended_job(JobState.COMPLETED, T0 + timedelta(seconds=2.5),
                                                               exit_code=0))
+    # (no registry here: the executor's backend is not known)
     assert heard == [("completed", {"job": 5, "user": 7, "service": "example", "executor": "http://127.0.0.1:9000",
-                                    "attempt": 1, "exit_code": 0, "reason": None, "wait_seconds": 2.5,
+                                    "backend": None, "attempt": 1, "exit_code": 0, "reason": None, "wait_seconds": 2.5,
                                     "run_seconds": 7.5, "turnaround_seconds": 10.0})]
 
 
