@@ -9,6 +9,7 @@ kept here: they are read from the database when scraped.
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 import shutil
@@ -56,6 +57,7 @@ def prepare(data_dir: str, services, kind: str = "server") -> None:
     shutil.rmtree(folder, ignore_errors=True)
     os.makedirs(folder)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    atexit.register(_remove_at_exit, folder, os.getpid())
     # NOTE: prometheus_client picks its value class (in memory, or in a file per process) when it is
     # first imported, which may be before the node knows its folder: pick it again now.
     from prometheus_client import values
@@ -66,6 +68,13 @@ def prepare(data_dir: str, services, kind: str = "server") -> None:
     METRICS.update(_create(kind))
     if on_event not in logs.LISTENERS:
         logs.LISTENERS.append(on_event)
+
+
+def _remove_at_exit(folder: str, owner: int) -> None:
+    """The node stops: its counters go with it (shared memory is not the place to leave them).
+    Only in the process that made the folder, not in one forked from it."""
+    if os.getpid() == owner:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _create(kind: str) -> dict:

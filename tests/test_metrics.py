@@ -2,8 +2,12 @@
 metrics (counted across each node's processes), and who may read them and the operator views."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import requests
+
+from conf import metrics
 
 from tests.harness import (add_section, bearer, cancel, job, scrape, script, submit, upload, wait_for_outcome,
                            wait_until)
@@ -105,3 +109,15 @@ def test_metrics_public_opens_metrics_to_scrapers_without_a_token(module_cluster
                                    tokens={"haddock": PORTAL}, metrics_public="true")
     assert "orchestrator_http_requests_total" in requests.get(f"{server.url}/metrics", timeout=5).text
     assert requests.get(f"{server.url}/executors", headers=bearer(PORTAL), timeout=5).status_code == 403
+
+
+def test_a_node_that_stops_leaves_no_counters_behind_in_shared_memory(cluster):
+    executor = cluster.executor("example")
+    server = cluster.server({"example": {"clients": executor.url}})
+    folders = [metrics.folder_of(str(node.folder / "data")) for node in (server, executor)]
+    assert submit(server, "true") and all(os.path.isdir(folder) for folder in folders)
+
+    server.stop()
+    executor.stop()
+
+    assert [folder for folder in folders if os.path.exists(folder)] == []
