@@ -26,9 +26,10 @@ class Metrics:
 
     def __init__(self, data_dir: str, collectors):
         self.registry = CollectorRegistry(auto_describe=False)
-        # NOTE: conf.metrics.prepare made the folder in a node; an app made without it (tests) has none.
-        os.makedirs(metrics.folder_of(data_dir), exist_ok=True)
-        MultiProcessCollector(self.registry, path=metrics.folder_of(data_dir))
+        # NOTE: conf.metrics.prepare made the folder in a node; an app made without it (in-process
+        # tests) counts nothing, and serves its gauges only (making the folder here would leave it).
+        if os.path.isdir(metrics.folder_of(data_dir)):
+            MultiProcessCollector(self.registry, path=metrics.folder_of(data_dir))
         for collector in collectors:
             self.registry.register(collector)
 
