@@ -12,7 +12,6 @@ from storage.models import db
 from storage.states import ACTIVE, TERMINAL, JobState
 
 # NOTE: constants of this code, not input: written into the SQL as they are.
-_ACTIVE = ", ".join(f"'{s.value}'" for s in sorted(ACTIVE))
 _NOT_ENDED = ", ".join(f"'{s.value}'" for s in sorted(ACTIVE | {JobState.QUEUED}))
 _ENDED = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL | {JobState.CLEANED}))
 
@@ -37,13 +36,3 @@ def users_waiting() -> list[tuple[str, int]]:
     return [tuple(row) for row in db.select(
         "SELECT service, COUNT(*) FROM (SELECT DISTINCT service, portal, user_id FROM Job WHERE state = $queued) "
         "GROUP BY service", {"queued": JobState.QUEUED.value})]
-
-
-@db_session
-def executors() -> list[tuple[str, str, str, int, int]]:
-    """(url, service, state, slots, busy slots) of every executor the server knows; busy: the jobs
-    it holds now."""
-    busy = dict(db.select(f"SELECT executor, COUNT(*) FROM Job WHERE state IN ({_ACTIVE}) AND executor IS NOT NULL "
-                          f"GROUP BY executor"))
-    return [(url, service, state, slots, busy.get(url, 0))
-            for url, service, state, slots in db.select("SELECT url, service, state, slots FROM Executor")]

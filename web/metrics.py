@@ -49,7 +49,7 @@ class ServerState:
         self.ended = Remeasured(gauges.jobs_ended, interval, at_once=True)
 
     def collect(self):
-        from storage import gauges
+        from storage import executors, gauges
 
         jobs = GaugeMetricFamily("orchestrator_jobs", "Jobs now in each state (the ended ones counted at most "
                                                       "metrics_cache_seconds ago).", labels=["service", "state"])
@@ -62,10 +62,10 @@ class ServerState:
                                labels=["executor", "service"])
         slots = GaugeMetricFamily("orchestrator_executor_slots", "An executor's slots (capacity) and the jobs it "
                                                                  "holds (busy).", labels=["executor", "kind"])
-        for url, service, state, capacity, busy in gauges.executors():
-            up.add_metric([url, service], 1 if state == "alive" else 0)
-            slots.add_metric([url, "capacity"], capacity)
-            slots.add_metric([url, "busy"], busy)
+        for row in executors.rows():
+            up.add_metric([row.url, row.service], 1 if row.state == "alive" else 0)
+            slots.add_metric([row.url, "capacity"], row.slots)
+            slots.add_metric([row.url, "busy"], row.busy)
         yield from (jobs, waiting, up, slots, self.usage.family())
 
 
