@@ -11,8 +11,10 @@ setup(
     version=VERSION,
     description="Job orchestrator for scientific web portals: queue, fair quotas, executors, results.",
     python_requires=">=3.11",
-    packages=find_packages(include=["actors", "actors.*", "web", "web.*", "storage", "storage.*", "conf", "conf.*"]),
+    packages=find_packages(include=["actors", "actors.*", "web", "web.*", "storage", "storage.*", "conf", "conf.*",
+                                           "orchestrator_client"]),
     py_modules=["run_server", "run_client"],
     install_requires=[line.strip() for line in open("requirements.txt") if line.strip() and "pytest" not in line],
+    entry_points={"console_scripts": ["orchestrator = orchestrator_client.cli:main"]},
     extras_require={"test": ["pytest"]},
 )
