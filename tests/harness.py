@@ -674,3 +674,24 @@ def events_heard():
         yield heard
     finally:
         logs.LISTENERS.remove(listener)
+
+
+# --- the `orchestrator` command (orchestrator_client) -----------------------------------------------
+
+def orchestrator(server: Node | str, *args: str, timeout: float = 60.0, token: str | None = None,
+                 cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """Run `python -m orchestrator_client ARGS` against `server` (a node, or a URL), its URL and token
+    given as ORCHESTRATOR_URL / ORCHESTRATOR_TOKEN; stdout is a pipe (plain lines, no live display)."""
+    env = {**os.environ, "ORCHESTRATOR_URL": server if isinstance(server, str) else server.url,
+           "PYTHONPATH": str(ROOT)}
+    env.pop("ORCHESTRATOR_TOKEN", None)
+    if token:
+        env["ORCHESTRATOR_TOKEN"] = token
+    return subprocess.run([sys.executable, "-m", "orchestrator_client", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def route_exists(node: Node, path: str) -> bool:
+    """The node has a route for `path` (its 404, if any, is not Falcon's "no such route")."""
+    response = requests.get(f"{node.url}{path}", timeout=5)
+    return response.status_code != 404 or response.json().get("title") != "404 Not Found"
