@@ -150,7 +150,8 @@ def run_logs(client: Client, display: Display, args) -> int:
     out.flush()
     if not args.follow:
         return OK
-    offset = chunk.size
+    # NOTE: after a tail, on from the size it was cut at; after bytes from 0, on from what came.
+    offset = chunk.size if args.tail else len(chunk.data)
     while True:
         # NOTE: the job's state first, then the log: a job seen ended has written its last byte.
         view = client.status(args.id)
