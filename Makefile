@@ -10,6 +10,7 @@ $(STAMP): requirements.txt setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .  # the `orchestrator` command (.venv/bin/orchestrator)
 	touch $(STAMP)
 
 # Debian packages: bubblewrap (each job's sandbox); for the tests also tmux (a terminal to close) and
