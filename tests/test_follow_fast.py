@@ -72,25 +72,27 @@ def test_a_read_takes_at_most_max_read_bytes():
 def node(tmp_path, clean_node_database, folder):
     config = ClientConfig(data_dir=str(tmp_path / "node"))
     os.makedirs(config.tasks_path)
-    tasks.create(5, "uid-5", 1, None, str(folder), utcnow())
-    return falcon.testing.TestClient(executor_app.create_app(config, StandInGateway(), threading.Event()))
+    task = tasks.create(5, "uid-5", 1, None, str(folder), utcnow())["id"]
+    client = falcon.testing.TestClient(executor_app.create_app(config, StandInGateway(), threading.Event()))
+    return client, int(task)
 
 
 def test_the_executor_serves_a_tasks_log_and_files_and_refuses_links(node):
-    tail = node.simulate_get("/jobs/1/log", params={"tail": "1"})
+    node, task = node
+    tail = node.simulate_get(f"/jobs/{task}/log", params={"tail": "1"})
     assert tail.status_code == 200 and tail.text == "three\n" and tail.headers["X-Log-Size"] == "14"
-    offset = node.simulate_get("/jobs/1/log", params={"offset": "4"})
+    offset = node.simulate_get(f"/jobs/{task}/log", params={"offset": "4"})
     assert offset.text == "two\nthree\n" and offset.headers["X-Log-Size"] == "14"
-    empty = node.simulate_get("/jobs/1/log", params={"stream": "stderr"})  # not written yet
+    empty = node.simulate_get(f"/jobs/{task}/log", params={"stream": "stderr"})  # not written yet
     assert empty.status_code == 200 and empty.text == "" and empty.headers["X-Log-Size"] == "0"
-    assert node.simulate_get("/jobs/1/files/sub/deep.txt").content == b"deep\n"
-    assert node.simulate_get("/jobs/1/files/leak").status_code == 403
-    assert node.simulate_get("/jobs/1/files/etc/passwd").status_code == 403
-    assert node.simulate_get("/jobs/1/files/nothing").status_code == 404
-    assert node.simulate_get("/jobs/2/files/sub/deep.txt").status_code == 404
-    assert node.simulate_get("/jobs/1/log", params={"tail": "x"}).status_code == 400
-    assert node.simulate_get("/jobs/1/log", params={"offset": "4", "tail": "1"}).text == "two\nthree\n"
-    assert node.simulate_get("/retrieve_partial/1").status_code == 200
+    assert node.simulate_get(f"/jobs/{task}/files/sub/deep.txt").content == b"deep\n"
+    assert node.simulate_get(f"/jobs/{task}/files/leak").status_code == 403
+    assert node.simulate_get(f"/jobs/{task}/files/etc/passwd").status_code == 403
+    assert node.simulate_get(f"/jobs/{task}/files/nothing").status_code == 404
+    assert node.simulate_get(f"/jobs/{task + 1}/files/sub/deep.txt").status_code == 404
+    assert node.simulate_get(f"/jobs/{task}/log", params={"tail": "x"}).status_code == 400
+    assert node.simulate_get(f"/jobs/{task}/log", params={"offset": "4", "tail": "1"}).text == "two\nthree\n"
+    assert node.simulate_get(f"/retrieve_partial/{task}").status_code == 200
 
 
 @pytest.fixture
