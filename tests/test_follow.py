@@ -42,8 +42,9 @@ def tasks_root(executor):
 def test_a_running_jobs_logs_files_and_folder_are_served_then_its_results(stack):
     server, executor = stack
     job_id = running(server, executor, "follow-main",
-                     "echo line1\necho line2\necho err1 >&2\necho so-far > partial.txt\nmkdir sub\n"
-                     "echo deep > sub/deep.txt", "echo after\necho done > final.txt")
+                     # NOTE: line2 last: once it is in the log, everything before it was done
+                     "echo err1 >&2\necho so-far > partial.txt\nmkdir sub\necho deep > sub/deep.txt\n"
+                     "echo line1\necho line2", "echo after\necho done > final.txt")
     wait_until(lambda: get(server, f"/jobs/{job_id}/log", tail=5).text == "line1\nline2\n", 20, 0.02,
                "the job's first lines")
 
@@ -67,7 +68,7 @@ def test_a_running_jobs_logs_files_and_folder_are_served_then_its_results(stack)
     assert wait_for_outcome(server, job_id, token=ONE) == 200
 
     # The executor forgets the task: what follows comes from the result zip on the server.
-    number = next(t["id"] for t in executor.tasks() if t["job_id"] and _is_only_ended(t))
+    number = next(t["id"] for t in executor.tasks() if t["state"] == "finished")  # the module's first job
     assert requests.delete(f"{executor.url}/jobs/{number}", headers=bearer(SECRET), timeout=10).status_code == 200
     assert get(server, f"/jobs/{job_id}/log", tail=2).text == "line2\nafter\n"
     assert get(server, f"/jobs/{job_id}/log", stream="stderr").text == "err1\n"
@@ -75,13 +76,10 @@ def test_a_running_jobs_logs_files_and_folder_are_served_then_its_results(stack)
     assert "final.txt" in zipfile.ZipFile(io.BytesIO(get(server, f"/download_partial/{job_id}").content)).namelist()
 
 
-def _is_only_ended(task: dict) -> bool:
-    return task["state"] == "finished"
-
-
 def test_links_out_of_the_folder_and_names_outside_it_are_refused(stack):
     server, executor = stack
-    job_id = running(server, executor, "follow-links", "ln -s /etc/passwd leak\nln -s /etc etc\nmkfifo pipe")
+    job_id = running(server, executor, "follow-links", "ln -s /etc/passwd leak\nln -s /etc etc\nmkfifo pipe\necho ready")
+    wait_until(lambda: get(server, f"/jobs/{job_id}/log").text == "ready\n", 20, 0.02, "the links to be made")
 
     for name in ("leak", "etc/passwd", "pipe"):
         answer = get(server, f"/jobs/{job_id}/files/{name}")
@@ -91,6 +89,8 @@ def test_links_out_of_the_folder_and_names_outside_it_are_refused(stack):
         assert get(server, f"/jobs/{job_id}/files/{name}").status_code in (400, 404), name
     names = zipfile.ZipFile(io.BytesIO(get(server, f"/download_partial/{job_id}").content)).namelist()
     assert "leak" not in names and not any(n.startswith("etc/") for n in names)
+    # The executor's own routes answer its server alone.
+    assert requests.get(f"{executor.url}/jobs/1/files/run.sh", timeout=10).status_code == 401
     let_go(tasks_root(executor), "follow-links")
     assert wait_for_outcome(server, job_id, token=ONE) == 200
 
@@ -120,3 +120,12 @@ def test_a_job_not_started_answers_409_and_bad_queries_400(stack):
     assert get(server, f"/jobs/{queued}/log", stream="stdin").status_code == 400
     assert get(server, f"/jobs/{queued}/log", offset="x").status_code == 400
     assert get(server, f"/jobs/{queued}/log", tail=-1).status_code == 400
+
+
+def test_a_failed_jobs_log_comes_from_its_executor_which_keeps_its_folder(stack):
+    server, _ = stack
+    failed = submit(server, "echo oops >&2\nexit 3", token=ONE)
+    assert wait_for_outcome(server, failed, token=ONE) == 204  # failed: no results were fetched
+
+    answer = get(server, f"/jobs/{failed}/log", stream="stderr")
+    assert answer.status_code == 200 and answer.text == "oops\n"

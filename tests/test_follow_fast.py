@@ -17,7 +17,7 @@ from storage.models import Job
 from storage.node import tasks
 from tests.harness import StandInGateway, free_port, new_job
 from web import executor_app, server_app
-from web.folder_reads import MAX_READ, Refused, components, open_inside, read_from, read_tail
+from web.folder_reads import MAX_READ, Refused, components, open_inside, read_from, read_tail, sent
 
 
 @pytest.mark.parametrize("name", ["", "/etc/passwd", "..", "../x", "a/../b", "a//b", "./a", "a/", "a\0b", "x" * 5000])
@@ -120,3 +120,7 @@ def test_the_server_answers_by_the_jobs_state_and_503_when_its_executor_does_not
     assert server.simulate_get(f"/jobs/{cancelled}/files/run.sh").status_code == 410  # it never ran
     assert server.simulate_get(f"/jobs/{cleaned}/log").status_code == 410
     assert server.simulate_get(f"/jobs/{queued}/files/..%2Frun.sh").status_code == 400
+
+
+def test_a_file_growing_while_it_is_sent_is_sent_as_it_was_measured():
+    assert b"".join(sent(io.BytesIO(b"x" * 200_000), 150_000)) == b"x" * 150_000

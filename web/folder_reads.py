@@ -16,7 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 from web.result_zip import DIRECTORY, FILE
 
@@ -25,6 +25,7 @@ MAX_READ = 1 << 20
 #: The most lines a tail may ask for.
 MAX_TAIL_LINES = 10_000
 MAX_NAME = 4096
+CHUNK = 1 << 16
 LOGS = ("stdout", "stderr")
 
 
@@ -93,3 +94,12 @@ def read_from(handle: BinaryIO, size: int, offset: int) -> bytes:
         return b""
     handle.seek(offset)
     return handle.read(min(MAX_READ, size - offset))
+
+
+def sent(handle: BinaryIO, size: int) -> Iterator[bytes]:
+    """The first `size` bytes of `handle`, then it closed: a file that grows while it is sent is sent
+    as it was measured, its answer's Content-Length (the WSGI server would cut the rest, and warn)."""
+    with handle:
+        while size > 0 and (chunk := handle.read(min(CHUNK, size))):
+            size -= len(chunk)
+            yield chunk

@@ -26,7 +26,7 @@ from conf.settings import ServerConfig
 from storage import jobs
 from storage.states import TERMINAL, JobState
 from web.common import send_zip
-from web.folder_reads import Refused, components
+from web.folder_reads import CHUNK, Refused, components
 from web.log_query import LogQuery, log_query, send_log
 from web.job_refs import job_ref, unknown_job
 
@@ -34,7 +34,6 @@ NOT_STARTED = {JobState.QUEUED, JobState.DISPATCHING}
 CONNECT_SECONDS = 3.05
 #: How long an executor may take to begin its answer; a partial zip is made before its first byte.
 READ_SECONDS = {"file": 15.0, "log": 15.0, "partial": 120.0}
-CHUNK = 1 << 16
 #: Headers of the executor's answer passed on to the portal.
 PASSED_ON = ("Content-Type", "Content-Length", "X-Log-Size")
 

@@ -17,7 +17,7 @@ import falcon
 from conf.settings import ClientConfig
 from storage.node import tasks
 from storage.node.states import TaskState
-from web.folder_reads import Refused, components, open_inside
+from web.folder_reads import Refused, components, open_inside, sent
 from web.log_query import log_query, send_log
 from web.result_zip import zip_folder
 
@@ -59,8 +59,9 @@ class TaskFollow:
             raise falcon.HTTPNotFound(title="No such file",
                                       description=f"the job's folder has no file {name[:80]!r} (yet).") from None
         resp.content_type = falcon.MEDIA_TEXT if name.endswith(".log") else "application/octet-stream"
-        resp.content_length = os.fstat(handle.fileno()).st_size
-        resp.stream = handle
+        size = os.fstat(handle.fileno()).st_size
+        resp.content_length = size
+        resp.stream = sent(handle, size)
 
     def on_get_log(self, req, resp, task_id):
         query = log_query(req)
