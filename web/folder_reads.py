@@ -103,3 +103,8 @@ def sent(handle: BinaryIO, size: int) -> Iterator[bytes]:
         while size > 0 and (chunk := handle.read(min(CHUNK, size))):
             size -= len(chunk)
             yield chunk
+
+
+def content_type(name: str) -> str:
+    """A served file's type: a log is text, anything else bytes (the script decides what it holds)."""
+    return "text/plain; charset=utf-8" if name.endswith(".log") else "application/octet-stream"

@@ -26,7 +26,7 @@ from conf.settings import ServerConfig
 from storage import jobs
 from storage.states import TERMINAL, JobState
 from web.common import send_zip
-from web.folder_reads import CHUNK, Refused, components
+from web.folder_reads import CHUNK, Refused, components, content_type
 from web.log_query import LogQuery, log_query, send_log
 from web.job_refs import job_ref, unknown_job
 
@@ -39,6 +39,8 @@ PASSED_ON = ("Content-Type", "Content-Length", "X-Log-Size")
 
 
 class Follow:
+    """The three routes; the job's state says where its folder is read (`locate`)."""
+
     def __init__(self, config: ServerConfig):
         self.public = bool(config.tokens)
         self.headers = {"Authorization": f"Bearer {config.cluster_secret}"} if config.cluster_secret else {}
@@ -93,7 +95,7 @@ class Follow:
             archive.close()
             raise falcon.HTTPNotFound(title="No such file",
                                       description=f"job {raw}'s results hold no file {name[:80]!r}.") from None
-        resp.content_type = falcon.MEDIA_TEXT if name.endswith(".log") else "application/octet-stream"
+        resp.content_type = content_type(name)
         resp.content_length = member.file_size
         resp.stream = _chunks(archive, archive.open(member))
 

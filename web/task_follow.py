@@ -17,7 +17,7 @@ import falcon
 from conf.settings import ClientConfig
 from storage.node import tasks
 from storage.node.states import TaskState
-from web.folder_reads import Refused, components, open_inside, sent
+from web.folder_reads import Refused, components, content_type, open_inside, sent
 from web.log_query import log_query, send_log
 from web.result_zip import zip_folder
 
@@ -31,7 +31,7 @@ def _opened(folder: str, name: str):
 
 
 class TaskFollow:
-    """`number`: a path's task id as a task number (400 when it is not one)."""
+    """The three routes on a task's folder. `number`: a path's task id as a task number (400 when it is not one)."""
 
     def __init__(self, config: ClientConfig, number: Callable[[str], int]):
         self.config = config
@@ -58,7 +58,7 @@ class TaskFollow:
         except FileNotFoundError:
             raise falcon.HTTPNotFound(title="No such file",
                                       description=f"the job's folder has no file {name[:80]!r} (yet).") from None
-        resp.content_type = falcon.MEDIA_TEXT if name.endswith(".log") else "application/octet-stream"
+        resp.content_type = content_type(name)
         size = os.fstat(handle.fileno()).st_size
         resp.content_length = size
         resp.stream = sent(handle, size)
