@@ -575,3 +575,11 @@ def mark_cleaned(job_id: int, now: datetime) -> bool:
     advance(job, JobState.CLEANED, now)
     job.result_path = None
     return True
+
+
+@db_session
+def whereabouts(ref: int | str, portal: str | None = None) -> tuple[JobRef, str | None] | None:
+    """The job `ref` names and the path of its result zip (None until fetched), if `portal` may see
+    it (as `_visible`): where its folder is to be read (web/follow.py)."""
+    job = _visible(ref, portal)
+    return None if job is None else (JobRef.of(job), job.result_path)

@@ -695,3 +695,21 @@ def route_exists(node: Node, path: str) -> bool:
     """The node has a route for `path` (its 404, if any, is not Falcon's "no such route")."""
     response = requests.get(f"{node.url}{path}", timeout=5)
     return response.status_code != 404 or response.json().get("title") != "404 Not Found"
+
+
+def waiting_for_flag(token: str, before: str = "", after: str = "") -> str:
+    """A script body that runs `before`, waits for a file named `go` the test puts in its folder
+    (`let_go`), then runs `after`; `token` finds its folder among others (as a comment in run.sh)."""
+    return f"# {token}\n{before}\nwhile [ ! -e go ]; do sleep 0.02; done\n{after}"
+
+
+def job_folder(root: Path, token: str) -> Path:
+    """The job folder below `root` (an executor's tasks or Slurm work folder) whose run.sh has `token`."""
+    def found():
+        return next((path.parent for path in root.rglob("run.sh") if token in path.read_text(errors="replace")), None)
+    return wait_until(found, 20, 0.02, f"the folder of the job {token}")
+
+
+def let_go(root: Path, token: str) -> None:
+    """Let a `waiting_for_flag` job go on."""
+    (job_folder(root, token) / "go").write_text("")

@@ -481,7 +481,9 @@ def test_download_of_a_completed_job_whose_zip_is_gone_is_204_not_an_error(serve
 
 
 @pytest.mark.parametrize("method, path", [("GET", "/download/{}"), ("HEAD", "/download/{}"), ("GET", "/jobs/{}"),
-                                          ("POST", "/jobs/{}/cancel")])
+                                          ("POST", "/jobs/{}/cancel"), ("POST", "/terminate/{}"),
+                                          ("GET", "/jobs/{}/log"), ("GET", "/jobs/{}/files/run.sh"),
+                                          ("GET", "/download_partial/{}")])
 def test_an_unknown_job_is_404_and_a_malformed_id_400_on_every_job_call(server, method, path):
     unknown = server.client.simulate_request(method, path.format(10**18))
     assert unknown.status_code == 404
@@ -591,7 +593,9 @@ def test_with_portal_tokens_job_ids_are_random_public_ids_and_every_answer_names
 
 
 @pytest.mark.parametrize("method, path", [("GET", "/jobs/{}"), ("GET", "/download/{}"), ("HEAD", "/download/{}"),
-                                          ("POST", "/jobs/{}/cancel")])
+                                          ("POST", "/jobs/{}/cancel"), ("POST", "/terminate/{}"),
+                                          ("GET", "/jobs/{}/log"), ("GET", "/jobs/{}/files/run.sh"),
+                                          ("GET", "/download_partial/{}")])
 def test_a_portal_cannot_see_download_or_cancel_another_portals_job_it_is_unknown_to_it(guarded, method, path):
     number, theirs = job_in(JobState.QUEUED, guarded.config, portal="haddock")
     missing = "j" + "a" * 24
@@ -684,7 +688,8 @@ def test_the_openapi_document_describes_every_route_and_the_security_schemes(gua
     assert spec["openapi"] == "3.1.0"
     assert set(spec["paths"]) == {"/", "/health", "/upload", "/download/{job_id}", "/jobs/{job_id}",
                                   "/jobs/{job_id}/cancel", "/executors", "/metrics", "/services", "/status", "/internal/events",
-                                  "/internal/executors"}
+                                  "/internal/executors", "/terminate/{job_id}", "/jobs/{job_id}/log",
+                                  "/jobs/{job_id}/files/{name}", "/download_partial/{job_id}"}
     assert set(spec["components"]["securitySchemes"]) == {"portalToken", "clusterSecret", "operatorToken"}
     assert spec["security"] == [{"portalToken": []}]
     assert spec["paths"]["/upload"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"][

@@ -12,7 +12,8 @@ from types import SimpleNamespace
 import pytest
 import requests
 
-from tests.harness import cancel, job, listing, results, submit, wait_for_outcome, wait_until
+from tests.harness import (cancel, job, let_go, listing, results, submit, wait_for_outcome, wait_until,
+                           waiting_for_flag)
 from tests.slurm_helpers import cancel_slurm_jobs, slurm_executor, slurm_state, task_of
 
 #: Slurm rounds time limits up to whole minutes and kills at about 1:02 (then KillWait).
@@ -54,6 +55,18 @@ def test_a_job_runs_in_slurm_and_its_results_are_served(stack):
     assert archive.read("slurm_job.txt").decode().strip() == task["slurm_id"]  # it ran as that Slurm job
     record = job(stack.server, job_id)
     assert record["status"] == "Completed" and record["exit_code"] == 0 and record["attempts"] == 1
+
+
+def test_a_running_slurm_jobs_log_tail_is_served_through_the_server(stack):
+    job_id = submit(stack.server, waiting_for_flag("slurm-follow", "echo first\necho second"))
+
+    def tail():
+        answer = requests.get(f"{stack.server.url}/jobs/{job_id}/log", params={"tail": "1"}, timeout=10)
+        return answer.status_code == 200 and answer.text == "second\n"
+    wait_until(tail, OUTCOME_WAIT, 0.1, "the Slurm job's last line")
+    assert job(stack.server, job_id)["status"] == "Running"
+    let_go(stack.executors.example.folder, "slurm-follow")
+    assert wait_for_outcome(stack.server, job_id, OUTCOME_WAIT) == 200
 
 
 def test_a_slurm_job_runs_in_the_executors_sandbox_inside_its_allocation(stack):

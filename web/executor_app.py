@@ -1,4 +1,5 @@
-"""An executor node's HTTP API (Falcon): submit, retrieve, task status, delete, health.
+"""An executor node's HTTP API (Falcon): submit, retrieve, task status, delete, health; a running
+task's files, logs and partial zip (web/task_follow.py).
 
 Only the server calls it. `POST /submit` stores the bundle and the task row, then tells the
 ExecutorActor; a repeated submit of the same (job_id, attempt) returns the task it already has.
@@ -26,6 +27,7 @@ from web import metrics
 from web.auth import ExecutorAuth
 from web.common import Ping, WhileActorsRestart, new_app, parse_id, send_zip
 from web.gateway import ActorGateway
+from web.task_follow import TaskFollow
 from web.zip_once import ZipFailed, ZipOnce
 
 log = logging.getLogger("orchestrator.web")
@@ -223,6 +225,10 @@ def create_app(config: ClientConfig, gateway: ActorGateway, stopping: threading.
     app.add_route("/jobs/{task_id}", task)
     app.add_route("/jobs/{task_id}/kill", task, suffix="kill")
     app.add_route("/attempts/{job_uid}/{attempt}", Attempt())
+    follow = TaskFollow(config, task_number)
+    app.add_route("/jobs/{task_id}/files/{name:path}", follow, suffix="file")
+    app.add_route("/jobs/{task_id}/log", follow, suffix="log")
+    app.add_route("/retrieve_partial/{task_id}", follow, suffix="partial")
     usage = metrics.StorageUsage({"tasks": config.tasks_path, "zips": config.zips_path}, STORAGE_SECONDS)
     metrics.add_route(app, config.data_path, [metrics.NodeState(config.service, config.slots, usage)])
     return app

@@ -14,9 +14,21 @@ import falcon
 from conf.settings import ServerConfig
 from storage import public_ids
 from web.common import MAX_ID, MAX_JSON_BYTES
+from web.folder_reads import MAX_TAIL_LINES
+from web.log_query import DEFAULT_TAIL
 
 ERROR = {"type": "object", "required": ["title"], "properties": {
     "title": {"type": "string"}, "description": {"type": "string"}}}
+
+
+#: The query of GET /jobs/{job_id}/log: tail or offset, not both (web/log_query.py).
+LOG_PARAMETERS = [
+    {"name": "stream", "in": "query", "schema": {"enum": ["stdout", "stderr"], "default": "stdout"}},
+    {"name": "tail", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_TAIL_LINES,
+                                                "default": DEFAULT_TAIL},
+     "description": "the last N lines (of at most the last MiB)"},
+    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID},
+     "description": "instead of tail (it wins over tail): the bytes from this one on (at most a MiB)"}]
 
 
 def _error(description: str) -> dict:
@@ -57,6 +69,13 @@ def document(config: ServerConfig) -> dict:
     refused = {"403": _error("a portal token: this is an operator view")} if config.tokens else {}
     too_large = _error(f"a body over {MAX_JSON_BYTES} bytes")
     job_responses = {"400": _error("malformed job id"), "404": _error("no such job (or not this portal's)"), **denied}
+    follow_responses = {
+        **job_responses, "400": _error("malformed job id, file name or log query"),
+        "409": _error("the job has not started (Queued, Dispatching): it has no folder yet"),
+        "410": _error("the job's folder is gone (Cleaned, or never made)"),
+        "502": _error("the job's executor answered with an error"),
+        "503": {**_error("the job's executor does not answer, or the server is restarting"),
+                "headers": {"Retry-After": {"schema": {"type": "integer"}}}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "orchestrator", "version": "0.1.0",
@@ -119,6 +138,35 @@ def document(config: ServerConfig) -> dict:
                 "operationId": "cancel",
                 "responses": {"200": _json("the job, now Cancelled", "Job"),
                               "409": _error("the job had ended already"), **job_responses}}},
+            "/terminate/{job_id}": {"parameters": [job_id], "post": {
+                "summary": "Cancel a job that has not ended: the newer original's name for /jobs/{job_id}/cancel",
+                "operationId": "terminate",
+                "responses": {"200": _json("the job, now Cancelled", "Job"),
+                              "409": _error("the job had ended already"), **job_responses}}},
+            "/jobs/{job_id}/log": {"parameters": [job_id, *LOG_PARAMETERS], "get": {
+                "summary": "The last lines of a job's stdout or stderr, or its bytes from an offset: from its "
+                           "executor while it runs, from its results once it ended",
+                "operationId": "jobLog",
+                "responses": {"200": {"description": "the lines or bytes (none before the script wrote any)",
+                                      "headers": {"X-Log-Size": {"schema": {"type": "integer"}, "description": (
+                                          "where this answer ends in the log: ask next with offset=X-Log-Size")}},
+                                      "content": {"text/plain": {"schema": {"type": "string"}}}},
+                              **follow_responses}}},
+            "/jobs/{job_id}/files/{name}": {"parameters": [job_id, {
+                "name": "name", "in": "path", "required": True,
+                "schema": {"type": "string", "minLength": 1, "maxLength": 4096},
+                "description": "a file's path inside the job's folder (e.g. out/result.txt); links are not followed"}],
+                "get": {"summary": "A file of the job's folder as it is now (its results' once it ended)",
+                        "operationId": "jobFile",
+                        "responses": {"200": {"description": "the file's bytes", "content": {
+                            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                            "text/plain": {"schema": {"type": "string"}}}},
+                            "403": _error("a link, or not a regular file"), **follow_responses}}},
+            "/download_partial/{job_id}": {"parameters": [job_id], "get": {
+                "summary": "A zip of the job's folder as it is now (its results once it ended)",
+                "operationId": "downloadPartial",
+                "responses": {"200": {"description": "the job folder so far", "content": {"application/zip": {
+                    "schema": {"type": "string", "contentMediaType": "application/zip"}}}}, **follow_responses}}},
             "/executors": {"get": {
                 "summary": "The executors the server knows: an operator view",
                 "operationId": "executors", "security": operator,

@@ -16,13 +16,15 @@ import falcon
 from actors.messages import CancelJob, ExecutorEvent, ExecutorHeartbeat, JobQueued, Pong, Roster
 from conf import logs
 from conf.settings import ServerConfig
-from storage import executors, job_events, jobs, public_ids
+from storage import executors, job_events, jobs
 from storage.clock import utcnow
 from storage.states import ACTIVE, JobState
 from web import metrics, openapi, overview, uploads
 from web.auth import ServerAuth
-from web.common import MAX_ID, Ping, WhileActorsRestart, new_app, parse_id, positive_int, send_zip
+from web.common import MAX_ID, Ping, WhileActorsRestart, new_app, send_zip
+from web.follow import Follow
 from web.gateway import ActorGateway
+from web.job_refs import job_ref, unknown_job
 
 WAITING = ACTIVE | {JobState.QUEUED}
 STDERR_TAIL_CHARS = 4000
@@ -102,22 +104,6 @@ class Upload:
             raise UnknownService(title="Invalid upload",
                                  description=f"service {name[:64]!r} is not configured here; send one of: {known}.")
         return name.strip()
-
-
-def job_ref(raw: str, public: bool) -> int | str:
-    """What a path's job id names: with tokens (`public`) a public id, or a number, which names only
-    a job created before public ids existed; without tokens, a number. 400 when it is neither."""
-    if public and public_ids.well_formed(raw):
-        return raw
-    if public and positive_int(raw) is None:
-        raise falcon.HTTPBadRequest(title="Invalid id", description=f"a job id is {public_ids.DESCRIPTION}, as "
-                                                                    f"POST /upload answered; got {raw[:40]!r}.")
-    return parse_id(raw)
-
-
-def unknown_job(raw: str) -> falcon.HTTPNotFound:
-    """The one answer for a job that does not exist and for another portal's job, alike."""
-    return falcon.HTTPNotFound(title="Unknown job", description=f"there is no job {raw}.")
 
 
 class Download:
@@ -339,7 +325,13 @@ def create_app(config: ServerConfig, gateway: ActorGateway, stopping: threading.
     public = bool(config.tokens)  # with portals, jobs are named by their public ids
     app.add_route("/download/{job_id}", Download(public))
     app.add_route("/jobs/{job_id}", JobView(public))
-    app.add_route("/jobs/{job_id}/cancel", Cancel(gateway, public))
+    cancel = Cancel(gateway, public)
+    app.add_route("/jobs/{job_id}/cancel", cancel)
+    app.add_route("/terminate/{job_id}", cancel)  # the newer original's name for it
+    follow = Follow(config)
+    app.add_route("/jobs/{job_id}/files/{name:path}", follow, suffix="file")
+    app.add_route("/jobs/{job_id}/log", follow, suffix="log")
+    app.add_route("/download_partial/{job_id}", follow, suffix="partial")
     app.add_route("/internal/events", ExecutorEvents(gateway))
     registry = ExecutorRegistry(config, gateway)
     app.add_route("/internal/executors", registry)
