@@ -25,12 +25,10 @@ from pony.orm import db_session
 from pony.utils import datetime2timestamp
 
 from storage.jobs import EVERY_PORTAL, _visible
-from storage.models import VIEW_COLUMNS, Job, db, view
+from storage.models import TIMES, VIEW_COLUMNS, Job, db, view
 from storage.states import JobState
 
 STATES = tuple(state.value for state in JobState)
-#: The columns of the view that hold times.
-TIMES = tuple(name for name in VIEW_COLUMNS if Job._adict_[name].py_type is datetime)
 #: A walk's position: (created_at as the database returns it, id).
 Position = tuple[object, int]
 

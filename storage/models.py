@@ -81,11 +81,7 @@ def view(field) -> dict:
         "service": field("service"),
         "status": field("state"),
         "outcome": field("outcome"),
-        "created_at": iso(field("created_at")),
-        "dispatched_at": iso(field("dispatched_at")),
-        "started_at": iso(field("started_at")),
-        "finished_at": iso(field("finished_at")),
-        "cleaned_at": iso(field("cleaned_at")),
+        **{name: iso(field(name)) for name in TIMES},
         "attempts": field("attempts"),
         "executor": field("executor"),
         "exit_code": field("exit_code"),
@@ -94,9 +90,11 @@ def view(field) -> dict:
     }
 
 
+#: The times of a job, in the order the view shows them.
+TIMES = ("created_at", "dispatched_at", "started_at", "finished_at", "cleaned_at")
 #: The columns `view` reads.
-VIEW_COLUMNS = ("id", "public_id", "user_id", "service", "state", "outcome", "created_at", "dispatched_at",
-                "started_at", "finished_at", "cleaned_at", "attempts", "executor", "exit_code", "reason", "stderr_tail")
+VIEW_COLUMNS = ("id", "public_id", "user_id", "service", "state", "outcome", *TIMES, "attempts", "executor",
+                "exit_code", "reason", "stderr_tail")
 
 #: The columns of a job that stay empty until it is dispatched or ends.
 EMPTY_WHEN_NEW = frozenset({"outcome", "dispatched_at", "started_at", "finished_at", "cleaned_at", "executor",
