@@ -58,9 +58,9 @@ def parse_time(name: str, text: str) -> datetime:
     """An ISO 8601 time as the naive UTC the database stores."""
     try:
         value = datetime.fromisoformat(text)
-    except ValueError:
+        return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
+    except (ValueError, OverflowError):  # OverflowError: an offset moves it out of years 1-9999
         raise bad(f"{name} must be {ISO_FORMAT}; got {text[:40]!r}.") from None
-    return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
 
 
 class JobList:
