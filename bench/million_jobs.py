@@ -58,8 +58,9 @@ def fill_history(database: str, total: int, executor: str) -> None:
     connection.close()
 
 
-def answer_times(url: str, runs: int) -> list[float]:
+def answer_times(url: str, runs: int, headers: dict[str, str] | None = None) -> list[float]:
     session = requests.Session()
+    session.headers.update(headers or {})
     for _ in range(3):  # warm SQLite's page cache (and count the ended jobs for /metrics once)
         session.get(url, timeout=60).raise_for_status()
     times = []

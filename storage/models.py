@@ -51,35 +51,50 @@ class Job(db.Entity):
     composite_index(state, finished_at)
     #: A user is (portal, user_id): max_queued_per_user counts a portal's user's queued jobs.
     composite_index(service, portal, user_id, state)
+    #: GET /jobs (storage/job_list.py): every filter of the list is an equality on the leading
+    #: columns, and created_at gives the page order, so a page is one short walk per index.
+    composite_index(portal, service, state, created_at)
+    composite_index(portal, user_id, service, state, created_at)
     # NOTE: its reason and stderr tail come from job scripts and executors (storage/storable.py).
     before_insert = before_update = clean_row
 
     def to_dict(self, new: bool = False) -> dict:
-        """The public view of a job, as `GET /jobs/{id}` and `POST /upload` answer it; its `id` is
-        the public id when it has one.
+        """The public view of a job, as `GET /jobs/{id}` and `POST /upload` answer it (`view`).
 
         `new`: the job was just created in this session, so the columns it was not given are empty;
         reading one would make Pony reload the whole row (a query per upload).
         """
-        field = reader(self, new, EMPTY_WHEN_NEW)
-        return {
-            "id": self.public_id or self.id,
-            "user_id": self.user_id,
-            "service": self.service,
-            "status": self.state,
-            "outcome": field("outcome"),
-            "created_at": iso(field("created_at")),
-            "dispatched_at": iso(field("dispatched_at")),
-            "started_at": iso(field("started_at")),
-            "finished_at": iso(field("finished_at")),
-            "cleaned_at": iso(field("cleaned_at")),
-            "attempts": self.attempts,
-            "executor": field("executor"),
-            "exit_code": field("exit_code"),
-            "reason": field("reason"),
-            "stderr_tail": field("stderr_tail"),
-        }
+        return view(reader(self, new, EMPTY_WHEN_NEW))
 
+
+def view(field) -> dict:
+    """The public view of a job from `field(column)`, the value of each of VIEW_COLUMNS; its `id` is
+    the public id when it has one.
+
+    Job.to_dict reads an entity's; storage/job_list.py reads a page's rows straight from the
+    database, without making entities (Pony's parsing of a row costs about 0.3 ms: 300 ms for a
+    page of 1,000 jobs).
+    """
+    return {
+        "id": field("public_id") or field("id"),
+        "user_id": field("user_id"),
+        "service": field("service"),
+        "status": field("state"),
+        "outcome": field("outcome"),
+        **{name: iso(field(name)) for name in TIMES},
+        "attempts": field("attempts"),
+        "executor": field("executor"),
+        "exit_code": field("exit_code"),
+        "reason": field("reason"),
+        "stderr_tail": field("stderr_tail"),
+    }
+
+
+#: The times of a job, in the order the view shows them.
+TIMES = ("created_at", "dispatched_at", "started_at", "finished_at", "cleaned_at")
+#: The columns `view` reads.
+VIEW_COLUMNS = ("id", "public_id", "user_id", "service", "state", "outcome", *TIMES, "attempts", "executor",
+                "exit_code", "reason", "stderr_tail")
 
 #: The columns of a job that stay empty until it is dispatched or ends.
 EMPTY_WHEN_NEW = frozenset({"outcome", "dispatched_at", "started_at", "finished_at", "cleaned_at", "executor",

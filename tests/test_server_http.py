@@ -686,7 +686,7 @@ def test_the_openapi_document_describes_every_route_and_the_security_schemes(gua
     spec = guarded.client.simulate_get("/api-docs/openapi.json").json
 
     assert spec["openapi"] == "3.1.0"
-    assert set(spec["paths"]) == {"/", "/health", "/upload", "/download/{job_id}", "/jobs/{job_id}",
+    assert set(spec["paths"]) == {"/", "/health", "/upload", "/download/{job_id}", "/jobs", "/jobs/{job_id}",
                                   "/jobs/{job_id}/cancel", "/executors", "/metrics", "/services", "/status", "/internal/events",
                                   "/internal/executors", "/terminate/{job_id}", "/jobs/{job_id}/log",
                                   "/jobs/{job_id}/files/{name}", "/download_partial/{job_id}"}

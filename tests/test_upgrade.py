@@ -6,11 +6,12 @@ import sqlite3
 from datetime import datetime
 
 import pytest
+import requests
 from pony.orm import Database, Optional, PrimaryKey, Required, db_session
 from pony.orm.core import DBSchemaError, TransactionIntegrityError
 
 from storage import database
-from tests.harness import job, script, submit, wait_for_outcome
+from tests.harness import bearer, job, script, submit, wait_for_outcome
 
 TOKEN = "haddock-token-0123456789abcdef"
 SECRET = "cluster-secret-0123456789abcdef"
@@ -115,4 +116,8 @@ def test_a_server_upgrades_a_database_of_the_previous_version_and_its_queued_job
     assert wait_for_outcome(server, new, 30, TOKEN) == 200
     indexes = {row[1] for row in sqlite3.connect(server.folder / "data" / "orchestrator.sqlite")
                .execute('PRAGMA index_list("Job")')}
-    assert {"unq_job__public_id", "idx_job__service_portal_user_id_state"} <= indexes
+    assert {"unq_job__public_id", "idx_job__service_portal_user_id_state", "idx_job__portal_service_state_created_at",
+            "idx_job__portal_user_id_service_state_created_at"} <= indexes
+    # The list reads the old job and the new one alike.
+    listed = requests.get(f"{server.url}/jobs", headers=bearer(TOKEN), timeout=10).json()["jobs"]
+    assert [entry["id"] for entry in listed] == [new, 1]

@@ -13,6 +13,7 @@ import falcon
 
 from conf.settings import ServerConfig
 from storage import public_ids
+from storage.states import JobState
 from web.common import MAX_ID, MAX_JSON_BYTES
 from web.folder_reads import MAX_TAIL_LINES
 from web.log_query import DEFAULT_TAIL
@@ -130,6 +131,14 @@ def document(config: ServerConfig) -> dict:
                                        "400": {"description": "malformed job id"},
                                        "401": {"description": "missing or wrong bearer token"},
                                        "404": {"description": "no such job"}}}},
+            "/jobs": {"get": {
+                "summary": "The caller's jobs, newest first, filtered; paged by next_cursor" + (
+                    " (a portal: its own jobs; an operator: every portal's)" if config.tokens else ""),
+                "operationId": "listJobs", "parameters": job_list_parameters(config),
+                "responses": {"200": {**_json("a page of jobs", "JobList"), "links": {"nextPage": {
+                    "operationId": "listJobs", "parameters": {"cursor": "$response.body#/next_cursor"}}}},
+                              "400": _error("an unknown parameter, a bad filter, or a cursor this server did not "
+                                            "give"), **denied}}},
             "/jobs/{job_id}": {"parameters": [job_id], "get": {
                 "summary": "A job's state and history", "operationId": "job",
                 "responses": {"200": _json("the job", "Job"), **job_responses}}},
@@ -238,6 +247,10 @@ def document(config: ServerConfig) -> dict:
                     "attempts": {"type": "integer"}, "executor": {"type": ["string", "null"]},
                     "exit_code": {"type": ["integer", "null"]}, "reason": {"type": ["string", "null"]},
                     "stderr_tail": {"type": ["string", "null"]}}},
+                "JobList": {"type": "object", "required": ["jobs", "next_cursor"], "properties": {
+                    "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
+                    "next_cursor": {"type": ["string", "null"],
+                                    "description": "pass as cursor for the next page; null on the last page"}}},
                 "Executors": {"type": "object", "required": ["executors"], "properties": {"executors": {
                     "type": "array", "items": {"type": "object", "properties": {
                         "url": {"type": "string"}, "service": {"type": "string"},
@@ -292,6 +305,30 @@ def document(config: ServerConfig) -> dict:
             },
         },
     }
+
+
+def job_list_parameters(config: ServerConfig) -> list[dict]:
+    """The query of `GET /jobs` (web/job_list.py); `portal` only where there are portals."""
+    def query(name: str, schema: dict, description: str) -> dict:
+        return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+    stamp = {"type": "string", "format": "date-time"}
+    parameters = [
+        query("user_id", {"type": "integer", "minimum": 1, "maximum": MAX_ID}, "only this user's jobs"),
+        query("service", {"type": "string", "enum": [s.name for s in config.services]},
+              "only this service's jobs (a service no longer configured is accepted while it has jobs)"),
+        {**query("status", {"type": "array", "items": {"enum": [state.value for state in JobState]}},
+                 "only jobs in these states (repeat it, or separate states with commas)"),
+         "style": "form", "explode": True},
+        query("created_after", stamp, "only jobs created after this time (ISO 8601; without an offset: UTC)"),
+        query("created_before", stamp, "only jobs created before this time (ISO 8601; without an offset: UTC)"),
+        query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "jobs per page"),
+        query("cursor", {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"},
+              "the next_cursor of the previous page, unchanged (any other value: 400)")]
+    if config.tokens:
+        parameters.append(query("portal", {"type": "string", "enum": [name for name, _ in config.tokens]},
+                                "an operator's filter: only this portal's jobs (a portal may name only itself)"))
+    return parameters
 
 
 class OpenApi:

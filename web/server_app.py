@@ -19,7 +19,7 @@ from conf.settings import ServerConfig
 from storage import executors, job_events, jobs
 from storage.clock import utcnow
 from storage.states import ACTIVE, JobState
-from web import metrics, openapi, overview, uploads
+from web import job_list, metrics, openapi, overview, uploads
 from web.auth import ServerAuth
 from web.common import MAX_ID, Ping, WhileActorsRestart, new_app, send_zip
 from web.follow import Follow
@@ -324,6 +324,7 @@ def create_app(config: ServerConfig, gateway: ActorGateway, stopping: threading.
     app.add_route("/upload", Upload(config, gateway, stopping))
     public = bool(config.tokens)  # with portals, jobs are named by their public ids
     app.add_route("/download/{job_id}", Download(public))
+    app.add_route("/jobs", job_list.JobList(config))
     app.add_route("/jobs/{job_id}", JobView(public))
     cancel = Cancel(gateway, public)
     app.add_route("/jobs/{job_id}/cancel", cancel)
