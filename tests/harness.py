@@ -691,12 +691,6 @@ def orchestrator(server: Node | str, *args: str, timeout: float = 60.0, token: s
                           capture_output=True, text=True, timeout=timeout)
 
 
-def route_exists(node: Node, path: str) -> bool:
-    """The node has a route for `path` (its 404, if any, is not Falcon's "no such route")."""
-    response = requests.get(f"{node.url}{path}", timeout=5)
-    return response.status_code != 404 or response.json().get("title") != "404 Not Found"
-
-
 def waiting_for_flag(token: str, before: str = "", after: str = "") -> str:
     """A script body that runs `before`, waits for a file named `go` the test puts in its folder
     (`let_go`), then runs `after`; `token` finds its folder among others (as a comment in run.sh)."""

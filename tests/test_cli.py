@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from tests.harness import ROOT, free_port, needs, orchestrator, route_exists, script, wait_until
+from tests.harness import ROOT, free_port, needs, orchestrator, script, wait_until
 
 #: ANSI escape: output to a pipe must have none (no live display).
 ESCAPE = "\x1b["
@@ -111,8 +111,6 @@ def test_refusals_and_a_server_that_is_not_there_exit_2_with_one_sentence(server
 
 
 def test_list_pages_through_a_users_jobs_newest_first(server, tmp_path):
-    if not route_exists(server, "/jobs"):
-        pytest.skip("GET /jobs is not served yet (issue 14, list)")
     ids = [submitted(server, job_files(tmp_path / str(n), "true"), user=77) for n in range(3)]
 
     listed = orchestrator(server, "list", "--user", "77", "--json")
@@ -125,8 +123,6 @@ def test_list_pages_through_a_users_jobs_newest_first(server, tmp_path):
 
 def test_logs_follow_prints_the_whole_log_of_a_running_job_then_exits_with_its_outcome(server, tmp_path):
     job_id = submitted(server, job_files(tmp_path, "for i in 1 2 3 4 5; do echo line $i; sleep 0.3; done"), user=4)
-    if not route_exists(server, f"/jobs/{job_id}/log"):
-        pytest.skip("GET /jobs/{id}/log is not served yet (issue 14, follow a running job)")
     wait_until(lambda: ": Running" in orchestrator(server, "status", job_id).stdout, 20, 0.1, "the job to run")
 
     followed = orchestrator(server, "logs", job_id, "-f", "--poll", "0.1")
@@ -136,8 +132,6 @@ def test_logs_follow_prints_the_whole_log_of_a_running_job_then_exits_with_its_o
 
 
 def test_watch_once_shows_the_services_and_the_jobs_not_ended(server, tmp_path):
-    if not route_exists(server, "/jobs"):
-        pytest.skip("GET /jobs is not served yet (issue 14, list)")
     job_id = submitted(server, job_files(tmp_path, "sleep 60"), user=5)
 
     shown = orchestrator(server, "watch", "--once")
