@@ -6,9 +6,11 @@ each through an index, so a job's view stays cheap with 100,000 jobs queued.
 
 - `position` mirrors the quota's round-robin (actors/server/scheduling.py `admit`): users take one
   job per round, so the k-th queued job of its user starts in round k, after its user's k-1 and
-  each other waiting user's first k jobs (k-1 for a user served after it in a round). The quota's
-  turn order lives in its memory; a user whose oldest queued job is older stands for "served
-  before" (the order of a first round), so the position is an estimate, exact for users never served.
+  each other waiting user's first k jobs (k-1 for a user served after it in a round). Within a
+  round the quota serves first the user it served longest ago (never: first), then the one whose
+  oldest job is older. Its turns live in its memory, so `turn_key` stands in for them: a user with
+  no job active counts as not served lately, one with jobs active as served when the latest of
+  them was admitted. The position is thus an estimate; exact while users' turns follow that order.
 - A Dispatching job was admitted: position 0, about to start; only a missing or draining executor
   can still hold it.
 - `waiting_for`, when several hold, is the one that would still hold the job after the others
@@ -23,7 +25,7 @@ import statistics
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from pony.orm import count, db_session, min as smallest, select
+from pony.orm import count, db_session, max as latest, min as smallest, select
 
 from conf.settings import ServiceConfig
 from storage.columns import iso
@@ -66,6 +68,12 @@ def positions(ahead_of_user: int, others: tuple[tuple[int, bool], ...]) -> tuple
     k = ahead_of_user + 1
     ahead = ahead_of_user + sum(min(queued, k if before else k - 1) for queued, before in others)
     return ahead + 1, k
+
+
+def turn_key(last_admitted: datetime | None, oldest_queued: int) -> tuple:
+    """Where a user comes in a round: not served lately (`last_admitted` None) first, else the one
+    admitted longest ago; then the one whose oldest queued job is older."""
+    return (last_admitted is not None, last_admitted or datetime.min, oldest_queued)
 
 
 def capacity(executors: tuple[tuple[str, int], ...]) -> int:
@@ -137,25 +145,29 @@ def facts_of(job: Job, settings: ServiceConfig) -> QueueFacts:
     """The facts for `job` (Queued or Dispatching), inside the caller's db_session."""
     service, portal, user_id = job.service, job.portal, job.user_id
     queued = JobState.QUEUED.value
-    others, mine = [], None
+    # NOTE: active jobs are few (bounded by the slots); a user's latest admission among them stands
+    # in for the quota's last turn.
+    active = {(owner, user): (number, last) for owner, user, number, last in select(
+        (j.portal, j.user_id, count(), latest(j.dispatched_at)) for j in Job
+        if j.service == service and j.state in _ACTIVE)}
+    admitted = {user: last for user, (_, last) in active.items()}
+    others, mine = [], turn_key(admitted.get((portal, user_id)), job.id)
     # NOTE: one GROUP BY over the (service, portal, user_id, state) index; min(id) is the user's oldest.
     for owner, user, number, oldest in select((j.portal, j.user_id, count(), smallest(j.id)) for j in Job
                                               if j.service == service and j.state == queued):
+        key = turn_key(admitted.get((owner, user)), oldest)
         if (owner, user) == (portal, user_id):
-            mine = oldest
+            mine = key
         else:
-            others.append((number, oldest))
-    mine = job.id if mine is None else mine
+            others.append((number, key))
     ahead = select(j for j in Job if j.service == service and j.portal == portal and j.user_id == user_id
                    and j.state == queued and j.id < job.id).count()
-    user_active = select(j for j in Job if j.service == service and j.portal == portal and j.user_id == user_id
-                         and j.state in _ACTIVE).count()
-    service_active = select(j for j in Job if j.service == service and j.state in _ACTIVE).count()
     executors = tuple(select((e.state, e.slots) for e in Executor if e.service == service).without_distinct())
     runs = select((j.id, j.started_at, j.finished_at) for j in Job if j.service == service
                   and j.state == JobState.COMPLETED.value).order_by(-1)[:HISTORY]  # newest first
     return QueueFacts(service, user_id, job.state == JobState.DISPATCHING.value, ahead,
-                      tuple((number, oldest < mine) for number, oldest in others), user_active, service_active,
+                      tuple((number, key < mine) for number, key in others),
+                      active.get((portal, user_id), (0, None))[0], sum(number for number, _ in active.values()),
                       settings.runs_per_user, settings.max_runs, executors,
                       tuple((end - start).total_seconds() for _, start, end in runs if start and end))
 

@@ -11,7 +11,7 @@ from pony.orm import db_session
 from conf.settings import ServiceConfig
 from storage import executors, jobs, queue_view
 from storage.models import Job
-from storage.queue_view import QueueFacts, explain, positions
+from storage.queue_view import QueueFacts, explain, positions, turn_key
 from storage.states import JobState
 from tests.harness import new_job
 
@@ -34,6 +34,12 @@ WAITING = QueueFacts(service="example", user_id=7, admitted=False, ahead_of_user
 ])
 def test_position_counts_each_other_users_first_k_jobs_and_its_own_k_minus_one(ahead_of_user, others, expected):
     assert positions(ahead_of_user, others) == expected
+
+
+def test_turns_go_first_to_users_not_served_lately_then_to_those_served_longest_ago():
+    never_old, never_new = turn_key(None, 5), turn_key(None, 9)
+    long_ago, lately = turn_key(NOW - timedelta(hours=1), 1), turn_key(NOW, 1)
+    assert sorted([lately, never_new, long_ago, never_old]) == [never_old, never_new, long_ago, lately]
 
 
 # --- what holds it --------------------------------------------------------------------------------
@@ -114,7 +120,7 @@ def test_the_reads_count_turns_users_portals_and_history(clean_database):
     elsewhere = new_job(1, portal="other")        # user 1 of another portal: its own user
     new_job(3, service="other")                    # another service: not counted
     running = new_job(2)
-    _set(running, JobState.RUNNING)
+    _set(running, JobState.RUNNING, dispatched_at=NOW)  # user 2 was served lately: after the others
     for seconds in (5, 6, 7, 8, 9):
         done = new_job(4)
         _set(done, JobState.COMPLETED, started_at=NOW, finished_at=NOW + timedelta(seconds=seconds))
@@ -125,7 +131,8 @@ def test_the_reads_count_turns_users_portals_and_history(clean_database):
     assert queue["waiting_for"] == "runs_per_user" and "user 2 has 1 of 1" in queue["detail"]
     assert queue["estimated_start"] == (NOW + timedelta(seconds=2 * 7)).isoformat() + "Z"
     assert queue_view.queue_of(first[0], EXAMPLE, NOW)["queue"]["position"] == 1
-    assert queue_view.queue_of(elsewhere, EXAMPLE, NOW)["queue"]["position"] == 3  # after both users' first
+    # after user 1's first (never served, older); before user 2's (served lately)
+    assert queue_view.queue_of(elsewhere, EXAMPLE, NOW)["queue"]["position"] == 2
 
     _set(first[0], JobState.DISPATCHING)
     assert queue_view.queue_of(first[0], EXAMPLE, NOW)["queue"]["position"] == 0
