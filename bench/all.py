@@ -1,10 +1,11 @@
 """Every figure in one table: `python -m bench.all [--quick]` (what `make bench` runs)."""
 from __future__ import annotations
 
-from bench import drain, execution, memory, million_jobs, queue_scale, sandbox, turnaround, uploads, zipping
+from bench import (drain, execution, memory, million_jobs, queue_scale, sandbox, turnaround, uploads, waiting_job,
+                   zipping)
 from bench.common import main
 
-FIGURES = (turnaround, drain, uploads, queue_scale, memory, execution, zipping, sandbox, million_jobs)
+FIGURES = (turnaround, drain, uploads, queue_scale, memory, execution, zipping, sandbox, million_jobs, waiting_job)
 
 
 def run(quick: bool):

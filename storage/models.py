@@ -51,6 +51,9 @@ class Job(db.Entity):
     composite_index(state, finished_at)
     #: A user is (portal, user_id): max_queued_per_user counts a portal's user's queued jobs.
     composite_index(service, portal, user_id, state)
+    #: Each user's queued jobs of a service (a waiting job's position: storage/queue_view.py), read
+    #: without walking the service's ended jobs.
+    composite_index(service, state, portal, user_id)
     # NOTE: its reason and stderr tail come from job scripts and executors (storage/storable.py).
     before_insert = before_update = clean_row
 

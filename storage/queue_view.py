@@ -25,7 +25,7 @@ import statistics
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from pony.orm import count, db_session, max as latest, min as smallest, select
+from pony.orm import count, db_session, min as smallest, select
 
 from conf.settings import ServiceConfig
 from storage.columns import iso
@@ -145,12 +145,16 @@ def facts_of(job: Job, settings: ServiceConfig) -> QueueFacts:
     """The facts for `job` (Queued or Dispatching), inside the caller's db_session."""
     service, portal, user_id = job.service, job.portal, job.user_id
     queued = JobState.QUEUED.value
-    # NOTE: active jobs are few (bounded by the slots); a user's latest admission among them stands
+    # NOTE: active jobs are few (bounded by the slots): counted here, for a GROUP BY makes SQLite
+    # walk the service's whole history in user order. A user's latest admission among them stands
     # in for the quota's last turn.
-    active = {(owner, user): (number, last) for owner, user, number, last in select(
-        (j.portal, j.user_id, count(), latest(j.dispatched_at)) for j in Job
-        if j.service == service and j.state in _ACTIVE)}
-    admitted = {user: last for user, (_, last) in active.items()}
+    active: dict[tuple, int] = {}
+    admitted: dict[tuple, datetime] = {}
+    for owner, user, when in select((j.portal, j.user_id, j.dispatched_at) for j in Job
+                                    if j.service == service and j.state in _ACTIVE).without_distinct():
+        active[owner, user] = active.get((owner, user), 0) + 1
+        if when is not None and (admitted.get((owner, user)) or datetime.min) < when:
+            admitted[owner, user] = when
     others, mine = [], turn_key(admitted.get((portal, user_id)), job.id)
     # NOTE: one GROUP BY over the (service, portal, user_id, state) index; min(id) is the user's oldest.
     for owner, user, number, oldest in select((j.portal, j.user_id, count(), smallest(j.id)) for j in Job
@@ -167,7 +171,7 @@ def facts_of(job: Job, settings: ServiceConfig) -> QueueFacts:
                   and j.state == JobState.COMPLETED.value).order_by(-1)[:HISTORY]  # newest first
     return QueueFacts(service, user_id, job.state == JobState.DISPATCHING.value, ahead,
                       tuple((number, key < mine) for number, key in others),
-                      active.get((portal, user_id), (0, None))[0], sum(number for number, _ in active.values()),
+                      active.get((portal, user_id), 0), sum(active.values()),
                       settings.runs_per_user, settings.max_runs, executors,
                       tuple((end - start).total_seconds() for _, start, end in runs if start and end))
 

@@ -115,4 +115,5 @@ def test_a_server_upgrades_a_database_of_the_previous_version_and_its_queued_job
     assert wait_for_outcome(server, new, 30, TOKEN) == 200
     indexes = {row[1] for row in sqlite3.connect(server.folder / "data" / "orchestrator.sqlite")
                .execute('PRAGMA index_list("Job")')}
-    assert {"unq_job__public_id", "idx_job__service_portal_user_id_state"} <= indexes
+    assert {"unq_job__public_id", "idx_job__service_portal_user_id_state",
+            "idx_job__service_state_portal_user_id"} <= indexes
