@@ -82,15 +82,17 @@ def capacity(executors: tuple[tuple[str, int], ...]) -> int:
 
 
 def holding(facts: QueueFacts, position: int) -> tuple[str | None, str]:
-    """(waiting_for, detail): what holds the job back, in the order of the module docstring."""
+    """(waiting_for, detail): what holds the job back, in the order of the module docstring.
+
+    NOTE: the words give no count of executors, slots or other users' jobs: a portal sees the
+    service's limits (GET /services) but not the cluster's shape nor the other portals' load."""
     service = facts.service
     live = [state for state, _ in facts.executors if state in ("alive", "draining")]
     if not live:
-        return "no_executor", (f"no executor of service {service} is alive; the job starts once one is "
-                               f"(known executors: {len(facts.executors)}).")
+        return "no_executor", f"no executor of service {service} is alive; the job starts once one is."
     if "alive" not in live:
-        return "draining", (f"every live executor of service {service} ({len(live)}) is draining: each finishes "
-                            "its jobs and takes no new ones.")
+        return "draining", (f"every live executor of service {service} is draining: each finishes its jobs and "
+                            "takes no new ones.")
     if facts.admitted:
         return None, "admitted: being sent to an executor."
     if facts.user_active >= facts.runs_per_user:
@@ -98,11 +100,10 @@ def holding(facts: QueueFacts, position: int) -> tuple[str | None, str]:
                                  f"in {service} (runs_per_user); it starts when one of them ends.")
     slots = capacity(facts.executors)
     if facts.max_runs is not None and facts.max_runs <= slots and facts.service_active >= facts.max_runs:
-        return "max_runs", (f"service {service} has {facts.service_active} of {facts.max_runs} jobs active "
-                            "(max_runs); it starts when one ends.")
+        return "max_runs", (f"service {service} runs its most jobs at once ({facts.max_runs}, max_runs); it starts "
+                            "when one ends.")
     if facts.service_active >= slots:
-        return "executors_full", (f"all {slots} slots of the executors of {service} are taken "
-                                  f"({facts.service_active} jobs active); it starts when one ends.")
+        return "executors_full", f"every slot of the executors of {service} is taken; it starts when a job ends."
     if position <= 1:
         return None, "next to start."
     return None, f"{position - 1} jobs ahead of it (users take turns, one job each)."

@@ -48,18 +48,18 @@ def test_turns_go_first_to_users_not_served_lately_then_to_those_served_longest_
     ({}, None, "next to start"),
     ({"ahead_of_user": 1}, None, "1 jobs ahead"),
     ({"executors": ()}, "no_executor", "no executor of service example is alive"),
-    ({"executors": (("lost", 4), ("unknown", 2))}, "no_executor", "known executors: 2"),
-    ({"executors": (("draining", 4), ("lost", 4))}, "draining", "(1) is draining"),
+    ({"executors": (("lost", 4), ("unknown", 2))}, "no_executor", "the job starts once one is"),
+    ({"executors": (("draining", 4), ("lost", 4))}, "draining", "every live executor of service example is draining"),
     ({"user_active": 5}, "runs_per_user", "user 7 has 5 of 5 jobs active in example"),
-    ({"max_runs": 2, "service_active": 2}, "max_runs", "has 2 of 2 jobs active (max_runs)"),
-    ({"service_active": 4}, "executors_full", "all 4 slots of the executors of example are taken"),
+    ({"max_runs": 2, "service_active": 2}, "max_runs", "runs its most jobs at once (2, max_runs)"),
+    ({"service_active": 4}, "executors_full", "every slot of the executors of example is taken"),
     # a max_runs above the slots is not what binds: the executors are full first
-    ({"max_runs": 10, "service_active": 4}, "executors_full", "all 4 slots"),
+    ({"max_runs": 10, "service_active": 4}, "executors_full", "every slot"),
     # precedence: operator-only causes, then the user's own limit, then the service's
     ({"user_active": 5, "service_active": 4, "executors": ()}, "no_executor", "no executor"),
     ({"user_active": 5, "service_active": 4, "executors": (("draining", 4),)}, "draining", "draining"),
     ({"user_active": 5, "service_active": 4}, "runs_per_user", "user 7 has 5 of 5"),
-    ({"max_runs": 3, "service_active": 4}, "max_runs", "4 of 3"),
+    ({"max_runs": 3, "service_active": 4}, "max_runs", "(3, max_runs)"),
     # admitted (Dispatching): position 0; only executors can still hold it
     ({"admitted": True, "user_active": 5, "service_active": 4}, None, "being sent to an executor"),
     ({"admitted": True, "executors": ()}, "no_executor", "no executor"),
@@ -138,6 +138,26 @@ def test_the_reads_count_turns_users_portals_and_history(clean_database):
     assert queue_view.queue_of(first[0], EXAMPLE, NOW)["queue"]["position"] == 0
     assert queue_view.queue_of(running, EXAMPLE, NOW) == {}
     assert queue_view.queue_of(first[1], None, NOW) == {}  # a service no longer configured
+
+
+def test_the_estimate_takes_the_latest_completed_runs_and_needs_five(clean_database):
+    executors.record("http://e1", "example", 1, "alive", NOW)
+    for seconds in [1000] * 10 + [4] * (queue_view.HISTORY - 1):  # the oldest ten ran long
+        _set(new_job(4), JobState.COMPLETED, started_at=NOW, finished_at=NOW + timedelta(seconds=seconds))
+    running = new_job(1)
+    _set(running, JobState.RUNNING, dispatched_at=NOW)
+    waiting = new_job(2)
+    # one slot, taken: one round of the median of the latest 20 runs (19 of 4 s, one of 1000 s)
+    assert queue_view.queue_of(waiting, EXAMPLE, NOW)["queue"]["estimated_start"] == \
+        (NOW + timedelta(seconds=4)).isoformat() + "Z"
+
+    with db_session:
+        for done in Job.select(lambda j: j.state == JobState.COMPLETED.value).order_by(lambda j: j.id)[5:]:
+            done.state = JobState.FAILED.value
+    assert queue_view.queue_of(waiting, EXAMPLE, NOW)["queue"]["estimated_start"] is not None
+    with db_session:
+        Job.select(lambda j: j.state == JobState.COMPLETED.value).first().state = JobState.FAILED.value
+    assert queue_view.queue_of(waiting, EXAMPLE, NOW)["queue"]["estimated_start"] is None  # four runs: too few
 
 
 # --- the HTTP answers -----------------------------------------------------------------------------

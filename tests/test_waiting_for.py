@@ -44,7 +44,8 @@ def test_a_draining_executor_then_a_gone_one_hold_the_queue(cluster):
 
     held = submit(server, "echo held > out.txt", user_id=2)
     queue = waiting(server, held)
-    assert queue["waiting_for"] == "draining" and "is draining" in queue["detail"]
+    assert queue["waiting_for"] == "draining"
+    assert "every live executor of service example is draining" in queue["detail"]
 
     assert cancel(server, sleeper).status_code == 200
     executor.process.wait(15)  # drained: it says it leaves
@@ -62,7 +63,7 @@ def test_full_executors_and_two_users_positions_match_the_order_they_start(clust
 
     queues = {job_id: waiting(server, job_id) for job_id in first + second}
     assert {q["waiting_for"] for q in queues.values()} == {"executors_full"}
-    assert "all 1 slots of the executors of example are taken" in queues[first[0]]["detail"]
+    assert "every slot of the executors of example is taken" in queues[first[0]]["detail"]
     # user 1 was served lately (its sleeper runs): user 2 comes first in each round
     assert [queues[j]["position"] for j in second + first] == [1, 3, 2, 4, 5]
     assert [queues[j]["position_for_user"] for j in first] == [1, 2, 3]
@@ -85,7 +86,7 @@ def test_runs_per_user_and_max_runs_hold_jobs_of_a_busy_user_and_of_another(clus
     mine, theirs = waiting(server, own), waiting(server, other)
     # both limits hold the busy user's job; its own limit is what still holds after another's job ends
     assert mine["waiting_for"] == "runs_per_user" and "user 1 has 1 of 1 jobs active" in mine["detail"]
-    assert theirs["waiting_for"] == "max_runs" and "has 1 of 1 jobs active (max_runs)" in theirs["detail"]
+    assert theirs["waiting_for"] == "max_runs" and "runs its most jobs at once (1, max_runs)" in theirs["detail"]
 
     assert cancel(server, sleeper).status_code == 200
     assert wait_for_outcome(server, own) == 200 and wait_for_outcome(server, other) == 200
