@@ -188,9 +188,15 @@ def _visible(ref: int | str, portal: str | None) -> Job | None:
 
 
 @db_session
-def job_view(ref: int | str, portal: str | None = None) -> dict | None:
+def job_view(ref: int | str, portal: str | None = None, more=None) -> dict | None:
+    """The job's view, if `portal` may see it; `more(job)` (read in the same session) adds keys to it."""
     job = _visible(ref, portal)
-    return job.to_dict() if job else None
+    if job is None:
+        return None
+    view = job.to_dict()
+    if more is not None:
+        view.update(more(job))
+    return view
 
 
 @_retrying

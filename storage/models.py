@@ -55,6 +55,9 @@ class Job(db.Entity):
     #: columns, and created_at gives the page order, so a page is one short walk per index.
     composite_index(portal, service, state, created_at)
     composite_index(portal, user_id, service, state, created_at)
+    #: Each user's queued jobs of a service (a waiting job's position: storage/queue_view.py), read
+    #: without walking the service's ended jobs.
+    composite_index(service, state, portal, user_id)
     # NOTE: its reason and stderr tail come from job scripts and executors (storage/storable.py).
     before_insert = before_update = clean_row
 

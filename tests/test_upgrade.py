@@ -116,7 +116,8 @@ def test_a_server_upgrades_a_database_of_the_previous_version_and_its_queued_job
     assert wait_for_outcome(server, new, 30, TOKEN) == 200
     indexes = {row[1] for row in sqlite3.connect(server.folder / "data" / "orchestrator.sqlite")
                .execute('PRAGMA index_list("Job")')}
-    assert {"unq_job__public_id", "idx_job__service_portal_user_id_state", "idx_job__portal_service_state_created_at",
+    assert {"unq_job__public_id", "idx_job__service_portal_user_id_state", "idx_job__service_state_portal_user_id",
+            "idx_job__portal_service_state_created_at",
             "idx_job__portal_user_id_service_state_created_at"} <= indexes
     # The list reads the old job and the new one alike.
     listed = requests.get(f"{server.url}/jobs", headers=bearer(TOKEN), timeout=10).json()["jobs"]

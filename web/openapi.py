@@ -246,7 +246,23 @@ def document(config: ServerConfig) -> dict:
                     "started_at": _stamp(), "finished_at": _stamp(), "cleaned_at": _stamp(),
                     "attempts": {"type": "integer"}, "executor": {"type": ["string", "null"]},
                     "exit_code": {"type": ["integer", "null"]}, "reason": {"type": ["string", "null"]},
-                    "stderr_tail": {"type": ["string", "null"]}}},
+                    "stderr_tail": {"type": ["string", "null"]},
+                    "queue": {"$ref": "#/components/schemas/Queue"}}},
+                "Queue": {
+                    "type": "object", "description": "only while the job has not started (Queued, Dispatching)",
+                    "required": ["position", "position_for_user", "waiting_for", "detail", "estimated_start"],
+                    "properties": {
+                        "position": {"type": "integer", "minimum": 0,
+                                     "description": "1: next to start in its service (users take turns, one job "
+                                                    "each); 0: admitted (Dispatching), being sent to an executor"},
+                        "position_for_user": {"type": "integer", "minimum": 0,
+                                              "description": "among its user's own queued jobs"},
+                        "waiting_for": {"enum": ["runs_per_user", "max_runs", "executors_full", "no_executor",
+                                                 "draining", None],
+                                        "description": "what holds it (null: only its turn)"},
+                        "detail": {"type": "string", "description": "the same, in words"},
+                        "estimated_start": {**_stamp(), "description": "from the service's recent run times; "
+                                                                       "null without enough history"}}},
                 "JobList": {"type": "object", "required": ["jobs", "next_cursor"], "properties": {
                     "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
                     "next_cursor": {"type": ["string", "null"],

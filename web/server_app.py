@@ -16,7 +16,7 @@ import falcon
 from actors.messages import CancelJob, ExecutorEvent, ExecutorHeartbeat, JobQueued, Pong, Roster
 from conf import logs
 from conf.settings import ServerConfig
-from storage import executors, job_events, jobs
+from storage import executors, job_events, jobs, queue_view
 from storage.clock import utcnow
 from storage.states import ACTIVE, JobState
 from web import job_list, metrics, openapi, overview, uploads
@@ -63,7 +63,7 @@ class Upload:
         logs.event(log, "queued", job=job_id, user=view["user_id"], portal=req.context.portal, service=service,
                    files=files, bytes=size)
         self.gateway.post(JobQueued(job_id, service, view["user_id"], req.context.portal), role="queue")
-        resp.media = view
+        resp.media = {**view, **queue_view.queue_of(job_id, self.config.service(service), utcnow())}
 
     def accept(self, req) -> tuple[int, str, int, int, dict]:
         """Store the upload and its Queued row: (job id, service, files, bytes, view)."""
@@ -136,13 +136,16 @@ class Download:
 
 
 class JobView:
-    """`GET /jobs/{id}`: the job's state, times, attempts, executor, and for a failure why."""
+    """`GET /jobs/{id}`: the job's state, times, attempts, executor, and for a failure why; for a job
+    that has not started, its `queue` (storage/queue_view.py: position, what holds it, when it should start)."""
 
-    def __init__(self, public: bool):
+    def __init__(self, config: ServerConfig, public: bool):
+        self.config = config
         self.public = public
 
     def on_get(self, req, resp, job_id):
-        view = jobs.job_view(job_ref(job_id, self.public), req.context.portal)
+        view = jobs.job_view(job_ref(job_id, self.public), req.context.portal,
+                             lambda job: queue_view.of_job(job, self.config.service(job.service), utcnow()))
         if view is None:
             raise unknown_job(job_id)
         resp.media = view
@@ -325,7 +328,7 @@ def create_app(config: ServerConfig, gateway: ActorGateway, stopping: threading.
     public = bool(config.tokens)  # with portals, jobs are named by their public ids
     app.add_route("/download/{job_id}", Download(public))
     app.add_route("/jobs", job_list.JobList(config))
-    app.add_route("/jobs/{job_id}", JobView(public))
+    app.add_route("/jobs/{job_id}", JobView(config, public))
     cancel = Cancel(gateway, public)
     app.add_route("/jobs/{job_id}/cancel", cancel)
     app.add_route("/terminate/{job_id}", cancel)  # the newer original's name for it

@@ -1,0 +1,192 @@
+"""Why a job waits: the `queue` object of a job that has not started (`GET /jobs/{id}`, `POST /upload`).
+
+Runs in the server's main process (web threads). The decision is pure (`explain`: counts, limits,
+executors and `now` in, the object out); `queue_of` / `of_job` read those counts from the database,
+each through an index, so a job's view stays cheap with 100,000 jobs queued.
+
+- `position` mirrors the quota's round-robin (actors/server/scheduling.py `admit`): users take one
+  job per round, so the k-th queued job of its user starts in round k, after its user's k-1 and
+  each other waiting user's first k jobs (k-1 for a user served after it in a round). Within a
+  round the quota serves first the user it served longest ago (never: first), then the one whose
+  oldest job is older. Its turns live in its memory, so `turn_key` stands in for them: a user with
+  no job active counts as not served lately, one with jobs active as served when the latest of
+  them was admitted. The position is thus an estimate; exact while users' turns follow that order.
+- A Dispatching job was admitted: position 0, about to start; only a missing or draining executor
+  can still hold it.
+- `waiting_for`, when several hold, is the one that would still hold the job after the others
+  clear: `no_executor` and `draining` (only an operator clears them), then `runs_per_user` (a slot
+  freed by another user's job does not help; one of its own does), then the service's limit,
+  `max_runs` or `executors_full`, whichever is the smaller; null when nothing holds it but its turn.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from pony.orm import count, db_session, min as smallest, select
+
+from conf.settings import ServiceConfig
+from storage.columns import iso
+from storage.models import Executor, Job
+from storage.states import ACTIVE, JobState
+
+#: Run times of this many of the service's latest Completed jobs make its history...
+HISTORY = 20
+#: ...and with fewer than this many, there is no estimate.
+MIN_HISTORY = 5
+
+_ACTIVE = [state.value for state in ACTIVE]
+
+
+@dataclass(frozen=True)
+class QueueFacts:
+    """What decides a waiting job's place, read at one moment."""
+
+    service: str
+    user_id: int
+    #: The job is Dispatching (admitted), not Queued.
+    admitted: bool
+    #: Its user's queued jobs of the service that are older than it.
+    ahead_of_user: int
+    #: Per other user with queued jobs in the service: (how many, served before this job's user in a round).
+    others: tuple[tuple[int, bool], ...]
+    #: Active (dispatching, submitted, running) jobs of its user, and of the service.
+    user_active: int
+    service_active: int
+    runs_per_user: int
+    max_runs: int | None
+    #: (state, slots) of each executor of the service (storage/executors.py states).
+    executors: tuple[tuple[str, int], ...]
+    #: Run seconds of the service's latest Completed jobs.
+    recent_runs: tuple[float, ...]
+
+
+def positions(ahead_of_user: int, others: tuple[tuple[int, bool], ...]) -> tuple[int, int]:
+    """(position in the service, position among its user's queued jobs), 1 being next, under round-robin."""
+    k = ahead_of_user + 1
+    ahead = ahead_of_user + sum(min(queued, k if before else k - 1) for queued, before in others)
+    return ahead + 1, k
+
+
+def turn_key(last_admitted: datetime | None, oldest_queued: int) -> tuple:
+    """Where a user comes in a round: not served lately (`last_admitted` None) first, else the one
+    admitted longest ago; then the one whose oldest queued job is older."""
+    return (last_admitted is not None, last_admitted or datetime.min, oldest_queued)
+
+
+def capacity(executors: tuple[tuple[str, int], ...]) -> int:
+    """The slots of the executors that take jobs now (alive, not draining)."""
+    return sum(slots for state, slots in executors if state == "alive")
+
+
+def holding(facts: QueueFacts, position: int) -> tuple[str | None, str]:
+    """(waiting_for, detail): what holds the job back, in the order of the module docstring.
+
+    NOTE: the words give no count of executors, slots or other users' jobs: a portal sees the
+    service's limits (GET /services) but not the cluster's shape nor the other portals' load."""
+    service = facts.service
+    live = [state for state, _ in facts.executors if state in ("alive", "draining")]
+    if not live:
+        return "no_executor", f"no executor of service {service} is alive; the job starts once one is."
+    if "alive" not in live:
+        return "draining", (f"every live executor of service {service} is draining: each finishes its jobs and "
+                            "takes no new ones.")
+    if facts.admitted:
+        return None, "admitted: being sent to an executor."
+    if facts.user_active >= facts.runs_per_user:
+        return "runs_per_user", (f"user {facts.user_id} has {facts.user_active} of {facts.runs_per_user} jobs active "
+                                 f"in {service} (runs_per_user); it starts when one of them ends.")
+    slots = capacity(facts.executors)
+    if facts.max_runs is not None and facts.max_runs <= slots and facts.service_active >= facts.max_runs:
+        return "max_runs", (f"service {service} runs its most jobs at once ({facts.max_runs}, max_runs); it starts "
+                            "when one ends.")
+    if facts.service_active >= slots:
+        return "executors_full", f"every slot of the executors of {service} is taken; it starts when a job ends."
+    if position <= 1:
+        return None, "next to start."
+    return None, f"{position - 1} jobs ahead of it (users take turns, one job each)."
+
+
+def estimated_start(facts: QueueFacts, position: int, position_for_user: int, waiting_for: str | None,
+                    now: datetime) -> datetime | None:
+    """When the job should start: `now` plus as many median run times of the service's latest
+    Completed jobs as rounds of slots must free up before it (for the service's limit, and for its
+    user's runs_per_user, whichever takes more). None with fewer than MIN_HISTORY runs known, or
+    while no executor takes jobs. A running job has done part of its run, so this errs late."""
+    limit = capacity(facts.executors)
+    if facts.max_runs is not None:
+        limit = min(limit, facts.max_runs)
+    if len(facts.recent_runs) < MIN_HISTORY or waiting_for in ("no_executor", "draining") or limit <= 0:
+        return None
+    if facts.admitted:
+        return now
+
+    def rounds(place: int, active: int, room: int) -> int:
+        free = max(0, room - active)
+        return 0 if place <= free else math.ceil((place - free) / room)
+
+    waves = max(rounds(position, facts.service_active, limit),
+                rounds(position_for_user, facts.user_active, facts.runs_per_user))
+    return now + timedelta(seconds=waves * statistics.median(facts.recent_runs))
+
+
+def explain(facts: QueueFacts, now: datetime) -> dict:
+    """The `queue` object of a job that has not started."""
+    position, for_user = (0, 0) if facts.admitted else positions(facts.ahead_of_user, facts.others)
+    waiting_for, detail = holding(facts, position)
+    return {"position": position, "position_for_user": for_user, "waiting_for": waiting_for, "detail": detail,
+            "estimated_start": iso(estimated_start(facts, position, for_user, waiting_for, now))}
+
+
+# --- reads --------------------------------------------------------------------------------------
+
+def facts_of(job: Job, settings: ServiceConfig) -> QueueFacts:
+    """The facts for `job` (Queued or Dispatching), inside the caller's db_session."""
+    service, portal, user_id = job.service, job.portal, job.user_id
+    queued = JobState.QUEUED.value
+    # NOTE: active jobs are few (bounded by the slots): counted here, for a GROUP BY makes SQLite
+    # walk the service's whole history in user order. A user's latest admission among them stands
+    # in for the quota's last turn.
+    active: dict[tuple, int] = {}
+    admitted: dict[tuple, datetime] = {}
+    for owner, user, when in select((j.portal, j.user_id, j.dispatched_at) for j in Job
+                                    if j.service == service and j.state in _ACTIVE).without_distinct():
+        active[owner, user] = active.get((owner, user), 0) + 1
+        if when is not None and (admitted.get((owner, user)) or datetime.min) < when:
+            admitted[owner, user] = when
+    others, mine = [], turn_key(admitted.get((portal, user_id)), job.id)
+    # NOTE: one GROUP BY over the (service, portal, user_id, state) index; min(id) is the user's oldest.
+    for owner, user, number, oldest in select((j.portal, j.user_id, count(), smallest(j.id)) for j in Job
+                                              if j.service == service and j.state == queued):
+        key = turn_key(admitted.get((owner, user)), oldest)
+        if (owner, user) == (portal, user_id):
+            mine = key
+        else:
+            others.append((number, key))
+    ahead = select(j for j in Job if j.service == service and j.portal == portal and j.user_id == user_id
+                   and j.state == queued and j.id < job.id).count()
+    executors = tuple(select((e.state, e.slots) for e in Executor if e.service == service).without_distinct())
+    runs = select((j.id, j.started_at, j.finished_at) for j in Job if j.service == service
+                  and j.state == JobState.COMPLETED.value).order_by(-1)[:HISTORY]  # newest first
+    return QueueFacts(service, user_id, job.state == JobState.DISPATCHING.value, ahead,
+                      tuple((number, key < mine) for number, key in others),
+                      active.get((portal, user_id), 0), sum(active.values()),
+                      settings.runs_per_user, settings.max_runs, executors,
+                      tuple((end - start).total_seconds() for _, start, end in runs if start and end))
+
+
+def of_job(job: Job, settings: ServiceConfig | None, now: datetime) -> dict:
+    """`{"queue": ...}` for a job that has not started (inside the caller's db_session); {} for
+    any other, or one of a service no longer configured (it will not start)."""
+    if settings is None or job.state not in (JobState.QUEUED.value, JobState.DISPATCHING.value):
+        return {}
+    return {"queue": explain(facts_of(job, settings), now)}
+
+
+@db_session
+def queue_of(job_id: int, settings: ServiceConfig | None, now: datetime) -> dict:
+    """`of_job` for the job numbered `job_id` (a job just uploaded)."""
+    job = Job.get(id=job_id)
+    return of_job(job, settings, now) if job is not None else {}
