@@ -282,8 +282,9 @@ def test_portals_are_isolated_and_the_operator_sees_and_filters_every_portal(por
                                       status="Cancelled").json()["jobs"]] == [mine[1]]
     assert [job["id"] for job in live(portals_server, PRODIGY, status=["Queued", "Cancelled"], service="prodigy",
                                       user_id=5).json()["jobs"]] == [mine[2], mine[1]]
-    assert live(portals_server, PRODIGY, user_id=5).json()["jobs"][0] == requests.get(
-        f"{portals_server.url}/jobs/{mine[2]}", headers=bearer(PRODIGY), timeout=5).json()  # the same view
+    alone = requests.get(f"{portals_server.url}/jobs/{mine[2]}", headers=bearer(PRODIGY), timeout=5).json()
+    alone.pop("queue")  # the job's own view says why it waits; the list does not work that out per job
+    assert live(portals_server, PRODIGY, user_id=5).json()["jobs"][0] == alone  # the same view
 
     # Another portal's cursor names no job of this one; nor does a portal's filter open another portal.
     cursor = live(portals_server, HADDOCK, limit=1).json()["next_cursor"]
