@@ -18,6 +18,8 @@ from storage.storable import storable
 
 #: The longest wait between two attempts, however many failed.
 MAX_BACKOFF_SECONDS = 3600.0
+#: Due deliveries of one portal read at a time, to pick the ones to send from.
+SCAN = 200
 
 
 def next_attempt(created_at: datetime, attempts: int, now: datetime, first_delay: float,
@@ -53,14 +55,22 @@ class Delivery:
 
 
 @db_session
-def due(now: datetime, skip_jobs: set[int], limit: int) -> list[Delivery]:
-    """Deliveries whose next attempt is due at `now`, oldest first, at most one per job and none of
-    the jobs `skip_jobs` (one being sent already), so a job's webhooks leave in the order of its moves."""
+def portals_due(now: datetime) -> list[str | None]:
+    """The portals (None: a server without tokens) that have deliveries due at `now`."""
+    return list(select(d.portal for d in WebhookDelivery if d.next_attempt_at is not None and d.next_attempt_at <= now))
+
+
+@db_session
+def due(now: datetime, portal: str | None, skip_jobs: set[int], limit: int) -> list[Delivery]:
+    """`portal`'s deliveries whose next attempt is due at `now`, oldest first, at most `limit`, at
+    most one per job and none of the jobs `skip_jobs` (one being sent already), so a job's webhooks
+    leave in the order of its moves (a webhook being retried lets the job's next one go meanwhile)."""
+    # NOTE: Pony compiles `d.portal == portal` to IS NULL when portal is None (no tokens).
     rows = select(d for d in WebhookDelivery if d.next_attempt_at is not None and d.next_attempt_at <= now
-                  ).order_by(WebhookDelivery.id).prefetch(WebhookDelivery.change)[:limit]
+                  and d.portal == portal).order_by(WebhookDelivery.id).prefetch(WebhookDelivery.change)[:SCAN]
     picked: dict[int, WebhookDelivery] = {}
     for row in rows:
-        if row.job not in skip_jobs and row.job not in picked:
+        if row.job not in skip_jobs and row.job not in picked and len(picked) < limit:
             picked[row.job] = row
     jobs = {job.id: job for job in select(j for j in Job if j.id in list(picked))} if picked else {}
     return [Delivery(row.id, row.change.id, row.job, row.portal, row.url, row.event, row.change.at, row.created_at,

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.harness import (WebhookReceiver, add_section, bearer, job, upload_with_callback, wait_for_outcome,
-                           wait_until, webhook_secret)
+from tests.harness import (WebhookReceiver, add_section, bearer, free_port, job, refused_start, upload_with_callback,
+                           wait_for_outcome, wait_until, webhook_secret, write_ini)
 
 pytestmark = pytest.mark.processes
 
@@ -128,6 +128,21 @@ def test_a_callback_url_the_server_does_not_admit_is_400_and_stores_nothing(plai
     assert not [e for e in after if e["status"] == "Queued" and e not in before]
 
 
+def test_the_webhook_actor_killed_is_re_created_and_the_webhooks_still_go(plain, receiver):
+    import os
+    import signal
+
+    before = plain.actor_pids()["webhooks"]
+    receiver.hold["/after-kill"] = hold = __import__("threading").Event()
+    job_id = upload_with_callback(plain, "true", receiver.url("/after-kill")).json()["id"]
+    wait_until(lambda: webhooks_of(plain, job_id) and plain.actor_pids().get("webhooks"), 10, 0.05, "a webhook")
+    os.kill(before, signal.SIGKILL)  # while its first webhook may be on its way: it is sent again
+    wait_until(lambda: plain.actor_pids().get("webhooks") not in (None, before), 10, 0.05, "a new webhook actor")
+    hold.set()
+    hooks = wait_until(lambda: delivered(plain, job_id, 2), 15, 0.05, "both webhooks from the new actor")
+    assert {h["webhook_id"] for h in hooks} <= {r[1] for r in receiver.received if r[0] == "/after-kill"}
+
+
 # --- portals ----------------------------------------------------------------------------------
 
 CLUSTER_SECRET = "cluster-secret-0123456789abcdef"
@@ -220,3 +235,13 @@ def test_a_webhook_not_delivered_when_the_server_is_killed_is_delivered_after_it
         assert [p["type"] for p in receiver.accepted("/late")] == ["job.running", "job.completed"]
     finally:
         receiver.close()
+
+
+def test_a_server_with_webhook_hosts_and_no_secret_to_sign_with_refuses_to_start_saying_so(tmp_path):
+    config = tmp_path / "server.ini"
+    write_ini(config, {"server": {"port": free_port(), "data_dir": tmp_path / "data", "webhook_hosts": "*.wenmr.eu"},
+                       "service.example": {"clients": "http://127.0.0.1:9"},
+                       "webhooks": {"default": "whsec_tooshort"}})
+    result = refused_start("run_server.py", "--config", str(config))
+    assert result.returncode == 2
+    assert "[webhooks] default must be whsec_ followed by 24 to 64 random bytes" in result.stderr

@@ -34,8 +34,6 @@ from storage import clock, webhooks
 POLL_SECONDS = 0.25
 #: Webhooks of one portal in flight at once.
 PER_PORTAL = 4
-#: Most deliveries read from the outbox at one poll.
-BATCH = 200
 
 
 class WebhookActor(ServerActor):
@@ -62,12 +60,14 @@ class WebhookActor(ServerActor):
         for _, portal in self.sending.values():
             busy[portal] = busy.get(portal, 0) + 1
         in_flight = {job for job, _ in self.sending.values()}
-        for delivery in webhooks.due(clock.utcnow(), in_flight, BATCH):
-            if busy.get(delivery.portal, 0) >= PER_PORTAL:
-                continue  # that portal's threads are all taken; the others' go on
-            busy[delivery.portal] = busy.get(delivery.portal, 0) + 1
-            self.sending[delivery.id] = (delivery.job, delivery.portal)
-            self.pool(delivery.portal).start(self.attempt, delivery, self.done)
+        now = clock.utcnow()
+        for portal in webhooks.portals_due(now):
+            free = PER_PORTAL - busy.get(portal, 0)
+            if free <= 0:
+                continue  # that portal's threads are all taken; the other portals' go on
+            for delivery in webhooks.due(now, portal, in_flight, free):
+                self.sending[delivery.id] = (delivery.job, portal)
+                self.pool(portal).start(self.attempt, delivery, self.done)
 
     def pool(self, portal: str | None) -> CallPool:
         if portal not in self.pools:
