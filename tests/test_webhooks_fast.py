@@ -87,12 +87,13 @@ def test_at_delivery_a_name_resolving_to_a_loopback_address_through_a_wildcard_i
 
 # --- the cursor -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("seq", [0, 1, 41, 2**62])
+@pytest.mark.parametrize("seq", [0, 1, 41, 10**18 - 1])
 def test_a_cursor_names_its_position_and_nothing_else(seq):
     assert changes.decode(changes.encode(seq)) == seq
 
 
-@pytest.mark.parametrize("cursor", ["", "garbage", "12", changes.encode(5) + "x", "YzEuLTE", "YzEuMDE", "////"])
+@pytest.mark.parametrize("cursor", ["", "garbage", "12", changes.encode(5) + "x", "c-1", "c01", "c", "c" + "9" * 19,
+                                    "c\u0665"])
 def test_a_cursor_the_server_did_not_give_is_refused(cursor):
     with pytest.raises(ValueError):
         changes.decode(cursor)
@@ -117,6 +118,15 @@ def test_the_webhook_keys_are_read_and_a_portal_without_its_own_secret_uses_the_
     assert config.webhook_secret("alpha") == SECRET
     assert config.webhook_secret("beta") == dict(config.webhook_secrets)["default"]
     assert config.change_log_seconds == 48 * 3600  # the retention, longer than the retry period
+
+
+def test_the_start_block_says_where_webhooks_go_and_for_whom_and_no_secret(tmp_path):
+    from conf.summary import describe_server
+
+    text = describe_server(load_server_config(server_ini(tmp_path, "webhook_hosts = *.wenmr.eu",
+                                                         f"[webhooks]\ndefault = {SECRET}\n")), "9.9.9")
+    assert "webhooks: to *.wenmr.eu, signed for default, retried for 24 h" in text and SECRET not in text
+    assert "webhooks: off" in describe_server(load_server_config(server_ini(tmp_path, "")), "9.9.9")
 
 
 @pytest.mark.parametrize("server, extra, words", [

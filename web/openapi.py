@@ -12,7 +12,7 @@ import os
 import falcon
 
 from conf.settings import ServerConfig
-from storage import public_ids
+from storage import changes, public_ids
 from web.common import MAX_ID, MAX_JSON_BYTES
 
 ERROR = {"type": "object", "required": ["title"], "properties": {
@@ -260,7 +260,7 @@ def _change_paths(job_id: dict, job_responses: dict, denied: dict) -> dict:
             "summary": "The caller's job state changes after a cursor, oldest first (an operator: every portal's)",
             "operationId": "events",
             "parameters": [
-                {"name": "after", "in": "query", "schema": {"type": "string"},
+                {"name": "after", "in": "query", "schema": {"type": "string", "pattern": changes.PATTERN.pattern},
                  "description": "a next_cursor (or an event's cursor) from an earlier answer; left out: from the "
                                 "oldest change kept"},
                 {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000,
