@@ -684,7 +684,7 @@ def test_the_openapi_document_describes_every_route_and_the_security_schemes(gua
     assert spec["openapi"] == "3.1.0"
     assert set(spec["paths"]) == {"/", "/health", "/upload", "/download/{job_id}", "/jobs/{job_id}",
                                   "/jobs/{job_id}/cancel", "/executors", "/metrics", "/services", "/status", "/internal/events",
-                                  "/internal/executors"}
+                                  "/internal/executors", "/events", "/jobs/{job_id}/webhooks"}
     assert set(spec["components"]["securitySchemes"]) == {"portalToken", "clusterSecret", "operatorToken"}
     assert spec["security"] == [{"portalToken": []}]
     assert spec["paths"]["/upload"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"][
