@@ -12,7 +12,7 @@ from standardwebhooks import Webhook
 from actors.server import webhook_post
 from conf import webhook_hosts
 from conf.settings import ConfigError, load_server_config
-from storage import changes, jobs, webhooks
+from storage import changes, clock, jobs, webhooks
 from storage.models import JobChange, WebhookDelivery
 from storage.states import JobState
 from tests.harness import webhook_secret
@@ -83,6 +83,12 @@ def test_at_delivery_a_name_resolving_to_a_loopback_address_through_a_wildcard_i
     monkeypatch.setattr(webhook_post.socket, "getaddrinfo", lambda *a, **k: [(2, 1, 6, "", ("127.0.0.1", 443))])
     with pytest.raises(ValueError, match="resolves to 127.0.0.1"):
         webhook_post.checked_address("https://rebound.wenmr.eu/hook", PATTERNS)
+
+
+def test_https_to_a_checked_address_keeps_the_hosts_name_for_tls_and_its_certificate():
+    adapter = webhook_post._PinnedTLS("a.wenmr.eu")
+    pool = adapter.poolmanager.connection_pool_kw
+    assert (pool["server_hostname"], pool["assert_hostname"]) == ("a.wenmr.eu", "a.wenmr.eu")
 
 
 # --- the cursor -----------------------------------------------------------------------------------
@@ -223,6 +229,42 @@ def test_each_portal_reads_its_own_due_deliveries_however_many_another_portal_ha
     assert len(webhooks.due(T0, "alpha", set(), 3)) == 3
     assert [(d.portal, d.view["id"]) for d in webhooks.due(T0, "beta", set(), 3)] == [("beta", beta)]
     assert webhooks.portals_due(T0 - timedelta(seconds=1)) == []
+
+
+# --- one attempt, as the webhook actor's thread makes it ---------------------------------------------
+
+def an_actor(**settings):
+    from dataclasses import replace
+
+    from actors.server.webhooks import WebhookActor
+    from conf.settings import ServerConfig
+
+    actor = WebhookActor()
+    actor.config = replace(ServerConfig(webhook_hosts=("*.wenmr.eu",), webhook_secrets=(("default", SECRET),)),
+                           **settings)
+    return actor
+
+
+@pytest.mark.parametrize("answer, retry_hours, event, state", [
+    (webhook_post.Outcome(204, None), 24.0, "webhook_delivered", "delivered_at"),
+    (webhook_post.Outcome(500, "the receiver answered 500"), 24.0, "webhook_failed", "next_attempt_at"),
+    (webhook_post.Outcome(500, "the receiver answered 500"), 1e-9, "webhook_gave_up", "gave_up_at"),
+    (webhook_post.Outcome(None, "no longer admitted", final=True), 24.0, "webhook_gave_up", "gave_up_at"),
+])
+def test_an_attempt_stores_its_outcome_and_says_it_in_one_event(clean_database, monkeypatch, answer, retry_hours,
+                                                                   event, state):
+    from tests.harness import events_heard
+
+    job_id = a_job("https://a.wenmr.eu/hook")
+    jobs.cancel(job_id, None, T0)
+    monkeypatch.setattr(webhook_post, "post", lambda *args: answer)
+    monkeypatch.setattr(clock, "utcnow", lambda: T0 + timedelta(seconds=1))  # the time of the attempt
+    with events_heard() as heard:
+        an_actor(webhook_retry_hours=retry_hours).attempt(webhooks.due(T0, None, set(), 1)[0])
+    assert [name for name, _ in heard] == [event]
+    shown = webhooks.of_job(job_id, None)[0]
+    assert shown[state] is not None and shown["attempts"] == 1 and shown["last_status"] == answer.status
+    assert [key for key in ("delivered_at", "next_attempt_at", "gave_up_at") if shown[key]] == [state]
 
 
 # --- the signature -----------------------------------------------------------------------------------
