@@ -20,6 +20,8 @@ from conf import logs
 FOLDER = "metrics"
 #: A job's event name → the state its `finished` counter carries (the API's state names).
 FINISHED_STATES = {"completed": "Completed", "failed": "Failed", "cancelled": "Cancelled"}
+#: A webhook's event name → the outcome its counter carries.
+WEBHOOK_OUTCOMES = {"webhook_delivered": "delivered", "webhook_failed": "failed", "webhook_gave_up": "gave_up"}
 #: A label value outside the node's configured names (e.g. an upload naming an unknown service) is
 #: counted as this one, so that strangers cannot grow the number of series without bound.
 OTHER = "other"
@@ -101,6 +103,8 @@ def _create(kind: str) -> dict:
                                     ["service", "reason"], registry=None),
         "cleaned": lambda: Counter("orchestrator_cleanup_deleted", "Ended jobs whose files were deleted.",
                                    registry=None),
+        "webhooks": lambda: Counter("orchestrator_webhook_attempts", "Webhook attempts, by outcome: delivered, "
+                                    "failed (tried again later), gave_up.", ["outcome"], registry=None),
         "backend_errors": lambda: Counter("orchestrator_backend_errors", "Failures of the executor's backend "
                                           "commands.", ["backend", "operation"], registry=None),
         "slurm_poll": lambda: Histogram("orchestrator_slurm_poll_seconds", "Seconds one squeue poll took.",
@@ -144,6 +148,8 @@ def on_event(name: str, fields: dict) -> None:
         METRICS["deferred"].labels(_service(fields), _label(fields.get("why"))).inc()
     elif name == "cleaned":
         METRICS["cleaned"].inc()
+    elif name in WEBHOOK_OUTCOMES:
+        METRICS["webhooks"].labels(WEBHOOK_OUTCOMES[name]).inc()
 
 
 def backend_error(backend: str, operation: str) -> None:

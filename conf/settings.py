@@ -8,6 +8,7 @@ Relative paths in the files are taken from the directory the process is started 
 """
 from __future__ import annotations
 
+import base64
 import configparser
 import ipaddress
 import math
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping
 from urllib.parse import urlsplit
 
-from conf import logs
+from conf import logs, webhook_hosts
 
 SERVICE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 DEFAULT_RUNS_PER_USER = 5
@@ -29,6 +30,11 @@ MIN_SECRET_LENGTH = 16
 DEFAULT_MAX_PROCESSES = 4096
 DEFAULT_MAX_OUTPUT_MB = 10240
 DEFAULT_MAX_OPEN_FILES = 4096
+DEFAULT_WEBHOOK_RETRY_HOURS = 24.0
+DEFAULT_WEBHOOK_BACKOFF_SECONDS = 10.0
+DEFAULT_WEBHOOK_TIMEOUT = 5.0
+#: The [webhooks] name of the secret used where a portal has none of its own (and without tokens).
+DEFAULT_WEBHOOK_SECRET = "default"
 
 
 class ConfigError(ValueError):
@@ -154,6 +160,17 @@ class ServerConfig:
     metrics_public: bool = False
     #: Seconds /metrics may answer with a previous count of the ended jobs and of the disk used.
     metrics_cache_seconds: float = 30.0
+    #: Host patterns a job's callback_url may name (web/webhook_urls.py); empty: webhooks are off.
+    webhook_hosts: tuple[str, ...] = ()
+    #: Hours a webhook is retried (exponential backoff) before it is given up.
+    webhook_retry_hours: float = DEFAULT_WEBHOOK_RETRY_HOURS
+    #: Seconds before the first retry of a webhook; each further retry waits twice as long.
+    webhook_backoff_seconds: float = DEFAULT_WEBHOOK_BACKOFF_SECONDS
+    #: Seconds a receiver has to answer one webhook (connect and read, each).
+    webhook_timeout: float = DEFAULT_WEBHOOK_TIMEOUT
+    #: (portal name, Standard Webhooks secret) pairs from [webhooks]; `default` signs for the portals
+    #: without a secret of their own, and for every job of a server without tokens.
+    webhook_secrets: tuple[tuple[str, str], ...] = ()
     services: tuple[ServiceConfig, ...] = field(default_factory=tuple)
 
     # --- the data folder's layout: this class is its one owner --------------------------------
@@ -195,6 +212,23 @@ class ServerConfig:
         svc = self.service(service)
         hours = svc.retention_hours if svc and svc.retention_hours is not None else self.retention_hours
         return hours * 3600.0
+
+    @property
+    def webhooks_on(self) -> bool:
+        return bool(self.webhook_hosts)
+
+    def webhook_secret(self, portal: str | None) -> str | None:
+        """The secret that signs the webhooks of `portal`'s jobs (None without tokens): its own, else
+        the `default` one."""
+        secrets = dict(self.webhook_secrets)
+        return secrets.get(portal or DEFAULT_WEBHOOK_SECRET, secrets.get(DEFAULT_WEBHOOK_SECRET))
+
+    @property
+    def change_log_seconds(self) -> float:
+        """How long a job's state changes (the change feed) and webhook deliveries are kept: the
+        longest retention of any service, or the webhooks' retry period if that is longer."""
+        retentions = [self.retention_seconds(s.name) for s in self.services]
+        return max([self.retention_hours * 3600.0, *retentions, self.webhook_retry_hours * 3600.0])
 
 
 @dataclass(frozen=True)
@@ -406,7 +440,8 @@ def _unknown_keys(section: str, present: Mapping[str, str], known: set[str]) -> 
 _SERVER_KEYS = {"host", "port", "data_dir", "database", "retention_hours", "actor_admin_port",
                 "callback_url", "max_upload_mb", "threads", "executor_timeout", "max_attempts", "max_files",
                 "allow_anonymous", "cluster_secret", "max_fetch_failures", "fetch_retry_seconds", "metrics_public",
-                "metrics_cache_seconds", *CONNECTION_KEYS, *LOG_KEYS}
+                "metrics_cache_seconds", "webhook_hosts", "webhook_retry_hours", "webhook_backoff_seconds",
+                "webhook_timeout", *CONNECTION_KEYS, *LOG_KEYS}
 _SERVICE_KEYS = {"clients", "runs_per_user", "max_runs", "retention_hours", "max_queued_per_user"}
 _ENV_SERVICE = re.compile(r"^SERVICE_(.+)_(RUNS_PER_USER|MAX_RUNS|UPLOAD_URL|DOWNLOAD_URL)$")
 
@@ -465,10 +500,11 @@ def load_server_config(path: str | None, environ: Mapping[str, str] = os.environ
     defaults = ServerConfig()
     services: dict[str, ServiceConfig] = {}
     for name in parser.sections():
-        if name in ("server", "tokens", "operators"):
+        if name in ("server", "tokens", "operators", "webhooks"):
             continue
         if not name.startswith("service."):
-            raise ConfigError(f"section [{name}] is not known; use [server], [tokens], [operators] or [service.NAME].")
+            raise ConfigError(f"section [{name}] is not known; use [server], [tokens], [operators], [webhooks] or "
+                              f"[service.NAME].")
         svc_name = name[len("service."):]
         if not SERVICE_NAME.match(svc_name):
             raise ConfigError(
@@ -508,6 +544,13 @@ def load_server_config(path: str | None, environ: Mapping[str, str] = os.environ
         metrics_public=_bool("[server] metrics_public", section.get("metrics_public", "false")),
         metrics_cache_seconds=_seconds("[server] metrics_cache_seconds",
                                        section.get("metrics_cache_seconds", str(defaults.metrics_cache_seconds))),
+        webhook_hosts=_host_patterns(section.get("webhook_hosts", "")),
+        webhook_retry_hours=_hours("[server] webhook_retry_hours",
+                                   section.get("webhook_retry_hours", str(defaults.webhook_retry_hours))),
+        webhook_backoff_seconds=_seconds("[server] webhook_backoff_seconds",
+                                         section.get("webhook_backoff_seconds", str(defaults.webhook_backoff_seconds))),
+        webhook_timeout=_seconds("[server] webhook_timeout", section.get("webhook_timeout", str(defaults.webhook_timeout))),
+        webhook_secrets=_webhook_secrets(parser),
         services=tuple(services[name] for name in sorted(services)),
     )
     if port is not None:
@@ -527,7 +570,53 @@ def load_server_config(path: str | None, environ: Mapping[str, str] = os.environ
         why = "[tokens] has portals" if config.tokens else f"host {config.host} is not a loopback address"
         raise ConfigError(f"[server] cluster_secret is empty while {why}; set one (at least {MIN_SECRET_LENGTH} "
                           f"characters) here and the same in each executor's [client] cluster_secret.")
+    _check_webhooks(config)
     return config
+
+
+def _host_patterns(raw: str) -> tuple[str, ...]:
+    try:
+        return webhook_hosts.parse_patterns(raw)
+    except ValueError as exc:
+        raise ConfigError(f"[server] webhook_hosts has {exc.args[0]!r}, which is not a host pattern; use host, "
+                          f"host:port or *.domain (e.g. *.wenmr.eu, portal.example.org:8443).") from None
+
+
+def _webhook_secrets(parser: configparser.ConfigParser) -> tuple[tuple[str, str], ...]:
+    """[webhooks] portal = whsec_... (Standard Webhooks: whsec_ and 24 to 64 random bytes in base64)."""
+    if not parser.has_section("webhooks"):
+        return ()
+    found = []
+    for name, secret in parser["webhooks"].items():
+        value = secret.strip()
+        try:
+            key = base64.b64decode(value[len("whsec_"):], validate=True)
+        except ValueError:
+            key = b""
+        if not value.startswith("whsec_") or not 24 <= len(key) <= 64:
+            raise ConfigError(f"[webhooks] {name} must be whsec_ followed by 24 to 64 random bytes in base64 (e.g. "
+                              f"from `python -c 'import base64, secrets; print(\"whsec_\" + "
+                              f"base64.b64encode(secrets.token_bytes(32)).decode())'`).")
+        found.append((name, value))
+    return tuple(found)
+
+
+def _check_webhooks(config: ServerConfig) -> None:
+    """Every name of [webhooks] is a portal (or `default`), and every portal that may ask for
+    webhooks has a secret to sign them with."""
+    portals = {name for name, _ in config.tokens}
+    for name, _ in config.webhook_secrets:
+        if name != DEFAULT_WEBHOOK_SECRET and name not in portals:
+            raise ConfigError(f"[webhooks] {name} is not a portal of [tokens]; name a portal, or "
+                              f"{DEFAULT_WEBHOOK_SECRET} for the portals without a secret of their own.")
+    if not config.webhooks_on:
+        return
+    unsigned = sorted(name for name in portals or {None} if config.webhook_secret(name) is None)
+    if unsigned:
+        who = f"portal {unsigned[0]}" if unsigned[0] else "this server (it has no [tokens])"
+        raise ConfigError(f"[server] webhook_hosts is set but {who} has no webhook secret; add "
+                          f"[webhooks] {unsigned[0] or DEFAULT_WEBHOOK_SECRET} = whsec_... (or a "
+                          f"{DEFAULT_WEBHOOK_SECRET} for every portal).")
 
 
 # --- client ------------------------------------------------------------------------------------

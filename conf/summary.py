@@ -58,6 +58,9 @@ def describe_server(config: ServerConfig, version: str) -> str:
     lines += [
         f"  auth: {_auth(config)}",
         f"  cluster secret: {'set' if config.cluster_secret else 'not set'}",
+        "  webhooks: " + (f"to {', '.join(config.webhook_hosts)}, signed for "
+                          f"{', '.join(name for name, _ in config.webhook_secrets)}, retried for "
+                          f"{_hours(config.webhook_retry_hours)}" if config.webhooks_on else "off (no webhook_hosts)"),
     ]
     return "\n".join(lines)
 

@@ -136,22 +136,25 @@ class QueueFull(Exception):
 
 
 def create_job(user_id: int, service: str, folder: str, now: datetime, portal: str | None = None,
-               max_queued: int | None = None) -> tuple[int, dict]:
-    """Write a new Queued job; a portal's job (a server with tokens) gets a public id.
+               max_queued: int | None = None, callback_url: str | None = None) -> tuple[int, dict]:
+    """Write a new Queued job (and its first change-log entry); a portal's job (a server with
+    tokens) gets a public id; `callback_url`: where its webhooks go.
 
     Returns:
         (its number, its view). Raises QueueFull when the portal's user already has `max_queued` waiting.
     """
     if max_queued is None:
-        return _insert(user_id, service, folder, now, portal)
-    return _insert_limited(user_id, service, folder, now, portal, max_queued)
+        return _insert(user_id, service, folder, now, portal, callback_url)
+    return _insert_limited(user_id, service, folder, now, portal, max_queued, callback_url)
 
 
 @db_session
-def _insert(user_id: int, service: str, folder: str, now: datetime, portal: str | None) -> tuple[int, dict]:
+def _insert(user_id: int, service: str, folder: str, now: datetime, portal: str | None,
+            callback_url: str | None) -> tuple[int, dict]:
     job = Job(user_id=user_id, service=service, dir=folder, created_at=now, updated_at=now, portal=portal,
-              public_id=public_ids.new() if portal is not None else None)
+              public_id=public_ids.new() if portal is not None else None, callback_url=callback_url)
     flush()  # assigns the id; reading the row after commit would cost another query
+    job.changed(JobState.QUEUED, now)
     view = job.to_dict(new=True)
     commit()
     return job.id, view
@@ -159,14 +162,14 @@ def _insert(user_id: int, service: str, folder: str, now: datetime, portal: str 
 
 @db_session(immediate=True)
 def _insert_limited(user_id: int, service: str, folder: str, now: datetime, portal: str | None,
-                    max_queued: int) -> tuple[int, dict]:
+                    max_queued: int, callback_url: str | None) -> tuple[int, dict]:
     """The count and the insert in one write transaction, so two uploads cannot both squeeze in."""
     # NOTE: Pony compiles `j.portal == portal` to IS NULL when portal is None (no tokens).
     waiting = select(j for j in Job if j.service == service and j.portal == portal and j.user_id == user_id
                      and j.state == JobState.QUEUED.value).count()
     if waiting >= max_queued:
         raise QueueFull(waiting)
-    return _insert(user_id, service, folder, now, portal)
+    return _insert(user_id, service, folder, now, portal, callback_url)
 
 
 def _names(ref: int | str, public_id: str | None) -> bool:

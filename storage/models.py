@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pony.orm import Database, LongStr, Optional, PrimaryKey, Required, composite_index
+from pony.orm import Database, LongStr, Optional, PrimaryKey, Required, Set, composite_index
 
 from storage.columns import iso, reader
-from storage.states import JobState
+from storage.states import TERMINAL, JobState
 from storage.storable import clean_row
 
 db = Database()
@@ -47,6 +47,8 @@ class Job(db.Entity):
     fetch_failures = Optional(int)
     #: Path of the stored result zip, once fetched.
     result_path = Optional(str, 1024, nullable=True)
+    #: Where its webhooks go (Running and its outcome); None: the portal asked for none.
+    callback_url = Optional(str, 2048, nullable=True)
     composite_index(service, state, id)
     composite_index(state, finished_at)
     #: A user is (portal, user_id): max_queued_per_user counts a portal's user's queued jobs.
@@ -60,6 +62,15 @@ class Job(db.Entity):
     composite_index(service, state, portal, user_id)
     # NOTE: its reason and stderr tail come from job scripts and executors (storage/storable.py).
     before_insert = before_update = clean_row
+
+    def changed(self, state: JobState, now: datetime) -> None:
+        """Record its move to `state` in the change log, and queue its webhook if one is due, in the
+        transaction of the move itself (storage.states.advance calls this): a change is never
+        stored without its entry, nor an entry without its change."""
+        change = JobChange(job=self.id, portal=self.portal, state=state.value, at=now)
+        if self.callback_url and state in WEBHOOK_STATES:
+            WebhookDelivery(change=change, job=self.id, portal=self.portal, url=self.callback_url,
+                            event=state.value, created_at=now, next_attempt_at=now)
 
     def to_dict(self, new: bool = False) -> dict:
         """The public view of a job, as `GET /jobs/{id}` and `POST /upload` answer it (`view`).
@@ -102,6 +113,47 @@ VIEW_COLUMNS = ("id", "public_id", "user_id", "service", "state", "outcome", *TI
 #: The columns of a job that stay empty until it is dispatched or ends.
 EMPTY_WHEN_NEW = frozenset({"outcome", "dispatched_at", "started_at", "finished_at", "cleaned_at", "executor",
                             "exit_code", "reason", "stderr_tail"})
+
+
+#: The moves a webhook is sent for: the job started, or it ended.
+WEBHOOK_STATES = frozenset({JobState.RUNNING, *TERMINAL})
+
+
+class JobChange(db.Entity):
+    """One move of a job to a state (its creation as Queued included): the change feed's entries,
+    in the order they were stored (`id` is the feed's cursor). Kept for ServerConfig.change_log_seconds."""
+
+    id = PrimaryKey(int, size=64, auto=True)
+    #: The job's number (not a relation: an entry is written with every move, and must cost little).
+    job = Required(int, size=64)
+    portal = Optional(str, 64, nullable=True)
+    state = Required(str, 16)
+    at = Required(datetime, precision=6)
+    deliveries = Set("WebhookDelivery")
+    #: A portal reads its own entries in order.
+    composite_index(portal, id)
+
+
+class WebhookDelivery(db.Entity):
+    """The outbox: one webhook to send (a change of a job that gave a callback_url) and how its
+    attempts went. `next_attempt_at` is None once it was delivered or given up."""
+
+    id = PrimaryKey(int, size=64, auto=True)
+    change = Required(JobChange)
+    job = Required(int, size=64, index=True)
+    portal = Optional(str, 64, nullable=True)
+    url = Required(str, 2048)
+    #: The state the job moved to (Running, Completed, Failed, Cancelled).
+    event = Required(str, 16)
+    created_at = Required(datetime, precision=6)
+    next_attempt_at = Optional(datetime, precision=6, index=True)
+    attempts = Required(int, default=0)
+    delivered_at = Optional(datetime, precision=6)
+    gave_up_at = Optional(datetime, precision=6)
+    #: The receiver's last HTTP status; None when it did not answer.
+    last_status = Optional(int)
+    last_error = Optional(str, 1024, nullable=True)
+    before_insert = before_update = clean_row
 
 
 class Executor(db.Entity):

@@ -1,7 +1,8 @@
 """The server's job states, the table of allowed transitions, and the one function that moves a job.
 
 Every change of `Job.state` goes through `advance`, so an illegal move is an error at the line that
-tried it, and an outcome (Completed, Failed, Cancelled) can only ever be followed by Cleaned.
+tried it, an outcome (Completed, Failed, Cancelled) can only ever be followed by Cleaned, and every
+move is recorded (`job.changed`: the change feed and the webhooks' outbox, storage/models.py).
 """
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ def can_advance(current: JobState, new: JobState) -> bool:
 
 
 def advance(job, new: JobState, now: datetime) -> None:
-    """Move `job` (a storage entity) to `new`, stamping the time fields that belong to it.
+    """Move `job` (a storage entity) to `new`, stamping the time fields that belong to it, and record
+    the move in the same transaction (`job.changed`).
 
     Raises:
         InvalidTransition: the table does not allow the move.
@@ -77,3 +79,4 @@ def advance(job, new: JobState, now: datetime) -> None:
         job.outcome = new.value
     elif new is JobState.CLEANED:
         job.cleaned_at = now
+    job.changed(new, now)

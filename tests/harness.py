@@ -707,3 +707,81 @@ def job_folder(root: Path, token: str) -> Path:
 def let_go(root: Path, token: str) -> None:
     """Let a `waiting_for_flag` job go on."""
     (job_folder(root, token) / "go").write_text("")
+
+
+# --- a webhook receiver ---------------------------------------------------------------------------
+
+class WebhookReceiver:
+    """A real HTTP server in a thread of the test, on a free loopback port, that receives webhooks
+    and verifies each one's Standard Webhooks signature with `secret` (the `standardwebhooks`
+    package). `answers[path]`: the statuses to answer in turn (then 200); `hold[path]`: an event each
+    request to that path waits for (at most 30 s) before it is answered; `down`: answer 503 to all.
+    `received`: (path, webhook-id, verified payload or None, status answered) of every request."""
+
+    def __init__(self, secret: str):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from standardwebhooks import Webhook, WebhookVerificationError
+
+        self.answers: dict[str, list[int]] = {}
+        self.hold: dict[str, "threading.Event"] = {}
+        self.down = False
+        self.received: list[tuple[str, str, dict | None, int]] = []
+        receiver, verifier = self, Webhook(secret)
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                data = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path in receiver.hold:
+                    receiver.hold[self.path].wait(30)
+                try:
+                    payload = verifier.verify(data, dict(self.headers))
+                except WebhookVerificationError:
+                    payload = None
+                pending = receiver.answers.get(self.path) or []
+                status = 503 if receiver.down else (pending.pop(0) if pending else 200)
+                receiver.received.append((self.path, self.headers.get("webhook-id"), payload, status))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def port(self) -> int:
+        return self.server.server_address[1]
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def accepted(self, path: str) -> list[dict]:
+        """The verified payloads answered with 2xx at `path`, in arrival order."""
+        return [payload for where, _, payload, status in self.received if where == path and 200 <= status < 300]
+
+    def close(self) -> None:
+        for event in self.hold.values():
+            event.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def webhook_secret() -> str:
+    """A fresh Standard Webhooks secret (whsec_ and 32 random bytes in base64)."""
+    import base64
+
+    return "whsec_" + base64.b64encode(os.urandom(32)).decode()
+
+
+def upload_with_callback(server: Node, body: str, callback_url: str, user_id: int = 1,
+                         token: str | None = None) -> requests.Response:
+    """POST /upload of a job of `example` whose script is `body`, with a callback_url."""
+    return requests.post(f"{server.url}/upload", headers=bearer(token), timeout=30,
+                         data={"user_id": str(user_id), "service": "example", "callback_url": callback_url},
+                         files=[("file", ("run.sh", script(body)))])

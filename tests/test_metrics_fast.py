@@ -51,6 +51,8 @@ def test_the_listener_counts_each_job_event_of_the_contract(counting):
     logs.event(log, "held", logging.DEBUG, service="example", user=7, why="user_quota")
     logs.event(log, "cleaned", job=1, service="example")
     logs.event(log, "dispatched", job=1, service="example", executor="http://e", attempt=1)  # no counter
+    for outcome in ("webhook_failed", "webhook_failed", "webhook_delivered", "webhook_gave_up"):
+        logs.event(log, outcome, job=1, url="https://a.org/", attempt=1)
 
     found = counted(counting)
     assert found[("orchestrator_jobs_submitted_total", (("service", "example"),))] == 2
@@ -66,6 +68,8 @@ def test_the_listener_counts_each_job_event_of_the_contract(counting):
     assert found[("orchestrator_job_turnaround_seconds_sum", (("service", "example"),))] == 13.0
     assert found[("orchestrator_dispatch_deferred_total", (("reason", "user_quota"), ("service", "example")))] == 1
     assert found[("orchestrator_cleanup_deleted_total", ())] == 1
+    assert [found[("orchestrator_webhook_attempts_total", (("outcome", o),))] for o in ("delivered", "failed",
+                                                                                       "gave_up")] == [1, 2, 1]
     # The executor node's own metrics are not the server's.
     assert not any(name.startswith(("orchestrator_backend_errors", "orchestrator_slurm")) for name, _ in found)
 

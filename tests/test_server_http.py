@@ -133,7 +133,7 @@ def assert_refused(response, status: int, words: str) -> None:
     ({"user_id": "1"}, [RUN], "service is missing; send one of: example, prodigy"),
     ({"user_id": "1", "service": "nosuch"}, [RUN], "'nosuch' is not configured here; send one of: example, prodigy"),
     ({"user_id": "1", "service": "example", "colour": "blue"}, [RUN],
-     "field 'colour' is not accepted; send service, user_id as text fields"),
+     "field 'colour' is not accepted; send callback_url, service, user_id as text fields"),
     ([("user_id", "1"), ("user_id", "2"), ("service", "example")], [RUN], "field 'user_id' was sent twice"),
     (GOOD, [], "no files were sent; a job needs at least run.sh"),
     (GOOD, [("input.pdb", b"ATOM")], "the files (input.pdb) do not include run.sh"),
@@ -689,7 +689,8 @@ def test_the_openapi_document_describes_every_route_and_the_security_schemes(gua
     assert set(spec["paths"]) == {"/", "/health", "/upload", "/download/{job_id}", "/jobs", "/jobs/{job_id}",
                                   "/jobs/{job_id}/cancel", "/executors", "/metrics", "/services", "/status", "/internal/events",
                                   "/internal/executors", "/terminate/{job_id}", "/jobs/{job_id}/log",
-                                  "/jobs/{job_id}/files/{name}", "/download_partial/{job_id}"}
+                                  "/jobs/{job_id}/files/{name}", "/download_partial/{job_id}",
+                                  "/events", "/jobs/{job_id}/webhooks"}
     assert set(spec["components"]["securitySchemes"]) == {"portalToken", "clusterSecret", "operatorToken"}
     assert spec["security"] == [{"portalToken": []}]
     assert spec["paths"]["/upload"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"][

@@ -1,7 +1,7 @@
 """storage.states: the transitions table and `advance`, on a plain stand-in for a Job row."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import pytest
@@ -28,6 +28,11 @@ class FakeJob:
     finished_at: datetime | None = None
     cleaned_at: datetime | None = None
     outcome: str | None = None
+    #: The moves `advance` recorded (Job.changed), as (state, time).
+    changes: list = field(default_factory=list)
+
+    def changed(self, state: JobState, now: datetime) -> None:
+        self.changes.append((state, now))
 
 
 def pair_id(pair):
@@ -102,6 +107,7 @@ def test_every_allowed_transition_is_accepted_and_stored(pair):
 
     assert job.state == new.value
     assert job.updated_at == NOW
+    assert job.changes == [(new, NOW)]  # recorded once: the change feed and the webhooks' outbox
 
 
 @pytest.mark.parametrize("pair", FORBIDDEN, ids=pair_id)

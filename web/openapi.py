@@ -12,7 +12,7 @@ import os
 import falcon
 
 from conf.settings import ServerConfig
-from storage import public_ids
+from storage import changes, public_ids
 from storage.states import JobState
 from web.common import MAX_ID, MAX_JSON_BYTES
 from web.folder_reads import MAX_TAIL_LINES
@@ -77,7 +77,7 @@ def document(config: ServerConfig) -> dict:
         "502": _error("the job's executor answered with an error"),
         "503": {**_error("the job's executor does not answer, or the server is restarting"),
                 "headers": {"Retry-After": {"schema": {"type": "integer"}}}}}
-    return {
+    spec = {
         "openapi": "3.1.0",
         "info": {"title": "orchestrator", "version": "0.1.0",
                  "description": "Queue jobs (run.sh plus inputs) for executor nodes, with fair per-user and "
@@ -97,6 +97,10 @@ def document(config: ServerConfig) -> dict:
                     "schema": {"type": "object", "required": ["user_id", "service", "file"], "properties": {
                         "user_id": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
                         "service": {"type": "string", "enum": services},
+                        "callback_url": {"type": "string", "format": "uri", "maxLength": 2000,
+                                         "description": "where to POST the job (signed, Standard Webhooks) when it "
+                                                        "starts running and when it ends; its host must match "
+                                                        "[server] webhook_hosts"},
                         "file": {"type": "array", "minItems": 1, "maxItems": config.max_files,
                                  "items": {"type": "string", "format": "binary"},
                                  "description": "the job's files, run.sh among them; stored under their base names"},
@@ -320,6 +324,48 @@ def document(config: ServerConfig) -> dict:
                                     "properties": {"executor_timeout": {"type": "number"}}},
             },
         },
+    }
+    spec["paths"].update(_change_paths(job_id, job_responses, denied))
+    spec["components"]["schemas"].update(_change_schemas(config))
+    return spec
+
+
+def _change_paths(job_id: dict, job_responses: dict, denied: dict) -> dict:
+    """`GET /events` (the change feed) and `GET /jobs/{id}/webhooks` (web/events.py)."""
+    return {
+        "/events": {"get": {
+            "summary": "The caller's job state changes after a cursor, oldest first (an operator: every portal's)",
+            "operationId": "events",
+            "parameters": [
+                {"name": "after", "in": "query", "schema": {"type": "string", "pattern": changes.PATTERN.pattern},
+                 "description": "a next_cursor (or an event's cursor) from an earlier answer; left out: from the "
+                                "oldest change kept"},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000,
+                                                            "default": 100}}],
+            "responses": {"200": _json("the changes", "Events"), "400": _error("a cursor this server did not give, "
+                                                                               "or a bad limit"), **denied}}},
+        "/jobs/{job_id}/webhooks": {"parameters": [job_id], "get": {
+            "summary": "The job's webhooks (one per move to Running or an outcome) and how their attempts went",
+            "operationId": "jobWebhooks",
+            "responses": {"200": _json("the webhooks", "Webhooks"), **job_responses}}},
+    }
+
+
+def _change_schemas(config: ServerConfig) -> dict:
+    job = {"$ref": "#/components/schemas/Job"}
+    return {
+        "Events": {"type": "object", "required": ["events", "next_cursor"], "properties": {
+            "events": {"type": "array", "items": {"type": "object", "required": ["cursor", "at", "status", "job"],
+                                                  "properties": {
+                "cursor": {"type": "string"}, "at": _stamp(), "status": {"type": "string"},
+                "job": {"anyOf": [job, _job_id(config)], "description": "the job as it is now"}}}},
+            "next_cursor": {"type": "string"}}},
+        "Webhooks": {"type": "object", "required": ["webhooks"], "properties": {"webhooks": {
+            "type": "array", "items": {"type": "object", "properties": {
+                "webhook_id": {"type": "string"}, "event": {"type": "string"}, "url": {"type": "string"},
+                "attempts": {"type": "integer"}, "delivered_at": _stamp(), "gave_up_at": _stamp(),
+                "next_attempt_at": _stamp(), "last_status": {"type": ["integer", "null"]},
+                "last_error": {"type": ["string", "null"]}}}}}},
     }
 
 

@@ -19,7 +19,7 @@ from conf.settings import ServerConfig
 from storage import executors, job_events, jobs, queue_view
 from storage.clock import utcnow
 from storage.states import ACTIVE, JobState
-from web import job_list, metrics, openapi, overview, uploads
+from web import events, job_list, metrics, openapi, overview, uploads
 from web.auth import ServerAuth
 from web.common import MAX_ID, Ping, WhileActorsRestart, new_app, send_zip
 from web.follow import Follow
@@ -70,15 +70,15 @@ class Upload:
         if self.stopping.is_set():
             raise falcon.HTTPServiceUnavailable(title="Shutting down", retry_after=10,
                                                 description="the server is stopping; send the upload again shortly.")
-        staging, (user_id, service) = uploads.receive(req, self.incoming, {"user_id", "service"},
-                                                      self.config.max_upload_mb * 1024 * 1024, self.check,
-                                                      max_files=self.config.max_files)
+        staging, (user_id, service, callback) = uploads.receive(
+            req, self.incoming, {"user_id", "service", "callback_url"}, self.config.max_upload_mb * 1024 * 1024,
+            self.check, max_files=self.config.max_files)
         limit = self.config.service(service).max_queued_per_user
         portal = req.context.portal
         sizes = [entry.stat().st_size for entry in os.scandir(staging)]
         try:
             job_id, view = uploads.settle(staging, self.jobs_dir, lambda folder: jobs.create_job(
-                user_id, service, folder, utcnow(), portal, limit))
+                user_id, service, folder, utcnow(), portal, limit, callback))
         except jobs.QueueFull:
             whose = f"user {user_id} of portal {portal}" if portal else f"user {user_id}"
             error = falcon.HTTPTooManyRequests(
@@ -89,11 +89,11 @@ class Upload:
             raise error from None
         return job_id, service, len(sizes), sum(sizes), view
 
-    def check(self, fields: dict[str, str], names: list[str]) -> tuple[int, str]:
+    def check(self, fields: dict[str, str], names: list[str]) -> tuple[int, str, str | None]:
         user_id = uploads.positive_int(fields, "user_id")
         service = self.service_of(fields)
         uploads.require_script(names)
-        return user_id, service
+        return user_id, service, events.callback_url(fields, self.config.webhook_hosts)
 
     def service_of(self, fields: dict[str, str]) -> str:
         known = ", ".join(s.name for s in self.config.services)
@@ -336,6 +336,8 @@ def create_app(config: ServerConfig, gateway: ActorGateway, stopping: threading.
     app.add_route("/jobs/{job_id}/files/{name:path}", follow, suffix="file")
     app.add_route("/jobs/{job_id}/log", follow, suffix="log")
     app.add_route("/download_partial/{job_id}", follow, suffix="partial")
+    app.add_route("/jobs/{job_id}/webhooks", events.JobWebhooks(public))
+    app.add_route("/events", events.Events())
     app.add_route("/internal/events", ExecutorEvents(gateway))
     registry = ExecutorRegistry(config, gateway)
     app.add_route("/internal/executors", registry)

@@ -3,6 +3,8 @@
 Accepts: WakeupMessage (its own timer). Sends nothing to other actors. A swept job becomes Cleaned:
 its folder and result zip are removed here, and its copy on the executor is deleted (best effort;
 the executor's own retention removes what this misses). Its row stays, so its history still answers.
+The change feed's entries and their webhook deliveries are deleted after `change_log_seconds` (the
+longest retention, or webhook_retry_hours if longer: no delivery still being tried is deleted).
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from actors.server.executor_link import ExecutorLink, ExecutorUnreachable
 from actors.server.scheduling import expiry_cutoffs
 from conf.logs import event
 from conf.settings import sweep_interval
-from storage import jobs
+from storage import changes, jobs
 from storage import clock
 
 BATCH = 500
@@ -36,8 +38,13 @@ class JanitorActor(ServerActor):
         try:
             while self.sweep(clock.utcnow()) == BATCH:
                 pass
+            self.prune(clock.utcnow())
         finally:
             self.wakeupAfter(self.interval)
+
+    def prune(self, now: datetime) -> int:
+        """Delete the change-log entries (and webhook deliveries) kept long enough; returns how many."""
+        return changes.prune(now - timedelta(seconds=self.config.change_log_seconds))
 
     def sweep(self, now: datetime) -> int:
         """Clean every job past its retention (at most BATCH); returns how many were cleaned."""

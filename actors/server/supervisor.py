@@ -30,6 +30,7 @@ ROLES = {
     "quota": "actors.server.quota.QuotaActor",
     "retriever": "actors.server.retriever.RetrieverActor",
     "janitor": "actors.server.janitor.JanitorActor",
+    "webhooks": "actors.server.webhooks.WebhookActor",  # only when webhooks are on (`all_roles`)
 }
 DISPATCHER = "actors.server.dispatcher.DispatcherActor"
 RESTART_BURST = 5
@@ -77,7 +78,8 @@ class SupervisorActor(ServerActor):
 
     def all_roles(self) -> list[str]:
         services = [*(s.name for s in self.config.services), *self.retired]
-        return [*ROLES, *(f"dispatcher:{name}" for name in services)]
+        roles = [role for role in ROLES if role != "webhooks" or self.config.webhooks_on]
+        return [*roles, *(f"dispatcher:{name}" for name in services)]
 
     def start_child(self, role: str) -> None:
         service = role.partition(":")[2]

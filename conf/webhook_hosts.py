@@ -1,0 +1,99 @@
+"""Which callback URLs a job may give: `[server] webhook_hosts` patterns, and the addresses a
+webhook may be sent to.
+
+Pure functions, used by the server's main process (an upload's callback_url is checked against the
+patterns) and by its webhook actor (the host is resolved again at each delivery and every address
+checked, so a DNS answer that changed since the upload, e.g. DNS rebinding, cannot aim a webhook at
+the server's own network).
+
+A pattern is `host`, `host:port`, `*.domain` or `*.domain:port` (a `[v6 address]` too); without a
+port it admits any port. `*.wenmr.eu` admits `a.wenmr.eu` and `a.b.wenmr.eu`, not `wenmr.eu`.
+An address that is not global (loopback, link-local, private, reserved...) is admitted only for a
+host listed exactly, without a wildcard: an operator who writes `127.0.0.1:8080` or
+`portal.intranet` means it; `*.example.org` never reaches 127.0.0.1 or 169.254.169.254.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from urllib.parse import urlsplit
+
+PATTERN = re.compile(r"^(?P<host>(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*"
+                     r"|\[[0-9a-f:.]+\])(:(?P<port>[0-9]{1,5}))?$")
+#: The longest callback URL a job may give (its column holds 2048).
+MAX_URL_CHARS = 2000
+
+
+def parse_patterns(raw: str) -> tuple[str, ...]:
+    """The comma-separated patterns of `raw`, lower-cased. Raises ValueError naming a bad one."""
+    patterns = tuple(item.strip().lower() for item in raw.split(",") if item.strip())
+    for pattern in patterns:
+        match = PATTERN.match(pattern)
+        if not match or (match.group("port") and not 0 < int(match.group("port")) < 65536):
+            raise ValueError(pattern)
+    return patterns
+
+
+def _split(pattern: str) -> tuple[str, int | None]:
+    match = PATTERN.match(pattern)
+    port = match.group("port")
+    return match.group("host").strip("[]"), int(port) if port else None
+
+
+def _host_matches(pattern_host: str, host: str) -> bool:
+    if pattern_host.startswith("*."):
+        return host.endswith(pattern_host[1:]) and len(host) > len(pattern_host) - 1
+    return host == pattern_host
+
+
+def admitted(url: str, patterns: tuple[str, ...]) -> tuple[bool, bool]:
+    """(whether some pattern admits `url`'s host and port, whether one lists the host exactly).
+
+    Raises ValueError when `url` is not an http(s) URL with a host."""
+    host, port = target(url)
+    matches = [(p_host, p_port) for p_host, p_port in map(_split, patterns)
+               if _host_matches(p_host, host) and p_port in (None, port)]
+    return bool(matches), any(not p_host.startswith("*.") for p_host, _ in matches)
+
+
+def target(url: str) -> tuple[str, int]:
+    """(host, port) of an http(s) URL, the host lower-cased; ValueError if it is not one."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
+        raise ValueError(url)
+    return parts.hostname.lower(), parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def address_allowed(address: str, listed_exactly: bool) -> bool:
+    """Whether a webhook may go to `address` (an IP): a global one always, any other (loopback,
+    link-local, private, reserved, multicast) only for a host listed exactly."""
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return listed_exactly or (ip.is_global and not ip.is_multicast)
+
+
+def refusal(url: str, patterns: tuple[str, ...]) -> str | None:
+    """Why an upload's callback_url cannot be accepted, in words; None if it can."""
+    if not patterns:
+        return "webhooks are off on this server ([server] webhook_hosts is empty); leave callback_url out."
+    if len(url) > MAX_URL_CHARS or not url.isprintable():
+        return f"callback_url must be a printable URL of at most {MAX_URL_CHARS} characters."
+    try:
+        matched, exactly = admitted(url, patterns)
+    except ValueError:
+        return f"callback_url must be an http(s)://host[:port]/path URL without credentials, got {url[:80]!r}."
+    if not matched:
+        return f"callback_url's host is not one this server sends webhooks to; accepted: {', '.join(patterns)}."
+    address = literal_address(target(url)[0])
+    if address is not None and not address_allowed(str(address), exactly):
+        return ("callback_url names a loopback, link-local or private address through a wildcard pattern; "
+                "only a host listed exactly in webhook_hosts may be one.")
+    return None
