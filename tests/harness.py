@@ -7,6 +7,7 @@ whatever was.
 """
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -14,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 import zipfile
@@ -21,12 +23,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import falcon.testing
 import pytest
 import requests
 from thespian.actors import Actor, ActorSystemMessage, WakeupMessage
 
 from actors.runtime import system
 from actors.runtime.processes import start_time
+from conf.settings import ServerConfig, ServiceConfig
+from web.server_app import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKER = "ORCHESTRATOR_TEST_NODE"
@@ -774,8 +779,6 @@ class WebhookReceiver:
 
 def webhook_secret() -> str:
     """A fresh Standard Webhooks secret (whsec_ and 32 random bytes in base64)."""
-    import base64
-
     return "whsec_" + base64.b64encode(os.urandom(32)).decode()
 
 
@@ -785,3 +788,39 @@ def upload_with_callback(server: Node, body: str, callback_url: str, user_id: in
     return requests.post(f"{server.url}/upload", headers=bearer(token), timeout=30,
                          data={"user_id": str(user_id), "service": "example", "callback_url": callback_url},
                          files=[("file", ("run.sh", script(body)))])
+
+
+# --- the server's HTTP app in process (falcon.testing) ----------------------------------------------
+
+RUN = ("run.sh", script("echo hi > out.txt"))
+GOOD = {"user_id": "1", "service": "example"}
+#: Small limits, so that each can be reached: 3 files, 1 MiB, 2 queued jobs per user of `example`.
+SERVICES = (ServiceConfig("example", clients=("http://127.0.0.1:9",), max_queued_per_user=2),
+            ServiceConfig("prodigy"))
+
+
+@dataclass
+class Server:
+    client: falcon.testing.TestClient
+    gateway: StandInGateway
+    config: ServerConfig
+    stopping: threading.Event
+
+    def upload(self, fields=GOOD, files=(RUN,), token: str | None = None) -> falcon.testing.Result:
+        body, headers = multipart(fields, list(files))
+        return self.client.simulate_post("/upload", body=body, headers={**headers, **bearer(token)})
+
+    def leftovers(self) -> list[str]:
+        """What the data folder holds: uploads (stored or half-received) and results."""
+        return [f"{os.path.basename(folder)}/{name}"
+                for folder in (self.config.jobs_path, self.config.incoming_path, self.config.results_path)
+                if os.path.isdir(folder) for name in os.listdir(folder)]
+
+
+def make_server(tmp_path, **settings) -> Server:
+    config = ServerConfig(data_dir=str(tmp_path / "data"), max_upload_mb=1, max_files=3, services=SERVICES,
+                          **settings)
+    for folder in (config.jobs_path, config.results_path):  # as run_server.py makes them
+        os.makedirs(folder, exist_ok=True)
+    gateway, stopping = StandInGateway(), threading.Event()
+    return Server(falcon.testing.TestClient(create_app(config, gateway, stopping)), gateway, config, stopping)

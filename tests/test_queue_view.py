@@ -13,7 +13,7 @@ from storage import executors, jobs, queue_view
 from storage.models import Job
 from storage.queue_view import QueueFacts, explain, positions, turn_key
 from storage.states import JobState
-from tests.harness import new_job
+from tests.harness import make_server, new_job
 
 NOW = datetime(2026, 11, 30, 12, 0, 0)
 ALIVE = (("alive", 4),)
@@ -163,7 +163,6 @@ def test_the_estimate_takes_the_latest_completed_runs_and_needs_five(clean_datab
 # --- the HTTP answers -----------------------------------------------------------------------------
 
 def test_job_view_and_upload_answer_carry_the_queue_only_before_the_job_starts(clean_database, tmp_path):
-    from tests.test_server_http import make_server
     server = make_server(tmp_path)
     answer = server.upload()
     assert answer.status_code == 200

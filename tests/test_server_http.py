@@ -11,63 +11,25 @@ from __future__ import annotations
 import errno
 import os
 import re
-import threading
 import uuid
 import zipfile
-from dataclasses import dataclass
 
-import falcon.testing
 import pytest
 from pony.orm import db_session, select
 
 from actors.messages import CancelJob, ExecutorEvent, ExecutorHeartbeat, JobQueued
-from conf.settings import ServerConfig, ServiceConfig
+from conf.settings import ServerConfig
 from storage import jobs
 from storage.clock import utcnow
 from storage.models import Job
 from storage.states import JobState
-from tests.harness import BOUNDARY, StandInGateway, bearer, events_heard, multipart, script
+from tests.harness import BOUNDARY, GOOD, RUN, Server, bearer, events_heard, make_server, multipart
 from web import uploads
-from web.server_app import create_app
 
-RUN = ("run.sh", script("echo hi > out.txt"))
-GOOD = {"user_id": "1", "service": "example"}
 EXECUTOR = "http://127.0.0.1:9001"
 HADDOCK = "haddock-token-0123456789abcdef"
 PRODIGY = "prodigy-token-0123456789abcdef"
 SECRET = "cluster-secret-0123456789abcdef"
-#: Small limits, so that each can be reached: 3 files, 1 MiB, 2 queued jobs per user of `example`.
-SERVICES = (ServiceConfig("example", clients=("http://127.0.0.1:9",), max_queued_per_user=2),
-            ServiceConfig("prodigy"))
-
-
-@dataclass
-class Server:
-    client: falcon.testing.TestClient
-    gateway: StandInGateway
-    config: ServerConfig
-    stopping: threading.Event
-
-    def upload(self, fields=GOOD, files=(RUN,), token: str | None = None) -> falcon.testing.Result:
-        body, headers = multipart(fields, list(files))
-        return self.client.simulate_post("/upload", body=body, headers={**headers, **bearer(token)})
-
-    def leftovers(self) -> list[str]:
-        """What the data folder holds: uploads (stored or half-received) and results."""
-        return [f"{os.path.basename(folder)}/{name}"
-                for folder in (self.config.jobs_path, self.config.incoming_path, self.config.results_path)
-                if os.path.isdir(folder) for name in os.listdir(folder)]
-
-
-def make_server(tmp_path, **settings) -> Server:
-    config = ServerConfig(data_dir=str(tmp_path / "data"), max_upload_mb=1, max_files=3, services=SERVICES,
-                          **settings)
-    for folder in (config.jobs_path, config.results_path):  # as run_server.py makes them
-        os.makedirs(folder, exist_ok=True)
-    gateway, stopping = StandInGateway(), threading.Event()
-    return Server(falcon.testing.TestClient(create_app(config, gateway, stopping)), gateway, config, stopping)
-
-
 @pytest.fixture
 def server(tmp_path, clean_database) -> Server:
     """Without portal tokens or a cluster secret: a loopback server, as `make run` starts it."""

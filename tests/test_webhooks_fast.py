@@ -3,6 +3,7 @@ patterns and addresses, the cursor codec, the settings, the change log and outbo
 writes them (temp SQLite), the signature a receiver checks, and the HTTP refusals (falcon.testing)."""
 from __future__ import annotations
 
+import base64
 from datetime import datetime, timedelta
 
 import pytest
@@ -15,11 +16,11 @@ from conf.settings import ConfigError, load_server_config
 from storage import changes, clock, jobs, webhooks
 from storage.models import JobChange, WebhookDelivery
 from storage.states import JobState
-from tests.harness import webhook_secret
-from tests.test_server_http import RUN, make_server
+from tests.harness import RUN, make_server, webhook_secret
 
 T0 = datetime(2026, 11, 30, 8, 0, 0)
-SECRET = webhook_secret()
+# NOTE: fixed, not drawn: it appears in parametrized test ids, which must be the same in every xdist worker.
+SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
 
 
 # --- backoff ------------------------------------------------------------------------------------
