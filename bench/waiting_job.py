@@ -81,9 +81,9 @@ def run(quick: bool) -> list[Row]:
         def finished():  # the same call without the queue object: what the queue object adds is the difference
             session.get(f"{server.url}/jobs/1", timeout=60).raise_for_status()
 
-        measured = [("10a. GET /jobs/{id} of a queued job", timed(view, runs)),
-                    ("10a'. GET /jobs/{id} of an ended job (no queue object)", timed(finished, runs)),
-                    ("10b. POST /upload (its answer carries the queue)", timed(submit, runs))]
+        measured = [("11a. GET /jobs/{id} of a queued job", timed(view, runs)),
+                    ("11a'. GET /jobs/{id} of an ended job (no queue object)", timed(finished, runs)),
+                    ("11b. POST /upload (its answer carries the queue)", timed(submit, runs))]
     return [Row(f"{name}, {queued:,} queued, {ended + queued:,} jobs in the database", spread(times, " ms"),
                 f"<= {TARGET_MS:.0f} ms", "-", None if quick else statistics.median(times) <= TARGET_MS)
             for name, times in measured]
