@@ -659,6 +659,19 @@ def test_the_openapi_document_describes_every_route_and_the_security_schemes(gua
         "properties"]["service"]["enum"] == ["example", "prodigy"]
 
 
+
+def test_the_document_groups_the_portal_api_apart_from_operator_views_and_executor_calls(guarded):
+    spec = guarded.client.simulate_get("/api-docs/openapi.json").json
+    tag_of = {(path, method): operation["tags"] for path, item in spec["paths"].items()
+              for method, operation in item.items() if isinstance(operation, dict) and "responses" in operation}
+
+    assert [tag["name"] for tag in spec["tags"]] == ["portal", "operator", "node", "executor (internal)"]
+    assert all(len(tags) == 1 for tags in tag_of.values())
+    assert {path for (path, _), tags in tag_of.items() if tags == ["executor (internal)"]} == {
+        "/internal/events", "/internal/executors"}
+    assert {path for (path, _), tags in tag_of.items() if tags == ["operator"]} == {"/executors", "/metrics", "/status"}
+    assert tag_of[("/jobs", "get")] == tag_of[("/events", "get")] == tag_of[("/upload", "post")] == ["portal"]
+
 def test_swagger_ui_is_served_from_local_files_with_no_cdn(guarded):
     page = guarded.client.simulate_get("/swagger-ui/")
     assert page.status_code == 200 and "swagger-ui-bundle.js" in page.text

@@ -327,7 +327,28 @@ def document(config: ServerConfig) -> dict:
     }
     spec["paths"].update(_change_paths(job_id, job_responses, denied))
     spec["components"]["schemas"].update(_change_schemas(config))
+    _group(spec)
     return spec
+
+
+#: Swagger UI's sections, in its order: what portals call, what operators read, what only executors
+#: call (a portal developer need not read past the first).
+TAGS = ({"name": "portal", "description": "The API for portals: submit, follow and fetch jobs."},
+        {"name": "operator", "description": "The operators' views (an operator token or the cluster secret)."},
+        {"name": "node", "description": "Liveness and health, for load balancers and monitoring."},
+        {"name": "executor (internal)", "description": "Called by executor nodes only, with the cluster secret."})
+_NOT_PORTAL = {"/executors": "operator", "/metrics": "operator", "/status": "operator", "/": "node",
+               "/health": "node", "/internal/events": "executor (internal)",
+               "/internal/executors": "executor (internal)"}
+
+
+def _group(spec: dict) -> None:
+    """Tag every operation with its section (TAGS); a path not named in _NOT_PORTAL is the portals'."""
+    spec["tags"] = list(TAGS)
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            if method in ("get", "head", "post", "put", "delete"):
+                operation["tags"] = [_NOT_PORTAL.get(path, "portal")]
 
 
 def _change_paths(job_id: dict, job_responses: dict, denied: dict) -> dict:
