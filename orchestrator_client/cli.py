@@ -23,6 +23,12 @@ DEFAULT_URL = "http://localhost:5000"
 OK, JOB_DID_NOT_COMPLETE, USAGE = 0, 1, 2
 #: The statuses `watch` shows: every job that has not ended.
 NOT_ENDED = ("Queued", "Dispatching", "Submitted", "Running")
+#: The statuses of a job that has not started: its own view says why it waits (`queue`).
+NOT_STARTED = ("Queued", "Dispatching")
+#: `watch` shows the newest jobs not ended: one page of this many, one request per refresh.
+WATCH_JOBS = 100
+#: ... and asks why they wait (GET /jobs/{id}, one request each) for this many, no more.
+WATCH_EXPLAINED = 10
 
 
 def exit_code(view: dict) -> int:
@@ -56,7 +62,7 @@ def parser() -> argparse.ArgumentParser:
     submit.add_argument("--wait", action="store_true", help="follow the job until it ends")
     submit.add_argument("-o", "--output", metavar="DIR", help="with --wait: download the results into DIR")
     submit.add_argument("--poll", type=float, default=1.0, help="seconds between looks at the job (default 1)")
-    submit.add_argument("--json", action="store_true", help="print the job as JSON")
+    submit.add_argument("--json", action="store_true", help="print the job as JSON (with --wait: once it ended)")
 
     status = commands.add_parser("status", help="a job's state (and why it waits)")
     status.add_argument("id")
@@ -68,13 +74,14 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument("--status", action="append", help="repeatable")
     listing.add_argument("--created-after", metavar="ISO")
     listing.add_argument("--created-before", metavar="ISO")
+    listing.add_argument("--portal", help="an operator's: only this portal's jobs")
     listing.add_argument("--limit", type=int, help="at most this many jobs")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
 
     logs = commands.add_parser("logs", help="a job's stdout or stderr")
     logs.add_argument("id")
     logs.add_argument("--stream", choices=("stdout", "stderr"), default="stdout")
-    logs.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
+    logs.add_argument("--tail", type=int, metavar="N", help="only the last N lines (else all of it)")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
     logs.add_argument("--poll", type=float, default=1.0, help="seconds between reads with -f (default 1)")
 
@@ -108,32 +115,41 @@ def main(argv: list[str] | None = None) -> int:
 def run_submit(client: Client, display: Display, args) -> int:
     with display.upload_progress(f"uploading {len(args.files)} file(s)") as progress:
         view = client.submit(args.files, args.service, args.user, args.callback_url, progress)
-    if args.json and not args.wait:
-        print(json.dumps(view))
-        return OK
     if not args.wait:
-        display.line(describe(view))
+        show_job(display, view, args.json)
         return OK
-    with display.status_line() as show:
-        show(view)
-        view = client.wait(view["id"], poll=args.poll, on_change=show)
+    if args.json:  # NOTE: stdout is the one JSON document, the ended view: no status lines
+        view = client.wait(view["id"], poll=args.poll)
+    else:
+        with display.status_line() as show:
+            show(view)
+            view = client.wait(view["id"], poll=args.poll, on_change=show)
     if args.output and view["status"] == "Completed":
         folder = client.download(view["id"], args.output)
-        display.line(f"results of job {view['id']} in {folder}")
+        if not args.json:
+            display.line(f"results of job {view['id']} in {folder}")
+    if args.json:
+        show_job(display, view, True)
     return exit_code(view)
 
 
 def run_status(client: Client, display: Display, args) -> int:
     view = client.status(args.id)
-    if args.json:
-        print(json.dumps(view))
-    else:
-        display.line(describe(view))
+    show_job(display, view, args.json)
     return exit_code(view)
 
 
+def show_job(display: Display, view: dict, as_json: bool) -> None:
+    """The job as one line of JSON (printed as is: rich would wrap it on a terminal), or described."""
+    if as_json:
+        print(json.dumps(view), flush=True)
+    else:
+        display.line(describe(view))
+
+
 def run_list(client: Client, display: Display, args) -> int:
-    filters = {key: getattr(args, key) for key in ("user_id", "service", "status", "created_after", "created_before")}
+    filters = {key: getattr(args, key) for key in ("user_id", "service", "status", "created_after", "created_before",
+                                                   "portal")}
     if args.limit:
         filters["limit"] = min(args.limit, 1000)
     for count, view in enumerate(client.list(**filters), 1):
@@ -145,24 +161,32 @@ def run_list(client: Client, display: Display, args) -> int:
 
 def run_logs(client: Client, display: Display, args) -> int:
     out = sys.stdout.buffer
-    chunk = client.log(args.id, args.stream, tail=args.tail, offset=None if args.tail else 0)
-    out.write(chunk.data)
-    out.flush()
-    if not args.follow:
-        return OK
-    # NOTE: after a tail, on from the size it was cut at; after bytes from 0, on from what came.
-    offset = chunk.size if args.tail else len(chunk.data)
-    while True:
-        # NOTE: the job's state first, then the log: a job seen ended has written its last byte.
-        view = client.status(args.id)
-        chunk = client.log(args.id, args.stream, offset=offset)
+
+    def print_to_end(offset: int) -> int:
+        """The log from `offset` to its end now (an answer holds at most 1 MiB); where it ended."""
+        for chunk in client.log_to_end(args.id, args.stream, offset):
+            out.write(chunk.data)
+            out.flush()
+            offset += len(chunk.data)
+        return offset
+
+    if args.tail:
+        chunk = client.log(args.id, args.stream, tail=args.tail)
         out.write(chunk.data)
         out.flush()
-        offset += len(chunk.data)
-        if view["status"] in ENDED and offset >= chunk.size:
+        offset = chunk.size  # NOTE: a tail's X-Log-Size is the log's size: on from there
+    else:
+        offset = print_to_end(0)
+    if not args.follow:
+        return OK
+    while True:
+        # NOTE: the job's state first, then the log to its end: a job seen ended has written its
+        # last byte, so once it is printed there is no more.
+        view = client.status(args.id)
+        offset = print_to_end(offset)
+        if view["status"] in ENDED:
             return exit_code(view)
-        if not chunk.data:
-            time.sleep(args.poll)
+        time.sleep(args.poll)
 
 
 def run_download(client: Client, display: Display, args) -> int:
@@ -178,7 +202,13 @@ def run_cancel(client: Client, display: Display, args) -> int:
 
 def run_watch(client: Client, display: Display, args) -> int:
     def snapshot():
-        return display.queue(client.services(), list(client.list(status=list(NOT_ENDED), limit=100)))
+        jobs = list(client.list(pages=1, status=list(NOT_ENDED), limit=WATCH_JOBS))
+        # NOTE: a listed job carries no `queue`; the oldest shown are the nearest to starting, and
+        # what holds them mostly holds the jobs behind them too.
+        waiting = [view for view in jobs if view["status"] in NOT_STARTED][-WATCH_EXPLAINED:]
+        for view in waiting:
+            view["queue"] = client.status(view["id"]).get("queue")
+        return display.queue(client.services(), jobs, complete=len(jobs) < WATCH_JOBS)
 
     if args.once or not display.live:
         while True:

@@ -21,8 +21,12 @@ from requests_toolbelt import MultipartEncoder, MultipartEncoderMonitor
 
 #: The states a job does not leave (but for Cleaned, once its retention period ends).
 ENDED = frozenset({"Completed", "Failed", "Cancelled", "Cleaned"})
-#: The filters `GET /jobs` accepts.
-LIST_FILTERS = frozenset({"user_id", "service", "status", "created_after", "created_before", "limit"})
+#: The filters `GET /jobs` accepts (`portal`: an operator's, or a portal's own name).
+LIST_FILTERS = frozenset({"user_id", "service", "status", "created_after", "created_before", "portal", "limit"})
+#: HTTP statuses of a server (or its proxy) that is down or restarting: `wait` tries again.
+PASSING = frozenset({502, 503, 504})
+#: The longest pause between two tries of `wait` while the server cannot be reached.
+MAX_RETRY_DELAY = 5.0
 
 
 class OrchestratorError(Exception):
@@ -38,8 +42,10 @@ class OrchestratorError(Exception):
 
 
 class LogChunk(NamedTuple):
-    """Bytes of a job's log, and the log's whole size when they were read (`X-Log-Size`): a follower
-    asks next for `offset=size`."""
+    """Bytes of a job's log, and `X-Log-Size`: where they end in the log. That is the log's size
+    when read, but for an offset read the server cut at 1 MiB (then it is offset + len(data)): more
+    may follow. A follower asks next for `offset=size`, and has all there is when an answer comes
+    back empty (`Client.log_to_end`)."""
     data: bytes
     size: int
 
@@ -96,14 +102,16 @@ class Client:
         return self._call("GET", f"/jobs/{job_id}").json()
 
     def wait(self, job_id, poll: float = 1.0, timeout: float | None = None,
-             on_change: Callable[[dict], None] | None = None) -> dict:
+             on_change: Callable[[dict], None] | None = None, patience: float = 300.0) -> dict:
         """Poll the job until it has ended; its last view. `on_change(view)` is called with the
         first view and each that differs from the one before (status, position, why it waits).
-        Past `timeout` seconds, OrchestratorError."""
+        Past `timeout` seconds, OrchestratorError. A server that cannot be reached, or answers
+        502/503/504 (restarting, behind a proxy), is asked again after a pause that doubles up to
+        MAX_RETRY_DELAY; after `patience` seconds of such failures in a row, the last one is raised."""
         deadline = None if timeout is None else time.monotonic() + timeout
         last = None
         while True:
-            view = self.status(job_id)
+            view = self._status_despite_outages(job_id, poll, patience, deadline)
             if view != last and on_change is not None:
                 on_change(view)
             last = view
@@ -112,6 +120,23 @@ class Client:
             if deadline is not None and time.monotonic() >= deadline:
                 raise OrchestratorError(f"job {job_id} had not ended after {timeout:g} s (it is {view['status']}).")
             time.sleep(poll if deadline is None else max(0.0, min(poll, deadline - time.monotonic())))
+
+    def _status_despite_outages(self, job_id, poll: float, patience: float, deadline: float | None) -> dict:
+        """`status`, asked again while the server is unreachable or passing, for `patience` seconds."""
+        give_up = time.monotonic() + patience
+        if deadline is not None:
+            give_up = min(give_up, deadline)
+        pause = max(poll, 0.1)
+        while True:
+            try:
+                return self.status(job_id)
+            except OrchestratorError as error:
+                if error.status is not None and error.status not in PASSING:
+                    raise
+                if time.monotonic() >= give_up:
+                    raise
+            time.sleep(max(0.0, min(pause, give_up - time.monotonic())))
+            pause = min(pause * 2, MAX_RETRY_DELAY)
 
     def download(self, job_id, dest_dir: str | os.PathLike, extract: bool = True) -> Path:
         """Fetch a completed job's results into `dest_dir` (made if missing): its files (the zip's
@@ -142,17 +167,20 @@ class Client:
                     archive.extractall(dest)  # NOTE: it drops absolute paths and "..": nothing lands outside
         return dest
 
-    def list(self, **filters) -> Iterator[dict]:
+    def list(self, pages: int | None = None, **filters) -> Iterator[dict]:
         """Every job matching `filters` (user_id, service, status: one or a list, created_after,
-        created_before, limit: the page size), newest first, page after page."""
+        created_before, portal: an operator's, limit: the page size), newest first, page after
+        page; only the first `pages` pages if given (`pages=1`: the newest `limit` jobs, one request)."""
         unknown = set(filters) - LIST_FILTERS
         if unknown:
             raise TypeError(f"unknown filter(s): {', '.join(sorted(unknown))}")
         params = {key: value for key, value in filters.items() if value is not None}
+        read = 0
         while True:
             page = self._call("GET", "/jobs", params=params).json()
+            read += 1
             yield from page["jobs"]
-            if not page.get("next_cursor"):
+            if not page.get("next_cursor") or (pages is not None and read >= pages):
                 return
             params["cursor"] = page["next_cursor"]
 
@@ -165,6 +193,17 @@ class Client:
         params = {"stream": stream, "tail": tail, "offset": offset}
         response = self._call("GET", f"/jobs/{job_id}/log", params={k: v for k, v in params.items() if v is not None})
         return LogChunk(response.content, int(response.headers.get("X-Log-Size", len(response.content))))
+
+    def log_to_end(self, job_id, stream: str = "stdout", offset: int = 0) -> Iterator[LogChunk]:
+        """A job's log from `offset` to its end now, chunk after chunk (an answer holds at most
+        1 MiB), until one comes back empty."""
+        while True:
+            chunk = self.log(job_id, stream, offset=offset)
+            if not chunk.data:
+                return
+            yield chunk
+            # NOTE: counted from what came, not X-Log-Size: right whatever the server says it is.
+            offset += len(chunk.data)
 
     def events(self, after: str | None = None, limit: int | None = None) -> dict:
         """One page of this portal's job state changes since the cursor `after` (none: from the

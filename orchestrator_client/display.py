@@ -101,9 +101,10 @@ class Display:
         if shown:  # NOTE: the spinner line goes with the spinner: the last state stays on screen
             self.line(describe(shown["view"]))
 
-    def queue(self, services: dict, jobs: list[dict]) -> Table | str:
-        """The `watch` snapshot: services with their counts, then the jobs not ended; a table to
-        draw live, or plain lines."""
+    def queue(self, services: dict, jobs: list[dict], complete: bool = True) -> Table | str:
+        """The `watch` snapshot: services with their counts, then the jobs not ended (not
+        `complete`: the newest of them); a table to draw live, or plain lines. A job's position and
+        what it waits for show where its view has `queue`."""
         rows = [(s["name"], s["queued"], s["active"], len(s["executors"]),
                  sum(e["free_slots"] for e in s["executors"]), s["median_wait_seconds"] or "",
                  s["median_run_seconds"] or "") for s in services["services"]]
@@ -117,7 +118,8 @@ class Display:
             table.add_column(title)
         for row in rows:
             table.add_row(*map(str, row))
-        jobs_table = Table(title=f"{len(jobs)} jobs not ended", expand=True)
+        jobs_table = Table(title=f"{len(jobs)} jobs not ended" if complete else
+                           f"the newest {len(jobs)} jobs not ended (the counts above are all of them)", expand=True)
         for title, _ in JOB_COLUMNS:
             jobs_table.add_column(title)
         for row in job_rows:

@@ -687,13 +687,8 @@ def orchestrator(server: Node | str, *args: str, timeout: float = 60.0, token: s
                  cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """Run `python -m orchestrator_client ARGS` against `server` (a node, or a URL), its URL and token
     given as ORCHESTRATOR_URL / ORCHESTRATOR_TOKEN; stdout is a pipe (plain lines, no live display)."""
-    env = {**os.environ, "ORCHESTRATOR_URL": server if isinstance(server, str) else server.url,
-           "PYTHONPATH": str(ROOT)}
-    env.pop("ORCHESTRATOR_TOKEN", None)
-    if token:
-        env["ORCHESTRATOR_TOKEN"] = token
-    return subprocess.run([sys.executable, "-m", "orchestrator_client", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "orchestrator_client", *args], cwd=cwd,
+                          env=orchestrator_env(server, token), capture_output=True, text=True, timeout=timeout)
 
 
 def waiting_for_flag(token: str, before: str = "", after: str = "") -> str:
@@ -824,3 +819,20 @@ def make_server(tmp_path, **settings) -> Server:
         os.makedirs(folder, exist_ok=True)
     gateway, stopping = StandInGateway(), threading.Event()
     return Server(falcon.testing.TestClient(create_app(config, gateway, stopping)), gateway, config, stopping)
+
+
+def orchestrator_env(server: Node | str, token: str | None = None) -> dict[str, str]:
+    """The environment of an `orchestrator` command run against `server` (a node, or a URL)."""
+    env = {**os.environ, "ORCHESTRATOR_URL": server if isinstance(server, str) else server.url,
+           "PYTHONPATH": str(ROOT)}
+    env.pop("ORCHESTRATOR_TOKEN", None)
+    if token:
+        env["ORCHESTRATOR_TOKEN"] = token
+    return env
+
+
+def orchestrator_started(server: Node | str, *args: str, token: str | None = None) -> subprocess.Popen:
+    """`orchestrator ARGS` as `orchestrator` runs it, but in the background: stdout and stderr are
+    pipes (bytes); the test calls communicate()."""
+    return subprocess.Popen([sys.executable, "-m", "orchestrator_client", *args], cwd=ROOT,
+                            env=orchestrator_env(server, token), stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -11,7 +11,8 @@ import uuid
 
 import pytest
 
-from tests.harness import ROOT, free_port, needs, orchestrator, script, wait_until
+from tests.harness import (ROOT, free_port, let_go, needs, orchestrator, orchestrator_started, script, wait_until,
+                           waiting_for_flag)
 
 #: ANSI escape: output to a pipe must have none (no live display).
 ESCAPE = "\x1b["
@@ -21,6 +22,12 @@ ESCAPE = "\x1b["
 def server(module_cluster):
     executor = module_cluster.executor("example", slots=4)
     return module_cluster.server({"example": {"clients": executor.url, "runs_per_user": 4}})
+
+
+@pytest.fixture(scope="module")
+def executor_folder(module_cluster, server):
+    """Where the executor of `server` runs its jobs (for `let_go`)."""
+    return next(node.folder for node in module_cluster.nodes if node.kind == "executor")
 
 
 def job_files(folder, body: str, **extra: bytes) -> list[str]:
@@ -129,6 +136,35 @@ def test_logs_follow_prints_the_whole_log_of_a_running_job_then_exits_with_its_o
 
     assert followed.returncode == 0, followed.stderr
     assert followed.stdout == "".join(f"line {i}\n" for i in range(1, 6))
+
+
+#: 3 MiB of numbered lines: more than the 1 MiB one answer of GET /jobs/{id}/log holds.
+BIG_LOG = "seq 1 1000000 | head -c 3145728"
+
+
+def big_log() -> bytes:
+    return b"".join(b"%d\n" % n for n in range(1, 1000001))[:3 << 20]
+
+
+def test_logs_of_a_log_longer_than_one_answer_print_all_of_it_running_and_ended(server, executor_folder, tmp_path):
+    token = uuid.uuid4().hex
+    job_id = submitted(server, job_files(tmp_path, waiting_for_flag(token, before=BIG_LOG, after="echo end")), user=8)
+    last_line = big_log().rsplit(b"\n", 1)[1].decode()
+    wait_until(lambda: orchestrator(server, "logs", job_id, "--tail", "1").stdout == last_line, 20, 0.1,
+               "the job to write its 3 MiB")
+
+    running = orchestrator(server, "logs", job_id)  # NOTE: from the executor's live log
+    follower = orchestrator_started(server, "logs", job_id, "-f", "--poll", "0.1")
+    let_go(executor_folder, token)
+    followed, follow_err = follower.communicate(timeout=60)
+    ended = orchestrator(server, "logs", job_id)  # NOTE: from the result zip, on the server
+    ended_followed = orchestrator(server, "logs", job_id, "-f")
+
+    whole = big_log() + b"end\n"
+    assert running.returncode == 0 and running.stdout.encode() == big_log(), (len(running.stdout), running.stderr)
+    assert follower.returncode == 0 and followed == whole, (len(followed), follow_err)
+    assert ended.returncode == 0 and ended.stdout.encode() == whole, len(ended.stdout)
+    assert ended_followed.returncode == 0 and ended_followed.stdout.encode() == whole, len(ended_followed.stdout)
 
 
 def test_watch_once_shows_the_services_and_the_jobs_not_ended(server, tmp_path):
