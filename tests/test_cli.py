@@ -11,8 +11,8 @@ import uuid
 
 import pytest
 
-from tests.harness import (ROOT, free_port, let_go, needs, orchestrator, orchestrator_started, script, wait_until,
-                           waiting_for_flag)
+from tests.harness import (ROOT, free_port, job_folder, let_go, needs, orchestrator, orchestrator_started, script,
+                           wait_until, waiting_for_flag)
 
 #: ANSI escape: output to a pipe must have none (no live display).
 ESCAPE = "\x1b["
@@ -202,3 +202,22 @@ def test_in_a_terminal_submit_wait_draws_a_progress_bar_and_a_live_status_line(s
     assert "uploading 2 file(s)" in final and "━" in final and "4.2/4.2 MB" in final, final
     assert any(": Running on http://" in screen for screen in screens), screens[-1]
     assert "Running → Completed" in final and (tmp_path / "results" / "out.txt").read_text() == "ok\n"
+
+
+def test_submit_wait_rides_out_a_server_restart_and_prints_the_ended_job_as_json(cluster, tmp_path):
+    executor = cluster.executor("example", slots=1)
+    server = cluster.server({"example": {"clients": executor.url}})
+    token = uuid.uuid4().hex
+    files = job_files(tmp_path, waiting_for_flag(token, after="echo ok > out.txt"))
+    waiter = orchestrator_started(server, "submit", *files, "--service", "example", "--user", "1", "--wait", "--json",
+                                  "--poll", "0.1", "-o", str(tmp_path / "results"))
+    job_folder(executor.folder, token)  # NOTE: running: the waiter polls it every 0.1 s
+
+    server.stop()  # NOTE: the waiter's polls are refused while it is down, and while it starts again
+    let_go(executor.folder, token)
+    server.restart()
+    out, err = waiter.communicate(timeout=60)
+
+    assert waiter.returncode == 0, err
+    ended = json.loads(out)  # NOTE: the whole of stdout is one JSON document
+    assert ended["status"] == "Completed" and (tmp_path / "results" / "out.txt").read_text() == "ok\n"
