@@ -198,3 +198,96 @@ def test_download_unpacks_the_results_or_keeps_the_zip_and_says_when_there_are_n
     assert (tmp_path / "files" / "out.txt").read_text() == "hello\n"
     assert (tmp_path / "files" / "5.zip").read_text() == "a result named as the download"
     assert not (tmp_path / "nothing").exists()
+
+
+def test_list_takes_an_operators_portal_filter_and_reads_only_the_pages_asked_for():
+    api, transport = client((200, {"jobs": [{"id": 3}, {"id": 2}], "next_cursor": "c1"}))
+
+    ids = [view["id"] for view in api.list(pages=1, portal="astro", limit=2)]
+
+    assert ids == [3, 2] and len(transport.sent) == 1
+    assert transport.sent[0].url.endswith("/jobs?portal=astro&limit=2")
+
+
+def log_answers(*parts: bytes, start: int = 0) -> list[tuple]:
+    """The server's answers to offset reads from `start` that return `parts`, then an empty one:
+    X-Log-Size is where each ends (as when the 1 MiB cap cut them)."""
+    ends = [start + sum(map(len, parts[:n + 1])) for n in range(len(parts))]
+    return [(200, part, {"X-Log-Size": str(end)}) for part, end in zip(parts, ends)] + [
+        (200, b"", {"X-Log-Size": str(ends[-1] if ends else start)})]
+
+
+def test_log_to_end_reads_until_an_answer_comes_back_empty():
+    api, transport = client(*log_answers(b"aaa", b"bb", b"c"))
+
+    chunks = [chunk.data for chunk in api.log_to_end("jabc", "stderr")]
+
+    assert chunks == [b"aaa", b"bb", b"c"]
+    assert [request.url.rsplit("offset=", 1)[1] for request in transport.sent] == ["0", "3", "5", "6"]
+
+
+def test_logs_prints_a_log_longer_than_one_answer_whole_with_or_without_follow(monkeypatch, capsysbinary):
+    running, ended = {**FAILED, "status": "Running", "outcome": None}, {**FAILED, "status": "Completed",
+                                                                         "outcome": "Completed"}
+    answers = [log_answers(b"aaa", b"bb", b"c"),
+               [*log_answers(b"aaa"), (200, running), *log_answers(b"bb", b"c", start=3), (200, ended),
+                *log_answers(start=6)]]
+    monkeypatch.setattr(cli, "Client", lambda url, token, timeout: client(*answers.pop(0))[0])
+
+    printed = cli.main(["logs", "jabc"])
+    printed_out = capsysbinary.readouterr().out
+    followed = cli.main(["logs", "jabc", "-f", "--poll", "0"])
+
+    assert printed == 0 and printed_out == b"aaabbc"
+    assert followed == 0 and capsysbinary.readouterr().out == b"aaabbc"
+
+
+def test_wait_asks_again_while_the_server_is_down_or_passing_with_pauses_that_double(monkeypatch):
+    pauses = []
+    monkeypatch.setattr("orchestrator_client.client.time.sleep", pauses.append)
+    down = requests.ConnectionError("refused")
+    api, transport = client(down, (502, b"proxy"), (503, {"title": "Unavailable"}), (200, QUEUED), down, (200, FAILED))
+
+    assert api.wait("jabc", poll=1) == FAILED
+    assert pauses == [1, 2, 4, 1, 1] and len(transport.sent) == 6  # NOTE: back to 1 s once it answered
+
+
+def test_wait_gives_up_after_its_patience_and_at_once_on_a_refusal(monkeypatch):
+    monkeypatch.setattr("orchestrator_client.client.time.sleep", lambda seconds: None)
+    api, transport = client(requests.ConnectionError("refused"), (404, {"description": "there is no job 9."}))
+
+    with pytest.raises(OrchestratorError, match="cannot reach the orchestrator"):
+        api.wait("jabc", patience=0)
+    with pytest.raises(OrchestratorError, match="there is no job 9"):
+        api.wait(9)
+    assert len(transport.sent) == 2
+
+
+def test_submit_json_wait_prints_the_ended_view_and_nothing_else(monkeypatch, capsys, tmp_path):
+    (tmp_path / "run.sh").write_text("true\n")
+    monkeypatch.setattr(cli, "Client", lambda url, token, timeout: client((200, QUEUED), (200, QUEUED),
+                                                                          (200, FAILED))[0])
+
+    code = cli.main(["submit", str(tmp_path / "run.sh"), "--service", "example", "--user", "7", "--wait", "--json",
+                     "--poll", "0"])
+
+    assert code == 1 and json.loads(capsys.readouterr().out) == FAILED
+
+
+def test_watch_reads_one_page_and_says_why_the_oldest_waiting_jobs_wait(monkeypatch, capsys):
+    jobs = [{"id": n, "user_id": 7, "service": "example", "status": "Queued", "created_at": "t"}
+            for n in range(12, 0, -1)]
+    running = {**jobs[0], "id": 13, "status": "Running"}
+    services = {"generated_at": "now", "services": [
+        {"name": "example", "queued": 12, "active": 1, "executors": [{"free_slots": 0}], "median_wait_seconds": None,
+         "median_run_seconds": 2.5}]}
+    why = [(200, {**view, "queue": {**QUEUED["queue"], "position": view["id"]}}) for view in jobs[2:]]
+    api, transport = client((200, {"jobs": [running, *jobs], "next_cursor": "more"}), *why, (200, services))
+    monkeypatch.setattr(cli, "Client", lambda url, token, timeout: api)
+
+    assert cli.main(["watch", "--once"]) == 0
+
+    rows = {line.split("\t")[0]: line.split("\t") for line in capsys.readouterr().out.splitlines()}
+    assert len(transport.sent) == 1 + 10 + 1 and transport.sent[-1].url.endswith("/services")
+    assert rows["1"][4:6] == ["1", "runs_per_user"] and rows["10"][4:6] == ["10", "runs_per_user"]
+    assert rows["11"][4:6] == rows["13"][4:6] == ["", ""]
