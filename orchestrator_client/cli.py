@@ -153,7 +153,7 @@ def run_list(client: Client, display: Display, args) -> int:
     if args.limit:
         filters["limit"] = min(args.limit, 1000)
     for count, view in enumerate(client.list(**filters), 1):
-        display.line(json.dumps(view) if args.json else describe(view))
+        show_job(display, view, args.json)
         if args.limit and count >= args.limit:
             break
     return OK
