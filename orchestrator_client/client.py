@@ -5,7 +5,8 @@ Runs in whatever process imports it (a portal's web workers, the `orchestrator` 
 no global state: each Client has its own requests.Session, so a Django or Flask app may hold one per
 server (a Session is not meant to be shared across threads: one Client per thread, or per request).
 Every failure, whether the server refused (its JSON `{title, description}`) or could not be reached,
-raises OrchestratorError.
+raises OrchestratorError; but `wait`, which may last hours, asks again through an outage of up to
+five minutes (a server restarting) before it gives up.
 """
 from __future__ import annotations
 
