@@ -174,3 +174,17 @@ def test_job_view_and_upload_answer_carry_the_queue_only_before_the_job_starts(c
     _set(job_id, JobState.RUNNING)
     assert "queue" not in server.client.simulate_get(f"/jobs/{job_id}").json
     assert jobs.job_view(job_id)["status"] == "Running"
+
+
+def test_an_upload_answers_its_queue_only_when_no_executor_takes_jobs(clean_database, tmp_path):
+    """Working out an upload's place costs more than the upload itself with thousands queued: the
+    answer carries it only when the job cannot start (GET /jobs/{id} always has it)."""
+    server = make_server(tmp_path)
+    with db_session:
+        executors.record("http://127.0.0.1:9", "example", 2, "draining", NOW)
+    assert server.upload().json["queue"]["waiting_for"] == "draining"
+    with db_session:
+        executors.record("http://127.0.0.1:9", "example", 2, "alive", NOW)
+    answer = server.upload().json
+    assert "queue" not in answer
+    assert server.client.simulate_get(f"/jobs/{answer['id']}").json["queue"]["position"] == 2

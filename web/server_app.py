@@ -63,7 +63,7 @@ class Upload:
         logs.event(log, "queued", job=job_id, user=view["user_id"], portal=req.context.portal, service=service,
                    files=files, bytes=size)
         self.gateway.post(JobQueued(job_id, service, view["user_id"], req.context.portal), role="queue")
-        resp.media = {**view, **queue_view.queue_of(job_id, self.config.service(service), utcnow())}
+        resp.media = {**view, **queue_view.unless_served(job_id, self.config.service(service), utcnow())}
 
     def accept(self, req) -> tuple[int, str, int, int, dict]:
         """Store the upload and its Queued row: (job id, service, files, bytes, view)."""
