@@ -61,6 +61,7 @@ def test_a_url_is_admitted_by_a_pattern_of_its_host_and_port(url, admitted):
     ("file:///etc/passwd", "http(s)://host"),
     ("https://example.com/x", "accepted: *.wenmr.eu"),
     ("https://a.wenmr.eu/" + "x" * 2100, "at most 2000 characters"),
+    ("http://\u0436.wenmr.eu/hook", "its host in ASCII"),  # review item 1: it failed at every delivery
 ])
 def test_an_upload_callback_url_is_refused_saying_why(url, words):
     why = webhook_hosts.refusal(url, PATTERNS)
@@ -207,7 +208,8 @@ def test_a_prune_deletes_the_entries_and_deliveries_older_than_the_cutoff_and_ke
     assert changes.prune(T0 + timedelta(hours=1)) == 0
 
 
-def test_due_gives_one_delivery_per_job_oldest_first_and_record_keeps_each_attempts_outcome(clean_database):
+def test_a_jobs_webhooks_are_delivered_in_order_and_record_keeps_each_attempts_outcome(clean_database):
+    """Review item 7: a Running waiting for its retry let the job's Completed go first."""
     job_id = a_job("https://a.wenmr.eu/hook")
     jobs.claim_for_dispatch([job_id], T0)
     attempt = jobs.begin_attempts([(job_id, "http://e:1")], T0)[job_id]
@@ -217,12 +219,14 @@ def test_due_gives_one_delivery_per_job_oldest_first_and_record_keeps_each_attem
     assert [(d.event, d.view["status"]) for d in first] == [("Running", "Failed")]  # one per job, its first move
     assert webhooks.due(T0, None, {job_id}, 10) == []  # one in flight: the job's next waits
     webhooks.record(first[0].id, T0, 500, "the receiver answered 500", T0 + timedelta(seconds=10))
-    assert [d.event for d in webhooks.due(T0, None, set(), 10)] == ["Failed"]
-    webhooks.record(webhooks.due(T0, None, set(), 10)[0].id, T0, None, "timed out", None)
-    assert webhooks.due(T0 + timedelta(seconds=10), None, set(), 10)[0].id == first[0].id
+    assert webhooks.due(T0 + timedelta(seconds=9), None, set(), 10) == []  # the Failed waits for the Running
+    retried = webhooks.due(T0 + timedelta(seconds=10), None, set(), 10)
+    assert [(d.id, d.webhook_id) for d in retried] == [(first[0].id, first[0].webhook_id)]
+    webhooks.record(first[0].id, T0 + timedelta(seconds=10), None, "timed out", None)  # given up
+    assert [d.event for d in webhooks.due(T0 + timedelta(seconds=10), None, set(), 10)] == ["Failed"]
     shown = webhooks.of_job(job_id, None)
     assert [(h["event"], h["attempts"], h["last_status"], h["next_attempt_at"], h["gave_up_at"]) for h in shown] == [
-        ("Running", 1, 500, "2026-11-30T08:00:10Z", None), ("Failed", 1, None, None, "2026-11-30T08:00:00Z")]
+        ("Running", 2, None, None, "2026-11-30T08:00:10Z"), ("Failed", 0, None, "2026-11-30T08:00:00Z", None)]
     assert webhooks.of_job(job_id, "alpha") is None
 
 
@@ -231,10 +235,33 @@ def test_each_portal_reads_its_own_due_deliveries_however_many_another_portal_ha
         jobs.cancel(jobs.create_job(1, "example", "/x", T0, "alpha", callback_url="https://a.org/")[1]["id"], "alpha", T0)
     beta = jobs.create_job(1, "example", "/x", T0, "beta", callback_url="https://b.org/")[1]["id"]
     jobs.cancel(beta, "beta", T0)
-    assert sorted(webhooks.portals_due(T0)) == ["alpha", "beta"]
     assert len(webhooks.due(T0, "alpha", set(), 3)) == 3
     assert [(d.portal, d.view["id"]) for d in webhooks.due(T0, "beta", set(), 3)] == [("beta", beta)]
-    assert webhooks.portals_due(T0 - timedelta(seconds=1)) == []
+    assert webhooks.due(T0 - timedelta(seconds=1), "alpha", set(), 3) == []
+
+
+def statements_of(call) -> list[tuple[str, str]]:
+    """The SELECT statements `call` runs (its values bound), each with SQLite's query plan."""
+    from storage.models import db
+
+    with db_session:
+        connection, statements = db.get_connection(), []
+        connection.set_trace_callback(statements.append)
+        try:
+            call()
+        finally:
+            connection.set_trace_callback(None)
+        return [(sql, " | ".join(row[-1] for row in connection.execute("EXPLAIN QUERY PLAN " + sql)))
+                for sql in statements if sql.lstrip().upper().startswith("SELECT")]
+
+
+def test_a_portals_due_read_walks_its_index_in_order_and_sorts_nothing(clean_database):
+    """Review item 6: the due read sorted the whole due backlog (a temp b-tree) at each poll."""
+    jobs.cancel(jobs.create_job(1, "example", "/x", T0, "alpha", callback_url="https://a.org/")[1]["id"], "alpha", T0)
+    for portal in ("alpha", None):
+        (_, plan), *_ = statements_of(lambda: webhooks.due(T0, portal, {5}, 4))
+        assert "INDEX idx_webhookdelivery__portal_next_attempt_at_id (portal" in plan, plan
+        assert "TEMP B-TREE" not in plan, plan
 
 
 # --- one attempt, as the webhook actor's thread makes it ---------------------------------------------
@@ -273,6 +300,50 @@ def test_an_attempt_stores_its_outcome_and_says_it_in_one_event(clean_database, 
     assert [key for key in ("delivered_at", "next_attempt_at", "gave_up_at") if shown[key]] == [state]
 
 
+def test_a_url_refused_only_at_send_time_is_given_up_not_raised(monkeypatch):
+    """Review item 1: a non-ASCII host (stored before the upload check refused it) made post() raise
+    UnicodeEncodeError in the Host header, which looped the webhook actor on it forever."""
+    monkeypatch.setattr(webhook_post.socket, "getaddrinfo", lambda *a, **k: [(2, 1, 6, "", ("145.100.1.1", 80))])
+    delivery = webhooks.Delivery(1, 1, None, "http://\u0436.wenmr.eu/hook", "Running", T0, 0, {"id": 1}, "msg_x")
+    outcome = webhook_post.post(delivery, SECRET, PATTERNS, 1.0, T0)
+    assert outcome.final and "no longer admitted" in outcome.error
+
+
+def test_an_attempt_that_raises_is_a_failed_attempt_tried_again_later(clean_database, monkeypatch):
+    job_id = a_job("https://a.wenmr.eu/hook")
+    jobs.cancel(job_id, None, T0)
+
+    def broken(*args):
+        raise OverflowError("date value out of range")
+
+    monkeypatch.setattr(webhook_post, "post", broken)
+    monkeypatch.setattr(clock, "utcnow", lambda: T0)
+    an_actor().attempt(webhooks.due(T0, None, set(), 1)[0])
+    shown = webhooks.of_job(job_id, None)[0]
+    assert (shown["attempts"], shown["next_attempt_at"], shown["gave_up_at"]) == (1, "2026-11-30T08:00:10Z", None)
+    assert "OverflowError" in shown["last_error"] and webhooks.due(T0, None, set(), 1) == []
+
+
+def test_a_job_whose_attempt_could_not_be_recorded_rests_before_it_is_sent_again(clean_database, monkeypatch):
+    """Review item 1: the outcome not stored, the delivery stays due; the poll must not resend it at once."""
+    job_id = a_job("https://a.wenmr.eu/hook")
+    jobs.cancel(job_id, None, T0)
+    actor, started = an_actor(), []
+    monkeypatch.setattr(actor, "wakeupAfter", lambda *a: None)
+    actor.configured(None)
+    monkeypatch.setattr(actor, "pool", lambda portal: type("Pool", (), {"start": lambda s, *a: started.append(a)})())
+    now = [T0]
+    monkeypatch.setattr(clock, "utcnow", lambda: now[0])
+    actor.send_due()
+    delivery = started[0][1]
+    actor.done((delivery, None, RuntimeError("database is locked")))
+    actor.send_due()
+    assert len(started) == 1  # resting
+    now[0] = T0 + timedelta(seconds=10)
+    actor.send_due()
+    assert len(started) == 2 and started[1][1].id == delivery.id
+
+
 # --- the signature -----------------------------------------------------------------------------------
 
 def test_a_webhook_is_signed_as_standard_webhooks_receivers_verify_it(clean_database):
@@ -283,7 +354,15 @@ def test_a_webhook_is_signed_as_standard_webhooks_receivers_verify_it(clean_data
     headers = webhook_post.signed_headers(delivery, payload, SECRET, datetime.utcnow())
     received = Webhook(SECRET).verify(payload, headers)
     assert received["type"] == "job.cancelled" and received["data"]["id"] == job_id
-    assert headers["webhook-id"] == delivery.webhook_id == f"msg_{delivery.change}"
+    assert headers["webhook-id"] == delivery.webhook_id == webhooks.of_job(job_id, None)[0]["webhook_id"]
+
+
+def test_a_webhook_id_is_random_not_a_count_of_every_portals_changes(clean_database):
+    """Review item 2: `msg_<change number>` told a portal how many changes other portals had."""
+    for _ in range(3):
+        jobs.cancel(a_job("https://a.wenmr.eu/hook"), None, T0)
+    ids = [d.webhook_id for d in webhooks.due(T0, None, set(), 10)]
+    assert len(set(ids)) == 3 and all(re.fullmatch(r"msg_[A-Za-z0-9_-]{24}", i) for i in ids), ids
 
 
 # --- HTTP ----------------------------------------------------------------------------------------------
