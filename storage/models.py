@@ -164,6 +164,14 @@ class WebhookDelivery(db.Entity):
     before_insert = before_update = clean_row
 
 
+class ServerValue(db.Entity):
+    """A named value every process of the server shares through the database, and that outlives
+    them: the change feed's cursor key (storage/feed_cursors.py), how far the feed was pruned."""
+
+    name = PrimaryKey(str, 64)
+    value = Required(str, 256)
+
+
 class Executor(db.Entity):
     """An executor node the server knows, from the configuration or from its own registration."""
 

@@ -14,7 +14,7 @@ from standardwebhooks import Webhook
 from actors.server import webhook_post
 from conf import webhook_hosts
 from conf.settings import ConfigError, load_server_config
-from storage import changes, clock, jobs, webhooks
+from storage import changes, clock, feed_cursors, jobs, webhooks
 from storage.models import JobChange, WebhookDelivery
 from storage.states import JobState
 from tests.harness import RUN, make_server, webhook_secret
@@ -96,16 +96,40 @@ def test_https_to_a_checked_address_keeps_the_hosts_name_for_tls_and_its_certifi
 
 # --- the cursor -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("seq", [0, 1, 41, 10**18 - 1])
-def test_a_cursor_names_its_position_and_nothing_else(seq):
-    assert changes.decode(changes.encode(seq)) == seq
+@pytest.mark.parametrize("seq", [0, 1, 41, 2**63 - 1])
+def test_a_cursor_names_its_position_and_nothing_else(clean_database, seq):
+    assert feed_cursors.unseal(feed_cursors.seal(seq)) == seq
 
 
-@pytest.mark.parametrize("cursor", ["", "garbage", "12", changes.encode(5) + "x", "c-1", "c01", "c", "c" + "9" * 19,
-                                    "c\u0665"])
-def test_a_cursor_the_server_did_not_give_is_refused(cursor):
+def test_a_cursor_hides_its_position_so_two_tell_nothing_of_other_portals_changes(clean_database):
+    """Review item 2: `c<number>` cursors counted every portal's changes."""
+    one, two, again = feed_cursors.seal(41), feed_cursors.seal(42), feed_cursors.seal(41)
+    assert re.fullmatch(feed_cursors.PATTERN, one) and one != again and "41" not in one
+    assert sum(a != b for a, b in zip(one, two)) > 20  # nothing in common but the length
+
+
+def forged(cursor: str) -> str:
+    flipped = "A" if cursor[10] != "A" else "B"
+    return cursor[:10] + flipped + cursor[11:]
+
+
+@pytest.mark.parametrize("cursor", ["", "garbage", "c12", "c0", "c" + "9" * 19, "\u0665" * 38, "A" * 38, "A" * 39,
+                                    "x" * 38 + "=="])
+def test_a_cursor_the_server_did_not_give_is_refused(clean_database, cursor):
     with pytest.raises(ValueError):
-        changes.decode(cursor)
+        feed_cursors.unseal(cursor)
+
+
+def test_a_cursor_changed_by_one_character_is_refused(clean_database):
+    with pytest.raises(ValueError):
+        feed_cursors.unseal(forged(feed_cursors.seal(7)))
+
+
+def test_the_cursor_key_is_stored_once_and_read_back_by_every_process(clean_database, monkeypatch):
+    monkeypatch.setattr(feed_cursors, "_key", None)
+    cursor = feed_cursors.seal(5)
+    monkeypatch.setattr(feed_cursors, "_key", None)  # as a new process, or the server restarted
+    assert feed_cursors.unseal(cursor) == 5
 
 
 # --- settings ---------------------------------------------------------------------------------------
@@ -186,13 +210,13 @@ def test_a_portal_reads_its_own_changes_in_pages_and_an_operator_every_portals(c
     alpha = jobs.create_job(1, "example", "/nonexistent", T0, "alpha")[1]["id"]
     beta = jobs.create_job(1, "example", "/nonexistent", T0, "beta")[1]["id"]
     jobs.cancel(alpha, "alpha", T0)
-    page, last = changes.since(0, "alpha", 1)
+    page, last = changes.since(None, "alpha", 1)
     assert [(e["job"]["id"], e["status"]) for e in page] == [(alpha, "Queued")]
     rest, end = changes.since(last, "alpha", 10)
     assert [(e["job"]["id"], e["status"], e["job"]["status"]) for e in rest] == [(alpha, "Cancelled", "Cancelled")]
     assert changes.since(end, "alpha", 10) == ([], end)
-    assert [(e["job"]["id"], e["status"]) for e in changes.since(0, "beta", 10)[0]] == [(beta, "Queued")]
-    everything, _ = changes.since(0, jobs.EVERY_PORTAL, 10)
+    assert [(e["job"]["id"], e["status"]) for e in changes.since(None, "beta", 10)[0]] == [(beta, "Queued")]
+    everything, _ = changes.since(None, jobs.EVERY_PORTAL, 10)
     assert [(e["job"]["id"], e["status"]) for e in everything] == [(alpha, "Queued"), (beta, "Queued"),
                                                                   (alpha, "Cancelled")]
 
@@ -206,6 +230,40 @@ def test_a_prune_deletes_the_entries_and_deliveries_older_than_the_cutoff_and_ke
     with db_session:
         assert not WebhookDelivery.select().exists()
     assert changes.prune(T0 + timedelta(hours=1)) == 0
+
+
+def test_a_prune_finds_the_first_entry_to_keep_once_however_many_batches(clean_database, monkeypatch):
+    """Review item 8: the bound was found again (a scan) before every batch: quadratic on a backlog."""
+    for _ in range(7):
+        jobs.cancel(a_job(), None, T0)
+    a_job_later = jobs.create_job(1, "example", "/x", T0 + timedelta(hours=2))[0]
+    monkeypatch.setattr(changes, "PRUNE_BATCH", 2)
+    ran = statements_of(lambda: changes.prune(T0 + timedelta(hours=1)))
+    assert sum('"at" >=' in sql for sql, _ in ran) == 1, [sql for sql, _ in ran]
+    assert log_of(a_job_later) == ["Queued"] and changes.since(None, None, 100)[0][0]["job"]["id"] == a_job_later
+
+
+def test_a_read_from_a_cursor_older_than_the_oldest_change_kept_is_gone(clean_database):
+    """Review item 10: the changes pruned after such a cursor were skipped silently."""
+    jobs.cancel(a_job(), None, T0)
+    _, start = changes.since(None, None, 1)  # after the first change: its cancel not read yet
+    a_job_later = jobs.create_job(1, "example", "/x", T0 + timedelta(hours=2))[0]
+    changes.prune(T0 + timedelta(hours=1))
+    with pytest.raises(changes.Gone):
+        changes.since(start, None, 10)
+    assert [e["job"]["id"] for e in changes.since(None, None, 10)[0]] == [a_job_later]
+
+
+def test_a_quiet_portals_cursor_keeps_up_with_the_feed_so_a_prune_of_others_changes_is_no_gap(clean_database):
+    jobs.create_job(1, "example", "/x", T0, "alpha")
+    _, alpha_at = changes.since(None, "alpha", 10)
+    for _ in range(3):
+        jobs.cancel(jobs.create_job(1, "example", "/x", T0, "beta")[1]["id"], "beta", T0)
+    events, alpha_at = changes.since(alpha_at, "alpha", 10)
+    assert events == [] and alpha_at == changes.since(None, jobs.EVERY_PORTAL, 100)[1]
+    jobs.create_job(1, "example", "/x", T0 + timedelta(hours=2), "beta")
+    changes.prune(T0 + timedelta(hours=1))
+    assert changes.since(alpha_at, "alpha", 10)[0] == []  # no 410: alpha missed nothing
 
 
 def test_a_jobs_webhooks_are_delivered_in_order_and_record_keeps_each_attempts_outcome(clean_database):
@@ -387,6 +445,8 @@ def test_an_admitted_callback_url_is_kept_with_the_job(tmp_path, clean_database)
     ("limit=0", "limit must be an integer from 1 to 1000"),
     ("limit=1001", "limit must be an integer from 1 to 1000"),
     ("since=1", "parameter 'since' is not accepted"),
+    ("limit=1&limit=2", "limit may be given once"),  # review item 15: one of the two was taken silently
+    ("after=a&after=b", "after may be given once"),
 ])
 def test_a_bad_events_query_is_400_saying_what_is_accepted(tmp_path, clean_database, query, words):
     response = make_server(tmp_path).client.simulate_get("/events", query_string=query)
@@ -397,4 +457,15 @@ def test_events_without_a_cursor_start_from_the_oldest_change_kept(tmp_path, cle
     first = a_job()
     answer = make_server(tmp_path).client.simulate_get("/events").json
     assert [(e["job"]["id"], e["status"]) for e in answer["events"]] == [(first, "Queued")]
-    assert answer["next_cursor"] == answer["events"][0]["cursor"]
+    assert feed_cursors.unseal(answer["next_cursor"]) == feed_cursors.unseal(answer["events"][0]["cursor"])
+
+
+def test_events_from_a_pruned_cursor_are_410_telling_the_portal_to_re_sync(tmp_path, clean_database):
+    client = make_server(tmp_path).client
+    jobs.cancel(a_job(), None, T0)
+    cursor = client.simulate_get("/events", params={"limit": "1"}).json["next_cursor"]
+    changes.prune(T0 + timedelta(hours=1))
+    response = client.simulate_get("/events", params={"after": cursor})
+    assert response.status_code == 410 and "re-sync the jobs you follow with GET /jobs" in response.json["description"]
+    forged_one = client.simulate_get("/events", params={"after": forged(cursor)})
+    assert forged_one.status_code == 400 and "unchanged" in forged_one.json["description"]

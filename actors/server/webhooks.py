@@ -113,7 +113,7 @@ class WebhookActor(ServerActor):
         attempt itself is a failed attempt, tried again with backoff like a receiver's 500."""
         config = self.config
         try:
-            outcome = self.send(delivery)
+            outcome = self.post_one(delivery)
         except Exception as exc:  # noqa: BLE001 -- any fault: counted, backed off, never a retry loop
             outcome = webhook_post.Outcome(None, f"{exc.__class__.__name__}: {exc}"[:500])
         attempt = delivery.attempts + 1
@@ -132,7 +132,7 @@ class WebhookActor(ServerActor):
         else:
             event(self.log, "webhook_failed", **fields, error=outcome.error, next_attempt_at=retry_at.isoformat() + "Z")
 
-    def send(self, delivery: webhooks.Delivery) -> webhook_post.Outcome:
+    def post_one(self, delivery: webhooks.Delivery) -> webhook_post.Outcome:
         secret = self.config.webhook_secret(delivery.portal)
         if secret is None:
             return webhook_post.Outcome(None, "no [webhooks] secret signs this portal's webhooks")
