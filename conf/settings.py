@@ -160,7 +160,7 @@ class ServerConfig:
     metrics_public: bool = False
     #: Seconds /metrics may answer with a previous count of the ended jobs and of the disk used.
     metrics_cache_seconds: float = 30.0
-    #: Host patterns a job's callback_url may name (web/webhook_urls.py); empty: webhooks are off.
+    #: Host patterns a job's callback_url may name (conf/webhook_hosts.py); empty: webhooks are off.
     webhook_hosts: tuple[str, ...] = ()
     #: Hours a webhook is retried (exponential backoff) before it is given up.
     webhook_retry_hours: float = DEFAULT_WEBHOOK_RETRY_HOURS
@@ -335,22 +335,29 @@ def _int(key: str, raw: str, minimum: int, maximum: int = 2**31) -> int:
     return value
 
 
-def _positive(key: str, raw: str, unit: str) -> float:
+#: The longest period any hours or seconds setting may name: ten years. Longer ones are typos, and
+#: would overflow the datetime arithmetic that uses them (now + timedelta) at the first use.
+MAX_PERIOD_SECONDS = 10 * 365 * 24 * 3600.0
+
+
+def _positive(key: str, raw: str, unit: str, per_unit: float) -> float:
     try:
         value = float(raw.strip())
     except ValueError:
         raise ConfigError(f"{key} must be a number of {unit}, got {raw!r}.") from None
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{key} must be a positive number of {unit}, got {raw!r}.")
+    if value * per_unit > MAX_PERIOD_SECONDS:
+        raise ConfigError(f"{key} must be at most {MAX_PERIOD_SECONDS / per_unit:g} {unit} (ten years), got {raw!r}.")
     return value
 
 
 def _hours(key: str, raw: str) -> float:
-    return _positive(key, raw, "hours")
+    return _positive(key, raw, "hours", 3600.0)
 
 
 def _seconds(key: str, raw: str) -> float:
-    return _positive(key, raw, "seconds")
+    return _positive(key, raw, "seconds", 1.0)
 
 
 def _bool(key: str, raw: str) -> bool:

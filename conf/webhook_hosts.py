@@ -57,9 +57,12 @@ def admitted(url: str, patterns: tuple[str, ...]) -> tuple[bool, bool]:
 
 
 def target(url: str) -> tuple[str, int]:
-    """(host, port) of an http(s) URL, the host lower-cased; ValueError if it is not one."""
+    """(host, port) of an http(s) URL, the host lower-cased; ValueError if it is not one. The host
+    must be ASCII (an international name in its IDNA `xn--` form): another would match a wildcard
+    here and then fail in the Host header at every delivery."""
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password \
+            or not parts.netloc.isascii():
         raise ValueError(url)
     return parts.hostname.lower(), parts.port or (443 if parts.scheme == "https" else 80)
 
@@ -89,7 +92,8 @@ def refusal(url: str, patterns: tuple[str, ...]) -> str | None:
     try:
         matched, exactly = admitted(url, patterns)
     except ValueError:
-        return f"callback_url must be an http(s)://host[:port]/path URL without credentials, got {url[:80]!r}."
+        return (f"callback_url must be an http(s)://host[:port]/path URL without credentials, its host in ASCII "
+                f"(an international name in its xn-- form), got {url[:80]!r}.")
     if not matched:
         return f"callback_url's host is not one this server sends webhooks to; accepted: {', '.join(patterns)}."
     address = literal_address(target(url)[0])

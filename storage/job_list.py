@@ -24,7 +24,7 @@ from typing import Iterator
 from pony.orm import db_session
 from pony.utils import datetime2timestamp
 
-from storage.jobs import EVERY_PORTAL, _visible
+from storage.jobs import EVERY_PORTAL, visible
 from storage.models import TIMES, VIEW_COLUMNS, Job, db, view
 from storage.states import JobState
 
@@ -82,7 +82,7 @@ def _views(job_ids: list[int]) -> list[dict]:
 @db_session
 def position(ref: int | str, scope: str | None) -> Position | None:
     """Where the job `ref` names sorts, if `scope` may see it (else None, as for no such job)."""
-    job = _visible(ref, scope)
+    job = visible(ref, scope)
     if job is None:
         return None
     cursor = execute(f"SELECT {_column('created_at')} FROM {_table()} WHERE {_column('id')} = ?", [job.id])

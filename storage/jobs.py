@@ -33,7 +33,7 @@ def remove_file(path: str) -> None:
         pass
 
 
-def _retrying(fn):
+def retrying(fn):
     """Run `fn` again when another process changed the same row meanwhile (optimistic check).
 
     Its arguments are used again, so batches are passed as sequences, never as one-shot iterators.
@@ -90,7 +90,7 @@ def _row_by_row(write_one, rows: Sequence, now: datetime, salvage=None) -> list:
     return results
 
 
-@_retrying
+@retrying
 @db_session
 def _together(write_one, rows: Sequence, now: datetime) -> list:
     return [write_one(row, now) for row in rows]
@@ -185,7 +185,7 @@ def _names(ref: int | str, public_id: str | None) -> bool:
 EVERY_PORTAL = "*"
 
 
-def _visible(ref: int | str, portal: str | None) -> Job | None:
+def visible(ref: int | str, portal: str | None) -> Job | None:
     """The job `ref` (a public id, or a number) names, if `portal` may see it: a portal sees only
     what it submitted, an operator (EVERY_PORTAL) everything."""
     job = Job.get(public_id=ref) if isinstance(ref, str) else Job.get(id=ref)
@@ -195,7 +195,7 @@ def _visible(ref: int | str, portal: str | None) -> Job | None:
 @db_session
 def job_view(ref: int | str, portal: str | None = None, more=None) -> dict | None:
     """The job's view, if `portal` may see it; `more(job)` (read in the same session) adds keys to it."""
-    job = _visible(ref, portal)
+    job = visible(ref, portal)
     if job is None:
         return None
     view = job.to_dict()
@@ -204,7 +204,7 @@ def job_view(ref: int | str, portal: str | None = None, more=None) -> dict | Non
     return view
 
 
-@_retrying
+@retrying
 @db_session
 def cancel(ref: int | str, portal: str | None, now: datetime) -> tuple[dict, JobRef | None] | None:
     """Cancel a job that has not ended, on its portal's request.
@@ -213,7 +213,7 @@ def cancel(ref: int | str, portal: str | None, now: datetime) -> tuple[dict, Job
         None if `portal` sees no such job; else (its view; the job as it is now if this call
         cancelled it, else None: it had ended already).
     """
-    job = _visible(ref, portal)
+    job = visible(ref, portal)
     if job is None:
         return None
     ended = _finish(job.id, None, JobState.CANCELLED, now, {"reason": "cancelled on request"})
@@ -222,7 +222,7 @@ def cancel(ref: int | str, portal: str | None, now: datetime) -> tuple[dict, Job
 
 @db_session
 def download_info(ref: int | str, portal: str | None = None) -> tuple[JobState, str | None] | None:
-    """The state and result file of the job `ref` names, if `portal` may see it (as `_visible`)."""
+    """The state and result file of the job `ref` names, if `portal` may see it (as `visible`)."""
     # NOTE: four columns by a unique key, not the whole row: portals poll this, and parsing a
     # row's five time stamps is most of the cost of reading it.
     columns = select((j.state, j.result_path, j.portal, j.public_id) for j in Job)
@@ -254,7 +254,7 @@ def unserved(service: str) -> str:
     return f"service {service!r} is no longer configured on this server"
 
 
-@_retrying
+@retrying
 @db_session
 def fail_unserved(services: list[str], now: datetime) -> list[JobRef]:
     """Fail the waiting jobs of services that are no longer configured; returns them."""
@@ -369,7 +369,7 @@ def _begin_attempt(assignment: tuple[int, str], now: datetime) -> int | None:
     return job.attempts
 
 
-@_retrying
+@retrying
 @db_session
 def unassign(job_id: int, attempt: int) -> None:
     """Attempt `attempt` certainly never reached its executor: take it back, as if never made."""
@@ -395,7 +395,7 @@ def _mark_submitted(accepted: tuple[int, int, str], now: datetime) -> None:
         advance(job, JobState.SUBMITTED, now)
 
 
-@_retrying
+@retrying
 @db_session
 def requeue_or_fail(job_id: int, attempt: int, reason: str, max_attempts: int, now: datetime,
                     services: Collection[str]) -> tuple[JobRef, JobState, JobRef] | None:
@@ -464,7 +464,7 @@ def _mark_running(started: tuple[int, int], now: datetime) -> JobRef | None:
     return None
 
 
-@_retrying
+@retrying
 @db_session
 def finish(job_id: int, attempt: int | None, state: JobState, now: datetime, *, exit_code: int | None = None,
            reason: str | None = None, stderr_tail: str | None = None,
@@ -524,7 +524,7 @@ def _finish(job_id: int, attempt: int | None, state: JobState, now: datetime,
     return JobRef.of(job), held_slot
 
 
-@_retrying
+@retrying
 @db_session
 def fetch_failed(job_id: int, attempt: int, error: str, limit: int, now: datetime) -> tuple[JobRef, bool] | None:
     """Count a failed fetch of attempt `attempt`'s results; the `limit`-th fails the job with `error`.
@@ -543,7 +543,7 @@ def fetch_failed(job_id: int, attempt: int, error: str, limit: int, now: datetim
                                   f"{job.fetch_failures} tries: {error}"[:1000]})
 
 
-@_retrying
+@retrying
 @db_session
 def set_remote_id(job_id: int, attempt: int, remote_id: str) -> None:
     """Record the executor's task id of attempt `attempt` (learned after the submit's answer was lost)."""
@@ -576,7 +576,7 @@ def expired(cutoffs: dict[str, datetime], default_cutoff: datetime, limit: int) 
     return found
 
 
-@_retrying
+@retrying
 @db_session
 def mark_cleaned(job_id: int, now: datetime) -> bool:
     """Whether this call cleaned the job (an ended job that was not cleaned yet)."""
@@ -591,6 +591,6 @@ def mark_cleaned(job_id: int, now: datetime) -> bool:
 @db_session
 def whereabouts(ref: int | str, portal: str | None = None) -> tuple[JobRef, str | None] | None:
     """The job `ref` names and the path of its result zip (None until fetched), if `portal` may see
-    it (as `_visible`): where its folder is to be read (web/follow.py)."""
-    job = _visible(ref, portal)
+    it (as `visible`): where its folder is to be read (web/follow.py)."""
+    job = visible(ref, portal)
     return None if job is None else (JobRef.of(job), job.result_path)

@@ -5,6 +5,7 @@ inherit it (Pony opens a fresh connection per process).
 """
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 
 from pony.orm import Database, LongStr, Optional, PrimaryKey, Required, Set, composite_index
@@ -140,20 +141,35 @@ class WebhookDelivery(db.Entity):
 
     id = PrimaryKey(int, size=64, auto=True)
     change = Required(JobChange)
-    job = Required(int, size=64, index=True)
+    job = Required(int, size=64)
     portal = Optional(str, 64, nullable=True)
     url = Required(str, 2048)
     #: The state the job moved to (Running, Completed, Failed, Cancelled).
     event = Required(str, 16)
     created_at = Required(datetime, precision=6)
-    next_attempt_at = Optional(datetime, precision=6, index=True)
+    next_attempt_at = Optional(datetime, precision=6)
+    #: Its Standard Webhooks `webhook-id`, the same for every attempt: random, so that the ids a
+    #: portal receives tell nothing of other portals' jobs (NULL in rows of an earlier version).
+    webhook_id = Optional(str, 40, nullable=True, default=lambda: "msg_" + secrets.token_urlsafe(18))
     attempts = Required(int, default=0)
     delivered_at = Optional(datetime, precision=6)
     gave_up_at = Optional(datetime, precision=6)
     #: The receiver's last HTTP status; None when it did not answer.
     last_status = Optional(int)
     last_error = Optional(str, 1024, nullable=True)
+    #: A portal's due deliveries, in the order they are due: a poll's read stops after its batch.
+    composite_index(portal, next_attempt_at, id)
+    #: A job's deliveries in order (those before one must be delivered or given up first).
+    composite_index(job, id)
     before_insert = before_update = clean_row
+
+
+class ServerValue(db.Entity):
+    """A named value every process of the server shares through the database, and that outlives
+    them: the change feed's cursor key (storage/feed_cursors.py), how far the feed was pruned."""
+
+    name = PrimaryKey(str, 64)
+    value = Required(str, 256)
 
 
 class Executor(db.Entity):

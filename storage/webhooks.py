@@ -9,17 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from pony.orm import db_session, select
+from pony.orm import db_session, exists, select
 
 from storage.columns import iso
-from storage.jobs import _retrying, _visible
+from storage.jobs import retrying, visible
 from storage.models import Job, WebhookDelivery
 from storage.storable import storable
 
 #: The longest wait between two attempts, however many failed.
 MAX_BACKOFF_SECONDS = 3600.0
-#: Due deliveries of one portal read at a time, to pick the ones to send from.
-SCAN = 200
 
 
 def next_attempt(created_at: datetime, attempts: int, now: datetime, first_delay: float,
@@ -37,47 +35,48 @@ class Delivery:
     """One webhook to send: what the webhook actor needs, and the job's view to send."""
 
     id: int
-    #: The change-log entry it reports: its number makes the stable `webhook-id`.
-    change: int
     job: int
     portal: str | None
     url: str
     event: str
-    at: datetime
+    #: When the job moved (its change-log entry's time), and the start of the retry period.
     created_at: datetime
     attempts: int
     view: dict
-
-    @property
-    def webhook_id(self) -> str:
-        """The same for every attempt of this delivery, so a receiver can drop a repeat."""
-        return f"msg_{self.change}"
+    #: The same for every attempt of this delivery, so a receiver can drop a repeat.
+    webhook_id: str
 
 
-@db_session
-def portals_due(now: datetime) -> list[str | None]:
-    """The portals (None: a server without tokens) that have deliveries due at `now`."""
-    return list(select(d.portal for d in WebhookDelivery if d.next_attempt_at is not None and d.next_attempt_at <= now))
+def _webhook_id(row: WebhookDelivery) -> str:
+    # NOTE: a row of an earlier version has none; its row number stands in (same at every attempt).
+    return row.webhook_id or f"msg_{row.id}"
 
 
 @db_session
 def due(now: datetime, portal: str | None, skip_jobs: set[int], limit: int) -> list[Delivery]:
-    """`portal`'s deliveries whose next attempt is due at `now`, oldest first, at most `limit`, at
-    most one per job and none of the jobs `skip_jobs` (one being sent already), so a job's webhooks
-    leave in the order of its moves (a webhook being retried lets the job's next one go meanwhile)."""
+    """`portal`'s deliveries whose next attempt is due at `now`, the longest due first, at most
+    `limit`, none of the jobs `skip_jobs` (one being sent already, or resting), and none of a job
+    that has an earlier delivery not yet delivered or given up: a job's webhooks are delivered in
+    the order of its moves (a Running waiting for its retry holds back the job's Completed).
+
+    NOTE: one walk of the index (portal, next_attempt_at, id), stopped after `limit` plus the
+    skipped jobs' rows (at most one each: the others wait behind it); the earlier-delivery check is
+    a seek in (job, id) per row.
+    """
     # NOTE: Pony compiles `d.portal == portal` to IS NULL when portal is None (no tokens).
-    rows = select(d for d in WebhookDelivery if d.next_attempt_at is not None and d.next_attempt_at <= now
-                  and d.portal == portal).order_by(WebhookDelivery.id).prefetch(WebhookDelivery.change)[:SCAN]
-    picked: dict[int, WebhookDelivery] = {}
-    for row in rows:
-        if row.job not in skip_jobs and row.job not in picked and len(picked) < limit:
-            picked[row.job] = row
-    jobs = {job.id: job for job in select(j for j in Job if j.id in list(picked))} if picked else {}
-    return [Delivery(row.id, row.change.id, row.job, row.portal, row.url, row.event, row.change.at, row.created_at,
-                     row.attempts, jobs[row.job].to_dict()) for row in picked.values() if row.job in jobs]
+    rows = select(d for d in WebhookDelivery if d.portal == portal and d.next_attempt_at is not None
+                  and d.next_attempt_at <= now
+                  and not exists(e for e in WebhookDelivery if e.job == d.job and e.id < d.id
+                                 and e.next_attempt_at is not None)
+                  ).order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)[:limit + len(skip_jobs)]
+    picked = [row for row in rows if row.job not in skip_jobs][:limit]
+    ids = [row.job for row in picked]
+    jobs = {job.id: job for job in select(j for j in Job if j.id in ids)} if ids else {}
+    return [Delivery(row.id, row.job, row.portal, row.url, row.event, row.created_at, row.attempts,
+                     jobs[row.job].to_dict(), _webhook_id(row)) for row in picked if row.job in jobs]
 
 
-@_retrying
+@retrying
 @db_session
 def record(delivery_id: int, now: datetime, status: int | None, error: str | None,
            retry_at: datetime | None) -> None:
@@ -101,10 +100,10 @@ def record(delivery_id: int, now: datetime, status: int | None, error: str | Non
 def of_job(ref: int | str, portal: str | None) -> list[dict] | None:
     """The webhooks of the job `ref` names, oldest first, as `GET /jobs/{id}/webhooks` shows them;
     None if `portal` sees no such job."""
-    job = _visible(ref, portal)
+    job = visible(ref, portal)
     if job is None:
         return None
-    return [{"webhook_id": f"msg_{row.change.id}", "event": row.event, "url": row.url, "attempts": row.attempts,
+    return [{"webhook_id": _webhook_id(row), "event": row.event, "url": row.url, "attempts": row.attempts,
              "delivered_at": iso(row.delivered_at), "gave_up_at": iso(row.gave_up_at),
              "next_attempt_at": iso(row.next_attempt_at), "last_status": row.last_status,
              "last_error": row.last_error}

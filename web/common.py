@@ -20,6 +20,9 @@ MAX_ID = 2**63 - 1
 #: tail and a 1,000-character reason each (3 MB if every character needs a \u escape). 8 MiB is
 #: twice that, and bounds the memory a stranger's body can take before it is refused.
 MAX_JSON_BYTES = 8 * 1024 * 1024
+#: The page size of the portal's paged lists (GET /jobs, GET /events): by default, and at most.
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
 
 
 class BoundedJSON(falcon.media.JSONHandler):

@@ -19,10 +19,8 @@ import falcon
 from conf.settings import ServerConfig
 from storage import job_list, public_ids
 from storage.jobs import EVERY_PORTAL
-from web.common import positive_int
+from web.common import DEFAULT_LIMIT, MAX_LIMIT, positive_int
 
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 1000
 PARAMETERS = ("user_id", "service", "status", "created_after", "created_before", "portal", "limit", "cursor")
 #: The cursor's format version: its first byte, so that a later format can tell old cursors apart.
 CURSOR_VERSION = b"\x01"

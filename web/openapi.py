@@ -12,9 +12,9 @@ import os
 import falcon
 
 from conf.settings import ServerConfig
-from storage import changes, public_ids
+from storage import feed_cursors, public_ids
 from storage.states import JobState
-from web.common import MAX_ID, MAX_JSON_BYTES
+from web.common import DEFAULT_LIMIT, MAX_ID, MAX_JSON_BYTES, MAX_LIMIT
 from web.folder_reads import MAX_TAIL_LINES
 from web.log_query import DEFAULT_TAIL
 
@@ -326,7 +326,7 @@ def document(config: ServerConfig) -> dict:
         },
     }
     spec["paths"].update(_change_paths(job_id, job_responses, denied))
-    spec["components"]["schemas"].update(_change_schemas(config))
+    spec["components"]["schemas"].update(_change_schemas())
     _group(spec)
     return spec
 
@@ -358,13 +358,15 @@ def _change_paths(job_id: dict, job_responses: dict, denied: dict) -> dict:
             "summary": "The caller's job state changes after a cursor, oldest first (an operator: every portal's)",
             "operationId": "events",
             "parameters": [
-                {"name": "after", "in": "query", "schema": {"type": "string", "pattern": changes.PATTERN.pattern},
+                {"name": "after", "in": "query", "schema": {"type": "string", "pattern": feed_cursors.PATTERN},
                  "description": "a next_cursor (or an event's cursor) from an earlier answer; left out: from the "
                                 "oldest change kept"},
-                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000,
-                                                            "default": 100}}],
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
+                                                            "default": DEFAULT_LIMIT}}],
             "responses": {"200": _json("the changes", "Events"), "400": _error("a cursor this server did not give, "
-                                                                               "or a bad limit"), **denied}}},
+                                                                               "or a bad limit"),
+                          "410": _error("changes after the cursor were pruned unread: re-sync with GET /jobs"),
+                          **denied}}},
         "/jobs/{job_id}/webhooks": {"parameters": [job_id], "get": {
             "summary": "The job's webhooks (one per move to Running or an outcome) and how their attempts went",
             "operationId": "jobWebhooks",
@@ -372,14 +374,14 @@ def _change_paths(job_id: dict, job_responses: dict, denied: dict) -> dict:
     }
 
 
-def _change_schemas(config: ServerConfig) -> dict:
+def _change_schemas() -> dict:
     job = {"$ref": "#/components/schemas/Job"}
     return {
         "Events": {"type": "object", "required": ["events", "next_cursor"], "properties": {
             "events": {"type": "array", "items": {"type": "object", "required": ["cursor", "at", "status", "job"],
                                                   "properties": {
-                "cursor": {"type": "string"}, "at": _stamp(), "status": {"type": "string"},
-                "job": {"anyOf": [job, _job_id(config)], "description": "the job as it is now"}}}},
+                "cursor": {"type": "string"}, "at": _stamp(), "status": {"type": "string"},  # job: as it is now
+                "job": job}}},
             "next_cursor": {"type": "string"}}},
         "Webhooks": {"type": "object", "required": ["webhooks"], "properties": {"webhooks": {
             "type": "array", "items": {"type": "object", "properties": {
@@ -405,7 +407,7 @@ def job_list_parameters(config: ServerConfig) -> list[dict]:
          "style": "form", "explode": True},
         query("created_after", stamp, "only jobs created after this time (ISO 8601; without an offset: UTC)"),
         query("created_before", stamp, "only jobs created before this time (ISO 8601; without an offset: UTC)"),
-        query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "jobs per page"),
+        query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}, "jobs per page"),
         query("cursor", {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"},
               "the next_cursor of the previous page, unchanged (any other value: 400)")]
     if config.tokens:

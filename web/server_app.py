@@ -19,7 +19,7 @@ from conf.settings import ServerConfig
 from storage import executors, job_events, jobs, queue_view
 from storage.clock import utcnow
 from storage.states import ACTIVE, JobState
-from web import events, job_list, metrics, openapi, overview, uploads
+from web import callbacks, events, job_list, metrics, openapi, overview, uploads
 from web.auth import ServerAuth
 from web.common import MAX_ID, Ping, WhileActorsRestart, new_app, send_zip
 from web.follow import Follow
@@ -93,7 +93,7 @@ class Upload:
         user_id = uploads.positive_int(fields, "user_id")
         service = self.service_of(fields)
         uploads.require_script(names)
-        return user_id, service, events.callback_url(fields, self.config.webhook_hosts)
+        return user_id, service, callbacks.callback_url(fields, self.config.webhook_hosts)
 
     def service_of(self, fields: dict[str, str]) -> str:
         known = ", ".join(s.name for s in self.config.services)

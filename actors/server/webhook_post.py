@@ -38,7 +38,7 @@ class Outcome:
 
 def body(delivery: Delivery) -> str:
     """The JSON sent: Standard Webhooks' envelope (type, timestamp) around the job's view."""
-    return json.dumps({"type": f"job.{delivery.event.lower()}", "timestamp": iso(delivery.at), "data": delivery.view},
+    return json.dumps({"type": f"job.{delivery.event.lower()}", "timestamp": iso(delivery.created_at), "data": delivery.view},
                       separators=(",", ":"))
 
 
@@ -64,13 +64,16 @@ class _PinnedTLS(HTTPAdapter):
 def checked_address(url: str, patterns: tuple[str, ...]) -> str:
     """The address to send `url`'s webhook to, resolved now; ValueError with why when the URL or
     one of its host's addresses is not admitted."""
-    matched, exactly = webhook_hosts.admitted(url, patterns)
+    try:
+        matched, exactly = webhook_hosts.admitted(url, patterns)
+    except ValueError:  # stored before the upload check refused such URLs (e.g. a non-ASCII host)
+        matched = exactly = False
     if not matched:
         raise ValueError(f"{url} is no longer admitted by [server] webhook_hosts")
     host, port = webhook_hosts.target(url)
     try:
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
+    except (socket.gaierror, UnicodeError) as exc:  # UnicodeError: a name the IDNA codec refuses
         raise LookupError(f"{host} does not resolve: {exc}") from None
     addresses = [info[4][0] for info in found]
     refused = [address for address in addresses if not webhook_hosts.address_allowed(address, exactly)]
@@ -105,5 +108,6 @@ def post(delivery: Delivery, secret: str, patterns: tuple[str, ...], timeout: fl
                     return Outcome(response.status_code, None)
                 return Outcome(response.status_code, f"the receiver answered {response.status_code}"
                                + (" (redirects are not followed)" if response.is_redirect else ""))
-        except requests.RequestException as exc:
+        except (requests.RequestException, ValueError, UnicodeError) as exc:
+            # NOTE: not only requests' own errors: e.g. a header it cannot encode raises UnicodeError
             return Outcome(None, f"{exc.__class__.__name__}: {exc}"[:500])
