@@ -90,10 +90,15 @@ def position(ref: int | str, scope: str | None) -> Position | None:
 
 
 @db_session
-def has_jobs(column: str, value: str) -> bool:
-    """Whether any job has `value` in `column` ("service" or "portal"): a name no longer configured
-    still names jobs to list."""
-    return execute(f"SELECT 1 FROM {_table()} WHERE {_column(column)} = ? LIMIT 1", [value]).fetchone() is not None
+def has_jobs(column: str, value: str, scope: str | None) -> bool:
+    """Whether any job `scope` sees (a portal's own; EVERY_PORTAL: all) has `value` in `column`
+    ("service" or "portal"): a name no longer configured still names jobs to list. Scoped, so that a
+    portal learns nothing of other portals' jobs from which names it may send."""
+    where, values = f"{_column(column)} = ?", [value]
+    if scope != EVERY_PORTAL:
+        where += f" AND {_column('portal')} IS ?"
+        values.append(scope)
+    return execute(f"SELECT 1 FROM {_table()} WHERE {where} LIMIT 1", values).fetchone() is not None
 
 
 def _portals(query: Query) -> list[str | None]:

@@ -134,6 +134,16 @@ def test_a_service_no_longer_configured_can_be_listed_while_it_has_jobs(tmp_path
     assert listed(app(tmp_path), service="haddock")[0] == [gone]
 
 
+
+def test_a_portal_cannot_learn_which_retired_services_other_portals_used(tmp_path, clean_database):
+    """A service no longer configured is a filter only for a caller that has jobs of it: another
+    portal's answer would otherwise tell it that someone used that service."""
+    gone = add(service="haddock", portal="haddock")
+    client = app(tmp_path, **PORTALS)
+    assert listed(client, HADDOCK, service="haddock")[0] == [gone]
+    assert listed(client, OPERATOR, service="haddock")[0] == [gone]
+    assert client.simulate_get("/jobs", params={"service": "haddock"}, headers=bearer(PRODIGY)).status_code == 400
+
 # --- tenancy -------------------------------------------------------------------------------------
 
 def test_a_portal_lists_only_its_own_jobs_and_an_operator_every_portals(tmp_path, clean_database):

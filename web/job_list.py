@@ -99,7 +99,7 @@ class JobList:
                 raise bad(CURSOR_REFUSED)
         return job_list.Query(
             scope=scope, user_id=None if user_id is None else int(user_id),
-            service=self.known("service", params.get("service"), [s.name for s in self.config.services]),
+            service=self.known("service", params.get("service"), [s.name for s in self.config.services], scope),
             states=tuple(dict.fromkeys(states)),
             created_after=parse_time("created_after", params["created_after"]) if "created_after" in params else None,
             created_before=parse_time("created_before", params["created_before"]) if "created_before" in params else None,
@@ -112,10 +112,10 @@ class JobList:
         if scope != EVERY_PORTAL:
             raise bad(f"a portal sees only its own jobs: portal may only be {scope!r}, or left out."
                       if scope else "this server has no portals (no tokens): leave portal out.")
-        return self.known("portal", name, [portal for portal, _ in self.config.tokens])
+        return self.known("portal", name, [portal for portal, _ in self.config.tokens], scope)
 
-    def known(self, column: str, name: str | None, configured: list[str]) -> str | None:
-        """`name` if it is configured or names jobs in the database (one no longer configured); else 400."""
-        if name is None or name in configured or (len(name) <= 64 and job_list.has_jobs(column, name)):
+    def known(self, column: str, name: str | None, configured: list[str], scope: str | None) -> str | None:
+        """`name` if it is configured or names jobs `scope` sees (one no longer configured); else 400."""
+        if name is None or name in configured or (len(name) <= 64 and job_list.has_jobs(column, name, scope)):
             return name
         raise bad(f"{column} {name[:64]!r} has no jobs here; send one of: {', '.join(configured) or '(none)'}.")
