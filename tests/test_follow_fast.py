@@ -95,6 +95,32 @@ def test_the_executor_serves_a_tasks_log_and_files_and_refuses_links(node):
     assert node.simulate_get(f"/retrieve_partial/{task}").status_code == 200
 
 
+
+def test_a_task_has_one_partial_zip_made_at_a_time(node, monkeypatch):
+    """Each partial zip is a whole copy of the folder on the node's disk: a second one of the same
+    task while the first is made gets 429, and the first is served."""
+    node, task = node
+    from web import task_follow
+    started, release = threading.Event(), threading.Event()
+    real = task_follow.zip_folder
+
+    def slow_zip(folder, path):
+        started.set()
+        assert release.wait(10)
+        return real(folder, path)
+
+    monkeypatch.setattr(task_follow, "zip_folder", slow_zip)
+    first = []
+    worker = threading.Thread(target=lambda: first.append(node.simulate_get(f"/retrieve_partial/{task}")))
+    worker.start()
+    assert started.wait(10)
+    busy = node.simulate_get(f"/retrieve_partial/{task}")
+    release.set()
+    worker.join(10)
+    assert busy.status_code == 429 and busy.headers["Retry-After"] == "5"
+    assert first[0].status_code == 200 and first[0].content[:2] == b"PK"
+    assert node.simulate_get(f"/retrieve_partial/{task}").status_code == 200  # free again
+
 @pytest.fixture
 def server(tmp_path, clean_database):
     config = ServerConfig(data_dir=str(tmp_path / "data"), services=(ServiceConfig("example"),))

@@ -148,7 +148,7 @@ def _gone(raw: str, state: JobState) -> falcon.HTTPGone:
 
 def _failed(upstream: requests.Response, raw: str, ref: jobs.JobRef) -> falcon.HTTPError:
     """The portal's answer to an executor's error: its 400, 403 and 404 of a file as they are (the
-    name or the file is at fault); a task it no longer has, 410; anything else, 502."""
+    name or the file is at fault); its 429 (busy zipping); a task it no longer has, 410; anything else, 502."""
     try:
         body = upstream.json()
     except ValueError:
@@ -162,6 +162,9 @@ def _failed(upstream: requests.Response, raw: str, ref: jobs.JobRef) -> falcon.H
         return _gone(raw, ref.state)
     if code in (400, 403, 404):
         return falcon.HTTPError(falcon.code_to_http_status(code), title=title or "Refused", description=description)
+    if code == 429:  # the node makes few partial zips at once (web/task_follow.py)
+        return falcon.HTTPTooManyRequests(title=title or "Busy", description=description,
+                                          retry_after=upstream.headers.get("Retry-After", "5"))
     return falcon.HTTPBadGateway(title="Executor error",
                                  description=f"job {raw}'s executor {ref.executor} answered {code}"
                                              f"{': ' + description if description else ''}; ask again later.")

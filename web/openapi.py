@@ -179,7 +179,9 @@ def document(config: ServerConfig) -> dict:
                 "summary": "A zip of the job's folder as it is now (its results once it ended)",
                 "operationId": "downloadPartial",
                 "responses": {"200": {"description": "the job folder so far", "content": {"application/zip": {
-                    "schema": {"type": "string", "contentMediaType": "application/zip"}}}}, **follow_responses}}},
+                    "schema": {"type": "string", "contentMediaType": "application/zip"}}}}, **follow_responses,
+                    "429": {**_error("a partial zip of this job (or two of others) is being made on its executor"),
+                            "headers": {"Retry-After": {"schema": {"type": "integer"}}}}}}},
             "/executors": {"get": {
                 "summary": "The executors the server knows: an operator view",
                 "operationId": "executors", "security": operator,

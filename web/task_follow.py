@@ -9,6 +9,7 @@ so nothing is left behind whatever happens to the request.
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from typing import Callable
 
@@ -33,9 +34,14 @@ def _opened(folder: str, name: str):
 class TaskFollow:
     """The three routes on a task's folder. `number`: a path's task id as a task number (400 when it is not one)."""
 
+    #: Partial zips made at once on the node: each is a whole copy of a folder on its disk.
+    MAX_PARTIALS = 2
+
     def __init__(self, config: ClientConfig, number: Callable[[str], int]):
         self.config = config
         self.number = number
+        self.partials: set[str] = set()  # the tasks whose partial zip is being made
+        self.partials_lock = threading.Lock()
 
     def folder(self, raw_id: str) -> str:
         """The task's folder: 404 for no such task, 410 once its data was deleted."""
@@ -76,8 +82,19 @@ class TaskFollow:
 
     def on_get_partial(self, req, resp, task_id):
         folder = self.folder(task_id)
-        path = os.path.join(self.config.zips_path, f"partial-{uuid.uuid4().hex}.zip")
-        zip_folder(folder, path)
+        with self.partials_lock:
+            if task_id in self.partials or len(self.partials) >= self.MAX_PARTIALS:
+                raise falcon.HTTPTooManyRequests(
+                    title="Partial zip under way", retry_after=5,
+                    description=f"this node makes {self.MAX_PARTIALS} partial zips at a time, one per task; "
+                                "ask again in a few seconds.")
+            self.partials.add(task_id)
+        try:
+            path = os.path.join(self.config.zips_path, f"partial-{uuid.uuid4().hex}.zip")
+            zip_folder(folder, path)
+        finally:
+            with self.partials_lock:
+                self.partials.discard(task_id)
         handle = open(path, "rb")
         os.remove(path)  # NOTE: the open handle keeps it readable; nothing is left if the request dies
         resp.content_type = "application/zip"
