@@ -30,6 +30,7 @@ from thespian.actors import Actor, ActorSystemMessage, WakeupMessage
 
 from actors.runtime import system
 from actors.runtime.processes import start_time
+from conf import metrics
 from conf.settings import ServerConfig, ServiceConfig
 from web.server_app import create_app
 
@@ -383,6 +384,9 @@ class Cluster:
             if left := processes_with_marker(node.marker):
                 leaked.append(f"{node.kind}:{node.port} ({'; '.join(_command_line(pid) for pid in left)})")
                 node.kill_everything()
+            # A node killed with -9 leaves its counters in shared memory until it starts again on its
+            # data folder, which a test's temporary folder never does.
+            shutil.rmtree(metrics.folder_of(str(node.folder / "data")), ignore_errors=True)
         return leaked
 
 
