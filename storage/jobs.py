@@ -16,7 +16,7 @@ from typing import Collection, Iterable, Iterator, Sequence
 from pony.orm import OptimisticCheckError, TransactionIntegrityError, commit, db_session, flush, select
 
 from storage import database, public_ids
-from storage.models import Job, JobChange, db
+from storage.models import Job, db, record_change
 from storage.states import ACTIVE, TERMINAL, JobState, advance, can_advance
 from storage.storable import storable
 
@@ -154,9 +154,7 @@ def _insert(user_id: int, service: str, folder: str, now: datetime, portal: str 
     job = Job(user_id=user_id, service=service, dir=folder, created_at=now, updated_at=now, portal=portal,
               public_id=public_ids.new() if portal is not None else None, callback_url=callback_url)
     flush()  # assigns the id; reading the row after commit would cost another query
-    # NOTE: not job.changed(): reading the new row's columns back would make Pony reload it (a query
-    # per upload); a Queued job has no webhook to queue.
-    JobChange(job=job.id, portal=portal, state=JobState.QUEUED.value, at=now)
+    record_change(job.id, portal, callback_url, JobState.QUEUED, now)
     view = job.to_dict(new=True)
     commit()
     return job.id, view

@@ -65,13 +65,8 @@ class Job(db.Entity):
     before_insert = before_update = clean_row
 
     def changed(self, state: JobState, now: datetime) -> None:
-        """Record its move to `state` in the change log, and queue its webhook if one is due, in the
-        transaction of the move itself (storage.states.advance calls this): a change is never
-        stored without its entry, nor an entry without its change."""
-        change = JobChange(job=self.id, portal=self.portal, state=state.value, at=now)
-        if self.callback_url and state in WEBHOOK_STATES:
-            WebhookDelivery(change=change, job=self.id, portal=self.portal, url=self.callback_url,
-                            event=state.value, created_at=now, next_attempt_at=now)
+        """Record its move to `state` (storage.states.advance calls this): `record_change`."""
+        record_change(self.id, self.portal, self.callback_url, state, now)
 
     def to_dict(self, new: bool = False) -> dict:
         """The public view of a job, as `GET /jobs/{id}` and `POST /upload` answer it (`view`).
@@ -118,6 +113,17 @@ EMPTY_WHEN_NEW = frozenset({"outcome", "dispatched_at", "started_at", "finished_
 
 #: The moves a webhook is sent for: the job started, or it ended.
 WEBHOOK_STATES = frozenset({JobState.RUNNING, *TERMINAL})
+
+
+def record_change(job: int, portal: str | None, callback_url: str | None, state: JobState, now: datetime) -> None:
+    """Record job `job`'s move to `state` in the change log, and queue its webhook if one is due, in
+    the transaction of the move itself: a change is never stored without its entry, nor an entry
+    without its change. Takes the job's columns, not the entity: a job just created has them at hand,
+    and reading them back from its new row would make Pony reload it (a query per upload)."""
+    change = JobChange(job=job, portal=portal, state=state.value, at=now)
+    if callback_url and state in WEBHOOK_STATES:
+        WebhookDelivery(change=change, job=job, portal=portal, url=callback_url, event=state.value,
+                        created_at=now, next_attempt_at=now)
 
 
 class JobChange(db.Entity):
