@@ -1,5 +1,6 @@
 """The change feed: every job state change, in the order stored (`JobChange`, written by
-`Job.changed` in the transaction of the change), read by `GET /events` and pruned by the janitor.
+`storage.models.record_change` in the transaction of the change), read by `GET /events` and
+pruned by the janitor.
 
 Runs in the server's main process (the feed's reads) and in its janitor actor (`prune`). Cursors
 are sealed entry numbers (storage/feed_cursors.py). A prune stores the last entry number it deleted
@@ -17,9 +18,9 @@ from datetime import datetime
 
 from pony.orm import db_session, max as sql_max, select
 
-from storage import feed_cursors
+from storage import feed_cursors, job_list
 from storage.jobs import EVERY_PORTAL
-from storage.models import Job, JobChange, ServerValue, WebhookDelivery
+from storage.models import JobChange, ServerValue, WebhookDelivery
 
 #: Entries deleted per statement, so that a prune never holds SQLite's write lock for long.
 PRUNE_BATCH = 5000
@@ -49,7 +50,7 @@ def since(after: int | None, portal: str | None, limit: int) -> tuple[list[dict]
         entries = entries.where(lambda c: c.portal == portal)
     rows = list(entries.order_by(JobChange.id)[:limit])
     ids = list({row.job for row in rows})
-    views = {job.id: job.to_dict() for job in select(j for j in Job if j.id in ids)} if ids else {}
+    views = dict(zip(ids, job_list.views_of(ids)))
     events = [{"cursor": feed_cursors.seal(row.id), "at": row.at.isoformat() + "Z", "status": row.state,
                "job": views[row.job]} for row in rows]
     return events, rows[-1].id if len(rows) == limit else max(newest, after)

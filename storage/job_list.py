@@ -58,12 +58,13 @@ def page(query: Query) -> tuple[list[dict], str | int | None]:
     walks = [_walk(portal, service, state, query) for portal in _portals(query) for service in services
              for state in (query.states or STATES)]
     found = list(itertools.islice(heapq.merge(*walks, reverse=True), query.limit + 1))
-    views = _views([job_id for _, job_id in found[:query.limit]])
+    views = views_of([job_id for _, job_id in found[:query.limit]])
     return views, (views[-1]["id"] if len(found) > query.limit else None)
 
 
-def _views(job_ids: list[int]) -> list[dict]:
-    """The views of `job_ids`, in that order, from their rows as the database returns them."""
+def views_of(job_ids: list[int]) -> list[dict]:
+    """The views of `job_ids`, in that order, from their rows as the database returns them (inside
+    the caller's db_session): the list's page, and the change feed's jobs (storage/changes.py)."""
     if not job_ids:
         return []
     columns = ", ".join(_column(name) for name in VIEW_COLUMNS)

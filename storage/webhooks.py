@@ -1,6 +1,6 @@
 """The webhooks' outbox: the deliveries due, the outcome of each attempt, and a job's deliveries.
 
-A delivery row is written by `Job.changed` in the transaction of the job's move (storage/models.py),
+A delivery row is written by `record_change` in the transaction of the job's move (storage/models.py),
 so a webhook is never lost between a change and its sending, whatever process dies when. Runs in
 the server's webhook actor (`due`, `record`) and its main process (`of_job`).
 """
