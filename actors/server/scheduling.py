@@ -12,27 +12,83 @@ from typing import Hashable, Iterable, Mapping, Sequence, TypeVar
 User = TypeVar("User", bound=Hashable)
 
 
+#: Whatever names a group of users (a course, a project): (portal, group), since portals name theirs.
+Group = TypeVar("Group", bound=Hashable)
+
+#: Priorities a job may be given at upload; they order only its own user's queued jobs.
+PRIORITIES = range(-10, 11)
+#: Fair share: slot-seconds of a user's usage that each second their oldest queued job has waited
+#: makes up for, so that a job never waits forever behind newcomers with less usage.
+AGE_CREDIT = 1.0
+
+
+def queue_order(priority: int | None, job_id: int) -> tuple[int, int]:
+    """Sort key of a user's queued jobs: higher priority first, first-in first-out among equals."""
+    return -(priority or 0), job_id
+
+
+def decayed(usage: float, elapsed: float, half_life: float) -> float:
+    """`usage` (slot-seconds) after `elapsed` seconds of halving every `half_life` seconds."""
+    if usage <= 0 or elapsed <= 0:
+        return max(usage, 0.0)
+    return usage * 0.5 ** (elapsed / half_life)
+
+
+def accrue(usage: float, as_of: float, slot_seconds: float, now: float, half_life: float) -> float:
+    """A user's stored usage at `now` after a job that ran `slot_seconds` ended (usage stored at `as_of`)."""
+    return decayed(usage, now - as_of, half_life) + max(slot_seconds, 0.0)
+
+
+def current_usage(stored: float, stored_at: float, running_since: Iterable[float], now: float,
+                  half_life: float) -> float:
+    """A user's usage at `now`: the stored, decayed usage of their ended jobs plus what their active
+    jobs have run so far (so a user's running jobs count before they end)."""
+    return decayed(stored, now - stored_at, half_life) + sum(max(now - since, 0.0) for since in running_since)
+
+
+def fair_share_score(usage: float, share: float, waited: float) -> float:
+    """Lower goes first: usage per share, less AGE_CREDIT for each second the oldest job has waited."""
+    return usage / share - AGE_CREDIT * max(waited, 0.0)
+
+
+def user_order(candidates: Sequence[tuple[User, Sequence[int]]], last_turn: Mapping[User, int],
+               scores: Mapping[User, float] | None = None) -> list[tuple[User, Sequence[int]]]:
+    """The order users are served in: by fair-share score when `scores` are given (lowest first),
+    then the one served longest ago (absent from `last_turn`: never), then the oldest job."""
+    scores = scores or {}
+    return sorted(candidates, key=lambda item: (scores.get(item[0], 0.0), last_turn.get(item[0], -1),
+                                                min(item[1]) if item[1] else 0))
+
+
 def admit(candidates: Sequence[tuple[User, Sequence[int]]], active_by_user: Mapping[User, int],
           active_total: int, runs_per_user: int, limit: int,
-          last_turn: Mapping[User, int]) -> list[tuple[User, int]]:
-    """Choose which queued jobs may start now, round-robin across users.
+          last_turn: Mapping[User, int], *, scores: Mapping[User, float] | None = None,
+          group_of: Mapping[int, Group] | None = None, active_by_group: Mapping[Group, int] | None = None,
+          runs_per_group: int | None = None) -> list[tuple[User, int]]:
+    """Choose which queued jobs may start now: one job per user per round, users in `user_order`.
 
     Args:
-        candidates: per waiting user, their next job ids in the order they were queued.
+        candidates: per waiting user, their next jobs in the order they should start (the queue
+            sorts them with `queue_order`).
         active_by_user: jobs each user has active (dispatching, submitted or running).
         active_total: jobs active in the service overall.
         runs_per_user: at most this many active jobs per user.
         limit: at most this many active jobs in the service (max_runs, capped by capacity).
         last_turn: per user, when they were last admitted (higher is more recent; absent is never).
+        scores: fair share: per user, `fair_share_score` (absent: round-robin, by last_turn).
+        group_of: the group of each job that has one.
+        active_by_group: jobs each group has active.
+        runs_per_group: at most this many active jobs per group (None: no cap).
 
     Returns:
-        (user, job_id) pairs in admission order. Users are served one job per round, the one
-        served longest ago first, so a user with many queued jobs never holds back one with few;
-        within a user, jobs go first-in first-out.
+        (user, job_id) pairs in admission order. A user with many queued jobs never holds back one
+        with few; a job whose group is at its cap is passed over for its user's next one.
     """
-    order = sorted(candidates, key=lambda item: (last_turn.get(item[0], -1), item[1][0] if item[1] else 0))
+    order = user_order(candidates, last_turn, scores)
+    group_of = group_of or {}
+    in_group = dict(active_by_group or {})
     granted: list[tuple[User, int]] = []
-    taken = {user: 0 for user, _ in order}
+    taken: dict[User, list[int]] = {user: [] for user, _ in order}
     room = limit - active_total
     progress = True
     while room > 0 and progress:
@@ -40,12 +96,31 @@ def admit(candidates: Sequence[tuple[User, Sequence[int]]], active_by_user: Mapp
         for user, jobs in order:
             if room <= 0:
                 break
-            if taken[user] < len(jobs) and active_by_user.get(user, 0) + taken[user] < runs_per_user:
-                granted.append((user, jobs[taken[user]]))
-                taken[user] += 1
-                room -= 1
-                progress = True
+            if active_by_user.get(user, 0) + len(taken[user]) >= runs_per_user:
+                continue
+            job_id = _next_job(jobs, taken[user], group_of, in_group, runs_per_group)
+            if job_id is None:
+                continue
+            group = group_of.get(job_id)
+            if group is not None:
+                in_group[group] = in_group.get(group, 0) + 1
+            granted.append((user, job_id))
+            taken[user].append(job_id)
+            room -= 1
+            progress = True
     return granted
+
+
+def _next_job(jobs: Sequence[int], taken: list[int], group_of: Mapping[int, Group], in_group: Mapping[Group, int],
+              runs_per_group: int | None) -> int | None:
+    """The user's first job not yet taken whose group (if any) is under its cap."""
+    for job_id in jobs:
+        if job_id in taken:
+            continue
+        group = group_of.get(job_id)
+        if runs_per_group is None or group is None or in_group.get(group, 0) < runs_per_group:
+            return job_id
+    return None
 
 
 @dataclass
