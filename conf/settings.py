@@ -65,6 +65,16 @@ class ServiceConfig:
     retention_hours: float | None = None
     #: Most jobs one user may have queued (not yet started) in this service; None: no limit.
     max_queued_per_user: int | None = None
+    #: The order users are served in: round_robin, or fair_share (by decayed usage per share).
+    policy: str = "round_robin"
+    #: fair_share: a user's usage halves every this many hours.
+    fair_share_half_life_hours: float = 24.0
+    #: Most jobs one group (a portal's `group` label) may have active at once; None: no cap.
+    runs_per_group: int | None = None
+
+    @property
+    def half_life_seconds(self) -> float:
+        return self.fair_share_half_life_hours * 3600.0
 
 
 def sweep_interval(retention_seconds: Iterable[float]) -> float:
@@ -171,6 +181,8 @@ class ServerConfig:
     #: (portal name, Standard Webhooks secret) pairs from [webhooks]; `default` signs for the portals
     #: without a secret of their own, and for every job of a server without tokens.
     webhook_secrets: tuple[tuple[str, str], ...] = ()
+    #: (portal name, share) pairs from [shares]: fair_share divides a portal's users' usage by it.
+    shares: tuple[tuple[str, int], ...] = ()
     services: tuple[ServiceConfig, ...] = field(default_factory=tuple)
 
     # --- the data folder's layout: this class is its one owner --------------------------------
@@ -212,6 +224,10 @@ class ServerConfig:
         svc = self.service(service)
         hours = svc.retention_hours if svc and svc.retention_hours is not None else self.retention_hours
         return hours * 3600.0
+
+    def share(self, portal: str | None) -> int:
+        """The fair-share weight of `portal`'s users ([shares]; 1 when not listed, and without tokens)."""
+        return dict(self.shares).get(portal, 1) if portal else 1
 
     @property
     def webhooks_on(self) -> bool:
@@ -449,7 +465,10 @@ _SERVER_KEYS = {"host", "port", "data_dir", "database", "retention_hours", "acto
                 "allow_anonymous", "cluster_secret", "max_fetch_failures", "fetch_retry_seconds", "metrics_public",
                 "metrics_cache_seconds", "webhook_hosts", "webhook_retry_hours", "webhook_backoff_seconds",
                 "webhook_timeout", *CONNECTION_KEYS, *LOG_KEYS}
-_SERVICE_KEYS = {"clients", "runs_per_user", "max_runs", "retention_hours", "max_queued_per_user"}
+_SERVICE_KEYS = {"clients", "runs_per_user", "max_runs", "retention_hours", "max_queued_per_user", "policy",
+                 "fair_share_half_life_hours", "runs_per_group"}
+#: The orders a service may serve its users in (ServiceConfig.policy).
+POLICIES = ("round_robin", "fair_share")
 _ENV_SERVICE = re.compile(r"^SERVICE_(.+)_(RUNS_PER_USER|MAX_RUNS|UPLOAD_URL|DOWNLOAD_URL)$")
 
 
@@ -462,6 +481,10 @@ def _service_from(name: str, section: Mapping[str, str]) -> ServiceConfig:
     max_runs = section.get("max_runs", "").strip()
     retention = section.get("retention_hours", "").strip()
     max_queued = section.get("max_queued_per_user", "").strip()
+    runs_per_group = section.get("runs_per_group", "").strip()
+    policy = section.get("policy", "round_robin").strip().lower()
+    if policy not in POLICIES:
+        raise ConfigError(f"{where} policy must be one of {', '.join(POLICIES)}, got {policy!r}.")
     return ServiceConfig(
         name=name,
         clients=clients,
@@ -469,6 +492,10 @@ def _service_from(name: str, section: Mapping[str, str]) -> ServiceConfig:
         max_runs=_int(f"{where} max_runs", max_runs, 1) if max_runs else None,
         retention_hours=_hours(f"{where} retention_hours", retention) if retention else None,
         max_queued_per_user=_int(f"{where} max_queued_per_user", max_queued, 1, 2**31) if max_queued else None,
+        policy=policy,
+        fair_share_half_life_hours=_hours(f"{where} fair_share_half_life_hours",
+                                          section.get("fair_share_half_life_hours", "24")),
+        runs_per_group=_int(f"{where} runs_per_group", runs_per_group, 1) if runs_per_group else None,
     )
 
 
@@ -507,10 +534,10 @@ def load_server_config(path: str | None, environ: Mapping[str, str] = os.environ
     defaults = ServerConfig()
     services: dict[str, ServiceConfig] = {}
     for name in parser.sections():
-        if name in ("server", "tokens", "operators", "webhooks"):
+        if name in ("server", "tokens", "operators", "webhooks", "shares"):
             continue
         if not name.startswith("service."):
-            raise ConfigError(f"section [{name}] is not known; use [server], [tokens], [operators], [webhooks] or "
+            raise ConfigError(f"section [{name}] is not known; use [server], [tokens], [operators], [webhooks], [shares] or "
                               f"[service.NAME].")
         svc_name = name[len("service."):]
         if not SERVICE_NAME.match(svc_name):
@@ -558,6 +585,7 @@ def load_server_config(path: str | None, environ: Mapping[str, str] = os.environ
                                          section.get("webhook_backoff_seconds", str(defaults.webhook_backoff_seconds))),
         webhook_timeout=_seconds("[server] webhook_timeout", section.get("webhook_timeout", str(defaults.webhook_timeout))),
         webhook_secrets=_webhook_secrets(parser),
+        shares=_shares(parser),
         services=tuple(services[name] for name in sorted(services)),
     )
     if port is not None:
@@ -578,6 +606,9 @@ def load_server_config(path: str | None, environ: Mapping[str, str] = os.environ
         raise ConfigError(f"[server] cluster_secret is empty while {why}; set one (at least {MIN_SECRET_LENGTH} "
                           f"characters) here and the same in each executor's [client] cluster_secret.")
     _check_webhooks(config)
+    unknown = sorted(set(dict(config.shares)) - set(dict(config.tokens)))
+    if unknown:
+        raise ConfigError(f"[shares] names {', '.join(unknown)}, not a portal of [tokens]; shares are per portal.")
     return config
 
 
@@ -587,6 +618,13 @@ def _host_patterns(raw: str) -> tuple[str, ...]:
     except ValueError as exc:
         raise ConfigError(f"[server] webhook_hosts has {exc.args[0]!r}, which is not a host pattern; use host, "
                           f"host:port or *.domain (e.g. *.wenmr.eu, portal.example.org:8443).") from None
+
+
+def _shares(parser: configparser.ConfigParser) -> tuple[tuple[str, int], ...]:
+    """[shares] portal = N: a whole number from 1 to 1000 per portal (checked against [tokens] later)."""
+    if not parser.has_section("shares"):
+        return ()
+    return tuple((name, _int(f"[shares] {name}", raw, 1, 1000)) for name, raw in parser["shares"].items())
 
 
 def _webhook_secrets(parser: configparser.ConfigParser) -> tuple[tuple[str, str], ...]:

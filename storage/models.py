@@ -50,6 +50,10 @@ class Job(db.Entity):
     result_path = Optional(str, 1024, nullable=True)
     #: Where its webhooks go (Running and its outcome); None: the portal asked for none.
     callback_url = Optional(str, 2048, nullable=True)
+    #: Orders its user's queued jobs (higher first); NULL: 0 (storage.fair_share.queue_order).
+    priority = Optional(int)
+    #: The portal's label for a set of users (a course, a project): runs_per_group caps it.
+    group = Optional(str, 64, nullable=True, column="job_group")  # NOTE: GROUP is an SQL keyword
     composite_index(service, state, id)
     composite_index(state, finished_at)
     #: A user is (portal, user_id): max_queued_per_user counts a portal's user's queued jobs.
@@ -65,8 +69,12 @@ class Job(db.Entity):
     before_insert = before_update = clean_row
 
     def changed(self, state: JobState, now: datetime) -> None:
-        """Record its move to `state` (storage.states.advance calls this): `record_change`."""
+        """Record its move to `state` (storage.states.advance calls this): `record_change`, and the
+        slot time of a run that ended (its user's fair-share usage)."""
         record_change(self.id, self.portal, self.callback_url, state, now)
+        if state in TERMINAL and self.started_at is not None:
+            UsageCharge(service=self.service, portal=self.portal, user_id=self.user_id,
+                        slot_seconds=max((now - self.started_at).total_seconds(), 0.0), at=now)
 
     def to_dict(self, new: bool = False) -> dict:
         """The public view of a job, as `GET /jobs/{id}` and `POST /upload` answer it (`view`).
@@ -168,6 +176,31 @@ class WebhookDelivery(db.Entity):
     #: A job's deliveries in order (those before one must be delivered or given up first).
     composite_index(job, id)
     before_insert = before_update = clean_row
+
+
+class UsageCharge(db.Entity):
+    """The slot time one ended job ran, written in the transaction of its end (Job.changed), until
+    the quota folds it into its user's `Usage` (storage/usage.py)."""
+
+    id = PrimaryKey(int, size=64, auto=True)
+    service = Required(str, 64)
+    portal = Optional(str, 64, nullable=True)
+    user_id = Required(int, size=64)
+    slot_seconds = Required(float)
+    at = Required(datetime, precision=6)
+
+
+class Usage(db.Entity):
+    """A user's usage of a service for fair share: slot-seconds as of `as_of`, decaying from then
+    with the service's half-life (storage/fair_share.py). Written only by the quota (storage/usage.py)."""
+
+    id = PrimaryKey(int, size=64, auto=True)
+    service = Required(str, 64)
+    portal = Optional(str, 64, nullable=True)
+    user_id = Required(int, size=64)
+    slot_seconds = Required(float)
+    as_of = Required(datetime, precision=6)
+    composite_index(service, portal, user_id)
 
 
 class ServerValue(db.Entity):

@@ -89,8 +89,10 @@ def clean_database(database_file) -> str:
     """The server's tables, emptied for this test."""
     from pony.orm import db_session, delete
 
-    from storage.models import Executor, Job, JobChange, WebhookDelivery
+    from storage.models import Executor, Job, JobChange, Usage, UsageCharge, WebhookDelivery
     with db_session:
+        delete(u for u in Usage)
+        delete(c for c in UsageCharge)
         delete(d for d in WebhookDelivery)
         delete(c for c in JobChange)
         delete(j for j in Job)

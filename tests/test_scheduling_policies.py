@@ -1,4 +1,4 @@
-"""actors.server.scheduling: priorities, fair share with decayed usage, and group caps, as pure functions."""
+"""storage.fair_share and actors.server.scheduling.admit: priorities, fair share with decayed usage, and group caps, as pure functions."""
 from __future__ import annotations
 
 import itertools
@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from actors.server.scheduling import (AGE_CREDIT, accrue, admit, current_usage, decayed, fair_share_score,
-                                      queue_order, user_order)
+from actors.server.scheduling import admit
+from storage.fair_share import AGE_CREDIT, accrue, current_usage, decayed, fair_share_score, queue_order, user_order
 
 DAY = 86_400.0
 

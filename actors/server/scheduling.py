@@ -8,56 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Hashable, Iterable, Mapping, Sequence, TypeVar
 
-#: Whatever names a user; the quota uses (portal, user_id), since portals number users independently.
-User = TypeVar("User", bound=Hashable)
-
+from storage.fair_share import User, user_order
 
 #: Whatever names a group of users (a course, a project): (portal, group), since portals name theirs.
 Group = TypeVar("Group", bound=Hashable)
-
-#: Priorities a job may be given at upload; they order only its own user's queued jobs.
-PRIORITIES = range(-10, 11)
-#: Fair share: slot-seconds of a user's usage that each second their oldest queued job has waited
-#: makes up for, so that a job never waits forever behind newcomers with less usage.
-AGE_CREDIT = 1.0
-
-
-def queue_order(priority: int | None, job_id: int) -> tuple[int, int]:
-    """Sort key of a user's queued jobs: higher priority first, first-in first-out among equals."""
-    return -(priority or 0), job_id
-
-
-def decayed(usage: float, elapsed: float, half_life: float) -> float:
-    """`usage` (slot-seconds) after `elapsed` seconds of halving every `half_life` seconds."""
-    if usage <= 0 or elapsed <= 0:
-        return max(usage, 0.0)
-    return usage * 0.5 ** (elapsed / half_life)
-
-
-def accrue(usage: float, as_of: float, slot_seconds: float, now: float, half_life: float) -> float:
-    """A user's stored usage at `now` after a job that ran `slot_seconds` ended (usage stored at `as_of`)."""
-    return decayed(usage, now - as_of, half_life) + max(slot_seconds, 0.0)
-
-
-def current_usage(stored: float, stored_at: float, running_since: Iterable[float], now: float,
-                  half_life: float) -> float:
-    """A user's usage at `now`: the stored, decayed usage of their ended jobs plus what their active
-    jobs have run so far (so a user's running jobs count before they end)."""
-    return decayed(stored, now - stored_at, half_life) + sum(max(now - since, 0.0) for since in running_since)
-
-
-def fair_share_score(usage: float, share: float, waited: float) -> float:
-    """Lower goes first: usage per share, less AGE_CREDIT for each second the oldest job has waited."""
-    return usage / share - AGE_CREDIT * max(waited, 0.0)
-
-
-def user_order(candidates: Sequence[tuple[User, Sequence[int]]], last_turn: Mapping[User, int],
-               scores: Mapping[User, float] | None = None) -> list[tuple[User, Sequence[int]]]:
-    """The order users are served in: by fair-share score when `scores` are given (lowest first),
-    then the one served longest ago (absent from `last_turn`: never), then the oldest job."""
-    scores = scores or {}
-    return sorted(candidates, key=lambda item: (scores.get(item[0], 0.0), last_turn.get(item[0], -1),
-                                                min(item[1]) if item[1] else 0))
 
 
 def admit(candidates: Sequence[tuple[User, Sequence[int]]], active_by_user: Mapping[User, int],

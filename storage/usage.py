@@ -1,0 +1,69 @@
+"""Fair-share usage per (service, user): the slot time of ended jobs, decayed, kept in the database so
+it survives restarts.
+
+A job's end writes a `UsageCharge` in the transaction of the move (storage.models.Job.changed), so no
+run is counted twice or lost whatever crashes. The QuotaActor (the server's quota process) `fold`s
+the charges into one `Usage` row per user, decayed with the service's half-life, and deletes them in
+the same transaction; it and the job view (web threads: the rank of a queued job) read the totals
+with `usage_by_user`, which counts the charges not yet folded too.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from typing import Callable
+
+from pony.orm import db_session, delete, select
+
+from storage.fair_share import accrue, decayed
+from storage.models import Usage, UsageCharge
+
+UserKey = tuple[str | None, int]
+#: Charges folded in one transaction at most (a backlog after a long stop is folded over several calls).
+FOLD_BATCH = 5_000
+#: A usage row not touched for this many half-lives is worth less than a millionth of what it was:
+#: it is deleted, so the table holds the users of the last few weeks, not of all time.
+FORGET_AFTER_HALF_LIVES = 20
+
+
+@db_session
+def fold(half_life_of: Callable[[str], float], now: datetime) -> int:
+    """Fold the pending charges into their users' `Usage` rows (oldest first), delete them, and
+    forget the rows that decayed to nothing. `half_life_of(service)` is in seconds.
+
+    Returns:
+        how many charges were folded.
+    """
+    charges = select(c for c in UsageCharge).order_by(UsageCharge.id)[:FOLD_BATCH]
+    rows: dict[tuple[str, str | None, int], Usage] = {}
+    for charge in charges:
+        key = (charge.service, charge.portal, charge.user_id)
+        row = rows.get(key) or Usage.get(service=charge.service, portal=charge.portal, user_id=charge.user_id)
+        if row is None:
+            row = Usage(service=charge.service, portal=charge.portal, user_id=charge.user_id, slot_seconds=0.0,
+                        as_of=charge.at)
+        half_life = half_life_of(charge.service)
+        row.slot_seconds = accrue(row.slot_seconds, row.as_of.timestamp(), charge.slot_seconds,
+                                  charge.at.timestamp(), half_life)
+        row.as_of = max(row.as_of, charge.at)
+        rows[key] = row
+        charge.delete()
+    for service in set(select(u.service for u in Usage)):
+        cutoff = datetime.fromtimestamp(now.timestamp() - FORGET_AFTER_HALF_LIVES * half_life_of(service))
+        delete(u for u in Usage if u.service == service and u.as_of < cutoff)
+    return len(charges)
+
+
+@db_session
+def usage_by_user(service: str, half_life: float, now: datetime) -> dict[UserKey, float]:
+    """Each user's usage of `service` at `now`, in slot-seconds: their folded total and the charges
+    not yet folded, both decayed to `now` (users with none are absent)."""
+    totals: dict[UserKey, float] = defaultdict(float)
+    moment = now.timestamp()
+    for portal, user_id, slot_seconds, as_of in select((u.portal, u.user_id, u.slot_seconds, u.as_of)
+                                                       for u in Usage if u.service == service):
+        totals[(portal, user_id)] += decayed(slot_seconds, moment - as_of.timestamp(), half_life)
+    for portal, user_id, slot_seconds, at in select((c.portal, c.user_id, c.slot_seconds, c.at)
+                                                    for c in UsageCharge if c.service == service):
+        totals[(portal, user_id)] += decayed(slot_seconds, moment - at.timestamp(), half_life)
+    return dict(totals)
