@@ -85,18 +85,15 @@ def choose_executor(executors: Iterable[KnownExecutor]) -> KnownExecutor | None:
     So a job overflows to tier 2 only while no usable tier-1 executor has a free slot (full,
     draining or unreachable ones have none), and comes back to tier 1 as soon as one frees.
     """
-    best = None
+    best, best_rank = None, None
     for candidate in executors:
-        if candidate.free <= 0:
+        free = candidate.free
+        if free <= 0:
             continue
-        if best is None or _rank(candidate) < _rank(best):
-            best = candidate
+        rank = (candidate.tier, -free, candidate.last_used)  # lower is preferred
+        if best is None or rank < best_rank:
+            best, best_rank = candidate, rank
     return best
-
-
-def _rank(executor: KnownExecutor) -> tuple[int, int, int]:
-    """Lower is preferred: lowest tier, then most free slots, then used longest ago."""
-    return executor.tier, -executor.free, executor.last_used
 
 
 def is_lost(last_seen: float, now: float, timeout: float) -> bool:
