@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Start an executor node: `python run_client.py --service NAME [--config conf/client.ini] [--port N]
-[--backend local|slurm]`."""
+[--backend local|slurm] [--tier N]`."""
 from __future__ import annotations
 
 import signal
@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="conf/client.ini", help="INI file (default: conf/client.ini)")
     parser.add_argument("--port", type=int, help="HTTP port, overriding [client] port")
     parser.add_argument("--backend", help="where jobs run: local or slurm, overriding [client] backend")
+    parser.add_argument("--tier", type=int, help="overflow tier (1 is filled first), overriding [client] tier")
     parser.add_argument("--log-level", choices=tuple(LEVELS),
                         help="least severe lines logged, overriding log_level of the file")
     args = parser.parse_args(argv)
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         config = load_client_config(args.config, os.environ, service=args.service, port=args.port,
-                                    backend=args.backend, log_level=args.log_level)
+                                    backend=args.backend, log_level=args.log_level, tier=args.tier)
         start_checks(config)
         os.makedirs(config.tasks_path, exist_ok=True)  # NOTE: before the probe, which notes which folders exist
         wrapping = Wrapping.probe(config)

@@ -203,6 +203,8 @@ class ExecutorHeartbeat:
     tasks: tuple[tuple[str, int, int], ...] = ()
     #: Its last heartbeat: it drained and stops now (it is `gone`, not lost).
     leaving: bool = False
+    #: Its overflow tier ([client] tier; an executor of an earlier version sends none: 1).
+    tier: int = 1
 
 
 @dataclass(frozen=True)

@@ -287,6 +287,9 @@ class ClientConfig:
     jobcomp_log: str = "/var/log/slurm/jobcomp.log"
     #: GET /metrics answers without the cluster secret (for a Prometheus that holds none).
     metrics_public: bool = False
+    #: Overflow tier: the server fills its service's tier-1 executors first, and sends work to a
+    #: higher tier only while every lower one is full (e.g. a local pool at 1, a Slurm node at 2).
+    tier: int = 1
     # --- how each job runs (may be set per service in a [service.NAME] section of the file) ---
     #: "bwrap" (each job in a bubblewrap sandbox), "none", or "" for bwrap when it is installed.
     sandbox: str = ""
@@ -672,9 +675,11 @@ _JOB_KEYS = {"sandbox", "network", "read_only_paths", "pass_env", "max_memory_mb
 _CLIENT_KEYS = {"service", "host", "port", "data_dir", "slots", "server_url", "actor_admin_port", "advertise_url",
                 "cluster_secret", "retention_hours", "max_upload_mb", "threads", *CONNECTION_KEYS, *LOG_KEYS,
                 "backend", "slurm_workdir", "partition", "sbatch_args", "max_jobs", "poll_interval", "jobcomp_log",
-                "metrics_public",
+                "metrics_public", "tier",
                 *_JOB_KEYS}
 BACKENDS = ("local", "slurm")
+#: The highest overflow tier ([client] tier).
+MAX_TIER = 100
 SANDBOXES = ("bwrap", "none")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: sbatch options the Slurm backend sets itself: a job's folder, name and logs are its own business.
@@ -730,8 +735,10 @@ def _job_settings(where: str, section: Mapping[str, str]) -> dict:
 
 def load_client_config(path: str | None, environ: Mapping[str, str] = os.environ, *,
                        service: str | None = None, port: int | None = None,
-                       backend: str | None = None, log_level: str | None = None) -> ClientConfig:
-    """Read the `[client]` section of `path`; `service`, `port` and `backend` come from the command line.
+                       backend: str | None = None, log_level: str | None = None,
+                       tier: int | None = None) -> ClientConfig:
+    """Read the `[client]` section of `path`; `service`, `port`, `backend` and `tier` come from the
+    command line.
 
     Raises:
         ConfigError: one sentence naming the key that is wrong.
@@ -786,10 +793,13 @@ def load_client_config(path: str | None, environ: Mapping[str, str] = os.environ
         poll_interval=_seconds("[client] poll_interval", section.get("poll_interval", str(defaults.poll_interval))),
         jobcomp_log=jobcomp_log,
         metrics_public=_bool("[client] metrics_public", section.get("metrics_public", "false")),
+        tier=_int("[client] tier", section.get("tier", str(defaults.tier)), 1, MAX_TIER),
         **job,
     )
     if port is not None:
         config = replace(config, port=_int("--port", str(port), 1, 65535))
+    if tier is not None:
+        config = replace(config, tier=_int("--tier", str(tier), 1, MAX_TIER))
     if config.backend == "slurm":
         # Slurm queues and runs the jobs: the node hands it as many at once as it advertises.
         config = replace(config, slots=config.max_jobs)

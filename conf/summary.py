@@ -78,7 +78,7 @@ def describe_executor(config: ClientConfig, version: str, jobs_run: str, limits_
             f" (the server reaches it at {config.own_url})" if config.advertise_url else ""),
         f"  database: {config.database_url}",
         f"  data folder: {config.data_path}",
-        f"  backend: {backend}, {config.slots} slots",
+        f"  backend: {backend}, {config.slots} slots, tier {config.tier}",
         f"  jobs run {jobs_run}",
         f"  limits per job ({limits_by}): memory {memory}, {config.max_processes} processes, "
         f"output {config.max_output_mb} MB, {config.max_open_files} open files",

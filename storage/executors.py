@@ -26,6 +26,8 @@ class ExecutorRow(NamedTuple):
     last_seen: datetime | None
     last_error: str | None
     registered: bool
+    #: Its overflow tier; None until it told.
+    tier: int | None
 
 
 @db_session
@@ -59,10 +61,10 @@ def server_started(configured: dict[str, str]) -> None:
 
 @db_session
 def record(url: str, service: str, slots: int, state: str, now: datetime | None, *,
-           registered: bool | None = None, error: str | None = None) -> bool:
+           registered: bool | None = None, error: str | None = None, tier: int | None = None) -> bool:
     """Create or update an executor's row; `now` is when it was last heard from (None: unchanged),
-    `error` why it could not be reached (None: unchanged). True if this call registered it (it
-    was not registered before)."""
+    `error` why it could not be reached, `tier` its overflow tier (each None: unchanged). True if
+    this call registered it (it was not registered before)."""
     executor = Executor.get(url=url)
     if executor is None:
         executor = Executor(url=url, service=service, registered=False)
@@ -74,6 +76,8 @@ def record(url: str, service: str, slots: int, state: str, now: datetime | None,
         executor.last_seen = now
     if error is not None:
         executor.last_error = error[:1024]
+    if tier is not None:
+        executor.tier = tier
     return newly
 
 
@@ -85,14 +89,14 @@ def rows() -> list[ExecutorRow]:
     for url in select(j.executor for j in Job if j.state in states and j.executor is not None).without_distinct():
         busy[url] = busy.get(url, 0) + 1
     return [ExecutorRow(e.url, e.service, e.state, e.slots, busy.get(e.url, 0), e.last_seen, e.last_error,
-                        e.registered)
+                        e.registered, e.tier)
             for e in Executor.select().order_by(Executor.service, Executor.url)]
 
 
 def listing() -> list[dict]:
     """GET /executors: every executor as JSON (`running`: the jobs it holds now)."""
     return [{"url": row.url, "service": row.service, "state": row.state, "slots": row.slots, "running": row.busy,
-             "registered": row.registered, "last_seen": row.last_seen.isoformat() + "Z" if row.last_seen else None,
+             "tier": row.tier, "registered": row.registered, "last_seen": row.last_seen.isoformat() + "Z" if row.last_seen else None,
              "last_error": row.last_error}
             for row in rows()]
 

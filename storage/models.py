@@ -226,4 +226,6 @@ class Executor(db.Entity):
     last_error = Optional(str, 1024)
     #: How it runs jobs ("local", "slurm"), as its /health says; None until a probe asked.
     backend = Optional(str, 16, nullable=True)
+    #: Its overflow tier, as its /health or heartbeat says; None until it told (1 is filled first).
+    tier = Optional(int)
     before_insert = before_update = clean_row

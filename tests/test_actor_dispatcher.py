@@ -53,6 +53,8 @@ class Executors:
         self.held: dict[str, list] = {}
         #: The status each executor's /health says ("ok" unless set).
         self.status: dict[str, str] = {}
+        #: The tier each executor's /health says (none unless set, as an earlier version's).
+        self.tiers: dict[str, int] = {}
 
     def answer(self, url: str) -> None:
         self.failure.pop(url, None)
@@ -73,8 +75,9 @@ class Executors:
     # the ExecutorLink methods the dispatcher calls
     def health(self, base: str) -> dict:
         self._reachable(base)
+        tier = {"tier": self.tiers[base]} if base in self.tiers else {}
         return {"service": SERVICE, "slots": self.slots.get(base, 1), "status": self.status.get(base, "ok"),
-                "tasks": self.held.get(base, [])}
+                "tasks": self.held.get(base, []), **tier}
 
     def submit(self, base: str, job_id: int, job_uid: str, attempt: int, callback_url: str, folder: str) -> str:
         with self.lock:
@@ -123,9 +126,9 @@ class Harness:
                                                 dispatchers=((SERVICE, self.dispatcher),)))
         return self
 
-    def heartbeat(self, url: str, slots: int = 1, draining: bool = False, leaving: bool = False) -> None:
+    def heartbeat(self, url: str, slots: int = 1, draining: bool = False, leaving: bool = False, tier: int = 1) -> None:
         self.link.slots[url] = slots
-        self.system.tell(self.dispatcher, ExecutorHeartbeat(SERVICE, url, slots, draining, leaving=leaving))
+        self.system.tell(self.dispatcher, ExecutorHeartbeat(SERVICE, url, slots, draining, leaving=leaving, tier=tier))
 
     def admit(self, count: int = 1, user_id: int = 1) -> list[int]:
         """What the quota does: jobs made Dispatching, then one Dispatch for all of them."""
@@ -204,6 +207,33 @@ def test_jobs_go_to_the_executor_with_the_most_free_slots_and_wait_when_all_are_
 
     assert harness.link.sent_to(B) == [second, fourth]
     assert (row(fourth).state, row(fourth).executor) == (JobState.SUBMITTED, B)
+
+
+def test_jobs_fill_tier_1_first_overflow_to_tier_2_and_come_back_when_tier_1_frees(harness):
+    """B's tier comes from its /health (a configured executor, probed), A's from its heartbeat."""
+    harness.link.slots[B], harness.link.tiers[B] = 2, 2
+    harness.start(clients=(B,))
+    harness.heartbeat(A, slots=1, tier=1)
+    assert harness.capacity() == 3  # every tier's slots
+
+    first, second, third, fourth = harness.admit(4)
+
+    assert harness.link.sent_to(A) == [first]
+    assert sorted(harness.link.sent_to(B)) == sorted([second, third])
+    assert row(fourth).state is JobState.DISPATCHING
+    assert {e["url"]: e["tier"] for e in executors.listing()} == {A: 1, B: 2}
+
+    # B's job ends: tier 1 is still full, so B takes the fourth.
+    jobs.finish(second, 1, JobState.COMPLETED, clock.utcnow())
+    harness.system.tell(harness.dispatcher, JobEnded(SERVICE, ((second, B),)))
+    assert harness.link.sent_to(B)[-1] == fourth
+
+    # Every job ends: B has more free slots than A, yet the next job goes back to tier 1.
+    for job_id in (first, third, fourth):
+        jobs.finish(job_id, 1, JobState.COMPLETED, clock.utcnow())
+    harness.system.tell(harness.dispatcher, JobEnded(SERVICE, ((first, A), (third, B), (fourth, B))))
+    [fifth] = harness.admit()
+    assert harness.link.sent_to(A) == [first, fifth]
 
 
 def test_a_job_that_never_reached_an_unreachable_executor_goes_to_another_without_losing_an_attempt(harness):

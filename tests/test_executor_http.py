@@ -313,7 +313,7 @@ def test_health_counts_the_slots_and_the_tasks_held(node):
     body = health.json
     assert health.status_code == 200
     assert sorted(body.pop("tasks")) == sorted([[str(running), 5, 1], [str(waiting), 5, 2]])
-    assert body == {"status": "ok", "service": "example", "backend": "local", "slots": 4, "free": 3,
+    assert body == {"status": "ok", "service": "example", "backend": "local", "tier": 1, "slots": 4, "free": 3,
                     "running": 1, "waiting": 1}
 
 

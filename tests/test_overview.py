@@ -63,7 +63,7 @@ def history(clean_database):
     job(5, started_after=2, ran=1, outcome=JobState.FAILED, reason="exit code 3")
     job(6, created=NOW - timedelta(hours=2), started_after=1, ran=1, outcome=JobState.COMPLETED)
     job(7, service="prodigy", portal="prodigy")
-    executors.record("http://e:1", "example", 4, "alive", NOW)
+    executors.record("http://e:1", "example", 4, "alive", NOW, tier=2)
 
 
 def test_the_figures_of_a_service_count_its_waiting_and_active_jobs_and_the_last_hours_outcomes(history):
@@ -78,7 +78,7 @@ def test_the_figures_of_a_service_count_its_waiting_and_active_jobs_and_the_last
     assert example["median_run_seconds"] == 60.0   # of 1, 60 and 120 s
     assert example["limits"] == {"runs_per_user": 2, "max_runs": 4, "max_queued_per_user": 10}
     assert example["executors"] == [{"url": "http://e:1", "state": "alive", "slots": 4, "free_slots": 3, "running": 1,
-                                     "last_seen": "2026-11-30T12:00:00Z"}]
+                                     "tier": 2, "last_seen": "2026-11-30T12:00:00Z"}]
     assert (prodigy["queued"], prodigy["active"], prodigy["median_wait_seconds"]) == (1, 0, None)
 
 
@@ -135,6 +135,8 @@ def test_the_status_page_is_an_operator_view_that_a_browser_opens_with_the_token
     page = client.simulate_get("/status", headers=basic(OPERATOR))
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
     assert "http://e:1" in page.text and "exit code 3" in page.text and "<svg" in page.text
+    executor_table = page.text.split("id=executors>")[1].split("</table>")[0]
+    assert "<th>tier</th>" in executor_table and "<td class=n>2</td>" in executor_table
     assert "https://" not in page.text and "<script" not in page.text  # works on an isolated network
 
 

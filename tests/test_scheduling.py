@@ -172,6 +172,60 @@ def test_no_executor_is_chosen_when_all_are_full():
     assert choose_executor([]) is None
 
 
+# --- choose_executor: overflow tiers --------------------------------------------------------------
+
+def test_tier_one_with_a_free_slot_wins_over_a_freer_tier_two():
+    local = KnownExecutor("http://local", slots=2, in_flight=1, reachable=True, tier=1, last_used=9)
+    cluster = KnownExecutor("http://cluster", slots=64, in_flight=0, reachable=True, tier=2, last_used=1)
+
+    assert choose_executor([cluster, local]) is local
+
+
+def test_a_full_tier_one_overflows_to_tier_two():
+    local = KnownExecutor("http://local", slots=2, in_flight=2, reachable=True, tier=1)
+    cluster = KnownExecutor("http://cluster", slots=64, in_flight=5, reachable=True, tier=2)
+
+    assert choose_executor([local, cluster]) is cluster
+
+
+@pytest.mark.parametrize("why", ["full", "draining", "unreachable"])
+def test_tier_two_is_used_only_while_no_usable_tier_one_has_a_free_slot(why):
+    tier_one = KnownExecutor("http://t1", slots=4, in_flight=4 if why == "full" else 0, reachable=why != "unreachable",
+                             draining=why == "draining", tier=1)
+    tier_two = KnownExecutor("http://t2", slots=2, in_flight=1, reachable=True, tier=2)
+
+    assert choose_executor([tier_one, tier_two]) is tier_two
+
+
+def test_tiers_are_filled_in_order_and_ties_within_a_tier_as_before():
+    """Three tiers: the lowest with room wins; inside it, most free slots, then used longest ago."""
+    t1 = KnownExecutor("http://t1", slots=1, in_flight=1, reachable=True, tier=1)
+    t2_busy = KnownExecutor("http://t2-busy", slots=4, in_flight=3, reachable=True, tier=2)
+    t2_recent = KnownExecutor("http://t2-recent", slots=4, in_flight=2, reachable=True, tier=2, last_used=7)
+    t2_old = KnownExecutor("http://t2-old", slots=4, in_flight=2, reachable=True, tier=2, last_used=3)
+    t3 = KnownExecutor("http://t3", slots=100, in_flight=0, reachable=True, tier=3)
+
+    assert choose_executor([t3, t2_busy, t2_recent, t2_old, t1]) is t2_old
+    t2_busy.in_flight = t2_recent.in_flight = t2_old.in_flight = 4
+    assert choose_executor([t3, t2_busy, t2_recent, t2_old, t1]) is t3
+
+
+def test_dispatching_a_backlog_fills_tier_one_then_two_and_returns_to_one_when_it_frees():
+    """As the dispatcher does for a batch: each choice takes a slot (in_flight += 1)."""
+    local = KnownExecutor("http://local", slots=1, reachable=True, tier=1)
+    cluster = KnownExecutor("http://cluster", slots=2, reachable=True, tier=2)
+    chosen = []
+    for _ in range(4):
+        executor = choose_executor([cluster, local])
+        if executor is not None:
+            executor.in_flight += 1
+        chosen.append(executor and executor.url)
+
+    assert chosen == ["http://local", "http://cluster", "http://cluster", None]
+    local.in_flight -= 1  # the tier-1 job ended
+    assert choose_executor([cluster, local]) is local
+
+
 # --- janitor timing -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("retentions, expected", [

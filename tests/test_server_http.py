@@ -330,6 +330,7 @@ def test_a_started_report_of_another_attempt_changes_nothing(server):
 
 BEAT = {"service": "example", "url": EXECUTOR, "slots": 4, "draining": False, "tasks": [["7", 1, 1]]}
 BEAT_WORDS = "send service, url (http(s)://host:port), slots (1-4096), draining (true/false) and tasks"
+TIER_WORDS = "tier, 1-100, default 1"
 
 
 @pytest.mark.parametrize("body", [
@@ -353,11 +354,17 @@ BEAT_WORDS = "send service, url (http(s)://host:port), slots (1-4096), draining 
     {**BEAT, "tasks": [["7", 1, 0]]},
     {**BEAT, "tasks": [["7" * 65, 1, 1]]},
     {**BEAT, "leaving": "yes"},
+    {**BEAT, "tier": 0},
+    {**BEAT, "tier": 101},
+    {**BEAT, "tier": "2"},
+    {**BEAT, "tier": True},
+    {**BEAT, "tier": None},
 ])
 def test_a_malformed_heartbeat_is_400_saying_what_a_heartbeat_holds_and_reaches_no_actor(server, body):
     response = server.client.simulate_post("/internal/executors", json=body)
 
     assert_refused(response, 400, BEAT_WORDS)
+    assert TIER_WORDS in response.json["description"]
     assert server.gateway.sent == []
 
 
@@ -391,6 +398,13 @@ def test_a_last_heartbeat_saying_the_executor_leaves_reaches_its_dispatcher(serv
     assert response.status_code == 200
     assert server.gateway.posted == [
         ("dispatcher:example", ExecutorHeartbeat("example", EXECUTOR, 4, False, (), leaving=True))]
+
+
+def test_a_heartbeats_tier_reaches_its_dispatcher_and_one_without_is_tier_1(server):
+    server.client.simulate_post("/internal/executors", json={**BEAT, "tier": 2})
+    server.client.simulate_post("/internal/executors", json=BEAT)
+
+    assert [message.tier for _, message in server.gateway.posted] == [2, 1]
 
 
 # --- GET/HEAD /download/{id}, GET /jobs/{id}, POST /jobs/{id}/cancel, by the job's state --------

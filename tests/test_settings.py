@@ -97,7 +97,7 @@ def test_the_shipped_server_and_client_files_load():
 
     assert [s.name for s in server.services] == ["example", "prodigy"]
     assert server.service("prodigy").runs_per_user == 2
-    assert client.server_url == "http://127.0.0.1:5000" and client.slots == 4
+    assert client.server_url == "http://127.0.0.1:5000" and client.slots == 4 and client.tier == 1
 
 
 def test_own_url_brackets_an_ipv6_host_and_maps_the_wildcard_to_loopback():
@@ -297,12 +297,13 @@ max_upload_mb = 5
 threads = 4
 advertise_url = http://node7:9100/
 cluster_secret = 0123456789abcdef0123
+tier = 2
 """)
     config = load_client_config(path, environ={})
     assert config == ClientConfig(service="prodigy", host="0.0.0.0", port=9100, data_dir="/nodes/{service}/{port}",
                                   slots=2, server_url="http://server:5000", actor_admin_port=9101,
                                   retention_hours=3.0, max_upload_mb=5, threads=4,
-                                  advertise_url="http://node7:9100", cluster_secret="0123456789abcdef0123")
+                                  advertise_url="http://node7:9100", cluster_secret="0123456789abcdef0123", tier=2)
     assert config.own_url == "http://node7:9100"
     assert config.data_path == "/nodes/prodigy/9100"
 
@@ -311,6 +312,14 @@ def test_the_command_line_service_and_port_override_the_client_file(tmp_path):
     path = ini(tmp_path, "[client]\nservice = example\nport = 9000\n")
     config = load_client_config(path, environ={"DATA_PATH": "/x/{service}-{port}"}, service="other", port=9200)
     assert (config.service, config.port, config.data_path) == ("other", 9200, "/x/other-9200")
+
+
+def test_the_tier_option_overrides_the_client_file_and_is_checked_like_it(tmp_path):
+    path = ini(tmp_path, "[client]\ntier = 1\n")
+    assert load_client_config(path, environ={}, tier=3).tier == 3
+    assert load_client_config(path, environ={}).tier == 1
+    with pytest.raises(ConfigError, match="--tier must be between 1 and 100, got 0"):
+        load_client_config(path, environ={}, tier=0)
 
 
 @pytest.mark.parametrize("body, key", [
@@ -325,6 +334,9 @@ def test_the_command_line_service_and_port_override_the_client_file(tmp_path):
     ("actor_admin_port = 70000", "[client] actor_admin_port"),
     ("max_upload_mb = 0", "[client] max_upload_mb"),
     ("threads = 999", "[client] threads"),
+    ("tier = 0", "[client] tier"),
+    ("tier = 101", "[client] tier"),
+    ("tier = two", "[client] tier"),
     ("sevice = example", "'sevice'"),
     ("service = Not Valid", "--service"),
     ("data_dir = var/{name}", "[client] data_dir"),

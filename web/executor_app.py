@@ -185,8 +185,8 @@ class Attempt:
 
 
 class Health:
-    """`GET /health`: the node's service, its slots (total and free), and whether it is draining;
-    503 when its actor does not answer (`unavailable`) or its backend cannot take work (`unhealthy`,
+    """`GET /health`: the node's service, backend, overflow tier, its slots (total and free), and
+    whether it is draining; 503 when its actor does not answer (`unavailable`) or its backend cannot take work (`unhealthy`,
     with the `reason`); while its actor system is rebuilt, WhileActorsRestart answers (`restarting`)."""
 
     def __init__(self, config: ClientConfig, gateway: ActorGateway, stopping: threading.Event, problem: Problem):
@@ -204,7 +204,7 @@ class Health:
             "draining" if self.stopping.is_set() else "ok"
         resp.status = falcon.HTTP_200 if alive and not problem else falcon.HTTP_503
         resp.media = {"status": status, "service": self.config.service, "backend": self.config.backend,
-                      "slots": self.config.slots, "free": max(0, self.config.slots - running),
+                      "tier": self.config.tier, "slots": self.config.slots, "free": max(0, self.config.slots - running),
                       "running": running, "waiting": counts[TaskState.ACCEPTED.value],
                       "tasks": tasks.held()}
         if problem:

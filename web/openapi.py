@@ -11,7 +11,7 @@ import os
 
 import falcon
 
-from conf.settings import ServerConfig
+from conf.settings import MAX_TIER, ServerConfig
 from storage import feed_cursors, public_ids
 from storage.states import JobState
 from web.common import DEFAULT_LIMIT, MAX_ID, MAX_JSON_BYTES, MAX_LIMIT
@@ -278,6 +278,8 @@ def document(config: ServerConfig) -> dict:
                         "url": {"type": "string"}, "service": {"type": "string"},
                         "state": {"enum": ["unknown", "alive", "draining", "lost", "gone"]},
                         "slots": {"type": "integer"}, "running": {"type": "integer"}, "registered": {"type": "boolean"},
+                        "tier": {"type": ["integer", "null"],
+                                 "description": "its overflow tier (null until it answered a probe)"},
                         "last_seen": _stamp(), "last_error": {"type": ["string", "null"]}}}}}},
                 "Services": {"type": "object", "required": ["generated_at", "window_seconds", "services"], "properties": {
                     "generated_at": _stamp(), "window_seconds": {"type": "integer"},
@@ -296,7 +298,8 @@ def document(config: ServerConfig) -> dict:
                             "executors": {"type": "array", "items": {"type": "object", "properties": {
                                 "url": {"type": "string"}, "state": {"type": "string"},
                                 "slots": {"type": "integer"}, "free_slots": {"type": "integer"},
-                                "running": {"type": "integer"}, "last_seen": _stamp()}}},
+                                "running": {"type": "integer"}, "tier": {"type": ["integer", "null"]},
+                                "last_seen": _stamp()}}},
                             "median_wait_seconds": {"type": ["number", "null"]},
                             "median_run_seconds": {"type": ["number", "null"]}}}}}},
                 "ExecutorEvent": {"type": "object", "required": ["job_id", "attempt", "event"], "properties": {
@@ -316,6 +319,7 @@ def document(config: ServerConfig) -> dict:
                     "service": {"type": "string"},
                     "url": {"type": "string", "pattern": "^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$", "maxLength": 1024},
                     "slots": {"type": "integer", "minimum": 1, "maximum": 4096}, "draining": {"type": "boolean"},
+                    "tier": {"type": "integer", "minimum": 1, "maximum": MAX_TIER, "default": 1},
                     "tasks": {"type": "array", "maxItems": 100000, "items": {
                         "type": "array", "minItems": 3, "maxItems": 3, "prefixItems": [
                             {"type": "string", "maxLength": 64},

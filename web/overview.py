@@ -48,7 +48,7 @@ def service_summary(service: ServiceConfig | None, name: str, figures: ServiceFi
         usable = row["state"] == "alive"
         shown_executors.append({"url": row["url"], "state": row["state"], "slots": row["slots"],
                                 "free_slots": max(0, row["slots"] - row["running"]) if usable else 0,
-                                "running": row["running"], "last_seen": row["last_seen"]})
+                                "running": row["running"], "tier": row["tier"], "last_seen": row["last_seen"]})
     return {
         "name": name,
         "configured": service is not None,

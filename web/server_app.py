@@ -15,7 +15,7 @@ import falcon
 
 from actors.messages import CancelJob, ExecutorEvent, ExecutorHeartbeat, JobQueued, Pong, Roster
 from conf import logs
-from conf.settings import ServerConfig
+from conf.settings import MAX_TIER, ServerConfig
 from storage import executors, job_events, jobs, queue_view
 from storage.clock import utcnow
 from storage.states import ACTIVE, JobState
@@ -279,22 +279,23 @@ class ExecutorRegistry:
         if not isinstance(body, dict):
             raise falcon.HTTPBadRequest(title="Invalid heartbeat", description="send a JSON object.")
         service, url, slots, draining = body.get("service"), body.get("url"), body.get("slots"), body.get("draining")
-        held, leaving = body.get("tasks", []), body.get("leaving", False)
+        held, leaving, tier = body.get("tasks", []), body.get("leaving", False), body.get("tier", 1)
         if not isinstance(service, str) or not isinstance(url, str) or not _is_url(url) \
                 or not _int_in(slots, 1, 4096) or not isinstance(draining, bool) or not _is_task_list(held) \
-                or not isinstance(leaving, bool):
+                or not isinstance(leaving, bool) or not _int_in(tier, 1, MAX_TIER):
             raise falcon.HTTPBadRequest(
                 title="Invalid heartbeat",
-                description="send service, url (http(s)://host:port), slots (1-4096), draining (true/false) "
-                            "and tasks, a list of [task_id, job_id, attempt] (and leaving, true/false, if it "
-                            "stops now).")
+                description=f"send service, url (http(s)://host:port), slots (1-4096), draining (true/false) "
+                            f"and tasks, a list of [task_id, job_id, attempt] (and leaving, true/false, if it "
+                            f"stops now; tier, 1-{MAX_TIER}, default 1).")
         if self.config.service(service) is None:
             raise falcon.HTTPNotFound(
                 title="Unknown service",
                 description=f"service {service[:64]!r} is not configured on this server; "
                             f"configured: {', '.join(s.name for s in self.config.services)}.")
         self.gateway.post(ExecutorHeartbeat(service, url.rstrip("/"), int(slots), draining,
-                                            tuple((str(t), int(j), int(a)) for t, j, a in held), leaving),
+                                            tuple((str(t), int(j), int(a)) for t, j, a in held), leaving,
+                                            int(tier)),
                           role=f"dispatcher:{service}")
         resp.media = {"executor_timeout": self.config.executor_timeout}
 

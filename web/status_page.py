@@ -62,12 +62,17 @@ def _executors(services: list[dict]) -> str:
     rows = [f"<tr><td>{escape(service['name'])}</td><td>{escape(executor['url'])}</td>"
             f"<td class={STATE_CLASSES.get(executor['state'], 'muted')}>{escape(executor['state'])}</td>"
             f"<td class=n>{executor['slots']}</td><td class=n>{executor['running']}</td>"
-            f"<td class=n>{executor['free_slots']}</td><td>{escape(_time(executor['last_seen']))}</td></tr>"
+            f"<td class=n>{executor['free_slots']}</td><td class=n>{_tier(executor['tier'])}</td>"
+            f"<td>{escape(_time(executor['last_seen']))}</td></tr>"
             for service in services for executor in service["executors"]]
     if not rows:
         return "<p class=muted id=executors>No executor is known yet.</p>"
     return ("<table id=executors><tr><th>service</th><th>executor</th><th>state</th><th>slots</th>"
-            "<th>running</th><th>free</th><th>last seen</th></tr>" + "".join(rows) + "</table>")
+            "<th>running</th><th>free</th><th>tier</th><th>last seen</th></tr>" + "".join(rows) + "</table>")
+
+
+def _tier(tier: int | None) -> str:
+    return "–" if tier is None else str(tier)
 
 
 def _failures(failures: list[dict]) -> str:

@@ -6,9 +6,9 @@ must not make the node look dead):
   while a call was on its way go together in the next one. A final one is marked as delivered in
   the node's database only once the server answered; the actor queues undelivered ones again.
 - heartbeats to `server_url`, every third of the server's executor_timeout, which also register
-  the node for its service: its URL, slots, whether it is draining, and the tasks it holds. A node
-  whose backend cannot take work (Slurm's controller is down) says it is draining: the server then
-  sends it nothing new, yet keeps its jobs, since it still answers. A drained node's last
+  the node for its service: its URL, slots, tier, whether it is draining, and the tasks it holds.
+  A node whose backend cannot take work (Slurm's controller is down) says it is draining: the
+  server then sends it nothing new, yet keeps its jobs, since it still answers. A drained node's last
   heartbeat says it leaves (`leave`), so the server lists it `gone`, not lost.
 
 A server that does not answer yet (a node started first, as `make run` does) is said once at INFO;
@@ -134,7 +134,7 @@ class Reporter:
         self.next_heartbeat = clock.monotonic() + self.heartbeat_every
         leaving = self.leaving
         body = {"service": self.config.service, "url": self.config.own_url, "slots": self.config.slots,
-                "draining": self.draining or leaving or self.problem() is not None, "tasks": tasks.held(),
+                "tier": self.config.tier, "draining": self.draining or leaving or self.problem() is not None, "tasks": tasks.held(),
                 "leaving": leaving}
         try:
             response = self._post(f"{self.config.server_url}/internal/executors", body)

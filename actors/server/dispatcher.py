@@ -7,6 +7,10 @@ did not answer; "check": the regular look at every executor, at losses, at the l
 Dispatching jobs this actor has not heard of). Sends: Capacity and JobEnded to the quota, JobQueued
 to the queue for jobs of a lost executor.
 
+Each job goes to the executor scheduling.choose_executor names: the lowest overflow tier with a free
+slot (an executor's /health and heartbeats give its tier), so a tier-2 executor gets work only while
+every usable tier-1 one is full; the service's capacity is the slots of all tiers together.
+
 What it learns of each executor it writes to the registry (storage/executors.py) as the states of
 actors/server/executor_states.py, and logs each change as an executor event (conf/logs.py:
 registered, alive, draining, lost, gone). An executor that never answered since the server
@@ -36,6 +40,7 @@ from actors.server.executor_states import ALIVE, DRAINING, GONE, LOST, UNKNOWN, 
 from actors.server.parallel import CallPool
 from actors.server.scheduling import KnownExecutor, choose_executor, is_lost
 from conf.logs import event
+from conf.settings import MAX_TIER
 from storage import clock, executors, job_events, jobs
 from storage.states import ACTIVE, JobState
 
@@ -110,7 +115,8 @@ class DispatcherActor(ServerActor):
                 health = self.link.health(slot.url)
                 if health["service"] != self.service:
                     raise ExecutorUnreachable(f"{slot.url} runs service {health['service']!r}, not {self.service!r}")
-                self.heard_from(slot, int(health["slots"]), health.get("status") == "draining")
+                self.heard_from(slot, int(health["slots"]), health.get("status") == "draining",
+                                tier=_tier(health.get("tier")))
                 self.note_backend(slot, health.get("backend"))
                 self.kill_stale(slot.url, _held(health.get("tasks")))
             except (ExecutorUnreachable, ValueError, TypeError) as exc:
@@ -138,8 +144,8 @@ class DispatcherActor(ServerActor):
                 self.record(slot.url, slot.slots, slot.state, None, error=error)
         self.mark_down(slot)
 
-    def heard_from(self, slot: KnownExecutor, slots: int, draining: bool, *, registered: bool | None = None,
-                   direct: bool = True, leaving: bool = False) -> None:
+    def heard_from(self, slot: KnownExecutor, slots: int, draining: bool, *, tier: int,
+                   registered: bool | None = None, direct: bool = True, leaving: bool = False) -> None:
         if not direct and slot.url in self.down_since and not leaving:
             # NOTE: it reaches us, but we could not reach it at this URL (a wrong advertise_url, a
             # firewall): only the probe's answer brings it back, and it is lost after
@@ -153,8 +159,8 @@ class DispatcherActor(ServerActor):
             return
         self.one_way.discard(slot.url)
         state, name = after_contact(slot.state, draining, leaving)
-        was = (slot.state, slot.slots)
-        slot.slots, slot.state = slots, state
+        was = (slot.state, slot.slots, slot.tier)
+        slot.slots, slot.state, slot.tier = slots, state, tier
         slot.reachable, slot.draining = state != GONE, state != ALIVE
         self.last_seen[slot.url] = clock.monotonic()
         if state == GONE:
@@ -162,19 +168,19 @@ class DispatcherActor(ServerActor):
             self.arm_probe()
         else:
             self.down_since.pop(slot.url, None)
-        if was != (state, slots) or registered:
-            if self.record(slot.url, slots, state, clock.utcnow(), registered=registered):
+        if was != (state, slots, tier) or registered:
+            if self.record(slot.url, slots, state, clock.utcnow(), registered=registered, tier=tier):
                 name = "registered"
         if name is not None:
             event(self.log, name, executor=slot.url, service=self.service, slots=slots)
 
     def record(self, url: str, slots: int, state: str, now, registered: bool | None = None,
-               error: str | None = None) -> bool:
+               error: str | None = None, tier: int | None = None) -> bool:
         """Note the executor's state in the registry (GET /executors); True if it registered just
         now. A retired service's dispatcher does not: the address may serve a configured service
         now (a renamed one)."""
         return not self.retired and executors.record(url, self.service, slots, state, now, registered=registered,
-                                                     error=error)
+                                                     error=error, tier=tier)
 
     def forget_idle(self) -> None:
         """A retired service's executors that hold none of its jobs any more are no longer watched."""
@@ -221,7 +227,8 @@ class DispatcherActor(ServerActor):
             # NOTE: it may have started since the last probe: a one-way executor is one that does
             # not answer now, not one that answered no probe yet.
             self.probe([slot])
-        self.heard_from(slot, msg.slots, msg.draining, registered=True, direct=False, leaving=msg.leaving)
+        self.heard_from(slot, msg.slots, msg.draining, tier=msg.tier, registered=True, direct=False,
+                        leaving=msg.leaving)
         if slot.reachable:  # a kill cannot get through otherwise; the probe's answer brings the list again
             self.kill_stale(msg.url, msg.tasks)
         self.tell_capacity()
@@ -346,7 +353,8 @@ class DispatcherActor(ServerActor):
             if error is None:
                 self.last_seen[slot.url] = clock.monotonic()
                 accepted.append((job.id, attempt, remote_id))
-                event(self.log, "dispatched", job=job.id, service=self.service, executor=slot.url, attempt=attempt)
+                event(self.log, "dispatched", job=job.id, service=self.service, executor=slot.url, attempt=attempt,
+                      tier=slot.tier)
             else:
                 self.not_accepted(job, slot, attempt, resend, error)
         if accepted:
@@ -389,6 +397,11 @@ class DispatcherActor(ServerActor):
                 self.job_ended(ended[0])
         else:  # a bug: the next check's reconcile tries again, with the same attempt on the same executor
             self.log.error("sending job %d to %s failed", job.id, slot.url, exc_info=exc)
+
+
+def _tier(raw) -> int:
+    """The tier of an executor's /health: 1 when it says none (an earlier version) or nonsense."""
+    return raw if isinstance(raw, int) and not isinstance(raw, bool) and 1 <= raw <= MAX_TIER else 1
 
 
 def _held(raw) -> list[tuple[str, int, int]]:

@@ -95,6 +95,8 @@ class KnownExecutor:
     error: str | None = None
     #: How it runs jobs ("local", "slurm"), once a probe asked.
     backend: str | None = None
+    #: Its overflow tier (`[client] tier`): a service fills tier 1 first, then 2, ...
+    tier: int = 1
 
     @property
     def usable(self) -> bool:
@@ -106,13 +108,20 @@ class KnownExecutor:
 
 
 def choose_executor(executors: Iterable[KnownExecutor]) -> KnownExecutor | None:
-    """The reachable executor with the most free slots; among equals, the one used longest ago."""
-    best = None
+    """The usable executor with a free slot in the lowest tier; within that tier, the one with the
+    most free slots, and among equals the one used longest ago.
+
+    So a job overflows to tier 2 only while no usable tier-1 executor has a free slot (full,
+    draining or unreachable ones have none), and comes back to tier 1 as soon as one frees.
+    """
+    best, best_rank = None, None
     for candidate in executors:
-        if candidate.free <= 0:
+        free = candidate.free
+        if free <= 0:
             continue
-        if best is None or (candidate.free, -candidate.last_used) > (best.free, -best.last_used):
-            best = candidate
+        rank = (candidate.tier, -free, candidate.last_used)  # lower is preferred
+        if best is None or rank < best_rank:
+            best, best_rank = candidate, rank
     return best
 
 
