@@ -65,6 +65,8 @@ class ServiceConfig:
     retention_hours: float | None = None
     #: Most jobs one user may have queued (not yet started) in this service; None: no limit.
     max_queued_per_user: int | None = None
+    #: Seconds a job of this service may run before it is stopped (an upload may ask for less); None: no limit.
+    max_runtime: int | None = None
 
 
 def sweep_interval(retention_seconds: Iterable[float]) -> float:
@@ -449,7 +451,7 @@ _SERVER_KEYS = {"host", "port", "data_dir", "database", "retention_hours", "acto
                 "allow_anonymous", "cluster_secret", "max_fetch_failures", "fetch_retry_seconds", "metrics_public",
                 "metrics_cache_seconds", "webhook_hosts", "webhook_retry_hours", "webhook_backoff_seconds",
                 "webhook_timeout", *CONNECTION_KEYS, *LOG_KEYS}
-_SERVICE_KEYS = {"clients", "runs_per_user", "max_runs", "retention_hours", "max_queued_per_user"}
+_SERVICE_KEYS = {"clients", "runs_per_user", "max_runs", "retention_hours", "max_queued_per_user", "max_runtime"}
 _ENV_SERVICE = re.compile(r"^SERVICE_(.+)_(RUNS_PER_USER|MAX_RUNS|UPLOAD_URL|DOWNLOAD_URL)$")
 
 
@@ -462,6 +464,7 @@ def _service_from(name: str, section: Mapping[str, str]) -> ServiceConfig:
     max_runs = section.get("max_runs", "").strip()
     retention = section.get("retention_hours", "").strip()
     max_queued = section.get("max_queued_per_user", "").strip()
+    max_runtime = section.get("max_runtime", "").strip()
     return ServiceConfig(
         name=name,
         clients=clients,
@@ -469,6 +472,7 @@ def _service_from(name: str, section: Mapping[str, str]) -> ServiceConfig:
         max_runs=_int(f"{where} max_runs", max_runs, 1) if max_runs else None,
         retention_hours=_hours(f"{where} retention_hours", retention) if retention else None,
         max_queued_per_user=_int(f"{where} max_queued_per_user", max_queued, 1, 2**31) if max_queued else None,
+        max_runtime=_int(f"{where} max_runtime", max_runtime, 1, int(MAX_PERIOD_SECONDS)) if max_runtime else None,
     )
 
 

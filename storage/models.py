@@ -50,6 +50,8 @@ class Job(db.Entity):
     result_path = Optional(str, 1024, nullable=True)
     #: Where its webhooks go (Running and its outcome); None: the portal asked for none.
     callback_url = Optional(str, 2048, nullable=True)
+    #: Seconds it may run once started (the upload's, else its service's, at upload); None: no limit.
+    max_runtime = Optional(int)
     composite_index(service, state, id)
     composite_index(state, finished_at)
     #: A user is (portal, user_id): max_queued_per_user counts a portal's user's queued jobs.
@@ -97,6 +99,7 @@ def view(field) -> dict:
         "exit_code": field("exit_code"),
         "reason": field("reason"),
         "stderr_tail": field("stderr_tail"),
+        "max_runtime": field("max_runtime"),
     }
 
 
@@ -104,7 +107,7 @@ def view(field) -> dict:
 TIMES = ("created_at", "dispatched_at", "started_at", "finished_at", "cleaned_at")
 #: The columns `view` reads.
 VIEW_COLUMNS = ("id", "public_id", "user_id", "service", "state", "outcome", *TIMES, "attempts", "executor",
-                "exit_code", "reason", "stderr_tail")
+                "exit_code", "reason", "stderr_tail", "max_runtime")
 
 #: The columns of a job that stay empty until it is dispatched or ends.
 EMPTY_WHEN_NEW = frozenset({"outcome", "dispatched_at", "started_at", "finished_at", "cleaned_at", "executor",
