@@ -71,6 +71,8 @@ class ServiceConfig:
     fair_share_half_life_hours: float = 24.0
     #: Most jobs one group (a portal's `group` label) may have active at once; None: no cap.
     runs_per_group: int | None = None
+    #: Seconds a job of this service may run before it is stopped (an upload may ask for less); None: no limit.
+    max_runtime: int | None = None
 
     @property
     def half_life_seconds(self) -> float:
@@ -469,7 +471,7 @@ _SERVER_KEYS = {"host", "port", "data_dir", "database", "retention_hours", "acto
                 "metrics_cache_seconds", "webhook_hosts", "webhook_retry_hours", "webhook_backoff_seconds",
                 "webhook_timeout", *CONNECTION_KEYS, *LOG_KEYS}
 _SERVICE_KEYS = {"clients", "runs_per_user", "max_runs", "retention_hours", "max_queued_per_user", "policy",
-                 "fair_share_half_life_hours", "runs_per_group"}
+                 "fair_share_half_life_hours", "runs_per_group", "max_runtime"}
 #: The orders a service may serve its users in (ServiceConfig.policy).
 POLICIES = ("round_robin", "fair_share")
 _ENV_SERVICE = re.compile(r"^SERVICE_(.+)_(RUNS_PER_USER|MAX_RUNS|UPLOAD_URL|DOWNLOAD_URL)$")
@@ -488,6 +490,7 @@ def _service_from(name: str, section: Mapping[str, str]) -> ServiceConfig:
     policy = section.get("policy", "round_robin").strip().lower()
     if policy not in POLICIES:
         raise ConfigError(f"{where} policy must be one of {', '.join(POLICIES)}, got {policy!r}.")
+    max_runtime = section.get("max_runtime", "").strip()
     return ServiceConfig(
         name=name,
         clients=clients,
@@ -499,6 +502,7 @@ def _service_from(name: str, section: Mapping[str, str]) -> ServiceConfig:
         fair_share_half_life_hours=_hours(f"{where} fair_share_half_life_hours",
                                           section.get("fair_share_half_life_hours", "24")),
         runs_per_group=_int(f"{where} runs_per_group", runs_per_group, 1) if runs_per_group else None,
+        max_runtime=_int(f"{where} max_runtime", max_runtime, 1, int(MAX_PERIOD_SECONDS)) if max_runtime else None,
     )
 
 

@@ -116,6 +116,8 @@ class JobRef:
     finished_at: datetime | None = None
     exit_code: int | None = None
     reason: str | None = None
+    #: Seconds it may run once started (sent to its executor); None: no limit.
+    max_runtime: int | None = None
 
     @property
     def uid(self) -> str:
@@ -126,7 +128,7 @@ class JobRef:
     def of(job: Job) -> "JobRef":
         return JobRef(job.id, job.user_id, job.portal, job.service, JobState(job.state), job.dir, job.attempts,
                       job.executor, job.remote_id, job.created_at, job.started_at, job.finished_at, job.exit_code,
-                      job.reason)
+                      job.reason, job.max_runtime)
 
 
 # --- web ---------------------------------------------------------------------------------------
@@ -136,23 +138,25 @@ class QueueFull(Exception):
 
 
 def create_job(user_id: int, service: str, folder: str, now: datetime, portal: str | None = None,
-               max_queued: int | None = None, callback_url: str | None = None) -> tuple[int, dict]:
+               max_queued: int | None = None, callback_url: str | None = None,
+               max_runtime: int | None = None) -> tuple[int, dict]:
     """Write a new Queued job (and its first change-log entry); a portal's job (a server with
-    tokens) gets a public id; `callback_url`: where its webhooks go.
+    tokens) gets a public id; `callback_url`: where its webhooks go; `max_runtime`: its time limit.
 
     Returns:
         (its number, its view). Raises QueueFull when the portal's user already has `max_queued` waiting.
     """
     if max_queued is None:
-        return _insert(user_id, service, folder, now, portal, callback_url)
-    return _insert_limited(user_id, service, folder, now, portal, max_queued, callback_url)
+        return _insert(user_id, service, folder, now, portal, callback_url, max_runtime)
+    return _insert_limited(user_id, service, folder, now, portal, max_queued, callback_url, max_runtime)
 
 
 @db_session
 def _insert(user_id: int, service: str, folder: str, now: datetime, portal: str | None,
-            callback_url: str | None) -> tuple[int, dict]:
+            callback_url: str | None, max_runtime: int | None) -> tuple[int, dict]:
     job = Job(user_id=user_id, service=service, dir=folder, created_at=now, updated_at=now, portal=portal,
-              public_id=public_ids.new() if portal is not None else None, callback_url=callback_url)
+              public_id=public_ids.new() if portal is not None else None, callback_url=callback_url,
+              max_runtime=max_runtime)
     flush()  # assigns the id; reading the row after commit would cost another query
     record_change(job.id, portal, callback_url, JobState.QUEUED, now)
     view = job.to_dict(new=True)
@@ -162,14 +166,14 @@ def _insert(user_id: int, service: str, folder: str, now: datetime, portal: str 
 
 @db_session(immediate=True)
 def _insert_limited(user_id: int, service: str, folder: str, now: datetime, portal: str | None,
-                    max_queued: int, callback_url: str | None) -> tuple[int, dict]:
+                    max_queued: int, callback_url: str | None, max_runtime: int | None) -> tuple[int, dict]:
     """The count and the insert in one write transaction, so two uploads cannot both squeeze in."""
     # NOTE: Pony compiles `j.portal == portal` to IS NULL when portal is None (no tokens).
     waiting = select(j for j in Job if j.service == service and j.portal == portal and j.user_id == user_id
                      and j.state == JobState.QUEUED.value).count()
     if waiting >= max_queued:
         raise QueueFull(waiting)
-    return _insert(user_id, service, folder, now, portal, callback_url)
+    return _insert(user_id, service, folder, now, portal, callback_url, max_runtime)
 
 
 def _names(ref: int | str, public_id: str | None) -> bool:

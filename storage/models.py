@@ -54,6 +54,8 @@ class Job(db.Entity):
     priority = Optional(int)
     #: The portal's label for a set of users (a course, a project): runs_per_group caps it.
     group = Optional(str, 64, nullable=True, column="job_group")  # NOTE: GROUP is an SQL keyword
+    #: Seconds it may run once started (the upload's, else its service's, at upload); None: no limit.
+    max_runtime = Optional(int)
     composite_index(service, state, id)
     composite_index(state, finished_at)
     #: A user is (portal, user_id): max_queued_per_user counts a portal's user's queued jobs.
@@ -105,6 +107,7 @@ def view(field) -> dict:
         "exit_code": field("exit_code"),
         "reason": field("reason"),
         "stderr_tail": field("stderr_tail"),
+        "max_runtime": field("max_runtime"),
     }
 
 
@@ -112,7 +115,7 @@ def view(field) -> dict:
 TIMES = ("created_at", "dispatched_at", "started_at", "finished_at", "cleaned_at")
 #: The columns `view` reads.
 VIEW_COLUMNS = ("id", "public_id", "user_id", "service", "state", "outcome", *TIMES, "attempts", "executor",
-                "exit_code", "reason", "stderr_tail")
+                "exit_code", "reason", "stderr_tail", "max_runtime")
 
 #: The columns of a job that stay empty until it is dispatched or ends.
 EMPTY_WHEN_NEW = frozenset({"outcome", "dispatched_at", "started_at", "finished_at", "cleaned_at", "executor",

@@ -816,8 +816,8 @@ class Server:
                 if os.path.isdir(folder) for name in os.listdir(folder)]
 
 
-def make_server(tmp_path, **settings) -> Server:
-    config = ServerConfig(data_dir=str(tmp_path / "data"), max_upload_mb=1, max_files=3, services=SERVICES,
+def make_server(tmp_path, services: tuple[ServiceConfig, ...] = SERVICES, **settings) -> Server:
+    config = ServerConfig(data_dir=str(tmp_path / "data"), max_upload_mb=1, max_files=3, services=services,
                           **settings)
     for folder in (config.jobs_path, config.results_path):  # as run_server.py makes them
         os.makedirs(folder, exist_ok=True)
@@ -840,3 +840,10 @@ def orchestrator_started(server: Node | str, *args: str, token: str | None = Non
     pipes (bytes); the test calls communicate()."""
     return subprocess.Popen([sys.executable, "-m", "orchestrator_client", *args], cwd=ROOT,
                             env=orchestrator_env(server, token), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def upload_with(server: Node, body: str, fields: dict[str, str], user_id=1, service: str = "example",
+                token: str | None = None) -> requests.Response:
+    """POST /upload of the script `body` with more text fields (max_runtime, ...) beside user_id and service."""
+    return requests.post(f"{server.url}/upload", data={"user_id": str(user_id), "service": service, **fields},
+                         headers=bearer(token), files=[("file", ("run.sh", script(body)))], timeout=30)

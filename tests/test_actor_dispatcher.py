@@ -79,7 +79,8 @@ class Executors:
         return {"service": SERVICE, "slots": self.slots.get(base, 1), "status": self.status.get(base, "ok"),
                 "tasks": self.held.get(base, []), **tier}
 
-    def submit(self, base: str, job_id: int, job_uid: str, attempt: int, callback_url: str, folder: str) -> str:
+    def submit(self, base: str, job_id: int, job_uid: str, attempt: int, callback_url: str, folder: str,
+               max_runtime: int | None = None) -> str:
         with self.lock:
             self.submits.append((base, job_id, attempt))
         if base in self.failure:

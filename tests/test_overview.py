@@ -24,7 +24,8 @@ HADDOCK = "haddock-token-0123456789abcdef"
 PRODIGY = "prodigy-token-0123456789abcdef"
 SECRET = "cluster-secret-0123456789abcdef"
 OPERATOR = "operator-token-0123456789abcdef"
-SERVICES = (ServiceConfig("example", runs_per_user=2, max_runs=4, max_queued_per_user=10), ServiceConfig("prodigy"))
+SERVICES = (ServiceConfig("example", runs_per_user=2, max_runs=4, max_queued_per_user=10, max_runtime=3600),
+            ServiceConfig("prodigy"))
 
 
 def job(user: int, service: str = "example", portal: str | None = None, created: datetime = NOW - timedelta(minutes=30),
@@ -76,7 +77,8 @@ def test_the_figures_of_a_service_count_its_waiting_and_active_jobs_and_the_last
     assert example["finished_last_hour"] == {"Completed": 2, "Failed": 1, "Cancelled": 0}
     assert example["median_wait_seconds"] == 10.0  # of 2, 10 and 30 s
     assert example["median_run_seconds"] == 60.0   # of 1, 60 and 120 s
-    assert example["limits"] == {"runs_per_user": 2, "max_runs": 4, "max_queued_per_user": 10}
+    assert example["limits"] == {"runs_per_user": 2, "max_runs": 4, "max_queued_per_user": 10,
+                                 "max_runtime": 3600}
     assert example["executors"] == [{"url": "http://e:1", "state": "alive", "slots": 4, "free_slots": 3, "running": 1,
                                      "tier": 2, "last_seen": "2026-11-30T12:00:00Z"}]
     assert (prodigy["queued"], prodigy["active"], prodigy["median_wait_seconds"]) == (1, 0, None)
@@ -85,7 +87,7 @@ def test_the_figures_of_a_service_count_its_waiting_and_active_jobs_and_the_last
 def test_a_service_no_longer_configured_is_listed_while_it_has_jobs(history):
     got = summary(SERVICES[1:], overview.figures(NOW - WINDOW), [], NOW)
     assert [(s["name"], s["configured"], s["limits"]) for s in got["services"]] == [
-        ("prodigy", True, {"runs_per_user": 5, "max_runs": None, "max_queued_per_user": None}),
+        ("prodigy", True, {"runs_per_user": 5, "max_runs": None, "max_queued_per_user": None, "max_runtime": None}),
         ("example", False, None)]
 
 

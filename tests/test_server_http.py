@@ -95,7 +95,7 @@ def assert_refused(response, status: int, words: str) -> None:
     ({"user_id": "1"}, [RUN], "service is missing; send one of: example, prodigy"),
     ({"user_id": "1", "service": "nosuch"}, [RUN], "'nosuch' is not configured here; send one of: example, prodigy"),
     ({"user_id": "1", "service": "example", "colour": "blue"}, [RUN],
-     "field 'colour' is not accepted; send callback_url, service, user_id as text fields"),
+     "field 'colour' is not accepted; send callback_url, max_runtime, service, user_id as text fields"),
     ([("user_id", "1"), ("user_id", "2"), ("service", "example")], [RUN], "field 'user_id' was sent twice"),
     (GOOD, [], "no files were sent; a job needs at least run.sh"),
     (GOOD, [("input.pdb", b"ATOM")], "the files (input.pdb) do not include run.sh"),

@@ -1,8 +1,9 @@
 """Jobs through server → executor (backend = slurm) → a real Slurm cluster: every outcome.
 
-One server and three Slurm executors serve the whole module: `example` (plain), `limited`
-(sbatch_args = --time=1) and `nowhere` (a partition Slurm does not have). The job over its time
-limit is submitted first and checked last, so its minute runs while the other tests do.
+One server and three Slurm executors serve the whole module: `example` (plain), `limited` (its
+service's max_runtime = 60, which the executor passes to Slurm as --time=1) and `nowhere` (a
+partition Slurm does not have). The job over its time limit is submitted first and checked last, so
+its minute runs while the other tests do.
 """
 from __future__ import annotations
 
@@ -24,10 +25,11 @@ OUTCOME_WAIT = 60.0
 
 @pytest.fixture(scope="module")
 def stack(slurm, module_cluster):
-    server = module_cluster.server({"example": {"runs_per_user": 10}, "limited": {}, "nowhere": {}})
+    server = module_cluster.server({"example": {"runs_per_user": 10}, "limited": {"max_runtime": 60},
+                                    "nowhere": {}})
     executors = SimpleNamespace(
         example=slurm_executor(module_cluster, "example", server),
-        limited=slurm_executor(module_cluster, "limited", server, sbatch_args="--time=1"),
+        limited=slurm_executor(module_cluster, "limited", server),
         nowhere=slurm_executor(module_cluster, "nowhere", server, partition="nosuch"),
     )
     for name in ("example", "limited", "nowhere"):
@@ -149,10 +151,11 @@ def test_the_executor_advertises_max_jobs_as_its_slots_and_its_backend(stack):
     assert health["status"] == "ok" and health["backend"] == "slurm" and health["slots"] == 4
 
 
-def test_a_job_over_its_time_limit_fails_with_slurms_timeout(stack):
+def test_a_job_over_its_max_runtime_fails_with_slurms_timeout_as_its_time_limit(stack):
     assert wait_for_outcome(stack.server, stack.overtime, TIME_LIMIT_WAIT) == 204
     record = job(stack.server, stack.overtime)
     assert record["status"] == "Failed" and record["attempts"] == 1, record
+    assert record["reason"] == "time limit (60 s)" and record["max_runtime"] == 60
     # Killed by SIGTERM: Slurm says ExitCode 0:15, or 143:0 when bash reported the signal itself;
     # either way the job's exit code is 143, as a shell reports it.
     assert record["exit_code"] == 128 + 15

@@ -59,8 +59,8 @@ class Submit:
         self.tasks_dir = config.tasks_path
 
     def on_post(self, req, resp):
-        staging, (job_id, job_uid, attempt, callback) = uploads.receive(
-            req, self.incoming, {"job_id", "job_uid", "attempt", "callback_url"},
+        staging, (job_id, job_uid, attempt, callback, max_runtime) = uploads.receive(
+            req, self.incoming, {"job_id", "job_uid", "attempt", "callback_url", "max_runtime"},
             self.config.max_upload_mb * 1024 * 1024, self.check, max_files=MAX_FILES)
         existing = tasks.find_attempt(job_uid, attempt)
         problem = self.problem()
@@ -75,21 +75,22 @@ class Submit:
         if problem:
             raise falcon.HTTPServiceUnavailable(title="Unhealthy", retry_after=5,
                                                 description=f"this executor takes no new jobs: {problem}.")
-        task = uploads.settle(staging, self.tasks_dir,
-                              lambda folder: tasks.create(job_id, job_uid, attempt, callback, folder, utcnow()))
+        task = uploads.settle(staging, self.tasks_dir, lambda folder: tasks.create(
+            job_id, job_uid, attempt, callback, folder, utcnow(), max_runtime))
         logs.event(log, "task_accepted", task=int(task["id"]), job=job_id, attempt=attempt)
         self.gateway.tell(RunTask(int(task["id"])))
         resp.media = task
 
     @staticmethod
-    def check(fields: dict[str, str], names: list[str]) -> tuple[int, str, int, str]:
+    def check(fields: dict[str, str], names: list[str]) -> tuple[int, str, int, str, int | None]:
         job_id = uploads.positive_int(fields, "job_id")
         attempt = uploads.positive_int(fields, "attempt", limit=2**31 - 1)
         job_uid = fields.get("job_uid", "")
         if not JOB_UID.match(job_uid):
             raise uploads.bad_request("job_uid must be 1 to 64 letters, digits or '-'.")
         uploads.require_script(names)
-        return job_id, job_uid, attempt, fields.get("callback_url", "").strip().rstrip("/")
+        return (job_id, job_uid, attempt, fields.get("callback_url", "").strip().rstrip("/"),
+                uploads.time_limit(fields, None))
 
 
 class Retrieve:

@@ -101,6 +101,10 @@ def document(config: ServerConfig) -> dict:
                                          "description": "where to POST the job (signed, Standard Webhooks) when it "
                                                         "starts running and when it ends; its host must match "
                                                         "[server] webhook_hosts"},
+                        "max_runtime": {"type": "integer", "minimum": 1,
+                                        "description": "seconds the job may run before it is stopped and fails "
+                                                       "with the reason \"time limit (N s)\"; at most the "
+                                                       "service's max_runtime, which applies when this is absent"},
                         "file": {"type": "array", "minItems": 1, "maxItems": config.max_files,
                                  "items": {"type": "string", "format": "binary"},
                                  "description": "the job's files, run.sh among them; stored under their base names"},
@@ -253,6 +257,8 @@ def document(config: ServerConfig) -> dict:
                     "attempts": {"type": "integer"}, "executor": {"type": ["string", "null"]},
                     "exit_code": {"type": ["integer", "null"]}, "reason": {"type": ["string", "null"]},
                     "stderr_tail": {"type": ["string", "null"]},
+                    "max_runtime": {"type": ["integer", "null"],
+                                    "description": "seconds it may run (the upload's, else its service's)"},
                     "queue": {"$ref": "#/components/schemas/Queue"}}},
                 "Queue": {
                     "type": "object", "description": "only while the job has not started (Queued, Dispatching)",

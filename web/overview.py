@@ -59,7 +59,8 @@ def service_summary(service: ServiceConfig | None, name: str, figures: ServiceFi
         "top_waiting_users": [{"portal": portal, "user_id": user_id, "queued": queued}
                               for portal, user_id, queued in figures.waiting_users[:TOP_USERS]],
         "limits": None if service is None else {"runs_per_user": service.runs_per_user, "max_runs": service.max_runs,
-                                                "max_queued_per_user": service.max_queued_per_user},
+                                                "max_queued_per_user": service.max_queued_per_user,
+                                                "max_runtime": service.max_runtime},
         "executors": shown_executors,
         "median_wait_seconds": _median(waits),
         "median_run_seconds": _median(runs),

@@ -70,15 +70,16 @@ class Upload:
         if self.stopping.is_set():
             raise falcon.HTTPServiceUnavailable(title="Shutting down", retry_after=10,
                                                 description="the server is stopping; send the upload again shortly.")
-        staging, (user_id, service, callback) = uploads.receive(
-            req, self.incoming, {"user_id", "service", "callback_url"}, self.config.max_upload_mb * 1024 * 1024,
+        staging, (user_id, service, callback, max_runtime) = uploads.receive(
+            req, self.incoming, {"user_id", "service", "callback_url", "max_runtime"},
+            self.config.max_upload_mb * 1024 * 1024,
             self.check, max_files=self.config.max_files)
         limit = self.config.service(service).max_queued_per_user
         portal = req.context.portal
         sizes = [entry.stat().st_size for entry in os.scandir(staging)]
         try:
             job_id, view = uploads.settle(staging, self.jobs_dir, lambda folder: jobs.create_job(
-                user_id, service, folder, utcnow(), portal, limit, callback))
+                user_id, service, folder, utcnow(), portal, limit, callback, max_runtime))
         except jobs.QueueFull:
             whose = f"user {user_id} of portal {portal}" if portal else f"user {user_id}"
             error = falcon.HTTPTooManyRequests(
@@ -89,11 +90,12 @@ class Upload:
             raise error from None
         return job_id, service, len(sizes), sum(sizes), view
 
-    def check(self, fields: dict[str, str], names: list[str]) -> tuple[int, str, str | None]:
+    def check(self, fields: dict[str, str], names: list[str]) -> tuple[int, str, str | None, int | None]:
         user_id = uploads.positive_int(fields, "user_id")
         service = self.service_of(fields)
+        max_runtime = uploads.time_limit(fields, self.config.service(service).max_runtime)
         uploads.require_script(names)
-        return user_id, service, callbacks.callback_url(fields, self.config.webhook_hosts)
+        return user_id, service, callbacks.callback_url(fields, self.config.webhook_hosts), max_runtime
 
     def service_of(self, fields: dict[str, str]) -> str:
         known = ", ".join(s.name for s in self.config.services)

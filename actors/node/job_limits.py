@@ -9,6 +9,11 @@ process limit refused, a write past the file-size limit (SIGXFSZ), the folder's 
 rlimits guard a limit (no cgroups), the kernel keeps no count: a job that failed saying "Too many
 open files" (EMFILE), "Cannot allocate memory" (ENOMEM) or could not fork is taken at its word.
 
+`overdue` is a pure function too: which running jobs reached their time limit (the job's
+max_runtime, sent by the server) at `now`; the local backend asks it at each of its exit polls
+(every quarter second at most while jobs run), so a job is stopped within about that of its limit,
+and fails with `time_limit_reason`. On Slurm the limit is the job's --time (slurm_cli.time_limit_args).
+
 `OutputGuard` measures each running job's folder every few seconds and stops a job whose folder
 passed max_output_mb, so a job cannot fill the node's disk with many files each under the
 file-size limit; and when the disk that holds the job folders is nearly full all the same (a
@@ -23,7 +28,7 @@ import stat
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Callable, Mapping
 
 from actors.node.sandbox import FILE_TOO_LARGE_EXIT
 from conf.settings import ClientConfig
@@ -84,6 +89,18 @@ def verdict(config: ClientConfig, usage: Usage) -> str | None:
     if failed and usage.oom_kills is None and config.max_memory_mb and _says(tail, _NO_MEMORY):
         return f"memory limit reached (max_memory_mb = {config.max_memory_mb} per process)"
     return None
+
+
+def overdue(started: Mapping[int, float], limits: Mapping[int, int], now: float) -> list[int]:
+    """The tasks of `limits` ({task id: seconds}) that have run their seconds or more at `now`
+    (`started` and `now` on one clock), in task order; a task not in `started` is not running."""
+    return sorted(task_id for task_id, limit in limits.items()
+                  if task_id in started and now - started[task_id] >= limit)
+
+
+def time_limit_reason(limit: int) -> str:
+    """The reason of a job stopped at its time limit of `limit` seconds (on any backend)."""
+    return f"time limit ({limit} s)"
 
 
 def limit_reason(config: ClientConfig, guard: "OutputGuard", task_id: int, folder: str, usage: Usage) -> str | None:

@@ -363,7 +363,7 @@ class DispatcherActor(ServerActor):
     def submit(self, send) -> str:
         """Runs on a pool thread: the executor's task id for this job, or the link's exception."""
         job, slot, attempt, _ = send
-        return self.link.submit(slot.url, job.id, job.uid, attempt, self.config.own_url, job.dir)
+        return self.link.submit(slot.url, job.id, job.uid, attempt, self.config.own_url, job.dir, job.max_runtime)
 
     def pin_expired(self, slot: KnownExecutor) -> bool:
         return clock.monotonic() - self.down_since.get(slot.url, clock.monotonic()) > PIN_TIMEOUT_SECONDS

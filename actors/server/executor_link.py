@@ -151,11 +151,14 @@ class ExecutorLink:
             raise ExecutorUnreachable(f"{base}/health answered {response.status}")
         return self._json(response, f"{base}/health", "slots", "service")
 
-    def submit(self, base: str, job_id: int, job_uid: str, attempt: int, callback_url: str, folder: str) -> str:
-        """Send the job folder; returns the executor's task id."""
+    def submit(self, base: str, job_id: int, job_uid: str, attempt: int, callback_url: str, folder: str,
+               max_runtime: int | None = None) -> str:
+        """Send the job folder, with its time limit if it has one; returns the executor's task id."""
         files = sorted((name, os.path.join(folder, name)) for name in os.listdir(folder))
+        # NOTE: sent only when set, so an executor of an earlier version still takes jobs without one.
+        limit = {"max_runtime": str(max_runtime)} if max_runtime else {}
         body = _MultipartBody({"job_id": str(job_id), "job_uid": job_uid, "attempt": str(attempt),
-                               "callback_url": callback_url},
+                               "callback_url": callback_url, **limit},
                               [(name, path) for name, path in files if os.path.isfile(path)])
         response = self._call("POST", f"{base}/submit", SUBMIT_TIMEOUT, body=body.body(),
                               headers={"Content-Type": body.content_type, "Content-Length": str(len(body))})

@@ -36,6 +36,8 @@ class Task(db.Entity):
     stderr_tail = Optional(LongStr, nullable=True, lazy=False)  # read with the row: a lazy one costs a query
     #: Why it failed although its script may have exited 0: the limit it went over, in words.
     reason = Optional(str, 1024, nullable=True)
+    #: Seconds its script may run once started (the server's job's max_runtime); None: no limit.
+    max_runtime = Optional(int)
     #: False until the server acknowledged the final report.
     reported = Required(bool, default=False)
     #: When the server first downloaded the result zip; a draining node waits for it (bounded).
@@ -58,6 +60,7 @@ class Task(db.Entity):
             "stderr_tail": field("stderr_tail"),
             "reason": field("reason"),
             "slurm_id": field("slurm_id"),
+            "max_runtime": field("max_runtime"),
         }
 
 

@@ -26,9 +26,10 @@ def find_attempt(job_uid: str, attempt: int) -> dict | None:
 
 
 @db_session
-def create(job_id: int, job_uid: str, attempt: int, callback_url: str | None, folder: str, now: datetime) -> dict:
+def create(job_id: int, job_uid: str, attempt: int, callback_url: str | None, folder: str, now: datetime,
+           max_runtime: int | None = None) -> dict:
     task = Task(job_id=job_id, job_uid=job_uid, attempt=attempt, callback_url=callback_url or None, dir=folder,
-                created_at=now)
+                created_at=now, max_runtime=max_runtime)
     flush()  # assigns the id; reading the row after commit would cost another query
     view = task.to_dict(new=True)
     commit()

@@ -4,7 +4,8 @@ this host, in a cgroup of its own where the node has cgroups (actors/node/job_cg
 Runs in an executor node's ExecutorActor. Its processes live and die with the node: a task that
 was running when the node stopped is lost, and a restarted node stops what the previous run left
 behind. When a task ends, whatever it started is killed (its PID namespace, and its cgroup), and
-the limit it went over, if any, becomes its reason (actors/node/job_limits.py).
+the limit it went over, if any, becomes its reason (actors/node/job_limits.py). A task still running
+at its time limit (its max_runtime) is stopped at the first exit poll after it, as a cancel stops one.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import time
 from actors.node import scripts
 from actors.node.backends.base import Ended, Started
 from actors.node.job_cgroups import JobCgroup, JobCgroups
-from actors.node.job_limits import MB, OutputGuard, Usage, limit_reason
+from actors.node.job_limits import MB, OutputGuard, Usage, limit_reason, overdue, time_limit_reason
 from actors.node.launchers import Launchers
 from actors.node.sandbox import Wrapping, environment
 from actors.runtime.processes import start_time
@@ -44,6 +45,9 @@ class LocalBackend:
         self.wrapping = wrapping
         self.running: dict[int, subprocess.Popen] = {}
         self.started_at: dict[int, float] = {}
+        #: Time limits (seconds) of the running tasks that have one, and of those stopped at it.
+        self.limits: dict[int, int] = {}
+        self.timed_out: dict[int, int] = {}
         self.cgroup_of: dict[int, JobCgroup] = {}
         self.cgroups = cgroups
         env = environment(config, config.tasks_path)
@@ -92,6 +96,8 @@ class LocalBackend:
             return [Ended(task_id, TaskState.FINISHED, 126, f"the executor could not start run.sh: {exc}")]
         self.running[task_id] = process
         self.started_at[task_id] = time.monotonic()
+        if task.get("max_runtime"):
+            self.limits[task_id] = task["max_runtime"]
         if launcher.cgroup:
             self.cgroup_of[task_id] = launcher.cgroup
         self.guard.watch(task_id, folder)
@@ -105,6 +111,10 @@ class LocalBackend:
         return [Started(task_id)]
 
     def poll(self) -> list[Ended]:
+        for task_id in overdue(self.started_at, self.limits, time.monotonic()):
+            self.timed_out[task_id] = limit = self.limits.pop(task_id)
+            log.warning("task %d: running at its time limit (%d s); stopping it", task_id, limit)
+            scripts.kill_group(self.running[task_id].pid)  # its exit is seen below, or at the next poll
         ended = []
         for task_id, process in list(self.running.items()):
             code = process.poll()
@@ -121,6 +131,8 @@ class LocalBackend:
         """run.sh is over: kill what it left, and find out whether it went over a limit."""
         process = self.running.pop(task_id)
         del self.started_at[task_id]
+        self.limits.pop(task_id, None)
+        timed_out = self.timed_out.pop(task_id, None)
         scripts.kill_group(process.pid)
         cgroup = self.cgroup_of.pop(task_id, None)
         oom_kills = refused_forks = None
@@ -133,6 +145,9 @@ class LocalBackend:
             self.guard.forget(task_id)
             return Ended(task_id, TaskState.FINISHED, exit_code, tail,
                          f"the executor could not start run.sh (its launcher exited with code {exit_code})")
+        if timed_out is not None:
+            self.guard.forget(task_id)
+            return Ended(task_id, TaskState.FINISHED, exit_code, tail, time_limit_reason(timed_out))
         reason = limit_reason(self.config, self.guard, task_id, folder,
                               Usage(exit_code, oom_kills, refused_forks, stderr_tail=tail))
         return Ended(task_id, TaskState.FINISHED, exit_code, tail, reason)
@@ -151,6 +166,8 @@ class LocalBackend:
         scripts.kill_group(process.pid)
         process.wait()
         del self.started_at[task_id]
+        self.limits.pop(task_id, None)
+        self.timed_out.pop(task_id, None)
         self.guard.forget(task_id)
         cgroup = self.cgroup_of.pop(task_id, None)
         if cgroup:

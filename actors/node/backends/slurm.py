@@ -5,7 +5,9 @@ the cluster's nodes share: the job's `bash run.sh` wrapped as this node wraps it
 bubblewrap sandbox with its rlimits, actors/node/sandbox.py, run inside the allocation), one `squeue`
 call per poll for all the node's jobs, mapping Slurm's states onto task outcomes, and re-attaching
 to its jobs after a restart. The CLI calls and their parsing are in actors/node/backends/slurm_cli.py.
-max_memory_mb becomes the job's `--mem` (unless sbatch_args sets one), so Slurm's cgroup holds it.
+max_memory_mb becomes the job's `--mem` (unless sbatch_args sets one), so Slurm's cgroup holds it;
+a job's max_runtime becomes its `--time` (slurm_cli.time_limit_args), and Slurm's TIMEOUT of such a
+job its reason "time limit (N s)".
 
 Nothing is guessed. A job squeue no longer lists is looked up with `scontrol show job`, then in
 Slurm's jobcomp log; one that none of them knows is asked about again at every poll, and only
@@ -28,7 +30,7 @@ from actors.node.backends import slurm_cli
 from actors.node.backends.base import Ended, Started
 from actors.node.backends.slurm_cli import SlurmJob, SlurmRefused, SlurmUnavailable
 from actors.node.backends.slurm_health import SlurmHealth
-from actors.node.job_limits import MB, OutputGuard, Usage, limit_reason
+from actors.node.job_limits import MB, OutputGuard, Usage, limit_reason, time_limit_reason
 from actors.node.sandbox import Wrapping, environment
 from conf.settings import ClientConfig
 from storage.clock import utcnow
@@ -139,8 +141,9 @@ class SlurmBackend:
                     return []
             folder = task["dir"]
             command = self.wrapping.command(self.config, folder, limit_memory=not self.mem_by_slurm)
+            extra, _ = slurm_cli.time_limit_args(self.sbatch_args, task["max_runtime"])
             slurm_id = slurm_cli.submit(folder, job_name(task["job_uid"], task["attempt"]), command,
-                                        self.config.partition, self.sbatch_args, environment(self.config, folder),
+                                        self.config.partition, extra, environment(self.config, folder),
                                         self.wrapping.bwrap)
         except SlurmRefused as exc:
             log.error("sbatch refused task %d: %s", task_id, exc)
@@ -231,12 +234,18 @@ class SlurmBackend:
             tasks.mark_started(task_id, utcnow())
             return [Started(task_id)]
         del self.jobs[task_id]
-        folder = tasks.find(task_id)["dir"]
+        task = tasks.find(task_id)
+        folder = task["dir"]
         tail = scripts.stderr_tail(folder)
         if phase != "completed":
             # NOTE: Slurm's verdict goes last, so the server's cut to the tail of stderr keeps it.
             said = slurm_cli.describe(status)
             tail = f"{tail}\n{said}" if tail and not tail.endswith("\n") else f"{tail}{said}"
+        # NOTE: from the task's row, not from memory: a job re-attached after a restart maps the same.
+        _, limit = slurm_cli.time_limit_args(self.sbatch_args, task["max_runtime"])
+        if limit and status.state.startswith("TIMEOUT"):
+            self.guard.forget(task_id)
+            return [Ended(task_id, TaskState.FINISHED, slurm_cli.exit_code(status), tail, time_limit_reason(limit))]
         if phase in ("completed", "failed") or self.guard.stopped_it(task_id):
             exit_code = slurm_cli.exit_code(status)
             reason = limit_reason(self.config, self.guard, task_id, folder,

@@ -225,6 +225,57 @@ def sbatch_command(folder: str, name: str, command: list[str], partition: str = 
     return [*args, *extra, f"--wrap={script}"]
 
 
+def slurm_seconds(text: str) -> int | None:
+    """A Slurm time ("M", "M:S", "H:M:S", "D-H", "D-H:M", "D-H:M:S") in seconds; None for no limit
+    (INFINITE, UNLIMITED) or for text Slurm would not take either."""
+    days, dash, clock = text.strip().partition("-") if "-" in text else ("0", "", text.strip())
+    if clock.upper() in ("INFINITE", "UNLIMITED"):
+        return None
+    parts = clock.split(":")
+    if not (days.isdigit() and all(p.isdigit() for p in parts)) or len(parts) > 3:
+        return None
+    numbers = [int(p) for p in parts]
+    if dash:  # "D-H", "D-H:M", "D-H:M:S"
+        hours, minutes, seconds = numbers + [0] * (3 - len(numbers))
+    else:  # "M", "M:S", "H:M:S"
+        hours, minutes, seconds = {1: [0, numbers[0], 0], 2: [0, *numbers], 3: numbers}[len(numbers)]
+    return ((int(days) * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+def _time_option(extra: tuple[str, ...]) -> tuple[tuple[str, ...], str | None]:
+    """`extra` without its --time (-t) option, and that option's value (None: it has none)."""
+    rest, value, args = [], None, iter(extra)
+    for arg in args:
+        if arg in ("--time", "-t"):
+            value = next(args, "")
+        elif arg.startswith("--time="):
+            value = arg.split("=", 1)[1]
+        elif arg.startswith("-t") and len(arg) > 2:
+            value = arg[2:]
+        else:
+            rest.append(arg)
+    return tuple(rest), value
+
+
+def time_limit_args(extra: tuple[str, ...], max_runtime: int | None) -> tuple[tuple[str, ...], int | None]:
+    """The operator's sbatch options `extra` for a job with a time limit of `max_runtime` seconds, and
+    the limit in seconds that Slurm's TIMEOUT of the job then means (None: the job set none).
+
+    Slurm counts time limits in whole minutes: the job gets --time=ceil(max_runtime / 60), so it runs
+    up to 59 s longer than asked. The smaller of the job's and the operator's --time wins: the
+    operator's is the cluster's rule (a partition may refuse longer jobs), and the job asked to be
+    stopped at its own; either way no job runs longer than both allow.
+    """
+    if not max_runtime:
+        return extra, None
+    rest, theirs = _time_option(extra)
+    operator = slurm_seconds(theirs) if theirs is not None else None
+    minutes = -(-max_runtime // 60)
+    if operator is not None and operator < minutes * 60:
+        return extra, operator
+    return (*rest, f"--time={minutes}"), max_runtime
+
+
 def submit(folder: str, name: str, command: list[str], partition: str = "", extra: tuple[str, ...] = (),
            env: dict[str, str] | None = None, needs: str | None = None) -> str:
     """Submit the job, with exactly the environment `env` (and Slurm's own); returns its Slurm job id.
