@@ -59,6 +59,9 @@ def parser() -> argparse.ArgumentParser:
     submit.add_argument("--service", required=True)
     submit.add_argument("--user", required=True, type=int, help="the portal's user id (a positive integer)")
     submit.add_argument("--callback-url", help="where the server POSTs the job when it runs and when it ends")
+    submit.add_argument("--priority", type=int, help="-10 to 10 (default 0): orders this user's own queued jobs")
+    submit.add_argument("--group", help="the set of users it counts for (a course, a project: runs_per_group)")
+    submit.add_argument("--max-runtime", type=int, metavar="SECONDS", help="stop the job after this many seconds")
     submit.add_argument("--wait", action="store_true", help="follow the job until it ends")
     submit.add_argument("-o", "--output", metavar="DIR", help="with --wait: download the results into DIR")
     submit.add_argument("--poll", type=float, default=1.0, help="seconds between looks at the job (default 1)")
@@ -75,6 +78,7 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument("--created-after", metavar="ISO")
     listing.add_argument("--created-before", metavar="ISO")
     listing.add_argument("--portal", help="an operator's: only this portal's jobs")
+    listing.add_argument("--group", help="only the jobs of this group")
     listing.add_argument("--limit", type=int, help="at most this many jobs")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
 
@@ -114,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_submit(client: Client, display: Display, args) -> int:
     with display.upload_progress(f"uploading {len(args.files)} file(s)") as progress:
-        view = client.submit(args.files, args.service, args.user, args.callback_url, progress)
+        view = client.submit(args.files, args.service, args.user, args.callback_url, progress, priority=args.priority,
+                             group=args.group, max_runtime=args.max_runtime)
     if not args.wait:
         show_job(display, view, args.json)
         return OK
@@ -149,7 +154,7 @@ def show_job(display: Display, view: dict, as_json: bool) -> None:
 
 def run_list(client: Client, display: Display, args) -> int:
     filters = {key: getattr(args, key) for key in ("user_id", "service", "status", "created_after", "created_before",
-                                                   "portal")}
+                                                   "portal", "group")}
     if args.limit:
         filters["limit"] = min(args.limit, 1000)
     for count, view in enumerate(client.list(**filters), 1):

@@ -69,10 +69,13 @@ class Client:
     # --- jobs ---------------------------------------------------------------------------------
 
     def submit(self, files: Iterable[FileSpec], service: str, user_id: int, callback_url: str | None = None,
-               progress: Callable[[int, int], None] | None = None) -> dict:
+               progress: Callable[[int, int], None] | None = None, *, priority: int | None = None,
+               group: str | None = None, max_runtime: int | None = None) -> dict:
         """Upload a job: `files` are paths, or (name, bytes) pairs; one must be `run.sh`. The body
         is streamed (a file is never read whole into memory); `progress(sent, total)` is called as
-        it goes. Returns the job's view (with `queue` while it waits)."""
+        it goes. `priority` (-10..10) orders the user's own queued jobs, `group` names the set of
+        users it counts for (runs_per_group), `max_runtime` stops it after that many seconds.
+        Returns the job's view (with `queue` while it waits)."""
         fields: list[tuple[str, Any]] = []
         opened = []
         try:
@@ -88,8 +91,8 @@ class Client:
                     opened.append(handle)
                     fields.append(("file", (os.path.basename(spec), handle, "application/octet-stream")))
             fields += [("user_id", str(user_id)), ("service", service)]
-            if callback_url:
-                fields.append(("callback_url", callback_url))
+            optional = {"callback_url": callback_url, "priority": priority, "group": group, "max_runtime": max_runtime}
+            fields += [(name, str(value)) for name, value in optional.items() if value is not None]
             body = MultipartEncoder(fields)
             if progress is not None:
                 body = MultipartEncoderMonitor(body, lambda monitor: progress(monitor.bytes_read, monitor.len))

@@ -89,6 +89,18 @@ def test_the_token_goes_as_a_bearer_and_the_upload_carries_its_fields(tmp_path):
     assert seen and seen[-1][0] == seen[-1][1] == len(body)
 
 
+def test_the_upload_carries_the_scheduling_fields_only_when_given(tmp_path):
+    api, transport = client((200, QUEUED), (200, QUEUED))
+
+    api.submit([("run.sh", b"true\n")], "example", 7, priority=-3, group="class-a", max_runtime=600)
+    api.submit([("run.sh", b"true\n")], "example", 7)
+
+    given, plain = transport.bodies
+    for name, value in (("priority", b"-3"), ("group", b"class-a"), ("max_runtime", b"600")):
+        assert f'name="{name}"'.encode() in given and b"\r\n\r\n" + value + b"\r\n" in given
+        assert f'name="{name}"'.encode() not in plain
+
+
 def test_list_follows_next_cursor_until_there_is_none():
     api, transport = client((200, {"jobs": [{"id": 3}, {"id": 2}], "next_cursor": "c1"}),
                             (200, {"jobs": [{"id": 1}], "next_cursor": None}))
