@@ -48,7 +48,13 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not processes and not slow" tests
 
 # Benchmarks against real nodes on loopback (docs/performance.md); quick: a smoke run, no figures.
-bench: $(STAMP)
+# `bench` alone installs requirements-bench.txt (matplotlib, for the chart of docs/scheduling.md).
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): requirements-bench.txt $(STAMP)
+	$(PY) -m pip install --quiet -r requirements-bench.txt
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(PY) -m bench.all
 
 bench-quick: $(STAMP)
