@@ -105,6 +105,8 @@ def view(field) -> dict:
         "exit_code": field("exit_code"),
         "reason": field("reason"),
         "stderr_tail": field("stderr_tail"),
+        "priority": field("priority") or 0,
+        "group": field("group"),
     }
 
 
@@ -112,7 +114,7 @@ def view(field) -> dict:
 TIMES = ("created_at", "dispatched_at", "started_at", "finished_at", "cleaned_at")
 #: The columns `view` reads.
 VIEW_COLUMNS = ("id", "public_id", "user_id", "service", "state", "outcome", *TIMES, "attempts", "executor",
-                "exit_code", "reason", "stderr_tail")
+                "exit_code", "reason", "stderr_tail", "priority", "group")
 
 #: The columns of a job that stay empty until it is dispatched or ends.
 EMPTY_WHEN_NEW = frozenset({"outcome", "dispatched_at", "started_at", "finished_at", "cleaned_at", "executor",

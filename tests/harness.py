@@ -840,3 +840,28 @@ def orchestrator_started(server: Node | str, *args: str, token: str | None = Non
     pipes (bytes); the test calls communicate()."""
     return subprocess.Popen([sys.executable, "-m", "orchestrator_client", *args], cwd=ROOT,
                             env=orchestrator_env(server, token), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+# --- scheduling labels (priority, group) -----------------------------------------------------------
+
+def labelled_job(user_id: int, priority: int = 0, group: str | None = None, portal: str | None = None,
+                 service: str = "example") -> int:
+    """`new_job` with a priority and a group, as an upload gives them."""
+    from storage import jobs
+    from storage.clock import utcnow
+    return jobs.create_job(user_id, service, f"/jobs/{user_id}", utcnow(), portal,
+                           labels=jobs.Labels(priority, group))[0]
+
+
+def submit_labelled(server: Node, body: str, user_id: int, priority: int | None = None, group: str | None = None,
+                    service: str = "example") -> int:
+    """`submit` with the upload's `priority` and `group` fields (left out when None)."""
+    data = {"user_id": str(user_id), "service": service}
+    if priority is not None:
+        data["priority"] = str(priority)
+    if group is not None:
+        data["group"] = group
+    response = requests.post(f"{server.url}/upload", data=data, files=[("file", ("run.sh", script(body)))],
+                             timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()["id"]

@@ -13,10 +13,12 @@ import falcon
 
 from conf.settings import ServerConfig
 from storage import feed_cursors, public_ids
+from storage.fair_share import PRIORITIES
 from storage.states import JobState
 from web.common import DEFAULT_LIMIT, MAX_ID, MAX_JSON_BYTES, MAX_LIMIT
 from web.folder_reads import MAX_TAIL_LINES
 from web.log_query import DEFAULT_TAIL
+from web.scheduling_fields import GROUP
 
 ERROR = {"type": "object", "required": ["title"], "properties": {
     "title": {"type": "string"}, "description": {"type": "string"}}}
@@ -101,6 +103,13 @@ def document(config: ServerConfig) -> dict:
                                          "description": "where to POST the job (signed, Standard Webhooks) when it "
                                                         "starts running and when it ends; its host must match "
                                                         "[server] webhook_hosts"},
+                        "priority": {"type": "integer", "minimum": PRIORITIES.start, "maximum": PRIORITIES.stop - 1,
+                                     "default": 0,
+                                     "description": "orders the user's own queued jobs (higher first, then first "
+                                                    "in, first out); it never lets a user pass others"},
+                        "group": {"type": "string", "pattern": GROUP.pattern,
+                                  "description": "the portal's label for a set of users (a course, a project); "
+                                                 "the service's runs_per_group caps its active jobs"},
                         "file": {"type": "array", "minItems": 1, "maxItems": config.max_files,
                                  "items": {"type": "string", "format": "binary"},
                                  "description": "the job's files, run.sh among them; stored under their base names"},
@@ -253,6 +262,8 @@ def document(config: ServerConfig) -> dict:
                     "attempts": {"type": "integer"}, "executor": {"type": ["string", "null"]},
                     "exit_code": {"type": ["integer", "null"]}, "reason": {"type": ["string", "null"]},
                     "stderr_tail": {"type": ["string", "null"]},
+                    "priority": {"type": "integer", "description": "as uploaded (0 when none was sent)"},
+                    "group": {"type": ["string", "null"], "description": "as uploaded"},
                     "queue": {"$ref": "#/components/schemas/Queue"}}},
                 "Queue": {
                     "type": "object", "description": "only while the job has not started (Queued, Dispatching)",
@@ -263,8 +274,8 @@ def document(config: ServerConfig) -> dict:
                                                     "each); 0: admitted (Dispatching), being sent to an executor"},
                         "position_for_user": {"type": "integer", "minimum": 0,
                                               "description": "among its user's own queued jobs"},
-                        "waiting_for": {"enum": ["runs_per_user", "max_runs", "executors_full", "no_executor",
-                                                 "draining", None],
+                        "waiting_for": {"enum": ["runs_per_user", "runs_per_group", "max_runs", "executors_full",
+                                                 "no_executor", "draining", None],
                                         "description": "what holds it (null: only its turn)"},
                         "detail": {"type": "string", "description": "the same, in words"},
                         "estimated_start": {**_stamp(), "description": "from the service's recent run times; "

@@ -1,4 +1,5 @@
-"""QueueActor: the queued jobs of every service, grouped by user, in the order they arrived.
+"""QueueActor: the queued jobs of every service, grouped by user, each user's in `queue_order`
+(higher priority first, then the order they arrived).
 
 A user is a (portal, user_id) pair (`UserKey`): portals number their users independently.
 
@@ -14,50 +15,95 @@ the periodic resync repairs a lost JobQueued message.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict, deque
+from bisect import bisect_left, insort
 
 from thespian.actors import WakeupMessage
 
 from actors.messages import AdmissionRequest, Admitted, Configure, JobQueued, SlotsFreed, UserKey
 from actors.server.base import ServerActor
 from conf.logs import event
-from storage import jobs
+from storage import clock, jobs
+from storage.fair_share import queue_order
 
 RESYNC_SECONDS = 10.0
 
 
-class ServiceQueue:
-    """The queued job ids of one service: per user, first-in first-out."""
+class UserQueue:
+    """One user's queued jobs: `order` sorted by `queue_order` (the order they should start in),
+    `ids` sorted by id (ids grow with upload time, so ids[0] is the oldest queued job).
+
+    NOTE: bisect-sorted lists, not heaps: `heads` reads the first few in order and a job admitted or
+    cancelled is removed from anywhere; both are a binary search and a memmove (microseconds at
+    100,000 jobs of one user, measured in the report of this change)."""
+
+    __slots__ = ("order", "ids")
 
     def __init__(self):
-        self.by_user: OrderedDict[UserKey, deque[int]] = OrderedDict()
-        self.owner: dict[int, UserKey] = {}
+        self.order: list[tuple[int, int]] = []
+        self.ids: list[int] = []
+
+    def add(self, key: tuple[int, int], job_id: int) -> None:
+        # NOTE: jobs mostly arrive in id order with equal priorities: appending is the common case.
+        if not self.order or self.order[-1] < key:
+            self.order.append(key)
+        else:
+            insort(self.order, key)
+        if not self.ids or self.ids[-1] < job_id:
+            self.ids.append(job_id)
+        else:
+            insort(self.ids, job_id)
+
+    def remove(self, key: tuple[int, int], job_id: int) -> None:
+        del self.order[bisect_left(self.order, key)]
+        del self.ids[bisect_left(self.ids, job_id)]
+
+
+class ServiceQueue:
+    """The queued jobs of one service: per user, in `queue_order` (priority, then first-in first-out);
+    each job's group and upload time."""
+
+    def __init__(self):
+        self.by_user: dict[UserKey, UserQueue] = {}
+        #: job id → (user, priority, group, queued at: epoch seconds)
+        self.jobs: dict[int, tuple[UserKey, int, str | None, float]] = {}
 
     def __len__(self) -> int:
-        return len(self.owner)
+        return len(self.jobs)
 
-    def add(self, user: UserKey, job_id: int) -> bool:
-        if job_id in self.owner:
+    def add(self, user: UserKey, job_id: int, priority: int = 0, group: str | None = None,
+            queued_at: float = 0.0) -> bool:
+        if job_id in self.jobs:
             return False
-        self.by_user.setdefault(user, deque()).append(job_id)
-        self.owner[job_id] = user
+        self.by_user.setdefault(user, UserQueue()).add(queue_order(priority, job_id), job_id)
+        self.jobs[job_id] = (user, priority, group, queued_at)
         return True
 
     def remove(self, job_id: int) -> None:
-        user = self.owner.pop(job_id, None)
-        if user is None:
+        found = self.jobs.pop(job_id, None)
+        if found is None:
             return
+        user, priority = found[0], found[1]
         waiting = self.by_user[user]
-        if waiting and waiting[0] == job_id:
-            waiting.popleft()
-        else:
-            waiting.remove(job_id)
-        if not waiting:
+        waiting.remove(queue_order(priority, job_id), job_id)
+        if not waiting.ids:
             del self.by_user[user]
 
     def heads(self, per_user: int) -> tuple[tuple[UserKey, tuple[int, ...]], ...]:
-        return tuple((user, tuple(waiting[i] for i in range(min(per_user, len(waiting)))))
+        """Each waiting user's next `per_user` jobs, in the order they should start."""
+        return tuple((user, tuple(job_id for _, job_id in waiting.order[:per_user]))
                      for user, waiting in self.by_user.items())
+
+    def request(self, service: str, per_user: int) -> AdmissionRequest:
+        """The quota's request: the heads, their labels, and each of their users' oldest queued time."""
+        candidates = self.heads(per_user)
+        labels = []
+        for _, job_ids in candidates:
+            for job_id in job_ids:
+                _, priority, group, _ = self.jobs[job_id]
+                if priority or group is not None:
+                    labels.append((job_id, priority, group))
+        oldest = tuple((user, self.jobs[self.by_user[user].ids[0]][3]) for user, _ in candidates)
+        return AdmissionRequest(service, candidates, tuple(labels), oldest)
 
 
 class QueueActor(ServerActor):
@@ -87,8 +133,8 @@ class QueueActor(ServerActor):
             if jobs.count_queued(service) == len(queue):
                 continue
             fresh = ServiceQueue()
-            for user, job_id in jobs.queued_jobs(service):
-                fresh.add(user, job_id)
+            for row in jobs.queued_jobs(service):
+                fresh.add(row.user, row.id, row.priority, row.group, row.queued_at)
             self.queues[service] = fresh
             self.unblock(service)
             if self.peers:
@@ -109,11 +155,12 @@ class QueueActor(ServerActor):
             queue = self.queues.get(service)
             if queue and self.peers is not None:
                 per_user = self.config.service(service).runs_per_user
-                self.send(self.peers.quota, AdmissionRequest(service, queue.heads(per_user)))
+                self.send(self.peers.quota, queue.request(service, per_user))
 
     def receiveMsg_JobQueued(self, msg: JobQueued, sender) -> None:
         queue = self.queues.get(msg.service)
-        if queue is None or not queue.add(msg.user, msg.job_id):
+        queued_at = msg.queued_at if msg.queued_at is not None else clock.utcnow().timestamp()
+        if queue is None or not queue.add(msg.user, msg.job_id, msg.priority or 0, msg.group, queued_at):
             return
         if not self.blocked(msg.service, msg.user):
             self.request_admission(msg.service)
