@@ -15,7 +15,9 @@ the periodic resync repairs a lost JobQueued message.
 from __future__ import annotations
 
 import logging
-from bisect import bisect_left, insort
+from bisect import insort
+from collections import deque
+from itertools import islice
 
 from thespian.actors import WakeupMessage
 
@@ -23,39 +25,58 @@ from actors.messages import AdmissionRequest, Admitted, Configure, JobQueued, Sl
 from actors.server.base import ServerActor
 from conf.logs import event
 from storage import clock, jobs
-from storage.fair_share import queue_order
 
 RESYNC_SECONDS = 10.0
 
 
 class UserQueue:
-    """One user's queued jobs: `order` sorted by `queue_order` (the order they should start in),
-    `ids` sorted by id (ids grow with upload time, so ids[0] is the oldest queued job).
+    """One user's queued job ids in `queue_order` (higher priority first, then by id, which grows
+    with upload time): a first-in first-out deque per priority, kept sorted by id.
 
-    NOTE: bisect-sorted lists, not heaps: `heads` reads the first few in order and a job admitted or
-    cancelled is removed from anywhere; both are a binary search and a memmove (microseconds at
-    100,000 jobs of one user, measured in the report of this change)."""
+    NOTE: at most 21 priorities, so the next jobs are the fronts of a few deques; the common moves
+    (a new upload appended, an admitted job taken from the front) are O(1), and a job removed from
+    elsewhere (a cancel) costs a scan of its deque up to it, as before priorities."""
 
-    __slots__ = ("order", "ids")
+    __slots__ = ("by_priority",)
 
     def __init__(self):
-        self.order: list[tuple[int, int]] = []
-        self.ids: list[int] = []
+        self.by_priority: dict[int, deque[int]] = {}
 
-    def add(self, key: tuple[int, int], job_id: int) -> None:
-        # NOTE: jobs mostly arrive in id order with equal priorities: appending is the common case.
-        if not self.order or self.order[-1] < key:
-            self.order.append(key)
-        else:
-            insort(self.order, key)
-        if not self.ids or self.ids[-1] < job_id:
-            self.ids.append(job_id)
-        else:
-            insort(self.ids, job_id)
+    def __bool__(self) -> bool:
+        return bool(self.by_priority)
 
-    def remove(self, key: tuple[int, int], job_id: int) -> None:
-        del self.order[bisect_left(self.order, key)]
-        del self.ids[bisect_left(self.ids, job_id)]
+    def add(self, priority: int, job_id: int) -> None:
+        ids = self.by_priority.setdefault(priority, deque())
+        if not ids or ids[-1] < job_id:
+            ids.append(job_id)
+        else:  # a requeued job: back to its place by id
+            insort(ids, job_id)
+
+    def remove(self, priority: int, job_id: int) -> None:
+        ids = self.by_priority[priority]
+        if ids[0] == job_id:
+            ids.popleft()
+        else:
+            ids.remove(job_id)
+        if not ids:
+            del self.by_priority[priority]
+
+    def first(self, count: int) -> tuple[int, ...]:
+        """The next `count` jobs, in the order they should start."""
+        if len(self.by_priority) == 1:  # the common case: one priority
+            return tuple(islice(next(iter(self.by_priority.values())), count))
+        taken: list[int] = []
+        for priority in sorted(self.by_priority, reverse=True):
+            taken.extend(islice(self.by_priority[priority], count - len(taken)))
+            if len(taken) >= count:
+                break
+        return tuple(taken)
+
+    def oldest(self) -> int:
+        """The job queued first (the smallest id)."""
+        if len(self.by_priority) == 1:
+            return next(iter(self.by_priority.values()))[0]
+        return min(ids[0] for ids in self.by_priority.values())
 
 
 class ServiceQueue:
@@ -74,7 +95,7 @@ class ServiceQueue:
             queued_at: float = 0.0) -> bool:
         if job_id in self.jobs:
             return False
-        self.by_user.setdefault(user, UserQueue()).add(queue_order(priority, job_id), job_id)
+        self.by_user.setdefault(user, UserQueue()).add(priority, job_id)
         self.jobs[job_id] = (user, priority, group, queued_at)
         return True
 
@@ -84,26 +105,23 @@ class ServiceQueue:
             return
         user, priority = found[0], found[1]
         waiting = self.by_user[user]
-        waiting.remove(queue_order(priority, job_id), job_id)
-        if not waiting.ids:
+        waiting.remove(priority, job_id)
+        if not waiting:
             del self.by_user[user]
 
-    def heads(self, per_user: int) -> tuple[tuple[UserKey, tuple[int, ...]], ...]:
-        """Each waiting user's next `per_user` jobs, in the order they should start."""
-        return tuple((user, tuple(job_id for _, job_id in waiting.order[:per_user]))
-                     for user, waiting in self.by_user.items())
-
     def request(self, service: str, per_user: int) -> AdmissionRequest:
-        """The quota's request: the heads, their labels, and each of their users' oldest queued time."""
-        candidates = self.heads(per_user)
-        labels = []
-        for _, job_ids in candidates:
-            for job_id in job_ids:
+        """The quota's request: each waiting user's next `per_user` jobs in the order they should
+        start, the labels of those jobs, and when each of those users' oldest job was queued."""
+        candidates, labels, oldest = [], [], []
+        for user, waiting in self.by_user.items():
+            heads = waiting.first(per_user)
+            candidates.append((user, heads))
+            oldest.append((user, self.jobs[waiting.oldest()][3]))
+            for job_id in heads:
                 _, priority, group, _ = self.jobs[job_id]
                 if priority or group is not None:
                     labels.append((job_id, priority, group))
-        oldest = tuple((user, self.jobs[self.by_user[user].ids[0]][3]) for user, _ in candidates)
-        return AdmissionRequest(service, candidates, tuple(labels), oldest)
+        return AdmissionRequest(service, tuple(candidates), tuple(labels), tuple(oldest))
 
 
 class QueueActor(ServerActor):
