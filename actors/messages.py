@@ -122,6 +122,12 @@ class JobQueued:
     user_id: int
     #: The portal that submitted it (None without tokens).
     portal: str | None
+    #: Orders its user's queued jobs (storage.fair_share.queue_order; None: 0).
+    priority: int | None = None
+    #: The portal's group label (runs_per_group caps it); None: none.
+    group: str | None = None
+    #: When it was queued (created), epoch seconds of the naive UTC stamp; None: now.
+    queued_at: float | None = None
 
     @property
     def user(self) -> UserKey:
@@ -130,11 +136,16 @@ class JobQueued:
 
 @dataclass(frozen=True)
 class AdmissionRequest:
-    """Queue → quota: the next queued jobs of each waiting user of `service`."""
+    """Queue → quota: the next queued jobs of each waiting user of `service`, and only their data."""
 
     service: str
-    #: (user, (job_id, ...)) in the order each user queued them; at most runs_per_user per user.
+    #: (user, (job_id, ...)), each user's jobs in the order they should start (queue_order); at
+    #: most runs_per_user per user.
     candidates: tuple[tuple[UserKey, tuple[int, ...]], ...]
+    #: (job_id, priority, group) of the candidates that have a priority other than 0 or a group.
+    labels: tuple[tuple[int, int, str | None], ...] = ()
+    #: (user, epoch seconds) of each candidate user: when their oldest queued job was queued.
+    oldest: tuple[tuple[UserKey, float], ...] = ()
 
 
 @dataclass(frozen=True)

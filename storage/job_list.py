@@ -67,7 +67,7 @@ def views_of(job_ids: list[int]) -> list[dict]:
     the caller's db_session): the list's page, and the change feed's jobs (storage/changes.py)."""
     if not job_ids:
         return []
-    columns = ", ".join(_column(name) for name in VIEW_COLUMNS)
+    columns = ", ".join(_column(getattr(Job, name).column) for name in VIEW_COLUMNS)  # `group` is job_group
     rows = execute(f"SELECT {columns} FROM {_table()} WHERE {_column('id')} IN ({', '.join('?' * len(job_ids))})",
                    job_ids)
     by_id = {}

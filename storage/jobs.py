@@ -118,6 +118,9 @@ class JobRef:
     reason: str | None = None
     #: Seconds it may run once started (sent to its executor); None: no limit.
     max_runtime: int | None = None
+    #: Its scheduling labels (storage.jobs.Labels), for the queue when it is queued again.
+    priority: int = 0
+    group: str | None = None
 
     @property
     def uid(self) -> str:
@@ -128,7 +131,7 @@ class JobRef:
     def of(job: Job) -> "JobRef":
         return JobRef(job.id, job.user_id, job.portal, job.service, JobState(job.state), job.dir, job.attempts,
                       job.executor, job.remote_id, job.created_at, job.started_at, job.finished_at, job.exit_code,
-                      job.reason, job.max_runtime)
+                      job.reason, job.max_runtime, job.priority or 0, job.group)
 
 
 # --- web ---------------------------------------------------------------------------------------
@@ -137,26 +140,37 @@ class QueueFull(Exception):
     """The user (of that portal) already has the service's max_queued_per_user jobs waiting."""
 
 
+@dataclass(frozen=True)
+class Labels:
+    """What an upload says of its job's scheduling: its priority among its user's jobs, its group,
+    and its time limit (the upload's, else its service's; None: none)."""
+
+    priority: int = 0
+    group: str | None = None
+    max_runtime: int | None = None
+
+
 def create_job(user_id: int, service: str, folder: str, now: datetime, portal: str | None = None,
                max_queued: int | None = None, callback_url: str | None = None,
-               max_runtime: int | None = None) -> tuple[int, dict]:
+               labels: Labels = Labels()) -> tuple[int, dict]:
     """Write a new Queued job (and its first change-log entry); a portal's job (a server with
-    tokens) gets a public id; `callback_url`: where its webhooks go; `max_runtime`: its time limit.
+    tokens) gets a public id; `callback_url`: where its webhooks go; `labels`: its priority, group and
+    time limit.
 
     Returns:
         (its number, its view). Raises QueueFull when the portal's user already has `max_queued` waiting.
     """
     if max_queued is None:
-        return _insert(user_id, service, folder, now, portal, callback_url, max_runtime)
-    return _insert_limited(user_id, service, folder, now, portal, max_queued, callback_url, max_runtime)
+        return _insert(user_id, service, folder, now, portal, callback_url, labels)
+    return _insert_limited(user_id, service, folder, now, portal, max_queued, callback_url, labels)
 
 
 @db_session
 def _insert(user_id: int, service: str, folder: str, now: datetime, portal: str | None,
-            callback_url: str | None, max_runtime: int | None) -> tuple[int, dict]:
+            callback_url: str | None, labels: Labels) -> tuple[int, dict]:
     job = Job(user_id=user_id, service=service, dir=folder, created_at=now, updated_at=now, portal=portal,
               public_id=public_ids.new() if portal is not None else None, callback_url=callback_url,
-              max_runtime=max_runtime)
+              priority=labels.priority, group=labels.group, max_runtime=labels.max_runtime)
     flush()  # assigns the id; reading the row after commit would cost another query
     record_change(job.id, portal, callback_url, JobState.QUEUED, now)
     view = job.to_dict(new=True)
@@ -166,14 +180,14 @@ def _insert(user_id: int, service: str, folder: str, now: datetime, portal: str 
 
 @db_session(immediate=True)
 def _insert_limited(user_id: int, service: str, folder: str, now: datetime, portal: str | None,
-                    max_queued: int, callback_url: str | None, max_runtime: int | None) -> tuple[int, dict]:
+                    max_queued: int, callback_url: str | None, labels: Labels) -> tuple[int, dict]:
     """The count and the insert in one write transaction, so two uploads cannot both squeeze in."""
     # NOTE: Pony compiles `j.portal == portal` to IS NULL when portal is None (no tokens).
     waiting = select(j for j in Job if j.service == service and j.portal == portal and j.user_id == user_id
                      and j.state == JobState.QUEUED.value).count()
     if waiting >= max_queued:
         raise QueueFull(waiting)
-    return _insert(user_id, service, folder, now, portal, callback_url, max_runtime)
+    return _insert(user_id, service, folder, now, portal, callback_url, labels)
 
 
 def _names(ref: int | str, public_id: str | None) -> bool:
@@ -278,15 +292,29 @@ def unserved_under_way(services: list[str]) -> list[str]:
 
 # --- queue and quota ---------------------------------------------------------------------------
 
-def queued_jobs(service: str, page: int = 10_000) -> Iterator[tuple[tuple[str | None, int], int]]:
-    """((portal, user_id), job_id) of the service's queued jobs, oldest first, read `page` rows at a
-    time so a long queue never sits in memory twice (as rows and as the queue's index)."""
+@dataclass(frozen=True)
+class QueuedJob:
+    """What the queue keeps of a queued job."""
+
+    user: tuple[str | None, int]
+    id: int
+    priority: int
+    group: str | None
+    #: When it was created, epoch seconds of the naive UTC stamp.
+    queued_at: float
+
+
+def queued_jobs(service: str, page: int = 10_000) -> Iterator[QueuedJob]:
+    """The service's queued jobs, oldest first, read `page` rows at a time so a long queue never
+    sits in memory twice (as rows and as the queue's index)."""
     after = 0
     while True:
         with db_session:
-            rows = select((j.portal, j.user_id, j.id) for j in Job if j.service == service and j.id > after
+            rows = select((j.portal, j.user_id, j.id, j.priority, j.group, j.created_at) for j in Job
+                          if j.service == service and j.id > after
                           and j.state == JobState.QUEUED.value).order_by(3)[:page]
-        yield from (((portal, user_id), job_id) for portal, user_id, job_id in rows)
+        yield from (QueuedJob((portal, user_id), job_id, priority or 0, group, created.timestamp())
+                    for portal, user_id, job_id, priority, group, created in rows)
         if len(rows) < page:
             return
         after = rows[-1][2]
@@ -297,12 +325,26 @@ def count_queued(service: str) -> int:
     return select(j for j in Job if j.service == service and j.state == JobState.QUEUED.value).count()
 
 
+@dataclass(frozen=True)
+class ActiveJob:
+    """What the quota keeps of a job holding a slot."""
+
+    service: str
+    user: tuple[str | None, int]
+    id: int
+    group: str | None
+    #: When it was admitted (its run time counts toward its user's fair-share usage from then).
+    dispatched_at: datetime | None
+
+
 @db_session
-def active_jobs() -> list[tuple[str, tuple[str | None, int], int]]:
-    """(service, (portal, user_id), job_id) of every job holding a slot."""
+def active_jobs() -> list[ActiveJob]:
+    """Every job holding a slot."""
     states = [s.value for s in ACTIVE]
-    return [(service, (portal, user_id), job_id) for service, portal, user_id, job_id
-            in select((j.service, j.portal, j.user_id, j.id) for j in Job if j.state in states)]
+    return [ActiveJob(service, (portal, user_id), job_id, group, dispatched_at)
+            for service, portal, user_id, job_id, group, dispatched_at
+            in select((j.service, j.portal, j.user_id, j.id, j.group, j.dispatched_at) for j in Job
+                      if j.state in states)]
 
 
 @db_session

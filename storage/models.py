@@ -108,6 +108,8 @@ def view(field) -> dict:
         "reason": field("reason"),
         "stderr_tail": field("stderr_tail"),
         "max_runtime": field("max_runtime"),
+        "priority": field("priority") or 0,
+        "group": field("group"),
     }
 
 
@@ -115,7 +117,7 @@ def view(field) -> dict:
 TIMES = ("created_at", "dispatched_at", "started_at", "finished_at", "cleaned_at")
 #: The columns `view` reads.
 VIEW_COLUMNS = ("id", "public_id", "user_id", "service", "state", "outcome", *TIMES, "attempts", "executor",
-                "exit_code", "reason", "stderr_tail", "max_runtime")
+                "exit_code", "reason", "stderr_tail", "max_runtime", "priority", "group")
 
 #: The columns of a job that stay empty until it is dispatched or ends.
 EMPTY_WHEN_NEW = frozenset({"outcome", "dispatched_at", "started_at", "finished_at", "cleaned_at", "executor",

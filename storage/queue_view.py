@@ -11,11 +11,15 @@ each through an index, so a job's view stays cheap with 100,000 jobs queued.
   oldest job is older. Its turns live in its memory, so `turn_key` stands in for them: a user with
   no job active counts as not served lately, one with jobs active as served when the latest of
   them was admitted. The position is thus an estimate; exact while users' turns follow that order.
+  A user's own jobs come in `queue_order` (storage/fair_share.py: higher priority first, then older).
+  Under policy = fair_share users are served by score, not turns: the position then stays this
+  round-robin estimate (right when usage and waits are even), not the fair-share rank.
 - A Dispatching job was admitted: position 0, about to start; only a missing or draining executor
   can still hold it.
 - `waiting_for`, when several hold, is the one that would still hold the job after the others
   clear: `no_executor` and `draining` (only an operator clears them), then `runs_per_user` (a slot
-  freed by another user's job does not help; one of its own does), then the service's limit,
+  freed by another user's job does not help; one of its own does), then `runs_per_group` (one of its
+  group's jobs must end), then the service's limit,
   `max_runs` or `executors_full`, whichever is the smaller; null when nothing holds it but its turn.
 """
 from __future__ import annotations
@@ -25,7 +29,7 @@ import statistics
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from pony.orm import count, db_session, min as smallest, select
+from pony.orm import coalesce, count, db_session, min as smallest, select
 
 from conf.settings import ServiceConfig
 from storage.columns import iso
@@ -48,7 +52,8 @@ class QueueFacts:
     user_id: int
     #: The job is Dispatching (admitted), not Queued.
     admitted: bool
-    #: Its user's queued jobs of the service that are older than it.
+    #: Its user's queued jobs of the service that start before it (`queue_order`: higher priority, or
+    #: the same and older).
     ahead_of_user: int
     #: Per other user with queued jobs in the service: (how many, served before this job's user in a round).
     others: tuple[tuple[int, bool], ...]
@@ -61,6 +66,10 @@ class QueueFacts:
     executors: tuple[tuple[str, int], ...]
     #: Run seconds of the service's latest Completed jobs.
     recent_runs: tuple[float, ...]
+    #: Its group (None: none), that group's active jobs in the service, and the service's cap.
+    group: str | None = None
+    group_active: int = 0
+    runs_per_group: int | None = None
 
 
 def positions(ahead_of_user: int, others: tuple[tuple[int, bool], ...]) -> tuple[int, int]:
@@ -98,6 +107,9 @@ def holding(facts: QueueFacts, position: int) -> tuple[str | None, str]:
     if facts.user_active >= facts.runs_per_user:
         return "runs_per_user", (f"user {facts.user_id} has {facts.user_active} of {facts.runs_per_user} jobs active "
                                  f"in {service} (runs_per_user); it starts when one of them ends.")
+    if facts.group is not None and facts.runs_per_group is not None and facts.group_active >= facts.runs_per_group:
+        return "runs_per_group", (f"group {facts.group} has {facts.group_active} of {facts.runs_per_group} jobs active "
+                                  f"in {service} (runs_per_group); it starts when one of them ends.")
     slots = capacity(facts.executors)
     if facts.max_runs is not None and facts.max_runs <= slots and facts.service_active >= facts.max_runs:
         return "max_runs", (f"service {service} runs its most jobs at once ({facts.max_runs}, max_runs); it starts "
@@ -165,8 +177,14 @@ def facts_of(job: Job, settings: ServiceConfig) -> QueueFacts:
             mine = key
         else:
             others.append((number, key))
+    priority = job.priority or 0
     ahead = select(j for j in Job if j.service == service and j.portal == portal and j.user_id == user_id
-                   and j.state == queued and j.id < job.id).count()
+                   and j.state == queued and (coalesce(j.priority, 0) > priority
+                                              or (coalesce(j.priority, 0) == priority and j.id < job.id))).count()
+    group_active = 0
+    if job.group is not None and settings.runs_per_group is not None:
+        group_active = select(j for j in Job if j.service == service and j.state in _ACTIVE and j.portal == portal
+                              and j.group == job.group).count()
     executors = tuple(select((e.state, e.slots) for e in Executor if e.service == service).without_distinct())
     runs = select((j.id, j.started_at, j.finished_at) for j in Job if j.service == service
                   and j.state == JobState.COMPLETED.value).order_by(-1)[:HISTORY]  # newest first
@@ -174,7 +192,8 @@ def facts_of(job: Job, settings: ServiceConfig) -> QueueFacts:
                       tuple((number, key < mine) for number, key in others),
                       active.get((portal, user_id), 0), sum(active.values()),
                       settings.runs_per_user, settings.max_runs, executors,
-                      tuple((end - start).total_seconds() for _, start, end in runs if start and end))
+                      tuple((end - start).total_seconds() for _, start, end in runs if start and end),
+                      job.group, group_active, settings.runs_per_group)
 
 
 def of_job(job: Job, settings: ServiceConfig | None, now: datetime) -> dict:

@@ -847,3 +847,24 @@ def upload_with(server: Node, body: str, fields: dict[str, str], user_id=1, serv
     """POST /upload of the script `body` with more text fields (max_runtime, ...) beside user_id and service."""
     return requests.post(f"{server.url}/upload", data={"user_id": str(user_id), "service": service, **fields},
                          headers=bearer(token), files=[("file", ("run.sh", script(body)))], timeout=30)
+
+
+# --- scheduling labels (priority, group) -----------------------------------------------------------
+
+def labelled_job(user_id: int, priority: int = 0, group: str | None = None, portal: str | None = None,
+                 service: str = "example") -> int:
+    """`new_job` with a priority and a group, as an upload gives them."""
+    from storage import jobs
+    from storage.clock import utcnow
+    return jobs.create_job(user_id, service, f"/jobs/{user_id}", utcnow(), portal,
+                           labels=jobs.Labels(priority, group))[0]
+
+
+def submit_labelled(server: Node, body: str, user_id: int, priority: int | None = None, group: str | None = None,
+                    service: str = "example") -> int:
+    """`submit` with the upload's `priority` and `group` fields (left out when None)."""
+    labels = {"priority": None if priority is None else str(priority), "group": group}
+    response = upload_with(server, body, {name: value for name, value in labels.items() if value is not None},
+                           user_id, service)
+    assert response.status_code == 200, response.text
+    return response.json()["id"]

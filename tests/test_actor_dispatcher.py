@@ -19,6 +19,7 @@ import logging
 import threading
 
 import pytest
+from unittest.mock import ANY
 from thespian.actors import ActorSystem
 
 from actors.messages import (ActorStarted, CancelJob, Capacity, Configure, Dispatch, ExecutorHeartbeat, JobEnded,
@@ -414,7 +415,7 @@ def test_an_executor_silent_past_executor_timeout_is_lost_and_its_jobs_are_queue
     harness.fire("check")
 
     assert sorted(msg.job_id for msg in harness.queue_got()) == on_a
-    assert all(msg == JobQueued(msg.job_id, SERVICE, 1, None) for msg in harness.queue_got())
+    assert all(msg == JobQueued(msg.job_id, SERVICE, 1, None, 0, None, ANY) for msg in harness.queue_got())
     assert sorted(harness.ended()) == sorted((job_id, A) for job_id in on_a)
     for job_id in on_a:
         job = row(job_id)

@@ -18,9 +18,9 @@ from actors.server.quota import QuotaActor
 from conf.settings import ServerConfig, ServiceConfig
 from storage import jobs
 from storage.clock import utcnow
-from storage.models import Job
+from storage.models import Job, Usage
 from storage.states import JobState
-from tests.harness import Recorder, events_heard, new_job, recorded
+from tests.harness import Recorder, events_heard, labelled_job, new_job, recorded
 
 SERVICE = "example"
 ASK_TIMEOUT = 5
@@ -49,9 +49,11 @@ class Harness:
         self.database_path = database_path
         self.queue = self.quota = self.recorder = None
 
-    def start(self, runs_per_user: int = 2, max_runs: int | None = 3, capacity: int | None = 10) -> "Harness":
+    def start(self, runs_per_user: int = 2, max_runs: int | None = 3, capacity: int | None = 10,
+              **service) -> "Harness":
         config = ServerConfig(database=self.database_path,
-                              services=(ServiceConfig(SERVICE, runs_per_user=runs_per_user, max_runs=max_runs),))
+                              services=(ServiceConfig(SERVICE, runs_per_user=runs_per_user, max_runs=max_runs,
+                                                      **service),))
         self.queue = self.system.createActor(QueueActor)
         self.quota = self.system.createActor(QuotaActor)
         self.recorder = self.system.createActor(Recorder)
@@ -69,12 +71,13 @@ class Harness:
     def capacity(self, slots: int) -> None:
         self.system.tell(self.quota, Capacity(SERVICE, slots))
 
-    def queued(self, user_id: int, job_id: int, portal: str | None = None) -> None:
-        self.system.tell(self.queue, JobQueued(job_id, SERVICE, user_id, portal))
+    def queued(self, user_id: int, job_id: int, portal: str | None = None, priority: int = 0,
+               group: str | None = None) -> None:
+        self.system.tell(self.queue, JobQueued(job_id, SERVICE, user_id, portal, priority, group))
 
-    def submit(self, user_id: int, portal: str | None = None) -> int:
-        job_id = new_job(user_id, portal=portal)
-        self.queued(user_id, job_id, portal)
+    def submit(self, user_id: int, portal: str | None = None, priority: int = 0, group: str | None = None) -> int:
+        job_id = labelled_job(user_id, priority, group, portal)
+        self.queued(user_id, job_id, portal, priority, group)
         return job_id
 
     def end(self, job_id: int) -> None:
@@ -126,7 +129,7 @@ def test_no_user_gets_more_than_runs_per_user_and_the_service_no_more_than_max_r
         2: ["Dispatching", "Queued", "Queued"],
         3: ["Queued", "Queued"],  # user 3 waits only because the service is full
     }
-    assert sorted(job_id for _, _, job_id in jobs.active_jobs()) == sorted([a[0], a[1], b[0]])
+    assert sorted(row.id for row in jobs.active_jobs()) == sorted([a[0], a[1], b[0]])
 
 
 def test_after_a_job_ends_exactly_one_more_is_admitted(harness):
@@ -255,7 +258,7 @@ def test_the_same_user_id_of_two_portals_is_two_users_for_runs_per_user(harness)
 
     assert harness.dispatched() == [a[0], b]
     assert state_of(a[1]) == "Queued"
-    assert sorted(user for _, user, _ in jobs.active_jobs()) == [("a", 7), ("b", 7)]
+    assert sorted(row.user for row in jobs.active_jobs()) == [("a", 7), ("b", 7)]
 
 
 def test_round_robin_turns_are_per_portal_and_user(harness):
@@ -293,3 +296,62 @@ def test_each_admission_is_an_admitted_event_and_each_job_held_back_a_held_one_s
     assert admitted == [(a[0], 1, 1, 2), (a[1], 1, 2, 2), (b[0], 2, 1, 2)]
     held = {(fields["user"], fields["why"]) for name, fields in heard if name == "held"}
     assert held == {(1, "user_quota"), (2, "service_capacity")}
+
+
+# --- priorities, groups, fair share ---------------------------------------------------------------
+
+def test_a_users_jobs_start_by_priority_first_in_first_out_among_equals_and_never_pass_another_user(harness):
+    harness.start(runs_per_user=1, max_runs=1, capacity=None)
+    first = [harness.submit(user_id=1, priority=p) for p in (0, 5, -3, 5)]
+    other = harness.submit(user_id=2)
+    harness.capacity(1)
+
+    order = []
+    for _ in range(5):
+        order += harness.dispatched()[len(order):]
+        harness.end(order[-1])
+
+    assert order == [first[1], other, first[3], first[0], first[2]]
+
+
+def test_a_group_at_runs_per_group_holds_its_jobs_while_others_run_and_a_held_event_says_so(harness):
+    harness.start(runs_per_user=5, max_runs=10, capacity=10, runs_per_group=2)
+    with events_heard() as heard:
+        students = {user: [harness.submit(user_id=user, group="class-a") for _ in range(2)] for user in (1, 2, 3)}
+        research = [harness.submit(user_id=4) for _ in range(2)]
+        elsewhere = harness.submit(user_id=5, portal="other", group="class-a")  # another portal's class-a
+
+    started = harness.dispatched()
+    assert len([j for ids in students.values() for j in ids if j in started]) == 2
+    assert set(research) <= set(started) and elsewhere in started
+    assert {fields["why"] for name, fields in heard if name == "held"} == {"group_quota"}
+    admitted = {fields["job"]: fields.get("group") for name, fields in heard if name == "admitted"}
+    assert admitted[research[0]] is None and admitted[students[1][0]] == "class-a"
+
+    ended = started[0]
+    harness.end(ended)
+    assert len(harness.dispatched()) == len(started) + 1  # one class-a job more, no third at once
+
+
+def test_fair_share_serves_a_light_user_before_a_heavy_users_backlog_and_round_robin_alternates(system,
+                                                                                                 clean_database):
+    def order_under(policy: str) -> list[int]:
+        harness = Harness(system, clean_database)
+        with db_session:
+            for row in Job.select():
+                row.delete()
+            Usage.select().delete(bulk=True)
+            Usage(service=SERVICE, portal=None, user_id=1, slot_seconds=3600.0, as_of=utcnow())
+        harness.start(runs_per_user=1, max_runs=1, capacity=None, policy=policy)
+        heavy = [harness.submit(user_id=1) for _ in range(3)]
+        for _ in range(2):
+            harness.submit(user_id=2)
+        harness.capacity(1)
+        order = []
+        for _ in range(5):
+            order += harness.dispatched()[len(order):]
+            harness.end(order[-1])
+        return ["heavy" if j in heavy else "light" for j in order]
+
+    assert order_under("fair_share") == ["light", "light", "heavy", "heavy", "heavy"]
+    assert order_under("round_robin") == ["heavy", "light", "heavy", "light", "heavy"]

@@ -19,6 +19,7 @@ import threading
 from datetime import timedelta
 
 import pytest
+from unittest.mock import ANY
 from thespian.actors import ActorSystem
 
 from actors.messages import ActorStarted, Configure, ExecutorEvent, JobEnded, JobQueued, Peers
@@ -243,7 +244,7 @@ def test_a_job_its_executor_lost_is_queued_again_until_max_attempts_then_fails(h
     assert harness.ended() == [(job_id, A)]
     if state == "Queued":
         assert (job["reason"], job["executor"]) == ("its executor lost it", None)
-        assert harness.got(harness.queue) == [JobQueued(job_id, SERVICE, 1, None)]
+        assert harness.got(harness.queue) == [JobQueued(job_id, SERVICE, 1, None, 0, None, ANY)]
     else:
         assert job["reason"] == "its executor lost it (attempt 1 of 1)"
         assert harness.got(harness.queue) == []
@@ -360,5 +361,5 @@ def test_the_sweep_looks_up_by_its_attempt_a_running_job_whose_task_id_was_never
     assert (row(found)["status"], jobs.get_ref(found).remote_id) == ("Running", f"task-{found}")
     assert (row(never_received)["status"], row(never_received)["reason"]) == \
         ("Queued", "its executor never received it")
-    assert harness.got(harness.queue) == [JobQueued(never_received, SERVICE, 8, None)]
+    assert harness.got(harness.queue) == [JobQueued(never_received, SERVICE, 8, None, 0, None, ANY)]
     assert harness.ended() == [(never_received, A)]

@@ -15,6 +15,7 @@ import uuid
 import zipfile
 
 import pytest
+from unittest.mock import ANY
 from pony.orm import db_session, select
 
 from actors.messages import CancelJob, ExecutorEvent, ExecutorHeartbeat, JobQueued
@@ -95,7 +96,7 @@ def assert_refused(response, status: int, words: str) -> None:
     ({"user_id": "1"}, [RUN], "service is missing; send one of: example, prodigy"),
     ({"user_id": "1", "service": "nosuch"}, [RUN], "'nosuch' is not configured here; send one of: example, prodigy"),
     ({"user_id": "1", "service": "example", "colour": "blue"}, [RUN],
-     "field 'colour' is not accepted; send callback_url, max_runtime, service, user_id as text fields"),
+     "field 'colour' is not accepted; send callback_url, group, max_runtime, priority, service, user_id as text fields"),
     ([("user_id", "1"), ("user_id", "2"), ("service", "example")], [RUN], "field 'user_id' was sent twice"),
     (GOOD, [], "no files were sent; a job needs at least run.sh"),
     (GOOD, [("input.pdb", b"ATOM")], "the files (input.pdb) do not include run.sh"),
@@ -235,7 +236,7 @@ def test_an_accepted_upload_is_a_queued_row_a_folder_of_its_files_and_a_jobqueue
     with open(os.path.join(stored, "run.sh"), "rb") as handle:
         assert handle.read() == RUN[1]
     assert os.listdir(server.config.incoming_path) == []
-    assert server.gateway.posted == [("queue", JobQueued(view["id"], "example", 7, None))]
+    assert server.gateway.posted == [("queue", JobQueued(view["id"], "example", 7, None, 0, None, ANY))]
 
 
 # --- POST /internal/events: an executor's reports ----------------------------------------------
@@ -546,7 +547,7 @@ def test_an_upload_with_a_portal_token_is_named_by_a_public_id_and_queued_for_th
     public = response.json["id"]
     assert isinstance(public, str) and len(public) == 25 and public.startswith("j")
     ((number, _),) = rows()
-    assert guarded.gateway.posted == [("queue", JobQueued(number, "example", 1, "haddock"))]
+    assert guarded.gateway.posted == [("queue", JobQueued(number, "example", 1, "haddock", 0, None, ANY))]
     assert guarded.client.simulate_get(f"/jobs/{public}", headers=bearer(HADDOCK)).json["id"] == public
     # Quotas count each portal's users apart: user 1 of the other portal has a queue of its own.
     assert [guarded.upload(token=HADDOCK).status_code for _ in range(2)] == [200, 429]
@@ -704,7 +705,7 @@ def test_an_accepted_upload_is_one_queued_event_with_its_files_and_bytes(server)
 
     assert response.status_code == 200
     assert heard == [("queued", {"job": rows()[0][0], "user": 1, "portal": None, "service": "example", "files": 2,
-                                 "bytes": len(RUN[1]) + 100})]
+                                 "bytes": len(RUN[1]) + 100, "priority": None, "group": None})]
 
 
 @pytest.mark.parametrize("fields,files,status,reason,service", [

@@ -13,10 +13,12 @@ import falcon
 
 from conf.settings import MAX_TIER, ServerConfig
 from storage import feed_cursors, public_ids
+from storage.fair_share import PRIORITIES
 from storage.states import JobState
 from web.common import DEFAULT_LIMIT, MAX_ID, MAX_JSON_BYTES, MAX_LIMIT
 from web.folder_reads import MAX_TAIL_LINES
 from web.log_query import DEFAULT_TAIL
+from web.scheduling_fields import GROUP
 
 ERROR = {"type": "object", "required": ["title"], "properties": {
     "title": {"type": "string"}, "description": {"type": "string"}}}
@@ -105,6 +107,13 @@ def document(config: ServerConfig) -> dict:
                                         "description": "seconds the job may run before it is stopped and fails "
                                                        "with the reason \"time limit (N s)\"; at most the "
                                                        "service's max_runtime, which applies when this is absent"},
+                        "priority": {"type": "integer", "minimum": PRIORITIES.start, "maximum": PRIORITIES.stop - 1,
+                                     "default": 0,
+                                     "description": "orders the user's own queued jobs (higher first, then first "
+                                                    "in, first out); it never lets a user pass others"},
+                        "group": {"type": "string", "pattern": GROUP.pattern,
+                                  "description": "the portal's label for a set of users (a course, a project); "
+                                                 "the service's runs_per_group caps its active jobs"},
                         "file": {"type": "array", "minItems": 1, "maxItems": config.max_files,
                                  "items": {"type": "string", "format": "binary"},
                                  "description": "the job's files, run.sh among them; stored under their base names"},
@@ -259,6 +268,8 @@ def document(config: ServerConfig) -> dict:
                     "stderr_tail": {"type": ["string", "null"]},
                     "max_runtime": {"type": ["integer", "null"],
                                     "description": "seconds it may run (the upload's, else its service's)"},
+                    "priority": {"type": "integer", "description": "as uploaded (0 when none was sent)"},
+                    "group": {"type": ["string", "null"], "description": "as uploaded"},
                     "queue": {"$ref": "#/components/schemas/Queue"}}},
                 "Queue": {
                     "type": "object", "description": "only while the job has not started (Queued, Dispatching)",
@@ -269,8 +280,8 @@ def document(config: ServerConfig) -> dict:
                                                     "each); 0: admitted (Dispatching), being sent to an executor"},
                         "position_for_user": {"type": "integer", "minimum": 0,
                                               "description": "among its user's own queued jobs"},
-                        "waiting_for": {"enum": ["runs_per_user", "max_runs", "executors_full", "no_executor",
-                                                 "draining", None],
+                        "waiting_for": {"enum": ["runs_per_user", "runs_per_group", "max_runs", "executors_full",
+                                                 "no_executor", "draining", None],
                                         "description": "what holds it (null: only its turn)"},
                         "detail": {"type": "string", "description": "the same, in words"},
                         "estimated_start": {**_stamp(), "description": "from the service's recent run times; "

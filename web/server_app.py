@@ -19,7 +19,7 @@ from conf.settings import MAX_TIER, ServerConfig
 from storage import executors, job_events, jobs, queue_view
 from storage.clock import utcnow
 from storage.states import ACTIVE, JobState
-from web import callbacks, events, job_list, metrics, openapi, overview, uploads
+from web import callbacks, events, job_list, metrics, openapi, overview, scheduling_fields, uploads
 from web.auth import ServerAuth
 from web.common import MAX_ID, Ping, WhileActorsRestart, new_app, send_zip
 from web.follow import Follow
@@ -53,33 +53,33 @@ class Upload:
 
     def on_post(self, req, resp):
         try:
-            job_id, service, files, size, view = self.accept(req)
+            queued, files, size, view = self.accept(req)
         except falcon.HTTPError as error:
             status = error.status_code
             logs.event(log, "rejected", service=getattr(error, "service", None), status=status,
                        reason="unknown_service" if isinstance(error, UnknownService) else REJECTIONS.get(status, str(status)))
             raise
         # NOTE: logged before the queue hears of it, so that `queued` comes before `admitted`.
-        logs.event(log, "queued", job=job_id, user=view["user_id"], portal=req.context.portal, service=service,
-                   files=files, bytes=size)
-        self.gateway.post(JobQueued(job_id, service, view["user_id"], req.context.portal), role="queue")
-        resp.media = {**view, **queue_view.unless_served(job_id, self.config.service(service), utcnow())}
+        logs.event(log, "queued", job=queued.job_id, user=queued.user_id, portal=queued.portal, service=queued.service,
+                   files=files, bytes=size, priority=queued.priority or None, group=queued.group)
+        self.gateway.post(queued, role="queue")
+        resp.media = {**view, **queue_view.unless_served(queued.job_id, self.config.service(queued.service), utcnow())}
 
-    def accept(self, req) -> tuple[int, str, int, int, dict]:
-        """Store the upload and its Queued row: (job id, service, files, bytes, view)."""
+    def accept(self, req) -> tuple[JobQueued, int, int, dict]:
+        """Store the upload and its Queued row: (the queue's message of it, files, bytes, view)."""
         if self.stopping.is_set():
             raise falcon.HTTPServiceUnavailable(title="Shutting down", retry_after=10,
                                                 description="the server is stopping; send the upload again shortly.")
-        staging, (user_id, service, callback, max_runtime) = uploads.receive(
-            req, self.incoming, {"user_id", "service", "callback_url", "max_runtime"},
-            self.config.max_upload_mb * 1024 * 1024,
-            self.check, max_files=self.config.max_files)
+        staging, (user_id, service, callback, labels) = uploads.receive(
+            req, self.incoming, {"user_id", "service", "callback_url", *scheduling_fields.FIELDS},
+            self.config.max_upload_mb * 1024 * 1024, self.check, max_files=self.config.max_files)
         limit = self.config.service(service).max_queued_per_user
         portal = req.context.portal
         sizes = [entry.stat().st_size for entry in os.scandir(staging)]
+        now = utcnow()
         try:
             job_id, view = uploads.settle(staging, self.jobs_dir, lambda folder: jobs.create_job(
-                user_id, service, folder, utcnow(), portal, limit, callback, max_runtime))
+                user_id, service, folder, now, portal, limit, callback, labels))
         except jobs.QueueFull:
             whose = f"user {user_id} of portal {portal}" if portal else f"user {user_id}"
             error = falcon.HTTPTooManyRequests(
@@ -88,14 +88,16 @@ class Upload:
                             f"send more once some have started.")
             error.service = service
             raise error from None
-        return job_id, service, len(sizes), sum(sizes), view
+        return (JobQueued(job_id, service, user_id, portal, labels.priority, labels.group, now.timestamp()),
+                len(sizes), sum(sizes), view)
 
-    def check(self, fields: dict[str, str], names: list[str]) -> tuple[int, str, str | None, int | None]:
+    def check(self, fields: dict[str, str], names: list[str]) -> tuple[int, str, str | None, jobs.Labels]:
         user_id = uploads.positive_int(fields, "user_id")
         service = self.service_of(fields)
         max_runtime = uploads.time_limit(fields, self.config.service(service).max_runtime)
         uploads.require_script(names)
-        return user_id, service, callbacks.callback_url(fields, self.config.webhook_hosts), max_runtime
+        labels = jobs.Labels(scheduling_fields.priority(fields), scheduling_fields.group(fields), max_runtime)
+        return user_id, service, callbacks.callback_url(fields, self.config.webhook_hosts), labels
 
     def service_of(self, fields: dict[str, str]) -> str:
         known = ", ".join(s.name for s in self.config.services)

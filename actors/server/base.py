@@ -202,7 +202,9 @@ class ServerActor(ActorTypeDispatcher):
             job_events.ended(self.log, after)
         self.job_ended(before)
         if state is JobState.QUEUED:
-            self.send(self.peers.queue, JobQueued(before.id, before.service, before.user_id, before.portal))
+            self.send(self.peers.queue, JobQueued(before.id, before.service, before.user_id, before.portal,
+                                                  before.priority, before.group,
+                                                  before.created_at.timestamp() if before.created_at else None))
 
     def name(self, msg: Configure) -> str:
         return f"{self.role}:{msg.service}" if msg.service else self.role

@@ -1,4 +1,5 @@
-"""QueueActor: the queued jobs of every service, grouped by user, in the order they arrived.
+"""QueueActor: the queued jobs of every service, grouped by user, each user's in `queue_order`
+(higher priority first, then the order they arrived).
 
 A user is a (portal, user_id) pair (`UserKey`): portals number their users independently.
 
@@ -14,50 +15,113 @@ the periodic resync repairs a lost JobQueued message.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict, deque
+from bisect import insort
+from collections import deque
+from itertools import islice
 
 from thespian.actors import WakeupMessage
 
 from actors.messages import AdmissionRequest, Admitted, Configure, JobQueued, SlotsFreed, UserKey
 from actors.server.base import ServerActor
 from conf.logs import event
-from storage import jobs
+from storage import clock, jobs
 
 RESYNC_SECONDS = 10.0
 
 
-class ServiceQueue:
-    """The queued job ids of one service: per user, first-in first-out."""
+class UserQueue:
+    """One user's queued job ids in `queue_order` (higher priority first, then by id, which grows
+    with upload time): a first-in first-out deque per priority, kept sorted by id.
+
+    NOTE: at most 21 priorities, so the next jobs are the fronts of a few deques; the common moves
+    (a new upload appended, an admitted job taken from the front) are O(1), and a job removed from
+    elsewhere (a cancel) costs a scan of its deque up to it, as before priorities."""
+
+    __slots__ = ("by_priority",)
 
     def __init__(self):
-        self.by_user: OrderedDict[UserKey, deque[int]] = OrderedDict()
-        self.owner: dict[int, UserKey] = {}
+        self.by_priority: dict[int, deque[int]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.by_priority)
+
+    def add(self, priority: int, job_id: int) -> None:
+        ids = self.by_priority.setdefault(priority, deque())
+        if not ids or ids[-1] < job_id:
+            ids.append(job_id)
+        else:  # a requeued job: back to its place by id
+            insort(ids, job_id)
+
+    def remove(self, priority: int, job_id: int) -> None:
+        ids = self.by_priority[priority]
+        if ids[0] == job_id:
+            ids.popleft()
+        else:
+            ids.remove(job_id)
+        if not ids:
+            del self.by_priority[priority]
+
+    def first(self, count: int) -> tuple[int, ...]:
+        """The next `count` jobs, in the order they should start."""
+        if len(self.by_priority) == 1:  # the common case: one priority
+            return tuple(islice(next(iter(self.by_priority.values())), count))
+        taken: list[int] = []
+        for priority in sorted(self.by_priority, reverse=True):
+            taken.extend(islice(self.by_priority[priority], count - len(taken)))
+            if len(taken) >= count:
+                break
+        return tuple(taken)
+
+    def oldest(self) -> int:
+        """The job queued first (the smallest id)."""
+        if len(self.by_priority) == 1:
+            return next(iter(self.by_priority.values()))[0]
+        return min(ids[0] for ids in self.by_priority.values())
+
+
+class ServiceQueue:
+    """The queued jobs of one service: per user, in `queue_order` (priority, then first-in first-out);
+    each job's group and upload time."""
+
+    def __init__(self):
+        self.by_user: dict[UserKey, UserQueue] = {}
+        #: job id → (user, priority, group, queued at: epoch seconds)
+        self.jobs: dict[int, tuple[UserKey, int, str | None, float]] = {}
 
     def __len__(self) -> int:
-        return len(self.owner)
+        return len(self.jobs)
 
-    def add(self, user: UserKey, job_id: int) -> bool:
-        if job_id in self.owner:
+    def add(self, user: UserKey, job_id: int, priority: int = 0, group: str | None = None,
+            queued_at: float = 0.0) -> bool:
+        if job_id in self.jobs:
             return False
-        self.by_user.setdefault(user, deque()).append(job_id)
-        self.owner[job_id] = user
+        self.by_user.setdefault(user, UserQueue()).add(priority, job_id)
+        self.jobs[job_id] = (user, priority, group, queued_at)
         return True
 
     def remove(self, job_id: int) -> None:
-        user = self.owner.pop(job_id, None)
-        if user is None:
+        found = self.jobs.pop(job_id, None)
+        if found is None:
             return
+        user, priority = found[0], found[1]
         waiting = self.by_user[user]
-        if waiting and waiting[0] == job_id:
-            waiting.popleft()
-        else:
-            waiting.remove(job_id)
+        waiting.remove(priority, job_id)
         if not waiting:
             del self.by_user[user]
 
-    def heads(self, per_user: int) -> tuple[tuple[UserKey, tuple[int, ...]], ...]:
-        return tuple((user, tuple(waiting[i] for i in range(min(per_user, len(waiting)))))
-                     for user, waiting in self.by_user.items())
+    def request(self, service: str, per_user: int) -> AdmissionRequest:
+        """The quota's request: each waiting user's next `per_user` jobs in the order they should
+        start, the labels of those jobs, and when each of those users' oldest job was queued."""
+        candidates, labels, oldest = [], [], []
+        for user, waiting in self.by_user.items():
+            heads = waiting.first(per_user)
+            candidates.append((user, heads))
+            oldest.append((user, self.jobs[waiting.oldest()][3]))
+            for job_id in heads:
+                _, priority, group, _ = self.jobs[job_id]
+                if priority or group is not None:
+                    labels.append((job_id, priority, group))
+        return AdmissionRequest(service, tuple(candidates), tuple(labels), tuple(oldest))
 
 
 class QueueActor(ServerActor):
@@ -87,8 +151,8 @@ class QueueActor(ServerActor):
             if jobs.count_queued(service) == len(queue):
                 continue
             fresh = ServiceQueue()
-            for user, job_id in jobs.queued_jobs(service):
-                fresh.add(user, job_id)
+            for row in jobs.queued_jobs(service):
+                fresh.add(row.user, row.id, row.priority, row.group, row.queued_at)
             self.queues[service] = fresh
             self.unblock(service)
             if self.peers:
@@ -109,11 +173,12 @@ class QueueActor(ServerActor):
             queue = self.queues.get(service)
             if queue and self.peers is not None:
                 per_user = self.config.service(service).runs_per_user
-                self.send(self.peers.quota, AdmissionRequest(service, queue.heads(per_user)))
+                self.send(self.peers.quota, queue.request(service, per_user))
 
     def receiveMsg_JobQueued(self, msg: JobQueued, sender) -> None:
         queue = self.queues.get(msg.service)
-        if queue is None or not queue.add(msg.user, msg.job_id):
+        queued_at = msg.queued_at if msg.queued_at is not None else clock.utcnow().timestamp()
+        if queue is None or not queue.add(msg.user, msg.job_id, msg.priority or 0, msg.group, queued_at):
             return
         if not self.blocked(msg.service, msg.user):
             self.request_admission(msg.service)

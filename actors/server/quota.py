@@ -1,7 +1,12 @@
-"""QuotaActor: who may start a job now. Owns the active jobs per (service, user) and per service.
+"""QuotaActor: who may start a job now. Owns the active jobs per (service, user), per (service,
+group) and per service, and, for the services whose policy is fair_share, each user's usage.
 
 A user is a (portal, user_id) pair (`UserKey`): portals number their users independently, so their
-runs_per_user limits and round-robin turns are apart.
+runs_per_user limits and round-robin turns are apart; a group is a (portal, group) pair likewise.
+Under fair_share, users are served by `fair_share_score` (their decayed usage, what their active
+jobs ran so far, their portal's share, how long their oldest job waited); under round_robin, by
+turns alone. Usage comes from storage/usage.py: folded here when a fair_share job ends and at every
+resync (what ended while no quota ran is then counted: usage survives restarts).
 
 Accepts: AdmissionRequest (from the queue), JobEnded (slots are free), Capacity (a dispatcher's
 reachable slots). Sends: Admitted to the queue (the answer to every request, also when nothing was
@@ -22,10 +27,15 @@ from actors.messages import AdmissionRequest, Admitted, Capacity, Configure, Dis
 from actors.server.base import ServerActor
 from actors.server.scheduling import admit
 from conf.logs import event
-from storage import jobs
-from storage import clock
+from conf.settings import ServiceConfig
+from storage import clock, jobs, usage
+from storage.fair_share import current_usage, fair_share_score
 
 RESYNC_SECONDS = 10.0
+
+
+#: A group of users: (portal, group), since portals name their groups independently.
+GroupKey = tuple[str | None, str]
 
 
 class QuotaActor(ServerActor):
@@ -35,15 +45,24 @@ class QuotaActor(ServerActor):
         self.capacity: dict[str, int] = {}
         self.last_turn: dict[str, dict[UserKey, int]] = defaultdict(dict)
         self.turn = 0
+        #: fair_share services: each user's usage (slot-seconds of ended runs) as of `usage_at`.
+        self.usage: dict[str, dict[UserKey, float]] = {}
+        self.usage_at: float = 0.0
         self.resync()
         self.wakeupAfter(RESYNC_SECONDS)
 
     def resync(self) -> None:
         rows = jobs.active_jobs()  # read first: a failed read leaves the current sets in place
         self.active: dict[str, dict[UserKey, set[int]]] = defaultdict(lambda: defaultdict(set))
-        self.owner: dict[int, tuple[str, UserKey]] = {}
-        for service, user, job_id in rows:
-            self._hold(service, user, job_id)
+        self.in_group: dict[str, dict[GroupKey, set[int]]] = defaultdict(lambda: defaultdict(set))
+        #: job id → (service, user, group or None, admitted at: epoch seconds)
+        self.owner: dict[int, tuple[str, UserKey, GroupKey | None, float]] = {}
+        now = clock.utcnow().timestamp()
+        for row in rows:
+            self._hold(row.service, row.user, row.id, row.group,
+                       row.dispatched_at.timestamp() if row.dispatched_at else now)
+        # NOTE: folds what ended while no quota ran (a stop, a previous server), so usage survives restarts.
+        self.fold_usage()
         if self.peers:
             # NOTE: a JobEnded that raced this reload finds no holder; ask for admission anyway.
             for service in self.config.services:
@@ -56,50 +75,98 @@ class QuotaActor(ServerActor):
         for service in self.config.services:
             self.send(self.peers.queue, SlotsFreed(service.name))
 
-    def _hold(self, service: str, user: UserKey, job_id: int) -> None:
+    def _hold(self, service: str, user: UserKey, job_id: int, group: str | None, since: float) -> None:
+        key = (user[0], group) if group is not None else None
         self.active[service][user].add(job_id)
-        self.owner[job_id] = (service, user)
+        if key is not None:
+            self.in_group[service][key].add(job_id)
+        self.owner[job_id] = (service, user, key, since)
 
     def limit(self, service: str) -> int:
         settings = self.config.service(service)
         capacity = self.capacity.get(service, 0)
         return min(settings.max_runs, capacity) if settings.max_runs else capacity
 
+    def fold_usage(self) -> None:
+        """Fold the charges of ended runs into the users' usage, then reload the usage of the
+        fair_share services (round_robin ones never read it: their charges are folded all the same,
+        so the table stays small whatever the policy)."""
+        now = clock.utcnow()
+        usage.fold(self.half_life, now)
+        self.usage = {svc.name: usage.usage_by_user(svc.name, svc.half_life_seconds, now)
+                      for svc in self.config.services if svc.policy == "fair_share"}
+        self.usage_at = now.timestamp()
+
+    def half_life(self, service: str) -> float:
+        settings = self.config.service(service)
+        # NOTE: the charges of a service no longer configured decay with the default half-life.
+        return settings.half_life_seconds if settings else ServiceConfig("").half_life_seconds
+
+    def scores(self, msg: AdmissionRequest, settings: ServiceConfig, now: float) -> dict[UserKey, float] | None:
+        """fair_share: each candidate user's `fair_share_score`; round_robin: None (turns alone)."""
+        if settings.policy != "fair_share":
+            return None
+        stored = self.usage.get(msg.service, {})
+        active, oldest = self.active[msg.service], dict(msg.oldest)
+
+        def score(user: UserKey) -> float:
+            running = [self.owner[job_id][3] for job_id in active.get(user, ())]
+            used = current_usage(stored.get(user, 0.0), self.usage_at, running, now, settings.half_life_seconds)
+            return fair_share_score(used, self.config.share(user[0]), now - oldest.get(user, now))
+
+        return {user: score(user) for user, _ in msg.candidates}
+
     def receiveMsg_AdmissionRequest(self, msg: AdmissionRequest, sender) -> None:
         settings = self.config.service(msg.service)
         if settings is None or self.peers is None:
             return
         active = self.active[msg.service]
+        in_group = self.in_group[msg.service]
+        now = clock.utcnow()
+        labels = {job_id: (priority, group) for job_id, priority, group in msg.labels}
+        group_of = {job_id: (user[0], labels[job_id][1]) for user, ids in msg.candidates for job_id in ids
+                    if labels.get(job_id, (0, None))[1] is not None}
         candidates = [(user, tuple(j for j in ids if j not in self.owner)) for user, ids in msg.candidates]
+        scores = self.scores(msg, settings, now.timestamp())
         granted = admit([c for c in candidates if c[1]], {u: len(s) for u, s in active.items()},
                         sum(len(s) for s in active.values()), settings.runs_per_user, self.limit(msg.service),
-                        self.last_turn[msg.service])
-        claimed, gone = jobs.claim_for_dispatch([job_id for _, job_id in granted], clock.utcnow()) if granted else ([], [])
+                        self.last_turn[msg.service], scores=scores, group_of=group_of,
+                        active_by_group={g: len(s) for g, s in in_group.items()},
+                        runs_per_group=settings.runs_per_group)
+        claimed, gone = jobs.claim_for_dispatch([job_id for _, job_id in granted], now) if granted else ([], [])
         claimed_set = set(claimed)
         for user, job_id in granted:
             if job_id in claimed_set:
                 self.turn += 1
                 self.last_turn[msg.service][user] = self.turn
-                self._hold(msg.service, user, job_id)
+                group = group_of.get(job_id)
+                self._hold(msg.service, user, job_id, group[1] if group else None, now.timestamp())
                 event(self.log, "admitted", job=job_id, user=user[1], portal=user[0], service=msg.service,
-                      active=len(active[user]), runs_per_user=settings.runs_per_user)
+                      active=len(active[user]), runs_per_user=settings.runs_per_user,
+                      priority=labels.get(job_id, (0, None))[0] or None, group=group[1] if group else None,
+                      score=round(scores[user], 3) if scores else None)
         # NOTE: answered even when nothing was admitted, so the queue stops asking for users who
         # cannot start anything until a slot frees up (a burst of uploads would ask once per job).
         full = sum(len(s) for s in active.values()) >= self.limit(msg.service)
         at_limit = tuple(user for user, _ in msg.candidates if len(active.get(user, ())) >= settings.runs_per_user)
-        self.tell_held(msg.service, candidates, set(granted), at_limit)
+        capped = {g for g, s in in_group.items() if settings.runs_per_group is not None
+                  and len(s) >= settings.runs_per_group}
+        self.tell_held(msg.service, candidates, set(granted), at_limit,
+                       {job_id for job_id, group in group_of.items() if group in capped})
         self.send(self.peers.queue, Admitted(msg.service, tuple(claimed) + tuple(gone), full, at_limit))
         if claimed:
             self.send(self.peers.dispatcher(msg.service), Dispatch(msg.service, tuple(claimed)))
 
-    def tell_held(self, service: str, candidates, granted: set, at_limit: tuple) -> None:
-        """A DEBUG `held` for each user who still has jobs waiting: at their runs_per_user, or the
-        service is full."""
+    def tell_held(self, service: str, candidates, granted: set, at_limit: tuple, group_capped: set) -> None:
+        """A DEBUG `held` for each user who still has jobs waiting: at their runs_per_user, every
+        waiting one's group at its runs_per_group, or the service is full."""
         for user, job_ids in candidates:
-            waiting = sum(1 for job_id in job_ids if (user, job_id) not in granted)
+            waiting = [job_id for job_id in job_ids if (user, job_id) not in granted]
             if waiting:
-                event(self.log, "held", logging.DEBUG, service=service, user=user[1], portal=user[0],
-                      why="user_quota" if user in at_limit else "service_capacity", jobs=waiting)
+                why = ("user_quota" if user in at_limit else
+                       "group_quota" if all(job_id in group_capped for job_id in waiting) else "service_capacity")
+                event(self.log, "held", logging.DEBUG, service=service, user=user[1], portal=user[0], why=why,
+                      jobs=len(waiting))
 
     def receiveMsg_JobEnded(self, msg: JobEnded, sender) -> None:
         held = [job_id for job_id in msg.job_ids if job_id in self.owner]
@@ -108,12 +175,21 @@ class QuotaActor(ServerActor):
         # NOTE: a job still active came back and was admitted again: that hold is the new one.
         freed = set(held) - jobs.active_among(held)
         for job_id in freed:
-            service, user = self.owner.pop(job_id)
+            service, user, group, _ = self.owner.pop(job_id)
             users = self.active[service]
             users[user].discard(job_id)
             if not users[user]:
                 del users[user]
+            if group is not None:
+                groups = self.in_group[service]
+                groups[group].discard(job_id)
+                if not groups[group]:
+                    del groups[group]
         if freed:
+            settings = self.config.service(msg.service)
+            if settings is not None and settings.policy == "fair_share":
+                # NOTE: the run's time moves from "running" (admission time) to the stored usage.
+                self.fold_usage()
             self.send(self.peers.queue, SlotsFreed(msg.service))
 
     def receiveMsg_Capacity(self, msg: Capacity, sender) -> None:

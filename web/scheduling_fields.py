@@ -1,0 +1,40 @@
+"""The upload's scheduling fields (server main process, web threads): `priority` and `group`, parsed
+and checked; a bad value is a 400 that says what is accepted (web/server_app.py Upload.check).
+
+Both are optional: `priority` (an integer in storage.fair_share.PRIORITIES, default 0) orders only its
+own user's queued jobs; `group` (a label the portal chooses: a course, a project) is what
+`runs_per_group` caps.
+"""
+from __future__ import annotations
+
+import re
+
+from storage.fair_share import PRIORITIES
+from web.uploads import bad_request
+
+#: A group's name: 1-64 letters, digits, dots, underscores and dashes (it is shown, filtered on and logged).
+GROUP = re.compile(r"[A-Za-z0-9._-]{1,64}")
+#: The multipart fields this module reads.
+FIELDS = frozenset({"priority", "group"})
+
+
+def priority(fields: dict[str, str]) -> int:
+    raw = fields.get("priority")
+    if raw is None:
+        return 0
+    text = raw.strip()
+    accepted = f"an integer from {PRIORITIES.start} to {PRIORITIES.stop - 1}"
+    # NOTE: a bare integer only ("+1", "1.0", "1_0" and non-ASCII digits are refused, as int() would take some).
+    if not re.fullmatch(r"-?[0-9]{1,3}", text) or int(text) not in PRIORITIES:
+        raise bad_request(f"priority must be {accepted} (higher starts first among the user's own jobs), "
+                          f"got {raw[:40]!r}.")
+    return int(text)
+
+
+def group(fields: dict[str, str]) -> str | None:
+    raw = fields.get("group")
+    if raw is None:
+        return None
+    if not GROUP.fullmatch(raw):
+        raise bad_request(f"group must be 1 to 64 characters of letters, digits, '.', '_' and '-', got {raw[:70]!r}.")
+    return raw
