@@ -1,4 +1,4 @@
-"""Figure 11: the scheduling policies on a simulated clock: how fairly each shares a busy service,
+"""Figure 12: the scheduling policies on a simulated clock: how fairly each shares a busy service,
 how long light and heavy users wait, and what one admission costs with 100,000 jobs queued.
 
 No process is started: a seeded synthetic trace (10,000 jobs from 50 users: 5 heavy ones with 80%
@@ -9,7 +9,7 @@ by event (arrivals and ends), on a service of SLOTS slots with the default runs_
 - fifo: the baseline, written here: the oldest queued job of a user under runs_per_user first;
 - round_robin: `admit` over the queue's heads (actors.server.queue.ServiceQueue), with the quota's
   last_turn bookkeeping (actors/server/quota.py);
-- fair_share: the same, with `scores` from storage.fair_share: usage accrued at each end (`accrue`),
+- fair_share: the same, with the quota's `user_score` (storage.fair_share): usage accrued at each end (`accrue`),
   running jobs counted as they run (`current_usage`), half-life 24 h, shares 1, and the age credit
   of each user's oldest queued job.
 
@@ -32,11 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from actors.messages import AdmissionRequest
 from actors.server.queue import ServiceQueue
 from actors.server.scheduling import admit
 from bench.common import Row, main, percentile
 from conf.settings import DEFAULT_RUNS_PER_USER
-from storage.fair_share import accrue, current_usage, fair_share_score
+from storage.fair_share import accrue, user_score
 
 JOBS = 10_000
 USERS = 50
@@ -117,9 +118,9 @@ def max_min_shares(wants: dict, slots: float) -> dict:
     return shares
 
 
-def queue_heads(queue: ServiceQueue, per_user: int):
-    """What the queue actor sends the quota in an AdmissionRequest: each waiting user's next jobs."""
-    return queue.heads(per_user)
+def queue_request(queue: ServiceQueue, per_user: int) -> AdmissionRequest:
+    """What the queue actor sends the quota: each waiting user's next jobs, and their oldest job's time."""
+    return queue.request("simulated", per_user)
 
 
 @dataclass
@@ -142,27 +143,27 @@ class Service:
 def choose_fifo(service: Service, jobs: dict[int, SimJob], now: float) -> list[tuple]:
     """The baseline: the oldest queued jobs of users under runs_per_user, whatever their user."""
     active = service.active()
-    eligible = [(job_id, user) for user, ids in queue_heads(service.queue, service.runs_per_user)
+    eligible = [(job_id, user) for user, ids in queue_request(service.queue, service.runs_per_user).candidates
                 for job_id in ids[:service.runs_per_user - active.get(user, 0)]]
     room = service.slots - sum(active.values())
     return [(user, job_id) for job_id, user in sorted(eligible)[:max(room, 0)]]
 
 
-def fair_share_scores(service: Service, candidates, jobs: dict[int, SimJob], now: float, half_life: float) -> dict:
-    """Per waiting user, `fair_share_score` of their usage now (share 1) and their oldest job's wait."""
+def fair_share_scores(service: Service, request: AdmissionRequest, now: float, half_life: float) -> dict:
+    """Per waiting user, `user_score` as the quota computes it (shares 1)."""
     scores = {}
-    for user, ids in candidates:
+    for user, oldest in request.oldest:
         stored, as_of = service.usage.get(user, (0.0, now))
-        usage = current_usage(stored, as_of, service.running[user].values(), now, half_life)
-        scores[user] = fair_share_score(usage, 1, now - min(jobs[j].arrival for j in ids))
+        scores[user] = user_score(stored, as_of, service.running[user].values(), 1, oldest, now, half_life)
     return scores
 
 
 def choose_with_admit(service: Service, jobs: dict[int, SimJob], now: float, half_life: float | None) -> list[tuple]:
     """The quota's decision (round_robin; fair_share when `half_life` is given)."""
-    candidates = queue_heads(service.queue, service.runs_per_user)
+    request = queue_request(service.queue, service.runs_per_user)
+    candidates = request.candidates
     active = service.active()
-    scores = fair_share_scores(service, candidates, jobs, now, half_life) if half_life else None
+    scores = fair_share_scores(service, request, now, half_life) if half_life else None
     granted = admit(candidates, active, sum(active.values()), service.runs_per_user, service.slots,
                     service.last_turn, scores=scores)
     for user, _ in granted:  # the quota's bookkeeping of turns
@@ -210,7 +211,7 @@ def simulate(trace_jobs: list[SimJob], policy: str, slots: int = SLOTS,
             service.usage[job.user] = (accrue(stored, as_of, job.runtime, now, HALF_LIFE), now)
         while nxt < len(arrivals) and arrivals[nxt].arrival == now:
             job = arrivals[nxt]
-            service.queue.add(job.user, job.id)
+            service.queue.add(job.user, job.id, queued_at=job.arrival)
             queued[job.user] += 1
             nxt += 1
         for user, job_id in choose(service, jobs, now):
@@ -255,7 +256,7 @@ def decision_cost(policy: str, queued: int = COST_QUEUED, users: int = COST_USER
     for n in range(queued):
         user = (None, 1 + n % users)
         jobs[n + 1] = SimJob(n + 1, user, float(n) / 1000, 60.0, False)
-        service.queue.add(user, n + 1)
+        service.queue.add(user, n + 1, queued_at=jobs[n + 1].arrival)
     now = queued / 1000 + 3600.0
     for n, user in enumerate((None, u) for u in range(1, users + 1)):  # each has run, a third still run
         service.usage[user] = (3600.0 * (n % 7), now - 600)
@@ -271,7 +272,7 @@ def decision_cost(policy: str, queued: int = COST_QUEUED, users: int = COST_USER
             service.queue.remove(job_id)
         samples.append((time.process_time() - began) * 1e6)
         for user, job_id in granted:  # back in line: every repeat sees the same size
-            service.queue.add(user, job_id)
+            service.queue.add(user, job_id, queued_at=jobs[job_id].arrival)
     return samples
 
 
@@ -317,13 +318,13 @@ def outcomes(quick: bool) -> list[Outcome]:
 
 def rows(results: list[Outcome], quick: bool) -> list[Row]:
     size = "1,500 jobs, 20 users" if quick else f"{JOBS:,} jobs, {USERS} users"
-    found = [Row(f"11a. {o.policy}: Jain's index of service received / max-min fair share ({size})",
+    found = [Row(f"12a. {o.policy}: Jain's index of service received / max-min fair share ({size})",
                  f"{o.jain:.3f}; light {minutes(o.waits['light'])}; heavy {minutes(o.waits['heavy'])}",
                  "-", "-", None) for o in results]
     queued, users = (2_000, 100) if quick else (COST_QUEUED, COST_USERS)
     for policy in ("round_robin", "fair_share"):
         samples = decision_cost(policy, queued, users, 5 if quick else COST_REPEATS)
-        found.append(Row(f"11b. one admission, {policy}, {queued:,} queued by {users:,} users",
+        found.append(Row(f"12b. one admission, {policy}, {queued:,} queued by {users:,} users",
                          f"median {statistics.median(samples):,.0f} µs (min {min(samples):,.0f}, "
                          f"max {max(samples):,.0f}, n={len(samples)})", "-", "-", None))
     return found

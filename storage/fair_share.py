@@ -48,6 +48,15 @@ def fair_share_score(usage: float, share: float, waited: float) -> float:
     return usage / share - AGE_CREDIT * max(waited, 0.0)
 
 
+def user_score(stored: float, stored_at: float, running_since: Iterable[float], share: float, oldest_queued_at: float,
+               now: float, half_life: float) -> float:
+    """A waiting user's `fair_share_score` at `now`: their `current_usage` (stored usage as of
+    `stored_at`, and their active jobs' run so far), their portal's share, and how long their oldest
+    queued job has waited. The quota admits by it; the job view and the simulation use it too."""
+    usage = current_usage(stored, stored_at, running_since, now, half_life)
+    return fair_share_score(usage, share, now - oldest_queued_at)
+
+
 def user_order(candidates: Sequence[tuple[User, Sequence[int]]], last_turn: Mapping[User, int],
                scores: Mapping[User, float] | None = None) -> list[tuple[User, Sequence[int]]]:
     """The order users are served in: by fair-share score when `scores` are given (lowest first),

@@ -22,7 +22,7 @@ from conf.settings import ClientConfig
 from storage.clock import utcnow
 from storage.node import tasks
 from storage.node.states import WAITING, TaskState
-from web import uploads
+from web import scheduling_fields, uploads
 from web import metrics
 from web.auth import ExecutorAuth
 from web.common import Ping, WhileActorsRestart, new_app, parse_id, send_zip
@@ -90,7 +90,7 @@ class Submit:
             raise uploads.bad_request("job_uid must be 1 to 64 letters, digits or '-'.")
         uploads.require_script(names)
         return (job_id, job_uid, attempt, fields.get("callback_url", "").strip().rstrip("/"),
-                uploads.time_limit(fields, None))
+                scheduling_fields.max_runtime(fields, None))
 
 
 class Retrieve:

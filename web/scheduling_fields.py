@@ -1,21 +1,24 @@
-"""The upload's scheduling fields (server main process, web threads): `priority` and `group`, parsed
-and checked; a bad value is a 400 that says what is accepted (web/server_app.py Upload.check).
+"""The upload's scheduling fields (web threads of the server, and of an executor for max_runtime):
+`priority`, `group` and `max_runtime`, parsed and checked; a bad value is a 400 that says what is
+accepted (web/server_app.py Upload.check, web/executor_app.py).
 
-Both are optional: `priority` (an integer in storage.fair_share.PRIORITIES, default 0) orders only its
+All are optional: `priority` (an integer in storage.fair_share.PRIORITIES, default 0) orders only its
 own user's queued jobs; `group` (a label the portal chooses: a course, a project) is what
-`runs_per_group` caps.
+`runs_per_group` caps; `max_runtime` (seconds, at most the service's) stops the job at that limit.
 """
 from __future__ import annotations
 
 import re
 
+from conf.settings import MAX_PERIOD_SECONDS
 from storage.fair_share import PRIORITIES
+from web.common import positive_int
 from web.uploads import bad_request
 
 #: A group's name: 1-64 letters, digits, dots, underscores and dashes (it is shown, filtered on and logged).
 GROUP = re.compile(r"[A-Za-z0-9._-]{1,64}")
 #: The multipart fields this module reads.
-FIELDS = frozenset({"priority", "group"})
+FIELDS = frozenset({"priority", "group", "max_runtime"})
 
 
 def priority(fields: dict[str, str]) -> int:
@@ -38,3 +41,18 @@ def group(fields: dict[str, str]) -> str | None:
     if not GROUP.fullmatch(raw):
         raise bad_request(f"group must be 1 to 64 characters of letters, digits, '.', '_' and '-', got {raw[:70]!r}.")
     return raw
+
+
+def max_runtime(fields: dict[str, str], ceiling: int | None) -> int | None:
+    """The job's time limit in seconds: its `max_runtime` field (at most `ceiling`, the service's),
+    else `ceiling`; None when neither sets one. An empty field counts as absent."""
+    raw = (fields.get("max_runtime") or "").strip()
+    if not raw:
+        return ceiling
+    limit = ceiling or int(MAX_PERIOD_SECONDS)
+    value = positive_int(raw, limit)
+    if value is None:
+        where = "the service's max_runtime" if ceiling else "ten years"
+        raise bad_request(f"max_runtime must be a whole number of seconds from 1 to {limit} ({where}), "
+                          f"got {raw[:40]!r}.")
+    return value

@@ -94,7 +94,7 @@ class Upload:
     def check(self, fields: dict[str, str], names: list[str]) -> tuple[int, str, str | None, jobs.Labels]:
         user_id = uploads.positive_int(fields, "user_id")
         service = self.service_of(fields)
-        max_runtime = uploads.time_limit(fields, self.config.service(service).max_runtime)
+        max_runtime = scheduling_fields.max_runtime(fields, self.config.service(service).max_runtime)
         uploads.require_script(names)
         labels = jobs.Labels(scheduling_fields.priority(fields), scheduling_fields.group(fields), max_runtime)
         return user_id, service, callbacks.callback_url(fields, self.config.webhook_hosts), labels

@@ -12,7 +12,6 @@ from typing import Callable, TypeVar
 
 import falcon
 
-from conf.settings import MAX_PERIOD_SECONDS
 from web import common
 from web.common import MAX_ID
 
@@ -126,19 +125,4 @@ def positive_int(fields: dict[str, str], key: str, limit: int = MAX_ID) -> int:
     value = common.positive_int(raw.strip(), limit)
     if value is None:
         raise bad_request(f"{key} must be a positive integer below 2^63, got {raw[:40]!r}.")
-    return value
-
-
-def time_limit(fields: dict[str, str], ceiling: int | None) -> int | None:
-    """The job's time limit in seconds: its `max_runtime` field (at most `ceiling`, the service's),
-    else `ceiling`; None when neither sets one. An empty field counts as absent."""
-    raw = (fields.get("max_runtime") or "").strip()
-    if not raw:
-        return ceiling
-    limit = ceiling or int(MAX_PERIOD_SECONDS)
-    value = common.positive_int(raw, limit)
-    if value is None:
-        where = "the service's max_runtime" if ceiling else "ten years"
-        raise bad_request(f"max_runtime must be a whole number of seconds from 1 to {limit} ({where}), "
-                          f"got {raw[:40]!r}.")
     return value

@@ -29,7 +29,7 @@ from actors.server.scheduling import admit
 from conf.logs import event
 from conf.settings import ServiceConfig
 from storage import clock, jobs, usage
-from storage.fair_share import current_usage, fair_share_score
+from storage.fair_share import user_score
 
 RESYNC_SECONDS = 10.0
 
@@ -111,8 +111,8 @@ class QuotaActor(ServerActor):
 
         def score(user: UserKey) -> float:
             running = [self.owner[job_id][3] for job_id in active.get(user, ())]
-            used = current_usage(stored.get(user, 0.0), self.usage_at, running, now, settings.half_life_seconds)
-            return fair_share_score(used, self.config.share(user[0]), now - oldest.get(user, now))
+            return user_score(stored.get(user, 0.0), self.usage_at, running, self.config.share(user[0]),
+                              oldest.get(user, now), now, settings.half_life_seconds)
 
         return {user: score(user) for user, _ in msg.candidates}
 
