@@ -17,25 +17,31 @@ def rate(server, senders: int, total: int) -> float:
     return total / (time.monotonic() - started)
 
 
-def fresh_rate(senders: int, total: int, draining: bool) -> float:
-    """`rate` on a fresh server (a fresh one per run, as the original's figure was taken).
+def upload_server(nodes, draining: bool):
+    """The server uploaded to. Not `draining`: the service's executor is down, so the jobs wait in
+    the queue and the figure is the upload path's own. `draining`: an executor on the same two cores
+    runs the jobs as they arrive, and the drain takes its share of the CPU."""
+    clients = nodes.executor("example", slots=8).url if draining else "http://127.0.0.1:9"
+    return nodes.server({"example": {"clients": clients, "runs_per_user": 5}})
 
-    Not `draining`: the service's executor is down, so the jobs wait in the queue and the figure is
-    the upload path's own. `draining`: an executor on the same two cores runs the jobs as they
-    arrive, and the drain takes its share of the CPU.
-    """
+
+def fresh_rate(senders: int, total: int, draining: bool) -> float:
+    """`rate` on a fresh server (a fresh one per run, as the original's figure was taken)."""
     with cluster() as nodes:
-        clients = nodes.executor("example", slots=8).url if draining else "http://127.0.0.1:9"
-        server = nodes.server({"example": {"clients": clients, "runs_per_user": 5}})
-        return rate(server, senders, total)
+        return rate(upload_server(nodes, draining), senders, total)
 
 
 def run(quick: bool) -> list[Row]:
     total, repeats = (50, 1) if quick else (500, 3)
     rows = []
     for draining in (False, True):
-        many = [fresh_rate(8, total, draining) for _ in range(repeats)]
-        one = [fresh_rate(1, total, draining) for _ in range(repeats)]
+        if quick:  # NOTE: a smoke run: one server for both figures (starting nodes is most of quick mode)
+            with cluster() as nodes:
+                server = upload_server(nodes, draining)
+                many, one = [rate(server, 8, total)], [rate(server, 1, total)]
+        else:
+            many = [fresh_rate(8, total, draining) for _ in range(repeats)]
+            one = [fresh_rate(1, total, draining) for _ in range(repeats)]
         if draining:  # what a portal sees while the backlog runs on the same machine: no target
             rows += [Row("3c. uploads, 8 senders, while the jobs run on the same 2 cores", spread(many, " jobs/s"),
                          "-", "-", None),
