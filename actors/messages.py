@@ -150,8 +150,9 @@ class AdmissionRequest:
 
 @dataclass(frozen=True)
 class Admitted:
-    """Quota → queue, the answer to an AdmissionRequest: these jobs are now Dispatching (or gone);
-    take them out of the queue. It also says who cannot start more jobs until a slot frees up."""
+    """Quota → queue, the answer to an AdmissionRequest: these jobs are now Dispatching, and those
+    were no longer Queued (`gone`: cancelled or failed meanwhile); take both out of the queue. It
+    also says who cannot start more jobs until a slot frees up."""
 
     service: str
     job_ids: tuple[int, ...]
@@ -159,6 +160,8 @@ class Admitted:
     full: bool = False
     #: Users of the request who are at runs_per_user.
     at_limit: tuple[UserKey, ...] = ()
+    #: Jobs admitted that were no longer Queued: the slots they were given are still free.
+    gone: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -355,3 +355,14 @@ def test_fair_share_serves_a_light_user_before_a_heavy_users_backlog_and_round_r
 
     assert order_under("fair_share") == ["light", "light", "heavy", "heavy", "heavy"]
     assert order_under("round_robin") == ["heavy", "light", "heavy", "light", "heavy"]
+
+
+def test_a_job_cancelled_while_queued_gives_its_turn_to_the_next_at_once(harness):
+    harness.start(runs_per_user=1, max_runs=1)
+    running, cancelled, waiting = harness.submit(user_id=1), harness.submit(user_id=1), harness.submit(user_id=1)
+    assert jobs.cancel(cancelled, None, utcnow()) is not None  # what POST /jobs/{id}/cancel writes
+
+    harness.end(running)
+
+    assert harness.dispatched() == [running, waiting]
+    assert state_of(waiting) == "Dispatching"

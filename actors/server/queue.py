@@ -192,8 +192,12 @@ class QueueActor(ServerActor):
 
     def receiveMsg_Admitted(self, msg: Admitted, sender) -> None:
         queue = self.queues.get(msg.service)
-        for job_id in msg.job_ids:
+        for job_id in msg.job_ids + msg.gone:
             queue.remove(job_id)
+        if msg.gone:
+            # NOTE: a job cancelled while queued took a turn and slot it did not use: ask again now
+            # rather than at the next freed slot or resync (up to RESYNC_SECONDS later).
+            self.request_admission(msg.service)
         if msg.full:
             self.full.add(msg.service)
         else:

@@ -153,7 +153,7 @@ class QuotaActor(ServerActor):
                   and len(s) >= settings.runs_per_group}
         self.tell_held(msg.service, candidates, set(granted), at_limit,
                        {job_id for job_id, group in group_of.items() if group in capped})
-        self.send(self.peers.queue, Admitted(msg.service, tuple(claimed) + tuple(gone), full, at_limit))
+        self.send(self.peers.queue, Admitted(msg.service, tuple(claimed), full, at_limit, tuple(gone)))
         if claimed:
             self.send(self.peers.dispatcher(msg.service), Dispatch(msg.service, tuple(claimed)))
 
