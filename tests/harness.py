@@ -817,8 +817,8 @@ class Server:
 
 
 def make_server(tmp_path, **settings) -> Server:
-    config = ServerConfig(data_dir=str(tmp_path / "data"), max_upload_mb=1, max_files=3, services=SERVICES,
-                          **settings)
+    config = ServerConfig(data_dir=str(tmp_path / "data"), max_upload_mb=1, max_files=3,
+                          **{"services": SERVICES, **settings})
     for folder in (config.jobs_path, config.results_path):  # as run_server.py makes them
         os.makedirs(folder, exist_ok=True)
     gateway, stopping = StandInGateway(), threading.Event()

@@ -63,7 +63,8 @@ class Upload:
         logs.event(log, "queued", job=job_id, user=view["user_id"], portal=req.context.portal, service=service,
                    files=files, bytes=size)
         self.gateway.post(JobQueued(job_id, service, view["user_id"], req.context.portal), role="queue")
-        resp.media = {**view, **queue_view.unless_served(job_id, self.config.service(service), utcnow())}
+        resp.media = {**view, **queue_view.unless_served(job_id, self.config.service(service), utcnow(),
+                                                          self.config.share)}
 
     def accept(self, req) -> tuple[int, str, int, int, dict]:
         """Store the upload and its Queued row: (job id, service, files, bytes, view)."""
@@ -145,7 +146,8 @@ class JobView:
 
     def on_get(self, req, resp, job_id):
         view = jobs.job_view(job_ref(job_id, self.public), req.context.portal,
-                             lambda job: queue_view.of_job(job, self.config.service(job.service), utcnow()))
+                             lambda job: queue_view.of_job(job, self.config.service(job.service), utcnow(),
+                                                           self.config.share))
         if view is None:
             raise unknown_job(job_id)
         resp.media = view
