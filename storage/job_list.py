@@ -24,6 +24,7 @@ from typing import Iterator
 from pony.orm import db_session
 from pony.utils import datetime2timestamp
 
+from storage.columns import stored_time
 from storage.jobs import EVERY_PORTAL, visible
 from storage.models import TIMES, VIEW_COLUMNS, Job, db, view
 from storage.states import JobState
@@ -74,8 +75,8 @@ def views_of(job_ids: list[int]) -> list[dict]:
     for row in rows:
         values = dict(zip(VIEW_COLUMNS, row))
         for name in TIMES:  # as Pony gives them: SQLite returns the text Pony wrote
-            if isinstance(values[name], str):
-                values[name] = datetime.fromisoformat(values[name])
+            if values[name] is not None:
+                values[name] = stored_time(values[name])
         by_id[row[0]] = values
     return [view(by_id[job_id].__getitem__) for job_id in job_ids]
 

@@ -37,9 +37,9 @@ from typing import Callable, Mapping
 from pony.orm import count, db_session, min as smallest, select
 
 from conf.settings import ServiceConfig
-from storage.columns import iso
+from storage.columns import iso, stored_time
 from storage.fair_share import User, current_usage, fair_share_score, user_order
-from storage.models import Executor, Job
+from storage.models import Executor, Job, db
 from storage.states import ACTIVE, JobState
 from storage.usage import usage_by_user
 
@@ -201,8 +201,9 @@ def facts_of(job: Job, settings: ServiceConfig, share_of: Callable[[str | None],
             return current_usage(stored.get(user, 0.0), moment, [t.timestamp() for t in since.get(user, ())],
                                  moment, half_life)
         # NOTE: the oldest job's id is the least of its user's, so its stamp is their longest wait.
-        firsts = [oldest for _, oldest in waiting.values()]
-        created = dict(select((j.id, j.created_at) for j in Job if j.id in firsts))
+        firsts = ", ".join(str(int(oldest)) for _, oldest in waiting.values())  # ids: numbers from the database
+        created = {job_id: stored_time(at) for job_id, at in
+                   db.select(f"SELECT id, created_at FROM {Job._table_} WHERE id IN ({firsts})")} if firsts else {}
         scores = {user: fair_share_score(usage_of(user), share_of(user[0]),
                                          (now - created[oldest]).total_seconds())
                   for user, (_, oldest) in waiting.items()}
