@@ -38,10 +38,10 @@ from pony.orm import count, db_session, min as smallest, select
 
 from conf.settings import ServiceConfig
 from storage.columns import iso, stored_time
-from storage.fair_share import User, current_usage, fair_share_score, user_order
+from storage.fair_share import User, fair_share_score, user_order
 from storage.models import Executor, Job, db
 from storage.states import ACTIVE, JobState
-from storage.usage import usage_by_user
+from storage.usage import usage_now
 
 #: Run times of this many of the service's latest Completed jobs make its history...
 HISTORY = 20
@@ -194,20 +194,15 @@ def facts_of(job: Job, settings: ServiceConfig, share_of: Callable[[str | None],
                       if j.service == service and j.state == queued)}
     usage = share = scores = None
     if settings.policy == "fair_share":
-        half_life, moment = settings.half_life_seconds, now.timestamp()
-        stored = usage_by_user(service, half_life, now)
-
-        def usage_of(user: User) -> float:
-            return current_usage(stored.get(user, 0.0), moment, [t.timestamp() for t in since.get(user, ())],
-                                 moment, half_life)
+        used = usage_now(service, settings.half_life_seconds, now, since)
         # NOTE: the oldest job's id is the least of its user's, so its stamp is their longest wait.
         firsts = ", ".join(str(int(oldest)) for _, oldest in waiting.values())  # ids: numbers from the database
         created = {job_id: stored_time(at) for job_id, at in
                    db.select(f"SELECT id, created_at FROM {Job._table_} WHERE id IN ({firsts})")} if firsts else {}
-        scores = {user: fair_share_score(usage_of(user), share_of(user[0]),
+        scores = {user: fair_share_score(used.get(user, 0.0), share_of(user[0]),
                                          (now - created[oldest]).total_seconds())
                   for user, (_, oldest) in waiting.items()}
-        usage, share = usage_of(me), share_of(portal)
+        usage, share = used.get(me, 0.0), share_of(portal)
     order = ranked({user: oldest for user, (_, oldest) in waiting.items()}, admitted, scores)
     place = order.index(me) if me in waiting else len(order)
     others = tuple((waiting[user][0], index < place) for index, user in enumerate(order) if user != me)
