@@ -1,6 +1,8 @@
 """Figure 10: why a job waits, with a long queue: `GET /jobs/{id}` of a queued job (its `queue`
 object: position, what holds it, estimated start) and `POST /upload` (whose answer carries it too),
-with 100,000 jobs queued by 1,000 users behind 900,000 ended ones, each within 50 ms.
+with 100,000 jobs queued by 1,000 users behind 900,000 ended ones, each within 50 ms; and the same
+view in a fair_share service (`policy`: usage, share and rank), with another 100,000 queued by 1,000
+users who all have usage rows.
 
 Set-up: a server with no executor (nothing starts, so the queue stays as written; every read of the
 queue object runs all the same). The rows are written with sqlite3 while the server is stopped, then
@@ -29,7 +31,8 @@ WARM_UP = 24
 
 def fill(database: str, ended: int, queued: int) -> None:
     """`ended` Completed jobs of the `example` service (a run of 1 to 60 s each), then `queued` Queued
-    ones, spread over USERS users in turn."""
+    ones, spread over USERS users in turn; then `queued` Queued jobs of the fair_share service `fair`,
+    and a Usage row for each of its USERS users (1 to 1,000 slot-seconds, written 0 to 16 h ago)."""
     from storage.clock import utcnow
     now = utcnow()
 
@@ -45,6 +48,14 @@ def fill(database: str, ended: int, queued: int) -> None:
         connection.executemany(
             "INSERT INTO Job (user_id, service, state, dir, created_at, updated_at, started_at, finished_at, "
             "outcome, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (row(n) for n in range(ended + queued)))
+        connection.executemany(
+            "INSERT INTO Job (user_id, service, state, dir, created_at, updated_at, attempts) "
+            "VALUES (?, 'fair', 'Queued', '/none', ?, ?, 0)",
+            ((1 + n % USERS, stamp, stamp) for n in range(queued)
+             for stamp in [(now - timedelta(seconds=queued - n)).strftime(STAMP)]))
+        connection.executemany(
+            "INSERT INTO Usage (service, user_id, slot_seconds, as_of) VALUES ('fair', ?, ?, ?)",
+            ((user, float(user), (now - timedelta(minutes=user)).strftime(STAMP)) for user in range(1, USERS + 1)))
     connection.close()
 
 
@@ -63,16 +74,23 @@ def run(quick: bool) -> list[Row]:
     queued, ended, runs = (10_000, 10_000, 5) if quick else (QUEUED, ENDED, 20)
     session = requests.Session()
     with cluster() as nodes:
-        server = nodes.server({"example": {"clients": "", "runs_per_user": 5}})
+        server = nodes.server({"example": {"clients": "", "runs_per_user": 5},
+                               "fair": {"clients": "", "runs_per_user": 5, "policy": "fair_share"}})
         server.stop()  # it made the tables; now fill them while nobody else writes
         fill(str(server.folder / "data" / "orchestrator.sqlite"), ended, queued)
         server = server.restart()
         newest = ended + queued  # the last row: its user's 100th queued job
+        fair_newest = newest + queued  # likewise in `fair`: user 1000, with the most usage (1,000 s)
 
         def view():
             answer = session.get(f"{server.url}/jobs/{newest}", timeout=60)
             answer.raise_for_status()
             assert answer.json()["queue"]["position"] == queued, answer.json()
+
+        def fair_view():
+            answer = session.get(f"{server.url}/jobs/{fair_newest}", timeout=60)
+            answer.raise_for_status()
+            assert answer.json()["queue"]["policy"]["rank"] == USERS, answer.json()
 
         def submit():
             session.post(f"{server.url}/upload", data={"user_id": "1", "service": "example"},
@@ -83,6 +101,8 @@ def run(quick: bool) -> list[Row]:
 
         measured = [("11a. GET /jobs/{id} of a queued job", timed(view, runs)),
                     ("11a'. GET /jobs/{id} of an ended job (no queue object)", timed(finished, runs)),
+                    ("11a''. GET /jobs/{id} of a queued job of a fair_share service (1,000 users with usage)",
+                     timed(fair_view, runs)),
                     ("11b. POST /upload (its answer carries the queue)", timed(submit, runs))]
     return [Row(f"{name}, {queued:,} queued, {ended + queued:,} jobs in the database", spread(times, " ms"),
                 f"<= {TARGET_MS:.0f} ms", "-", None if quick else statistics.median(times) <= TARGET_MS)

@@ -17,3 +17,9 @@ def reader(row, new: bool, empty_when_new: frozenset[str]) -> Callable[[str], ob
 def iso(value: datetime | None) -> str | None:
     """A stored (naive UTC) time as the API shows it: ISO 8601 with a Z."""
     return value.isoformat() + "Z" if value else None
+
+
+def stored_time(value: datetime | str) -> datetime:
+    """A time as a raw query returns it (SQLite: the text Pony wrote) as Pony gives it. NOTE: Pony's
+    own conversion (strptime) costs about 40 µs a value: a thousand of them are 40 ms."""
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)

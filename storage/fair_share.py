@@ -7,6 +7,7 @@ is in slot-seconds and times in seconds.
 """
 from __future__ import annotations
 
+import re
 from typing import Hashable, Iterable, Mapping, Sequence, TypeVar
 
 #: Whatever names a user; the quota uses (portal, user_id), since portals number users independently.
@@ -14,6 +15,9 @@ User = TypeVar("User", bound=Hashable)
 
 #: Priorities a job may be given at upload; they order only its own user's queued jobs.
 PRIORITIES = range(-10, 11)
+#: A job's `group` (upload field, list filter): a portal's label of 1 to 64 of these characters.
+GROUP = re.compile(r"[A-Za-z0-9._-]{1,64}")
+GROUP_RULE = "1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-'"
 #: Fair share: slot-seconds of a user's usage that each second their oldest queued job has waited
 #: makes up for, so that a job never waits forever behind newcomers with less usage.
 AGE_CREDIT = 1.0

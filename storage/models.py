@@ -64,6 +64,11 @@ class Job(db.Entity):
     #: columns, and created_at gives the page order, so a page is one short walk per index.
     composite_index(portal, service, state, created_at)
     composite_index(portal, user_id, service, state, created_at)
+    #: ...and the `group` filter: a group's jobs (a course's) without walking its portal's others.
+    composite_index(portal, group, service, state, created_at)
+    #: The groups of waiting and active jobs (the overview: storage/overview.py); jobs without one
+    #: (NULL) are skipped by the index itself.
+    composite_index(state, group, service, portal)
     #: Each user's queued jobs of a service (a waiting job's position: storage/queue_view.py), read
     #: without walking the service's ended jobs.
     composite_index(service, state, portal, user_id)

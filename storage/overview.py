@@ -1,9 +1,11 @@
 """What the server's jobs add up to, per service: the reads behind `GET /services` and the status page.
 
 Runs in the server's main process (web threads). Every read is bounded however many jobs the
-database holds: waiting and active jobs through the (service, state) index, the last hour's
-outcomes through the (state, finished_at) index, the latest failures by the same index. `portal`
-restricts every count to one portal's jobs (None: every job).
+database holds: waiting and active jobs through the (service, state) index, their groups through
+the (state, group) index (jobs without a group are skipped by the index), the last hour's
+outcomes through the (state, finished_at) index, the latest failures by the same index; a fair_share
+service's users by usage from the usage table (one row per recent user) and its few active jobs.
+`portal` restricts every count to one portal's jobs (None: every job).
 """
 from __future__ import annotations
 
@@ -14,10 +16,12 @@ from pony.orm import count, db_session, desc, select
 
 from storage.models import Job
 from storage.states import ACTIVE, TERMINAL, JobState
+from storage.usage import UserKey, usage_now
 
 #: Where a job that ended is (a Cleaned one keeps its outcome).
 _ENDED = [state.value for state in TERMINAL] + [JobState.CLEANED.value]
-_WAITING = [JobState.QUEUED.value] + [state.value for state in ACTIVE]
+_ACTIVE = [state.value for state in ACTIVE]
+_WAITING = [JobState.QUEUED.value] + _ACTIVE
 
 
 @dataclass
@@ -30,6 +34,8 @@ class ServiceFigures:
     waiting_users: list[tuple[str | None, int, int]] = field(default_factory=list)
     #: (outcome, created_at, started_at, finished_at) of each job that ended since `since`.
     ended: list[tuple[str, datetime, datetime | None, datetime]] = field(default_factory=list)
+    #: (portal, group, queued, active) of each group with jobs waiting or active, most jobs first.
+    groups: list[tuple[str | None, str, int, int]] = field(default_factory=list)
 
 
 @db_session
@@ -54,6 +60,17 @@ def figures(since: datetime, portal: str | None = None, restrict: bool = False) 
         queued = queued.filter(lambda j: j.portal == portal)
     for service, owner, user_id, number in select((j.service, j.portal, j.user_id, count()) for j in queued):
         of(service).waiting_users.append((owner, user_id, number))
+    grouped: dict[str, dict[tuple[str | None, str], list[int]]] = {}
+    in_groups = select(j for j in Job if j.state in _WAITING and j.group is not None)
+    if restrict:
+        in_groups = in_groups.filter(lambda j: j.portal == portal)
+    for service, owner, group, state, number in select((j.service, j.portal, j.group, j.state, count())
+                                                       for j in in_groups):
+        counts = grouped.setdefault(service, {}).setdefault((owner, group), [0, 0])
+        counts[state != JobState.QUEUED.value] += number
+    for service, groups in grouped.items():
+        of(service).groups = sorted(((owner, group, queued, active) for (owner, group), (queued, active)
+                                     in groups.items()), key=lambda g: (-g[2] - g[3], str(g[0]), g[1]))
     ended = select(j for j in Job if j.state in _ENDED and j.finished_at >= since)
     if restrict:
         ended = ended.filter(lambda j: j.portal == portal)
@@ -76,3 +93,18 @@ def recent_failures(limit: int, portal: str | None = None, restrict: bool = Fals
              "reason": j.reason, "exit_code": j.exit_code,
              "stderr_last": (j.stderr_tail or "").strip().rsplit("\n", 1)[-1][-300:] or None}
             for j in failed.order_by(lambda j: desc(j.finished_at))[:limit]]
+
+
+@db_session
+def usage_ranking(service: str, half_life: float, now: datetime, portal: str | None = None,
+                  restrict: bool = False) -> list[tuple[UserKey, float]]:
+    """The users of `service` by their fair-share usage at `now` (slot-seconds, as the quota scores
+    it: decayed, with their active jobs' run so far), most first; `restrict`: `portal`'s only."""
+    since: dict[UserKey, list[datetime]] = {}
+    for owner, user_id, when in select((j.portal, j.user_id, j.dispatched_at) for j in Job
+                                       if j.service == service and j.state in _ACTIVE).without_distinct():
+        if when is not None:
+            since.setdefault((owner, user_id), []).append(when)
+    used = usage_now(service, half_life, now, since)
+    return sorted(((user, usage) for user, usage in used.items() if not restrict or user[0] == portal),
+                  key=lambda item: (-item[1], str(item[0][0]), item[0][1]))

@@ -4,16 +4,23 @@ Runs in the server's main process (web threads). The decision is pure (`explain`
 executors and `now` in, the object out); `queue_of` / `of_job` read those counts from the database,
 each through an index, so a job's view stays cheap with 100,000 jobs queued.
 
-- `position` mirrors the quota's round-robin (actors/server/scheduling.py `admit`): users take one
-  job per round, so the k-th queued job of its user starts in round k, after its user's k-1 and
-  each other waiting user's first k jobs (k-1 for a user served after it in a round). Within a
-  round the quota serves first the user it served longest ago (never: first), then the one whose
-  oldest job is older. Its turns live in its memory, so `turn_key` stands in for them: a user with
-  no job active counts as not served lately, one with jobs active as served when the latest of
-  them was admitted. The position is thus an estimate; exact while users' turns follow that order.
-  A user's own jobs come in `queue_order` (storage/fair_share.py: higher priority first, then older).
-  Under policy = fair_share users are served by score, not turns: the position then stays this
-  round-robin estimate (right when usage and waits are even), not the fair-share rank.
+- `position` mirrors the quota's rounds (actors/server/scheduling.py `admit`): users take one job
+  per round, so the k-th queued job of its user starts in round k, after its user's k-1 and each
+  other waiting user's first k jobs (k-1 for a user served after it in a round). The order within
+  a round is the quota's `user_order` (storage/fair_share.py), the user's `rank`: under
+  round_robin the user it served longest ago (never: first), then the one whose oldest job is
+  older; under fair_share first by `fair_share_score` (decayed usage per portal share, less the
+  oldest job's wait), from the same usage the quota reads (storage/usage.py) plus its active jobs'
+  run so far. Its turns live in its memory, so `last_turns` stands in for them: a user with no job
+  active counts as not served lately, one with jobs active as served when the latest of them was
+  admitted. The position is thus an estimate; exact while users keep their order. Under fair_share
+  a user whose score is far below the others' may take several turns in a row (the quota admits
+  one job per freed slot, to the first in order), so a later rank's position is then optimistic.
+- `policy`: the service's policy, the user's `rank` (1: served next; 0: the job was admitted) and,
+  under fair_share, its `usage` (slot-seconds, decayed) and its portal's `share` (null under
+  round_robin, which uses neither). Other users count in the rank but are never named.
+- A user's own jobs come in `queue_order` (storage/fair_share.py: higher priority first, then
+  older): `position_for_user` counts the ones ahead in that order.
 - A Dispatching job was admitted: position 0, about to start; only a missing or draining executor
   can still hold it.
 - `waiting_for`, when several hold, is the one that would still hold the job after the others
@@ -28,13 +35,16 @@ import math
 import statistics
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Callable, Mapping
 
 from pony.orm import coalesce, count, db_session, min as smallest, select
 
 from conf.settings import ServiceConfig
-from storage.columns import iso
-from storage.models import Executor, Job
+from storage.columns import iso, stored_time
+from storage.fair_share import User, fair_share_score, user_order
+from storage.models import Executor, Job, db
 from storage.states import ACTIVE, JobState
+from storage.usage import usage_now
 
 #: Run times of this many of the service's latest Completed jobs make its history...
 HISTORY = 20
@@ -70,6 +80,11 @@ class QueueFacts:
     group: str | None = None
     group_active: int = 0
     runs_per_group: int | None = None
+    #: The service's policy (round_robin, fair_share); under fair_share, the user's usage now
+    #: (slot-seconds) and their portal's share (None under round_robin).
+    policy: str = "round_robin"
+    usage: float | None = None
+    share: int | None = None
 
 
 def positions(ahead_of_user: int, others: tuple[tuple[int, bool], ...]) -> tuple[int, int]:
@@ -79,10 +94,18 @@ def positions(ahead_of_user: int, others: tuple[tuple[int, bool], ...]) -> tuple
     return ahead + 1, k
 
 
-def turn_key(last_admitted: datetime | None, oldest_queued: int) -> tuple:
-    """Where a user comes in a round: not served lately (`last_admitted` None) first, else the one
-    admitted longest ago; then the one whose oldest queued job is older."""
-    return (last_admitted is not None, last_admitted or datetime.min, oldest_queued)
+def last_turns(admitted: Mapping[User, datetime]) -> dict[User, int]:
+    """The quota's `last_turn` (higher: served more recently) as it stands in for it: each user with
+    active jobs by when the latest of them was admitted; users absent count as never served."""
+    return {user: turn for turn, user in enumerate(sorted(admitted, key=admitted.__getitem__))}
+
+
+def ranked(oldest: Mapping[User, int], admitted: Mapping[User, datetime],
+           scores: Mapping[User, float] | None = None) -> list[User]:
+    """The users with queued jobs (`oldest`: each one's oldest queued job) in the order the quota
+    serves them (`user_order`, with `scores` under fair_share)."""
+    return [user for user, _ in user_order([(user, (job,)) for user, job in oldest.items()], last_turns(admitted),
+                                           scores)]
 
 
 def capacity(executors: tuple[tuple[str, int], ...]) -> int:
@@ -118,7 +141,8 @@ def holding(facts: QueueFacts, position: int) -> tuple[str | None, str]:
         return "executors_full", f"every slot of the executors of {service} is taken; it starts when a job ends."
     if position <= 1:
         return None, "next to start."
-    return None, f"{position - 1} jobs ahead of it (users take turns, one job each)."
+    order = "least usage per share first" if facts.policy == "fair_share" else "one job each"
+    return None, f"{position - 1} jobs ahead of it (users take turns, {order})."
 
 
 def estimated_start(facts: QueueFacts, position: int, position_for_user: int, waiting_for: str | None,
@@ -148,35 +172,51 @@ def explain(facts: QueueFacts, now: datetime) -> dict:
     """The `queue` object of a job that has not started."""
     position, for_user = (0, 0) if facts.admitted else positions(facts.ahead_of_user, facts.others)
     waiting_for, detail = holding(facts, position)
+    rank = 0 if facts.admitted else 1 + sum(before for _, before in facts.others)
     return {"position": position, "position_for_user": for_user, "waiting_for": waiting_for, "detail": detail,
-            "estimated_start": iso(estimated_start(facts, position, for_user, waiting_for, now))}
+            "estimated_start": iso(estimated_start(facts, position, for_user, waiting_for, now)),
+            "policy": {"name": facts.policy, "rank": rank, "share": facts.share,
+                       "usage": None if facts.usage is None else round(facts.usage, 3)}}
 
 
 # --- reads --------------------------------------------------------------------------------------
 
-def facts_of(job: Job, settings: ServiceConfig) -> QueueFacts:
-    """The facts for `job` (Queued or Dispatching), inside the caller's db_session."""
+def facts_of(job: Job, settings: ServiceConfig, share_of: Callable[[str | None], int],
+             now: datetime) -> QueueFacts:
+    """The facts for `job` (Queued or Dispatching), inside the caller's db_session; `share_of(portal)`
+    is the portal's fair-share weight ([shares])."""
     service, portal, user_id = job.service, job.portal, job.user_id
+    me = (portal, user_id)
     queued = JobState.QUEUED.value
     # NOTE: active jobs are few (bounded by the slots): counted here, for a GROUP BY makes SQLite
     # walk the service's whole history in user order. A user's latest admission among them stands
-    # in for the quota's last turn.
-    active: dict[tuple, int] = {}
-    admitted: dict[tuple, datetime] = {}
+    # in for the quota's last turn; their admissions are also their run so far (fair-share usage).
+    active: dict[User, int] = {}
+    since: dict[User, list[datetime]] = {}
     for owner, user, when in select((j.portal, j.user_id, j.dispatched_at) for j in Job
                                     if j.service == service and j.state in _ACTIVE).without_distinct():
         active[owner, user] = active.get((owner, user), 0) + 1
-        if when is not None and (admitted.get((owner, user)) or datetime.min) < when:
-            admitted[owner, user] = when
-    others, mine = [], turn_key(admitted.get((portal, user_id)), job.id)
+        if when is not None:
+            since.setdefault((owner, user), []).append(when)
+    admitted = {user: max(times) for user, times in since.items()}
     # NOTE: one GROUP BY over the (service, portal, user_id, state) index; min(id) is the user's oldest.
-    for owner, user, number, oldest in select((j.portal, j.user_id, count(), smallest(j.id)) for j in Job
-                                              if j.service == service and j.state == queued):
-        key = turn_key(admitted.get((owner, user)), oldest)
-        if (owner, user) == (portal, user_id):
-            mine = key
-        else:
-            others.append((number, key))
+    waiting = {(owner, user): (number, oldest) for owner, user, number, oldest in
+               select((j.portal, j.user_id, count(), smallest(j.id)) for j in Job
+                      if j.service == service and j.state == queued)}
+    usage = share = scores = None
+    if settings.policy == "fair_share":
+        used = usage_now(service, settings.half_life_seconds, now, since)
+        # NOTE: the oldest job's id is the least of its user's, so its stamp is their longest wait.
+        firsts = ", ".join(str(int(oldest)) for _, oldest in waiting.values())  # ids: numbers from the database
+        created = {job_id: stored_time(at) for job_id, at in
+                   db.select(f"SELECT id, created_at FROM {Job._table_} WHERE id IN ({firsts})")} if firsts else {}
+        scores = {user: fair_share_score(used.get(user, 0.0), share_of(user[0]),
+                                         (now - created[oldest]).total_seconds())
+                  for user, (_, oldest) in waiting.items()}
+        usage, share = used.get(me, 0.0), share_of(portal)
+    order = ranked({user: oldest for user, (_, oldest) in waiting.items()}, admitted, scores)
+    place = order.index(me) if me in waiting else len(order)
+    others = tuple((waiting[user][0], index < place) for index, user in enumerate(order) if user != me)
     priority = job.priority or 0
     ahead = select(j for j in Job if j.service == service and j.portal == portal and j.user_id == user_id
                    and j.state == queued and (coalesce(j.priority, 0) > priority
@@ -188,24 +228,30 @@ def facts_of(job: Job, settings: ServiceConfig) -> QueueFacts:
     executors = tuple(select((e.state, e.slots) for e in Executor if e.service == service).without_distinct())
     runs = select((j.id, j.started_at, j.finished_at) for j in Job if j.service == service
                   and j.state == JobState.COMPLETED.value).order_by(-1)[:HISTORY]  # newest first
-    return QueueFacts(service, user_id, job.state == JobState.DISPATCHING.value, ahead,
-                      tuple((number, key < mine) for number, key in others),
-                      active.get((portal, user_id), 0), sum(active.values()),
+    return QueueFacts(service, user_id, job.state == JobState.DISPATCHING.value, ahead, others,
+                      active.get(me, 0), sum(active.values()),
                       settings.runs_per_user, settings.max_runs, executors,
                       tuple((end - start).total_seconds() for _, start, end in runs if start and end),
-                      job.group, group_active, settings.runs_per_group)
+                      job.group, group_active, settings.runs_per_group, settings.policy, usage, share)
 
 
-def of_job(job: Job, settings: ServiceConfig | None, now: datetime) -> dict:
+def _one_share(portal: str | None) -> int:
+    """Every portal's share when the caller gives none (a server without [shares])."""
+    return 1
+
+
+def of_job(job: Job, settings: ServiceConfig | None, now: datetime,
+           share_of: Callable[[str | None], int] = _one_share) -> dict:
     """`{"queue": ...}` for a job that has not started (inside the caller's db_session); {} for
     any other, or one of a service no longer configured (it will not start)."""
     if settings is None or job.state not in (JobState.QUEUED.value, JobState.DISPATCHING.value):
         return {}
-    return {"queue": explain(facts_of(job, settings), now)}
+    return {"queue": explain(facts_of(job, settings, share_of, now), now)}
 
 
 @db_session
-def unless_served(job_id: int, settings: ServiceConfig | None, now: datetime) -> dict:
+def unless_served(job_id: int, settings: ServiceConfig | None, now: datetime,
+                  share_of: Callable[[str | None], int] = _one_share) -> dict:
     """`of_job` for the job numbered `job_id` (a job just uploaded) when no executor of its service
     takes jobs now (none alive, or every one draining); else {}.
 
@@ -215,11 +261,12 @@ def unless_served(job_id: int, settings: ServiceConfig | None, now: datetime) ->
     `GET /jobs/{id}`."""
     if settings is None or select(e for e in Executor if e.service == settings.name and e.state == "alive").exists():
         return {}
-    return queue_of(job_id, settings, now)
+    return queue_of(job_id, settings, now, share_of)
 
 
 @db_session
-def queue_of(job_id: int, settings: ServiceConfig | None, now: datetime) -> dict:
+def queue_of(job_id: int, settings: ServiceConfig | None, now: datetime,
+             share_of: Callable[[str | None], int] = _one_share) -> dict:
     """`of_job` for the job numbered `job_id`."""
     job = Job.get(id=job_id)
-    return of_job(job, settings, now) if job is not None else {}
+    return of_job(job, settings, now, share_of) if job is not None else {}

@@ -4,19 +4,21 @@ it survives restarts.
 A job's end writes a `UsageCharge` in the transaction of the move (storage.models.Job.changed), so no
 run is counted twice or lost whatever crashes. The QuotaActor (the server's quota process) `fold`s
 the charges into one `Usage` row per user, decayed with the service's half-life, and deletes them in
-the same transaction; it and the job view (web threads: the rank of a queued job) read the totals
-with `usage_by_user`, which counts the charges not yet folded too.
+the same transaction; it and the job view and the overview (web threads: the rank of a queued job,
+the top users) read the totals with `usage_by_user`, which counts the charges not yet folded too
+(`usage_now` adds the active jobs' run so far).
 """
 from __future__ import annotations
 
 from collections import defaultdict
 from datetime import datetime
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
 from pony.orm import db_session, delete, select
 
-from storage.fair_share import accrue, decayed
-from storage.models import Usage, UsageCharge
+from storage.fair_share import accrue, current_usage, decayed
+from storage.columns import stored_time
+from storage.models import Usage, UsageCharge, db
 
 UserKey = tuple[str | None, int]
 #: Charges folded in one transaction at most (a backlog after a long stop is folded over several calls).
@@ -57,13 +59,23 @@ def fold(half_life_of: Callable[[str], float], now: datetime) -> int:
 @db_session
 def usage_by_user(service: str, half_life: float, now: datetime) -> dict[UserKey, float]:
     """Each user's usage of `service` at `now`, in slot-seconds: their folded total and the charges
-    not yet folded, both decayed to `now` (users with none are absent)."""
+    not yet folded, both decayed to `now` (users with none are absent).
+
+    NOTE: raw rows, whose times are parsed here: Pony's parsing of a thousand users' times costs more
+    (40 ms) than the rest of a waiting job's view (storage/queue_view.py)."""
     totals: dict[UserKey, float] = defaultdict(float)
     moment = now.timestamp()
-    for portal, user_id, slot_seconds, as_of in select((u.portal, u.user_id, u.slot_seconds, u.as_of)
-                                                       for u in Usage if u.service == service):
-        totals[(portal, user_id)] += decayed(slot_seconds, moment - as_of.timestamp(), half_life)
-    for portal, user_id, slot_seconds, at in select((c.portal, c.user_id, c.slot_seconds, c.at)
-                                                    for c in UsageCharge if c.service == service):
-        totals[(portal, user_id)] += decayed(slot_seconds, moment - at.timestamp(), half_life)
+    for entity, stamp in ((Usage, "as_of"), (UsageCharge, "at")):
+        for portal, user_id, slot_seconds, at in db.select(
+                f"SELECT portal, user_id, slot_seconds, {stamp} FROM {entity._table_} WHERE service = $service"):
+            totals[(portal, user_id)] += decayed(slot_seconds, moment - stored_time(at).timestamp(), half_life)
     return dict(totals)
+
+
+def usage_now(service: str, half_life: float, now: datetime,
+              running_since: Mapping[UserKey, Sequence[datetime]]) -> dict[UserKey, float]:
+    """Each user's usage at `now` as the quota scores it (`current_usage`): their decayed usage
+    (`usage_by_user`) plus what their active jobs, admitted at `running_since`, have run so far."""
+    stored, moment = usage_by_user(service, half_life, now), now.timestamp()
+    return {user: current_usage(stored.get(user, 0.0), moment, [t.timestamp() for t in running_since.get(user, ())],
+                                moment, half_life) for user in stored.keys() | running_since.keys()}

@@ -33,7 +33,7 @@ def stored() -> list[tuple[int, int | None, str | None]]:
     ("priority", "1.5", "got '1.5'"),
     ("priority", "", "priority must be"),
     ("priority", "\u0661", "priority must be"),  # an Arabic-Indic digit one
-    ("group", "class a", "group must be 1 to 64 characters of letters, digits"),
+    ("group", "class a", "group must be 1 to 64 characters of A-Z, a-z, 0-9"),
     ("group", "x" * 65, "group must be 1 to 64 characters"),
     ("group", "", "group must be"),
     ("group", "caf\u00e9", "group must be"),

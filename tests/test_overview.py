@@ -13,10 +13,13 @@ import falcon.testing
 import pytest
 
 from conf.settings import ServerConfig, ServiceConfig
+from pony.orm import db_session
+
 from storage import executors, jobs, overview
+from storage.models import Job, Usage
 from storage.states import JobState
 from tests.harness import StandInGateway, bearer
-from web.overview import WINDOW, summary, throughput
+from web.overview import WINDOW, summary, throughput, usage_of
 from web.server_app import create_app
 
 NOW = datetime(2026, 11, 30, 12, 0, 0)
@@ -78,7 +81,8 @@ def test_the_figures_of_a_service_count_its_waiting_and_active_jobs_and_the_last
     assert example["median_wait_seconds"] == 10.0  # of 2, 10 and 30 s
     assert example["median_run_seconds"] == 60.0   # of 1, 60 and 120 s
     assert example["limits"] == {"runs_per_user": 2, "max_runs": 4, "max_queued_per_user": 10,
-                                 "max_runtime": 3600}
+                                 "max_runtime": 3600, "runs_per_group": None}
+    assert (example["policy"], example["top_usage_users"], example["groups"]) == ("round_robin", None, [])
     assert example["executors"] == [{"url": "http://e:1", "state": "alive", "slots": 4, "free_slots": 3, "running": 1,
                                      "tier": 2, "last_seen": "2026-11-30T12:00:00Z"}]
     assert (prodigy["queued"], prodigy["active"], prodigy["median_wait_seconds"]) == (1, 0, None)
@@ -87,7 +91,8 @@ def test_the_figures_of_a_service_count_its_waiting_and_active_jobs_and_the_last
 def test_a_service_no_longer_configured_is_listed_while_it_has_jobs(history):
     got = summary(SERVICES[1:], overview.figures(NOW - WINDOW), [], NOW)
     assert [(s["name"], s["configured"], s["limits"]) for s in got["services"]] == [
-        ("prodigy", True, {"runs_per_user": 5, "max_runs": None, "max_queued_per_user": None, "max_runtime": None}),
+        ("prodigy", True, {"runs_per_user": 5, "max_runs": None, "max_queued_per_user": None, "max_runtime": None,
+                           "runs_per_group": None}),
         ("example", False, None)]
 
 
@@ -146,3 +151,63 @@ def test_the_status_page_escapes_what_jobs_and_executors_wrote(tmp_path, clean_d
     job(1, created=NOW, outcome=JobState.FAILED, reason="<script>alert(1)</script>")
     page = app(tmp_path).simulate_get("/status").text
     assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+# --- groups and fair share ------------------------------------------------------------------------
+
+FAIR = (ServiceConfig("example", runs_per_group=2, policy="fair_share", fair_share_half_life_hours=1),
+        ServiceConfig("prodigy"))
+
+
+def _grouped(job_id: int, group: str) -> int:
+    """Give a job a group, as an upload with `group` does."""
+    with db_session:
+        Job[job_id].group = group
+    return job_id
+
+
+@pytest.fixture
+def classes(clean_database):
+    """example: haddock's class-a has 2 queued and 1 running, its class-b 1 queued, and one job
+    without a group; prodigy's class-a (its own label) 1 running; an ended class-c job is no longer
+    counted. Usage: haddock's user 1 ran 100 s (stored at NOW), user 2 ran 4000 s an hour ago
+    (2000 now) and runs a job since 1795 s; prodigy's user 9 runs since 300 s; user 5's 5 s run
+    ended half an hour ago (3.5 s now)."""
+    _grouped(job(1, portal="haddock"), "class-a")
+    _grouped(job(2, portal="haddock"), "class-a")
+    _grouped(job(2, portal="haddock", started_after=5), "class-a")
+    _grouped(job(3, portal="haddock"), "class-b")
+    job(4, portal="haddock")
+    running = _grouped(job(9, portal="prodigy", started_after=5), "class-a")
+    _grouped(job(5, portal="haddock", started_after=5, ran=5, outcome=JobState.COMPLETED), "class-c")
+    with db_session:
+        Job[running].dispatched_at = NOW - timedelta(seconds=300)
+        Usage(service="example", portal="haddock", user_id=1, slot_seconds=100.0, as_of=NOW)
+        Usage(service="example", portal="haddock", user_id=2, slot_seconds=4000.0, as_of=NOW - timedelta(hours=1))
+
+
+def test_the_overview_counts_each_groups_waiting_and_active_jobs_and_shows_the_policy(classes):
+    example = summary(FAIR, overview.figures(NOW - WINDOW), [], NOW, usage_of(FAIR, NOW))["services"][0]
+    assert example["groups"] == [{"portal": "haddock", "group": "class-a", "queued": 2, "active": 1},
+                                 {"portal": "haddock", "group": "class-b", "queued": 1, "active": 0},
+                                 {"portal": "prodigy", "group": "class-a", "queued": 0, "active": 1}]
+    assert example["groups_waiting"] == 3
+    assert (example["policy"], example["limits"]["runs_per_group"]) == ("fair_share", 2)
+    assert example["top_usage_users"] == [{"portal": "haddock", "user_id": 2, "usage": 3795.0},
+                                          {"portal": "prodigy", "user_id": 9, "usage": 300.0},
+                                          {"portal": "haddock", "user_id": 1, "usage": 100.0},
+                                          {"portal": "haddock", "user_id": 5, "usage": 3.542}]
+
+
+def test_a_portal_sees_only_its_own_groups_and_users_by_usage(tmp_path, classes):
+    config = ServerConfig(data_dir=str(tmp_path / "data"), services=FAIR, cluster_secret=SECRET,
+                          tokens=(("haddock", HADDOCK), ("prodigy", PRODIGY)), operators=(("ops", OPERATOR),))
+    client = falcon.testing.TestClient(create_app(config, StandInGateway(), threading.Event()))
+    theirs = client.simulate_get("/services", headers=bearer(PRODIGY)).json["services"][0]
+    assert theirs["groups"] == [{"portal": "prodigy", "group": "class-a", "queued": 0, "active": 1}]
+    assert [(u["portal"], u["user_id"]) for u in theirs["top_usage_users"]] == [("prodigy", 9)]
+    assert "haddock" not in str(theirs)
+    everyone = client.simulate_get("/services", headers=bearer(OPERATOR)).json["services"][0]
+    assert len(everyone["groups"]) == 3 and len(everyone["top_usage_users"]) == 4
+    page = client.simulate_get("/status", headers=basic(OPERATOR)).text
+    assert "haddock/class-a (2/1)" in page and "haddock/2 (" in page and "2 per group" in page

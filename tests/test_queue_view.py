@@ -10,8 +10,8 @@ from pony.orm import db_session
 
 from conf.settings import ServiceConfig
 from storage import executors, jobs, queue_view
-from storage.models import Job
-from storage.queue_view import QueueFacts, explain, positions, turn_key
+from storage.models import Job, Usage
+from storage.queue_view import QueueFacts, explain, last_turns, positions
 from storage.states import JobState
 from tests.harness import make_server, new_job
 
@@ -37,9 +37,26 @@ def test_position_counts_each_other_users_first_k_jobs_and_its_own_k_minus_one(a
 
 
 def test_turns_go_first_to_users_not_served_lately_then_to_those_served_longest_ago():
-    never_old, never_new = turn_key(None, 5), turn_key(None, 9)
-    long_ago, lately = turn_key(NOW - timedelta(hours=1), 1), turn_key(NOW, 1)
-    assert sorted([lately, never_new, long_ago, never_old]) == [never_old, never_new, long_ago, lately]
+    oldest = {"lately": 1, "never_new": 9, "long_ago": 1, "never_old": 5}
+    admitted = {"lately": NOW, "long_ago": NOW - timedelta(hours=1)}
+    assert last_turns(admitted) == {"long_ago": 0, "lately": 1}
+    assert queue_view.ranked(oldest, admitted) == ["never_old", "never_new", "long_ago", "lately"]
+
+
+def test_fair_share_ranks_by_score_before_turns():
+    oldest = {"light": 9, "heavy": 1, "never": 5}
+    assert queue_view.ranked(oldest, {"light": NOW}, {"light": 10.0, "heavy": 500.0, "never": 10.0}) == \
+        ["never", "light", "heavy"]  # equal scores: round-robin between them
+
+
+def test_the_policy_object_gives_the_rank_and_under_fair_share_usage_and_share():
+    others = ((3, True), (1, False), (2, True))
+    assert explain(replace(WAITING, others=others), NOW)["policy"] == \
+        {"name": "round_robin", "rank": 3, "share": None, "usage": None}
+    fair = replace(WAITING, others=others, policy="fair_share", usage=1234.56789, share=2)
+    assert explain(fair, NOW)["policy"] == {"name": "fair_share", "rank": 3, "share": 2, "usage": 1234.568}
+    assert "least usage per share first" in explain(fair, NOW)["detail"]
+    assert explain(replace(fair, admitted=True), NOW)["policy"]["rank"] == 0  # admitted: as its position
 
 
 # --- what holds it --------------------------------------------------------------------------------
@@ -158,6 +175,69 @@ def test_the_estimate_takes_the_latest_completed_runs_and_needs_five(clean_datab
     with db_session:
         Job.select(lambda j: j.state == JobState.COMPLETED.value).first().state = JobState.FAILED.value
     assert queue_view.queue_of(waiting, EXAMPLE, NOW)["queue"]["estimated_start"] is None  # four runs: too few
+
+
+FAIR = ServiceConfig("example", runs_per_user=5, policy="fair_share", fair_share_half_life_hours=1)
+
+
+def _usage(portal: str | None, user_id: int, slot_seconds: float, as_of: datetime) -> None:
+    with db_session:
+        Usage(service="example", portal=portal, user_id=user_id, slot_seconds=slot_seconds, as_of=as_of)
+
+
+def test_fair_share_ranks_users_by_usage_per_portal_share(clean_database):
+    """Two users with known usage: portal a's 1000 slot-seconds and portal b's 1500 (an hour ago:
+    750 now, with a half-life of an hour). Share 1 each: b goes first; b's portal with share 2 weighs
+    its 750 as 375; round-robin ignores usage and serves the older job first."""
+    executors.record("http://e1", "example", 1, "alive", NOW)
+    first, second = new_job(1, portal="a"), new_job(1, portal="b")
+    for job_id in (first, second):
+        _set(job_id, JobState.QUEUED, created_at=NOW)
+    _usage("a", 1, 1000.0, NOW)
+    _usage("b", 1, 1500.0, NOW - timedelta(hours=1))
+
+    def policy(job_id, settings=FAIR, shares=None):
+        queue = queue_view.queue_of(job_id, settings, NOW, (shares or {}).get)["queue"]
+        return queue["position"], queue["policy"]
+
+    one_each = {"a": 1, "b": 1}
+    assert policy(second, shares=one_each) == (1, {"name": "fair_share", "rank": 1, "share": 1, "usage": 750.0})
+    assert policy(first, shares=one_each) == (2, {"name": "fair_share", "rank": 2, "share": 1, "usage": 1000.0})
+    assert policy(second, shares={"a": 1, "b": 2})[1]["rank"] == 1
+    assert policy(first, shares={"a": 4, "b": 1}) == \
+        (1, {"name": "fair_share", "rank": 1, "share": 4, "usage": 1000.0})  # 250 per share < 750
+    assert policy(first, EXAMPLE) == (1, {"name": "round_robin", "rank": 1, "share": None, "usage": None})
+
+
+def test_fair_share_counts_running_jobs_and_the_oldest_jobs_wait(clean_database):
+    executors.record("http://e1", "example", 4, "alive", NOW)
+    light, heavy = new_job(1), new_job(2)
+    _set(light, JobState.QUEUED, created_at=NOW)
+    _set(heavy, JobState.QUEUED, created_at=NOW)
+    _usage(None, 1, 100.0, NOW)
+    running = new_job(1)
+    _set(running, JobState.RUNNING, dispatched_at=NOW - timedelta(seconds=50))  # 50 s of run so far
+    _set(new_job(2), JobState.RUNNING, dispatched_at=NOW - timedelta(seconds=120))
+    assert queue_view.queue_of(heavy, FAIR, NOW)["queue"]["policy"]["usage"] == 120.0
+    assert queue_view.queue_of(light, FAIR, NOW)["queue"]["policy"] == \
+        {"name": "fair_share", "rank": 2, "share": 1, "usage": 150.0}
+    _set(light, JobState.QUEUED, created_at=NOW - timedelta(seconds=31))  # 150 - 31 < 120: its wait makes up
+    assert queue_view.queue_of(light, FAIR, NOW)["queue"]["policy"]["rank"] == 1
+    assert queue_view.queue_of(heavy, FAIR, NOW)["queue"]["policy"]["rank"] == 2
+
+
+def test_a_portal_sees_its_users_rank_but_no_other_portals_user(clean_database, tmp_path):
+    server = make_server(tmp_path, tokens=(("alpha", "a" * 20), ("beta", "b" * 20)), cluster_secret="s" * 20,
+                         shares=(("alpha", 3),), services=(replace(FAIR, clients=()),))
+    mine = server.upload(token="a" * 20).json["id"]
+    theirs = server.upload(token="b" * 20).json["id"]
+    with db_session:
+        number = Job.get(public_id=theirs).id
+    _set(number, JobState.QUEUED, created_at=NOW - timedelta(days=1))  # waited a day: served first
+    queue = server.client.simulate_get(f"/jobs/{mine}", headers={"Authorization": "Bearer " + "a" * 20}).json["queue"]
+    assert queue["policy"] == {"name": "fair_share", "rank": 2, "share": 3, "usage": 0.0}
+    assert queue["position"] == 2
+    assert "beta" not in str(queue) and theirs not in str(queue)
 
 
 # --- the HTTP answers -----------------------------------------------------------------------------

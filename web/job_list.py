@@ -18,10 +18,11 @@ import falcon
 
 from conf.settings import ServerConfig
 from storage import job_list, public_ids
+from storage.fair_share import GROUP, GROUP_RULE
 from storage.jobs import EVERY_PORTAL
 from web.common import DEFAULT_LIMIT, MAX_LIMIT, positive_int
 
-PARAMETERS = ("user_id", "service", "status", "created_after", "created_before", "portal", "limit", "cursor")
+PARAMETERS = ("user_id", "service", "status", "created_after", "created_before", "portal", "group", "limit", "cursor")
 #: The cursor's format version: its first byte, so that a later format can tell old cursors apart.
 CURSOR_VERSION = b"\x01"
 CURSOR_REFUSED = "cursor is not one this server gave: send the next_cursor of the previous page unchanged."
@@ -62,7 +63,7 @@ def parse_time(name: str, text: str) -> datetime:
 
 
 class JobList:
-    """`GET /jobs?user_id=&service=&status=&created_after=&created_before=&portal=&limit=&cursor=`
+    """`GET /jobs?user_id=&group=&service=&status=&created_after=&created_before=&portal=&limit=&cursor=`
     → `{"jobs": [job, ...], "next_cursor": str|null}`."""
 
     def __init__(self, config: ServerConfig):
@@ -89,6 +90,9 @@ class JobList:
         user_id = params.get("user_id")
         if user_id is not None and positive_int(user_id) is None:
             raise bad(f"user_id must be a positive integer; got {user_id[:40]!r}.")
+        group = params.get("group")
+        if group is not None and not GROUP.fullmatch(group):
+            raise bad(f"group must be {GROUP_RULE}, as at upload; got {group[:70]!r}.")
         limit = params.get("limit", str(DEFAULT_LIMIT))
         if positive_int(limit, MAX_LIMIT) is None:
             raise bad(f"limit must be an integer from 1 to {MAX_LIMIT}; got {limit[:40]!r}.")
@@ -98,7 +102,7 @@ class JobList:
             if after is None:  # a job this caller cannot see, exactly like one that does not exist
                 raise bad(CURSOR_REFUSED)
         return job_list.Query(
-            scope=scope, user_id=None if user_id is None else int(user_id),
+            scope=scope, user_id=None if user_id is None else int(user_id), group=group,
             service=self.known("service", params.get("service"), [s.name for s in self.config.services], scope),
             states=tuple(dict.fromkeys(states)),
             created_after=parse_time("created_after", params["created_after"]) if "created_after" in params else None,

@@ -13,12 +13,11 @@ import falcon
 
 from conf.settings import MAX_TIER, ServerConfig
 from storage import feed_cursors, public_ids
-from storage.fair_share import PRIORITIES
+from storage.fair_share import GROUP, GROUP_RULE, PRIORITIES
 from storage.states import JobState
 from web.common import DEFAULT_LIMIT, MAX_ID, MAX_JSON_BYTES, MAX_LIMIT
 from web.folder_reads import MAX_TAIL_LINES
 from web.log_query import DEFAULT_TAIL
-from web.scheduling_fields import GROUP
 
 ERROR = {"type": "object", "required": ["title"], "properties": {
     "title": {"type": "string"}, "description": {"type": "string"}}}
@@ -277,7 +276,8 @@ def document(config: ServerConfig) -> dict:
                     "properties": {
                         "position": {"type": "integer", "minimum": 0,
                                      "description": "1: next to start in its service (users take turns, one job "
-                                                    "each); 0: admitted (Dispatching), being sent to an executor"},
+                                                    "each, in the order of their policy rank); 0: admitted "
+                                                    "(Dispatching), being sent to an executor"},
                         "position_for_user": {"type": "integer", "minimum": 0,
                                               "description": "among its user's own queued jobs"},
                         "waiting_for": {"enum": ["runs_per_user", "runs_per_group", "max_runs", "executors_full",
@@ -285,7 +285,23 @@ def document(config: ServerConfig) -> dict:
                                         "description": "what holds it (null: only its turn)"},
                         "detail": {"type": "string", "description": "the same, in words"},
                         "estimated_start": {**_stamp(), "description": "from the service's recent run times; "
-                                                                       "null without enough history"}}},
+                                                                       "null without enough history"},
+                        "policy": {
+                            "type": "object", "required": ["name", "rank", "usage", "share"],
+                            "description": "the service's scheduling policy as it sees the job's user",
+                            "properties": {
+                                "name": {"enum": ["round_robin", "fair_share"]},
+                                "rank": {"type": "integer", "minimum": 0,
+                                         "description": "the user's place among the service's users with queued "
+                                                        "jobs in the order they are served (1: next; other "
+                                                        "portals' users count, unnamed); 0: admitted"},
+                                "usage": {"type": ["number", "null"],
+                                          "description": "fair_share: the user's slot-seconds, decayed by the "
+                                                         "service's half-life, with their active jobs' run so far; "
+                                                         "null under round_robin"},
+                                "share": {"type": ["integer", "null"],
+                                          "description": "fair_share: the portal's share ([shares]); usage counts "
+                                                         "divided by it; null under round_robin"}}}}},
                 "JobList": {"type": "object", "required": ["jobs", "next_cursor"], "properties": {
                     "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
                     "next_cursor": {"type": ["string", "null"],
@@ -302,7 +318,8 @@ def document(config: ServerConfig) -> dict:
                     "generated_at": _stamp(), "window_seconds": {"type": "integer"},
                     "services": {"type": "array", "items": {"type": "object", "required": [
                         "name", "configured", "queued", "active", "finished_last_hour", "users_waiting",
-                        "top_waiting_users", "limits", "executors", "median_wait_seconds", "median_run_seconds"],
+                        "top_waiting_users", "limits", "executors", "median_wait_seconds", "median_run_seconds",
+                        "policy", "groups_waiting", "groups", "top_usage_users"],
                         "properties": {
                             "name": {"type": "string"}, "configured": {"type": "boolean"},
                             "queued": {"type": "integer"}, "active": {"type": "integer"},
@@ -311,7 +328,26 @@ def document(config: ServerConfig) -> dict:
                             "top_waiting_users": {"type": "array", "items": {"type": "object", "properties": {
                                 "portal": {"type": ["string", "null"]}, "user_id": {"type": "integer"},
                                 "queued": {"type": "integer"}}}},
-                            "limits": {"type": ["object", "null"]},
+                            "limits": {"type": ["object", "null"], "properties": {
+                                "runs_per_user": {"type": "integer"}, "max_runs": {"type": ["integer", "null"]},
+                                "max_queued_per_user": {"type": ["integer", "null"]},
+                                "runs_per_group": {"type": ["integer", "null"]}}},
+                            "policy": {"enum": ["round_robin", "fair_share", None],
+                                       "description": "null for a service no longer configured"},
+                            "groups_waiting": {"type": "integer",
+                                               "description": "groups with jobs queued or active"},
+                            "groups": {"type": "array", "description": "the groups with the most jobs queued or "
+                                                                       "active (a portal: its own only)",
+                                       "items": {"type": "object", "properties": {
+                                           "portal": {"type": ["string", "null"]}, "group": {"type": "string"},
+                                           "queued": {"type": "integer"}, "active": {"type": "integer"}}}},
+                            "top_usage_users": {
+                                "type": ["array", "null"],
+                                "description": "fair_share: the users with the most usage (slot-seconds, decayed; "
+                                               "a portal: its own users only); null under round_robin",
+                                "items": {"type": "object", "properties": {
+                                    "portal": {"type": ["string", "null"]}, "user_id": {"type": "integer"},
+                                    "usage": {"type": "number"}}}},
                             "executors": {"type": "array", "items": {"type": "object", "properties": {
                                 "url": {"type": "string"}, "state": {"type": "string"},
                                 "slots": {"type": "integer"}, "free_slots": {"type": "integer"},
@@ -423,6 +459,8 @@ def job_list_parameters(config: ServerConfig) -> list[dict]:
     stamp = {"type": "string", "format": "date-time"}
     parameters = [
         query("user_id", {"type": "integer", "minimum": 1, "maximum": MAX_ID}, "only this user's jobs"),
+        query("group", {"type": "string", "pattern": "^" + GROUP.pattern + "$"},
+              "only jobs uploaded with this group, exactly (" + GROUP_RULE + ")"),
         query("service", {"type": "string", "enum": [s.name for s in config.services]},
               "only this service's jobs (a service no longer configured is accepted while it has jobs)"),
         {**query("status", {"type": "array", "items": {"enum": [state.value for state in JobState]}},

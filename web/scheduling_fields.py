@@ -11,12 +11,10 @@ from __future__ import annotations
 import re
 
 from conf.settings import MAX_PERIOD_SECONDS
-from storage.fair_share import PRIORITIES
+from storage.fair_share import GROUP, GROUP_RULE, PRIORITIES
 from web.common import positive_int
 from web.uploads import bad_request
 
-#: A group's name: 1-64 letters, digits, dots, underscores and dashes (it is shown, filtered on and logged).
-GROUP = re.compile(r"[A-Za-z0-9._-]{1,64}")
 #: The multipart fields this module reads.
 FIELDS = frozenset({"priority", "group", "max_runtime"})
 
@@ -39,7 +37,7 @@ def group(fields: dict[str, str]) -> str | None:
     if raw is None:
         return None
     if not GROUP.fullmatch(raw):
-        raise bad_request(f"group must be 1 to 64 characters of letters, digits, '.', '_' and '-', got {raw[:70]!r}.")
+        raise bad_request(f"group must be {GROUP_RULE}, got {raw[:70]!r}.")
     return raw
 
 

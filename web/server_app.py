@@ -63,7 +63,8 @@ class Upload:
         logs.event(log, "queued", job=queued.job_id, user=queued.user_id, portal=queued.portal, service=queued.service,
                    files=files, bytes=size, priority=queued.priority or None, group=queued.group)
         self.gateway.post(queued, role="queue")
-        resp.media = {**view, **queue_view.unless_served(queued.job_id, self.config.service(queued.service), utcnow())}
+        resp.media = {**view, **queue_view.unless_served(queued.job_id, self.config.service(queued.service), utcnow(),
+                                                          self.config.share)}
 
     def accept(self, req) -> tuple[JobQueued, int, int, dict]:
         """Store the upload and its Queued row: (the queue's message of it, files, bytes, view)."""
@@ -149,7 +150,8 @@ class JobView:
 
     def on_get(self, req, resp, job_id):
         view = jobs.job_view(job_ref(job_id, self.public), req.context.portal,
-                             lambda job: queue_view.of_job(job, self.config.service(job.service), utcnow()))
+                             lambda job: queue_view.of_job(job, self.config.service(job.service), utcnow(),
+                                                           self.config.share))
         if view is None:
             raise unknown_job(job_id)
         resp.media = view

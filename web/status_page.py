@@ -43,6 +43,11 @@ def _services(services: list[dict]) -> str:
         limits = service["limits"] or {}
         waiting = ", ".join(f"{escape(str(user['portal'] or '-'))}/{user['user_id']} ({user['queued']})"
                             for user in service["top_waiting_users"]) or "–"
+        groups = ", ".join(f"{escape(str(g['portal'] or '-'))}/{escape(g['group'])} ({g['queued']}/{g['active']})"
+                           for g in service["groups"]) or "–"
+        usage = ", ".join(f"{escape(str(user['portal'] or '-'))}/{user['user_id']} ({user['usage']:.0f} s)"
+                          for user in service["top_usage_users"] or ()) or "–"
+        per_group = f", {limits['runs_per_group']} per group" if limits.get("runs_per_group") else ""
         done = service["finished_last_hour"]
         rows.append(
             f"<tr><td>{escape(service['name'])}{'' if service['configured'] else ' <span class=muted>(not configured)</span>'}</td>"
@@ -52,10 +57,13 @@ def _services(services: list[dict]) -> str:
             f"<td class=n>{done.get('Cancelled', 0)}</td>"
             f"<td class=n>{_seconds(service['median_wait_seconds'])}</td>"
             f"<td class=n>{_seconds(service['median_run_seconds'])}</td>"
-            f"<td>{limits.get('runs_per_user', '–')} per user, {limits.get('max_runs') or 'all slots'} in all</td></tr>")
+            f"<td>{limits.get('runs_per_user', '–')} per user, {limits.get('max_runs') or 'all slots'} in all"
+            f"{per_group}</td><td>{escape(service['policy'] or '–')}</td><td>{usage}</td><td>{groups}</td></tr>")
     return ("<table id=services><tr><th>service</th><th>queued</th><th>active</th><th>users waiting</th>"
             "<th>top waiting users (portal/user)</th><th>completed</th><th>failed</th><th>cancelled</th>"
-            "<th>median wait</th><th>median run</th><th>limits</th></tr>" + "".join(rows) + "</table>")
+            "<th>median wait</th><th>median run</th><th>limits</th><th>policy</th>"
+            "<th>most usage (portal/user, slot-seconds)</th><th>groups (portal/group: queued/active)</th></tr>"
+            + "".join(rows) + "</table>")
 
 
 def _executors(services: list[dict]) -> str:
