@@ -23,7 +23,7 @@ from requests_toolbelt import MultipartEncoder, MultipartEncoderMonitor
 #: The states a job does not leave (but for Cleaned, once its retention period ends).
 ENDED = frozenset({"Completed", "Failed", "Cancelled", "Cleaned"})
 #: The filters `GET /jobs` accepts (`portal`: an operator's, or a portal's own name).
-LIST_FILTERS = frozenset({"user_id", "service", "status", "created_after", "created_before", "portal", "limit"})
+LIST_FILTERS = frozenset({"user_id", "service", "status", "group", "created_after", "created_before", "portal", "limit"})
 #: HTTP statuses of a server (or its proxy) that is down or restarting: `wait` tries again.
 PASSING = frozenset({502, 503, 504})
 #: The longest pause between two tries of `wait` while the server cannot be reached.
@@ -172,7 +172,7 @@ class Client:
         return dest
 
     def list(self, pages: int | None = None, **filters) -> Iterator[dict]:
-        """Every job matching `filters` (user_id, service, status: one or a list, created_after,
+        """Every job matching `filters` (user_id, service, status: one or a list, group, created_after,
         created_before, portal: an operator's, limit: the page size), newest first, page after
         page; only the first `pages` pages if given (`pages=1`: the newest `limit` jobs, one request)."""
         unknown = set(filters) - LIST_FILTERS
