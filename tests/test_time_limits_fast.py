@@ -127,7 +127,8 @@ def test_the_reason_names_the_limit_in_seconds():
 
 @pytest.mark.parametrize("text, seconds", [
     ("5", 300), ("5:30", 330), ("1:00:00", 3600), ("2-0", 172800), ("1-2:3", 93780), ("1-2:3:4", 93784),
-    ("INFINITE", None), ("UNLIMITED", None), ("an hour", None), ("", None), ("1:2:3:4", None),
+    ("INFINITE", None), ("UNLIMITED", None), ("0", None), ("0:00", None), ("an hour", None), ("", None),
+    ("1:2:3:4", None),
 ])
 def test_slurm_times_read_as_seconds(text, seconds):
     assert slurm_seconds(text) == seconds
@@ -144,6 +145,7 @@ def test_slurm_times_read_as_seconds(text, seconds):
     (("--time", "1"), 3600, ("--time", "1"), 60),                      # the operator's is smaller: it stays
     (("--time=1-0", "--time-min=5"), 60, ("--time-min=5", "--time=1"), 60),
     (("--time=UNLIMITED",), 60, ("--time=1",), 60),
+    (("--time=0",), 600, ("--time=10",), 600),                         # 0 is Slurm's "no limit"
 ])
 def test_a_jobs_limit_becomes_its_time_in_minutes_and_the_smaller_limit_wins(operator, max_runtime, args, limit):
     assert time_limit_args(operator, max_runtime) == (args, limit)

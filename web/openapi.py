@@ -110,7 +110,7 @@ def document(config: ServerConfig) -> dict:
                                      "default": 0,
                                      "description": "orders the user's own queued jobs (higher first, then first "
                                                     "in, first out); it never lets a user pass others"},
-                        "group": {"type": "string", "pattern": GROUP.pattern,
+                        "group": {"type": "string", "pattern": "^" + GROUP.pattern + "$",
                                   "description": "the portal's label for a set of users (a course, a project); "
                                                  "the service's runs_per_group caps its active jobs"},
                         "file": {"type": "array", "minItems": 1, "maxItems": config.max_files,
@@ -331,6 +331,7 @@ def document(config: ServerConfig) -> dict:
                             "limits": {"type": ["object", "null"], "properties": {
                                 "runs_per_user": {"type": "integer"}, "max_runs": {"type": ["integer", "null"]},
                                 "max_queued_per_user": {"type": ["integer", "null"]},
+                                "max_runtime": {"type": ["integer", "null"]},
                                 "runs_per_group": {"type": ["integer", "null"]}}},
                             "policy": {"enum": ["round_robin", "fair_share", None],
                                        "description": "null for a service no longer configured"},

@@ -227,7 +227,7 @@ def sbatch_command(folder: str, name: str, command: list[str], partition: str = 
 
 def slurm_seconds(text: str) -> int | None:
     """A Slurm time ("M", "M:S", "H:M:S", "D-H", "D-H:M", "D-H:M:S") in seconds; None for no limit
-    (INFINITE, UNLIMITED) or for text Slurm would not take either."""
+    (INFINITE, UNLIMITED, and 0, which Slurm reads as no limit too) or for text Slurm would not take."""
     days, dash, clock = text.strip().partition("-") if "-" in text else ("0", "", text.strip())
     if clock.upper() in ("INFINITE", "UNLIMITED"):
         return None
@@ -239,7 +239,8 @@ def slurm_seconds(text: str) -> int | None:
         hours, minutes, seconds = numbers + [0] * (3 - len(numbers))
     else:  # "M", "M:S", "H:M:S"
         hours, minutes, seconds = {1: [0, numbers[0], 0], 2: [0, *numbers], 3: numbers}[len(numbers)]
-    return ((int(days) * 24 + hours) * 60 + minutes) * 60 + seconds
+    total = ((int(days) * 24 + hours) * 60 + minutes) * 60 + seconds
+    return total or None
 
 
 def _time_option(extra: tuple[str, ...]) -> tuple[tuple[str, ...], str | None]:
