@@ -144,8 +144,10 @@ class AdmissionRequest:
     candidates: tuple[tuple[UserKey, tuple[int, ...]], ...]
     #: (job_id, priority, group) of the candidates that have a priority other than 0 or a group.
     labels: tuple[tuple[int, int, str | None], ...] = ()
-    #: (user, epoch seconds) of each candidate user: when their oldest queued job was queued.
-    oldest: tuple[tuple[UserKey, float], ...] = ()
+    #: (user, epoch seconds) of each candidate user: when their next job (the first of their
+    #: candidates) was queued; fair share's age credit counts from it. NOTE: not their oldest job:
+    #: a low-priority job left waiting would otherwise earn its user credit without end.
+    waiting_since: tuple[tuple[UserKey, float], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -152,7 +152,7 @@ def choose_fifo(service: Service, jobs: dict[int, SimJob], now: float) -> list[t
 def fair_share_scores(service: Service, request: AdmissionRequest, now: float, half_life: float) -> dict:
     """Per waiting user, `user_score` as the quota computes it (shares 1)."""
     scores = {}
-    for user, oldest in request.oldest:
+    for user, oldest in request.waiting_since:
         stored, as_of = service.usage.get(user, (0.0, now))
         scores[user] = user_score(stored, as_of, service.running[user].values(), 1, oldest, now, half_life)
     return scores

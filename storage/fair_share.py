@@ -64,7 +64,7 @@ def user_score(stored: float, stored_at: float, running_since: Iterable[float], 
 def user_order(candidates: Sequence[tuple[User, Sequence[int]]], last_turn: Mapping[User, int],
                scores: Mapping[User, float] | None = None) -> list[tuple[User, Sequence[int]]]:
     """The order users are served in: by fair-share score when `scores` are given (lowest first),
-    then the one served longest ago (absent from `last_turn`: never), then the oldest job."""
+    then the one served longest ago (absent from `last_turn`: never), then the one whose next job is older."""
     scores = scores or {}
     return sorted(candidates, key=lambda item: (scores.get(item[0], 0.0), last_turn.get(item[0], -1),
-                                                min(item[1]) if item[1] else 0))
+                                                item[1][0] if item[1] else 0))

@@ -15,7 +15,7 @@ from typing import Collection, Iterable, Iterator, Sequence
 
 from pony.orm import OptimisticCheckError, TransactionIntegrityError, commit, db_session, flush, select
 
-from storage import database, public_ids
+from storage import clock, database, public_ids
 from storage.models import Job, db, record_change
 from storage.states import ACTIVE, TERMINAL, JobState, advance, can_advance
 from storage.storable import storable
@@ -313,7 +313,7 @@ def queued_jobs(service: str, page: int = 10_000) -> Iterator[QueuedJob]:
             rows = select((j.portal, j.user_id, j.id, j.priority, j.group, j.created_at) for j in Job
                           if j.service == service and j.id > after
                           and j.state == JobState.QUEUED.value).order_by(3)[:page]
-        yield from (QueuedJob((portal, user_id), job_id, priority or 0, group, created.timestamp())
+        yield from (QueuedJob((portal, user_id), job_id, priority or 0, group, clock.epoch(created))
                     for portal, user_id, job_id, priority, group, created in rows)
         if len(rows) < page:
             return

@@ -8,7 +8,7 @@ from __future__ import annotations
 import secrets
 from datetime import datetime
 
-from pony.orm import Database, LongStr, Optional, PrimaryKey, Required, Set, composite_index
+from pony.orm import Database, LongStr, Optional, PrimaryKey, Required, Set, composite_index, composite_key
 
 from storage.columns import iso, reader
 from storage.states import TERMINAL, JobState
@@ -66,8 +66,8 @@ class Job(db.Entity):
     composite_index(portal, user_id, service, state, created_at)
     #: ...and the `group` filter: a group's jobs (a course's) without walking its portal's others.
     composite_index(portal, group, service, state, created_at)
-    #: The groups of waiting and active jobs (the overview: storage/overview.py); jobs without one
-    #: (NULL) are skipped by the index itself.
+    #: The groups of waiting and active jobs (the overview: storage/overview.py): `group IS NOT
+    #: NULL` is a range of this index, so the jobs without a group are not read (they are in it).
     composite_index(state, group, service, portal)
     #: Each user's queued jobs of a service (a waiting job's position: storage/queue_view.py), read
     #: without walking the service's ended jobs.
@@ -75,13 +75,14 @@ class Job(db.Entity):
     # NOTE: its reason and stderr tail come from job scripts and executors (storage/storable.py).
     before_insert = before_update = clean_row
 
-    def changed(self, state: JobState, now: datetime) -> None:
-        """Record its move to `state` (storage.states.advance calls this): `record_change`, and the
-        slot time of a run that ended (its user's fair-share usage)."""
+    def changed(self, state: JobState, now: datetime, held_since: datetime | None = None) -> None:
+        """Record its move to `state` (storage.states.advance calls this): `record_change`, and, for
+        an end of a job that held a slot since `held_since` (its admission), that slot time as its
+        user's fair-share usage (the time the quota counts while it runs, too)."""
         record_change(self.id, self.portal, self.callback_url, state, now)
-        if state in TERMINAL and self.started_at is not None:
+        if state in TERMINAL and held_since is not None:
             UsageCharge(service=self.service, portal=self.portal, user_id=self.user_id,
-                        slot_seconds=max((now - self.started_at).total_seconds(), 0.0), at=now)
+                        slot_seconds=max((now - held_since).total_seconds(), 0.0), at=now)
 
     def to_dict(self, new: bool = False) -> dict:
         """The public view of a job, as `GET /jobs/{id}` and `POST /upload` answer it (`view`).
@@ -210,7 +211,7 @@ class Usage(db.Entity):
     user_id = Required(int, size=64)
     slot_seconds = Required(float)
     as_of = Required(datetime, precision=6)
-    composite_index(service, portal, user_id)
+    composite_key(service, portal, user_id)
 
 
 class ServerValue(db.Entity):

@@ -2,7 +2,7 @@
 
 Runs in the server's main process (web threads). Every read is bounded however many jobs the
 database holds: waiting and active jobs through the (service, state) index, their groups through
-the (state, group) index (jobs without a group are skipped by the index), the last hour's
+the (state, group) index (a range that leaves out the jobs without a group), the last hour's
 outcomes through the (state, finished_at) index, the latest failures by the same index; a fair_share
 service's users by usage from the usage table (one row per recent user) and its few active jobs.
 `portal` restricts every count to one portal's jobs (None: every job).

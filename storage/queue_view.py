@@ -16,6 +16,9 @@ each through an index, so a job's view stays cheap with 100,000 jobs queued.
   admitted. The position is thus an estimate; exact while users keep their order. Under fair_share
   a user whose score is far below the others' may take several turns in a row (the quota admits
   one job per freed slot, to the first in order), so a later rank's position is then optimistic.
+  The quota counts a user's wait (the age credit, and the tie-break) from their next job, the first
+  in `queue_order`; this view from their oldest queued job, which one index walk gives: the two
+  differ only for a user with queued jobs of several priorities.
 - `policy`: the service's policy, the user's `rank` (1: served next; 0: the job was admitted) and,
   under fair_share, its `usage` (slot-seconds, decayed) and its portal's `share` (null under
   round_robin, which uses neither). Other users count in the rank but are never named.

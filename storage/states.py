@@ -58,7 +58,7 @@ def can_advance(current: JobState, new: JobState) -> bool:
 
 def advance(job, new: JobState, now: datetime) -> None:
     """Move `job` (a storage entity) to `new`, stamping the time fields that belong to it, and record
-    the move in the same transaction (`job.changed`).
+    the move in the same transaction (`job.changed`, with when its slot was taken if it held one).
 
     Raises:
         InvalidTransition: the table does not allow the move.
@@ -66,6 +66,8 @@ def advance(job, new: JobState, now: datetime) -> None:
     current = JobState(job.state)
     if not can_advance(current, new):
         raise InvalidTransition(job.id, current, new)
+    # NOTE: a slot is held from admission (Dispatching) to the end: fair share charges that time.
+    held_since = job.dispatched_at if current in ACTIVE else None
     job.state = new.value
     job.updated_at = now
     if new is JobState.QUEUED:
@@ -79,4 +81,4 @@ def advance(job, new: JobState, now: datetime) -> None:
         job.outcome = new.value
     elif new is JobState.CLEANED:
         job.cleaned_at = now
-    job.changed(new, now)
+    job.changed(new, now, held_since)

@@ -11,11 +11,12 @@ the top users) read the totals with `usage_by_user`, which counts the charges no
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Callable, Mapping, Sequence
 
 from pony.orm import db_session, delete, select
 
+from storage.clock import epoch
 from storage.fair_share import accrue, current_usage, decayed
 from storage.columns import stored_time
 from storage.models import Usage, UsageCharge, db
@@ -45,13 +46,13 @@ def fold(half_life_of: Callable[[str], float], now: datetime) -> int:
             row = Usage(service=charge.service, portal=charge.portal, user_id=charge.user_id, slot_seconds=0.0,
                         as_of=charge.at)
         half_life = half_life_of(charge.service)
-        row.slot_seconds = accrue(row.slot_seconds, row.as_of.timestamp(), charge.slot_seconds,
-                                  charge.at.timestamp(), half_life)
+        row.slot_seconds = accrue(row.slot_seconds, epoch(row.as_of), charge.slot_seconds, epoch(charge.at),
+                                  half_life)
         row.as_of = max(row.as_of, charge.at)
         rows[key] = row
         charge.delete()
     for service in set(select(u.service for u in Usage)):
-        cutoff = datetime.fromtimestamp(now.timestamp() - FORGET_AFTER_HALF_LIVES * half_life_of(service))
+        cutoff = now - timedelta(seconds=FORGET_AFTER_HALF_LIVES * half_life_of(service))
         delete(u for u in Usage if u.service == service and u.as_of < cutoff)
     return len(charges)
 
@@ -62,13 +63,14 @@ def usage_by_user(service: str, half_life: float, now: datetime) -> dict[UserKey
     not yet folded, both decayed to `now` (users with none are absent).
 
     NOTE: raw rows, whose times are parsed here: Pony's parsing of a thousand users' times costs more
-    (40 ms) than the rest of a waiting job's view (storage/queue_view.py)."""
+    (40 ms) than the rest of a waiting job's view (storage/queue_view.py). One statement over both
+    tables, so a fold committed meanwhile cannot hide a charge (or count it twice)."""
     totals: dict[UserKey, float] = defaultdict(float)
-    moment = now.timestamp()
-    for entity, stamp in ((Usage, "as_of"), (UsageCharge, "at")):
-        for portal, user_id, slot_seconds, at in db.select(
-                f"SELECT portal, user_id, slot_seconds, {stamp} FROM {entity._table_} WHERE service = $service"):
-            totals[(portal, user_id)] += decayed(slot_seconds, moment - stored_time(at).timestamp(), half_life)
+    moment = epoch(now)
+    for portal, user_id, slot_seconds, at in db.select(
+            f"SELECT portal, user_id, slot_seconds, as_of FROM {Usage._table_} WHERE service = $service "
+            f"UNION ALL SELECT portal, user_id, slot_seconds, at FROM {UsageCharge._table_} WHERE service = $service"):
+        totals[(portal, user_id)] += decayed(slot_seconds, moment - epoch(stored_time(at)), half_life)
     return dict(totals)
 
 
@@ -76,6 +78,6 @@ def usage_now(service: str, half_life: float, now: datetime,
               running_since: Mapping[UserKey, Sequence[datetime]]) -> dict[UserKey, float]:
     """Each user's usage at `now` as the quota scores it (`current_usage`): their decayed usage
     (`usage_by_user`) plus what their active jobs, admitted at `running_since`, have run so far."""
-    stored, moment = usage_by_user(service, half_life, now), now.timestamp()
-    return {user: current_usage(stored.get(user, 0.0), moment, [t.timestamp() for t in running_since.get(user, ())],
+    stored, moment = usage_by_user(service, half_life, now), epoch(now)
+    return {user: current_usage(stored.get(user, 0.0), moment, [epoch(t) for t in running_since.get(user, ())],
                                 moment, half_life) for user in stored.keys() | running_since.keys()}

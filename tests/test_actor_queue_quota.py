@@ -366,3 +366,23 @@ def test_a_job_cancelled_while_queued_gives_its_turn_to_the_next_at_once(harness
 
     assert harness.dispatched() == [running, waiting]
     assert state_of(waiting) == "Dispatching"
+
+
+def test_a_users_job_outside_a_full_group_starts_though_their_group_jobs_come_first(harness):
+    harness.start(runs_per_user=5, max_runs=None, capacity=20, runs_per_group=2)
+    in_class = [harness.submit(user_id=1, group="class-a") for _ in range(7)]
+    outside = harness.submit(user_id=1)  # queued behind five class-a jobs: more than runs_per_user
+
+    assert harness.dispatched() == in_class[:2] + [outside]
+
+
+def test_usage_that_cannot_be_folded_delays_no_admission(harness, monkeypatch):
+    def busy(*args):
+        raise OSError("database is locked")
+    monkeypatch.setattr("storage.usage.fold", busy)
+    harness.start(runs_per_user=1, max_runs=1, policy="fair_share")
+    first, second = harness.submit(user_id=1), harness.submit(user_id=2)
+
+    harness.end(first)
+
+    assert harness.dispatched() == [first, second]

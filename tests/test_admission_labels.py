@@ -82,17 +82,21 @@ def test_the_queue_gives_each_users_jobs_by_priority_then_arrival_and_removes_an
     queue.add(bob, 14, 10, None, 50.0)  # a requeued job keeps its (earlier) upload time
     assert not queue.add(alice, 11, 5)  # already queued
 
-    assert queue.request("example", 3).candidates == ((alice, (11, 13, 10)), (bob, (14,)))
+    # each group's next 2 (and of no group): the class-a job is a candidate beside the others
+    assert queue.request("example", 2).candidates == ((alice, (11, 13, 12)), (bob, (14,)))
     request = queue.request("example", 4)
     assert request.candidates == ((alice, (11, 13, 10, 12)), (bob, (14,)))
     assert sorted(request.labels) == [(11, 5, None), (12, -3, "class-a"), (13, 5, None), (14, 10, None)]
-    assert request.oldest == ((alice, 110.0), (bob, 50.0))
+    # the age credit counts from each user's next job, not from a low-priority job left waiting
+    assert request.waiting_since == ((alice, 111.0), (bob, 50.0))
 
     queue.remove(13)
     queue.remove(10)
     queue.remove(99)  # not queued: nothing happens
     assert queue.request("example", 5).candidates == ((alice, (11, 12)), (bob, (14,)))
-    assert queue.request("example", 5).oldest == ((alice, 111.0), (bob, 50.0))
+    queue.remove(11)
+    assert queue.request("example", 5).waiting_since == ((alice, 112.0), (bob, 50.0))
+    queue.add(alice, 11, 5, None, 111.0)
     queue.remove(14)
     assert queue.request("example", 5).candidates == ((alice, (11, 12)),) and len(queue) == 2
 

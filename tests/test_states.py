@@ -30,9 +30,12 @@ class FakeJob:
     outcome: str | None = None
     #: The moves `advance` recorded (Job.changed), as (state, time).
     changes: list = field(default_factory=list)
+    #: When the slot of each move that ended a job was taken (None: it held none).
+    held: list = field(default_factory=list)
 
-    def changed(self, state: JobState, now: datetime) -> None:
+    def changed(self, state: JobState, now: datetime, held_since: datetime | None = None) -> None:
         self.changes.append((state, now))
+        self.held.append(held_since)
 
 
 def pair_id(pair):
@@ -204,3 +207,11 @@ def test_a_whole_successful_life_leaves_ordered_stamps():
     assert (job.dispatched_at, job.started_at, job.finished_at, job.cleaned_at) == (
         times[0], times[2], times[3], times[4])
     assert job.updated_at == times[4] and job.outcome == "Completed" and job.state == "Cleaned"
+    # fair share: each move out of a slot-holding state says since when the slot was held
+    assert job.held == [None, times[0], times[0], times[0], None]
+
+
+def test_a_job_that_never_held_a_slot_is_told_so_when_it_ends():
+    job = FakeJob()
+    advance(job, JobState.CANCELLED, T0)
+    assert job.held == [None]

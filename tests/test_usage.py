@@ -72,3 +72,11 @@ def test_usage_forgotten_after_twenty_half_lives_is_deleted(clean_database):
     usage.fold(lambda service: HALF_LIFE, T0 + timedelta(days=20, seconds=1))
 
     assert set(usage.usage_by_user("example", HALF_LIFE, T0 + timedelta(days=20))) == {(None, 2)}
+
+
+def test_a_job_that_held_a_slot_is_charged_from_its_admission_even_if_it_never_started(clean_database):
+    job_id = jobs.create_job(7, "example", "/jobs/7", T0, None)[0]
+    jobs.claim_for_dispatch([job_id], T0)  # admitted: its slot is taken from here
+    jobs.finish(job_id, None, JobState.FAILED, T0 + timedelta(seconds=90))
+
+    assert usage.usage_by_user("example", HALF_LIFE, T0 + timedelta(seconds=90)) == {(None, 7): 90.0}

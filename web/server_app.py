@@ -17,7 +17,7 @@ from actors.messages import CancelJob, ExecutorEvent, ExecutorHeartbeat, JobQueu
 from conf import logs
 from conf.settings import MAX_TIER, ServerConfig
 from storage import executors, job_events, jobs, queue_view
-from storage.clock import utcnow
+from storage.clock import epoch, utcnow
 from storage.states import ACTIVE, JobState
 from web import callbacks, events, job_list, metrics, openapi, overview, scheduling_fields, uploads
 from web.auth import ServerAuth
@@ -89,7 +89,7 @@ class Upload:
                             f"send more once some have started.")
             error.service = service
             raise error from None
-        return (JobQueued(job_id, service, user_id, portal, labels.priority, labels.group, now.timestamp()),
+        return (JobQueued(job_id, service, user_id, portal, labels.priority, labels.group, epoch(now)),
                 len(sizes), sum(sizes), view)
 
     def check(self, fields: dict[str, str], names: list[str]) -> tuple[int, str, str | None, jobs.Labels]:

@@ -204,7 +204,7 @@ class ServerActor(ActorTypeDispatcher):
         if state is JobState.QUEUED:
             self.send(self.peers.queue, JobQueued(before.id, before.service, before.user_id, before.portal,
                                                   before.priority, before.group,
-                                                  before.created_at.timestamp() if before.created_at else None))
+                                                  clock.epoch(before.created_at) if before.created_at else None))
 
     def name(self, msg: Configure) -> str:
         return f"{self.role}:{msg.service}" if msg.service else self.role

@@ -25,58 +25,57 @@ from actors.messages import AdmissionRequest, Admitted, Configure, JobQueued, Sl
 from actors.server.base import ServerActor
 from conf.logs import event
 from storage import clock, jobs
+from storage.fair_share import queue_order
 
 RESYNC_SECONDS = 10.0
 
 
 class UserQueue:
     """One user's queued job ids in `queue_order` (higher priority first, then by id, which grows
-    with upload time): a first-in first-out deque per priority, kept sorted by id.
+    with upload time): a first-in first-out deque per (priority, group), kept sorted by id.
 
-    NOTE: at most 21 priorities, so the next jobs are the fronts of a few deques; the common moves
-    (a new upload appended, an admitted job taken from the front) are O(1), and a job removed from
-    elsewhere (a cancel) costs a scan of its deque up to it, as before priorities."""
+    NOTE: few lanes (at most 21 priorities, and a user's jobs are in one group or a few), so the
+    next jobs are the fronts of a few deques; the common moves (a new upload appended, an admitted
+    job taken from the front) are O(1), and a job removed from elsewhere (a cancel) costs a scan of
+    its deque up to it, as before priorities."""
 
-    __slots__ = ("by_priority",)
+    __slots__ = ("lanes",)
 
     def __init__(self):
-        self.by_priority: dict[int, deque[int]] = {}
+        self.lanes: dict[tuple[int, str | None], deque[int]] = {}
 
     def __bool__(self) -> bool:
-        return bool(self.by_priority)
+        return bool(self.lanes)
 
-    def add(self, priority: int, job_id: int) -> None:
-        ids = self.by_priority.setdefault(priority, deque())
+    def add(self, priority: int, group: str | None, job_id: int) -> None:
+        ids = self.lanes.setdefault((priority, group), deque())
         if not ids or ids[-1] < job_id:
             ids.append(job_id)
         else:  # a requeued job: back to its place by id
             insort(ids, job_id)
 
-    def remove(self, priority: int, job_id: int) -> None:
-        ids = self.by_priority[priority]
+    def remove(self, priority: int, group: str | None, job_id: int) -> None:
+        ids = self.lanes[priority, group]
         if ids[0] == job_id:
             ids.popleft()
         else:
             ids.remove(job_id)
         if not ids:
-            del self.by_priority[priority]
+            del self.lanes[priority, group]
 
     def first(self, count: int) -> tuple[int, ...]:
-        """The next `count` jobs, in the order they should start."""
-        if len(self.by_priority) == 1:  # the common case: one priority
-            return tuple(islice(next(iter(self.by_priority.values())), count))
-        taken: list[int] = []
-        for priority in sorted(self.by_priority, reverse=True):
-            taken.extend(islice(self.by_priority[priority], count - len(taken)))
-            if len(taken) >= count:
-                break
-        return tuple(taken)
-
-    def oldest(self) -> int:
-        """The job queued first (the smallest id)."""
-        if len(self.by_priority) == 1:
-            return next(iter(self.by_priority.values()))[0]
-        return min(ids[0] for ids in self.by_priority.values())
+        """The next `count` jobs of each of its groups (and of no group), in the order they should
+        start: so that when one group is at its runs_per_group, the quota sees the user's jobs
+        outside it too (their next `count` would otherwise all be the capped group's)."""
+        if len(self.lanes) == 1:  # the common case: one priority, one group
+            return tuple(islice(next(iter(self.lanes.values())), count))
+        taken: dict[str | None, int] = {}
+        picked: list[tuple[int, int]] = []
+        for priority, group in sorted(self.lanes, key=lambda lane: -lane[0]):
+            ids = list(islice(self.lanes[priority, group], count - taken.get(group, 0)))
+            taken[group] = taken.get(group, 0) + len(ids)
+            picked.extend(queue_order(priority, job_id) for job_id in ids)
+        return tuple(job_id for _, job_id in sorted(picked))
 
 
 class ServiceQueue:
@@ -95,7 +94,7 @@ class ServiceQueue:
             queued_at: float = 0.0) -> bool:
         if job_id in self.jobs:
             return False
-        self.by_user.setdefault(user, UserQueue()).add(priority, job_id)
+        self.by_user.setdefault(user, UserQueue()).add(priority, group, job_id)
         self.jobs[job_id] = (user, priority, group, queued_at)
         return True
 
@@ -103,25 +102,25 @@ class ServiceQueue:
         found = self.jobs.pop(job_id, None)
         if found is None:
             return
-        user, priority = found[0], found[1]
+        user, priority, group, _ = found
         waiting = self.by_user[user]
-        waiting.remove(priority, job_id)
+        waiting.remove(priority, group, job_id)
         if not waiting:
             del self.by_user[user]
 
     def request(self, service: str, per_user: int) -> AdmissionRequest:
-        """The quota's request: each waiting user's next `per_user` jobs in the order they should
-        start, the labels of those jobs, and when each of those users' oldest job was queued."""
-        candidates, labels, oldest = [], [], []
+        """The quota's request: each waiting user's next `per_user` jobs (of each group) in the order
+        they should start, the labels of those jobs, and when each user's next job was queued."""
+        candidates, labels, since = [], [], []
         for user, waiting in self.by_user.items():
             heads = waiting.first(per_user)
             candidates.append((user, heads))
-            oldest.append((user, self.jobs[waiting.oldest()][3]))
+            since.append((user, self.jobs[heads[0]][3]))
             for job_id in heads:
                 _, priority, group, _ = self.jobs[job_id]
                 if priority or group is not None:
                     labels.append((job_id, priority, group))
-        return AdmissionRequest(service, tuple(candidates), tuple(labels), tuple(oldest))
+        return AdmissionRequest(service, tuple(candidates), tuple(labels), tuple(since))
 
 
 class QueueActor(ServerActor):
@@ -177,7 +176,7 @@ class QueueActor(ServerActor):
 
     def receiveMsg_JobQueued(self, msg: JobQueued, sender) -> None:
         queue = self.queues.get(msg.service)
-        queued_at = msg.queued_at if msg.queued_at is not None else clock.utcnow().timestamp()
+        queued_at = msg.queued_at if msg.queued_at is not None else clock.epoch(clock.utcnow())
         if queue is None or not queue.add(msg.user, msg.job_id, msg.priority or 0, msg.group, queued_at):
             return
         if not self.blocked(msg.service, msg.user):

@@ -4,9 +4,9 @@ group) and per service, and, for the services whose policy is fair_share, each u
 A user is a (portal, user_id) pair (`UserKey`): portals number their users independently, so their
 runs_per_user limits and round-robin turns are apart; a group is a (portal, group) pair likewise.
 Under fair_share, users are served by `fair_share_score` (their decayed usage, what their active
-jobs ran so far, their portal's share, how long their oldest job waited); under round_robin, by
-turns alone. Usage comes from storage/usage.py: folded here when a fair_share job ends and at every
-resync (what ended while no quota ran is then counted: usage survives restarts).
+jobs ran so far, their portal's share, how long their next job waited); under round_robin, by
+turns alone. Usage comes from storage/usage.py: folded here at every resync (what ended while no
+quota ran is then counted: usage survives restarts); a job's end counts in memory at once meanwhile.
 
 Accepts: AdmissionRequest (from the queue), JobEnded (slots are free), Capacity (a dispatcher's
 reachable slots). Sends: Admitted to the queue (the answer to every request, also when nothing was
@@ -52,17 +52,19 @@ class QuotaActor(ServerActor):
         self.wakeupAfter(RESYNC_SECONDS)
 
     def resync(self) -> None:
+        # NOTE: folds what ended while no quota ran (a stop, a previous server), so usage survives
+        # restarts; before the read of the active jobs, so a job that ends between the two is
+        # counted as ended, never both as running and as charged.
+        self.fold_usage()
         rows = jobs.active_jobs()  # read first: a failed read leaves the current sets in place
         self.active: dict[str, dict[UserKey, set[int]]] = defaultdict(lambda: defaultdict(set))
         self.in_group: dict[str, dict[GroupKey, set[int]]] = defaultdict(lambda: defaultdict(set))
         #: job id → (service, user, group or None, admitted at: epoch seconds)
         self.owner: dict[int, tuple[str, UserKey, GroupKey | None, float]] = {}
-        now = clock.utcnow().timestamp()
+        now = clock.epoch(clock.utcnow())
         for row in rows:
             self._hold(row.service, row.user, row.id, row.group,
-                       row.dispatched_at.timestamp() if row.dispatched_at else now)
-        # NOTE: folds what ended while no quota ran (a stop, a previous server), so usage survives restarts.
-        self.fold_usage()
+                       clock.epoch(row.dispatched_at) if row.dispatched_at else now)
         if self.peers:
             # NOTE: a JobEnded that raced this reload finds no holder; ask for admission anyway.
             for service in self.config.services:
@@ -90,12 +92,32 @@ class QuotaActor(ServerActor):
     def fold_usage(self) -> None:
         """Fold the charges of ended runs into the users' usage, then reload the usage of the
         fair_share services (round_robin ones never read it: their charges are folded all the same,
-        so the table stays small whatever the policy)."""
+        so the table stays small whatever the policy). A failure (the database busy) is logged and
+        leaves the usage as it was: it delays usage, never an admission."""
         now = clock.utcnow()
-        usage.fold(self.half_life, now)
-        self.usage = {svc.name: usage.usage_by_user(svc.name, svc.half_life_seconds, now)
-                      for svc in self.config.services if svc.policy == "fair_share"}
-        self.usage_at = now.timestamp()
+        try:
+            usage.fold(self.half_life, now)
+            self.usage = {svc.name: usage.usage_by_user(svc.name, svc.half_life_seconds, now)
+                          for svc in self.config.services if svc.policy == "fair_share"}
+        except Exception as exc:  # the next resync tries again
+            self.log.warning("could not fold the fair-share usage (%s: %s); trying again at the next resync",
+                             exc.__class__.__name__, exc)
+            return
+        self.usage_at = clock.epoch(now)
+
+    def charge(self, service: str, user: UserKey, since: float) -> None:
+        """Count an ended job's slot time (from `since`, its admission) in the user's usage at once,
+        as the database's charge does, until the next resync folds the charge itself.
+
+        NOTE: stored usage is as of `usage_at` and decays from then: the charge is scaled up by the
+        decay since, so that it counts in full now (at most a resync period: never large)."""
+        settings = self.config.service(service)
+        if settings is None or settings.policy != "fair_share":
+            return
+        now = clock.epoch(clock.utcnow())
+        growth = 0.5 ** (-(now - self.usage_at) / settings.half_life_seconds)
+        users = self.usage.setdefault(service, {})
+        users[user] = users.get(user, 0.0) + max(now - since, 0.0) * growth
 
     def half_life(self, service: str) -> float:
         settings = self.config.service(service)
@@ -107,12 +129,12 @@ class QuotaActor(ServerActor):
         if settings.policy != "fair_share":
             return None
         stored = self.usage.get(msg.service, {})
-        active, oldest = self.active[msg.service], dict(msg.oldest)
+        active, since = self.active[msg.service], dict(msg.waiting_since)
 
         def score(user: UserKey) -> float:
             running = [self.owner[job_id][3] for job_id in active.get(user, ())]
             return user_score(stored.get(user, 0.0), self.usage_at, running, self.config.share(user[0]),
-                              oldest.get(user, now), now, settings.half_life_seconds)
+                              since.get(user, now), now, settings.half_life_seconds)
 
         return {user: score(user) for user, _ in msg.candidates}
 
@@ -127,7 +149,7 @@ class QuotaActor(ServerActor):
         group_of = {job_id: (user[0], labels[job_id][1]) for user, ids in msg.candidates for job_id in ids
                     if labels.get(job_id, (0, None))[1] is not None}
         candidates = [(user, tuple(j for j in ids if j not in self.owner)) for user, ids in msg.candidates]
-        scores = self.scores(msg, settings, now.timestamp())
+        scores = self.scores(msg, settings, clock.epoch(now))
         granted = admit([c for c in candidates if c[1]], {u: len(s) for u, s in active.items()},
                         sum(len(s) for s in active.values()), settings.runs_per_user, self.limit(msg.service),
                         self.last_turn[msg.service], scores=scores, group_of=group_of,
@@ -140,7 +162,7 @@ class QuotaActor(ServerActor):
                 self.turn += 1
                 self.last_turn[msg.service][user] = self.turn
                 group = group_of.get(job_id)
-                self._hold(msg.service, user, job_id, group[1] if group else None, now.timestamp())
+                self._hold(msg.service, user, job_id, group[1] if group else None, clock.epoch(now))
                 event(self.log, "admitted", job=job_id, user=user[1], portal=user[0], service=msg.service,
                       active=len(active[user]), runs_per_user=settings.runs_per_user,
                       priority=labels.get(job_id, (0, None))[0] or None, group=group[1] if group else None,
@@ -175,7 +197,8 @@ class QuotaActor(ServerActor):
         # NOTE: a job still active came back and was admitted again: that hold is the new one.
         freed = set(held) - jobs.active_among(held)
         for job_id in freed:
-            service, user, group, _ = self.owner.pop(job_id)
+            service, user, group, since = self.owner.pop(job_id)
+            self.charge(service, user, since)
             users = self.active[service]
             users[user].discard(job_id)
             if not users[user]:
@@ -186,10 +209,6 @@ class QuotaActor(ServerActor):
                 if not groups[group]:
                     del groups[group]
         if freed:
-            settings = self.config.service(msg.service)
-            if settings is not None and settings.policy == "fair_share":
-                # NOTE: the run's time moves from "running" (admission time) to the stored usage.
-                self.fold_usage()
             self.send(self.peers.queue, SlotsFreed(msg.service))
 
     def receiveMsg_Capacity(self, msg: Capacity, sender) -> None:
