@@ -53,8 +53,8 @@ def describe_server(config: ServerConfig, version: str) -> str:
         lines.append(
             f"  service {service.name}: runs_per_user {service.runs_per_user}, "
             f"max_runs {service.max_runs if service.max_runs is not None else 'the slots of its executors'}, "
-            f"max_queued_per_user {service.max_queued_per_user or 'unlimited'}, retention {_hours(retention)}; "
-            f"executors: {', '.join(service.clients) or 'none configured'} (and those that register)")
+            f"max_queued_per_user {service.max_queued_per_user or 'unlimited'}, retention {_hours(retention)}, "
+            f"{_policy(service)}; executors: {', '.join(service.clients) or 'none configured'} (and those that register)")
     lines += [
         f"  auth: {_auth(config)}",
         f"  cluster secret: {'set' if config.cluster_secret else 'not set'}",
@@ -85,3 +85,14 @@ def describe_executor(config: ClientConfig, version: str, jobs_run: str, limits_
         f"  server: {config.server_url or 'none (answers a server that lists it)'}",
         f"  cluster secret: {'set' if config.cluster_secret else 'not set'}",
     ])
+
+
+def _policy(service) -> str:
+    """How the service orders its users, and its group cap and time limit where set."""
+    parts = [f"fair_share (half-life {_hours(service.fair_share_half_life_hours)})"
+             if service.policy == "fair_share" else "round_robin"]
+    if service.runs_per_group is not None:
+        parts.append(f"runs_per_group {service.runs_per_group}")
+    if service.max_runtime is not None:
+        parts.append(f"max_runtime {service.max_runtime} s")
+    return ", ".join(parts)

@@ -40,7 +40,8 @@ def test_the_servers_start_block_names_everything_an_operator_checks_and_no_secr
         host="0.0.0.0", port=5001, data_dir="/srv/orch", database="postgresql://orch:pa55word@db:5433/orch",
         allow_anonymous=False, cluster_secret=SECRET, tokens=(("haddock", "t" * 20), ("prodigy-portal", "u" * 20)),
         services=(ServiceConfig("example", clients=("http://10.0.0.2:9000",), runs_per_user=3, max_runs=8,
-                                retention_hours=1.5, max_queued_per_user=50),
+                                retention_hours=1.5, max_queued_per_user=50, policy="fair_share",
+                                runs_per_group=20, max_runtime=3600),
                   ServiceConfig("prodigy")))
 
     text = describe_server(config, "9.9.9")
@@ -49,10 +50,10 @@ def test_the_servers_start_block_names_everything_an_operator_checks_and_no_secr
     assert "address: http://0.0.0.0:5001" in text
     assert "database: postgresql://orch@db:5433/orch" in text and "pa55word" not in text
     assert "data folder: /srv/orch" in text
-    assert ("service example: runs_per_user 3, max_runs 8, max_queued_per_user 50, retention 1.5 h; "
-            "executors: http://10.0.0.2:9000") in text
+    assert ("service example: runs_per_user 3, max_runs 8, max_queued_per_user 50, retention 1.5 h, "
+            "fair_share (half-life 24 h), runs_per_group 20, max_runtime 3600 s; executors: http://10.0.0.2:9000") in text
     assert ("service prodigy: runs_per_user 5, max_runs the slots of its executors, max_queued_per_user unlimited, "
-            "retention 48 h; executors: none configured") in text
+            "retention 48 h, round_robin; executors: none configured") in text
     assert "auth: portal tokens (haddock, prodigy-portal)" in text
     assert "cluster secret: set" in text
     assert "t" * 20 not in text and SECRET not in text
