@@ -48,6 +48,11 @@ def _services(services: list[dict]) -> str:
         usage = ", ".join(f"{escape(str(user['portal'] or '-'))}/{user['user_id']} ({user['usage']:.0f} s)"
                           for user in service["top_usage_users"] or ()) or "–"
         per_group = f", {limits['runs_per_group']} per group" if limits.get("runs_per_group") else ""
+        per_group += f", {limits['max_runtime']} s at most" if limits.get("max_runtime") else ""
+        # NOTE: policy, usage and groups share one cell: the table stays within a laptop's width.
+        scheduling = escape(service["policy"] or "–") + "".join(
+            f"<br><span class=muted>{label}: {text}</span>" for label, text in (("most usage", usage), ("groups", groups))
+            if text != "–")
         done = service["finished_last_hour"]
         rows.append(
             f"<tr><td>{escape(service['name'])}{'' if service['configured'] else ' <span class=muted>(not configured)</span>'}</td>"
@@ -58,11 +63,11 @@ def _services(services: list[dict]) -> str:
             f"<td class=n>{_seconds(service['median_wait_seconds'])}</td>"
             f"<td class=n>{_seconds(service['median_run_seconds'])}</td>"
             f"<td>{limits.get('runs_per_user', '–')} per user, {limits.get('max_runs') or 'all slots'} in all"
-            f"{per_group}</td><td>{escape(service['policy'] or '–')}</td><td>{usage}</td><td>{groups}</td></tr>")
+            f"{per_group}</td><td>{scheduling}</td></tr>")
     return ("<table id=services><tr><th>service</th><th>queued</th><th>active</th><th>users waiting</th>"
             "<th>top waiting users (portal/user)</th><th>completed</th><th>failed</th><th>cancelled</th>"
-            "<th>median wait</th><th>median run</th><th>limits</th><th>policy</th>"
-            "<th>most usage (portal/user, slot-seconds)</th><th>groups (portal/group: queued/active)</th></tr>"
+            "<th>median wait</th><th>median run</th><th>limits</th>"
+            "<th>policy · most usage (slot-s) · groups (queued/active)</th></tr>"
             + "".join(rows) + "</table>")
 
 
