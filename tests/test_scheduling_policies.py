@@ -13,6 +13,14 @@ from storage.fair_share import AGE_CREDIT, accrue, current_usage, decayed, fair_
 DAY = 86_400.0
 
 
+def random_queues(seed: int, rounds: int, most_users: int):
+    """`rounds` random draws: (rng, users, candidates), each user with 1 to 5 queued jobs of fresh ids."""
+    rng, ids = random.Random(seed), itertools.count(1)
+    for _ in range(rounds):
+        users = rng.sample(range(1, 12), rng.randint(1, most_users))
+        yield rng, users, [(user, tuple(next(ids) for _ in range(rng.randint(1, 5)))) for user in users]
+
+
 def run_admit(candidates, active_by_user=None, runs_per_user=5, limit=100, last_turn=None, **policy):
     active_by_user = active_by_user or {}
     return admit(candidates, active_by_user, sum(active_by_user.values()), runs_per_user, limit, last_turn or {},
@@ -88,11 +96,7 @@ def test_a_larger_share_divides_the_usage():
 
 
 def test_with_no_usage_equal_shares_and_no_age_fair_share_is_round_robin():
-    rng = random.Random(15)
-    ids = itertools.count(1)
-    for _ in range(200):
-        users = rng.sample(range(1, 10), rng.randint(1, 6))
-        candidates = [(user, tuple(next(ids) for _ in range(rng.randint(1, 5)))) for user in users]
+    for rng, users, candidates in random_queues(15, 200, most_users=6):
         last_turn = {user: rng.randint(0, 50) for user in users if rng.random() < 0.5}
         scores = {user: fair_share_score(0.0, 1, 0.0) for user in users}
         limit, runs_per_user = rng.randint(0, 20), rng.randint(1, 4)
@@ -159,11 +163,7 @@ def test_no_runs_per_group_means_groups_have_no_cap():
 
 
 def test_admit_respects_every_cap_on_random_inputs():
-    rng = random.Random(1515)
-    ids = itertools.count(1)
-    for _ in range(300):
-        users = rng.sample(range(1, 12), rng.randint(1, 8))
-        candidates = [(user, tuple(next(ids) for _ in range(rng.randint(1, 5)))) for user in users]
+    for rng, users, candidates in random_queues(1515, 300, most_users=8):
         group_of = {job: rng.choice("abc") for _, jobs in candidates for job in jobs if rng.random() < 0.7}
         runs_per_group, runs_per_user, limit = rng.randint(1, 4), rng.randint(1, 4), rng.randint(0, 20)
         active_by_group = {group: rng.randint(0, runs_per_group) for group in "abc" if rng.random() < 0.5}
