@@ -9,8 +9,9 @@ import tempfile
 import time
 
 import pytest
+import requests
 
-from tests.harness import Node, free_port, job, submit, wait_for_outcome
+from tests.harness import Node, free_port, job, submit, submit_labelled, wait_for_outcome
 
 PG_BIN = next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)), None)
 PG_BIN = os.path.dirname(PG_BIN) if PG_BIN else None
@@ -54,6 +55,23 @@ def test_jobs_complete_and_fail_with_the_database_on_postgresql(cluster, postgre
     assert job(server, broken)["exit_code"] == 5
     assert job(server, broken)["user_id"] == 9223372036854775807
     assert not os.path.exists(server.folder / "data" / "orchestrator.sqlite")
+
+
+def test_fair_share_groups_and_the_policy_view_read_postgresql_too(cluster, postgres_url):
+    executor = cluster.executor("example")
+    server = cluster.server({"example": {"clients": executor.url, "policy": "fair_share", "runs_per_group": "2"},
+                             "waiting": {"clients": "", "policy": "fair_share"}}, database=postgres_url)
+    done = submit_labelled(server, "echo ok > out.txt", user_id=7, priority=3, group="class-a")
+    assert wait_for_outcome(server, done) == 200
+    waiting = submit_labelled(server, "true", user_id=7, group="class-a", service="waiting")
+
+    listed = requests.get(f"{server.url}/jobs", params={"group": "class-a", "service": "example"}, timeout=10).json()
+    assert [(j["id"], j["priority"], j["group"]) for j in listed["jobs"]] == [(done, 3, "class-a")]
+    policy = job(server, waiting)["queue"]["policy"]
+    assert (policy["name"], policy["rank"], policy["share"]) == ("fair_share", 1, 1)
+    example = next(s for s in requests.get(f"{server.url}/services", timeout=10).json()["services"]
+                   if s["name"] == "example")
+    assert [(u["user_id"], u["usage"] > 0) for u in example["top_usage_users"]] == [(7, True)]
 
 
 def test_a_postgresql_database_of_the_previous_version_gets_the_new_column_and_index_at_start(cluster, postgres_url):
