@@ -11,7 +11,7 @@ by event (arrivals and ends), on a service of SLOTS slots with the default runs_
   last_turn bookkeeping (actors/server/quota.py);
 - fair_share: the same, with the quota's `user_score` (storage.fair_share): usage accrued at each end (`accrue`),
   running jobs counted as they run (`current_usage`), half-life 24 h, shares 1, and the age credit
-  of each user's oldest queued job.
+  of each user's next queued job.
 
 Fairness is Jain's index over users of x = (slot-seconds received) / (slot-seconds of their max-min
 fair share): at every moment the service's slots are water-filled among the users with work, each
@@ -119,7 +119,7 @@ def max_min_shares(wants: dict, slots: float) -> dict:
 
 
 def queue_request(queue: ServiceQueue, per_user: int) -> AdmissionRequest:
-    """What the queue actor sends the quota: each waiting user's next jobs, and their oldest job's time."""
+    """What the queue actor sends the quota: each waiting user's next jobs, and when their next job was queued."""
     return queue.request("simulated", per_user)
 
 
@@ -152,9 +152,9 @@ def choose_fifo(service: Service, jobs: dict[int, SimJob], now: float) -> list[t
 def fair_share_scores(service: Service, request: AdmissionRequest, now: float, half_life: float) -> dict:
     """Per waiting user, `user_score` as the quota computes it (shares 1)."""
     scores = {}
-    for user, oldest in request.waiting_since:
+    for user, since in request.waiting_since:
         stored, as_of = service.usage.get(user, (0.0, now))
-        scores[user] = user_score(stored, as_of, service.running[user].values(), 1, oldest, now, half_life)
+        scores[user] = user_score(stored, as_of, service.running[user].values(), 1, since, now, half_life)
     return scores
 
 

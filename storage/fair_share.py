@@ -18,7 +18,7 @@ PRIORITIES = range(-10, 11)
 #: A job's `group` (upload field, list filter): a portal's label of 1 to 64 of these characters.
 GROUP = re.compile(r"[A-Za-z0-9._-]{1,64}")
 GROUP_RULE = "1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-'"
-#: Fair share: slot-seconds of a user's usage that each second their oldest queued job has waited
+#: Fair share: slot-seconds of a user's usage that each second their next queued job has waited
 #: makes up for, so that a job never waits forever behind newcomers with less usage.
 AGE_CREDIT = 1.0
 
@@ -48,17 +48,17 @@ def current_usage(stored: float, stored_at: float, running_since: Iterable[float
 
 
 def fair_share_score(usage: float, share: float, waited: float) -> float:
-    """Lower goes first: usage per share, less AGE_CREDIT for each second the oldest job has waited."""
+    """Lower goes first: usage per share, less AGE_CREDIT for each second the user's job has waited."""
     return usage / share - AGE_CREDIT * max(waited, 0.0)
 
 
-def user_score(stored: float, stored_at: float, running_since: Iterable[float], share: float, oldest_queued_at: float,
+def user_score(stored: float, stored_at: float, running_since: Iterable[float], share: float, waiting_since: float,
                now: float, half_life: float) -> float:
     """A waiting user's `fair_share_score` at `now`: their `current_usage` (stored usage as of
-    `stored_at`, and their active jobs' run so far), their portal's share, and how long their oldest
-    queued job has waited. The quota admits by it; the job view and the simulation use it too."""
+    `stored_at`, and their active jobs' run so far), their portal's share, and how long their next
+    job has waited (queued at `waiting_since`). The quota admits by it; the simulation too."""
     usage = current_usage(stored, stored_at, running_since, now, half_life)
-    return fair_share_score(usage, share, now - oldest_queued_at)
+    return fair_share_score(usage, share, now - waiting_since)
 
 
 def user_order(candidates: Sequence[tuple[User, Sequence[int]]], last_turn: Mapping[User, int],

@@ -16,7 +16,7 @@ from pony.orm import count, db_session, desc, select
 
 from storage.models import Job
 from storage.states import ACTIVE, TERMINAL, JobState
-from storage.usage import UserKey, usage_now
+from storage.usage import UserKey, admissions, usage_now
 
 #: Where a job that ended is (a Cleaned one keeps its outcome).
 _ENDED = [state.value for state in TERMINAL] + [JobState.CLEANED.value]
@@ -100,11 +100,6 @@ def usage_ranking(service: str, half_life: float, now: datetime, portal: str | N
                   restrict: bool = False) -> list[tuple[UserKey, float]]:
     """The users of `service` by their fair-share usage at `now` (slot-seconds, as the quota scores
     it: decayed, with their active jobs' run so far), most first; `restrict`: `portal`'s only."""
-    since: dict[UserKey, list[datetime]] = {}
-    for owner, user_id, when in select((j.portal, j.user_id, j.dispatched_at) for j in Job
-                                       if j.service == service and j.state in _ACTIVE).without_distinct():
-        if when is not None:
-            since.setdefault((owner, user_id), []).append(when)
-    used = usage_now(service, half_life, now, since)
+    used = usage_now(service, half_life, now, admissions(service)[1])
     return sorted(((user, usage) for user, usage in used.items() if not restrict or user[0] == portal),
                   key=lambda item: (-item[1], str(item[0][0]), item[0][1]))

@@ -47,7 +47,7 @@ from storage.columns import iso, stored_time
 from storage.fair_share import User, fair_share_score, user_order
 from storage.models import Executor, Job, db
 from storage.states import ACTIVE, JobState
-from storage.usage import usage_now
+from storage.usage import admissions, usage_now
 
 #: Run times of this many of the service's latest Completed jobs make its history...
 HISTORY = 20
@@ -191,16 +191,9 @@ def facts_of(job: Job, settings: ServiceConfig, share_of: Callable[[str | None],
     service, portal, user_id = job.service, job.portal, job.user_id
     me = (portal, user_id)
     queued = JobState.QUEUED.value
-    # NOTE: active jobs are few (bounded by the slots): counted here, for a GROUP BY makes SQLite
-    # walk the service's whole history in user order. A user's latest admission among them stands
-    # in for the quota's last turn; their admissions are also their run so far (fair-share usage).
-    active: dict[User, int] = {}
-    since: dict[User, list[datetime]] = {}
-    for owner, user, when in select((j.portal, j.user_id, j.dispatched_at) for j in Job
-                                    if j.service == service and j.state in _ACTIVE).without_distinct():
-        active[owner, user] = active.get((owner, user), 0) + 1
-        if when is not None:
-            since.setdefault((owner, user), []).append(when)
+    # NOTE: a user's latest admission among their active jobs stands in for the quota's last turn;
+    # their admissions are also their run so far (fair-share usage).
+    active, since = admissions(service)
     admitted = {user: max(times) for user, times in since.items()}
     # NOTE: one GROUP BY over the (service, portal, user_id, state) index; min(id) is the user's oldest.
     waiting = {(owner, user): (number, oldest) for owner, user, number, oldest in

@@ -19,7 +19,8 @@ from pony.orm import db_session, delete, select
 from storage.clock import epoch
 from storage.fair_share import accrue, current_usage, decayed
 from storage.columns import stored_time
-from storage.models import Usage, UsageCharge, db
+from storage.models import Job, Usage, UsageCharge, db
+from storage.states import ACTIVE
 
 UserKey = tuple[str | None, int]
 #: Charges folded in one transaction at most (a backlog after a long stop is folded over several calls).
@@ -72,6 +73,21 @@ def usage_by_user(service: str, half_life: float, now: datetime) -> dict[UserKey
             f"UNION ALL SELECT portal, user_id, slot_seconds, at FROM {UsageCharge._table_} WHERE service = $service"):
         totals[(portal, user_id)] += decayed(slot_seconds, moment - epoch(stored_time(at)), half_life)
     return dict(totals)
+
+
+def admissions(service: str) -> tuple[dict[UserKey, int], dict[UserKey, list[datetime]]]:
+    """Of `service`'s active jobs (inside the caller's db_session): how many each user has, and
+    when each of theirs was admitted (their run so far, for `usage_now`). Active jobs are few
+    (bounded by the slots): counted here, for a GROUP BY makes SQLite walk the service's history."""
+    active: dict[UserKey, int] = {}
+    since: dict[UserKey, list[datetime]] = {}
+    states = [state.value for state in ACTIVE]
+    for owner, user_id, when in select((j.portal, j.user_id, j.dispatched_at) for j in Job
+                                       if j.service == service and j.state in states).without_distinct():
+        active[owner, user_id] = active.get((owner, user_id), 0) + 1
+        if when is not None:
+            since.setdefault((owner, user_id), []).append(when)
+    return active, since
 
 
 def usage_now(service: str, half_life: float, now: datetime,
