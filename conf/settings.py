@@ -87,6 +87,19 @@ def sweep_interval(retention_seconds: Iterable[float]) -> float:
 
 
 @dataclass(frozen=True)
+class TesConfig:
+    """`[tes]`: the GA4GH TES API's choice of service by a task's executor image."""
+
+    #: (image, service) pairs; an image name may hold `:` (python:3.11), never `=`.
+    images: tuple[tuple[str, str], ...] = ()
+    #: The service of every image not listed; None: an unlisted image is refused (400).
+    default_service: str | None = None
+
+    def service_of(self, image: str) -> str | None:
+        return dict(self.images).get(image, self.default_service)
+
+
+@dataclass(frozen=True)
 class Connections:
     """How many HTTP connections a node holds, and for how long (web/connections.py); the same keys
     in [server] and [client]."""
@@ -186,6 +199,8 @@ class ServerConfig:
     #: (portal name, share) pairs from [shares]: fair_share divides a portal's users' usage by it.
     shares: tuple[tuple[str, int], ...] = ()
     services: tuple[ServiceConfig, ...] = field(default_factory=tuple)
+    #: [tes]: which service runs a GA4GH TES task's image (web/tes/).
+    tes: TesConfig = field(default_factory=lambda: TesConfig())
 
     # --- the data folder's layout: this class is its one owner --------------------------------
 
@@ -416,6 +431,27 @@ def _tokens(parser: configparser.ConfigParser, section: str = "tokens",
     return tuple(found)
 
 
+def _tes(parser: configparser.ConfigParser, services: Mapping[str, ServiceConfig]) -> TesConfig:
+    """`[tes]`: `images = alpine=example, python:3.11=prodigy` (split at each pair's last `=`) and
+    `default_service`; every service named must be configured."""
+    if not parser.has_section("tes"):
+        return TesConfig()
+    section = dict(parser["tes"])
+    _unknown_keys("tes", section, {"images", "default_service"})
+    pairs = []
+    for item in filter(None, (part.strip() for part in section.get("images", "").split(","))):
+        image, _, service = item.rpartition("=")
+        if not image.strip() or service.strip() not in services:
+            raise ConfigError(f"[tes] images: {item!r} is not image=service with a configured service "
+                              f"({', '.join(sorted(services))}).")
+        pairs.append((image.strip(), service.strip()))
+    default = section.get("default_service", "").strip() or None
+    if default is not None and default not in services:
+        raise ConfigError(f"[tes] default_service {default!r} is not a configured service "
+                          f"({', '.join(sorted(services))}).")
+    return TesConfig(tuple(pairs), default)
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -541,10 +577,10 @@ def load_server_config(path: str | None, environ: Mapping[str, str] = os.environ
     defaults = ServerConfig()
     services: dict[str, ServiceConfig] = {}
     for name in parser.sections():
-        if name in ("server", "tokens", "operators", "webhooks", "shares"):
+        if name in ("server", "tokens", "operators", "webhooks", "shares", "tes"):
             continue
         if not name.startswith("service."):
-            raise ConfigError(f"section [{name}] is not known; use [server], [tokens], [operators], [webhooks], [shares] or "
+            raise ConfigError(f"section [{name}] is not known; use [server], [tokens], [operators], [webhooks], [shares], [tes] or "
                               f"[service.NAME].")
         svc_name = name[len("service."):]
         if not SERVICE_NAME.match(svc_name):
@@ -594,6 +630,7 @@ def load_server_config(path: str | None, environ: Mapping[str, str] = os.environ
         webhook_secrets=_webhook_secrets(parser),
         shares=_shares(parser),
         services=tuple(services[name] for name in sorted(services)),
+        tes=_tes(parser, services),
     )
     if port is not None:
         config = replace(config, port=_int("--port", str(port), 1, 65535))

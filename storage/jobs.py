@@ -11,7 +11,7 @@ import logging
 import os
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Collection, Iterable, Iterator, Sequence
+from typing import Callable, Collection, Iterable, Iterator, Sequence
 
 from pony.orm import OptimisticCheckError, TransactionIntegrityError, commit, db_session, flush, select
 
@@ -152,27 +152,30 @@ class Labels:
 
 def create_job(user_id: int, service: str, folder: str, now: datetime, portal: str | None = None,
                max_queued: int | None = None, callback_url: str | None = None,
-               labels: Labels = Labels()) -> tuple[int, dict]:
+               labels: Labels = Labels(), also: Callable[[int], None] | None = None) -> tuple[int, dict]:
     """Write a new Queued job (and its first change-log entry); a portal's job (a server with
     tokens) gets a public id; `callback_url`: where its webhooks go; `labels`: its priority, group and
-    time limit.
+    time limit; `also(its number)` writes what belongs with it in the same transaction (a TES task's
+    document: storage/tes_tasks.py).
 
     Returns:
         (its number, its view). Raises QueueFull when the portal's user already has `max_queued` waiting.
     """
     if max_queued is None:
-        return _insert(user_id, service, folder, now, portal, callback_url, labels)
-    return _insert_limited(user_id, service, folder, now, portal, max_queued, callback_url, labels)
+        return _insert(user_id, service, folder, now, portal, callback_url, labels, also)
+    return _insert_limited(user_id, service, folder, now, portal, max_queued, callback_url, labels, also)
 
 
 @db_session
 def _insert(user_id: int, service: str, folder: str, now: datetime, portal: str | None,
-            callback_url: str | None, labels: Labels) -> tuple[int, dict]:
+            callback_url: str | None, labels: Labels, also: Callable[[int], None] | None) -> tuple[int, dict]:
     job = Job(user_id=user_id, service=service, dir=folder, created_at=now, updated_at=now, portal=portal,
               public_id=public_ids.new() if portal is not None else None, callback_url=callback_url,
               priority=labels.priority, group=labels.group, max_runtime=labels.max_runtime)
     flush()  # assigns the id; reading the row after commit would cost another query
     record_change(job.id, portal, callback_url, JobState.QUEUED, now)
+    if also is not None:
+        also(job.id)
     view = job.to_dict(new=True)
     commit()
     return job.id, view
@@ -180,14 +183,15 @@ def _insert(user_id: int, service: str, folder: str, now: datetime, portal: str 
 
 @db_session(immediate=True)
 def _insert_limited(user_id: int, service: str, folder: str, now: datetime, portal: str | None,
-                    max_queued: int, callback_url: str | None, labels: Labels) -> tuple[int, dict]:
+                    max_queued: int, callback_url: str | None, labels: Labels,
+                    also: Callable[[int], None] | None) -> tuple[int, dict]:
     """The count and the insert in one write transaction, so two uploads cannot both squeeze in."""
     # NOTE: Pony compiles `j.portal == portal` to IS NULL when portal is None (no tokens).
     waiting = select(j for j in Job if j.service == service and j.portal == portal and j.user_id == user_id
                      and j.state == JobState.QUEUED.value).count()
     if waiting >= max_queued:
         raise QueueFull(waiting)
-    return _insert(user_id, service, folder, now, portal, callback_url, labels)
+    return _insert(user_id, service, folder, now, portal, callback_url, labels, also)
 
 
 def _names(ref: int | str, public_id: str | None) -> bool:

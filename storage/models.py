@@ -240,3 +240,20 @@ class Executor(db.Entity):
     #: Its overflow tier, as its /health or heartbeat says; None until it told (1 is filled first).
     tier = Optional(int)
     before_insert = before_update = clean_row
+
+
+class TesTask(db.Entity):
+    """A job submitted as a GA4GH TES task (web/tes/): the task document as the client sent it
+    (name, description, tags, executors, inputs, outputs, resources, as JSON), which the TES views
+    give back. A table of its own rather than columns of `Job`: portal jobs carry none of it, and a
+    new table needs no migration of the jobs table."""
+
+    #: The job's number.
+    job = PrimaryKey(int, size=64)
+    #: The portal that sent it (None without tokens): the list reads a portal's tasks only.
+    portal = Optional(str, 64, nullable=True)
+    #: The task's `name` ("" when it gave none): `name_prefix` filters on it.
+    name = Optional(str, 1024)
+    document = Required(LongStr, lazy=False)
+    #: A portal's tasks, newest (highest job number) first: the list's order and page cursor.
+    composite_index(portal, job)

@@ -13,18 +13,19 @@ from urllib.parse import urlsplit
 
 import falcon
 
-from actors.messages import CancelJob, ExecutorEvent, ExecutorHeartbeat, JobQueued, Pong, Roster
+from actors.messages import ExecutorEvent, ExecutorHeartbeat, JobQueued, Pong, Roster
 from conf import logs
 from conf.settings import MAX_TIER, ServerConfig
-from storage import executors, job_events, jobs, queue_view
+from storage import executors, jobs, queue_view
 from storage.clock import epoch, utcnow
 from storage.states import ACTIVE, JobState
-from web import callbacks, events, job_list, metrics, openapi, overview, scheduling_fields, uploads
+from web import callbacks, events, job_list, job_refs, metrics, openapi, overview, scheduling_fields, uploads
 from web.auth import ServerAuth
 from web.common import MAX_ID, Ping, WhileActorsRestart, new_app, send_zip
 from web.follow import Follow
 from web.gateway import ActorGateway
 from web.job_refs import job_ref, unknown_job
+from web.tes import routes as tes_routes
 
 WAITING = ACTIVE | {JobState.QUEUED}
 STDERR_TAIL_CHARS = 4000
@@ -166,16 +167,14 @@ class Cancel:
         self.public = public
 
     def on_post(self, req, resp, job_id):
-        result = jobs.cancel(job_ref(job_id, self.public), req.context.portal, utcnow())
+        result = job_refs.cancel(self.gateway, job_ref(job_id, self.public), req.context.portal)
         if result is None:
             raise unknown_job(job_id)
         view, cancelled = result
-        if cancelled is None:
+        if not cancelled:
             raise falcon.HTTPConflict(title="Job already ended",
                                       description=f"job {job_id} is {view['status']}; only a job that has not "
                                                   "ended can be cancelled.")
-        job_events.ended(log, cancelled)
-        self.gateway.post(CancelJob(cancelled.id), role=f"dispatcher:{cancelled.service}")
         resp.media = view
 
 
@@ -355,4 +354,5 @@ def create_app(config: ServerConfig, gateway: ActorGateway, stopping: threading.
                                   "incoming": config.incoming_path}, config.metrics_cache_seconds)
     metrics.add_route(app, config.data_dir, [metrics.ServerState(usage, config.metrics_cache_seconds)])
     openapi.add_routes(app, config)
+    tes_routes.add_routes(app, config, gateway, stopping)
     return app

@@ -1,0 +1,85 @@
+"""GA4GH TES 1.1 from a real client: py-tes 1.1.4 against real server and executor processes
+(issue 16, first slice). One module cluster: `example` runs tasks of image `alpine`; `idle` (image
+`idle`) has no executor, so its tasks stay queued.
+"""
+from __future__ import annotations
+
+import pytest
+import requests
+import tes
+from tes.utils import unmarshal
+
+from tests.harness import add_section, results, wait_until
+
+
+@pytest.fixture(scope="module")
+def server(module_cluster):
+    executor = module_cluster.executor("example")
+    node = module_cluster.server({"example": {"clients": executor.url, "runs_per_user": 4}, "idle": {}},
+                                 start=False)
+    return add_section(node, "tes", {"images": "alpine=example, idle=idle"}).start()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return tes.HTTPClient(server.url, timeout=10)
+
+
+def alpine(*command: str, **fields) -> tes.Executor:
+    return tes.Executor(image="alpine", command=list(command), **fields)
+
+
+def test_a_task_with_a_content_input_runs_its_executors_in_order_and_its_full_view_has_their_logs(server, client):
+    task = tes.Task(name="tes-order", tags={"user_id": "7", "run": "a"},
+                    inputs=[tes.Input(path="/data/in.txt", content="hello tes\n")],
+                    outputs=[tes.Output(path="/data/out.txt", url="https://example.org/out.txt")],
+                    executors=[alpine("cat", stdin="/data/in.txt", stdout="/data/out.txt"),
+                               alpine("sh", "-c", 'echo "$GREETING"; echo warned >&2', env={"GREETING": "hi there"},
+                                      workdir="/work")])
+    task_id = client.create_task(task)
+
+    assert client.wait(task_id, timeout=30).state == "COMPLETE"
+    full = client.get_task(task_id, "FULL")
+    assert [e.exit_code for e in full.logs[0].logs] == [0, 0]
+    assert full.logs[0].logs[1].stdout == "hi there\n" and full.logs[0].logs[1].stderr == "warned\n"
+    assert full.logs[0].start_time and full.logs[0].end_time and full.creation_time
+    assert full.inputs[0].content == "hello tes\n" and full.tags == {"user_id": "7", "run": "a"}
+    basic = client.get_task(task_id, "BASIC")
+    assert basic.inputs[0].content is None and basic.logs[0].logs[1].stdout is None
+    assert results(server, task_id).read("root/data/out.txt") == b"hello tes\n"
+
+
+def test_a_failing_command_ends_the_task_executor_error_and_later_executors_do_not_run(client):
+    task_id = client.create_task(tes.Task(name="tes-fail", executors=[alpine("sh", "-c", "exit 3"), alpine("true")]))
+
+    assert client.wait(task_id, timeout=30).state == "EXECUTOR_ERROR"
+    assert client.get_task(task_id, "MINIMAL").state == "EXECUTOR_ERROR"
+
+
+def test_a_queued_task_is_cancelled(client):
+    task_id = client.create_task(tes.Task(name="tes-idle", executors=[tes.Executor(image="idle", command=["true"])]))
+    assert client.get_task(task_id, "MINIMAL").state == "QUEUED"
+
+    client.cancel_task(task_id)
+
+    assert client.get_task(task_id, "BASIC").state == "CANCELED"
+
+
+def test_the_list_pages_newest_first_and_filters_by_name_state_and_tags(server, client):
+    made = [client.create_task(tes.Task(name=f"tes-list-{n}", tags={"batch": "L", "n": str(n)},
+                                        executors=[tes.Executor(image="idle", command=["true"])])) for n in range(3)]
+    first = client.list_tasks(view="MINIMAL", page_size=2)
+    second = client.list_tasks(view="MINIMAL", page_size=2, page_token=first.next_page_token)
+    seen = [t.id for t in first.tasks + second.tasks]
+    assert seen[:3] == made[::-1]
+
+    def listed(**params) -> list[str]:
+        answer = requests.get(f"{server.url}/ga4gh/tes/v1/tasks", params=params, timeout=10)
+        return [t.id for t in unmarshal(answer.json(), tes.ListTasksResponse).tasks]
+
+    assert listed(name_prefix="tes-list-") == made[::-1]
+    assert listed(tag_key=["batch", "n"], tag_value=["L", "1"]) == [made[1]]
+    assert listed(tag_key="n", name_prefix="tes-list") == made[::-1]
+    client.cancel_task(made[0])
+    wait_until(lambda: listed(state="CANCELED", name_prefix="tes-list-") == [made[0]], 10, 0.05, "the cancel")
+    assert listed(state="QUEUED", name_prefix="tes-list-") == made[:0:-1]

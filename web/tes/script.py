@@ -1,0 +1,79 @@
+"""A TES task as the files of a job: its `content` inputs, and a generated `run.sh` that places them
+and runs the task's executors in order.
+
+Runs in the server's main process (web threads, at `POST /ga4gh/tes/v1/tasks`).
+
+Paths: the task's absolute paths are mapped into the job's folder: `/data/in.txt` is
+`<job folder>/root/data/in.txt`. The script uses the mapped paths for what it handles itself (inputs,
+workdir, stdin, stdout, stderr); an argument vector is passed as the task wrote it.
+TODO(issue 16, next slice): bind each `root/R` at `/R` in the bwrap sandbox so that commands naming
+`/data/...` see the mapped folder.
+
+The job's bundle is a flat folder (actors/server/executor_link.py sends its top-level files), so
+each input travels as `tes-input-N` and the script moves it to its mapped path before the first
+executor. The script records each executor's index, start, end and exit code, tab-separated, in
+`tes/executors.tsv`, and its output in `tes/N.stdout` / `tes/N.stderr` unless the task names files:
+web/tes/views.py reads them from the result zip for the task's logs.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+
+LOG_DIR = "tes"
+EXECUTORS_LOG = f"{LOG_DIR}/executors.tsv"
+INPUT_FILE = "tes-input-{}"
+
+
+def mapped(path: str) -> str:
+    """Where the task's absolute `path` is, relative to the job's folder."""
+    return os.path.normpath("root/" + path.lstrip("/"))
+
+
+def stream_file(executor: dict, index: int, stream: str) -> str:
+    """The file (relative to the job's folder) that holds executor `index`'s stdout or stderr."""
+    return mapped(executor[stream]) if executor.get(stream) else f"{LOG_DIR}/{index}.{stream}"
+
+
+def write_job_files(folder: str, document: dict) -> None:
+    """Write the task's inputs and run.sh into the (new, empty) job `folder`."""
+    for index, item in enumerate(document["inputs"]):
+        with open(os.path.join(folder, INPUT_FILE.format(index)), "w", encoding="utf-8") as handle:
+            handle.write(item["content"])
+    with open(os.path.join(folder, "run.sh"), "w", encoding="utf-8") as handle:
+        handle.write(run_script(document))
+
+
+def run_script(document: dict) -> str:
+    q = shlex.quote
+    lines = ["#!/bin/bash",
+             "# Generated from a GA4GH TES task (web/tes/script.py): do not edit.",
+             'J="$PWD"',
+             f"mkdir -p {LOG_DIR}",
+             "now() { date -u +%Y-%m-%dT%H:%M:%S.%6NZ; }"]
+    for index, item in enumerate(document["inputs"]):
+        target = mapped(item["path"])
+        lines.append(f"mkdir -p -- {q(os.path.dirname(target))} && mv -- {INPUT_FILE.format(index)} {q(target)} || exit 1")
+    for index, executor in enumerate(document["executors"]):
+        workdir = mapped(executor["workdir"]) if executor.get("workdir") else "."
+        stdin = mapped(executor["stdin"]) if executor.get("stdin") else "/dev/null"
+        stdout, stderr = stream_file(executor, index, "stdout"), stream_file(executor, index, "stderr")
+        folders = {workdir, os.path.dirname(stdout), os.path.dirname(stderr)}
+        exports = "".join(f"export {name}={q(value)}; " for name, value in executor.get("env", {}).items())
+        argv = " ".join(q(arg) for arg in executor["command"])
+        # NOTE: `exec --` keeps a first word starting with '-' a command; `export` (not `env
+        # NAME=...`) keeps a first word holding '=' one too.
+        lines += [f"# executor {index}",
+                  f"mkdir -p -- {' '.join(q(f) for f in sorted(folders))}",
+                  "s=$(now)",
+                  f'( {exports}cd -- "$J"/{q(workdir)} && exec -- {argv} ) <{_at(stdin)} >"$J"/{q(stdout)} 2>"$J"/{q(stderr)}',
+                  "c=$?",
+                  f"printf '%s\\t%s\\t%s\\t%s\\n' {index} \"$s\" \"$(now)\" \"$c\" >> {EXECUTORS_LOG}"]
+        if not executor.get("ignore_error"):
+            lines.append('[ "$c" -eq 0 ] || exit "$c"')
+    lines.append("exit 0")
+    return "\n".join(lines) + "\n"
+
+
+def _at(path: str) -> str:
+    return shlex.quote(path) if path.startswith("/") else f'"$J"/{shlex.quote(path)}'

@@ -1,0 +1,200 @@
+"""Checking a GA4GH TES task (`POST /ga4gh/tes/v1/tasks`): every field the orchestrator uses, with a
+400 that names what is wrong, before anything is stored.
+
+Runs in the server's main process (web threads). Returns the task as it is stored (only the spec's
+fields; the readOnly ones and unknown keys are dropped, as clients differ in what they send) and
+what the job needs of it: its service, its user and its labels.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import falcon
+
+from conf.settings import ServerConfig
+from storage import jobs
+from web import scheduling_fields
+from web.common import MAX_ID, positive_int
+
+#: Top-level directories a task path may not map: the sandbox mounts them itself (actors/node/sandbox.py).
+RESERVED_ROOTS = frozenset({"usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "proc", "dev", "var",
+                            "sys", "run"})
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: resources.backend_parameters keys the orchestrator honours (as the portal API's fields).
+BACKEND_PARAMETERS = ("max_runtime", "priority", "group")
+#: The user a task without a `user_id` tag counts for: the portal itself. Uploads need user ids
+#: from 1, so 0 names no portal user.
+PORTAL_USER = 0
+TASK_KEYS = ("name", "description", "inputs", "outputs", "resources", "executors", "volumes", "tags")
+
+
+@dataclass(frozen=True)
+class Accepted:
+    document: dict
+    service: str
+    user_id: int
+    labels: jobs.Labels
+
+
+def bad(description: str) -> falcon.HTTPBadRequest:
+    return falcon.HTTPBadRequest(title="Invalid task", description=description)
+
+
+def task(body, config: ServerConfig) -> Accepted:
+    """The checked task, or a 400 naming the first thing wrong."""
+    if not isinstance(body, dict):
+        raise bad("send the task as a JSON object (tesTask).")
+    doc = {key: body[key] for key in TASK_KEYS if body.get(key) is not None}
+    for key in ("name", "description"):
+        _string(doc, key, key)
+    executors = doc.get("executors")
+    if not isinstance(executors, list) or not executors:
+        raise bad("executors must be a non-empty list of executors (image, command).")
+    doc["executors"] = [_executor(e, f"executors[{i}]") for i, e in enumerate(executors)]
+    doc["inputs"] = [_input(x, f"inputs[{i}]") for i, x in enumerate(_list(doc, "inputs"))]
+    doc["outputs"] = [_output(x, f"outputs[{i}]") for i, x in enumerate(_list(doc, "outputs"))]
+    for i, volume in enumerate(_list(doc, "volumes")):
+        absolute_path(volume, f"volumes[{i}]")
+    tags = _string_map(doc.get("tags", {}), "tags")
+    service = _service(doc["executors"], config)
+    labels = _labels(doc.get("resources"), config.service(service).max_runtime)
+    return Accepted(doc, service, _user(tags), labels)
+
+
+def absolute_path(value, where: str) -> str:
+    """An absolute path the job folder can hold (web/tes/script.py maps it): no `..`, not directly
+    under `/`, not under a directory the sandbox mounts."""
+    if not isinstance(value, str) or not value.startswith("/") or "\x00" in value or len(value) > 4096:
+        raise bad(f"{where} must be an absolute path such as /data/in.txt.")
+    parts = [part for part in value.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise bad(f"{where} {value[:80]!r} must not contain '..'.")
+    if len(parts) < 2 and not where.endswith("workdir"):
+        raise bad(f"{where} {value[:80]!r} is directly under /; put it in a folder such as /data.")
+    if parts and parts[0] in RESERVED_ROOTS:
+        raise bad(f"{where} {value[:80]!r} is under /{parts[0]}, which the sandbox mounts itself; use another "
+                  f"folder such as /data.")
+    return value
+
+
+def _executor(value, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise bad(f"{where} must be an object with image and command.")
+    if not isinstance(value.get("image"), str) or not value["image"].strip():
+        raise bad(f"{where}.image must be a non-empty string.")
+    command = value.get("command")
+    if not isinstance(command, list) or not command or not all(isinstance(a, str) and "\x00" not in a for a in command):
+        raise bad(f"{where}.command must be a non-empty list of strings (an argument vector).")
+    out = {"image": value["image"], "command": command}
+    for key in ("workdir", "stdin", "stdout", "stderr"):
+        if value.get(key) is not None:
+            out[key] = absolute_path(value[key], f"{where}.{key}")
+    env = _string_map(value.get("env") or {}, f"{where}.env")
+    bad_names = [name for name in env if not ENV_NAME.match(name)]
+    if bad_names:
+        raise bad(f"{where}.env name {bad_names[0][:40]!r} is not a shell variable name ([A-Za-z_][A-Za-z0-9_]*).")
+    if env:
+        out["env"] = env
+    if value.get("ignore_error") is not None:
+        if not isinstance(value["ignore_error"], bool):
+            raise bad(f"{where}.ignore_error must be true or false.")
+        out["ignore_error"] = value["ignore_error"]
+    return out
+
+
+def _input(value, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise bad(f"{where} must be an object with path and url or content.")
+    out = {key: value[key] for key in ("name", "description", "url", "content", "type", "streamable")
+           if value.get(key) is not None}
+    out["path"] = absolute_path(value.get("path"), f"{where}.path")
+    out["type"] = _file_type(out, where)
+    if not isinstance(out.get("content", ""), str):
+        raise bad(f"{where}.content must be a string.")
+    if "content" not in out:
+        # TODO(issue 16, next slice): http(s) inputs fetched by the executor; other schemes and
+        # DIRECTORY accepted and ended SYSTEM_ERROR.
+        raise bad(f"{where}: only inputs with content are supported yet; url inputs are not.")
+    if out["type"] != "FILE":
+        raise bad(f"{where}: DIRECTORY inputs are not supported yet.")
+    return out
+
+
+def _output(value, where: str) -> dict:
+    if not isinstance(value, dict) or not isinstance(value.get("url"), str):
+        raise bad(f"{where} must be an object with path and url.")
+    out = {key: value[key] for key in ("name", "description", "url", "path_prefix", "type") if value.get(key) is not None}
+    out["path"] = absolute_path(value.get("path"), f"{where}.path")
+    out["type"] = _file_type(out, where)
+    return out
+
+
+def _file_type(value: dict, where: str) -> str:
+    kind = value.get("type", "FILE")
+    if kind not in ("FILE", "DIRECTORY"):
+        raise bad(f"{where}.type must be FILE or DIRECTORY.")
+    return kind
+
+
+def _service(executors: list[dict], config: ServerConfig) -> str:
+    services = set()
+    for i, executor in enumerate(executors):
+        service = config.tes.service_of(executor["image"])
+        if service is None:
+            listed = ", ".join(image for image, _ in config.tes.images) or "none"
+            raise bad(f"executors[{i}].image {executor['image'][:80]!r} is not served here; images served: {listed}.")
+        services.add(service)
+    if len(services) > 1:
+        raise bad(f"the executors' images map to different services ({', '.join(sorted(services))}); a task runs "
+                  f"on one service.")
+    return services.pop()
+
+
+def _labels(resources, service_max_runtime: int | None) -> jobs.Labels:
+    if resources is None:
+        return jobs.Labels(max_runtime=service_max_runtime)
+    if not isinstance(resources, dict):
+        raise bad("resources must be an object.")
+    params = {key.lower(): value for key, value in _string_map(resources.get("backend_parameters") or {},
+                                                               "resources.backend_parameters").items()}
+    strict = resources.get("backend_parameters_strict", False)
+    if not isinstance(strict, bool):
+        raise bad("resources.backend_parameters_strict must be true or false.")
+    unknown = sorted(set(params) - set(BACKEND_PARAMETERS))
+    if strict and unknown:
+        raise bad(f"resources.backend_parameters {unknown[0][:40]!r} is not supported (backend_parameters_strict); "
+                  f"supported: {', '.join(BACKEND_PARAMETERS)}.")
+    fields = {key: params[key] for key in BACKEND_PARAMETERS if key in params}
+    try:
+        return jobs.Labels(scheduling_fields.priority(fields), scheduling_fields.group(fields),
+                           scheduling_fields.max_runtime(fields, service_max_runtime))
+    except falcon.HTTPBadRequest as error:
+        raise bad(f"resources.backend_parameters: {error.description}") from None
+
+
+def _user(tags: dict[str, str]) -> int:
+    if "user_id" not in tags:
+        return PORTAL_USER
+    value = positive_int(tags["user_id"].strip(), MAX_ID)
+    if value is None:
+        raise bad(f"tags.user_id must be a positive integer (the portal's user), got {tags['user_id'][:40]!r}.")
+    return value
+
+
+def _string(doc: dict, key: str, where: str) -> None:
+    if key in doc and not isinstance(doc[key], str):
+        raise bad(f"{where} must be a string.")
+
+
+def _list(doc: dict, key: str) -> list:
+    value = doc.get(key, [])
+    if not isinstance(value, list):
+        raise bad(f"{key} must be a list.")
+    return value
+
+
+def _string_map(value, where: str) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise bad(f"{where} must be an object whose values are strings.")
+    return value

@@ -1,0 +1,90 @@
+"""A stored TES task (storage/tes_tasks.py) as the spec's tesTask, in the MINIMAL, BASIC or FULL view,
+and the mapping of the job's state to the TES state.
+
+Runs in the server's main process (web threads). Only the spec's fields are written (strict clients
+such as py-tes refuse any other key); an absent value is left out, never null. The executors' logs
+come from the result zip (web/tes/script.py writes them into the job's folder).
+"""
+from __future__ import annotations
+
+import zipfile
+
+from storage.columns import iso
+from storage.states import JobState
+from storage.tes_tasks import Stored
+from web.tes import script
+
+VIEWS = ("MINIMAL", "BASIC", "FULL")
+STATES = ("UNKNOWN", "QUEUED", "INITIALIZING", "RUNNING", "PAUSED", "COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR",
+          "CANCELED", "PREEMPTED", "CANCELING")
+#: The job's states as TES states; Failed is EXECUTOR_ERROR or SYSTEM_ERROR (`tes_state`).
+BY_JOB_STATE = {JobState.QUEUED: "QUEUED", JobState.DISPATCHING: "INITIALIZING", JobState.SUBMITTED: "INITIALIZING",
+                JobState.RUNNING: "RUNNING", JobState.COMPLETED: "COMPLETE", JobState.CANCELLED: "CANCELED"}
+#: How much of an executor's stdout and stderr the FULL view shows: their last characters.
+TAIL_CHARS = 4000
+
+
+def tes_state(job_state: str, outcome: str | None, exit_code: int | None, reason: str | None) -> str:
+    """Failed because run.sh (an executor's command) exited non-zero is EXECUTOR_ERROR; failed for any
+    other reason (executor lost, a limit, results not fetched) is SYSTEM_ERROR. A cleaned job keeps
+    its outcome's state."""
+    state = JobState(outcome) if job_state == JobState.CLEANED.value and outcome else JobState(job_state)
+    if state is JobState.FAILED:
+        # NOTE: the retriever writes this reason exactly when run.sh's exit code is the only cause
+        # (actors/server/retriever.py); an executor's own reason (a limit, lost) overrides it.
+        return "EXECUTOR_ERROR" if exit_code and reason == f"run.sh exited with code {exit_code}" else "SYSTEM_ERROR"
+    return BY_JOB_STATE.get(state, "SYSTEM_ERROR")
+
+
+def task_view(task: Stored, view: str) -> dict:
+    out = {"id": str(task.ref), "state": tes_state(task.state, task.outcome, task.exit_code, task.reason)}
+    if view == "MINIMAL":
+        return out
+    full = view == "FULL"
+    doc = task.document
+    out.update({key: doc[key] for key in ("name", "description", "resources", "volumes", "tags", "outputs")
+                if key in doc})
+    out["inputs"] = [item if full else {k: v for k, v in item.items() if k != "content"} for item in doc["inputs"]]
+    out["executors"] = doc["executors"]
+    out["creation_time"] = iso(task.created_at)
+    if task.started_at or task.finished_at:
+        out["logs"] = [_task_log(task, full)]
+    return out
+
+
+def _task_log(task: Stored, full: bool) -> dict:
+    log = {"logs": _executor_logs(task, full), "outputs": [],
+           "metadata": {"service": task.service, "attempts": str(task.attempts)}}
+    if task.started_at:
+        log["start_time"] = iso(task.started_at)
+    if task.finished_at:
+        log["end_time"] = iso(task.finished_at)
+    if full:
+        log["system_logs"] = [line for line in (task.reason, task.executor and f"executor {task.executor}") if line]
+    return log
+
+
+def _executor_logs(task: Stored, full: bool) -> list[dict]:
+    """One entry per executor that ended, from the result zip's tes/executors.tsv. A failed job's
+    results are not fetched: then none (TODO(issue 16): fetch them too)."""
+    if not task.result_path:
+        return []
+    try:
+        with zipfile.ZipFile(task.result_path) as archive:
+            names = set(archive.namelist())
+            if script.EXECUTORS_LOG not in names:
+                return []
+            logs = []
+            for line in archive.read(script.EXECUTORS_LOG).decode("utf-8", "replace").splitlines():
+                index, start, end, code = line.split("\t")
+                entry = {"start_time": start, "end_time": end, "exit_code": int(code)}
+                if full:
+                    executor = task.document["executors"][int(index)]
+                    for stream in ("stdout", "stderr"):
+                        name = script.stream_file(executor, int(index), stream)
+                        entry[stream] = (archive.read(name).decode("utf-8", "replace")[-TAIL_CHARS:]
+                                         if name in names else "")
+                logs.append(entry)
+            return logs
+    except (OSError, zipfile.BadZipFile, ValueError, IndexError):
+        return []  # a cleaned or unreadable zip: the task's state and times still answer
