@@ -65,6 +65,7 @@ def check_schema(result, path: str, method: str = "GET") -> None:
     ({"inputs": [{"path": "/data/x", "url": "https://example.org/x"}]}, "url inputs are not"),
     ({"inputs": [{"path": "/data/x", "content": "x", "type": "DIRECTORY"}]}, "DIRECTORY input cannot have content"),
     ({"inputs": [{"path": "/data/x"}]}, "must have a url or content"),
+    ({"inputs": [{"path": "/data/x", "url": "http://[::1/x"}]}, "is not a URL"),
     ({"tags": {"user_id": "-1"}}, "tags.user_id must be a positive integer"),
     ({"resources": {"cpu_cores": 5}}, "cpu_cores 5 is more than service 'example' gives a task (max_cores = 4)"),
     ({"resources": {"cpu_cores": "2"}}, "cpu_cores must be a positive integer"),

@@ -134,13 +134,17 @@ def unsupported(item: dict) -> str | None:
     (the issue: other schemes are accepted at create, never a 4xx)."""
     if "content" in item:
         return None
-    scheme = urlsplit(item["url"]).scheme.lower()
+    try:
+        scheme = urlsplit(item["url"]).scheme.lower()
+    except ValueError:  # e.g. an unclosed [ of an IPv6 host
+        raise bad(f"the url {item['url'][:80]!r} of input {item['path'][:80]!r} is not a URL.") from None
     if scheme not in ("http", "https"):
         shown = scheme[:40] or "(none: a bare path)"
         return (f"TES input {item['path']}: scheme {shown} is not supported (inputs may be content or "
                 f"http(s) URLs)")
     if item["type"] == "DIRECTORY":
-        return f"TES input {item['path']}: DIRECTORY inputs are not supported (inputs may be content or http(s) URLs of files)"
+        return (f"TES input {item['path']}: DIRECTORY inputs are not supported (inputs may be content or "
+                f"http(s) URLs of files)")
     return None
 
 
