@@ -280,6 +280,10 @@ def test_the_logs_of_a_failed_task_come_from_its_results_with_the_executors_exit
         "run.sh exited with code 3", "executor http://127.0.0.1:9",
         "output /data/res/a b.txt: not uploaded: scheme s3 is not supported"]
     check_schema(full, "/tasks/{id}")
+    # The portal API: a failed job's /download stays 204; its fetched folder is read from the zip.
+    assert server.client.simulate_get(f"/download/{task_id}").status_code == 204
+    assert server.client.simulate_get(f"/jobs/{task_id}/files/tes/1.stderr").text == "no such thing\n"
+    assert server.client.simulate_get(f"/download_partial/{task_id}").headers["content-type"] == "application/zip"
 
 
 @pytest.mark.parametrize("public_url, base", [(None, "http://falconframework.org"),
