@@ -1,14 +1,14 @@
 """The TES tasks' rows (storage/models.py TesTask): a task's document beside its job, read back
 with the job's state for the TES views, and the list of a portal's tasks.
 
-Runs in the server's main process (web threads: web/tes/).
+Runs in the server's main process (web threads: web/tes/); `among` also in the retriever's.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from pony.orm import db_session, desc, select
 
@@ -93,3 +93,11 @@ def _walk(query, batch: int = 500) -> Iterator[TesTask]:
         if len(rows) < batch:
             return
         offset += batch
+
+
+@db_session
+def among(job_ids: Iterable[int]) -> set[int]:
+    """Those of the jobs that are TES tasks (the retriever fetches their results also when they
+    failed: their logs are read from the zip)."""
+    ids = list(job_ids)
+    return set(select(t.job for t in TesTask if t.job in ids)) if ids else set()
