@@ -101,6 +101,16 @@ def test_a_task_without_a_user_id_tag_counts_for_the_portal_as_user_0(server):
         assert Job[int(task_id)].user_id == 0
 
 
+def test_backend_parameters_it_does_not_support_are_neither_stored_nor_returned_unless_strict(server):
+    task = {**GOOD, "resources": {"backend_parameters": {"queue": "long", "Priority": "2"}}}
+    task_id = server.client.simulate_post(TASKS, json=task).json["id"]
+
+    basic = server.client.simulate_get(f"{TASKS}/{task_id}", params={"view": "BASIC"})
+    assert basic.json["resources"]["backend_parameters"] == {"Priority": "2"}
+    with db_session:
+        assert Job[int(task_id)].priority == 2
+
+
 def test_each_view_has_exactly_the_fields_the_spec_gives_it(server):
     task_id = server.client.simulate_post(TASKS, json=GOOD).json["id"]
     minimal = server.client.simulate_get(f"{TASKS}/{task_id}")

@@ -64,6 +64,7 @@ def task(body, config: ServerConfig) -> Accepted:
     settings = config.service(service)
     labels = _labels(doc.get("resources"), settings.max_runtime)
     _cores(doc.get("resources"), settings)
+    _drop_unsupported_parameters(doc.get("resources"))
     reasons = [reason for reason in map(unsupported, doc["inputs"]) if reason]
     return Accepted(doc, service, _user(tags), labels, reasons[0] if reasons else None)
 
@@ -198,6 +199,15 @@ def _labels(resources, service_max_runtime: int | None) -> jobs.Labels:
                            scheduling_fields.max_runtime(fields, service_max_runtime))
     except falcon.HTTPBadRequest as error:
         raise bad(f"resources.backend_parameters: {error.description}") from None
+
+
+def _drop_unsupported_parameters(resources: dict | None) -> None:
+    """The spec: without backend_parameters_strict, keys the server does not support are ignored and
+    neither stored nor returned (the task's views show what it kept)."""
+    params = (resources or {}).get("backend_parameters")
+    if params:
+        resources["backend_parameters"] = {key: value for key, value in params.items()
+                                           if key.lower() in BACKEND_PARAMETERS}
 
 
 def _cores(resources: dict | None, settings: ServiceConfig) -> None:
