@@ -14,12 +14,11 @@ import falcon
 
 from conf.settings import ServerConfig
 from storage import jobs
+from storage.node import tes_plan
+from storage.node.tes_plan import RESERVED_ROOTS
 from web import scheduling_fields
 from web.common import MAX_ID, positive_int
 
-#: Top-level directories a task path may not map: the sandbox mounts them itself (actors/node/sandbox.py).
-RESERVED_ROOTS = frozenset({"usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "proc", "dev", "var",
-                            "sys", "run"})
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: resources.backend_parameters keys the orchestrator honours (as the portal API's fields).
 BACKEND_PARAMETERS = ("max_runtime", "priority", "group")
@@ -112,10 +111,10 @@ def _input(value, where: str) -> dict:
     out["type"] = _file_type(out, where)
     if not isinstance(out.get("content", ""), str):
         raise bad(f"{where}.content must be a string.")
-    if "content" not in out:
-        # TODO(issue 16, next slice): http(s) inputs fetched by the executor; other schemes and
-        # DIRECTORY accepted and ended SYSTEM_ERROR.
-        raise bad(f"{where}: only inputs with content are supported yet; url inputs are not.")
+    fetched = isinstance(out.get("url"), str) and out["url"].lower().startswith(tes_plan.HTTP_SCHEMES)
+    if "content" not in out and not fetched:
+        # TODO(issue 16): other schemes and DIRECTORY accepted and ended SYSTEM_ERROR.
+        raise bad(f"{where}: only inputs with content or an http(s) url are supported yet.")
     if out["type"] != "FILE":
         raise bad(f"{where}: DIRECTORY inputs are not supported yet.")
     return out
