@@ -906,8 +906,8 @@ def file_host(files: dict[str, bytes]):
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     host.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
+    # NOTE: a short poll: shutdown() waits for serve_forever's next look (0.5 s by default)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     try:
         yield host
     finally:

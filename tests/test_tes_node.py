@@ -60,13 +60,15 @@ def test_wildcard_outputs_are_put_one_by_one_at_the_url_with_the_path_less_its_p
     task_id = client.create_task(tes.Task(
         name="tes-glob",
         outputs=[tes.Output(path="/out/*.txt", path_prefix="/out/", url=f"{web.url}/glob/"),
-                 tes.Output(path="/res/tree", url=f"{web.url}/tree", type="DIRECTORY")],
-        executors=[sh("echo a > /out/a.txt; echo b > /out/b.txt; echo c > /out/c.log; "
+                 tes.Output(path="/res/tree", url=f"{web.url}/tree", type="DIRECTORY"),
+                 # NOTE: the test's job folders are under /tmp too: the task's /tmp holds the job folder's mount point
+                 tes.Output(path="/tmp/w/e.txt", url=f"{web.url}/glob/e")],
+        executors=[sh("echo a > /out/a.txt; echo b > /out/b.txt; echo c > /out/c.log; mkdir /tmp/w; echo e > /tmp/w/e.txt; "
                       "mkdir -p /res/tree/sub; echo d > /res/tree/sub/d.txt; ln -s /etc/passwd /res/tree/leak")]))
 
     assert client.wait(task_id, timeout=30).state == "COMPLETE"
     assert {path: body for path, body in web.received.items() if path.startswith(("/glob/", "/tree/"))} == \
-        {"/glob/a.txt": b"a\n", "/glob/b.txt": b"b\n", "/tree/sub/d.txt": b"d\n"}
+        {"/glob/a.txt": b"a\n", "/glob/b.txt": b"b\n", "/glob/e": b"e\n", "/tree/sub/d.txt": b"d\n"}
 
 
 def test_an_input_that_cannot_be_fetched_ends_the_task_system_error_saying_which_and_why(client, web):
