@@ -62,7 +62,6 @@ def check_schema(result, path: str, method: str = "GET") -> None:
     ({"executors": [{"image": "alpine", "command": ["ls"], "env": {"A-B": "1"}}]}, "not a shell variable name"),
     ({"inputs": [{"path": "/in.txt", "content": "x"}]}, "directly under /"),
     ({"inputs": [{"path": "/data/../x", "content": "x"}]}, "must not contain '..'"),
-    ({"inputs": [{"path": "/data/x", "url": "https://example.org/x"}]}, "url inputs are not"),
     ({"inputs": [{"path": "/data/x", "content": "x", "type": "DIRECTORY"}]}, "DIRECTORY input cannot have content"),
     ({"inputs": [{"path": "/data/x"}]}, "must have a url or content"),
     ({"inputs": [{"path": "/data/x", "url": "http://[::1/x"}]}, "is not a URL"),
@@ -91,7 +90,7 @@ def test_a_task_becomes_a_queued_job_of_its_images_service_with_its_files(server
     with db_session:
         job = Job[number]
         assert (job.service, job.user_id, job.state) == ("example", 5, "Queued")
-        assert sorted(os.listdir(job.dir)) == ["run.sh", "tes-input-0"]
+        assert sorted(os.listdir(job.dir)) == ["run.sh", "tes", "tes-input-0"]  # tes/: the node's plan
         assert "extra" not in TesTask[number].document
 
 

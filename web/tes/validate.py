@@ -15,12 +15,10 @@ import falcon
 
 from conf.settings import ServerConfig, ServiceConfig
 from storage import jobs
+from storage.node.tes_plan import RESERVED_ROOTS
 from web import scheduling_fields
 from web.common import MAX_ID, positive_int
 
-#: Top-level directories a task path may not map: the sandbox mounts them itself (actors/node/sandbox.py).
-RESERVED_ROOTS = frozenset({"usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "proc", "dev", "var",
-                            "sys", "run"})
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: resources.backend_parameters keys the orchestrator honours (as the portal API's fields).
 BACKEND_PARAMETERS = ("max_runtime", "priority", "group")
@@ -123,9 +121,6 @@ def _input(value, where: str) -> dict:
         raise bad(f"{where}: a DIRECTORY input cannot have content; give a FILE, or a url.")
     if "content" not in out and "url" not in out:
         raise bad(f"{where} must have a url or content.")
-    if "content" not in out and unsupported(out) is None:
-        # TODO(issue 16, next slice): http(s) inputs fetched by the executor.
-        raise bad(f"{where}: only inputs with content are supported yet; url inputs are not.")
     return out
 
 
