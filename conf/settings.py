@@ -90,7 +90,8 @@ def sweep_interval(retention_seconds: Iterable[float]) -> float:
 
 @dataclass(frozen=True)
 class TesConfig:
-    """`[tes]`: the GA4GH TES API's choice of service by a task's executor image."""
+    """`[tes]`: the GA4GH TES API's choice of service by a task's executor image, its public URL, and
+    the hosts a task's http(s) urls may name."""
 
     #: (image, service) pairs; an image name may hold `:` (python:3.11), never `=`.
     images: tuple[tuple[str, str], ...] = ()

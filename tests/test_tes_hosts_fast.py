@@ -122,3 +122,11 @@ def test_the_stage_still_fetches_from_a_listed_host(tmp_path):
         assert tes_stage.upload(str(tmp_path / "d" / "x"), f"{host.url}/up/x", ("127.0.0.1",)) is None
         assert host.received == {"/up/x": b"data"}
     assert (tmp_path / "d" / "x").read_bytes() == b"data"
+
+
+@pytest.mark.parametrize("url", ["http://localhost:9/x", "http://2130706433:9/x", "http://0x7f.1:9/x"])
+def test_a_name_or_odd_address_form_the_create_let_through_is_refused_by_the_node_once_resolved(tmp_path, url):
+    """Not literal addresses to the create's check (`ipaddress` reads neither), but the node's
+    resolver makes them 127.0.0.1 or ::1."""
+    with pytest.raises(tes_stage.StageFailed, match="resolves to a non-global address"):
+        tes_stage.fetch_inputs(Plan(("d",), (Input(url, "/d/x"),), (), 100), str(tmp_path))
