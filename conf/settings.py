@@ -90,7 +90,8 @@ def sweep_interval(retention_seconds: Iterable[float]) -> float:
 
 @dataclass(frozen=True)
 class TesConfig:
-    """`[tes]`: the GA4GH TES API's choice of service by a task's executor image."""
+    """`[tes]`: the GA4GH TES API's choice of service by a task's executor image, its public URL, and
+    the hosts a task's http(s) urls may name."""
 
     #: (image, service) pairs; an image name may hold `:` (python:3.11), never `=`.
     images: tuple[tuple[str, str], ...] = ()
@@ -99,6 +100,9 @@ class TesConfig:
     #: The server's address as TES clients reach it (behind a proxy), for the download URLs of a
     #: task's outputs; None: the address each request came to.
     public_url: str | None = None
+    #: Host patterns (conf/webhook_hosts.py) a task's http(s) input and output URLs may name; empty:
+    #: any host whose addresses are all global. Non-global addresses only for a host listed exactly.
+    url_hosts: tuple[str, ...] = ()
 
     def service_of(self, image: str) -> str | None:
         return dict(self.images).get(image, self.default_service)
@@ -438,11 +442,11 @@ def _tokens(parser: configparser.ConfigParser, section: str = "tokens",
 
 def _tes(parser: configparser.ConfigParser, services: Mapping[str, ServiceConfig]) -> TesConfig:
     """`[tes]`: `images = alpine=example, python:3.11=prodigy` (split at each pair's last `=`) and
-    `default_service`; every service named must be configured."""
+    `default_service`; every service named must be configured; `public_url`; `url_hosts`."""
     if not parser.has_section("tes"):
         return TesConfig()
     section = dict(parser["tes"])
-    _unknown_keys("tes", section, {"images", "default_service", "public_url"})
+    _unknown_keys("tes", section, {"images", "default_service", "public_url", "url_hosts"})
     pairs = []
     for item in filter(None, (part.strip() for part in section.get("images", "").split(","))):
         image, _, service = item.rpartition("=")
@@ -455,7 +459,8 @@ def _tes(parser: configparser.ConfigParser, services: Mapping[str, ServiceConfig
         raise ConfigError(f"[tes] default_service {default!r} is not a configured service "
                           f"({', '.join(sorted(services))}).")
     public_url = section.get("public_url", "").strip()
-    return TesConfig(tuple(pairs), default, _url("[tes] public_url", public_url) if public_url else None)
+    return TesConfig(tuple(pairs), default, _url("[tes] public_url", public_url) if public_url else None,
+                     _host_patterns(section.get("url_hosts", ""), "[tes] url_hosts"))
 
 
 def is_loopback(host: str) -> bool:
@@ -629,7 +634,7 @@ def load_server_config(path: str | None, environ: Mapping[str, str] = os.environ
         metrics_public=_bool("[server] metrics_public", section.get("metrics_public", "false")),
         metrics_cache_seconds=_seconds("[server] metrics_cache_seconds",
                                        section.get("metrics_cache_seconds", str(defaults.metrics_cache_seconds))),
-        webhook_hosts=_host_patterns(section.get("webhook_hosts", "")),
+        webhook_hosts=_host_patterns(section.get("webhook_hosts", ""), "[server] webhook_hosts"),
         webhook_retry_hours=_hours("[server] webhook_retry_hours",
                                    section.get("webhook_retry_hours", str(defaults.webhook_retry_hours))),
         webhook_backoff_seconds=_seconds("[server] webhook_backoff_seconds",
@@ -664,11 +669,11 @@ def load_server_config(path: str | None, environ: Mapping[str, str] = os.environ
     return config
 
 
-def _host_patterns(raw: str) -> tuple[str, ...]:
+def _host_patterns(raw: str, setting: str) -> tuple[str, ...]:
     try:
         return webhook_hosts.parse_patterns(raw)
     except ValueError as exc:
-        raise ConfigError(f"[server] webhook_hosts has {exc.args[0]!r}, which is not a host pattern; use host, "
+        raise ConfigError(f"{setting} has {exc.args[0]!r}, which is not a host pattern; use host, "
                           f"host:port or *.domain (e.g. *.wenmr.eu, portal.example.org:8443).") from None
 
 

@@ -27,7 +27,8 @@ OUTCOME_WAIT = 60.0
 @pytest.fixture(scope="module")
 def stack(slurm, module_cluster):
     server = add_section(module_cluster.server({"example": {"runs_per_user": 10}, "limited": {"max_runtime": 60},
-                                                "nowhere": {}}, start=False), "tes", {"images": "alpine=example"}).start()
+                                                "nowhere": {}}, start=False), "tes", {"images": "alpine=example",
+                                                                                 "url_hosts": "127.0.0.1"}).start()
     executors = SimpleNamespace(
         example=slurm_executor(module_cluster, "example", server),
         limited=slurm_executor(module_cluster, "limited", server),

@@ -76,6 +76,17 @@ def test_a_task_with_an_s3_input_is_created_and_ends_system_error_without_runnin
     assert all(task["job_id"] != int(task_id) for task in executor.tasks())
 
 
+def test_an_http_input_on_a_loopback_address_is_refused_with_400_by_a_server_without_url_hosts(client):
+    """SSRF: the executor node would GET it from its own network; 400 before anything is stored."""
+    task = tes.Task(name="tes-ssrf", inputs=[tes.Input(path="/data/in.txt", url="http://127.0.0.1:9/x")],
+                    executors=[alpine("true")])
+    with pytest.raises(requests.HTTPError) as refused:
+        client.create_task(task)
+    assert refused.value.response.status_code == 400
+    assert "inputs[0].url 'http://127.0.0.1:9/x' names a loopback" in refused.value.response.json()["description"]
+    assert "tes-ssrf" not in [t.name for t in client.list_tasks(view="BASIC").tasks]
+
+
 def test_a_task_asking_for_more_cores_than_its_service_gives_is_refused_with_400(client):
     task = tes.Task(name="tes-cores", resources=tes.Resources(cpu_cores=3), executors=[alpine("true")])
     with pytest.raises(requests.HTTPError) as refused:

@@ -29,7 +29,7 @@ def server(module_cluster):
     executor = module_cluster.executor("example", sandbox="bwrap")
     bare = module_cluster.executor("bare", sandbox="none")
     node = module_cluster.server({"example": {"clients": executor.url}, "bare": {"clients": bare.url}}, start=False)
-    return add_section(node, "tes", {"images": "alpine=example, bare=bare"}).start()
+    return add_section(node, "tes", {"images": "alpine=example, bare=bare", "url_hosts": "127.0.0.1"}).start()
 
 
 @pytest.fixture(scope="module")

@@ -29,24 +29,27 @@ TASK = {"inputs": [{"path": "/data/in.txt", "content": "x", "type": "FILE"},
 
 
 def test_the_plan_names_every_root_the_fetched_inputs_and_every_output_and_the_node_takes_it():
-    plan = script.plan(TASK, 1000)
+    plan = script.plan(TASK, 1000, ("*.example.org", "127.0.0.1:8080"))
 
     assert plan == {"version": 1, "roots": ["data", "logs", "out", "ref", "res", "scratch", "work"],
                     "inputs": [{"url": "https://example.org/g.fa", "path": "/ref/genome.fa"}],
-                    "outputs": TASK["outputs"], "max_input_bytes": 1000}
+                    "outputs": TASK["outputs"], "max_input_bytes": 1000, "url_hosts": ["*.example.org", "127.0.0.1:8080"]}
     assert tes_plan.parse(json.dumps(plan)) == Plan(
         ("data", "logs", "out", "ref", "res", "scratch", "work"), (Input("https://example.org/g.fa", "/ref/genome.fa"),),
-        (Output("/out/*.txt", "https://h/up/", "FILE", "/out/"), Output("/res/all", "s3://b/res", "DIRECTORY")), 1000)
+        (Output("/out/*.txt", "https://h/up/", "FILE", "/out/"), Output("/res/all", "s3://b/res", "DIRECTORY")), 1000,
+        ("*.example.org", "127.0.0.1:8080"))
 
 
 def test_the_job_folder_holds_the_content_inputs_run_sh_and_the_plan_and_run_sh_moves_only_content_inputs(tmp_path):
-    script.write_job_files(str(tmp_path), TASK, 5)
+    script.write_job_files(str(tmp_path), TASK, 5, ())
 
     assert sorted(os.listdir(tmp_path)) == ["run.sh", "tes", "tes-input-0"]
     assert json.loads((tmp_path / "tes" / "plan.json").read_text())["max_input_bytes"] == 5
     assert "tes-input-1" not in (tmp_path / "run.sh").read_text()
 
 
+#: [tes] url_hosts admitting the tests' local HTTP servers (on 127.0.0.1, which only a listing admits).
+LOCAL = ("127.0.0.1",)
 GOOD = {"version": 1, "roots": ["data"], "inputs": [], "outputs": [], "max_input_bytes": 0}
 
 
@@ -63,6 +66,9 @@ GOOD = {"version": 1, "roots": ["data"], "inputs": [], "outputs": [], "max_input
     ({"outputs": [{"url": "http://h/x", "path": "/data/x", "type": "LINK"}]}, "outputs[0].type"),
     ({"outputs": [{"path": "/data/x"}]}, "outputs[0].url"),
     ({"outputs": "all"}, "outputs must be a list"),
+    ({"url_hosts": "127.0.0.1"}, "url_hosts must be a list"),
+    ({"url_hosts": ["a.org,b.org"]}, "url_hosts must be a list"),
+    ({"url_hosts": ["http://a.org/"]}, "not a host pattern"),
 ])
 def test_a_plan_the_node_cannot_act_on_is_refused_saying_what_is_wrong(change, words):
     with pytest.raises(PlanError, match=words.replace("[", r"\[").replace("]", r"\]")):
@@ -203,7 +209,7 @@ def test_the_stage_writes_its_files_into_a_real_tes_folder_whatever_the_job_left
 def test_inputs_are_fetched_to_their_paths_and_together_at_most_max_input_bytes(tmp_path):
     with file_host({"/x": b"0123456789"}) as host:
         url = f"{host.url}/x"
-        tes_stage.fetch_inputs(Plan(("d",), (Input(url, "/d/a"), Input(url, "/d/e/b")), (), 20), str(tmp_path))
+        tes_stage.fetch_inputs(Plan(("d",), (Input(url, "/d/a"), Input(url, "/d/e/b")), (), 20, LOCAL), str(tmp_path))
         assert (tmp_path / "d" / "e" / "b").read_bytes() == b"0123456789"
         with pytest.raises(tes_stage.StageFailed, match="larger than 15 bytes in all"):
-            tes_stage.fetch_inputs(Plan(("d",), (Input(url, "/d/a"), Input(url, "/d/b")), (), 15), str(tmp_path))
+            tes_stage.fetch_inputs(Plan(("d",), (Input(url, "/d/a"), Input(url, "/d/b")), (), 15, LOCAL), str(tmp_path))

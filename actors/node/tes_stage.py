@@ -1,6 +1,8 @@
 """The TES stage: what an executor node does around a GA4GH TES task's sandboxed `bash run.sh`, as
 its plan says (storage/node/tes_plan.py): fetch the http(s) inputs before, collect the outputs and
-PUT the http(s) ones after.
+PUT the http(s) ones after. Each GET and PUT goes to an address of its host that the server's
+`[tes] url_hosts` (in the plan) admits, checked when it is sent (conf/pinned_http.py), and follows
+no redirect: a task cannot make the node reach its own network or the cloud metadata address.
 
 A program (`main`), run as the job's command by both backends (actors/node/tes_wrap.py builds its
 command line): on this host as the head of the job's process group, or inside the Slurm allocation.
@@ -28,15 +30,20 @@ import shutil
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import requests
 
+from conf import pinned_http
 from storage.node import tes_plan
 from storage.node.tes_plan import ROOT, Output, Plan
 
 LOG_DIR, OUTPUTS = os.path.split(tes_plan.OUTPUTS_FILE)
 REASON = os.path.basename(tes_plan.REASON_FILE)
+#: The server's setting whose patterns (carried in the plan) the urls' hosts must match.
+URL_HOSTS = "[tes] url_hosts"
 #: (connect, read) seconds for an input's GET and an output's PUT: the job's time limit bounds the rest.
 TIMEOUT = (10, 60)
 CHUNK = 1 << 20
@@ -97,9 +104,9 @@ def fetch_inputs(plan: Plan, root: str) -> None:
         target = inside(root, item.path)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         try:
-            with requests.get(item.url, stream=True, timeout=TIMEOUT) as response:
+            with request("GET", item.url, plan.url_hosts, stream=True) as response:
                 if not 200 <= response.status_code < 300:
-                    raise StageFailed(f"TES input {item.path}: {item.url} answered HTTP {response.status_code}")
+                    raise StageFailed(f"TES input {item.path}: {item.url} answered {answer(response)}")
                 fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
                 with os.fdopen(fd, "wb") as handle:
                     for chunk in response.iter_content(CHUNK):
@@ -111,8 +118,31 @@ def fetch_inputs(plan: Plan, root: str) -> None:
         except requests.RequestException as exc:
             raise StageFailed(f"TES input {item.path}: fetching {item.url} failed: {exc.__class__.__name__}: "
                               f"{exc}") from None
+        except (ValueError, LookupError) as exc:  # pinned_http: the host is not admitted or does not resolve
+            raise StageFailed(f"TES input {item.path}: {exc}") from None
         except OSError as exc:
             raise StageFailed(f"TES input {item.path}: it could not be written: {exc}") from None
+
+
+@contextmanager
+def request(method: str, url: str, url_hosts: tuple[str, ...], **kwargs) -> Iterator[requests.Response]:
+    """`method` `url`, sent to an address of its host that `url_hosts` admits (every address it
+    resolves to now must be: conf/pinned_http.py), redirects not followed: a redirect's target is
+    not checked, and requests would follow it to any address. ValueError or LookupError (from
+    pinned_http) when the host is refused or does not resolve."""
+    address = pinned_http.checked_address(url, url_hosts, URL_HOSTS, any_when_empty=True)
+    session, pinned_url, host = pinned_http.pinned(url, address)
+    with session, session.request(method, pinned_url, headers={"Host": host}, timeout=TIMEOUT,
+                                  allow_redirects=False, **kwargs) as response:
+        yield response
+
+
+def answer(response: requests.Response) -> str:
+    """A non-2xx answer in words."""
+    if response.is_redirect:
+        return (f"HTTP {response.status_code}, a redirect to {response.headers.get('location', '')[:200]!r} "
+                f"(redirects are not followed: give the final URL)")
+    return f"HTTP {response.status_code}"
 
 
 def inside(root: str, path: str) -> str:
@@ -137,7 +167,7 @@ def collect_and_upload(plan: Plan, folder: str, succeeded: bool) -> tuple[list[d
                      "size_bytes": os.path.getsize(item.real), "url": None}
             if item.url.lower().startswith(tes_plan.HTTP_SCHEMES):
                 entry["url"] = item.url
-                problem = upload(item.real, item.url)
+                problem = upload(item.real, item.url, plan.url_hosts)
                 if problem:
                     failures.append(f"TES output {item.path}: upload to {item.url} failed: {problem}")
             else:
@@ -212,15 +242,15 @@ def _join(url: str, rest: str) -> str:
     return url.rstrip("/") + "/" + rest.lstrip("/") if rest.strip("/") else url
 
 
-def upload(real: str, url: str) -> str | None:
+def upload(real: str, url: str, url_hosts: tuple[str, ...]) -> str | None:
     """PUT the file at `url`, streamed; None once it answered 2xx, else what went wrong."""
     try:
-        with open(real, "rb") as handle:
-            response = requests.put(url, data=handle, timeout=TIMEOUT)
+        with open(real, "rb") as handle, request("PUT", url, url_hosts, data=handle) as response:
+            return None if 200 <= response.status_code < 300 else answer(response)
     except (requests.RequestException, OSError) as exc:
         return f"{exc.__class__.__name__}: {exc}"
-    response.close()
-    return None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
+    except (ValueError, LookupError) as exc:  # pinned_http: the host is not admitted or does not resolve
+        return str(exc)
 
 
 # --- the stage's own files --------------------------------------------------------------------

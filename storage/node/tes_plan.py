@@ -7,7 +7,9 @@ the TES stage, a program each TES task runs on the node (actors/node/tes_stage.p
 
 A plan (JSON, version 1) names the top-level folders of the task's absolute paths (`roots`: the node
 binds `<job folder>/root/R` at `/R` in the sandbox), the http(s) inputs to fetch before `run.sh`
-(at most `max_input_bytes` in all), and every output to collect after it. Anything else is refused,
+(at most `max_input_bytes` in all), every output to collect after it, and the host patterns of
+`[tes] url_hosts` (`url_hosts`: the node checks every address an input's or output's host resolves
+to against them at each request, conf/pinned_http.py). Anything else is refused,
 so a plan that reaches the node is safe to act on: every path is absolute, free of `..`, under one of
 its roots, and no root is a folder the sandbox mounts itself.
 """
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+
+from conf import webhook_hosts
 
 VERSION = 1
 #: Where, in a task's folder on the node, the task's absolute paths are (`/R/rest` is `root/R/rest`),
@@ -55,6 +59,8 @@ class Plan:
     inputs: tuple[Input, ...]
     outputs: tuple[Output, ...]
     max_input_bytes: int
+    #: `[tes] url_hosts` of the server (conf/webhook_hosts.py patterns); empty: any global address.
+    url_hosts: tuple[str, ...] = ()
 
 
 def parse(text: str) -> Plan:
@@ -85,7 +91,16 @@ def parse(text: str) -> Plan:
         if prefix is not None and not isinstance(prefix, str):
             raise PlanError(f"{where}.path_prefix must be a string")
         outputs.append(Output(_path(item, where, roots), _url(item, where), kind, prefix))
-    return Plan(tuple(roots), inputs, tuple(outputs), size)
+    return Plan(tuple(roots), inputs, tuple(outputs), size, _url_hosts(raw.get("url_hosts", [])))
+
+
+def _url_hosts(value) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) and "," not in item for item in value):
+        raise PlanError("url_hosts must be a list of host patterns")
+    try:
+        return webhook_hosts.parse_patterns(",".join(value))
+    except ValueError as exc:
+        raise PlanError(f"url_hosts has {exc.args[0][:80]!r}, which is not a host pattern") from None
 
 
 def _root(name) -> bool:

@@ -42,11 +42,12 @@ def stream_file(executor: dict, index: int, stream: str) -> str:
     return mapped(executor[stream]) if executor.get(stream) else f"{LOG_DIR}/{index}.{stream}"
 
 
-def write_job_files(folder: str, document: dict, max_input_bytes: int) -> None:
+def write_job_files(folder: str, document: dict, max_input_bytes: int, url_hosts: tuple[str, ...]) -> None:
     """Write the task's content inputs, run.sh and the node's plan into the (new, empty) job `folder`.
 
     `max_input_bytes`: what the node may fetch for the task's url inputs in all (the server's
-    max_upload_mb, as for an upload's files)."""
+    max_upload_mb, as for an upload's files); `url_hosts`: `[tes] url_hosts`, which the node checks
+    the addresses of the urls' hosts against at each request."""
     for index, item in _content_inputs(document):
         with open(os.path.join(folder, INPUT_FILE.format(index)), "w", encoding="utf-8") as handle:
             handle.write(item["content"])
@@ -54,10 +55,10 @@ def write_job_files(folder: str, document: dict, max_input_bytes: int) -> None:
         handle.write(run_script(document))
     os.makedirs(os.path.dirname(os.path.join(folder, tes_plan.PLAN_FILE)))
     with open(os.path.join(folder, tes_plan.PLAN_FILE), "w", encoding="utf-8") as handle:
-        json.dump(plan(document, max_input_bytes), handle)
+        json.dump(plan(document, max_input_bytes, url_hosts), handle)
 
 
-def plan(document: dict, max_input_bytes: int) -> dict:
+def plan(document: dict, max_input_bytes: int, url_hosts: tuple[str, ...]) -> dict:
     """The task's plan for the executor node (storage/node/tes_plan.py)."""
     paths = [item["path"] for item in document["inputs"] + document["outputs"]]
     paths += [executor[key] for executor in document["executors"] for key in ("workdir", "stdin", "stdout", "stderr")
@@ -68,7 +69,7 @@ def plan(document: dict, max_input_bytes: int) -> dict:
                for item in document["outputs"]]
     inputs = [{"url": item["url"], "path": item["path"]} for item in document["inputs"] if "content" not in item]
     return {"version": tes_plan.VERSION, "roots": roots, "inputs": inputs, "outputs": outputs,
-            "max_input_bytes": max_input_bytes}
+            "max_input_bytes": max_input_bytes, "url_hosts": list(url_hosts)}
 
 
 def _content_inputs(document: dict) -> list[tuple[int, dict]]:

@@ -13,9 +13,10 @@ from urllib.parse import urlsplit
 
 import falcon
 
+from conf import webhook_hosts
 from conf.settings import ServerConfig, ServiceConfig
 from storage import jobs
-from storage.node.tes_plan import RESERVED_ROOTS
+from storage.node.tes_plan import HTTP_SCHEMES, RESERVED_ROOTS
 from web import scheduling_fields
 from web.common import MAX_ID, positive_int
 
@@ -64,6 +65,7 @@ def task(body, config: ServerConfig) -> Accepted:
     _cores(doc.get("resources"), settings)
     _drop_unsupported_parameters(doc.get("resources"))
     reasons = [reason for reason in map(unsupported, doc["inputs"]) if reason]
+    _outbound_urls(doc, config.tes.url_hosts)
     return Accepted(doc, service, _user(tags), labels, reasons[0] if reasons else None)
 
 
@@ -142,6 +144,21 @@ def unsupported(item: dict) -> str | None:
         return (f"TES input {item['path']}: DIRECTORY inputs are not supported (inputs may be content or "
                 f"http(s) URLs of files)")
     return None
+
+
+def _outbound_urls(doc: dict, patterns: tuple[str, ...]) -> None:
+    """The http(s) urls the executor node will GET (inputs) or PUT to (outputs) must name a host
+    `[tes] url_hosts` admits, without credentials, and no loopback, private or link-local address
+    unless listed exactly (conf/webhook_hosts.py); the node checks the addresses the host resolves
+    to again at each request. Other schemes are not fetched (see `unsupported`)."""
+    for kind in ("inputs", "outputs"):
+        for i, item in enumerate(doc[kind]):
+            url = item.get("url", "")
+            if url[:8].lower().startswith(HTTP_SCHEMES):
+                why = webhook_hosts.url_refusal(url, patterns, f"{kind}[{i}].url", "fetches from and uploads to",
+                                                "[tes] url_hosts", any_when_empty=True)
+                if why:
+                    raise bad(why)
 
 
 def _output(value, where: str) -> dict:
