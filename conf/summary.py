@@ -108,4 +108,6 @@ def _tes(config: ServerConfig) -> str:
         return "off (no [tes] images or default_service: every task is refused)"
     pairs = [f"{image} → {service}" for image, service in tes.images]
     pairs.append(f"any other image → {tes.default_service}" if tes.default_service else "other images refused")
-    return "/ga4gh/tes/v1, " + ", ".join(pairs) + (f"; links under {tes.public_url}" if tes.public_url else "")
+    hosts = f"; urls to {', '.join(tes.url_hosts)}" if tes.url_hosts else "; urls to global addresses"
+    return ("/ga4gh/tes/v1, " + ", ".join(pairs) + hosts
+            + (f"; links under {tes.public_url}" if tes.public_url else ""))

@@ -43,7 +43,8 @@ def test_the_servers_start_block_names_everything_an_operator_checks_and_no_secr
                                 retention_hours=1.5, max_queued_per_user=50, policy="fair_share",
                                 runs_per_group=20, max_runtime=3600, max_cores=8),
                   ServiceConfig("prodigy")),
-        tes=TesConfig((("alpine", "example"), ("python:3.11", "prodigy")), public_url="https://orch.example.org"))
+        tes=TesConfig((("alpine", "example"), ("python:3.11", "prodigy")), public_url="https://orch.example.org",
+                      url_hosts=("data.example.org", "*.zenodo.org")))
 
     text = describe_server(config, "9.9.9")
 
@@ -56,7 +57,7 @@ def test_the_servers_start_block_names_everything_an_operator_checks_and_no_secr
     assert ("service prodigy: runs_per_user 5, max_runs the slots of its executors, max_queued_per_user unlimited, "
             "retention 48 h, round_robin; executors: none configured") in text
     assert ("TES: /ga4gh/tes/v1, alpine → example, python:3.11 → prodigy, other images refused; "
-            "links under https://orch.example.org") in text
+            "urls to data.example.org, *.zenodo.org; links under https://orch.example.org") in text
     assert "auth: portal tokens (haddock, prodigy-portal)" in text
     assert "cluster secret: set" in text
     assert "t" * 20 not in text and SECRET not in text
