@@ -421,3 +421,81 @@ def test_odd_but_valid_fields_are_kept_unknown_keys_dropped_and_py_tes_reads_eve
     assert unmarshal(listed.json, models.ListTasksResponse).tasks[0].outputs[0].name == "out"
     check_schema(full, "/tasks/{id}")
     check_schema(listed, "/tasks")
+
+
+# --- the job writes tes/: its logs are read within size caps and entry by entry --------------------------
+
+TSV_LINE = "0\t2026-11-30T10:00:00.000001Z\t2026-11-30T10:00:01.000001Z\t{}\n"
+GOOD_OUTPUT = {"path": "/data/out.txt", "file": "root/data/out.txt", "size_bytes": 2, "url": None}
+
+
+def views_of(server, task_id: str) -> list:
+    """FULL, BASIC and the list's BASIC view of the task, each answered 200 and of the spec's schema."""
+    answers = [server.client.simulate_get(f"{TASKS}/{task_id}", params={"view": view}) for view in ("FULL", "BASIC")]
+    listed = server.client.simulate_get(TASKS, params={"view": "BASIC"})
+    assert [a.status_code for a in (*answers, listed)] == [200, 200, 200]
+    for answer in answers:
+        check_schema(answer, "/tasks/{id}")
+    check_schema(listed, "/tasks")
+    return [answers[0].json["logs"][0], answers[1].json["logs"][0], listed.json["tasks"][0]["logs"][0]]
+
+
+def test_entries_of_outputs_json_not_of_its_shape_are_dropped_and_never_give_a_5xx(server):
+    task_id = server.client.simulate_post(TASKS, json=GOOD).json["id"]
+    bad = [{**GOOD_OUTPUT, "size_bytes": 1e400}, {**GOOD_OUTPUT, "size_bytes": True}, {**GOOD_OUTPUT, "size_bytes": -1},
+           [GOOD_OUTPUT], [[1, [2]]], {**GOOD_OUTPUT, "path": 7}, {**GOOD_OUTPUT, "file": "root/../../etc/passwd"},
+           {**GOOD_OUTPUT, "file": "/etc/passwd"}, {**GOOD_OUTPUT, "path": f"/data/{LONE}"},
+           {**GOOD_OUTPUT, "note": {"a": 1}}, "x", None, {}]
+    text = json.dumps([*bad, GOOD_OUTPUT]).replace("1e+400", "1e400").replace("Infinity", "1e400")
+    finished_with_results(server, task_id, jobs.JobState.COMPLETED, {"tes/outputs.json": text}, exit_code=0)
+
+    for log in views_of(server, task_id):
+        assert [(o["path"], o["size_bytes"]) for o in log["outputs"]] == [("/data/out.txt", "2")]
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000, '{"path": 1}', "not json", "\x00\xff"])
+def test_an_outputs_json_that_is_not_a_list_leaves_no_outputs(server, text):
+    task_id = server.client.simulate_post(TASKS, json=GOOD).json["id"]
+    finished_with_results(server, task_id, jobs.JobState.COMPLETED, {"tes/outputs.json": text}, exit_code=0)
+    assert [log["outputs"] for log in views_of(server, task_id)] == [[], [], []]
+
+
+def test_lines_of_executors_tsv_not_of_its_shape_are_dropped(server):
+    task_id = server.client.simulate_post(TASKS, json=GOOD).json["id"]
+    lines = [TSV_LINE.format(0), TSV_LINE.format("x"), TSV_LINE.format(99999999999), "1" + TSV_LINE.format(0)[1:],
+             "0\tyesterday\ttoday\t0\n", "0\t1\n", "\n", TSV_LINE.format(0).replace("\t", "\t\t", 1)]
+    finished_with_results(server, task_id, jobs.JobState.COMPLETED, {script.EXECUTORS_LOG: "".join(lines)},
+                          exit_code=0)
+    assert [len(log["logs"]) for log in views_of(server, task_id)] == [1, 1, 1]
+
+
+def test_logs_above_their_size_caps_are_not_read(server):
+    task_id = server.client.simulate_post(TASKS, json=GOOD).json["id"]
+    big = TSV_LINE.format(0) * ((views.MAX_LOG_BYTES // len(TSV_LINE.format(0))) + 1)
+    outputs = json.dumps([GOOD_OUTPUT] * (views.MAX_LOG_BYTES // len(json.dumps(GOOD_OUTPUT)) + 1))
+    finished_with_results(server, task_id, jobs.JobState.COMPLETED,
+                          {script.EXECUTORS_LOG: big, "tes/outputs.json": outputs}, exit_code=0)
+    assert [(log["logs"], log["outputs"]) for log in views_of(server, task_id)] == [([], [])] * 3
+
+
+def test_the_tails_come_from_tails_json_else_from_a_small_stream_file_else_are_empty(server):
+    task = {**GOOD, "executors": [{"image": "alpine", "command": ["true"]}] * 3}
+    task_id = server.client.simulate_post(TASKS, json=task).json["id"]
+    large = "y" * (views.MAX_STREAM_BYTES + 1)
+    tails = [{"stdout": "z" * 5000, "stderr": "listed"}, {"stdout": 5, "stderr": LONE}, "not an entry"]
+    finished_with_results(server, task_id, jobs.JobState.COMPLETED, {
+        script.EXECUTORS_LOG: "".join(TSV_LINE.format(0).replace("0", str(i), 1) for i in range(3)),
+        "tes/tails.json": json.dumps(tails), "tes/0.stderr": "not read",
+        "tes/1.stdout": "small\n", "tes/1.stderr": large, "tes/2.stdout": large, "tes/2.stderr": "e"}, exit_code=0)
+
+    full = views_of(server, task_id)[0]["logs"]
+    assert [(e["stdout"], e["stderr"]) for e in full] == [("z" * views.TAIL_CHARS, "listed"), ("small\n", ""), ("", "e")]
+
+
+def test_a_tails_json_above_its_cap_is_ignored_for_the_small_stream_files(server):
+    task_id = server.client.simulate_post(TASKS, json=GOOD).json["id"]
+    tails = json.dumps([{"stdout": "t" * views.MAX_LOG_BYTES, "stderr": "t"}])
+    finished_with_results(server, task_id, jobs.JobState.COMPLETED, {
+        script.EXECUTORS_LOG: TSV_LINE.format(0), "tes/tails.json": tails, "tes/0.stderr": "own\n"}, exit_code=0)
+    full = views_of(server, task_id)[0]["logs"]
+    assert [(e["stdout"], e["stderr"]) for e in full] == [("", "own\n")]  # GOOD's stdout is /data/out.txt: absent
