@@ -414,13 +414,18 @@ def test_a_failed_tes_task_whose_results_cannot_be_fetched_stays_failed_without_
     assert not any(kind(timer[2]) == "refetch" for timer in KEPT_TIMERS)
 
 
-def test_a_failed_tes_task_still_being_zipped_is_failed_at_once_and_gets_its_results_later(harness):
-    harness.start()
+def failed_while_zipping(harness, busy: int = 1, max_fetch_failures: int = 5) -> int:
+    """A TES task that failed (exit 3) and whose executor answered its first `busy` fetches "still zipping"."""
+    harness.start(max_fetch_failures=max_fetch_failures)
     job_id = as_tes_task(harness.on_executor(A))
-    harness.link.results = ["busy"]
-
+    harness.link.results = ["busy"] * busy
     harness.report(job_id, "finished", exit_code=3)
     harness.settle()
+    return job_id
+
+
+def test_a_failed_tes_task_still_being_zipped_is_failed_at_once_and_gets_its_results_later(harness):
+    job_id = failed_while_zipping(harness)
     # Its outcome is written and its slot free while its zip is made: a later loss cannot run it again.
     assert (row(job_id)["status"], harness.ended()) == ("Failed", [(job_id, A)])
     assert jobs.download_info(job_id) == (JobState.FAILED, None)
@@ -440,12 +445,7 @@ def test_a_failed_tes_task_still_being_zipped_is_failed_at_once_and_gets_its_res
 
 
 def test_a_failed_tes_task_its_executor_keeps_zipping_stays_without_results_after_max_fetch_failures(harness):
-    harness.start(max_fetch_failures=2)
-    job_id = as_tes_task(harness.on_executor(A))
-    harness.link.results = ["busy", "busy", "busy"]
-
-    harness.report(job_id, "finished", exit_code=3)
-    harness.settle()
+    job_id = failed_while_zipping(harness, busy=3, max_fetch_failures=2)
     harness.fire("refetch")
     harness.settle()
 
@@ -454,11 +454,7 @@ def test_a_failed_tes_task_its_executor_keeps_zipping_stays_without_results_afte
 
 
 def test_results_fetched_after_the_janitor_cleaned_the_task_are_removed(harness):
-    harness.start()
-    job_id = as_tes_task(harness.on_executor(A))
-    harness.link.results = ["busy"]
-    harness.report(job_id, "finished", exit_code=3)
-    harness.settle()
+    job_id = failed_while_zipping(harness)
     assert jobs.mark_cleaned(job_id, clock.utcnow())
 
     harness.fire("refetch")

@@ -4,7 +4,9 @@ and the mapping of the job's state to the TES state.
 Runs in the server's main process (web threads). Only the spec's fields are written (strict clients
 such as py-tes refuse any other key); an absent value is left out, never null. The executors' logs
 and the outputs come from the result zip, fetched for completed and failed tasks alike (web/tes/script.py
-writes the logs into the job's folder; the executor node lists the outputs it collected).
+writes the logs into the job's folder; the executor node lists the outputs it collected and the
+tails of the executors' output). The job can write those files too: they are read within size caps
+and entry by entry (`_results`).
 """
 from __future__ import annotations
 
