@@ -617,6 +617,20 @@ def fetch_failed(job_id: int, attempt: int, error: str, limit: int, now: datetim
 
 @retrying
 @db_session
+def attach_result(job_id: int, attempt: int, result_path: str) -> bool:
+    """Give attempt `attempt` of a Failed job the results fetched after its outcome was written (a
+    failed TES task's logs are read from them: actors/server/retriever.py). False when the job is not
+    that Failed attempt any more (the janitor cleaned it meanwhile): the file is then the caller's to
+    remove. The janitor removes an attached result as any other (by the job's result file)."""
+    job = Job.get(id=job_id)
+    if job is None or job.attempts != attempt or job.state != JobState.FAILED.value:
+        return False
+    job.result_path = result_path
+    return True
+
+
+@retrying
+@db_session
 def set_remote_id(job_id: int, attempt: int, remote_id: str) -> None:
     """Record the executor's task id of attempt `attempt` (learned after the submit's answer was lost)."""
     job = Job.get(id=job_id)

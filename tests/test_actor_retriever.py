@@ -15,6 +15,7 @@ as in Thespian, within the same tell. The sweep reads `storage.clock.utcnow`, wh
 """
 from __future__ import annotations
 
+import os
 import threading
 from datetime import timedelta
 
@@ -381,7 +382,7 @@ def as_tes_task(job_id: int) -> int:
     (3, None, "run.sh exited with code 3"),
     (0, "TES output /out/a.txt: not found", "TES output /out/a.txt: not found"),
 ])
-def test_a_failed_tes_task_is_written_failed_with_its_results(harness, exit_code, reason, expected_reason):
+def test_a_failed_tes_task_is_written_failed_and_gets_its_results_attached(harness, exit_code, reason, expected_reason):
     harness.start()
     job_id = as_tes_task(harness.on_executor(A))
 
@@ -398,7 +399,7 @@ def test_a_failed_tes_task_is_written_failed_with_its_results(harness, exit_code
 
 @pytest.mark.parametrize("error", [ExecutorUnreachable("answered 409: could not zip", status=409),
                                    ExecutorUnreachable("connection refused", delivered=False)])
-def test_a_failed_tes_task_whose_results_cannot_be_fetched_is_failed_without_them_at_once(harness, error):
+def test_a_failed_tes_task_whose_results_cannot_be_fetched_stays_failed_without_them(harness, error):
     harness.start(max_fetch_failures=3)
     job_id = as_tes_task(harness.on_executor(A))
     harness.link.results = [error]
@@ -413,17 +414,67 @@ def test_a_failed_tes_task_whose_results_cannot_be_fetched_is_failed_without_the
     assert not any(kind(timer[2]) == "refetch" for timer in KEPT_TIMERS)
 
 
-def test_a_failed_tes_task_still_being_zipped_is_failed_without_results_if_its_executor_is_gone_at_the_refetch(harness):
-    harness.start()
+def failed_while_zipping(harness, busy: int = 1, max_fetch_failures: int = 5) -> int:
+    """A TES task that failed (exit 3) and whose executor answered its first `busy` fetches "still zipping"."""
+    harness.start(max_fetch_failures=max_fetch_failures)
     job_id = as_tes_task(harness.on_executor(A))
-    harness.link.results = ["busy"]
-
+    harness.link.results = ["busy"] * busy
     harness.report(job_id, "finished", exit_code=3)
     harness.settle()
-    assert row(job_id)["status"] == "Submitted"  # waits for its zip, as a success does
+    return job_id
+
+
+def test_a_failed_tes_task_still_being_zipped_is_failed_at_once_and_gets_its_results_later(harness):
+    job_id = failed_while_zipping(harness)
+    # Its outcome is written and its slot free while its zip is made: a later loss cannot run it again.
+    assert (row(job_id)["status"], harness.ended()) == ("Failed", [(job_id, A)])
+    assert jobs.download_info(job_id) == (JobState.FAILED, None)
+    harness.report(job_id, "lost")
     harness.link.unreachable.add(A)
+    harness.fire(None)  # the sweep: a Failed job is not asked about
+
+    harness.link.unreachable.clear()
     harness.fire("refetch")
+    harness.settle()
 
     job = row(job_id)
     assert (job["status"], job["reason"], job["attempts"]) == ("Failed", "run.sh exited with code 3", 1)
+    assert jobs.download_info(job_id) == (JobState.FAILED, harness.config.result_file(job_id))
+    assert len(harness.link.fetches) == 2 and harness.link.questions == []
     assert harness.ended() == [(job_id, A)] and harness.got(harness.queue) == []
+
+
+def test_a_failed_tes_task_its_executor_keeps_zipping_stays_without_results_after_max_fetch_failures(harness):
+    job_id = failed_while_zipping(harness, busy=3, max_fetch_failures=2)
+    harness.fire("refetch")
+    harness.settle()
+
+    assert len(harness.link.fetches) == 2 and jobs.download_info(job_id) == (JobState.FAILED, None)
+    assert not any(kind(timer[2]) == "refetch" for timer in KEPT_TIMERS)
+
+
+def test_results_fetched_after_the_janitor_cleaned_the_task_are_removed(harness):
+    job_id = failed_while_zipping(harness)
+    assert jobs.mark_cleaned(job_id, clock.utcnow())
+
+    harness.fire("refetch")
+    harness.settle()
+
+    assert len(harness.link.fetches) == 2 and not os.path.exists(harness.config.result_file(job_id))
+    assert jobs.download_info(job_id) == (JobState.CLEANED, None)
+
+
+def test_a_failure_is_written_even_when_the_tes_tasks_cannot_be_looked_up(harness, monkeypatch):
+    harness.start()
+    failing, succeeding = harness.on_executor(A), harness.on_executor(A)
+
+    def broken(job_ids):
+        raise RuntimeError("no such table: tes_task")
+    monkeypatch.setattr(retriever_module.tes_tasks, "among", broken)
+    harness.report(failing, "finished", exit_code=3)
+    harness.report(succeeding, "finished", exit_code=0)
+    harness.settle()
+
+    assert (row(failing)["status"], row(succeeding)["status"]) == ("Failed", "Completed")
+    assert harness.link.fetches == [(A, f"task-{succeeding}")]
+    assert sorted(harness.ended()) == sorted([(failing, A), (succeeding, A)])

@@ -71,9 +71,9 @@ def janitor(tmp_path: Path, link: Deletes | None = None, **services: float | Non
 
 
 def completed_job(actor: JanitorActor, service: str = "example", executor: str | None = EXECUTOR,
-                  finished: datetime = FINISHED) -> int:
+                  finished: datetime = FINISHED, failed: bool = False) -> int:
     """A job of `service` completed at `finished` on `executor` (None: cancelled before it was sent),
-    with its folder and result zip on disk."""
+    with its folder and result zip on disk; `failed`: failed there instead, with no result zip."""
     config = actor.config
     folder = Path(config.jobs_path) / uuid.uuid4().hex
     folder.mkdir(parents=True)
@@ -86,6 +86,9 @@ def completed_job(actor: JanitorActor, service: str = "example", executor: str |
     attempt = jobs.begin_attempts([(job_id, executor)], finished)[job_id]
     jobs.mark_submitted([(job_id, attempt, f"task-{job_id}")], finished)
     os.makedirs(config.results_path, exist_ok=True)
+    if failed:
+        jobs.finish(job_id, attempt, JobState.FAILED, finished, exit_code=3, reason="run.sh exited with code 3")
+        return job_id
     Path(config.result_file(job_id)).write_bytes(b"PK\x05\x06" + bytes(18))
     jobs.finish(job_id, attempt, JobState.COMPLETED, finished, exit_code=0, result_path=config.result_file(job_id))
     return job_id
@@ -166,6 +169,23 @@ def test_a_sweep_cleans_at_most_a_batch_oldest_first_and_says_how_many(clean_dat
     assert actor.sweep(FINISHED + timedelta(hours=3)) == 2
     assert [jobs.get_ref(job_id).state for job_id in ids] == [JobState.COMPLETED, JobState.CLEANED, JobState.CLEANED]
     assert actor.sweep(FINISHED + timedelta(hours=3)) == 1
+
+
+def test_results_attached_after_a_failure_are_cleaned_with_the_job_and_none_attach_once_it_is_cleaned(
+        clean_database, tmp_path):
+    """A failed TES task is written Failed at once and its results attached once fetched (the retriever)."""
+    actor = janitor(tmp_path, example=None)
+    attached, fetched_late = completed_job(actor, failed=True), completed_job(actor, failed=True)
+    zipped = Path(actor.config.result_file(attached))
+    zipped.write_bytes(b"PK\x05\x06" + bytes(18))
+    assert jobs.attach_result(attached, 1, str(zipped))
+    assert jobs.download_info(attached) == (JobState.FAILED, str(zipped))
+
+    assert actor.sweep(FINISHED + timedelta(hours=3)) == 2
+
+    assert data_left(actor, attached) == (False, False) and jobs.download_info(attached) == (JobState.CLEANED, None)
+    assert not jobs.attach_result(fetched_late, 1, actor.config.result_file(fetched_late))
+    assert jobs.download_info(fetched_late) == (JobState.CLEANED, None)
 
 
 # --- the executor's own retention ----------------------------------------------------------------

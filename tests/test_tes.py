@@ -58,7 +58,8 @@ def test_a_failing_command_ends_the_task_executor_error_and_later_executors_do_n
         alpine("sh", "-c", "echo working; echo 'no such input' >&2; exit 3"), alpine("true")]))
 
     assert client.wait(task_id, timeout=30).state == "EXECUTOR_ERROR"
-    full = client.get_task(task_id, "FULL")
+    # Its logs are in its results, fetched just after its outcome is written.
+    full = wait_until(lambda: (task := client.get_task(task_id, "FULL")).logs[0].logs and task, 10, 0.05, "its logs")
     [log] = full.logs[0].logs  # the second executor never ran
     assert (log.exit_code, log.stdout, log.stderr) == (3, "working\n", "no such input\n")
     assert full.logs[0].system_logs[0] == "run.sh exited with code 3"

@@ -328,3 +328,174 @@ def test_a_malformed_outputs_list_leaves_the_executors_logs(server):
     log = server.client.simulate_get(f"{TASKS}/{task_id}").json
     full = server.client.simulate_get(f"{TASKS}/{task_id}", params={"view": "FULL"}).json["logs"][0]
     assert log["state"] == "COMPLETE" and full["outputs"] == [] and [e["exit_code"] for e in full["logs"]] == [0]
+
+
+# --- what a task may hold: every string UTF-8, the stored lengths, the spec's types, paths one folder holds --
+
+LONE = "\ud800"  # JSON may escape a lone surrogate; UTF-8 cannot encode it
+EXECUTOR = GOOD["executors"][0]
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"name": "n" * 1025}, "name has 1025 characters; at most 1024"),
+    ({"name": LONE}, "name holds a lone surrogate"),
+    ({"description": f"a{LONE}"}, "description holds a lone surrogate"),
+    ({"inputs": [{"path": "/data/in.txt", "content": LONE}]}, "inputs[0].content holds a lone surrogate"),
+    ({"executors": [{**EXECUTOR, "command": ["echo", LONE]}]}, "executors[0].command[1] holds a lone surrogate"),
+    ({"executors": [{**EXECUTOR, "env": {"A": LONE}}]}, "executors[0].env.A holds a lone surrogate"),
+    ({"tags": {LONE: "v"}}, "tags key '\\ud800' holds a lone surrogate"),
+    ({"outputs": [{"path": "/data/out.txt", "url": f"https://h/{LONE}"}]}, "outputs[0].url holds a lone surrogate"),
+    ({"resources": {"zones": [LONE]}}, "resources.zones[0] holds a lone surrogate"),
+    ({"resources": {"zones": 5}}, "resources.zones must be a list of strings"),
+    ({"resources": {"ram_gb": "4"}}, "resources.ram_gb must be a number"),
+    ({"resources": {"disk_gb": -1}}, "resources.disk_gb must be a number"),
+    ({"resources": {"preemptible": "yes"}}, "resources.preemptible must be true or false"),
+    ({"resources": {"backend_parameters_strict": "true"}}, "resources.backend_parameters_strict must be true or false"),
+    ({"resources": {"backend_parameters": {"priority": 2}}}, "resources.backend_parameters must be an object whose"),
+    ({"resources": []}, "resources must be an object"),
+    ({"inputs": [{"path": "/data/in.txt", "content": "x", "url": 5}]}, "inputs[0].url must be a string"),
+    ({"inputs": [{"path": "/data/in.txt", "content": "x", "name": 1}]}, "inputs[0].name must be a string"),
+    ({"inputs": [{"path": "/data/in.txt", "content": "x", "streamable": "no"}]}, "inputs[0].streamable must be true"),
+    ({"outputs": [{"path": "/data/o", "url": "https://h/o", "description": []}]}, "outputs[0].description must be"),
+    ({"outputs": [{"path": "/data/o", "url": "https://h/o", "path_prefix": 1}]}, "outputs[0].path_prefix must be"),
+    ({"inputs": [{"path": "/data/a", "content": "x"}, {"path": "/data/a/b", "content": "y"}]},
+     "inputs[1].path '/data/a/b' is inside inputs[0]'s path '/data/a', which is a file"),
+    ({"inputs": [{"path": "/data/a", "content": "x"}, {"path": "/data//a", "url": "https://h/a"}]},
+     "inputs[1].path '/data//a' is also inputs[0]'s path"),
+    ({"outputs": [{"path": "/data/in.txt/x", "url": "https://h/o"}]},
+     "outputs[0].path '/data/in.txt/x' is inside inputs[0]'s path '/data/in.txt', which is a file"),
+    ({"inputs": [{"path": f"/data/{i}", "content": "x"} for i in range(4)]},
+     "the task has 4 inputs; at most 3 are accepted (max_files)"),
+])
+def test_a_task_holding_what_cannot_be_stored_or_given_back_gets_400_and_nothing_is_stored(server, change, words):
+    answer = post_json(server, json.dumps({**GOOD, **change}))  # "\\ud800" escaped, as a client may send it
+
+    assert answer.status_code == 400 and words in answer.json["description"], answer.json
+    assert server.leftovers() == [] and server.gateway.posted == []
+    with db_session:
+        assert select(j for j in Job).count() == 0 and select(t for t in TesTask).count() == 0
+
+
+def post_json(server, body: str):
+    return server.client.simulate_post(TASKS, body=body, headers={"Content-Type": "application/json"})
+
+
+def test_an_infinite_ram_gb_gets_400(server):
+    answer = post_json(server, json.dumps({**GOOD, "resources": {"ram_gb": 1}}).replace('"ram_gb": 1', '"ram_gb": 1e400'))
+    assert answer.status_code == 400 and "resources.ram_gb must be a number" in answer.json["description"]
+
+
+def test_contents_above_max_upload_mb_get_413_saying_what_is_accepted(server):
+    half = "x" * (1 << 19)
+    task = {**GOOD, "inputs": [{"path": "/data/a", "content": half}, {"path": "/data/b", "content": half + "é"}]}
+    answer = server.client.simulate_post(TASKS, json=task)
+
+    assert answer.status_code == 413, answer.json
+    assert answer.json["description"] == (f"the inputs' contents are {(1 << 20) + 2} bytes in all; at most {1 << 20} "
+                                          f"bytes are accepted (max_upload_mb); give larger inputs as http(s) urls.")
+    assert server.leftovers() == [] and server.gateway.posted == []
+    assert server.client.simulate_post(TASKS, json={**task, "inputs": task["inputs"][:1]}).status_code == 200
+
+
+def test_odd_but_valid_fields_are_kept_unknown_keys_dropped_and_py_tes_reads_every_view(server):
+    from tes import models
+    from tes.utils import unmarshal
+
+    task = {**GOOD, "unknown": 1, "description": "é ✓",
+            "inputs": [{**GOOD["inputs"][0], "name": "in", "description": "d", "streamable": False, "extra": 1}],
+            "outputs": [{**GOOD["outputs"][0], "name": "out", "description": "d", "extra": 1},
+                        {"path": "/data/*.log", "url": "https://h/logs/", "path_prefix": "/data/"}],
+            "executors": [{**EXECUTOR, "extra": 1, "ignore_error": True}],
+            "resources": {"cpu_cores": 1, "ram_gb": 0.5, "disk_gb": 2, "preemptible": True, "zones": ["eu-1"],
+                          "backend_parameters": {"priority": "1"}, "backend_parameters_strict": False, "gpus": 4},
+            "volumes": ["/scratch/v"]}
+    task_id = server.client.simulate_post(TASKS, json=task).json["id"]
+
+    full = server.client.simulate_get(f"{TASKS}/{task_id}", params={"view": "FULL"})
+    listed = server.client.simulate_get(TASKS, params={"view": "BASIC"})
+
+    assert "gpus" not in full.json["resources"] and full.json["resources"]["zones"] == ["eu-1"]
+    assert "extra" not in full.json["inputs"][0] and full.json["inputs"][0]["streamable"] is False
+    assert "extra" not in full.json["executors"][0] and "unknown" not in full.json
+    assert unmarshal(full.json, models.Task).resources.ram_gb == 0.5
+    assert unmarshal(listed.json, models.ListTasksResponse).tasks[0].outputs[0].name == "out"
+    check_schema(full, "/tasks/{id}")
+    check_schema(listed, "/tasks")
+
+
+# --- the job writes tes/: its logs are read within size caps and entry by entry --------------------------
+
+TSV_LINE = "0\t2026-11-30T10:00:00.000001Z\t2026-11-30T10:00:01.000001Z\t{}\n"
+GOOD_OUTPUT = {"path": "/data/out.txt", "file": "root/data/out.txt", "size_bytes": 2, "url": None}
+
+
+def views_of(server, task_id: str) -> list:
+    """FULL, BASIC and the list's BASIC view of the task, each answered 200 and of the spec's schema."""
+    answers = [server.client.simulate_get(f"{TASKS}/{task_id}", params={"view": view}) for view in ("FULL", "BASIC")]
+    listed = server.client.simulate_get(TASKS, params={"view": "BASIC"})
+    assert [a.status_code for a in (*answers, listed)] == [200, 200, 200]
+    for answer in answers:
+        check_schema(answer, "/tasks/{id}")
+    check_schema(listed, "/tasks")
+    return [answers[0].json["logs"][0], answers[1].json["logs"][0], listed.json["tasks"][0]["logs"][0]]
+
+
+def test_entries_of_outputs_json_not_of_its_shape_are_dropped_and_never_give_a_5xx(server):
+    task_id = server.client.simulate_post(TASKS, json=GOOD).json["id"]
+    bad = [{**GOOD_OUTPUT, "size_bytes": 1e400}, {**GOOD_OUTPUT, "size_bytes": True}, {**GOOD_OUTPUT, "size_bytes": -1},
+           [GOOD_OUTPUT], [[1, [2]]], {**GOOD_OUTPUT, "path": 7}, {**GOOD_OUTPUT, "file": "root/../../etc/passwd"},
+           {**GOOD_OUTPUT, "file": "/etc/passwd"}, {**GOOD_OUTPUT, "path": f"/data/{LONE}"},
+           {**GOOD_OUTPUT, "note": {"a": 1}}, "x", None, {}]
+    text = json.dumps([*bad, GOOD_OUTPUT]).replace("1e+400", "1e400").replace("Infinity", "1e400")
+    finished_with_results(server, task_id, jobs.JobState.COMPLETED, {"tes/outputs.json": text}, exit_code=0)
+
+    for log in views_of(server, task_id):
+        assert [(o["path"], o["size_bytes"]) for o in log["outputs"]] == [("/data/out.txt", "2")]
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000, '{"path": 1}', "not json", "\x00\xff"])
+def test_an_outputs_json_that_is_not_a_list_leaves_no_outputs(server, text):
+    task_id = server.client.simulate_post(TASKS, json=GOOD).json["id"]
+    finished_with_results(server, task_id, jobs.JobState.COMPLETED, {"tes/outputs.json": text}, exit_code=0)
+    assert [log["outputs"] for log in views_of(server, task_id)] == [[], [], []]
+
+
+def test_lines_of_executors_tsv_not_of_its_shape_are_dropped(server):
+    task_id = server.client.simulate_post(TASKS, json=GOOD).json["id"]
+    lines = [TSV_LINE.format(0), TSV_LINE.format("x"), TSV_LINE.format(99999999999), "1" + TSV_LINE.format(0)[1:],
+             "0\tyesterday\ttoday\t0\n", "0\t1\n", "\n", TSV_LINE.format(0).replace("\t", "\t\t", 1)]
+    finished_with_results(server, task_id, jobs.JobState.COMPLETED, {script.EXECUTORS_LOG: "".join(lines)},
+                          exit_code=0)
+    assert [len(log["logs"]) for log in views_of(server, task_id)] == [1, 1, 1]
+
+
+def test_logs_above_their_size_caps_are_not_read(server):
+    task_id = server.client.simulate_post(TASKS, json=GOOD).json["id"]
+    big = TSV_LINE.format(0) * ((views.MAX_LOG_BYTES // len(TSV_LINE.format(0))) + 1)
+    outputs = json.dumps([GOOD_OUTPUT] * (views.MAX_LOG_BYTES // len(json.dumps(GOOD_OUTPUT)) + 1))
+    finished_with_results(server, task_id, jobs.JobState.COMPLETED,
+                          {script.EXECUTORS_LOG: big, "tes/outputs.json": outputs}, exit_code=0)
+    assert [(log["logs"], log["outputs"]) for log in views_of(server, task_id)] == [([], [])] * 3
+
+
+def test_the_tails_come_from_tails_json_else_from_a_small_stream_file_else_are_empty(server):
+    task = {**GOOD, "executors": [{"image": "alpine", "command": ["true"]}] * 3}
+    task_id = server.client.simulate_post(TASKS, json=task).json["id"]
+    large = "y" * (views.MAX_STREAM_BYTES + 1)
+    tails = [{"stdout": "z" * 5000, "stderr": "listed"}, {"stdout": 5, "stderr": LONE}, "not an entry"]
+    finished_with_results(server, task_id, jobs.JobState.COMPLETED, {
+        script.EXECUTORS_LOG: "".join(TSV_LINE.format(0).replace("0", str(i), 1) for i in range(3)),
+        "tes/tails.json": json.dumps(tails), "tes/0.stderr": "not read",
+        "tes/1.stdout": "small\n", "tes/1.stderr": large, "tes/2.stdout": large, "tes/2.stderr": "e"}, exit_code=0)
+
+    full = views_of(server, task_id)[0]["logs"]
+    assert [(e["stdout"], e["stderr"]) for e in full] == [("z" * views.TAIL_CHARS, "listed"), ("small\n", ""), ("", "e")]
+
+
+def test_a_tails_json_above_its_cap_is_ignored_for_the_small_stream_files(server):
+    task_id = server.client.simulate_post(TASKS, json=GOOD).json["id"]
+    tails = json.dumps([{"stdout": "t" * views.MAX_LOG_BYTES, "stderr": "t"}])
+    finished_with_results(server, task_id, jobs.JobState.COMPLETED, {
+        script.EXECUTORS_LOG: TSV_LINE.format(0), "tes/tails.json": tails, "tes/0.stderr": "own\n"}, exit_code=0)
+    full = views_of(server, task_id)[0]["logs"]
+    assert [(e["stdout"], e["stderr"]) for e in full] == [("", "own\n")]  # GOOD's stdout is /data/out.txt: absent

@@ -11,11 +11,14 @@ the job fails).
 A report carries the attempt token; one from an earlier attempt never changes the job. A failure
 is written at once; a success's results are fetched on a pool thread, so the actor goes on with
 other reports meanwhile, and each job completes as soon as its own results are there, however
-slow another's are. A failed TES task's results are fetched the same way, then it is written
-Failed with them; when they cannot be had (an error, its executor gone) it is written Failed
-without them: its outcome never waits on its logs, nor is lost for them. Results are fetched into
-a temporary file and renamed, so a 200 never serves a partial zip. A fetch that did not get the results is tried again after fetch_retry_seconds;
-after max_fetch_failures errors from the executor the job fails (`counted` says which count).
+slow another's are. Results are fetched into a temporary file and renamed, so a 200 never serves a
+partial zip. A fetch that did not get the results is tried again after fetch_retry_seconds; after
+max_fetch_failures errors from the executor the job fails (`counted` says which count).
+
+A failed GA4GH TES task is written Failed at once too (its slot frees, its outcome is never lost
+nor run again); its results, which its logs are read from, are then fetched the same way and
+attached to it (storage.jobs.attach_result). Best effort: an error, or max_fetch_failures answers
+"still zipping", or a restart of this actor, leaves it without them.
 """
 from __future__ import annotations
 
@@ -65,9 +68,9 @@ class RetrieverActor(ServerActor):
         self.collect_number, self.collect_due, self.collect_delay = 0, None, COLLECT_FIRST
         #: Jobs whose results are fetched again at a ("refetch", job id) timer.
         self.refetching: set[int] = set()
-        #: The failed TES tasks among those, by job id: written Failed without results if their
-        #: executor does not answer then.
-        self.failed_waiting: dict[int, tuple] = {}
+        #: The failed TES tasks among those, by job id: their reported outcome (written already) and
+        #: how many times their executor answered "still zipping".
+        self.zipping: dict[int, tuple[tuple, int]] = {}
         os.makedirs(self.config.results_path, exist_ok=True)
         self.wakeupAfter(0.1)
 
@@ -109,28 +112,42 @@ class RetrieverActor(ServerActor):
         self.flush_soon()
 
     def write_outcomes(self) -> None:
-        """Write the queued failures at once (but a TES task's, whose results are fetched first);
-        start fetching the results of the queued successes."""
+        """Write the queued failures at once, then start fetching the results of the failed TES tasks
+        among them; start fetching the results of the queued successes."""
         batch, self.finishing = [with_reason(entry) for entry in self.finishing.values()], {}
-        tes = tes_tasks.among(entry[0].id for entry in batch if failed(entry))
-        outcomes, started = [], set()
-        for entry in batch:
-            job = entry[0]
-            if failed(entry) and job.id not in tes:
-                outcomes.append(failure(entry))
-            elif job.id not in self.fetching:
-                self.fetching[job.id] = entry
-                self.calls.start(self.fetch, entry, self.fetched.put)
-                started.add(job.id)
-        self.write(outcomes)
+        failures = [entry for entry in batch if failed(entry)]
+        ended = self.write([failure(entry) for entry in failures])
+        started = {entry[0].id for entry in batch if not failed(entry) and self.start_fetch(entry)}
+        started |= {entry[0].id for entry in self.failed_tes_tasks(failures, ended) if self.start_fetch(entry)}
         if started:
             self.collect(wait_for=started)
 
-    def write(self, outcomes: list) -> None:
-        """Write outcomes in one transaction and free the slots of the jobs they ended."""
+    def failed_tes_tasks(self, failures: list[tuple], ended: set[int]) -> list[tuple]:
+        """The failed TES tasks among `failures` that were written Failed now (`ended`): their results
+        are fetched after. None when that cannot be looked up (their logs are optional)."""
+        try:
+            tes = tes_tasks.among(entry[0].id for entry in failures if entry[0].id in ended)
+        except Exception:  # noqa: BLE001 — the outcomes are written; the other fetches must still start
+            self.log.exception("could not tell the failed TES tasks among jobs %s", sorted(ended))
+            return []
+        return [entry for entry in failures if entry[0].id in tes]
+
+    def start_fetch(self, entry: tuple) -> bool:
+        """Fetch the results of a reported outcome on a pool thread, unless they are being fetched."""
+        job = entry[0]
+        if job.id in self.fetching:
+            return False
+        self.fetching[job.id] = entry
+        self.calls.start(self.fetch, entry, self.fetched.put)
+        return True
+
+    def write(self, outcomes: list) -> set[int]:
+        """Write outcomes in one transaction and free the slots of the jobs they ended; returns the
+        ids of the jobs they ended (a stale one ends none)."""
         ended = list(filter(None, jobs.finish_many(outcomes, clock.utcnow()))) if outcomes else []
         job_events.ended(self.log, *(job for job, _ in ended))
         self.job_ended(*(job for job, held_slot in ended if held_slot))
+        return {job.id for job, _ in ended}
 
     def fetch(self, entry) -> bool:
         """Runs on a pool thread: the task's zip into the job's result file; False while the
@@ -180,26 +197,42 @@ class RetrieverActor(ServerActor):
                     break
                 job, stderr_tail = entry[0], entry[3]
                 self.fetching.pop(job.id, None)
-                self.failed_waiting.pop(job.id, None)
-                if stored:
+                if failed(entry):
+                    self.attach(entry, stored, error)
+                elif stored:
                     result = self.config.result_file(job.id)
-                    event(self.log, "retrieved", job=job.id, service=job.service, executor=job.executor,
-                          bytes=os.path.getsize(result))
-                    outcomes.append(failure(entry, result) if failed(entry) else
-                                    (job.id, job.attempts, JobState.COMPLETED,
+                    self.retrieved(job, result)
+                    outcomes.append((job.id, job.attempts, JobState.COMPLETED,
                                      {"exit_code": 0, "stderr_tail": stderr_tail, "result_path": result}))
-                elif failed(entry) and error is not None:
-                    outcomes.append(failure(entry))  # its outcome is known: written without results
                 elif self.counted(error) and self.fetch_failed(job, error):
                     continue
                 else:
-                    if failed(entry):
-                        self.failed_waiting[job.id] = entry
                     self.refetch_later(job.id)
             self.write(outcomes)
         finally:
             if self.fetching:
                 self.arm_collect(COLLECT_FIRST if wait_for else min(self.collect_delay * 2, COLLECT_MAX))
+
+    def retrieved(self, job: jobs.JobRef, result: str) -> None:
+        event(self.log, "retrieved", job=job.id, service=job.service, executor=job.executor,
+              bytes=os.path.getsize(result))
+
+    def attach(self, entry: tuple, stored: bool, error: Exception | None) -> None:
+        """The fetch of a failed TES task's results ended: attach them (a result of a job cleaned
+        meanwhile is removed), or fetch again later while its executor is still zipping them."""
+        job = entry[0]
+        _, busy = self.zipping.pop(job.id, (entry, 0))
+        result = self.config.result_file(job.id)
+        if stored and jobs.attach_result(job.id, job.attempts, result):
+            self.retrieved(job, result)
+        elif stored:
+            jobs.remove_file(result)
+        elif error is None and busy + 1 < self.config.max_fetch_failures:
+            self.zipping[job.id] = (entry, busy + 1)
+            self.refetch_later(job.id)
+        else:
+            self.log.warning("failed job %d stays without its results: %s", job.id,
+                             error or f"still being zipped after {busy + 1} tries")
 
     @staticmethod
     def counted(error: Exception | None) -> bool:
@@ -229,18 +262,20 @@ class RetrieverActor(ServerActor):
             self.wakeupAfter(self.config.fetch_retry_seconds, payload=("refetch", job_id))
 
     def refetch(self, job_id: int) -> None:
-        """Ask the executor about the job again (finished: its results are fetched anew)."""
+        """Ask the executor about the job again (finished: its results are fetched anew); a failed
+        TES task's results are simply fetched again."""
         self.refetching.discard(job_id)
+        if job_id in self.zipping:
+            if self.start_fetch(self.zipping[job_id][0]):
+                self.collect(wait_for={job_id})
+            return
         job = jobs.get_ref(job_id)
         if job is None or job.state not in ACTIVE or not job.executor or self.busy(job_id):
             return
-        waiting = self.failed_waiting.pop(job_id, None)
         try:
             self.ask_about(job)
         except ExecutorUnreachable:
-            if waiting is not None:
-                self.write([failure(waiting)])  # a failed TES task's outcome does not wait for its results
-            # else the sweep asks again; the executor-lost path ends it if the executor stays away
+            pass  # the sweep asks again; the executor-lost path ends it if the executor stays away
 
     def busy(self, job_id: int) -> bool:
         """The job's outcome is being written, its results fetched, or fetched again soon."""
@@ -321,9 +356,7 @@ def with_reason(entry: tuple) -> tuple:
     return job, remote_id, exit_code, stderr_tail, reason
 
 
-def failure(entry: tuple, result_path: str | None = None) -> tuple:
-    """The Failed outcome of a reported failure (its reason given: `with_reason`), with its results
-    if they were fetched."""
+def failure(entry: tuple) -> tuple:
+    """The Failed outcome of a reported failure (its reason given: `with_reason`)."""
     job, _, exit_code, stderr_tail, reason = entry
-    return (job.id, job.attempts, JobState.FAILED,
-            {"exit_code": exit_code, "reason": reason, "stderr_tail": stderr_tail, "result_path": result_path})
+    return job.id, job.attempts, JobState.FAILED, {"exit_code": exit_code, "reason": reason, "stderr_tail": stderr_tail}

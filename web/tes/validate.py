@@ -2,11 +2,15 @@
 400 that names what is wrong, before anything is stored.
 
 Runs in the server's main process (web threads). Returns the task as it is stored (only the spec's
-fields; the readOnly ones and unknown keys are dropped, as clients differ in what they send) and
-what the job needs of it: its service, its user and its labels.
+fields, each of the spec's type: the readOnly ones and unknown keys are dropped at every level, as
+clients differ in what they send, and what is stored is given back to strict clients such as py-tes)
+and what the job needs of it: its service, its user and its labels. Every string must be encodable
+as UTF-8 (JSON lets a client send a lone surrogate, which no column and no answer can hold).
 """
 from __future__ import annotations
 
+import math
+import posixpath
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -21,12 +25,27 @@ from web import scheduling_fields
 from web.common import MAX_ID, positive_int
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: The characters that make an output path a pattern (actors/node/tes_stage.py matches it).
+WILDCARD = re.compile(r"[*?\[]")
 #: resources.backend_parameters keys the orchestrator honours (as the portal API's fields).
 BACKEND_PARAMETERS = ("max_runtime", "priority", "group")
 #: The user a task without a `user_id` tag counts for: the portal itself. Uploads need user ids
 #: from 1, so 0 names no portal user.
 PORTAL_USER = 0
 TASK_KEYS = ("name", "description", "inputs", "outputs", "resources", "executors", "volumes", "tags")
+#: storage/models.py TesTask.name's length.
+MAX_NAME = 1024
+#: The spec's tesResources, each with the check of its type.
+RESOURCES = {
+    "cpu_cores": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "ram_gb": lambda v: _number(v), "disk_gb": lambda v: _number(v),  # defined below
+    "preemptible": lambda v: isinstance(v, bool),
+    "zones": lambda v: isinstance(v, list) and all(isinstance(z, str) for z in v),
+    "backend_parameters": lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in (*v, *v.values())),
+    "backend_parameters_strict": lambda v: isinstance(v, bool)}
+RESOURCE_TYPES = {"cpu_cores": "a positive integer", "ram_gb": "a number", "disk_gb": "a number", "preemptible": "true or false",
+                  "zones": "a list of strings", "backend_parameters": "an object whose values are strings",
+                  "backend_parameters_strict": "true or false"}
 
 
 @dataclass(frozen=True)
@@ -44,12 +63,16 @@ def bad(description: str) -> falcon.HTTPBadRequest:
 
 
 def task(body, config: ServerConfig) -> Accepted:
-    """The checked task, or a 400 naming the first thing wrong."""
+    """The checked task, or a 400 naming the first thing wrong (413: content inputs above
+    max_upload_mb)."""
     if not isinstance(body, dict):
         raise bad("send the task as a JSON object (tesTask).")
     doc = {key: body[key] for key in TASK_KEYS if body.get(key) is not None}
+    encodable(doc, "task")
     for key in ("name", "description"):
         _string(doc, key, key)
+    if len(doc.get("name", "")) > MAX_NAME:
+        raise bad(f"name has {len(doc['name'])} characters; at most {MAX_NAME} are accepted.")
     executors = doc.get("executors")
     if not isinstance(executors, list) or not executors:
         raise bad("executors must be a non-empty list of executors (image, command).")
@@ -58,7 +81,11 @@ def task(body, config: ServerConfig) -> Accepted:
     doc["outputs"] = [_output(x, f"outputs[{i}]") for i, x in enumerate(_list(doc, "outputs"))]
     for i, volume in enumerate(_list(doc, "volumes")):
         absolute_path(volume, f"volumes[{i}]")
+    _conflicts(doc["inputs"], doc["outputs"])
+    _input_limits(doc["inputs"], config)
     tags = _string_map(doc.get("tags", {}), "tags")
+    if "resources" in doc:
+        doc["resources"] = _resources(doc["resources"])
     service = _service(doc["executors"], config)
     settings = config.service(service)
     labels = _labels(doc.get("resources"), settings.max_runtime)
@@ -117,8 +144,10 @@ def _input(value, where: str) -> dict:
            if value.get(key) is not None}
     out["path"] = absolute_path(value.get("path"), f"{where}.path")
     out["type"] = _file_type(out, where)
-    if not isinstance(out.get("content", out.get("url", "")), str):
-        raise bad(f"{where}.content and url must be strings.")
+    for key in ("name", "description", "url", "content"):
+        _string(out, key, f"{where}.{key}")
+    if not isinstance(out.get("streamable", False), bool):
+        raise bad(f"{where}.streamable must be true or false.")
     if "content" in out and out["type"] != "FILE":
         raise bad(f"{where}: a DIRECTORY input cannot have content; give a FILE, or a url.")
     if "content" not in out and "url" not in out:
@@ -167,7 +196,76 @@ def _output(value, where: str) -> dict:
     out = {key: value[key] for key in ("name", "description", "url", "path_prefix", "type") if value.get(key) is not None}
     out["path"] = absolute_path(value.get("path"), f"{where}.path")
     out["type"] = _file_type(out, where)
+    for key in ("name", "description", "path_prefix"):
+        _string(out, key, f"{where}.{key}")
     return out
+
+
+def encodable(value, where: str) -> None:
+    """400 naming the first string in `value` (keys too) that UTF-8 cannot encode (a lone surrogate
+    such as "\\ud800", which JSON's escapes allow): no column stores it and no answer can send it."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise bad(f"{where} holds a lone surrogate (not a Unicode character); send text as UTF-8.") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            encodable(key, f"{where} key {key!r}")
+            encodable(item, f"{where}.{key}" if where != "task" else key)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            encodable(item, f"{where}[{index}]")
+
+
+def _conflicts(inputs: list[dict], outputs: list[dict]) -> None:
+    """400 for paths no folder can hold together: the same input path twice, or a file (a FILE input, or
+    a FILE output without wildcards) that is also a folder of another input's or output's path."""
+    seen: dict[str, str] = {}
+    for i, item in enumerate(inputs):
+        path = posixpath.normpath(item["path"])
+        if path in seen:
+            raise bad(f"inputs[{i}].path {item['path'][:80]!r} is also {seen[path]}'s path; give each input its own path.")
+        seen[path] = f"inputs[{i}]"
+    named = [(f"inputs[{i}]", item) for i, item in enumerate(inputs)] + \
+            [(f"outputs[{i}]", item) for i, item in enumerate(outputs)]
+    files = {posixpath.normpath(item["path"]): where for where, item in named
+             if item["type"] == "FILE" and not WILDCARD.search(item["path"])}
+    for where, item in named:
+        folder = posixpath.dirname(posixpath.normpath(item["path"]))
+        while folder != "/":
+            if folder in files:
+                raise bad(f"{where}.path {item['path'][:80]!r} is inside {files[folder]}'s path {folder[:80]!r}, "
+                          f"which is a file; a path cannot be a file and a folder.")
+            folder = posixpath.dirname(folder)
+
+
+def _input_limits(inputs: list[dict], config: ServerConfig) -> None:
+    """As for an upload: at most max_files inputs (400), their contents at most max_upload_mb in all (413)."""
+    if len(inputs) > config.max_files:
+        raise bad(f"the task has {len(inputs)} inputs; at most {config.max_files} are accepted (max_files).")
+    size, limit = sum(len(item.get("content", "").encode("utf-8")) for item in inputs), config.max_upload_mb << 20
+    if size > limit:
+        raise falcon.HTTPContentTooLarge(
+            title="Inputs too large",
+            description=f"the inputs' contents are {size} bytes in all; at most {limit} bytes are accepted "
+                        f"(max_upload_mb); give larger inputs as http(s) urls.")
+
+
+def _resources(value) -> dict:
+    """The spec's resources only (unknown keys dropped), each of its type."""
+    if not isinstance(value, dict):
+        raise bad("resources must be an object.")
+    kept = {key: value[key] for key in RESOURCES if value.get(key) is not None}
+    for key, item in kept.items():
+        if not RESOURCES[key](item):
+            raise bad(f"resources.{key} must be {RESOURCE_TYPES[key]}.")
+    return kept
+
+
+def _number(value) -> bool:
+    """A JSON number the answers can give back: finite (1e400 parses as infinity), not a boolean."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
 
 
 def _file_type(value: dict, where: str) -> str:

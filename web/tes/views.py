@@ -4,11 +4,14 @@ and the mapping of the job's state to the TES state.
 Runs in the server's main process (web threads). Only the spec's fields are written (strict clients
 such as py-tes refuse any other key); an absent value is left out, never null. The executors' logs
 and the outputs come from the result zip, fetched for completed and failed tasks alike (web/tes/script.py
-writes the logs into the job's folder; the executor node lists the outputs it collected).
+writes the logs into the job's folder; the executor node lists the outputs it collected and the
+tails of the executors' output). The job can write those files too: they are read within size caps
+and entry by entry (`_results`).
 """
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 from dataclasses import dataclass, field
 from urllib.parse import quote
@@ -28,6 +31,17 @@ BY_JOB_STATE = {JobState.QUEUED: "QUEUED", JobState.DISPATCHING: "INITIALIZING",
 TAIL_CHARS = 4000
 #: The outputs the executor node collected after the task's executors (actors/node/), in the zip.
 OUTPUTS_LOG = f"{script.LOG_DIR}/outputs.json"
+#: The tails of each executor's stdout and stderr, which the node writes after run.sh (actors/node/):
+#: [{"stdout": ..., "stderr": ...}, ...] by executor.
+TAILS_LOG = f"{script.LOG_DIR}/tails.json"
+#: The most of executors.tsv, outputs.json and tails.json read; a larger one is ignored.
+MAX_LOG_BYTES = 1 << 20
+#: The largest stream file (tes/N.stdout, or the task's own stdout path) read for its tail when
+#: tails.json does not give it: reading a larger one would cost a request its whole size.
+MAX_STREAM_BYTES = 64 << 10
+#: What run.sh writes in executors.tsv: its times (date -u +%Y-%m-%dT%H:%M:%S.%6NZ) and an exit code.
+TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?Z")
+EXIT_CODE = re.compile(r"-?[0-9]{1,9}")
 
 
 def tes_state(job_state: str, outcome: str | None, exit_code: int | None, reason: str | None) -> str:
@@ -87,42 +101,103 @@ class Results:
 
 def _results(task: Stored, full: bool) -> Results:
     """The task's results from its zip (fetched for completed and failed tasks alike); none while it
-    has no zip, and none from a zip that is gone or unreadable: its state and times still answer."""
+    has no zip, and none from a zip that is gone or unreadable: its state and times still answer.
+
+    NOTE: the job can write every file read here (its folder is writable, tes/ included), so each is
+    read only below its size cap and parsed entry by entry, a bad entry dropped; whatever reading
+    the zip raises (a bad archive, an encrypted or oddly compressed member) leaves the logs empty:
+    a job's files never make the task's views, or its portal's list, fail."""
     if not task.result_path:
         return Results()
     try:
         with zipfile.ZipFile(task.result_path) as archive:
-            names = set(archive.namelist())
-            return Results(_executor_logs(task, archive, names, full), _outputs(archive, names))
-    except (OSError, zipfile.BadZipFile, ValueError, IndexError):
+            return Results(_executor_logs(task, archive, full), _outputs(archive))
+    except Exception:  # noqa: BLE001 — see the NOTE: anything a job's files can cause
         return Results()
 
 
-def _executor_logs(task: Stored, archive: zipfile.ZipFile, names: set[str], full: bool) -> list[dict]:
-    """One entry per executor that ended, from tes/executors.tsv."""
-    if script.EXECUTORS_LOG not in names:
+def _member(archive: zipfile.ZipFile, name: str, limit: int) -> bytes | None:
+    """The member `name`, if the zip has it and it is at most `limit` bytes (its declared size: zipfile
+    reads no more than that)."""
+    try:
+        info = archive.getinfo(name)
+    except KeyError:
+        return None
+    return archive.read(info) if info.file_size <= limit else None
+
+
+def _json_list(archive: zipfile.ZipFile, name: str) -> list:
+    raw = _member(archive, name, MAX_LOG_BYTES)
+    try:
+        value = json.loads(raw) if raw is not None else []
+    except (ValueError, RecursionError):
         return []
+    return value if isinstance(value, list) else []
+
+
+def _executor_logs(task: Stored, archive: zipfile.ZipFile, full: bool) -> list[dict]:
+    """One entry per executor that ended, from tes/executors.tsv (lines that are not an executor's
+    index, two times and an exit code are dropped)."""
+    raw = _member(archive, script.EXECUTORS_LOG, MAX_LOG_BYTES)
+    if raw is None:
+        return []
+    executors = task.document["executors"]
+    tails = _json_list(archive, TAILS_LOG) if full else []
     logs = []
-    for line in archive.read(script.EXECUTORS_LOG).decode("utf-8", "replace").splitlines():
-        index, start, end, code = line.split("\t")
-        entry = {"start_time": start, "end_time": end, "exit_code": int(code)}
+    for line in raw.decode("utf-8", "replace").splitlines():
+        fields = line.split("\t")
+        if len(fields) != 4 or not fields[0].isdigit() or int(fields[0]) >= len(executors) \
+                or not all(map(TIME.fullmatch, fields[1:3])) or not EXIT_CODE.fullmatch(fields[3]):
+            continue
+        index = int(fields[0])
+        entry = {"start_time": fields[1], "end_time": fields[2], "exit_code": int(fields[3])}
         if full:
-            executor = task.document["executors"][int(index)]
-            for stream in ("stdout", "stderr"):
-                name = script.stream_file(executor, int(index), stream)
-                entry[stream] = archive.read(name).decode("utf-8", "replace")[-TAIL_CHARS:] if name in names else ""
+            entry.update(_tails(archive, executors[index], index, tails))
         logs.append(entry)
     return logs
 
 
-def _outputs(archive: zipfile.ZipFile, names: set[str]) -> list[dict]:
+def _tails(archive: zipfile.ZipFile, executor: dict, index: int, tails: list) -> dict[str, str]:
+    """Executor `index`'s stdout and stderr tails: from tes/tails.json (the node writes it after
+    run.sh), else from the stream's own file when that is small; else ""."""
+    listed = tails[index] if index < len(tails) and isinstance(tails[index], dict) else {}
+    out = {}
+    for stream in ("stdout", "stderr"):
+        text = listed.get(stream)
+        if not (isinstance(text, str) and _utf8(text)):
+            raw = _member(archive, script.stream_file(executor, index, stream), MAX_STREAM_BYTES)
+            text = raw.decode("utf-8", "replace") if raw is not None else ""
+        out[stream] = text[-TAIL_CHARS:]
+    return out
+
+
+def _outputs(archive: zipfile.ZipFile) -> list[dict]:
     """The outputs the executor node collected, as it listed them in tes/outputs.json: each with its
     task `path`, its `file` in the job folder, `size_bytes`, and a `note` when it was not uploaded.
-    None when the list is missing or not of that shape (the executors' logs still answer)."""
-    if OUTPUTS_LOG not in names:
-        return []
+    Entries not of that shape are dropped."""
+    return [output for output in map(_output, _json_list(archive, OUTPUTS_LOG)) if output is not None]
+
+
+def _output(item) -> dict | None:
+    if not isinstance(item, dict):
+        return None
+    path, file, size, note = (item.get(key) for key in ("path", "file", "size_bytes", "note"))
+    if not (isinstance(path, str) and path.startswith("/") and isinstance(file, str) and _in_folder(file)
+            and isinstance(size, int) and not isinstance(size, bool) and size >= 0
+            and (note is None or isinstance(note, str)) and all(map(_utf8, (path, file, note or "")))):
+        return None
+    return {"path": path, "file": file, "size_bytes": size, "note": note}
+
+
+def _in_folder(file: str) -> bool:
+    """A relative path in the job's folder, without '..' (a download URL of ours is made of it)."""
+    return bool(file) and not file.startswith("/") and ".." not in file.split("/")
+
+
+def _utf8(text: str) -> bool:
+    """JSON can hold a lone surrogate, which no answer can send."""
     try:
-        return [{"path": str(item["path"]), "file": str(item["file"]), "size_bytes": int(item["size_bytes"]),
-                 "note": item.get("note") and str(item["note"])} for item in json.loads(archive.read(OUTPUTS_LOG))]
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return []
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
