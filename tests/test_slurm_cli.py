@@ -89,7 +89,7 @@ def test_slurms_verdict_names_the_job_state_reason_and_exit_code():
 def test_the_sbatch_call_runs_the_wrapped_command_in_the_folder_with_the_local_backends_log_names():
     args = slurm_cli.sbatch_command("/shared/50%/t1", "orch-u-1", ["prlimit", "--core=0:0", "bash", "run.sh"],
                                     "short", ("--time=5", "--mem=1G"), ("PATH", "HOME"))
-    assert args == ["sbatch", "--parsable", "--chdir=/shared/50%/t1", "--job-name=orch-u-1",
+    assert args == ["sbatch", "--parsable", "--no-requeue", "--chdir=/shared/50%/t1", "--job-name=orch-u-1",
                     "--output=/shared/50%%/t1/stdout.log", "--error=/shared/50%%/t1/stderr.log",
                     "--partition=short", "--export=PATH,HOME", "--time=5", "--mem=1G",
                     "--wrap=exec prlimit --core=0:0 bash run.sh"]

@@ -254,7 +254,9 @@ class SlurmBackend:
             reason = limit_reason(self.config, self.guard, task_id, folder,
                                   Usage(exit_code, int(status.state.startswith("OUT_OF_MEMORY")), None,
                                         stderr_tail=tail))
-            return [Ended(task_id, TaskState.FINISHED, exit_code, tail, reason or tes_wrap.reason(task))]
+            # NOTE: the batch script execs the stage: Slurm's signal is the stage's death
+            return [Ended(task_id, TaskState.FINISHED, exit_code, tail,
+                          reason or tes_wrap.reason(task, stage_exited=not status.signal))]
         self.guard.forget(task_id)
         if phase == "cancelled":
             return [Ended(task_id, TaskState.CANCELLED, None, tail)]

@@ -212,7 +212,9 @@ def sbatch_command(folder: str, name: str, command: list[str], partition: str = 
     """
     # NOTE: Slurm expands %x, %j, ... in --output and --error; "%%" is a literal "%".
     escaped = folder.replace("%", "%%")
-    args = ["sbatch", "--parsable", f"--chdir={folder}", f"--job-name={name}",
+    # NOTE: --no-requeue: Slurm would start a job again (by default, on a node failure) in the folder
+    # its first run wrote to; the orchestrator re-sends a lost job itself, to a fresh folder.
+    args = ["sbatch", "--parsable", "--no-requeue", f"--chdir={folder}", f"--job-name={name}",
             f"--output={escaped}/stdout.log", f"--error={escaped}/stderr.log"]
     if partition:
         args.append(f"--partition={partition}")
