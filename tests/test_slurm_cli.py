@@ -103,6 +103,16 @@ def test_a_sandboxed_slurm_job_fails_saying_so_where_the_compute_node_lacks_bubb
     assert done.returncode == 126 and "/no/such/bwrap is missing" in done.stderr
 
 
+def test_a_tes_task_on_a_compute_node_without_the_executors_python_fails_with_a_reason_saying_so(tmp_path):
+    wrap = slurm_cli.sbatch_command("/d", "n", ["/no/such/python", "-I", "-c", "..."],
+                                    stage=(("/no/such/python", "/bin/sh"), "tes/reason.txt"))[-1].removeprefix("--wrap=")
+    done = subprocess.run(["sh", "-c", wrap], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 126
+    assert (tmp_path / "tes" / "reason.txt").read_text().startswith(
+        "orchestrator: TES tasks on Slurm need the executor's Python and code at the same paths on the compute nodes: "
+        "one of /no/such/python, /bin/sh is missing on ")
+
+
 def client(tmp_path, body: str, **options):
     path = tmp_path / "client.ini"
     path.write_text(f"[client]\n{body}\n")

@@ -52,6 +52,15 @@ def command(config: ClientConfig, wrapping: Wrapping, task: dict, **limits) -> l
     return [sys.executable, "-I", "-c", _BOOT.format(_CODE_ROOT), folder, digest, "--", *inner]
 
 
+def stage_needs(task: dict) -> tuple[tuple[str, ...], str] | None:
+    """For a TES task: the files its stage needs where it runs (this node's Python and the stage's
+    code: on Slurm, the compute node must have them at the same paths) and the reason file where a
+    job lacking them says so (slurm_cli.sbatch_command); None for every other job."""
+    if not task.get("tes_plan"):
+        return None
+    return (sys.executable, os.path.join(_CODE_ROOT, "actors", "node", "tes_stage.py")), tes_plan.REASON_FILE
+
+
 def reason(task: dict, stage_exited: bool) -> str | None:
     """The system failure the stage of an ended task found (tes/reason.txt), or None.
 

@@ -147,7 +147,7 @@ class SlurmBackend:
             extra, _ = slurm_cli.time_limit_args(self.sbatch_args, task["max_runtime"])
             slurm_id = slurm_cli.submit(folder, job_name(task["job_uid"], task["attempt"]), command,
                                         self.config.partition, extra, environment(self.config, folder),
-                                        self.wrapping.bwrap)
+                                        self.wrapping.bwrap, tes_wrap.stage_needs(task))
         except SlurmRefused as exc:
             log.error("sbatch refused task %d: %s", task_id, exc)
             return [Ended(task_id, TaskState.FINISHED, REFUSED_EXIT_CODE, f"slurm: sbatch refused the job: {exc}")]
