@@ -89,7 +89,7 @@ def test_slurms_verdict_names_the_job_state_reason_and_exit_code():
 def test_the_sbatch_call_runs_the_wrapped_command_in_the_folder_with_the_local_backends_log_names():
     args = slurm_cli.sbatch_command("/shared/50%/t1", "orch-u-1", ["prlimit", "--core=0:0", "bash", "run.sh"],
                                     "short", ("--time=5", "--mem=1G"), ("PATH", "HOME"))
-    assert args == ["sbatch", "--parsable", "--chdir=/shared/50%/t1", "--job-name=orch-u-1",
+    assert args == ["sbatch", "--parsable", "--no-requeue", "--chdir=/shared/50%/t1", "--job-name=orch-u-1",
                     "--output=/shared/50%%/t1/stdout.log", "--error=/shared/50%%/t1/stderr.log",
                     "--partition=short", "--export=PATH,HOME", "--time=5", "--mem=1G",
                     "--wrap=exec prlimit --core=0:0 bash run.sh"]
@@ -101,6 +101,16 @@ def test_a_sandboxed_slurm_job_fails_saying_so_where_the_compute_node_lacks_bubb
                                     needs="/no/such/bwrap")[-1].removeprefix("--wrap=")
     done = subprocess.run(["sh", "-c", wrap], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 126 and "/no/such/bwrap is missing" in done.stderr
+
+
+def test_a_tes_task_on_a_compute_node_without_the_executors_python_fails_with_a_reason_saying_so(tmp_path):
+    wrap = slurm_cli.sbatch_command("/d", "n", ["/no/such/python", "-I", "-c", "..."],
+                                    stage=(("/no/such/python", "/bin/sh"), "tes/reason.txt"))[-1].removeprefix("--wrap=")
+    done = subprocess.run(["sh", "-c", wrap], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 126
+    assert (tmp_path / "tes" / "reason.txt").read_text().startswith(
+        "orchestrator: TES tasks on Slurm need the executor's Python and code at the same paths on the compute nodes: "
+        "one of /no/such/python, /bin/sh is missing on ")
 
 
 def client(tmp_path, body: str, **options):

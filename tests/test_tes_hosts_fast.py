@@ -97,7 +97,7 @@ def test_the_stage_refuses_an_upload_to_a_host_resolving_to_a_non_global_address
     resolving_to(monkeypatch, "10.0.0.7")
     plan = Plan(("out",), (), (Output("/out/a.txt", "https://up.example.org/a"),), 0, ("*.example.org",))
 
-    _, reason = tes_stage.collect_and_upload(plan, str(tmp_path), succeeded=True)
+    _, reason = tes_stage.collect_and_upload(plan, str(tmp_path), str(tmp_path / "root"), succeeded=True)
 
     assert reason.startswith("TES output /out/a.txt: upload to https://up.example.org/a failed: up.example.org "
                              "resolves to a non-global address 10.0.0.7")

@@ -52,8 +52,10 @@ def test_commands_see_the_tasks_absolute_paths_with_content_and_fetched_inputs_a
 
     assert client.wait(task_id, timeout=30).state == "COMPLETE"
     assert web.received["/up/x.txt"] == b"given\nfetched content\n"
-    listed = json.loads(results(server, task_id).read("tes/outputs.json"))
+    result = results(server, task_id)
+    listed = json.loads(result.read("tes/outputs.json"))
     assert listed == [{"path": "/out/x.txt", "file": "root/out/x.txt", "size_bytes": 22, "url": f"{web.url}/up/x.txt"}]
+    assert json.loads(result.read("tes/tails.json")) == [{"stdout": "", "stderr": ""}]
 
 
 def test_wildcard_outputs_are_put_one_by_one_at_the_url_with_the_path_less_its_prefix(client, web):
@@ -79,6 +81,20 @@ def test_an_input_that_cannot_be_fetched_ends_the_task_system_error_saying_which
     assert client.wait(task_id, timeout=30).state == "SYSTEM_ERROR"
     said = client.get_task(task_id, "FULL").logs[0].system_logs
     assert said[0] == f"TES input /data/gone.txt: {web.url}/files/gone.txt answered HTTP 404"
+
+
+def test_a_task_that_swaps_its_root_folder_for_a_link_out_gets_nothing_uploaded_and_ends_system_error(
+        client, web, tmp_path_factory):
+    outside = tmp_path_factory.mktemp("node-home")
+    (outside / "keys").mkdir()
+    (outside / "keys" / "id").write_text("the node user's key")
+    task_id = client.create_task(tes.Task(
+        name="tes-swap", outputs=[tes.Output(path="/keys/id", url=f"{web.url}/loot")],
+        executors=[sh(f"cd $HOME && mv root root.old && ln -s {outside} root")]))
+
+    assert client.wait(task_id, timeout=30).state == "SYSTEM_ERROR"
+    assert client.get_task(task_id, "FULL").logs[0].system_logs[0] == "the task replaced its root folder"
+    assert "/loot" not in web.received
 
 
 def test_a_node_without_a_sandbox_ends_tes_tasks_system_error_saying_it_needs_bwrap(client):

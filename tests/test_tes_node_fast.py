@@ -5,8 +5,10 @@ the node's submit, the sandbox's binds, the stage's collection of outputs, input
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import subprocess
 
 import pytest
 
@@ -32,20 +34,34 @@ def test_the_plan_names_every_root_the_fetched_inputs_and_every_output_and_the_n
     plan = script.plan(TASK, 1000, ("*.example.org", "127.0.0.1:8080"))
 
     assert plan == {"version": 1, "roots": ["data", "logs", "out", "ref", "res", "scratch", "work"],
-                    "inputs": [{"url": "https://example.org/g.fa", "path": "/ref/genome.fa"}],
-                    "outputs": TASK["outputs"], "max_input_bytes": 1000, "url_hosts": ["*.example.org", "127.0.0.1:8080"]}
+                    "inputs": [{"file": "tes-input-0", "path": "/data/in.txt"},
+                               {"url": "https://example.org/g.fa", "path": "/ref/genome.fa"}],
+                    "outputs": TASK["outputs"], "max_input_bytes": 1000, "url_hosts": ["*.example.org", "127.0.0.1:8080"],
+                    "executors": [{"stdout": "root/logs/o.txt", "stderr": "tes/0.stderr"}]}
     assert tes_plan.parse(json.dumps(plan)) == Plan(
-        ("data", "logs", "out", "ref", "res", "scratch", "work"), (Input("https://example.org/g.fa", "/ref/genome.fa"),),
+        ("data", "logs", "out", "ref", "res", "scratch", "work"),
+        (Input(None, "/data/in.txt", "tes-input-0"), Input("https://example.org/g.fa", "/ref/genome.fa")),
         (Output("/out/*.txt", "https://h/up/", "FILE", "/out/"), Output("/res/all", "s3://b/res", "DIRECTORY")), 1000,
-        ("*.example.org", "127.0.0.1:8080"))
+        ("*.example.org", "127.0.0.1:8080"), (("root/logs/o.txt", "tes/0.stderr"),))
 
 
-def test_the_job_folder_holds_the_content_inputs_run_sh_and_the_plan_and_run_sh_moves_only_content_inputs(tmp_path):
+def test_the_job_folder_holds_the_content_inputs_run_sh_and_the_plan_and_the_stage_places_the_inputs(tmp_path):
     script.write_job_files(str(tmp_path), TASK, 5, ())
 
     assert sorted(os.listdir(tmp_path)) == ["run.sh", "tes", "tes-input-0"]
     assert json.loads((tmp_path / "tes" / "plan.json").read_text())["max_input_bytes"] == 5
-    assert "tes-input-1" not in (tmp_path / "run.sh").read_text()
+    assert "tes-input" not in (tmp_path / "run.sh").read_text()
+
+
+def test_run_sh_enters_the_workdir_before_the_tasks_env_so_a_variable_named_j_or_path_cannot_break_it(tmp_path):
+    task = {"inputs": [], "outputs": [], "executors": [
+        {"image": "alpine", "command": ["/bin/pwd"], "workdir": "/data/w", "env": {"J": "/nonexistent", "PATH": "/nowhere"}}]}
+    (tmp_path / "run.sh").write_text(script.run_script(task))
+
+    done = subprocess.run(["bash", "run.sh"], cwd=tmp_path, capture_output=True, text=True, timeout=10)
+
+    assert done.returncode == 0, (tmp_path / "tes" / "0.stderr").read_text()
+    assert (tmp_path / "tes" / "0.stdout").read_text() == f"{tmp_path}/root/data/w\n"
 
 
 #: [tes] url_hosts admitting the tests' local HTTP servers (on 127.0.0.1, which only a listing admits).
@@ -63,6 +79,11 @@ GOOD = {"version": 1, "roots": ["data"], "inputs": [], "outputs": [], "max_input
     ({"inputs": [{"url": "http://h/x", "path": "/other/x"}]}, "inputs[0].path"),
     ({"inputs": [{"url": "http://h/x", "path": "/data/../etc/x"}]}, "inputs[0].path"),
     ({"inputs": [{"url": "http://h/x", "path": "data/x"}]}, "inputs[0].path"),
+    ({"inputs": [{"file": "../x", "path": "/data/x"}]}, "inputs[0].file"),
+    ({"inputs": [{"file": "a/b", "path": "/data/x"}]}, "inputs[0].file"),
+    ({"inputs": [{"file": "x", "url": "http://h/x", "path": "/data/x"}]}, "inputs[0].file"),
+    ({"executors": [{"stdout": "/etc/passwd", "stderr": "tes/0.stderr"}]}, "executors[0].stdout"),
+    ({"executors": [{"stdout": "tes/0.stdout", "stderr": "tes/../../x"}]}, "executors[0].stderr"),
     ({"outputs": [{"url": "http://h/x", "path": "/data/x", "type": "LINK"}]}, "outputs[0].type"),
     ({"outputs": [{"path": "/data/x"}]}, "outputs[0].url"),
     ({"outputs": "all"}, "outputs must be a list"),
@@ -180,12 +201,12 @@ def test_outputs_are_listed_a_missing_one_fails_only_a_task_that_succeeded_and_o
     folder = os.path.dirname(root)
     plan = Plan(("out",), (), (Output("/out/b.txt", "file:///b.txt"), Output("/out/gone.txt", "s3://b/g")), 0)
 
-    entries, reason = tes_stage.collect_and_upload(plan, folder, succeeded=True)
+    entries, reason = tes_stage.collect_and_upload(plan, folder, root, succeeded=True)
 
     assert entries == [{"path": "/out/b.txt", "file": "root/out/b.txt", "size_bytes": 2, "url": None,
                         "note": "not uploaded: scheme file is not supported"}]
     assert reason == "TES output /out/gone.txt: not found"
-    assert tes_stage.collect_and_upload(plan, folder, succeeded=False)[1] is None
+    assert tes_stage.collect_and_upload(plan, folder, root, succeeded=False)[1] is None
 
 
 def test_the_stage_writes_its_files_into_a_real_tes_folder_whatever_the_job_left_there(tmp_path):
@@ -198,8 +219,9 @@ def test_the_stage_writes_its_files_into_a_real_tes_folder_whatever_the_job_left
     tes_stage.write_private(str(folder), "reason.txt", "why")
 
     assert os.listdir(outside) == [] and (folder / "tes" / "reason.txt").read_text() == "why"
-    assert tes_wrap.reason({"dir": str(folder), "tes_plan": "{}"}) == "why"
-    assert tes_wrap.reason({"dir": str(folder), "tes_plan": None}) is None
+    assert tes_wrap.reason({"dir": str(folder), "tes_plan": "{}"}, stage_exited=True) == "why"
+    assert tes_wrap.reason({"dir": str(folder), "tes_plan": "{}"}, stage_exited=False) is None  # maybe the job's
+    assert tes_wrap.reason({"dir": str(folder), "tes_plan": None}, stage_exited=True) is None
     (folder / "tes" / "reason.txt").unlink()
     (folder / "tes" / "reason.txt").symlink_to(outside / "planted")
     tes_stage.write_private(str(folder), "reason.txt", None)
@@ -213,3 +235,109 @@ def test_inputs_are_fetched_to_their_paths_and_together_at_most_max_input_bytes(
         assert (tmp_path / "d" / "e" / "b").read_bytes() == b"0123456789"
         with pytest.raises(tes_stage.StageFailed, match="larger than 15 bytes in all"):
             tes_stage.fetch_inputs(Plan(("d",), (Input(url, "/d/a"), Input(url, "/d/b")), (), 15, LOCAL), str(tmp_path))
+
+
+# --- the stage around a job that attacks it (the stage's main, in this process, around `sh -c`) ---------
+
+def run_stage(folder, plan: dict, job: str, digest: str | None = None) -> tuple[int, str | None]:
+    """The stage's exit code and the reason the node takes, for a job that runs `job` in `folder`."""
+    text = json.dumps(plan)
+    (folder / "tes").mkdir(exist_ok=True)
+    (folder / "tes" / "plan.json").write_text(text)
+    digest = digest or hashlib.sha256(text.encode()).hexdigest()
+    code = tes_stage.main([str(folder), digest, "--", "sh", "-c", f"cd {folder} && {job}"])
+    return code, tes_wrap.reason({"dir": str(folder), "tes_plan": text}, stage_exited=True)
+
+
+@pytest.fixture
+def job(tmp_path):
+    folder = tmp_path / "job"
+    folder.mkdir()
+    return folder
+
+
+def test_a_job_that_swaps_its_root_for_a_link_gets_nothing_outside_uploaded_and_a_system_failure(tmp_path, job):
+    secret = tmp_path / "home"
+    (secret / "keys").mkdir(parents=True)
+    (secret / "keys" / "id_rsa").write_text("the node's key")
+    with file_host({}) as host:
+        plan = {**GOOD, "roots": ["keys"], "url_hosts": list(LOCAL),
+                "outputs": [{"path": "/keys/id_rsa", "url": f"{host.url}/loot"}]}
+
+        code, reason = run_stage(job, plan, f"mv root root.old && ln -s {secret} root")
+
+        assert host.received == {}
+    assert (code, reason) == (0, "the task replaced its root folder")
+    assert not (job / "tes" / "outputs.json").exists()
+
+
+def test_the_stage_refuses_a_root_it_did_not_make_and_a_plan_the_node_did_not_write_and_runs_nothing(tmp_path, job):
+    (job / "root").mkdir()
+    code, reason = run_stage(job, GOOD, "touch ran")
+    assert code == tes_stage.NOT_RUN and "already holds 'root'" in reason and not (job / "ran").exists()
+
+    (job / "root").rmdir()
+    code, reason = run_stage(job, GOOD, "touch ran", digest=hashlib.sha256(b"another plan").hexdigest())
+    assert code == tes_stage.NOT_RUN and "not the one the node wrote" in reason and not (job / "ran").exists()
+
+
+def test_files_the_job_forges_for_the_stage_are_replaced_and_a_locked_tes_folder_does_not_break_it(job):
+    forge = ("echo forged > tes/reason.txt; echo '[{\"path\": \"/etc/shadow\"}]' > tes/outputs.json; "
+             "mkdir tes/tails.json; chmod 000 tes/tails.json tes")
+
+    code, reason = run_stage(job, {**GOOD, "outputs": [{"path": "/data/none.txt", "url": "s3://b/x"}]}, forge)
+
+    assert (code, reason) == (0, "TES output /data/none.txt: not found")
+    assert json.loads((job / "tes" / "outputs.json").read_text()) == []
+    assert json.loads((job / "tes" / "tails.json").read_text()) == []
+
+
+def test_content_inputs_are_placed_by_the_stage_and_one_it_cannot_place_is_a_system_failure(job):
+    (job / "tes-input-0").write_text("given")
+    plan = {**GOOD, "inputs": [{"file": "tes-input-0", "path": "/data/sub/in.txt"}]}
+    assert run_stage(job, plan, "cat root/data/sub/in.txt > seen") == (0, None)
+    assert (job / "seen").read_text() == "given" and not (job / "tes-input-0").exists()
+
+    other = job.parent / "other"
+    other.mkdir()
+    (other / "tes-input-0").write_text("a")
+    (other / "tes-input-1").write_text("b")
+    clash = {**GOOD, "inputs": [{"file": "tes-input-0", "path": "/data/x"}, {"file": "tes-input-1", "path": "/data/x/y"}]}
+    code, reason = run_stage(other, clash, "touch ran")
+    assert code == tes_stage.NOT_RUN and reason.startswith("TES input /data/x/y: it could not be placed") \
+        and not (other / "ran").exists()
+
+
+def test_the_stage_keeps_the_tail_of_each_executors_output_and_nothing_of_a_link_out_or_a_fifo(tmp_path, job):
+    (tmp_path / "secret").write_text("the node's")
+    plan = {**GOOD, "roots": ["logs"], "executors": [{"stdout": "tes/0.stdout", "stderr": "tes/0.stderr"},
+                                                     {"stdout": "root/logs/o.txt", "stderr": "tes/1.stderr"}]}
+    job_script = (f"mkdir -p tes; head -c 20000 /dev/zero | tr '\\0' a > tes/0.stdout; printf 'caf\\303' > tes/0.stderr; "
+                  f"ln -s {tmp_path}/secret root/logs/o.txt; mkfifo tes/1.stderr")
+
+    assert run_stage(job, plan, job_script) == (0, None)
+
+    assert json.loads((job / "tes" / "tails.json").read_text()) == [
+        {"stdout": "a" * tes_stage.TAIL_CHARS, "stderr": "caf\ufffd"}, {"stdout": "", "stderr": ""}]
+
+
+def test_a_local_task_whose_files_cannot_be_written_ends_saying_so_and_its_launcher_is_not_leaked(tmp_path, monkeypatch):
+    from actors.node.backends.local import LocalBackend
+    discarded = []
+
+    class Launcher:
+        cgroup = None
+
+        def discard(self):
+            discarded.append(True)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    backend = LocalBackend(config_for(tmp_path, slots=1), Wrapping("bwrap", "/usr/bin/prlimit", "/usr/bin/bwrap"), None)
+    monkeypatch.setattr(backend.launchers, "take", Launcher)
+    monkeypatch.setattr(tes_wrap, "command", full_disk)
+
+    [ended] = backend.start(7, {"dir": str(tmp_path), "tes_plan": json.dumps(GOOD)})
+
+    assert discarded == [True] and "No space left on device" in ended.reason

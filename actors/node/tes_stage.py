@@ -1,8 +1,9 @@
 """The TES stage: what an executor node does around a GA4GH TES task's sandboxed `bash run.sh`, as
-its plan says (storage/node/tes_plan.py): fetch the http(s) inputs before, collect the outputs and
-PUT the http(s) ones after. Each GET and PUT goes to an address of its host that the server's
-`[tes] url_hosts` (in the plan) admits, checked when it is sent (conf/pinned_http.py), and follows
-no redirect: a task cannot make the node reach its own network or the cloud metadata address.
+its plan says (storage/node/tes_plan.py): place the content inputs and fetch the http(s) ones before,
+keep the tails of the executors' stdout and stderr, collect the outputs and PUT the http(s) ones
+after. Each GET and PUT goes to an address of its host that the server's `[tes] url_hosts` (in the
+plan) admits, checked when it is sent (conf/pinned_http.py), and follows no redirect: a task cannot
+make the node reach its own network or the cloud metadata address.
 
 A program (`main`), run as the job's command by both backends (actors/node/tes_wrap.py builds its
 command line): on this host as the head of the job's process group, or inside the Slurm allocation.
@@ -10,20 +11,27 @@ So it runs OUTSIDE the sandbox (it needs the network, which jobs may not have) b
 own process: a cancel, the time limit or the node's death stop it with the job's other processes,
 and its time counts in the job's.
 
+Trust: the job folder is the job's to write, and the stage runs as the node's user. So the stage
+reads its plan only if it is the one the node wrote (its SHA-256 is on the stage's command line);
+makes `root` itself, fresh, before the run (one that exists, e.g. left by an earlier run of the same
+folder, is refused) and remembers which directory it is; after the run (the sandbox ended, so every
+process of the job is gone and nothing changes under the stage) it refuses a `root` that is no longer
+that directory, resolves every file it reads to its real path and takes it only inside the remembered
+root (outputs) or job folder (tails), opens with O_NOFOLLOW, and writes its own files into a real
+`tes` folder, whatever the job left there.
+
 Paths: the task's `/R/rest` is `<job folder>/root/R/rest`; the sandbox binds `<folder>/root/R` at
-`/R` (actors/node/sandbox.py). What it writes (`tes/outputs.json`, `tes/reason.txt`) it writes after
-the sandbox ended, so every process of the job is gone; it never follows a link the job left (a
-fetched input goes where the plan says, an output is a regular file whose real path is under
-`root`, and its own files are written with O_NOFOLLOW into a real `tes` folder).
+`/R` (actors/node/sandbox.py).
 
 Exit code: `run.sh`'s, whatever the stage found after it; 1 when `run.sh` never ran (an input could
-not be fetched). A system failure (input, upload, missing output) is `tes/reason.txt`, which the
-node sends the server as the task's reason (so the task is SYSTEM_ERROR, not EXECUTOR_ERROR), and
-a line on stderr.log.
+not be placed or fetched). A system failure (input, upload, missing output, a replaced root) is
+`tes/reason.txt`, which the node sends the server as the task's reason (so the task is SYSTEM_ERROR,
+not EXECUTOR_ERROR) when the stage exited by itself (tes_wrap.reason), and a line on stderr.log.
 """
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import shutil
@@ -42,6 +50,7 @@ from storage.node.tes_plan import ROOT, Output, Plan
 
 LOG_DIR, OUTPUTS = os.path.split(tes_plan.OUTPUTS_FILE)
 REASON = os.path.basename(tes_plan.REASON_FILE)
+TAILS = os.path.basename(tes_plan.TAILS_FILE)
 #: The server's setting whose patterns (carried in the plan) the urls' hosts must match.
 URL_HOSTS = "[tes] url_hosts"
 #: (connect, read) seconds for an input's GET and an output's PUT: the job's time limit bounds the rest.
@@ -50,6 +59,10 @@ CHUNK = 1 << 20
 WILDCARDS = "*?["
 #: The exit code of a task whose run.sh never ran (the stage failed before it).
 NOT_RUN = 1
+#: An executor's stdout or stderr tail: the last TAIL_CHARS characters of its last TAIL_BYTES bytes.
+TAIL_BYTES = 16 * 1024
+TAIL_CHARS = 4000
+REPLACED_ROOT = "the task replaced its root folder"
 
 
 class StageFailed(Exception):
@@ -66,19 +79,23 @@ class Found:
 
 
 def main(argv: list[str]) -> int:
-    """`<job folder> -- <sandboxed command...>`"""
-    folder, command = os.path.abspath(argv[0]), argv[argv.index("--") + 1:]
-    code = NOT_RUN
+    """`<job folder> <the plan's SHA-256> -- <sandboxed command...>`"""
+    folder, digest, command = os.path.abspath(argv[0]), argv[1], argv[argv.index("--") + 1:]
+    code, reason = NOT_RUN, None
     try:
-        with open(os.path.join(folder, tes_plan.PLAN_FILE), encoding="utf-8") as handle:
-            plan = tes_plan.parse(handle.read())  # NOTE: read before the job runs: it cannot change it
-        root = os.path.join(folder, ROOT)
-        for name in plan.roots:
-            os.makedirs(os.path.join(root, name), exist_ok=True)
-        fetch_inputs(plan, root)
+        plan = read_plan(folder, digest)
+        for name in (OUTPUTS, TAILS, REASON):  # NOTE: whatever a run before this one left
+            write_private(folder, name, None)
+        root = make_root(folder, plan)
+        place_inputs(plan, folder, root)
+        fetch_inputs(plan, root.real)
+        mode = os.stat(folder).st_mode
         code = subprocess.run(command).returncode
         code = code if code >= 0 else 128 - code
-        entries, reason = collect_and_upload(plan, folder, succeeded=code == 0)
+        os.chmod(folder, mode)  # NOTE: the job may have taken the folder's permissions away
+        write_private(folder, TAILS, json.dumps(tails(plan, folder)))
+        root.check(os.path.join(folder, ROOT))
+        entries, reason = collect_and_upload(plan, folder, root.real, succeeded=code == 0)
         write_private(folder, OUTPUTS, json.dumps(entries))
     except StageFailed as failure:
         reason = str(failure)
@@ -89,18 +106,84 @@ def main(argv: list[str]) -> int:
 
 def finish(folder: str, code: int, reason: str | None) -> int:
     """Leave the reason for the node (or none: whatever the job wrote there is removed)."""
-    write_private(folder, REASON, reason)
     if reason:
         print(f"orchestrator (TES): {reason}", file=sys.stderr)
+    try:
+        write_private(folder, REASON, reason)
+    except OSError as exc:
+        print(f"orchestrator (TES): the reason could not be written: {exc}", file=sys.stderr)
     return code
 
 
+def read_plan(folder: str, digest: str) -> Plan:
+    """The plan the node wrote into the folder: refused if its SHA-256 is not `digest` (a job that
+    ran in this folder before, e.g. an allocation Slurm started again, could have rewritten it)."""
+    try:
+        descriptor = os.open(os.path.join(folder, tes_plan.PLAN_FILE), os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(descriptor, "rb") as handle:
+            text = handle.read(tes_plan.MAX_PLAN_BYTES + 1)
+    except OSError as exc:
+        raise StageFailed(f"the task's plan could not be read: {exc}") from None
+    if hashlib.sha256(text).hexdigest() != digest:
+        raise StageFailed("the task's plan is not the one the node wrote (was the job run in this folder before?)")
+    return tes_plan.parse(text.decode("utf-8"))
+
+
+@dataclass(frozen=True)
+class Root:
+    """The `root` folder the stage made: its real path and its identity."""
+
+    real: str
+    device: int
+    inode: int
+
+    def check(self, path: str) -> None:
+        """Refuse a `path` that is no longer this directory (the job renamed it, put a link there)."""
+        try:
+            now = os.lstat(path)
+        except OSError:
+            raise StageFailed(REPLACED_ROOT) from None
+        if not stat.S_ISDIR(now.st_mode) or (now.st_dev, now.st_ino) != (self.device, self.inode):
+            raise StageFailed(REPLACED_ROOT)
+
+
+def make_root(folder: str, plan: Plan) -> Root:
+    """Make `root` and the plan's roots in it, fresh: one that exists is not the stage's."""
+    path = os.path.join(folder, ROOT)
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        raise StageFailed(f"the task's folder already holds {ROOT!r} (was the job run in this folder before?)") from None
+    made = os.lstat(path)
+    for name in plan.roots:
+        os.mkdir(os.path.join(path, name))
+    return Root(os.path.realpath(path), made.st_dev, made.st_ino)
+
+
 # --- inputs -----------------------------------------------------------------------------------
+
+def place_inputs(plan: Plan, folder: str, root: Root) -> None:
+    """Move each content input (a file of the job's bundle) to its mapped path, before the run."""
+    for item in plan.inputs:
+        if item.file is None:
+            continue
+        source = os.path.join(folder, item.file)
+        target = inside(root.real, item.path)
+        try:
+            if not stat.S_ISREG(os.lstat(source).st_mode):
+                raise StageFailed(f"TES input {item.path}: its file {item.file} is not a regular file")
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.replace(source, target)
+        except OSError as exc:
+            raise StageFailed(f"TES input {item.path}: it could not be placed: {exc}") from None
+
 
 def fetch_inputs(plan: Plan, root: str) -> None:
     """GET each http(s) input to its mapped path, all of them together at most max_input_bytes."""
     left = plan.max_input_bytes
     for item in plan.inputs:
+        if item.url is None:
+            continue
         target = inside(root, item.path)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         try:
@@ -150,11 +233,37 @@ def inside(root: str, path: str) -> str:
     return os.path.join(root, os.path.normpath(path).lstrip("/"))
 
 
+# --- the executors' output tails ------------------------------------------------------------
+
+def tails(plan: Plan, folder: str) -> list[dict[str, str]]:
+    """Each executor's {"stdout": tail, "stderr": tail} (tes/tails.json, for the task's FULL view)."""
+    real = os.path.realpath(folder)
+    return [{"stdout": tail(real, stdout), "stderr": tail(real, stderr)} for stdout, stderr in plan.streams]
+
+
+def tail(folder: str, relative: str) -> str:
+    """The end of the regular file `relative` in the real `folder` ("" if it is not one, or is not
+    in the folder), read from its last TAIL_BYTES only."""
+    real = os.path.realpath(os.path.join(folder, relative))
+    if not real.startswith(folder + "/"):
+        return ""
+    try:  # NOTE: O_NONBLOCK: a FIFO the job left there must not hang the stage
+        descriptor = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return ""
+    with os.fdopen(descriptor, "rb") as handle:
+        size = os.fstat(descriptor)
+        if not stat.S_ISREG(size.st_mode):
+            return ""
+        handle.seek(max(0, size.st_size - TAIL_BYTES))
+        return handle.read(TAIL_BYTES).decode("utf-8", "replace")[-TAIL_CHARS:]
+
+
 # --- outputs ----------------------------------------------------------------------------------
 
-def collect_and_upload(plan: Plan, folder: str, succeeded: bool) -> tuple[list[dict], str | None]:
-    """The outputs.json entries, and the first system failure (None: none). Every output is tried."""
-    root = os.path.realpath(os.path.join(folder, ROOT))
+def collect_and_upload(plan: Plan, folder: str, root: str, succeeded: bool) -> tuple[list[dict], str | None]:
+    """The outputs.json entries, and the first system failure (None: none). Every output is tried.
+    `root`: the real path of the task's root folder, as the stage made it (`Root.real`)."""
     entries, failures = [], []
     for output in plan.outputs:
         found, notes = collect(root, output)
@@ -245,7 +354,8 @@ def _join(url: str, rest: str) -> str:
 def upload(real: str, url: str, url_hosts: tuple[str, ...]) -> str | None:
     """PUT the file at `url`, streamed; None once it answered 2xx, else what went wrong."""
     try:
-        with open(real, "rb") as handle, request("PUT", url, url_hosts, data=handle) as response:
+        with os.fdopen(os.open(real, os.O_RDONLY | os.O_NOFOLLOW), "rb") as handle, \
+                request("PUT", url, url_hosts, data=handle) as response:
             return None if 200 <= response.status_code < 300 else answer(response)
     except (requests.RequestException, OSError) as exc:
         return f"{exc.__class__.__name__}: {exc}"
@@ -257,11 +367,13 @@ def upload(real: str, url: str, url_hosts: tuple[str, ...]) -> str | None:
 
 def write_private(folder: str, name: str, text: str | None) -> None:
     """Write (or, with None, remove) `tes/<name>` in the job's folder, whatever the job left there:
-    a link or a file where the folder `tes` should be, or where the file should be, is removed."""
+    a link or a file where the folder `tes` should be, or where the file should be, is removed, and
+    permissions it took away are given back (the job's processes are gone when the stage writes)."""
     logs = os.path.join(folder, LOG_DIR)
     if os.path.islink(logs) or (os.path.lexists(logs) and not os.path.isdir(logs)):
         os.unlink(logs)
     os.makedirs(logs, exist_ok=True)
+    os.chmod(logs, 0o755)
     descriptor = os.open(logs, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
         try:
@@ -269,13 +381,23 @@ def write_private(folder: str, name: str, text: str | None) -> None:
         except FileNotFoundError:
             pass
         except IsADirectoryError:
-            shutil.rmtree(os.path.join(logs, name))
+            _remove_tree(os.path.join(logs, name))
         if text is not None:
             fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=descriptor)
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(text)
     finally:
         os.close(descriptor)
+
+
+def _remove_tree(path: str) -> None:
+    """Remove the folder `path` (a real one) even where the job took permissions away; links in it
+    are removed, not followed."""
+    os.chmod(path, 0o700)
+    for entry in os.scandir(path):
+        if entry.is_dir(follow_symlinks=False):
+            _remove_tree(entry.path)
+    shutil.rmtree(path)
 
 
 if __name__ == "__main__":

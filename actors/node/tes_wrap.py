@@ -7,6 +7,7 @@ without a plan (every portal job) never comes here.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 
@@ -33,7 +34,8 @@ def command(config: ClientConfig, wrapping: Wrapping, task: dict, **limits) -> l
     """The task's command: as every job's (Wrapping.command) without a plan, else the stage around
     its sandboxed run.sh (the node must run a sandbox: `refusal`).
 
-    Writes the plan into the task's folder, where the stage reads it (on Slurm, on another host).
+    Writes the plan into the task's folder, where the stage reads it (on Slurm, on another host),
+    and gives the stage its SHA-256: the folder is the job's to write, the command line is not.
     `limits`: Wrapping.command's keywords."""
     folder, plan_text = task["dir"], task.get("tes_plan")
     if not plan_text:
@@ -46,12 +48,26 @@ def command(config: ClientConfig, wrapping: Wrapping, task: dict, **limits) -> l
         handle.write(plan_text)
     binds = tuple((os.path.join(folder, tes_plan.ROOT, name), f"/{name}") for name in plan.roots)
     inner = wrapping.command(config, folder, binds=binds, **limits)
-    return [sys.executable, "-I", "-c", _BOOT.format(_CODE_ROOT), folder, "--", *inner]
+    digest = hashlib.sha256(plan_text.encode("utf-8")).hexdigest()
+    return [sys.executable, "-I", "-c", _BOOT.format(_CODE_ROOT), folder, digest, "--", *inner]
 
 
-def reason(task: dict) -> str | None:
-    """The system failure the stage of an ended task found (tes/reason.txt), or None."""
+def stage_needs(task: dict) -> tuple[tuple[str, ...], str] | None:
+    """For a TES task: the files its stage needs where it runs (this node's Python and the stage's
+    code: on Slurm, the compute node must have them at the same paths) and the reason file where a
+    job lacking them says so (slurm_cli.sbatch_command); None for every other job."""
     if not task.get("tes_plan"):
+        return None
+    return (sys.executable, os.path.join(_CODE_ROOT, "actors", "node", "tes_stage.py")), tes_plan.REASON_FILE
+
+
+def reason(task: dict, stage_exited: bool) -> str | None:
+    """The system failure the stage of an ended task found (tes/reason.txt), or None.
+
+    `stage_exited`: the stage ended by itself (not killed by a signal). Only then is the file the
+    stage's: it removes the file before the run and writes it after, so the one a killed stage
+    leaves may be the job's."""
+    if not task.get("tes_plan") or not stage_exited:
         return None
     try:
         descriptor = os.open(os.path.join(task["dir"], tes_plan.REASON_FILE), os.O_RDONLY | os.O_NOFOLLOW)

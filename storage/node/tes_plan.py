@@ -6,12 +6,15 @@ the executor node's main process (web/executor_app.py checks the `tes_plan` fiel
 the TES stage, a program each TES task runs on the node (actors/node/tes_stage.py).
 
 A plan (JSON, version 1) names the top-level folders of the task's absolute paths (`roots`: the node
-binds `<job folder>/root/R` at `/R` in the sandbox), the http(s) inputs to fetch before `run.sh`
-(at most `max_input_bytes` in all), every output to collect after it, and the host patterns of
+binds `<job folder>/root/R` at `/R` in the sandbox), the inputs to place before `run.sh` (a content
+input's file of the job's bundle, moved; an http(s) url, fetched: at most `max_input_bytes` in all),
+every output to collect after it, each executor's stdout and stderr files (the stage keeps their
+tails), and the host patterns of
 `[tes] url_hosts` (`url_hosts`: the node checks every address an input's or output's host resolves
 to against them at each request, conf/pinned_http.py). Anything else is refused,
-so a plan that reaches the node is safe to act on: every path is absolute, free of `..`, under one of
-its roots, and no root is a folder the sandbox mounts itself.
+so a plan that reaches the node is safe to act on: every task path is absolute, free of `..`, under
+one of its roots, no root is a folder the sandbox mounts itself, and every file of the job folder it
+names is relative and free of `..`.
 """
 from __future__ import annotations
 
@@ -22,10 +25,12 @@ from conf import webhook_hosts
 
 VERSION = 1
 #: Where, in a task's folder on the node, the task's absolute paths are (`/R/rest` is `root/R/rest`),
-#: and the stage's files: the plan it reads, the outputs it found and the reason of a system failure.
+#: and the stage's files: the plan it reads, the outputs it found, the executors' output tails and the
+#: reason of a system failure.
 ROOT = "root"
 PLAN_FILE = "tes/plan.json"
 OUTPUTS_FILE = "tes/outputs.json"
+TAILS_FILE = "tes/tails.json"
 REASON_FILE = "tes/reason.txt"
 #: The largest plan a node takes (a multipart text field of the submit; Falcon buffers at most 1 MiB).
 MAX_PLAN_BYTES = 1 << 20
@@ -41,8 +46,11 @@ class PlanError(ValueError):
 
 @dataclass(frozen=True)
 class Input:
-    url: str
+    """An input placed at `path`: fetched from `url`, or (url None) moved from the job folder's `file`."""
+
+    url: str | None
     path: str
+    file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,8 @@ class Plan:
     max_input_bytes: int
     #: `[tes] url_hosts` of the server (conf/webhook_hosts.py patterns); empty: any global address.
     url_hosts: tuple[str, ...] = ()
+    #: Each executor's (stdout, stderr) files, relative to the job folder, in order.
+    streams: tuple[tuple[str, str], ...] = ()
 
 
 def parse(text: str) -> Plan:
@@ -79,8 +89,7 @@ def parse(text: str) -> Plan:
     size = raw.get("max_input_bytes")
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise PlanError("max_input_bytes must be a non-negative integer")
-    inputs = tuple(Input(_url(item, f"inputs[{i}]", HTTP_SCHEMES), _path(item, f"inputs[{i}]", roots))
-                   for i, item in enumerate(_items(raw, "inputs")))
+    inputs = tuple(_input(item, f"inputs[{i}]", roots) for i, item in enumerate(_items(raw, "inputs")))
     outputs = []
     for i, item in enumerate(_items(raw, "outputs")):
         where = f"outputs[{i}]"
@@ -91,7 +100,26 @@ def parse(text: str) -> Plan:
         if prefix is not None and not isinstance(prefix, str):
             raise PlanError(f"{where}.path_prefix must be a string")
         outputs.append(Output(_path(item, where, roots), _url(item, where), kind, prefix))
-    return Plan(tuple(roots), inputs, tuple(outputs), size, _url_hosts(raw.get("url_hosts", [])))
+    streams = tuple((_relative(item, f"executors[{i}]", "stdout"), _relative(item, f"executors[{i}]", "stderr"))
+                    for i, item in enumerate(_items(raw, "executors")))
+    return Plan(tuple(roots), inputs, tuple(outputs), size, _url_hosts(raw.get("url_hosts", [])), streams)
+
+
+def _input(item: dict, where: str, roots: list[str]) -> Input:
+    if "file" in item:
+        name = item["file"]
+        if not isinstance(name, str) or not _name(name) or "url" in item:
+            raise PlanError(f"{where}.file must be the name of a file of the job folder (and no url beside it)")
+        return Input(None, _path(item, where, roots), name)
+    return Input(_url(item, where, HTTP_SCHEMES), _path(item, where, roots))
+
+
+def _relative(item: dict, where: str, key: str) -> str:
+    value = item.get(key)
+    parts = value.split("/") if isinstance(value, str) else [""]
+    if not all(_name(part) for part in parts):
+        raise PlanError(f"{where}.{key} must be a path relative to the job folder, without '..'")
+    return value
 
 
 def _url_hosts(value) -> tuple[str, ...]:
@@ -103,9 +131,13 @@ def _url_hosts(value) -> tuple[str, ...]:
         raise PlanError(f"url_hosts has {exc.args[0][:80]!r}, which is not a host pattern") from None
 
 
+def _name(name: str) -> bool:
+    """A plain name of a folder's entry."""
+    return name not in ("", ".", "..") and "/" not in name and "\x00" not in name
+
+
 def _root(name) -> bool:
-    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\x00" not in name \
-        and name not in RESERVED_ROOTS
+    return isinstance(name, str) and _name(name) and name not in RESERVED_ROOTS
 
 
 def _items(raw: dict, key: str) -> list[dict]:

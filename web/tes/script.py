@@ -1,5 +1,5 @@
-"""A TES task as the files of a job: its `content` inputs, and a generated `run.sh` that places them
-and runs the task's executors in order.
+"""A TES task as the files of a job: its `content` inputs, and a generated `run.sh` that runs the
+task's executors in order.
 
 Runs in the server's main process (web threads, at `POST /ga4gh/tes/v1/tasks`).
 
@@ -9,13 +9,14 @@ workdir, stdin, stdout, stderr); an argument vector is passed as the task wrote 
 the executor node binds each `root/R` at `/R` in the job's sandbox, as the task's plan says.
 
 The plan (`tes/plan.json`, format in storage/node/tes_plan.py) tells the node what it does around
-`run.sh`: the roots to bind, the http(s) inputs to fetch before it, the outputs to collect after it.
+`run.sh`: the roots to bind, the inputs to place before it, the outputs to collect after it, and
+each executor's stdout and stderr files (whose tails the stage keeps).
 It is in a subfolder because the executor link sends a job's top-level files as its bundle and the
 plan as a field of its own (actors/server/executor_link.py): no file of a bundle can pose as a plan.
 
 The job's bundle is a flat folder (actors/server/executor_link.py sends its top-level files), so
-each input travels as `tes-input-N` and the script moves it to its mapped path before the first
-executor. The script records each executor's index, start, end and exit code, tab-separated, in
+each content input travels as `tes-input-N` and the node's TES stage moves it to its mapped path
+before run.sh (outside the sandbox: a failure is the system's, not a command's). The script records each executor's index, start, end and exit code, tab-separated, in
 `tes/executors.tsv`, and its output in `tes/N.stdout` / `tes/N.stderr` unless the task names files:
 web/tes/views.py reads them from the result zip for the task's logs.
 """
@@ -67,9 +68,12 @@ def plan(document: dict, max_input_bytes: int, url_hosts: tuple[str, ...]) -> di
     roots = sorted({parts[0] for parts in (os.path.normpath(path).strip("/").split("/") for path in paths) if parts[0]})
     outputs = [{key: item[key] for key in ("path", "url", "type", "path_prefix") if key in item}
                for item in document["outputs"]]
-    inputs = [{"url": item["url"], "path": item["path"]} for item in document["inputs"] if "content" not in item]
+    inputs = [{"file": INPUT_FILE.format(index), "path": item["path"]} if "content" in item
+              else {"url": item["url"], "path": item["path"]} for index, item in enumerate(document["inputs"])]
+    streams = [{stream: stream_file(executor, index, stream) for stream in ("stdout", "stderr")}
+               for index, executor in enumerate(document["executors"])]
     return {"version": tes_plan.VERSION, "roots": roots, "inputs": inputs, "outputs": outputs,
-            "max_input_bytes": max_input_bytes, "url_hosts": list(url_hosts)}
+            "max_input_bytes": max_input_bytes, "url_hosts": list(url_hosts), "executors": streams}
 
 
 def _content_inputs(document: dict) -> list[tuple[int, dict]]:
@@ -84,9 +88,6 @@ def run_script(document: dict) -> str:
              'J="$PWD"',
              f"mkdir -p {LOG_DIR}",
              "now() { date -u +%Y-%m-%dT%H:%M:%S.%6NZ; }"]
-    for index, item in _content_inputs(document):
-        target = mapped(item["path"])
-        lines.append(f"mkdir -p -- {q(os.path.dirname(target))} && mv -- {INPUT_FILE.format(index)} {q(target)} || exit 1")
     for index, executor in enumerate(document["executors"]):
         workdir = mapped(executor["workdir"]) if executor.get("workdir") else "."
         stdin = mapped(executor["stdin"]) if executor.get("stdin") else "/dev/null"
@@ -95,11 +96,12 @@ def run_script(document: dict) -> str:
         exports = "".join(f"export {name}={q(value)}; " for name, value in executor.get("env", {}).items())
         argv = " ".join(q(arg) for arg in executor["command"])
         # NOTE: `exec --` keeps a first word starting with '-' a command; `export` (not `env
-        # NAME=...`) keeps a first word holding '=' one too.
+        # NAME=...`) keeps a first word holding '=' one too. The cd goes before the task's exports,
+        # which may name J, PATH or CDPATH.
         lines += [f"# executor {index}",
                   f"mkdir -p -- {' '.join(q(f) for f in sorted(folders))}",
                   "s=$(now)",
-                  f'( {exports}cd -- "$J"/{q(workdir)} && exec -- {argv} ) <{_at(stdin)} >"$J"/{q(stdout)} 2>"$J"/{q(stderr)}',
+                  f'( cd -- "$J"/{q(workdir)} && {exports}exec -- {argv} ) <{_at(stdin)} >"$J"/{q(stdout)} 2>"$J"/{q(stderr)}',
                   "c=$?",
                   f"printf '%s\\t%s\\t%s\\t%s\\n' {index} \"$s\" \"$(now)\" \"$c\" >> {EXECUTORS_LOG}"]
         if not executor.get("ignore_error"):

@@ -88,15 +88,15 @@ class LocalBackend:
         if refused:
             return [Ended(task_id, TaskState.FINISHED, None, None, refused)]
         launcher = self.launchers.take()
-        command = tes_wrap.command(self.config, self.wrapping, task, limit_memory=launcher.cgroup is None,
-                                   limit_processes=launcher.cgroup is None)
         try:
+            command = tes_wrap.command(self.config, self.wrapping, task, limit_memory=launcher.cgroup is None,
+                                       limit_processes=launcher.cgroup is None)
             process = launcher.run(folder, command)
-        except OSError as exc:  # the launcher is gone (it could not join its cgroup)
+        except OSError as exc:  # the task's files could not be written, or the launcher is gone (its cgroup)
             log.error("task %d could not be started: %s", task_id, exc)
             metrics.backend_error("local", "start")
             launcher.discard()
-            return [Ended(task_id, TaskState.FINISHED, 126, f"the executor could not start run.sh: {exc}")]
+            return [Ended(task_id, TaskState.FINISHED, 126, reason=f"the executor could not start run.sh: {exc}")]
         self.running[task_id] = process
         self.started_at[task_id] = time.monotonic()
         if task.get("max_runtime"):
@@ -123,15 +123,16 @@ class LocalBackend:
             code = process.poll()
             if code is None:
                 continue
-            ended.append(self._ended(task_id, scripts.exit_code(code)))
+            ended.append(self._ended(task_id, code))
         return ended
 
     def prepare(self) -> None:
         """Between jobs: make launchers ready for the next ones (not beside a job's start: launchers.py)."""
         self.launchers.refill()
 
-    def _ended(self, task_id: int, exit_code: int) -> Ended:
+    def _ended(self, task_id: int, returncode: int) -> Ended:
         """run.sh is over: kill what it left, and find out whether it went over a limit."""
+        exit_code = scripts.exit_code(returncode)
         process = self.running.pop(task_id)
         del self.started_at[task_id]
         self.limits.pop(task_id, None)
@@ -154,7 +155,7 @@ class LocalBackend:
             return Ended(task_id, TaskState.FINISHED, exit_code, tail, time_limit_reason(timed_out))
         reason = limit_reason(self.config, self.guard, task_id, folder,
                               Usage(exit_code, oom_kills, refused_forks, stderr_tail=tail))
-        return Ended(task_id, TaskState.FINISHED, exit_code, tail, reason or tes_wrap.reason(task))
+        return Ended(task_id, TaskState.FINISHED, exit_code, tail, reason or tes_wrap.reason(task, returncode >= 0))
 
     def _stop_for_size(self, task_id: int) -> None:
         """The output guard's thread: stop a task whose folder grew too large (poll() reports it)."""

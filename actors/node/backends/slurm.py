@@ -147,7 +147,7 @@ class SlurmBackend:
             extra, _ = slurm_cli.time_limit_args(self.sbatch_args, task["max_runtime"])
             slurm_id = slurm_cli.submit(folder, job_name(task["job_uid"], task["attempt"]), command,
                                         self.config.partition, extra, environment(self.config, folder),
-                                        self.wrapping.bwrap)
+                                        self.wrapping.bwrap, tes_wrap.stage_needs(task))
         except SlurmRefused as exc:
             log.error("sbatch refused task %d: %s", task_id, exc)
             return [Ended(task_id, TaskState.FINISHED, REFUSED_EXIT_CODE, f"slurm: sbatch refused the job: {exc}")]
@@ -254,7 +254,9 @@ class SlurmBackend:
             reason = limit_reason(self.config, self.guard, task_id, folder,
                                   Usage(exit_code, int(status.state.startswith("OUT_OF_MEMORY")), None,
                                         stderr_tail=tail))
-            return [Ended(task_id, TaskState.FINISHED, exit_code, tail, reason or tes_wrap.reason(task))]
+            # NOTE: the batch script execs the stage: Slurm's signal is the stage's death
+            return [Ended(task_id, TaskState.FINISHED, exit_code, tail,
+                          reason or tes_wrap.reason(task, stage_exited=not status.signal))]
         self.guard.forget(task_id)
         if phase == "cancelled":
             return [Ended(task_id, TaskState.CANCELLED, None, tail)]

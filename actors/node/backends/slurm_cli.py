@@ -202,23 +202,36 @@ def _controller_down(message: str) -> bool:
 
 
 def sbatch_command(folder: str, name: str, command: list[str], partition: str = "", extra: tuple[str, ...] = (),
-                   export: tuple[str, ...] = (), needs: str | None = None) -> list[str]:
+                   export: tuple[str, ...] = (), needs: str | None = None,
+                   stage: tuple[tuple[str, ...], str] | None = None) -> list[str]:
     """The sbatch call for one job folder: `command` (the job's wrapped `bash run.sh`) in it, stdout and
     stderr into the folder under the local backend's names.
 
     `export`: the environment variables the job gets (besides Slurm's own SLURM_*), with their values
     in sbatch's environment; `needs`: a program the command needs on the compute node (bubblewrap):
-    where it is missing, the job fails saying so instead of running without it.
+    where it is missing, the job fails saying so instead of running without it. `stage`: the files
+    a TES task's stage needs there (the executor's Python and code, tes_wrap.stage_needs) and its
+    reason file: where one is missing, the job writes why into that file and fails (a system failure,
+    not its command's).
     """
     # NOTE: Slurm expands %x, %j, ... in --output and --error; "%%" is a literal "%".
     escaped = folder.replace("%", "%%")
-    args = ["sbatch", "--parsable", f"--chdir={folder}", f"--job-name={name}",
+    # NOTE: --no-requeue: Slurm would start a job again (by default, on a node failure) in the folder
+    # its first run wrote to; the orchestrator re-sends a lost job itself, to a fresh folder.
+    args = ["sbatch", "--parsable", "--no-requeue", f"--chdir={folder}", f"--job-name={name}",
             f"--output={escaped}/stdout.log", f"--error={escaped}/stderr.log"]
     if partition:
         args.append(f"--partition={partition}")
     if export:
         args.append(f"--export={','.join(export)}")
     script = f"exec {shlex.join(command)}"
+    if stage:
+        paths, reason_file = stage
+        said = shlex.quote(f"orchestrator: TES tasks on Slurm need the executor's Python and code at the same paths on "
+                           f"the compute nodes: one of {', '.join(paths)} is missing on ") + '"$(hostname)"'
+        script = (f"{{ {' && '.join(f'[ -e {shlex.quote(path)} ]' for path in paths)}; }} || "
+                  f"{{ mkdir -p {shlex.quote(os.path.dirname(reason_file))} && echo {said} > {shlex.quote(reason_file)}; "
+                  f"echo {said} >&2; exit 126; }}; {script}")
     if needs:
         script = (f"[ -x {shlex.quote(needs)} ] || {{ echo \"orchestrator: {needs} is missing on $(hostname); "
                   f"this executor runs jobs only in its sandbox\" >&2; exit 126; }}; {script}")
@@ -278,7 +291,8 @@ def time_limit_args(extra: tuple[str, ...], max_runtime: int | None) -> tuple[tu
 
 
 def submit(folder: str, name: str, command: list[str], partition: str = "", extra: tuple[str, ...] = (),
-           env: dict[str, str] | None = None, needs: str | None = None) -> str:
+           env: dict[str, str] | None = None, needs: str | None = None,
+           stage: tuple[tuple[str, ...], str] | None = None) -> str:
     """Submit the job, with exactly the environment `env` (and Slurm's own); returns its Slurm job id.
 
     Raises:
@@ -286,7 +300,8 @@ def submit(folder: str, name: str, command: list[str], partition: str = "", extr
         SlurmUnavailable: sbatch is missing or the controller did not answer.
     """
     env = env or {}
-    result = _run(sbatch_command(folder, name, command, partition, extra, tuple(env), needs), {**os.environ, **env})
+    result = _run(sbatch_command(folder, name, command, partition, extra, tuple(env), needs, stage),
+                  {**os.environ, **env})
     if result.returncode != 0:
         metrics.backend_error("slurm", "sbatch")
         message = _message(result)
