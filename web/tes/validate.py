@@ -26,6 +26,9 @@ BACKEND_PARAMETERS = ("max_runtime", "priority", "group")
 #: The user a task without a `user_id` tag counts for: the portal itself. Uploads need user ids
 #: from 1, so 0 names no portal user.
 PORTAL_USER = 0
+#: The longest tag key and value, and task name (in characters): they are stored in indexed columns
+#: (storage/models.py TesTag, TesTask), and a PostgreSQL index entry holds about 2,700 bytes.
+MAX_TAG_KEY, MAX_TAG_VALUE, MAX_NAME = 128, 400, 1024
 TASK_KEYS = ("name", "description", "inputs", "outputs", "resources", "executors", "volumes", "tags")
 
 
@@ -48,6 +51,8 @@ def task(body, config: ServerConfig) -> Accepted:
     doc = {key: body[key] for key in TASK_KEYS if body.get(key) is not None}
     for key in ("name", "description"):
         _string(doc, key, key)
+    if len(doc.get("name", "")) > MAX_NAME or "\x00" in doc.get("name", ""):
+        raise bad(f"name must be at most {MAX_NAME} characters, without NUL.")
     executors = doc.get("executors")
     if not isinstance(executors, list) or not executors:
         raise bad("executors must be a non-empty list of executors (image, command).")
@@ -56,7 +61,7 @@ def task(body, config: ServerConfig) -> Accepted:
     doc["outputs"] = [_output(x, f"outputs[{i}]") for i, x in enumerate(_list(doc, "outputs"))]
     for i, volume in enumerate(_list(doc, "volumes")):
         absolute_path(volume, f"volumes[{i}]")
-    tags = _string_map(doc.get("tags", {}), "tags")
+    tags = _tags(doc.get("tags", {}))
     service = _service(doc["executors"], config)
     labels = _labels(doc.get("resources"), config.service(service).max_runtime)
     return Accepted(doc, service, _user(tags), labels)
@@ -198,3 +203,12 @@ def _string_map(value, where: str) -> dict[str, str]:
     if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise bad(f"{where} must be an object whose values are strings.")
     return value
+
+
+def _tags(value) -> dict[str, str]:
+    tags = _string_map(value, "tags")
+    for key, text in tags.items():
+        if len(key) > MAX_TAG_KEY or len(text) > MAX_TAG_VALUE or "\x00" in key + text:
+            raise bad(f"tags: keys must be at most {MAX_TAG_KEY} characters and values at most {MAX_TAG_VALUE}, "
+                      f"without NUL; {key[:40]!r} is not.")
+    return tags
