@@ -93,9 +93,11 @@ class Filters:
 
 
 @db_session
-def page(portal: str | None, filters: Filters, after: int | str | None, limit: int) -> tuple[list[Stored], bool]:
+def page(portal: str | None, filters: Filters, after: int | str | None, limit: int,
+         documents: bool = True) -> tuple[list[Stored], bool]:
     """Up to `limit` of `portal`'s tasks (EVERY_PORTAL: all) that match `filters`, newest first,
-    after the task `after`; and whether more follow.
+    after the task `after`; and whether more follow. Without `documents` (the MINIMAL view) their
+    documents are left empty: parsing them is most of a page's time.
 
     Each filter is an index walk that reads its rows in page order and stops after `limit + 1`:
     a state is one walk per (outcome, state) pair of JOB_STATES (storage/models.py Job's
@@ -113,7 +115,7 @@ def page(portal: str | None, filters: Filters, after: int | str | None, limit: i
     walks = [iter(job_list.execute(*walk_sql(scope, pair, filters, start_id, limit)))
              for scope in _portals(portal) for pair in pairs]
     found = [row[0] for row in itertools.islice(heapq.merge(*walks, reverse=True), limit + 1)]
-    return _read(found[:limit]), len(found) > limit
+    return _read(found[:limit], documents), len(found) > limit
 
 
 def walk_sql(portal: str | None, pair: tuple[str | None, str] | None, filters: Filters, start_id: int | None,
@@ -205,14 +207,15 @@ def _portals(portal: str | None) -> list[str | None]:
     return found + [None]
 
 
-def _read(job_ids: list[int]) -> list[Stored]:
+def _read(job_ids: list[int], documents: bool) -> list[Stored]:
     """The page's tasks, in the order of `job_ids`, from their rows as the database returns them (no
     entities: Pony's parsing of a row costs about 0.3 ms)."""
     if not job_ids:
         return []
     quote = db.provider.quote_name
     columns = ", ".join(f"j.{quote(name)}" for name in READ_COLUMNS)
-    rows = job_list.execute(f"SELECT {columns}, t.document FROM {quote(Job._table_)} j JOIN {quote(TesTask._table_)} t "
+    document = "t.document" if documents else "'{}'"
+    rows = job_list.execute(f"SELECT {columns}, {document} FROM {quote(Job._table_)} j JOIN {quote(TesTask._table_)} t "
                             f"ON t.job = j.id WHERE j.id IN ({', '.join('?' * len(job_ids))})", job_ids)
     by_id = {}
     for row in rows:

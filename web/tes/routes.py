@@ -120,7 +120,7 @@ class Tasks:
         size = req.get_param_as_int("page_size", min_value=1, max_value=MAX_PAGE_SIZE) or DEFAULT_PAGE_SIZE
         token = req.get_param("page_token")
         after = job_list.decode_cursor(token) if token else None
-        found, more = tes_tasks.page(req.context.portal, filters, after, size)
+        found, more = tes_tasks.page(req.context.portal, filters, after, size, documents=view != "MINIMAL")
         resp.media = {"tasks": [views.task_view(task, view) for task in found]}
         if more:
             resp.media["next_page_token"] = job_list.encode_cursor(found[-1].ref)
