@@ -15,7 +15,7 @@ def test_a_task_with_a_content_input_and_two_executors_completes_on_slurm_with_b
     server = add_section(module_cluster.server({"example": {}}, start=False), "tes", {"images": "alpine=example"})
     server.start()
     executor = slurm_executor(module_cluster, "example", server)
-    wait_until(lambda: any(e["state"] == "alive" and e["backend"] == "slurm" for e in listing(server).values()),
+    wait_until(lambda: listing(server).get(executor.url, {}).get("state") == "alive",
                20, 0.1, "the Slurm executor to register")
     client = tes.HTTPClient(server.url, timeout=10)
 
