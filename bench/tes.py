@@ -20,6 +20,7 @@ from datetime import timedelta
 import requests
 
 from bench.common import Row, cluster, main, percentile
+from bench.job_list import standing
 from bench.million_jobs import STAMP, answer_times
 from tests.harness import add_section, bearer
 
@@ -32,6 +33,8 @@ RULES = ("align", "sort", "index", "call", "filter", "merge", "annotate", "qc", 
          "dedup", "bam2fq", "stats", "plot", "report", "split", "gather", "fetch", "pack", "check")
 DAYS = 30
 TARGET_MS = 50.0
+#: The figure of the largest page, which has no target (`pages`).
+LARGEST = "13i"
 POSTS = 300
 TOKENS = {f"engine{n}": f"engine{n}-bench-token-0123456789abcdef" for n in range(PORTALS)}
 LIST = "/ga4gh/tes/v1/tasks"
@@ -64,17 +67,11 @@ def fill(database: str, per_portal: int) -> list[str]:
             portal, n = f"engine{number % PORTALS}", number // PORTALS
             created = now - timedelta(seconds=(total - number) * step)
             age, stamp = per_portal - n, created.strftime(STAMP)
+            state, outcome = standing(n, age, created, now, QUEUED, RUNNING)
             exit_code = reason = None
-            if age <= QUEUED:
-                state, outcome = "Queued", None
-            elif age <= QUEUED + RUNNING:
-                state, outcome = "Running", None
-            else:
-                outcome = "Cancelled" if n % 1000 == 3 else "Failed" if n % 10 == 0 else "Completed"
-                state = outcome if created > now - timedelta(days=1) else "Cleaned"
-                if outcome == "Failed":
-                    exit_code, reason = ((2, "run.sh exited with code 2") if n % 20 == 0
-                                         else (None, "TES input /data/x: HTTP 404 from https://files.example.org"))
+            if outcome == "Failed":
+                exit_code, reason = ((2, "run.sh exited with code 2") if n % 20 == 0
+                                     else (None, "TES input /data/x: HTTP 404 from https://files.example.org"))
             public_id = public_ids.new()
             if portal == "engine0":
                 first.append(public_id)
@@ -93,7 +90,8 @@ def fill(database: str, per_portal: int) -> list[str]:
 
 
 def pages(first: list[str]) -> list[tuple[str, str, str]]:
-    """(figure, what, query) of each page measured."""
+    """(figure, what, query) of each page measured; the last, of the largest page, has no target
+    (its time grows with its size: the views and JSON of 2,047 tasks)."""
     from web.job_list import encode_cursor
     middle = encode_cursor(first[len(first) // 2])
     return [
@@ -138,13 +136,14 @@ def run(quick: bool) -> list[Row]:
         server.stop()  # it made the tables and their indexes; now fill them while nobody else writes
         first = fill(str(server.folder / "data" / "orchestrator.sqlite"), per_portal)
         server = server.restart()
-        measured = [(f"{fig}. `GET /tasks`: {what}", answer_times(f"{server.url}{LIST}?{query}", runs,
-                                                                    bearer(TOKENS["engine0"])))
+        measured = [(fig, what, answer_times(f"{server.url}{LIST}?{query}", runs, bearer(TOKENS["engine0"])))
                     for fig, what, query in pages(first)]
         created = post_times(server, posts)
     total = PORTALS * per_portal
-    rows = [Row(f"{name}, {total:,} tasks of {PORTALS} portals", figure(times), f"<= {TARGET_MS:.0f} ms", "-",
-                None if quick else statistics.median(times) <= TARGET_MS) for name, times in measured]
+    rows = [Row(f"{fig}. `GET /tasks`: {what}, {total:,} tasks of {PORTALS} portals", figure(times),
+                "-" if fig == LARGEST else f"<= {TARGET_MS:.0f} ms", "-",
+                None if quick or fig == LARGEST else statistics.median(times) <= TARGET_MS)
+            for fig, what, times in measured]
     rate = 1000 / statistics.median(created)
     rows.append(Row(f"13j. `POST /tasks`, one after another, {total:,} tasks in the database",
                     f"{figure(created)}: {rate:.0f} tasks/s", "-", "-", None))
