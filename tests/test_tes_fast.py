@@ -45,6 +45,11 @@ def server(tmp_path, clean_database):
     ({"tags": {"user_id": "-1"}}, "tags.user_id must be a positive integer"),
     ({"resources": {"backend_parameters": {"queue": "long"}, "backend_parameters_strict": True}}, "'queue' is not supported"),
     ({"resources": {"backend_parameters": {"priority": "99"}}}, "priority must be an integer"),
+    # The list's indexed columns (storage/models.py TesTag, TesTask) hold them: bounded, no NUL.
+    ({"tags": {"run": "r" * 401}}, "tags: keys must be at most 128 characters and values at most 400"),
+    ({"tags": {"k" * 129: ""}}, "tags: keys must be at most 128"),
+    ({"tags": {"run": "a\x00b"}}, "without NUL"),
+    ({"name": "n" * 1025}, "name must be at most 1024 characters"),
 ])
 def test_a_bad_task_gets_400_naming_what_is_wrong_and_nothing_is_stored(server, change, words):
     answer = server.client.simulate_post(TASKS, json={**GOOD, **change})
@@ -143,7 +148,8 @@ def test_unknown_and_malformed_task_ids_get_404_and_cancel_of_an_ended_task_answ
 
 @pytest.mark.parametrize("params, words", [
     ({"page_size": "0"}, "page_size"), ({"page_size": "2048"}, "page_size"), ({"state": "DONE"}, "state must be"),
-    ({"page_token": "nope"}, "cursor"), ({"tag_value": "v"}, "tag_key"),
+    ({"page_token": "nope"}, "cursor"), ({"tag_value": "v"}, "tag_key"), ({"name_prefix": "a\x00"}, "NUL"),
+    ({"tag_key": "k", "tag_value": "\x00"}, "NUL"),
 ])
 def test_a_bad_list_query_gets_400(server, params, words):
     answer = server.client.simulate_get(TASKS, params=params)
