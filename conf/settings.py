@@ -73,6 +73,8 @@ class ServiceConfig:
     runs_per_group: int | None = None
     #: Seconds a job of this service may run before it is stopped (an upload may ask for less); None: no limit.
     max_runtime: int | None = None
+    #: Most CPU cores a GA4GH TES task may ask for (resources.cpu_cores; more: 400); None: not checked.
+    max_cores: int | None = None
 
     @property
     def half_life_seconds(self) -> float:
@@ -88,12 +90,19 @@ def sweep_interval(retention_seconds: Iterable[float]) -> float:
 
 @dataclass(frozen=True)
 class TesConfig:
-    """`[tes]`: the GA4GH TES API's choice of service by a task's executor image."""
+    """`[tes]`: the GA4GH TES API's choice of service by a task's executor image, its public URL, and
+    the hosts a task's http(s) urls may name."""
 
     #: (image, service) pairs; an image name may hold `:` (python:3.11), never `=`.
     images: tuple[tuple[str, str], ...] = ()
     #: The service of every image not listed; None: an unlisted image is refused (400).
     default_service: str | None = None
+    #: The server's address as TES clients reach it (behind a proxy), for the download URLs of a
+    #: task's outputs; None: the address each request came to.
+    public_url: str | None = None
+    #: Host patterns (conf/webhook_hosts.py) a task's http(s) input and output URLs may name; empty:
+    #: any host whose addresses are all global. Non-global addresses only for a host listed exactly.
+    url_hosts: tuple[str, ...] = ()
 
     def service_of(self, image: str) -> str | None:
         return dict(self.images).get(image, self.default_service)
@@ -433,11 +442,11 @@ def _tokens(parser: configparser.ConfigParser, section: str = "tokens",
 
 def _tes(parser: configparser.ConfigParser, services: Mapping[str, ServiceConfig]) -> TesConfig:
     """`[tes]`: `images = alpine=example, python:3.11=prodigy` (split at each pair's last `=`) and
-    `default_service`; every service named must be configured."""
+    `default_service`; every service named must be configured; `public_url`; `url_hosts`."""
     if not parser.has_section("tes"):
         return TesConfig()
     section = dict(parser["tes"])
-    _unknown_keys("tes", section, {"images", "default_service"})
+    _unknown_keys("tes", section, {"images", "default_service", "public_url", "url_hosts"})
     pairs = []
     for item in filter(None, (part.strip() for part in section.get("images", "").split(","))):
         image, _, service = item.rpartition("=")
@@ -449,7 +458,9 @@ def _tes(parser: configparser.ConfigParser, services: Mapping[str, ServiceConfig
     if default is not None and default not in services:
         raise ConfigError(f"[tes] default_service {default!r} is not a configured service "
                           f"({', '.join(sorted(services))}).")
-    return TesConfig(tuple(pairs), default)
+    public_url = section.get("public_url", "").strip()
+    return TesConfig(tuple(pairs), default, _url("[tes] public_url", public_url) if public_url else None,
+                     _host_patterns(section.get("url_hosts", ""), "[tes] url_hosts"))
 
 
 def is_loopback(host: str) -> bool:
@@ -507,7 +518,7 @@ _SERVER_KEYS = {"host", "port", "data_dir", "database", "retention_hours", "acto
                 "metrics_cache_seconds", "webhook_hosts", "webhook_retry_hours", "webhook_backoff_seconds",
                 "webhook_timeout", *CONNECTION_KEYS, *LOG_KEYS}
 _SERVICE_KEYS = {"clients", "runs_per_user", "max_runs", "retention_hours", "max_queued_per_user", "policy",
-                 "fair_share_half_life_hours", "runs_per_group", "max_runtime"}
+                 "fair_share_half_life_hours", "runs_per_group", "max_runtime", "max_cores"}
 #: The orders a service may serve its users in (ServiceConfig.policy).
 POLICIES = ("round_robin", "fair_share")
 _ENV_SERVICE = re.compile(r"^SERVICE_(.+)_(RUNS_PER_USER|MAX_RUNS|UPLOAD_URL|DOWNLOAD_URL)$")
@@ -527,6 +538,7 @@ def _service_from(name: str, section: Mapping[str, str]) -> ServiceConfig:
     if policy not in POLICIES:
         raise ConfigError(f"{where} policy must be one of {', '.join(POLICIES)}, got {policy!r}.")
     max_runtime = section.get("max_runtime", "").strip()
+    max_cores = section.get("max_cores", "").strip()
     return ServiceConfig(
         name=name,
         clients=clients,
@@ -539,6 +551,7 @@ def _service_from(name: str, section: Mapping[str, str]) -> ServiceConfig:
                                           section.get("fair_share_half_life_hours", "24")),
         runs_per_group=_int(f"{where} runs_per_group", runs_per_group, 1) if runs_per_group else None,
         max_runtime=_int(f"{where} max_runtime", max_runtime, 1, int(MAX_PERIOD_SECONDS)) if max_runtime else None,
+        max_cores=_int(f"{where} max_cores", max_cores, 1, 100_000) if max_cores else None,
     )
 
 
@@ -621,7 +634,7 @@ def load_server_config(path: str | None, environ: Mapping[str, str] = os.environ
         metrics_public=_bool("[server] metrics_public", section.get("metrics_public", "false")),
         metrics_cache_seconds=_seconds("[server] metrics_cache_seconds",
                                        section.get("metrics_cache_seconds", str(defaults.metrics_cache_seconds))),
-        webhook_hosts=_host_patterns(section.get("webhook_hosts", "")),
+        webhook_hosts=_host_patterns(section.get("webhook_hosts", ""), "[server] webhook_hosts"),
         webhook_retry_hours=_hours("[server] webhook_retry_hours",
                                    section.get("webhook_retry_hours", str(defaults.webhook_retry_hours))),
         webhook_backoff_seconds=_seconds("[server] webhook_backoff_seconds",
@@ -656,11 +669,11 @@ def load_server_config(path: str | None, environ: Mapping[str, str] = os.environ
     return config
 
 
-def _host_patterns(raw: str) -> tuple[str, ...]:
+def _host_patterns(raw: str, setting: str) -> tuple[str, ...]:
     try:
         return webhook_hosts.parse_patterns(raw)
     except ValueError as exc:
-        raise ConfigError(f"[server] webhook_hosts has {exc.args[0]!r}, which is not a host pattern; use host, "
+        raise ConfigError(f"{setting} has {exc.args[0]!r}, which is not a host pattern; use host, "
                           f"host:port or *.domain (e.g. *.wenmr.eu, portal.example.org:8443).") from None
 
 

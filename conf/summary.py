@@ -56,6 +56,7 @@ def describe_server(config: ServerConfig, version: str) -> str:
             f"max_queued_per_user {service.max_queued_per_user or 'unlimited'}, retention {_hours(retention)}, "
             f"{_policy(service)}; executors: {', '.join(service.clients) or 'none configured'} (and those that register)")
     lines += [
+        f"  TES: {_tes(config)}",
         f"  auth: {_auth(config)}",
         f"  cluster secret: {'set' if config.cluster_secret else 'not set'}",
         "  webhooks: " + (f"to {', '.join(config.webhook_hosts)}, signed for "
@@ -95,4 +96,18 @@ def _policy(service) -> str:
         parts.append(f"runs_per_group {service.runs_per_group}")
     if service.max_runtime is not None:
         parts.append(f"max_runtime {service.max_runtime} s")
+    if service.max_cores is not None:
+        parts.append(f"max_cores {service.max_cores}")
     return ", ".join(parts)
+
+
+def _tes(config: ServerConfig) -> str:
+    """Which service a GA4GH TES task's image selects (web/tes/)."""
+    tes = config.tes
+    if not tes.images and not tes.default_service:
+        return "off (no [tes] images or default_service: every task is refused)"
+    pairs = [f"{image} → {service}" for image, service in tes.images]
+    pairs.append(f"any other image → {tes.default_service}" if tes.default_service else "other images refused")
+    hosts = f"; urls to {', '.join(tes.url_hosts)}" if tes.url_hosts else "; urls to global addresses"
+    return ("/ga4gh/tes/v1, " + ", ".join(pairs) + hosts
+            + (f"; links under {tes.public_url}" if tes.public_url else ""))

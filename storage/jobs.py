@@ -169,6 +169,15 @@ def create_job(user_id: int, service: str, folder: str, now: datetime, portal: s
 @db_session
 def _insert(user_id: int, service: str, folder: str, now: datetime, portal: str | None,
             callback_url: str | None, labels: Labels, also: Callable[[int], None] | None) -> tuple[int, dict]:
+    job = _new_job(user_id, service, folder, now, portal, callback_url, labels, also)
+    view = job.to_dict(new=True)
+    commit()
+    return job.id, view
+
+
+def _new_job(user_id: int, service: str, folder: str, now: datetime, portal: str | None,
+             callback_url: str | None, labels: Labels, also: Callable[[int], None] | None) -> Job:
+    """The new Queued job's row, its change-log entry and what `also` writes (in the caller's session)."""
     job = Job(user_id=user_id, service=service, dir=folder, created_at=now, updated_at=now, portal=portal,
               public_id=public_ids.new() if portal is not None else None, callback_url=callback_url,
               priority=labels.priority, group=labels.group, max_runtime=labels.max_runtime)
@@ -176,9 +185,24 @@ def _insert(user_id: int, service: str, folder: str, now: datetime, portal: str 
     record_change(job.id, portal, callback_url, JobState.QUEUED, now)
     if also is not None:
         also(job.id)
-    view = job.to_dict(new=True)
-    commit()
-    return job.id, view
+    return job
+
+
+@db_session
+def create_failed(user_id: int, service: str, folder: str, now: datetime, reason: str, portal: str | None = None,
+                  labels: Labels = Labels(), also: Callable[[int], None] | None = None) -> tuple[JobRef, dict]:
+    """Write a new job that cannot run (a TES task with an input it cannot have) as Failed with
+    `reason`, with what `also` writes, in one transaction: it is never queued, holds no quota slot
+    and no queued place (max_queued_per_user does not count it); the change log has its creation and
+    its end, as any job's.
+
+    Returns:
+        (the job as stored, for the events of its end: storage/job_events.py; its view).
+    """
+    job = _new_job(user_id, service, folder, now, portal, None, labels, also)
+    advance(job, JobState.FAILED, now)
+    job.reason = reason[:1000]
+    return JobRef.of(job), job.to_dict()
 
 
 @db_session(immediate=True)

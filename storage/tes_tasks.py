@@ -1,7 +1,7 @@
 """The TES tasks' rows (storage/models.py TesTask): a task's document beside its job, read back
 with the job's state for the TES views, and the list of a portal's tasks.
 
-Runs in the server's main process (web threads: web/tes/).
+Runs in the server's main process (web threads: web/tes/); `among` also in the retriever's.
 """
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import itertools
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable
+from typing import Callable, Iterable
 
-from pony.orm import db_session
+from pony.orm import db_session, select
 
 from storage import job_list, jobs
 from storage.columns import stored_time
@@ -231,3 +231,11 @@ def _read(job_ids: list[int], documents: bool) -> list[Stored]:
 #: The job's columns a Stored holds, as `_read` selects them.
 READ_COLUMNS = ("id", "public_id", "state", "outcome", "service", "created_at", "started_at", "finished_at",
                 "exit_code", "reason", "stderr_tail", "result_path", "executor", "attempts")
+
+
+@db_session
+def among(job_ids: Iterable[int]) -> set[int]:
+    """Those of the jobs that are TES tasks (the retriever fetches their results also when they
+    failed: their logs are read from the zip)."""
+    ids = list(job_ids)
+    return set(select(t.job for t in TesTask if t.job in ids)) if ids else set()

@@ -868,3 +868,75 @@ def submit_labelled(server: Node, body: str, user_id: int, priority: int | None 
                            user_id, service)
     assert response.status_code == 200, response.text
     return response.json()["id"]
+
+
+# --- a web server of the test's own (TES inputs and outputs) -------------------------------------
+
+@dataclass
+class FileHost:
+    """A local HTTP server in a thread: GET answers `files` by path (404 for any other), PUT keeps
+    the body by path in `received`."""
+
+    url: str
+    files: dict[str, bytes]
+    received: dict[str, bytes]
+
+
+@contextmanager
+def file_host(files: dict[str, bytes]):
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    host = FileHost("", dict(files), {})
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = host.files.get(self.path)
+            self.send_response(200 if body is not None else 404)
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def do_PUT(self):
+            host.received[self.path] = self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(201)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    host.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    # NOTE: a short poll: shutdown() waits for serve_forever's next look (0.5 s by default)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    try:
+        yield host
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@contextmanager
+def redirect_host(location: str):
+    """A local HTTP server on 127.0.0.1 that answers every GET and PUT with 302 to `location`;
+    yields its URL."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def answer(self):
+            self.send_response(302)
+            self.send_header("Location", location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_PUT = answer
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

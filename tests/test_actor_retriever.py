@@ -363,3 +363,67 @@ def test_the_sweep_looks_up_by_its_attempt_a_running_job_whose_task_id_was_never
         ("Queued", "its executor never received it")
     assert harness.got(harness.queue) == [JobQueued(never_received, SERVICE, 8, None, 0, None, ANY)]
     assert harness.ended() == [(never_received, A)]
+
+
+# --- GA4GH TES tasks: a failed task's results are fetched too (its logs are read from them) -----------
+
+def as_tes_task(job_id: int) -> int:
+    """Make the job a TES task (its row beside the job's, as web/tes/routes.py writes it)."""
+    from pony.orm import db_session
+
+    from storage.models import TesTask
+    with db_session:
+        TesTask(job=job_id, portal=None, name="", document="{}")
+    return job_id
+
+
+@pytest.mark.parametrize("exit_code, reason, expected_reason", [
+    (3, None, "run.sh exited with code 3"),
+    (0, "TES output /out/a.txt: not found", "TES output /out/a.txt: not found"),
+])
+def test_a_failed_tes_task_is_written_failed_with_its_results(harness, exit_code, reason, expected_reason):
+    harness.start()
+    job_id = as_tes_task(harness.on_executor(A))
+
+    harness.report(job_id, "finished", exit_code=exit_code, stderr_tail="boom", reason=reason)
+    harness.settle()
+
+    assert harness.link.fetches == [(A, f"task-{job_id}")]
+    job = row(job_id)
+    assert (job["status"], job["exit_code"], job["reason"], job["stderr_tail"]) == \
+        ("Failed", exit_code, expected_reason, "boom")
+    assert jobs.download_info(job_id) == (JobState.FAILED, harness.config.result_file(job_id))
+    assert harness.ended() == [(job_id, A)]
+
+
+@pytest.mark.parametrize("error", [ExecutorUnreachable("answered 409: could not zip", status=409),
+                                   ExecutorUnreachable("connection refused", delivered=False)])
+def test_a_failed_tes_task_whose_results_cannot_be_fetched_is_failed_without_them_at_once(harness, error):
+    harness.start(max_fetch_failures=3)
+    job_id = as_tes_task(harness.on_executor(A))
+    harness.link.results = [error]
+
+    harness.report(job_id, "finished", exit_code=3)
+    harness.settle()
+
+    job = row(job_id)
+    assert (job["status"], job["reason"]) == ("Failed", "run.sh exited with code 3")
+    assert jobs.download_info(job_id) == (JobState.FAILED, None)
+    assert len(harness.link.fetches) == 1 and harness.ended() == [(job_id, A)]
+    assert not any(kind(timer[2]) == "refetch" for timer in KEPT_TIMERS)
+
+
+def test_a_failed_tes_task_still_being_zipped_is_failed_without_results_if_its_executor_is_gone_at_the_refetch(harness):
+    harness.start()
+    job_id = as_tes_task(harness.on_executor(A))
+    harness.link.results = ["busy"]
+
+    harness.report(job_id, "finished", exit_code=3)
+    harness.settle()
+    assert row(job_id)["status"] == "Submitted"  # waits for its zip, as a success does
+    harness.link.unreachable.add(A)
+    harness.fire("refetch")
+
+    job = row(job_id)
+    assert (job["status"], job["reason"], job["attempts"]) == ("Failed", "run.sh exited with code 3", 1)
+    assert harness.ended() == [(job_id, A)] and harness.got(harness.queue) == []

@@ -478,3 +478,24 @@ def test_bad_operator_tokens_are_refused_with_the_key(tmp_path, operators, why):
                       f"[service.example]\n[tokens]\nhaddock = aaaaaaaaaaaaaaaaaaaa\n[operators]\n{operators}\n")
     with pytest.raises(ConfigError, match=why):
         load_server_config(path, {})
+
+
+# --- [tes] and a service's max_cores (GA4GH TES) ---------------------------------------------------
+
+def test_the_tes_section_and_a_services_max_cores_are_read(tmp_path):
+    config = load_server_config(ini(tmp_path, "[tes]\nimages = python:3.11=example\ndefault_service = example\n"
+                                              "public_url = https://tes.example.org/orch/\n"
+                                              "[service.example]\nmax_cores = 8\n"), environ={})
+
+    assert config.tes.service_of("python:3.11") == config.tes.service_of("ubuntu") == "example"
+    assert config.tes.public_url == "https://tes.example.org/orch"
+    assert config.service("example").max_cores == 8
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[tes]\npublic_url = tes.example.org\n[service.example]\n", r"\[tes\] public_url must be an http\(s\)"),
+    ("[service.example]\nmax_cores = 0\n", r"\[service.example\] max_cores must be between 1"),
+])
+def test_a_bad_tes_key_is_refused_naming_it(tmp_path, text, words):
+    with pytest.raises(ConfigError, match=words):
+        load_server_config(ini(tmp_path, text), environ={})

@@ -12,9 +12,10 @@ from types import SimpleNamespace
 
 import pytest
 import requests
+import tes
 
-from tests.harness import (cancel, job, let_go, listing, results, submit, wait_for_outcome, wait_until,
-                           waiting_for_flag)
+from tests.harness import (add_section, cancel, file_host, job, let_go, listing, results, submit, wait_for_outcome,
+                           wait_until, waiting_for_flag)
 from tests.slurm_helpers import cancel_slurm_jobs, slurm_executor, slurm_state, task_of
 
 #: Slurm rounds time limits up to whole minutes and kills at about 1:02 (then KillWait).
@@ -25,8 +26,9 @@ OUTCOME_WAIT = 60.0
 
 @pytest.fixture(scope="module")
 def stack(slurm, module_cluster):
-    server = module_cluster.server({"example": {"runs_per_user": 10}, "limited": {"max_runtime": 60},
-                                    "nowhere": {}})
+    server = add_section(module_cluster.server({"example": {"runs_per_user": 10}, "limited": {"max_runtime": 60},
+                                                "nowhere": {}}, start=False), "tes", {"images": "alpine=example",
+                                                                                 "url_hosts": "127.0.0.1"}).start()
     executors = SimpleNamespace(
         example=slurm_executor(module_cluster, "example", server),
         limited=slurm_executor(module_cluster, "limited", server),
@@ -57,6 +59,19 @@ def test_a_job_runs_in_slurm_and_its_results_are_served(stack):
     assert archive.read("slurm_job.txt").decode().strip() == task["slurm_id"]  # it ran as that Slurm job
     record = job(stack.server, job_id)
     assert record["status"] == "Completed" and record["exit_code"] == 0 and record["attempts"] == 1
+
+
+def test_a_tes_task_fetches_maps_and_puts_its_files_inside_its_slurm_allocation(stack):
+    with file_host({"/in.txt": b"from the web\n"}) as host:
+        client = tes.HTTPClient(stack.server.url, timeout=10)
+        task_id = client.create_task(tes.Task(
+            inputs=[tes.Input(path="/data/in.txt", url=f"{host.url}/in.txt")],
+            outputs=[tes.Output(path="/out/copy.txt", url=f"{host.url}/up/copy.txt")],
+            executors=[tes.Executor(image="alpine", command=["sh", "-c", "tr a-z A-Z < /data/in.txt > /out/copy.txt"])]))
+
+        assert client.wait(task_id, timeout=OUTCOME_WAIT).state == "COMPLETE"
+        assert host.received == {"/up/copy.txt": b"FROM THE WEB\n"}
+    assert task_of(stack.executors.example, int(task_id))["slurm_id"]  # it ran as a Slurm job
 
 
 def test_a_running_slurm_jobs_log_tail_is_served_through_the_server(stack):

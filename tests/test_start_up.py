@@ -15,7 +15,7 @@ from dataclasses import replace
 import pytest
 
 from actors.runtime.preflight import Refused, free_to_listen, refusing, writable_folder
-from conf.settings import ClientConfig, ServerConfig, ServiceConfig
+from conf.settings import ClientConfig, ServerConfig, ServiceConfig, TesConfig
 from conf.summary import describe_executor, describe_server, without_password
 from conf.version import VERSION
 from tests.harness import (MARKER, ROOT, START_TIMEOUT, free_port, processes_with_marker, refused_start,
@@ -41,8 +41,10 @@ def test_the_servers_start_block_names_everything_an_operator_checks_and_no_secr
         allow_anonymous=False, cluster_secret=SECRET, tokens=(("haddock", "t" * 20), ("prodigy-portal", "u" * 20)),
         services=(ServiceConfig("example", clients=("http://10.0.0.2:9000",), runs_per_user=3, max_runs=8,
                                 retention_hours=1.5, max_queued_per_user=50, policy="fair_share",
-                                runs_per_group=20, max_runtime=3600),
-                  ServiceConfig("prodigy")))
+                                runs_per_group=20, max_runtime=3600, max_cores=8),
+                  ServiceConfig("prodigy")),
+        tes=TesConfig((("alpine", "example"), ("python:3.11", "prodigy")), public_url="https://orch.example.org",
+                      url_hosts=("data.example.org", "*.zenodo.org")))
 
     text = describe_server(config, "9.9.9")
 
@@ -51,9 +53,11 @@ def test_the_servers_start_block_names_everything_an_operator_checks_and_no_secr
     assert "database: postgresql://orch@db:5433/orch" in text and "pa55word" not in text
     assert "data folder: /srv/orch" in text
     assert ("service example: runs_per_user 3, max_runs 8, max_queued_per_user 50, retention 1.5 h, "
-            "fair_share (half-life 24 h), runs_per_group 20, max_runtime 3600 s; executors: http://10.0.0.2:9000") in text
+            "fair_share (half-life 24 h), runs_per_group 20, max_runtime 3600 s, max_cores 8; executors: http://10.0.0.2:9000") in text
     assert ("service prodigy: runs_per_user 5, max_runs the slots of its executors, max_queued_per_user unlimited, "
             "retention 48 h, round_robin; executors: none configured") in text
+    assert ("TES: /ga4gh/tes/v1, alpine → example, python:3.11 → prodigy, other images refused; "
+            "urls to data.example.org, *.zenodo.org; links under https://orch.example.org") in text
     assert "auth: portal tokens (haddock, prodigy-portal)" in text
     assert "cluster secret: set" in text
     assert "t" * 20 not in text and SECRET not in text
@@ -72,6 +76,7 @@ def test_a_server_without_tokens_says_who_may_call_it(host, allow, expected):
     assert expected in text
     assert "cluster secret: not set" in text
     assert "database: var/server/orchestrator.sqlite" in text
+    assert "TES: off (no [tes] images or default_service: every task is refused)" in text
 
 
 def test_the_executors_start_block_names_its_service_backend_slots_sandbox_limits_and_server():

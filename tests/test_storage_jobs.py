@@ -15,7 +15,7 @@ import pytest
 from pony.orm import db_session
 
 from storage import jobs
-from storage.models import Job
+from storage.models import Job, JobChange
 from storage.states import JobState
 
 NOW = datetime(2024, 5, 1, 9, 30)
@@ -401,3 +401,19 @@ def test_a_portal_cannot_cancel_or_see_another_portals_job(clean_database, asker
     assert jobs.get_ref(job_id).state is JobState.QUEUED
     view, ended = jobs.cancel(public_id, "portal-a", NOW)
     assert view["status"] == "Cancelled" and ended is not None
+
+
+def test_a_job_created_failed_is_never_queued_nor_active_and_its_change_log_has_its_creation_and_end(clean_database):
+    written = []
+    ended, view = jobs.create_failed(7, "example", "/jobs/never", NOW, "TES input /data/x: scheme s3 is not supported",
+                                     "portal-a", jobs.Labels(priority=2), written.append)
+
+    assert (ended.state, ended.reason, ended.finished_at, ended.portal) == \
+        (JobState.FAILED, "TES input /data/x: scheme s3 is not supported", NOW, "portal-a")
+    assert written == [ended.id] and view["status"] == "Failed" and view["id"] != ended.id  # a public id
+    assert list(jobs.queued_jobs("example")) == [] and jobs.count_queued("example") == 0
+    assert jobs.active_jobs() == []
+    with db_session:
+        assert [c.state for c in JobChange.select(lambda c: c.job == ended.id).order_by(JobChange.id)] == \
+            ["Queued", "Failed"]
+    assert jobs.cancel(view["id"], "portal-a", LATER)[1] is None  # it has ended

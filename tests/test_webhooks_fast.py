@@ -12,7 +12,7 @@ from pony.orm import db_session, select
 from standardwebhooks import Webhook
 
 from actors.server import webhook_post
-from conf import webhook_hosts
+from conf import pinned_http, webhook_hosts
 from conf.settings import ConfigError, load_server_config
 from storage import changes, clock, feed_cursors, jobs, webhooks
 from storage.models import JobChange, WebhookDelivery
@@ -83,13 +83,13 @@ def test_with_no_patterns_webhooks_are_off_and_any_callback_url_is_refused():
 
 
 def test_at_delivery_a_name_resolving_to_a_loopback_address_through_a_wildcard_is_refused(monkeypatch):
-    monkeypatch.setattr(webhook_post.socket, "getaddrinfo", lambda *a, **k: [(2, 1, 6, "", ("127.0.0.1", 443))])
-    with pytest.raises(ValueError, match="resolves to 127.0.0.1"):
-        webhook_post.checked_address("https://rebound.wenmr.eu/hook", PATTERNS)
+    monkeypatch.setattr(pinned_http.socket, "getaddrinfo", lambda *a, **k: [(2, 1, 6, "", ("127.0.0.1", 443))])
+    with pytest.raises(ValueError, match="resolves to a non-global address 127.0.0.1"):
+        pinned_http.checked_address("https://rebound.wenmr.eu/hook", PATTERNS, "[server] webhook_hosts")
 
 
 def test_https_to_a_checked_address_keeps_the_hosts_name_for_tls_and_its_certificate():
-    adapter = webhook_post._PinnedTLS("a.wenmr.eu")
+    adapter = pinned_http.PinnedTLS("a.wenmr.eu")
     pool = adapter.poolmanager.connection_pool_kw
     assert (pool["server_hostname"], pool["assert_hostname"]) == ("a.wenmr.eu", "a.wenmr.eu")
 
@@ -361,7 +361,7 @@ def test_an_attempt_stores_its_outcome_and_says_it_in_one_event(clean_database, 
 def test_a_url_refused_only_at_send_time_is_given_up_not_raised(monkeypatch):
     """Review item 1: a non-ASCII host (stored before the upload check refused it) made post() raise
     UnicodeEncodeError in the Host header, which looped the webhook actor on it forever."""
-    monkeypatch.setattr(webhook_post.socket, "getaddrinfo", lambda *a, **k: [(2, 1, 6, "", ("145.100.1.1", 80))])
+    monkeypatch.setattr(pinned_http.socket, "getaddrinfo", lambda *a, **k: [(2, 1, 6, "", ("145.100.1.1", 80))])
     delivery = webhooks.Delivery(1, 1, None, "http://\u0436.wenmr.eu/hook", "Running", T0, 0, {"id": 1}, "msg_x")
     outcome = webhook_post.post(delivery, SECRET, PATTERNS, 1.0, T0)
     assert outcome.final and "no longer admitted" in outcome.error

@@ -2,7 +2,8 @@
 task's files, logs and partial zip (web/task_follow.py).
 
 Only the server calls it. `POST /submit` stores the bundle and the task row, then tells the
-ExecutorActor; a repeated submit of the same (job_id, attempt) returns the task it already has.
+ExecutorActor; a repeated submit of the same (job_id, attempt) returns the task it already has. A TES
+task comes with its plan (the field `tes_plan`, storage/node/tes_plan.py), kept on its row.
 With backend = slurm, a node that cannot reach Slurm says so on /health (503, `unhealthy`, with the
 reason) and refuses new jobs with 503 until Slurm answers again.
 """
@@ -20,7 +21,7 @@ from actors.messages import KillTask, RunTask
 from conf import logs
 from conf.settings import ClientConfig
 from storage.clock import utcnow
-from storage.node import tasks
+from storage.node import tasks, tes_plan
 from storage.node.states import WAITING, TaskState
 from web import scheduling_fields, uploads
 from web import metrics
@@ -59,8 +60,8 @@ class Submit:
         self.tasks_dir = config.tasks_path
 
     def on_post(self, req, resp):
-        staging, (job_id, job_uid, attempt, callback, max_runtime) = uploads.receive(
-            req, self.incoming, {"job_id", "job_uid", "attempt", "callback_url", "max_runtime"},
+        staging, (job_id, job_uid, attempt, callback, max_runtime, plan) = uploads.receive(
+            req, self.incoming, {"job_id", "job_uid", "attempt", "callback_url", "max_runtime", "tes_plan"},
             self.config.max_upload_mb * 1024 * 1024, self.check, max_files=MAX_FILES)
         existing = tasks.find_attempt(job_uid, attempt)
         problem = self.problem()
@@ -76,21 +77,27 @@ class Submit:
             raise falcon.HTTPServiceUnavailable(title="Unhealthy", retry_after=5,
                                                 description=f"this executor takes no new jobs: {problem}.")
         task = uploads.settle(staging, self.tasks_dir, lambda folder: tasks.create(
-            job_id, job_uid, attempt, callback, folder, utcnow(), max_runtime))
+            job_id, job_uid, attempt, callback, folder, utcnow(), max_runtime, plan))
         logs.event(log, "task_accepted", task=int(task["id"]), job=job_id, attempt=attempt)
         self.gateway.tell(RunTask(int(task["id"])))
         resp.media = task
 
     @staticmethod
-    def check(fields: dict[str, str], names: list[str]) -> tuple[int, str, int, str, int | None]:
+    def check(fields: dict[str, str], names: list[str]) -> tuple[int, str, int, str, int | None, str | None]:
         job_id = uploads.positive_int(fields, "job_id")
         attempt = uploads.positive_int(fields, "attempt", limit=2**31 - 1)
         job_uid = fields.get("job_uid", "")
         if not JOB_UID.match(job_uid):
             raise uploads.bad_request("job_uid must be 1 to 64 letters, digits or '-'.")
         uploads.require_script(names)
+        plan = fields.get("tes_plan")
+        if plan is not None:
+            try:
+                tes_plan.parse(plan)
+            except tes_plan.PlanError as exc:
+                raise uploads.bad_request(f"tes_plan is not a TES plan this node can run: {exc}.") from None
         return (job_id, job_uid, attempt, fields.get("callback_url", "").strip().rstrip("/"),
-                scheduling_fields.max_runtime(fields, None))
+                scheduling_fields.max_runtime(fields, None), plan)
 
 
 class Retrieve:
@@ -149,7 +156,7 @@ class TaskResource:
         task = tasks.find(task_number(task_id))
         if task is None:
             raise falcon.HTTPNotFound(title="Unknown task", description=f"there is no task {task_id}.")
-        resp.media = {k: v for k, v in task.items() if k not in ("dir", "callback_url", "job_uid")}
+        resp.media = {k: v for k, v in task.items() if k not in ("dir", "callback_url", "job_uid", "tes_plan")}
 
     def on_delete(self, req, resp, task_id):
         number = task_number(task_id)

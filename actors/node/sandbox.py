@@ -108,13 +108,17 @@ class Wrapping:
         return "without a sandbox" + (", each in a PID namespace of its own" if self.pid_namespace else "")
 
     def command(self, config: ClientConfig, folder: str, program: list[str] | None = None, *,
-                limit_memory: bool = True, limit_processes: bool = True) -> list[str]:
+                limit_memory: bool = True, limit_processes: bool = True,
+                binds: tuple[tuple[str, str], ...] = ()) -> list[str]:
         """The command that runs `program` (default: `bash run.sh`) in `folder` as this node's jobs run.
 
         `limit_memory` / `limit_processes`: set the rlimit fallbacks (False where a cgroup holds them).
+        `binds`: (source, path in the sandbox) folders a TES task's absolute paths map to (sandbox =
+        bwrap only).
         """
         folder = os.path.abspath(folder)  # NOTE: data_dir may be relative (make run's is)
-        argv = [self.bwrap, *self.bwrap_options(config, folder)] if self.sandbox == "bwrap" else list(self.pid_namespace)
+        argv = [self.bwrap, *self.bwrap_options(config, folder, binds)] if self.sandbox == "bwrap" \
+            else list(self.pid_namespace)
         argv += [self.prlimit, *self.limits(config, limit_memory, limit_processes)]
         return argv + (program or ["bash", "run.sh"])
 
@@ -131,17 +135,20 @@ class Wrapping:
             options.append(f"--as={size}:{size}")
         return options
 
-    def bwrap_options(self, config: ClientConfig, folder: str) -> list[str]:
+    def bwrap_options(self, config: ClientConfig, folder: str, binds: tuple[tuple[str, str], ...] = ()) -> list[str]:
         # NOTE: the sandbox's own root (where the mount points were made) read-only too: a write
-        # outside the job's folder and /tmp fails instead of vanishing with the sandbox.
-        return [*_node_options(config, self.etc), "--bind", folder, folder, "--remount-ro", "/", "--chdir", folder,
-                "--"]
+        # outside the job's folder and /tmp fails instead of vanishing with the sandbox. A TES
+        # task's binds go before the read-only paths and the node's hidden folders (which they must
+        # not uncover) and before the job's folder (which one of them may hold, e.g. /srv).
+        extra = [arg for source, target in binds for arg in ("--bind", source, target)]
+        return [*_system_options(config, self.etc), *extra, *_readable_options(config), "--bind", folder, folder,
+                "--remount-ro", "/", "--chdir", folder, "--"]
 
 
 @functools.lru_cache(maxsize=8)
-def _node_options(config: ClientConfig, etc: str | None) -> tuple[str, ...]:
-    """What bubblewrap is told for every job of a node: all but the job's folder. Made once, not per
-    job: it looks at the file system (links, venvs' pyvenv.cfg, the node's folders)."""
+def _system_options(config: ClientConfig, etc: str | None) -> tuple[str, ...]:
+    """What bubblewrap is told for every job of a node, up to its read-only paths (`_readable_options`).
+    Made once, not per job: it looks at the file system (links)."""
     options = ["--die-with-parent", "--new-session", "--cap-drop", "ALL", "--unshare-pid", "--unshare-ipc",
                "--unshare-uts", "--hostname", "job"]
     if not config.network:
@@ -156,6 +163,14 @@ def _node_options(config: ClientConfig, etc: str | None) -> tuple[str, ...]:
     options += ["--proc", "/proc", "--dev", "/dev",
                 "--size", str(config.max_output_mb * 1024 * 1024), "--tmpfs", "/tmp",
                 "--dir", "/var", "--symlink", "../tmp", "/var/tmp"]
+    return tuple(options)
+
+
+@functools.lru_cache(maxsize=8)
+def _readable_options(config: ClientConfig) -> tuple[str, ...]:
+    """The node's `read_only_paths`, and its own folders hidden again where they are under one. Made
+    once, not per job: it looks at the file system (venvs' pyvenv.cfg, the node's folders)."""
+    options: list[str] = []
     readable = visible_paths(config.read_only_paths)
     for path in readable:  # NOTE: after /tmp, which would hide a folder under it
         options += ["--ro-bind", path, path]

@@ -14,6 +14,8 @@ from typing import Iterator
 import urllib3
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError
 
+from storage.node import tes_plan
+
 CONNECT_TIMEOUT = 2.0
 #: Waiting for an answer: short for questions, longer for a submit (the executor stores the files).
 QUESTION_TIMEOUT = 3.0
@@ -23,6 +25,8 @@ READ_TIMEOUT = 30.0
 CHUNK = 1 << 16
 #: A bundle up to this size is sent in one piece rather than streamed file by file.
 SMALL_BODY = 1 << 18
+#: The subfolder of a TES task's job folder that holds its plan for the executor node.
+TES_FOLDER = os.path.dirname(tes_plan.PLAN_FILE)
 
 
 class ExecutorUnreachable(Exception):
@@ -91,6 +95,16 @@ class _MultipartBody:
                     yield chunk
 
 
+def _tes_plan(folder: str) -> str | None:
+    """The text of a TES task's plan (web/tes/script.py writes it in a subfolder, which no upload can
+    make), or None."""
+    try:
+        with open(os.path.join(folder, tes_plan.PLAN_FILE), encoding="utf-8") as handle:
+            return handle.read()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
 def _status(response: urllib3.BaseHTTPResponse) -> str | None:
     try:
         body = json.loads(response.data)
@@ -153,12 +167,15 @@ class ExecutorLink:
 
     def submit(self, base: str, job_id: int, job_uid: str, attempt: int, callback_url: str, folder: str,
                max_runtime: int | None = None) -> str:
-        """Send the job folder, with its time limit if it has one; returns the executor's task id."""
-        files = sorted((name, os.path.join(folder, name)) for name in os.listdir(folder))
+        """Send the job folder, with its time limit if it has one and its plan if it is a TES task
+        (the field `tes_plan`); returns the executor's task id."""
+        names = os.listdir(folder)
+        files = sorted((name, os.path.join(folder, name)) for name in names)
         # NOTE: sent only when set, so an executor of an earlier version still takes jobs without one.
         limit = {"max_runtime": str(max_runtime)} if max_runtime else {}
+        plan = _tes_plan(folder) if TES_FOLDER in names else None  # NOTE: no look for one in a portal job
         body = _MultipartBody({"job_id": str(job_id), "job_uid": job_uid, "attempt": str(attempt),
-                               "callback_url": callback_url, **limit},
+                               "callback_url": callback_url, **limit, **({"tes_plan": plan} if plan else {})},
                               [(name, path) for name, path in files if os.path.isfile(path)])
         response = self._call("POST", f"{base}/submit", SUBMIT_TIMEOUT, body=body.body(),
                               headers={"Content-Type": body.content_type, "Content-Length": str(len(body))})

@@ -1,4 +1,5 @@
-"""RetrieverActor: turns executors' reports into job outcomes, fetching the results of a success.
+"""RetrieverActor: turns executors' reports into job outcomes, fetching the results of a success
+(and of a failed GA4GH TES task, whose logs are read from its results).
 
 Accepts: ExecutorEvent (an executor's callback, handed on by the web layer), WakeupMessage (the slow
 sweep that asks executors about jobs no report arrived for; "flush" to write the outcomes reported;
@@ -10,8 +11,10 @@ the job fails).
 A report carries the attempt token; one from an earlier attempt never changes the job. A failure
 is written at once; a success's results are fetched on a pool thread, so the actor goes on with
 other reports meanwhile, and each job completes as soon as its own results are there, however
-slow another's are. Results are fetched into a temporary file and renamed, so a 200 never serves
-a partial zip. A fetch that did not get the results is tried again after fetch_retry_seconds;
+slow another's are. A failed TES task's results are fetched the same way, then it is written
+Failed with them; when they cannot be had (an error, its executor gone) it is written Failed
+without them: its outcome never waits on its logs, nor is lost for them. Results are fetched into
+a temporary file and renamed, so a 200 never serves a partial zip. A fetch that did not get the results is tried again after fetch_retry_seconds;
 after max_fetch_failures errors from the executor the job fails (`counted` says which count).
 """
 from __future__ import annotations
@@ -27,7 +30,7 @@ from actors.server.base import ServerActor
 from actors.server.executor_link import ExecutorLink, ExecutorUnreachable
 from actors.server.parallel import CallPool
 from conf.logs import event
-from storage import job_events, jobs
+from storage import job_events, jobs, tes_tasks
 from storage import clock
 from storage.states import ACTIVE, JobState
 
@@ -62,6 +65,9 @@ class RetrieverActor(ServerActor):
         self.collect_number, self.collect_due, self.collect_delay = 0, None, COLLECT_FIRST
         #: Jobs whose results are fetched again at a ("refetch", job id) timer.
         self.refetching: set[int] = set()
+        #: The failed TES tasks among those, by job id: written Failed without results if their
+        #: executor does not answer then.
+        self.failed_waiting: dict[int, tuple] = {}
         os.makedirs(self.config.results_path, exist_ok=True)
         self.wakeupAfter(0.1)
 
@@ -103,16 +109,15 @@ class RetrieverActor(ServerActor):
         self.flush_soon()
 
     def write_outcomes(self) -> None:
-        """Write the queued failures at once; start fetching the results of the queued successes."""
-        batch, self.finishing = list(self.finishing.values()), {}
+        """Write the queued failures at once (but a TES task's, whose results are fetched first);
+        start fetching the results of the queued successes."""
+        batch, self.finishing = [with_reason(entry) for entry in self.finishing.values()], {}
+        tes = tes_tasks.among(entry[0].id for entry in batch if failed(entry))
         outcomes, started = [], set()
         for entry in batch:
-            job, remote_id, exit_code, stderr_tail, reason = entry
-            if exit_code != 0 or reason:
-                reason = reason or (f"run.sh exited with code {exit_code}" if exit_code is not None
-                                    else "run.sh could not be run")
-                outcomes.append((job.id, job.attempts, JobState.FAILED,
-                                 {"exit_code": exit_code, "reason": reason, "stderr_tail": stderr_tail}))
+            job = entry[0]
+            if failed(entry) and job.id not in tes:
+                outcomes.append(failure(entry))
             elif job.id not in self.fetching:
                 self.fetching[job.id] = entry
                 self.calls.start(self.fetch, entry, self.fetched.put)
@@ -173,17 +178,23 @@ class RetrieverActor(ServerActor):
                         entry, stored, error = self.fetched.get_nowait()
                 except queue.Empty:
                     break
-                job, remote_id, exit_code, stderr_tail, reason = entry
+                job, stderr_tail = entry[0], entry[3]
                 self.fetching.pop(job.id, None)
+                self.failed_waiting.pop(job.id, None)
                 if stored:
+                    result = self.config.result_file(job.id)
                     event(self.log, "retrieved", job=job.id, service=job.service, executor=job.executor,
-                          bytes=os.path.getsize(self.config.result_file(job.id)))
-                    outcomes.append((job.id, job.attempts, JobState.COMPLETED,
-                                     {"exit_code": 0, "stderr_tail": stderr_tail,
-                                      "result_path": self.config.result_file(job.id)}))
+                          bytes=os.path.getsize(result))
+                    outcomes.append(failure(entry, result) if failed(entry) else
+                                    (job.id, job.attempts, JobState.COMPLETED,
+                                     {"exit_code": 0, "stderr_tail": stderr_tail, "result_path": result}))
+                elif failed(entry) and error is not None:
+                    outcomes.append(failure(entry))  # its outcome is known: written without results
                 elif self.counted(error) and self.fetch_failed(job, error):
                     continue
                 else:
+                    if failed(entry):
+                        self.failed_waiting[job.id] = entry
                     self.refetch_later(job.id)
             self.write(outcomes)
         finally:
@@ -223,10 +234,13 @@ class RetrieverActor(ServerActor):
         job = jobs.get_ref(job_id)
         if job is None or job.state not in ACTIVE or not job.executor or self.busy(job_id):
             return
+        waiting = self.failed_waiting.pop(job_id, None)
         try:
             self.ask_about(job)
         except ExecutorUnreachable:
-            pass  # the sweep asks again; the executor-lost path ends it if the executor stays away
+            if waiting is not None:
+                self.write([failure(waiting)])  # a failed TES task's outcome does not wait for its results
+            # else the sweep asks again; the executor-lost path ends it if the executor stays away
 
     def busy(self, job_id: int) -> bool:
         """The job's outcome is being written, its results fetched, or fetched again soon."""
@@ -290,3 +304,26 @@ class RetrieverActor(ServerActor):
             job_events.ended(self.log, ended[0])
         if ended is not None and ended[1]:
             self.job_ended(job)
+
+
+def failed(entry: tuple) -> bool:
+    """Whether a reported outcome (job, task id, exit code, stderr tail, reason) is a failure."""
+    return entry[2] != 0 or bool(entry[4])
+
+
+def with_reason(entry: tuple) -> tuple:
+    """The reported outcome, with the reason of a failure its executor gave none for.
+
+    NOTE: web/tes/views.py tells EXECUTOR_ERROR (a command failed) by this very reason."""
+    job, remote_id, exit_code, stderr_tail, reason = entry
+    if exit_code != 0 and not reason:
+        reason = f"run.sh exited with code {exit_code}" if exit_code is not None else "run.sh could not be run"
+    return job, remote_id, exit_code, stderr_tail, reason
+
+
+def failure(entry: tuple, result_path: str | None = None) -> tuple:
+    """The Failed outcome of a reported failure (its reason given: `with_reason`), with its results
+    if they were fetched."""
+    job, _, exit_code, stderr_tail, reason = entry
+    return (job.id, job.attempts, JobState.FAILED,
+            {"exit_code": exit_code, "reason": reason, "stderr_tail": stderr_tail, "result_path": result_path})

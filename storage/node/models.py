@@ -42,6 +42,9 @@ class Task(db.Entity):
     reported = Required(bool, default=False)
     #: When the server first downloaded the result zip; a draining node waits for it (bounded).
     retrieved_at = Optional(datetime, precision=6)
+    #: A GA4GH TES task's plan, as the server sent it (storage/node/tes_plan.py); None for every other job.
+    #: NOTE: read with the row (not lazy): a lazy column costs every task's start a query.
+    tes_plan = Optional(LongStr, nullable=True, lazy=False)
     composite_key(job_uid, attempt)
 
     def to_dict(self, new: bool = False) -> dict:

@@ -15,8 +15,8 @@ from storage.node.states import ENDED, WAITING, TaskState, can_move, move
 @db_session
 def find(task_id: int) -> dict | None:
     task = Task.get(id=task_id)
-    return task.to_dict() | {"dir": task.dir, "callback_url": task.callback_url, "job_uid": task.job_uid} \
-        if task else None
+    return task.to_dict() | {"dir": task.dir, "callback_url": task.callback_url, "job_uid": task.job_uid,
+                             "tes_plan": task.tes_plan} if task else None
 
 
 @db_session
@@ -27,9 +27,9 @@ def find_attempt(job_uid: str, attempt: int) -> dict | None:
 
 @db_session
 def create(job_id: int, job_uid: str, attempt: int, callback_url: str | None, folder: str, now: datetime,
-           max_runtime: int | None = None) -> dict:
+           max_runtime: int | None = None, tes_plan: str | None = None) -> dict:
     task = Task(job_id=job_id, job_uid=job_uid, attempt=attempt, callback_url=callback_url or None, dir=folder,
-                created_at=now, max_runtime=max_runtime)
+                created_at=now, max_runtime=max_runtime, tes_plan=tes_plan)
     flush()  # assigns the id; reading the row after commit would cost another query
     view = task.to_dict(new=True)
     commit()

@@ -5,9 +5,13 @@ Runs in the server's main process (web threads, at `POST /ga4gh/tes/v1/tasks`).
 
 Paths: the task's absolute paths are mapped into the job's folder: `/data/in.txt` is
 `<job folder>/root/data/in.txt`. The script uses the mapped paths for what it handles itself (inputs,
-workdir, stdin, stdout, stderr); an argument vector is passed as the task wrote it.
-TODO(issue 16, next slice): bind each `root/R` at `/R` in the bwrap sandbox so that commands naming
-`/data/...` see the mapped folder.
+workdir, stdin, stdout, stderr); an argument vector is passed as the task wrote it, and works because
+the executor node binds each `root/R` at `/R` in the job's sandbox, as the task's plan says.
+
+The plan (`tes/plan.json`, format in storage/node/tes_plan.py) tells the node what it does around
+`run.sh`: the roots to bind, the http(s) inputs to fetch before it, the outputs to collect after it.
+It is in a subfolder because the executor link sends a job's top-level files as its bundle and the
+plan as a field of its own (actors/server/executor_link.py): no file of a bundle can pose as a plan.
 
 The job's bundle is a flat folder (actors/server/executor_link.py sends its top-level files), so
 each input travels as `tes-input-N` and the script moves it to its mapped path before the first
@@ -17,8 +21,11 @@ web/tes/views.py reads them from the result zip for the task's logs.
 """
 from __future__ import annotations
 
+import json
 import os
 import shlex
+
+from storage.node import tes_plan
 
 LOG_DIR = "tes"
 EXECUTORS_LOG = f"{LOG_DIR}/executors.tsv"
@@ -35,13 +42,39 @@ def stream_file(executor: dict, index: int, stream: str) -> str:
     return mapped(executor[stream]) if executor.get(stream) else f"{LOG_DIR}/{index}.{stream}"
 
 
-def write_job_files(folder: str, document: dict) -> None:
-    """Write the task's inputs and run.sh into the (new, empty) job `folder`."""
-    for index, item in enumerate(document["inputs"]):
+def write_job_files(folder: str, document: dict, max_input_bytes: int, url_hosts: tuple[str, ...]) -> None:
+    """Write the task's content inputs, run.sh and the node's plan into the (new, empty) job `folder`.
+
+    `max_input_bytes`: what the node may fetch for the task's url inputs in all (the server's
+    max_upload_mb, as for an upload's files); `url_hosts`: `[tes] url_hosts`, which the node checks
+    the addresses of the urls' hosts against at each request."""
+    for index, item in _content_inputs(document):
         with open(os.path.join(folder, INPUT_FILE.format(index)), "w", encoding="utf-8") as handle:
             handle.write(item["content"])
     with open(os.path.join(folder, "run.sh"), "w", encoding="utf-8") as handle:
         handle.write(run_script(document))
+    os.makedirs(os.path.dirname(os.path.join(folder, tes_plan.PLAN_FILE)))
+    with open(os.path.join(folder, tes_plan.PLAN_FILE), "w", encoding="utf-8") as handle:
+        json.dump(plan(document, max_input_bytes, url_hosts), handle)
+
+
+def plan(document: dict, max_input_bytes: int, url_hosts: tuple[str, ...]) -> dict:
+    """The task's plan for the executor node (storage/node/tes_plan.py)."""
+    paths = [item["path"] for item in document["inputs"] + document["outputs"]]
+    paths += [executor[key] for executor in document["executors"] for key in ("workdir", "stdin", "stdout", "stderr")
+              if executor.get(key)]
+    paths += document.get("volumes", [])
+    roots = sorted({parts[0] for parts in (os.path.normpath(path).strip("/").split("/") for path in paths) if parts[0]})
+    outputs = [{key: item[key] for key in ("path", "url", "type", "path_prefix") if key in item}
+               for item in document["outputs"]]
+    inputs = [{"url": item["url"], "path": item["path"]} for item in document["inputs"] if "content" not in item]
+    return {"version": tes_plan.VERSION, "roots": roots, "inputs": inputs, "outputs": outputs,
+            "max_input_bytes": max_input_bytes, "url_hosts": list(url_hosts)}
+
+
+def _content_inputs(document: dict) -> list[tuple[int, dict]]:
+    """(index, input) of the inputs the task gives with their content (the others are fetched)."""
+    return [(index, item) for index, item in enumerate(document["inputs"]) if "content" in item]
 
 
 def run_script(document: dict) -> str:
@@ -51,7 +84,7 @@ def run_script(document: dict) -> str:
              'J="$PWD"',
              f"mkdir -p {LOG_DIR}",
              "now() { date -u +%Y-%m-%dT%H:%M:%S.%6NZ; }"]
-    for index, item in enumerate(document["inputs"]):
+    for index, item in _content_inputs(document):
         target = mapped(item["path"])
         lines.append(f"mkdir -p -- {q(os.path.dirname(target))} && mv -- {INPUT_FILE.format(index)} {q(target)} || exit 1")
     for index, executor in enumerate(document["executors"]):

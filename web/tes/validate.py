@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import falcon
 
-from conf.settings import ServerConfig
+from conf import webhook_hosts
+from conf.settings import ServerConfig, ServiceConfig
 from storage import jobs
+from storage.node.tes_plan import HTTP_SCHEMES, RESERVED_ROOTS
 from web import scheduling_fields
 from web.common import MAX_ID, positive_int
 
-#: Top-level directories a task path may not map: the sandbox mounts them itself (actors/node/sandbox.py).
-RESERVED_ROOTS = frozenset({"usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "proc", "dev", "var",
-                            "sys", "run"})
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: resources.backend_parameters keys the orchestrator honours (as the portal API's fields).
 BACKEND_PARAMETERS = ("max_runtime", "priority", "group")
@@ -38,6 +38,8 @@ class Accepted:
     service: str
     user_id: int
     labels: jobs.Labels
+    #: Why the task cannot run (an input it cannot have: `unsupported`); it is stored Failed at once.
+    unsupported: str | None = None
 
 
 def bad(description: str) -> falcon.HTTPBadRequest:
@@ -63,8 +65,13 @@ def task(body, config: ServerConfig) -> Accepted:
         absolute_path(volume, f"volumes[{i}]")
     tags = _tags(doc.get("tags", {}))
     service = _service(doc["executors"], config)
-    labels = _labels(doc.get("resources"), config.service(service).max_runtime)
-    return Accepted(doc, service, _user(tags), labels)
+    settings = config.service(service)
+    labels = _labels(doc.get("resources"), settings.max_runtime)
+    _cores(doc.get("resources"), settings)
+    _drop_unsupported_parameters(doc.get("resources"))
+    reasons = [reason for reason in map(unsupported, doc["inputs"]) if reason]
+    _outbound_urls(doc, config.tes.url_hosts)
+    return Accepted(doc, service, _user(tags), labels, reasons[0] if reasons else None)
 
 
 def absolute_path(value, where: str) -> str:
@@ -115,15 +122,48 @@ def _input(value, where: str) -> dict:
            if value.get(key) is not None}
     out["path"] = absolute_path(value.get("path"), f"{where}.path")
     out["type"] = _file_type(out, where)
-    if not isinstance(out.get("content", ""), str):
-        raise bad(f"{where}.content must be a string.")
-    if "content" not in out:
-        # TODO(issue 16, next slice): http(s) inputs fetched by the executor; other schemes and
-        # DIRECTORY accepted and ended SYSTEM_ERROR.
-        raise bad(f"{where}: only inputs with content are supported yet; url inputs are not.")
-    if out["type"] != "FILE":
-        raise bad(f"{where}: DIRECTORY inputs are not supported yet.")
+    if not isinstance(out.get("content", out.get("url", "")), str):
+        raise bad(f"{where}.content and url must be strings.")
+    if "content" in out and out["type"] != "FILE":
+        raise bad(f"{where}: a DIRECTORY input cannot have content; give a FILE, or a url.")
+    if "content" not in out and "url" not in out:
+        raise bad(f"{where} must have a url or content.")
     return out
+
+
+def unsupported(item: dict) -> str | None:
+    """Why the (checked) input `item` cannot be had, if so: a url of a scheme other than http(s), or
+    a DIRECTORY by url. Such a task is accepted and ends SYSTEM_ERROR with this reason, never run
+    (the issue: other schemes are accepted at create, never a 4xx)."""
+    if "content" in item:
+        return None
+    try:
+        scheme = urlsplit(item["url"]).scheme.lower()
+    except ValueError:  # e.g. an unclosed [ of an IPv6 host
+        raise bad(f"the url {item['url'][:80]!r} of input {item['path'][:80]!r} is not a URL.") from None
+    if scheme not in ("http", "https"):
+        shown = scheme[:40] or "(none: a bare path)"
+        return (f"TES input {item['path']}: scheme {shown} is not supported (inputs may be content or "
+                f"http(s) URLs)")
+    if item["type"] == "DIRECTORY":
+        return (f"TES input {item['path']}: DIRECTORY inputs are not supported (inputs may be content or "
+                f"http(s) URLs of files)")
+    return None
+
+
+def _outbound_urls(doc: dict, patterns: tuple[str, ...]) -> None:
+    """The http(s) urls the executor node will GET (inputs) or PUT to (outputs) must name a host
+    `[tes] url_hosts` admits, without credentials, and no loopback, private or link-local address
+    unless listed exactly (conf/webhook_hosts.py); the node checks the addresses the host resolves
+    to again at each request. Other schemes are not fetched (see `unsupported`)."""
+    for kind in ("inputs", "outputs"):
+        for i, item in enumerate(doc[kind]):
+            url = item.get("url", "")
+            if url[:8].lower().startswith(HTTP_SCHEMES):
+                why = webhook_hosts.url_refusal(url, patterns, f"{kind}[{i}].url", "fetches from and uploads to",
+                                                "[tes] url_hosts", any_when_empty=True)
+                if why:
+                    raise bad(why)
 
 
 def _output(value, where: str) -> dict:
@@ -176,6 +216,29 @@ def _labels(resources, service_max_runtime: int | None) -> jobs.Labels:
                            scheduling_fields.max_runtime(fields, service_max_runtime))
     except falcon.HTTPBadRequest as error:
         raise bad(f"resources.backend_parameters: {error.description}") from None
+
+
+def _drop_unsupported_parameters(resources: dict | None) -> None:
+    """The spec: without backend_parameters_strict, keys the server does not support are ignored and
+    neither stored nor returned (the task's views show what it kept)."""
+    params = (resources or {}).get("backend_parameters")
+    if params:
+        resources["backend_parameters"] = {key: value for key, value in params.items()
+                                           if key.lower() in BACKEND_PARAMETERS}
+
+
+def _cores(resources: dict | None, settings: ServiceConfig) -> None:
+    """resources.cpu_cores: a positive integer, at most the service's max_cores (unset: no cap).
+    NOTE: ram_gb and disk_gb are not checked: the server does not know its executors' memory and
+    disk limits (max_memory_mb, max_output_mb are each executor node's own settings)."""
+    cores = (resources or {}).get("cpu_cores")
+    if cores is None:
+        return
+    if not isinstance(cores, int) or isinstance(cores, bool) or cores < 1:
+        raise bad("resources.cpu_cores must be a positive integer.")
+    if settings.max_cores is not None and cores > settings.max_cores:
+        raise bad(f"resources.cpu_cores {cores} is more than service {settings.name!r} gives a task "
+                  f"(max_cores = {settings.max_cores}).")
 
 
 def _user(tags: dict[str, str]) -> int:

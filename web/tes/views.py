@@ -3,11 +3,15 @@ and the mapping of the job's state to the TES state.
 
 Runs in the server's main process (web threads). Only the spec's fields are written (strict clients
 such as py-tes refuse any other key); an absent value is left out, never null. The executors' logs
-come from the result zip (web/tes/script.py writes them into the job's folder).
+and the outputs come from the result zip, fetched for completed and failed tasks alike (web/tes/script.py
+writes the logs into the job's folder; the executor node lists the outputs it collected).
 """
 from __future__ import annotations
 
+import json
 import zipfile
+from dataclasses import dataclass, field
+from urllib.parse import quote
 
 from storage.columns import iso
 from storage.states import JobState
@@ -22,6 +26,8 @@ BY_JOB_STATE = {JobState.QUEUED: "QUEUED", JobState.DISPATCHING: "INITIALIZING",
                 JobState.RUNNING: "RUNNING", JobState.COMPLETED: "COMPLETE", JobState.CANCELLED: "CANCELED"}
 #: How much of an executor's stdout and stderr the FULL view shows: their last characters.
 TAIL_CHARS = 4000
+#: The outputs the executor node collected after the task's executors (actors/node/), in the zip.
+OUTPUTS_LOG = f"{script.LOG_DIR}/outputs.json"
 
 
 def tes_state(job_state: str, outcome: str | None, exit_code: int | None, reason: str | None) -> str:
@@ -36,7 +42,8 @@ def tes_state(job_state: str, outcome: str | None, exit_code: int | None, reason
     return BY_JOB_STATE.get(state, "SYSTEM_ERROR")
 
 
-def task_view(task: Stored, view: str) -> dict:
+def task_view(task: Stored, view: str, base: str) -> dict:
+    """The task in `view`; `base`: the server's URL as the client reaches it, for its outputs' URLs."""
     out = {"id": str(task.ref), "state": tes_state(task.state, task.outcome, task.exit_code, task.reason)}
     if view == "MINIMAL":
         return out
@@ -48,43 +55,74 @@ def task_view(task: Stored, view: str) -> dict:
     out["executors"] = doc["executors"]
     out["creation_time"] = iso(task.created_at)
     if task.started_at or task.finished_at:
-        out["logs"] = [_task_log(task, full)]
+        out["logs"] = [_task_log(task, full, base)]
     return out
 
 
-def _task_log(task: Stored, full: bool) -> dict:
-    log = {"logs": _executor_logs(task, full), "outputs": [],
+def _task_log(task: Stored, full: bool, base: str) -> dict:
+    results = _results(task, full)
+    log = {"logs": results.executors,
+           "outputs": [{"url": f"{base}/jobs/{task.ref}/files/{quote(item['file'])}", "path": item["path"],
+                        "size_bytes": str(item["size_bytes"])} for item in results.outputs],
            "metadata": {"service": task.service, "attempts": str(task.attempts)}}
     if task.started_at:
         log["start_time"] = iso(task.started_at)
     if task.finished_at:
         log["end_time"] = iso(task.finished_at)
     if full:
-        log["system_logs"] = [line for line in (task.reason, task.executor and f"executor {task.executor}") if line]
+        notes = [f"output {item['path']}: {item['note']}" for item in results.outputs if item.get("note")]
+        log["system_logs"] = [line for line in (task.reason, task.executor and f"executor {task.executor}")
+                              if line] + notes
     return log
 
 
-def _executor_logs(task: Stored, full: bool) -> list[dict]:
-    """One entry per executor that ended, from the result zip's tes/executors.tsv. A failed job's
-    results are not fetched: then none (TODO(issue 16): fetch them too)."""
+@dataclass(frozen=True)
+class Results:
+    """What the result zip says of the task: each executor's log (tes/executors.tsv, with the tails
+    of its output in FULL) and the outputs the node collected (tes/outputs.json)."""
+
+    executors: list[dict] = field(default_factory=list)
+    outputs: list[dict] = field(default_factory=list)
+
+
+def _results(task: Stored, full: bool) -> Results:
+    """The task's results from its zip (fetched for completed and failed tasks alike); none while it
+    has no zip, and none from a zip that is gone or unreadable: its state and times still answer."""
     if not task.result_path:
-        return []
+        return Results()
     try:
         with zipfile.ZipFile(task.result_path) as archive:
             names = set(archive.namelist())
-            if script.EXECUTORS_LOG not in names:
-                return []
-            logs = []
-            for line in archive.read(script.EXECUTORS_LOG).decode("utf-8", "replace").splitlines():
-                index, start, end, code = line.split("\t")
-                entry = {"start_time": start, "end_time": end, "exit_code": int(code)}
-                if full:
-                    executor = task.document["executors"][int(index)]
-                    for stream in ("stdout", "stderr"):
-                        name = script.stream_file(executor, int(index), stream)
-                        entry[stream] = (archive.read(name).decode("utf-8", "replace")[-TAIL_CHARS:]
-                                         if name in names else "")
-                logs.append(entry)
-            return logs
+            return Results(_executor_logs(task, archive, names, full), _outputs(archive, names))
     except (OSError, zipfile.BadZipFile, ValueError, IndexError):
-        return []  # a cleaned or unreadable zip: the task's state and times still answer
+        return Results()
+
+
+def _executor_logs(task: Stored, archive: zipfile.ZipFile, names: set[str], full: bool) -> list[dict]:
+    """One entry per executor that ended, from tes/executors.tsv."""
+    if script.EXECUTORS_LOG not in names:
+        return []
+    logs = []
+    for line in archive.read(script.EXECUTORS_LOG).decode("utf-8", "replace").splitlines():
+        index, start, end, code = line.split("\t")
+        entry = {"start_time": start, "end_time": end, "exit_code": int(code)}
+        if full:
+            executor = task.document["executors"][int(index)]
+            for stream in ("stdout", "stderr"):
+                name = script.stream_file(executor, int(index), stream)
+                entry[stream] = archive.read(name).decode("utf-8", "replace")[-TAIL_CHARS:] if name in names else ""
+        logs.append(entry)
+    return logs
+
+
+def _outputs(archive: zipfile.ZipFile, names: set[str]) -> list[dict]:
+    """The outputs the executor node collected, as it listed them in tes/outputs.json: each with its
+    task `path`, its `file` in the job folder, `size_bytes`, and a `note` when it was not uploaded.
+    None when the list is missing or not of that shape (the executors' logs still answer)."""
+    if OUTPUTS_LOG not in names:
+        return []
+    try:
+        return [{"path": str(item["path"]), "file": str(item["file"]), "size_bytes": int(item["size_bytes"]),
+                 "note": item.get("note") and str(item["note"])} for item in json.loads(archive.read(OUTPUTS_LOG))]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return []

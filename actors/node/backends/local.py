@@ -15,7 +15,7 @@ import signal
 import subprocess
 import time
 
-from actors.node import scripts
+from actors.node import scripts, tes_wrap
 from actors.node.backends.base import Ended, Started
 from actors.node.job_cgroups import JobCgroup, JobCgroups
 from actors.node.job_limits import MB, OutputGuard, Usage, limit_reason, overdue, time_limit_reason
@@ -84,9 +84,12 @@ class LocalBackend:
 
     def start(self, task_id: int, task: dict) -> list:
         folder = task["dir"]
+        refused = tes_wrap.refusal(task, self.wrapping)
+        if refused:
+            return [Ended(task_id, TaskState.FINISHED, None, None, refused)]
         launcher = self.launchers.take()
-        command = self.wrapping.command(self.config, folder, limit_memory=launcher.cgroup is None,
-                                        limit_processes=launcher.cgroup is None)
+        command = tes_wrap.command(self.config, self.wrapping, task, limit_memory=launcher.cgroup is None,
+                                   limit_processes=launcher.cgroup is None)
         try:
             process = launcher.run(folder, command)
         except OSError as exc:  # the launcher is gone (it could not join its cgroup)
@@ -139,7 +142,8 @@ class LocalBackend:
         if cgroup:
             oom_kills, refused_forks = cgroup.hits()
             cgroup.remove()
-        folder = tasks.find(task_id)["dir"]
+        task = tasks.find(task_id)
+        folder = task["dir"]
         tail = scripts.stderr_tail(folder)
         if not os.path.exists(os.path.join(folder, "stdout.log")):  # its launcher never got to run it
             self.guard.forget(task_id)
@@ -150,7 +154,7 @@ class LocalBackend:
             return Ended(task_id, TaskState.FINISHED, exit_code, tail, time_limit_reason(timed_out))
         reason = limit_reason(self.config, self.guard, task_id, folder,
                               Usage(exit_code, oom_kills, refused_forks, stderr_tail=tail))
-        return Ended(task_id, TaskState.FINISHED, exit_code, tail, reason)
+        return Ended(task_id, TaskState.FINISHED, exit_code, tail, reason or tes_wrap.reason(task))
 
     def _stop_for_size(self, task_id: int) -> None:
         """The output guard's thread: stop a task whose folder grew too large (poll() reports it)."""

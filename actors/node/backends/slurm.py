@@ -25,7 +25,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from actors.node import scripts
+from actors.node import scripts, tes_wrap
 from actors.node.backends import slurm_cli
 from actors.node.backends.base import Ended, Started
 from actors.node.backends.slurm_cli import SlurmJob, SlurmRefused, SlurmUnavailable
@@ -139,8 +139,11 @@ class SlurmBackend:
                 self.adopt([(task_id, task["job_uid"], task["attempt"])])
                 if task_id in self.jobs:
                     return []
+            refused = tes_wrap.refusal(task, self.wrapping)
+            if refused:
+                return [Ended(task_id, TaskState.FINISHED, None, None, refused)]
             folder = task["dir"]
-            command = self.wrapping.command(self.config, folder, limit_memory=not self.mem_by_slurm)
+            command = tes_wrap.command(self.config, self.wrapping, task, limit_memory=not self.mem_by_slurm)
             extra, _ = slurm_cli.time_limit_args(self.sbatch_args, task["max_runtime"])
             slurm_id = slurm_cli.submit(folder, job_name(task["job_uid"], task["attempt"]), command,
                                         self.config.partition, extra, environment(self.config, folder),
@@ -251,7 +254,7 @@ class SlurmBackend:
             reason = limit_reason(self.config, self.guard, task_id, folder,
                                   Usage(exit_code, int(status.state.startswith("OUT_OF_MEMORY")), None,
                                         stderr_tail=tail))
-            return [Ended(task_id, TaskState.FINISHED, exit_code, tail, reason)]
+            return [Ended(task_id, TaskState.FINISHED, exit_code, tail, reason or tes_wrap.reason(task))]
         self.guard.forget(task_id)
         if phase == "cancelled":
             return [Ended(task_id, TaskState.CANCELLED, None, tail)]
