@@ -110,7 +110,7 @@ def pages(first: list[str]) -> list[tuple[str, str, str]]:
 def post_times(server, posts: int) -> list[float]:
     session = requests.Session()
     session.headers.update(bearer(TOKENS["engine0"]))
-    # NOTE: a content input: url inputs are another part of issue 16.
+    # NOTE: a content input: the figure is the create itself, with no url to check.
     body = {**document(0), "name": "posted", "inputs": [{"path": "/data/in.txt", "content": "x\n"}], "outputs": []}
     times = []
     for n in range(posts):
