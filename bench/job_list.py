@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import sqlite3
 import statistics
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from bench.common import Row, cluster, main, spread
 from bench.million_jobs import STAMP, answer_times
@@ -42,14 +42,8 @@ def fill(database: str, total: int) -> list[str]:
         created = now - timedelta(seconds=(total - n) * step)
         portal = "prodigy" if n % 5 == 0 else "haddock"
         user, service = 1 + rng.randrange(USERS), "rare" if n % 20 == 1 else "example"
-        stamp, age = created.strftime(STAMP), total - n
-        if age <= QUEUED:
-            state, outcome = "Queued", None
-        elif age <= QUEUED + RUNNING:
-            state, outcome = "Running", None
-        else:
-            outcome = "Cancelled" if n % 1000 == 3 else "Failed" if n % 10 == 0 else "Completed"
-            state = outcome if created > now - timedelta(days=1) else "Cleaned"
+        stamp = created.strftime(STAMP)
+        state, outcome = standing(n, total - n, created, now, QUEUED, RUNNING)
         return (user, service, portal, ids[n], state, f"/none/{n}", stamp, stamp, outcome,
                 int(state != "Queued"), "run.sh exited with code 1" if outcome == "Failed" else None)
     connection = sqlite3.connect(database)
@@ -59,6 +53,18 @@ def fill(database: str, total: int) -> list[str]:
             "attempts, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (row(n) for n in range(total)))
     connection.close()
     return ids
+
+
+def standing(n: int, age: int, created: datetime, now: datetime, queued: int, running: int) -> tuple[str, str | None]:
+    """(state, outcome) of the job `n`, `age`-th newest: the `queued` newest Queued, the `running`
+    next Running, then one in 1,000 Cancelled, one in 10 Failed, the rest Completed; Cleaned after a
+    day (bench/tes.py's tasks too)."""
+    if age <= queued:
+        return "Queued", None
+    if age <= queued + running:
+        return "Running", None
+    outcome = "Cancelled" if n % 1000 == 3 else "Failed" if n % 10 == 0 else "Completed"
+    return (outcome if created > now - timedelta(days=1) else "Cleaned"), outcome
 
 
 def pages(ids: list[str], day: tuple[str, str]) -> list[tuple[str, str, str, str]]:

@@ -72,6 +72,10 @@ class Job(db.Entity):
     #: Each user's queued jobs of a service (a waiting job's position: storage/queue_view.py), read
     #: without walking the service's ended jobs.
     composite_index(service, state, portal, user_id)
+    #: A portal's TES tasks in one TES state (storage/tes_tasks.py): every TES state is one or two
+    #: (outcome, state) pairs (a cleaned task keeps its outcome), each a walk of this index in page
+    #: order (newest first).
+    composite_index(portal, outcome, state, id)
     # NOTE: its reason and stderr tail come from job scripts and executors (storage/storable.py).
     before_insert = before_update = clean_row
 
@@ -257,3 +261,26 @@ class TesTask(db.Entity):
     document = Required(LongStr, lazy=False)
     #: A portal's tasks, newest (highest job number) first: the list's order and page cursor.
     composite_index(portal, job)
+    #: `name_prefix`: a range of names (SQLite compares text bytewise, so a prefix is a range).
+    composite_index(portal, name, job)
+
+
+class TesTag(db.Entity):
+    """One tag of a TES task (its document's `tags`), written with the task, so that the list's
+    `tag_key`/`tag_value` filters are index walks (storage/tes_tasks.py) rather than reads of every
+    task's document. Lengths are capped at create (web/tes/validate.py) so that an index entry fits
+    PostgreSQL's B-tree (about 2,700 bytes)."""
+
+    id = PrimaryKey(int, size=64, auto=True)
+    #: The task's job number.
+    job = Required(int, size=64)
+    key = Optional(str, 128)  # NOTE: Optional: "" is a key a client may send (Required refuses it)
+    value = Optional(str, 400)
+    #: Its task's portal (None without tokens): a portal's tags only.
+    portal = Optional(str, 64, nullable=True)
+    #: A task's tag of a key (the other pairs of a filter, checked per task).
+    composite_key(job, key)
+    #: `tag_key` with a `tag_value`, newest first...
+    composite_index(portal, key, value, job)
+    #: ...and `tag_key` with any value.
+    composite_index(portal, key, job)

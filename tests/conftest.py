@@ -89,9 +89,10 @@ def clean_database(database_file) -> str:
     """The server's tables, emptied for this test."""
     from pony.orm import db_session, delete
 
-    from storage.models import Executor, Job, JobChange, TesTask, Usage, UsageCharge, WebhookDelivery
+    from storage.models import Executor, Job, JobChange, TesTag, TesTask, Usage, UsageCharge, WebhookDelivery
     with db_session:
         delete(t for t in TesTask)
+        delete(t for t in TesTag)
         delete(u for u in Usage)
         delete(c for c in UsageCharge)
         delete(d for d in WebhookDelivery)

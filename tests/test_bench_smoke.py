@@ -15,4 +15,4 @@ def test_the_benchmark_suite_runs_end_to_end_in_quick_mode():
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and not line.startswith("| figure |")]
-    assert len(rows) == 46, result.stdout
+    assert len(rows) == 56, result.stdout

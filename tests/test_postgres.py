@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from tests.harness import Node, free_port, job, submit, submit_labelled, wait_for_outcome
+from tests.harness import Node, add_section, free_port, job, submit, submit_labelled, wait_for_outcome, wait_until
 
 PG_BIN = next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)), None)
 PG_BIN = os.path.dirname(PG_BIN) if PG_BIN else None
@@ -116,3 +116,33 @@ def test_a_job_writing_nul_to_stderr_ends_and_so_do_the_jobs_ending_beside_it(cl
     for n, job_id in enumerate(ordinary):
         assert wait_for_outcome(server, job_id, 30) == (200 if n % 2 else 204)
         assert job(server, job_id)["stderr_tail"] == (None if n % 2 else f"no{n}")
+
+
+def test_the_tes_list_filters_by_state_tags_and_name_prefix_on_postgresql(cluster, postgres_url):
+    # NOTE: the SQL of every filter on PostgreSQL (no name range there: a collation that ignores
+    # punctuation sorts "a-b" after "ab"; the test cluster's, C.UTF-8, does not, so this checks the
+    # exact prefix test, not the collation).
+    executor = cluster.executor("example")
+    server = add_section(cluster.server({"example": {"clients": executor.url}, "idle": {}}, database=postgres_url,
+                                        start=False), "tes", {"images": "alpine=example, idle=idle"}).start()
+    tasks = f"{server.url}/ga4gh/tes/v1/tasks"
+
+    def create(name: str, image: str, command: list[str], tags: dict[str, str]) -> str:
+        body = {"name": name, "tags": tags, "executors": [{"image": image, "command": command}]}
+        return requests.post(tasks, json=body, timeout=10).json()["id"]
+
+    def listed(**params) -> list[str]:
+        return [t["id"] for t in requests.get(tasks, params=params, timeout=10).json()["tasks"]]
+
+    failed = create("a-b", "alpine", ["sh", "-c", "exit 3"], {"user_id": "7", "run": "r1"})
+    done = create("ab", "alpine", ["true"], {"user_id": "7"})
+    waiting = create("a-", "idle", ["true"], {"user_id": "8", "run": ""})
+    wait_until(lambda: set(listed(state="COMPLETE") + listed(state="EXECUTOR_ERROR")) == {failed, done}, 30, 0.1,
+               "the two tasks to end")
+
+    assert listed() == [waiting, done, failed]
+    assert (listed(state="EXECUTOR_ERROR"), listed(state="SYSTEM_ERROR"), listed(state="QUEUED")) == (
+        [failed], [], [waiting])
+    assert listed(name_prefix="a-") == [waiting, failed]
+    assert listed(tag_key="run") == [waiting, failed] and listed(tag_key="run", tag_value="r1") == [failed]
+    assert listed(tag_key=["user_id", "run"], tag_value=["7", ""], page_size=1) == [failed]

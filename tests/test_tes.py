@@ -10,6 +10,7 @@ import tes
 from tes.utils import unmarshal
 
 from tests.harness import add_section, results, wait_until
+from tests.tes_schema import check_schema
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,9 @@ def test_a_task_with_a_content_input_runs_its_executors_in_order_and_its_full_vi
     basic = client.get_task(task_id, "BASIC")
     assert basic.inputs[0].content is None and basic.logs[0].logs[1].stdout is None
     assert results(server, task_id).read("root/data/out.txt") == b"hello tes\n"
+    for view in ("MINIMAL", "BASIC", "FULL"):
+        check_schema(requests.get(f"{server.url}/ga4gh/tes/v1/tasks/{task_id}", params={"view": view}, timeout=10),
+                     "/tasks/{id}", view=view)
 
 
 def test_a_failing_command_ends_the_task_executor_error_and_later_executors_do_not_run(client):
@@ -130,11 +134,22 @@ def test_the_list_pages_newest_first_and_filters_by_name_state_and_tags(server, 
 
     def listed(**params) -> list[str]:
         answer = requests.get(f"{server.url}/ga4gh/tes/v1/tasks", params=params, timeout=10)
+        check_schema(answer, "/tasks", view=params.get("view", "MINIMAL"))
         return [t.id for t in unmarshal(answer.json(), tes.ListTasksResponse).tasks]
 
-    assert listed(name_prefix="tes-list-") == made[::-1]
+    assert listed(name_prefix="tes-list-", view="BASIC") == made[::-1]
+    assert listed(name_prefix="tes-list-", view="FULL") == made[::-1]
     assert listed(tag_key=["batch", "n"], tag_value=["L", "1"]) == [made[1]]
     assert listed(tag_key="n", name_prefix="tes-list") == made[::-1]
     client.cancel_task(made[0])
     wait_until(lambda: listed(state="CANCELED", name_prefix="tes-list-") == [made[0]], 10, 0.05, "the cancel")
     assert listed(state="QUEUED", name_prefix="tes-list-") == made[:0:-1]
+
+
+def test_service_info_and_a_created_tasks_answers_are_what_the_spec_allows(server):
+    check_schema(requests.get(f"{server.url}/ga4gh/tes/v1/service-info", timeout=10), "/service-info")
+    created = requests.post(f"{server.url}/ga4gh/tes/v1/tasks", timeout=10,
+                            json={"name": "tes-schema", "executors": [{"image": "idle", "command": ["true"]}]})
+    check_schema(created, "/tasks", "POST")
+    cancelled = requests.post(f"{server.url}/ga4gh/tes/v1/tasks/{created.json()['id']}:cancel", timeout=10)
+    check_schema(cancelled, "/tasks/{id}:cancel", "POST")

@@ -133,17 +133,14 @@ class Tasks:
         keys, values = req.get_param_as_list("tag_key") or [], req.get_param_as_list("tag_value") or []
         if len(values) > len(keys):
             raise bad_query("send a tag_key for every tag_value (they are paired in order).")
-        wanted = list(zip_longest(keys, values, fillvalue=""))
+        if any("\x00" in text for text in (req.get_param("name_prefix") or "", *keys, *values)):
+            raise bad_query("name_prefix, tag_key and tag_value cannot hold NUL.")  # no task's can (validate.py)
+        filters = tes_tasks.Filters(req.get_param("name_prefix") or "", state,
+                                    tuple(zip_longest(keys, values, fillvalue="")))
         size = req.get_param_as_int("page_size", min_value=1, max_value=MAX_PAGE_SIZE) or DEFAULT_PAGE_SIZE
         token = req.get_param("page_token")
         after = job_list.decode_cursor(token) if token else None
-
-        def keep(task: tes_tasks.Stored) -> bool:
-            tags = task.document.get("tags", {})
-            return (state is None or views.tes_state(task.state, task.outcome, task.exit_code, task.reason) == state) \
-                and all(key in tags and (not value or tags[key] == value) for key, value in wanted)
-
-        found, more = tes_tasks.page(req.context.portal, req.get_param("name_prefix") or "", after, keep, size)
+        found, more = tes_tasks.page(req.context.portal, filters, after, size, documents=view != "MINIMAL")
         resp.media = {"tasks": [views.task_view(task, view, public_base(req, self.config)) for task in found]}
         if more:
             resp.media["next_page_token"] = job_list.encode_cursor(found[-1].ref)

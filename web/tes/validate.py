@@ -32,9 +32,10 @@ BACKEND_PARAMETERS = ("max_runtime", "priority", "group")
 #: The user a task without a `user_id` tag counts for: the portal itself. Uploads need user ids
 #: from 1, so 0 names no portal user.
 PORTAL_USER = 0
+#: The longest tag key and value, and task name (in characters): they are stored in indexed columns
+#: (storage/models.py TesTag, TesTask), and a PostgreSQL index entry holds about 2,700 bytes.
+MAX_TAG_KEY, MAX_TAG_VALUE, MAX_NAME = 128, 400, 1024
 TASK_KEYS = ("name", "description", "inputs", "outputs", "resources", "executors", "volumes", "tags")
-#: storage/models.py TesTask.name's length.
-MAX_NAME = 1024
 #: The spec's tesResources, each with the check of its type.
 RESOURCES = {
     "cpu_cores": lambda v: isinstance(v, int) and not isinstance(v, bool),
@@ -71,8 +72,8 @@ def task(body, config: ServerConfig) -> Accepted:
     encodable(doc, "task")
     for key in ("name", "description"):
         _string(doc, key, key)
-    if len(doc.get("name", "")) > MAX_NAME:
-        raise bad(f"name has {len(doc['name'])} characters; at most {MAX_NAME} are accepted.")
+    if len(doc.get("name", "")) > MAX_NAME or "\x00" in doc.get("name", ""):
+        raise bad(f"name must be at most {MAX_NAME} characters, without NUL (it has {len(doc['name'])}).")
     executors = doc.get("executors")
     if not isinstance(executors, list) or not executors:
         raise bad("executors must be a non-empty list of executors (image, command).")
@@ -83,7 +84,7 @@ def task(body, config: ServerConfig) -> Accepted:
         absolute_path(volume, f"volumes[{i}]")
     _conflicts(doc["inputs"], doc["outputs"])
     _input_limits(doc["inputs"], config)
-    tags = _string_map(doc.get("tags", {}), "tags")
+    tags = _tags(doc.get("tags", {}))
     if "resources" in doc:
         doc["resources"] = _resources(doc["resources"])
     service = _service(doc["executors"], config)
@@ -359,3 +360,12 @@ def _string_map(value, where: str) -> dict[str, str]:
     if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise bad(f"{where} must be an object whose values are strings.")
     return value
+
+
+def _tags(value) -> dict[str, str]:
+    tags = _string_map(value, "tags")
+    for key, text in tags.items():
+        if len(key) > MAX_TAG_KEY or len(text) > MAX_TAG_VALUE or "\x00" in key + text:
+            raise bad(f"tags: keys must be at most {MAX_TAG_KEY} characters and values at most {MAX_TAG_VALUE}, "
+                      f"without NUL; {key[:40]!r} is not.")
+    return tags
