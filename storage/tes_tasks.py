@@ -1,7 +1,8 @@
 """The TES tasks' rows (storage/models.py TesTask): a task's document beside its job, read back
 with the job's state for the TES views, and the list of a portal's tasks.
 
-Runs in the server's main process (web threads: web/tes/); `among` also in the retriever's.
+Runs in the server's main process (web threads: web/tes/); `among` also in the retriever's, `sidecar`
+also in the janitor's.
 """
 from __future__ import annotations
 
@@ -231,6 +232,12 @@ def _read(job_ids: list[int], documents: bool) -> list[Stored]:
 #: The job's columns a Stored holds, as `_read` selects them.
 READ_COLUMNS = ("id", "public_id", "state", "outcome", "service", "created_at", "started_at", "finished_at",
                 "exit_code", "reason", "stderr_tail", "result_path", "executor", "attempts")
+
+
+def sidecar(result_path: str) -> str:
+    """Where what a TES task's views read from its result zip is kept (web/tes/results.py): beside
+    the zip, removed with it (actors/server/janitor.py)."""
+    return f"{result_path}.tes.json"
 
 
 @db_session

@@ -146,3 +146,10 @@ def test_the_tes_list_filters_by_state_tags_and_name_prefix_on_postgresql(cluste
     assert listed(name_prefix="a-") == [waiting, failed]
     assert listed(tag_key="run") == [waiting, failed] and listed(tag_key="run", tag_value="r1") == [failed]
     assert listed(tag_key=["user_id", "run"], tag_value=["7", ""], page_size=1) == [failed]
+    # Names and tags are capped in UTF-8 bytes: a 1,024-character CJK name (3,072 bytes, varied so
+    # that it does not compress) would not fit PostgreSQL's index entry (about 2,700 bytes).
+    cjk = "".join(chr(0x4E00 + i * 7919 % 20000) for i in range(1024))
+    too_long = {"name": cjk, "executors": [{"image": "idle", "command": ["true"]}]}
+    assert requests.post(tasks, json=too_long, timeout=10).status_code == 400
+    longest = create(cjk[:341], "idle", ["true"], {"user_id": "8", cjk[:42]: cjk[-133:]})
+    assert listed(name_prefix=cjk[:341]) == [longest] and listed(tag_key=cjk[:42], tag_value=cjk[-133:]) == [longest]

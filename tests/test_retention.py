@@ -24,7 +24,7 @@ from actors.server import janitor as janitor_module
 from actors.server.executor_link import ExecutorUnreachable
 from actors.server.janitor import JanitorActor
 from conf.settings import ClientConfig, ServerConfig, ServiceConfig
-from storage import jobs
+from storage import jobs, tes_tasks
 from storage.node import tasks
 from storage.node.states import TaskState
 from storage.states import JobState
@@ -178,12 +178,15 @@ def test_results_attached_after_a_failure_are_cleaned_with_the_job_and_none_atta
     attached, fetched_late = completed_job(actor, failed=True), completed_job(actor, failed=True)
     zipped = Path(actor.config.result_file(attached))
     zipped.write_bytes(b"PK\x05\x06" + bytes(18))
+    kept = Path(tes_tasks.sidecar(str(zipped)))  # what the TES views read from the zip (web/tes/results.py)
+    kept.write_text("{}")
     assert jobs.attach_result(attached, 1, str(zipped))
     assert jobs.download_info(attached) == (JobState.FAILED, str(zipped))
 
     assert actor.sweep(FINISHED + timedelta(hours=3)) == 2
 
     assert data_left(actor, attached) == (False, False) and jobs.download_info(attached) == (JobState.CLEANED, None)
+    assert not kept.exists()
     assert not jobs.attach_result(fetched_late, 1, actor.config.result_file(fetched_late))
     assert jobs.download_info(fetched_late) == (JobState.CLEANED, None)
 

@@ -19,7 +19,7 @@ from storage.clock import utcnow
 from storage.models import Job, JobChange, TesTask
 from tests.harness import events_heard, make_server
 from tests.tes_schema import check_schema
-from web.tes import script, views
+from web.tes import results, script, views
 
 TASKS = "/ga4gh/tes/v1/tasks"
 GOOD = {"name": "t", "tags": {"user_id": "5"},
@@ -43,19 +43,26 @@ def server(tmp_path, clean_database):
     ({"executors": [{"image": "alpine", "command": ["ls"], "env": {"A-B": "1"}}]}, "not a shell variable name"),
     ({"inputs": [{"path": "/in.txt", "content": "x"}]}, "directly under /"),
     ({"inputs": [{"path": "/data/../x", "content": "x"}]}, "must not contain '..'"),
-    ({"inputs": [{"path": "/data/x", "content": "x", "type": "DIRECTORY"}]}, "DIRECTORY input cannot have content"),
     ({"inputs": [{"path": "/data/x"}]}, "must have a url or content"),
-    ({"inputs": [{"path": "/data/x", "url": "http://[::1/x"}]}, "is not a URL"),
+    ({"inputs": [{"path": "/data/x", "url": "http://[::1/x"}]}, "inputs[0].url must be an http(s)://host[:port]/path"),
+    ({"outputs": [{"path": "/data/x", "url": "http:///x"}]}, "outputs[0].url must be an http(s)://host[:port]/path"),
     ({"tags": {"user_id": "-1"}}, "tags.user_id must be a positive integer"),
     ({"resources": {"cpu_cores": 5}}, "cpu_cores 5 is more than service 'example' gives a task (max_cores = 4)"),
     ({"resources": {"cpu_cores": "2"}}, "cpu_cores must be a positive integer"),
     ({"resources": {"backend_parameters": {"queue": "long"}, "backend_parameters_strict": True}}, "'queue' is not supported"),
     ({"resources": {"backend_parameters": {"priority": "99"}}}, "priority must be an integer"),
     # The list's indexed columns (storage/models.py TesTag, TesTask) hold them: bounded, no NUL.
-    ({"tags": {"run": "r" * 401}}, "tags: keys must be at most 128 characters and values at most 400"),
+    ({"tags": {"run": "r" * 401}}, "tags: keys must be at most 128 bytes in UTF-8 and values at most 400"),
     ({"tags": {"k" * 129: ""}}, "tags: keys must be at most 128"),
     ({"tags": {"run": "a\x00b"}}, "without NUL"),
-    ({"name": "n" * 1025}, "name must be at most 1024 characters"),
+    ({"name": "n" * 1025}, "name must be at most 1024 bytes in UTF-8"),
+    # In bytes: a PostgreSQL index entry holds about 2,700 (1,024 CJK characters are 3,072 bytes).
+    ({"name": "名" * 1024}, "name must be at most 1024 bytes in UTF-8, without NUL (it has 3072)"),
+    ({"tags": {"run": "値" * 134}}, "values at most 400"),
+    ({"tags": {"鍵" * 43: ""}}, "keys must be at most 128 bytes"),
+    # A volume or workdir may be a folder directly under /; a file may not.
+    ({"volumes": ["/data/v", "/work/x/../y"]}, "volumes[1] '/work/x/../y' must not contain '..'"),
+    ({"executors": [{"image": "alpine", "command": ["ls"], "stdout": "/out.txt"}]}, "is directly under /"),
 ])
 def test_a_bad_task_gets_400_naming_what_is_wrong_and_nothing_is_stored(server, change, words):
     answer = server.client.simulate_post(TASKS, json={**GOOD, **change})
@@ -204,6 +211,11 @@ UNSUPPORTED = [
     ({"url": "gs://bucket/x"}, "scheme gs is not supported"),
     ({"url": "/shared/x.txt"}, "scheme (none: a bare path) is not supported"),
     ({"url": "https://example.org/dir/", "type": "DIRECTORY"}, "DIRECTORY inputs are not supported"),
+    ({"content": "x", "type": "DIRECTORY"}, "DIRECTORY inputs are not supported"),
+    # Not http(s) as the node tests it (the raw prefix; urlsplit would drop the tab and read http).
+    ({"url": "ht\ttp://10.0.0.1/x"}, "scheme 'ht\\ttp' is not supported"),
+    ({"url": "http:/10.0.0.1/x"}, "scheme http is not supported (inputs may be content or http(s) URLs)"),
+    ({"url": " http://10.0.0.1/x"}, "scheme  http is not supported"),
 ]
 
 
@@ -222,14 +234,14 @@ def test_a_task_with_an_input_it_cannot_have_is_created_failed_and_never_queued(
         job = Job[number]
         assert (job.state, job.outcome, job.service, job.user_id) == ("Failed", "Failed", "example", 5)
         assert job.reason.startswith(reason) and job.finished_at is not None
-        assert json.loads(TesTask[number].document)["inputs"][1]["url"] == given["url"]
+        assert json.loads(TesTask[number].document)["inputs"][1].get("url") == given.get("url")
         assert [c.state for c in select(c for c in JobChange if c.job == number).order_by(JobChange.id)] == \
             ["Queued", "Failed"]
     assert [(name, fields["job"], fields["reason"]) for name, fields in heard] == [("failed", number, job.reason)]
     full = server.client.simulate_get(f"{TASKS}/{answer.json['id']}", params={"view": "FULL"})
     assert full.json["state"] == "SYSTEM_ERROR"
     assert full.json["logs"][0]["system_logs"][0].startswith(reason) and full.json["logs"][0]["logs"] == []
-    assert full.json["inputs"][1]["url"] == given["url"]
+    assert full.json["inputs"][1].get("url") == given.get("url")
     check_schema(full, "/tasks/{id}")
 
 
@@ -324,7 +336,7 @@ EXECUTOR = GOOD["executors"][0]
 
 
 @pytest.mark.parametrize("change, words", [
-    ({"name": "n" * 1025}, "name must be at most 1024 characters, without NUL (it has 1025)"),
+    ({"name": "n" * 1025}, "name must be at most 1024 bytes in UTF-8, without NUL (it has 1025)"),
     ({"name": LONE}, "name holds a lone surrogate"),
     ({"description": f"a{LONE}"}, "description holds a lone surrogate"),
     ({"inputs": [{"path": "/data/in.txt", "content": LONE}]}, "inputs[0].content holds a lone surrogate"),
@@ -351,8 +363,8 @@ EXECUTOR = GOOD["executors"][0]
      "inputs[1].path '/data//a' is also inputs[0]'s path"),
     ({"outputs": [{"path": "/data/in.txt/x", "url": "https://h/o"}]},
      "outputs[0].path '/data/in.txt/x' is inside inputs[0]'s path '/data/in.txt', which is a file"),
-    ({"inputs": [{"path": f"/data/{i}", "content": "x"} for i in range(4)]},
-     "the task has 4 inputs; at most 3 are accepted (max_files)"),
+    ({"inputs": [{"path": f"/data/{i}", "content": "x"} for i in range(3)]},
+     "the task has 3 inputs; at most 2 are accepted (max_files = 3 files, run.sh one of them)"),
 ])
 def test_a_task_holding_what_cannot_be_stored_or_given_back_gets_400_and_nothing_is_stored(server, change, words):
     answer = post_json(server, json.dumps({**GOOD, **change}))  # "\\ud800" escaped, as a client may send it
@@ -458,8 +470,8 @@ def test_lines_of_executors_tsv_not_of_its_shape_are_dropped(server):
 
 def test_logs_above_their_size_caps_are_not_read(server):
     task_id = server.client.simulate_post(TASKS, json=GOOD).json["id"]
-    big = TSV_LINE.format(0) * ((views.MAX_LOG_BYTES // len(TSV_LINE.format(0))) + 1)
-    outputs = json.dumps([GOOD_OUTPUT] * (views.MAX_LOG_BYTES // len(json.dumps(GOOD_OUTPUT)) + 1))
+    big = TSV_LINE.format(0) * ((results.MAX_LOG_BYTES // len(TSV_LINE.format(0))) + 1)
+    outputs = json.dumps([GOOD_OUTPUT] * (results.MAX_LOG_BYTES // len(json.dumps(GOOD_OUTPUT)) + 1))
     finished_with_results(server, task_id, jobs.JobState.COMPLETED,
                           {script.EXECUTORS_LOG: big, "tes/outputs.json": outputs}, exit_code=0)
     assert [(log["logs"], log["outputs"]) for log in views_of(server, task_id)] == [([], [])] * 3
@@ -468,7 +480,7 @@ def test_logs_above_their_size_caps_are_not_read(server):
 def test_the_tails_come_from_tails_json_else_from_a_small_stream_file_else_are_empty(server):
     task = {**GOOD, "executors": [{"image": "alpine", "command": ["true"]}] * 3}
     task_id = server.client.simulate_post(TASKS, json=task).json["id"]
-    large = "y" * (views.MAX_STREAM_BYTES + 1)
+    large = "y" * (results.MAX_STREAM_BYTES + 1)
     tails = [{"stdout": "z" * 5000, "stderr": "listed"}, {"stdout": 5, "stderr": LONE}, "not an entry"]
     finished_with_results(server, task_id, jobs.JobState.COMPLETED, {
         script.EXECUTORS_LOG: "".join(TSV_LINE.format(0).replace("0", str(i), 1) for i in range(3)),
@@ -476,13 +488,87 @@ def test_the_tails_come_from_tails_json_else_from_a_small_stream_file_else_are_e
         "tes/1.stdout": "small\n", "tes/1.stderr": large, "tes/2.stdout": large, "tes/2.stderr": "e"}, exit_code=0)
 
     full = views_of(server, task_id)[0]["logs"]
-    assert [(e["stdout"], e["stderr"]) for e in full] == [("z" * views.TAIL_CHARS, "listed"), ("small\n", ""), ("", "e")]
+    assert [(e["stdout"], e["stderr"]) for e in full] == [("z" * results.TAIL_CHARS, "listed"), ("small\n", ""), ("", "e")]
 
 
 def test_a_tails_json_above_its_cap_is_ignored_for_the_small_stream_files(server):
     task_id = server.client.simulate_post(TASKS, json=GOOD).json["id"]
-    tails = json.dumps([{"stdout": "t" * views.MAX_LOG_BYTES, "stderr": "t"}])
+    tails = json.dumps([{"stdout": "t" * results.MAX_LOG_BYTES, "stderr": "t"}])
     finished_with_results(server, task_id, jobs.JobState.COMPLETED, {
         script.EXECUTORS_LOG: TSV_LINE.format(0), "tes/tails.json": tails, "tes/0.stderr": "own\n"}, exit_code=0)
     full = views_of(server, task_id)[0]["logs"]
     assert [(e["stdout"], e["stderr"]) for e in full] == [("", "own\n")]  # GOOD's stdout is /data/out.txt: absent
+
+
+# --- what a node will take: volumes as workdirs, the plan's size -------------------------------------------
+
+def test_a_volume_or_workdir_directly_under_root_is_accepted(server):
+    task = {**GOOD, "volumes": ["/work", "/"], "executors": [{**EXECUTOR, "workdir": "/work"}]}
+    answer = server.client.simulate_post(TASKS, json=task)
+
+    assert answer.status_code == 200, answer.json
+    with db_session:
+        plan = json.loads(open(os.path.join(Job[int(answer.json["id"])].dir, "tes", "plan.json")).read())
+    assert plan["roots"] == ["data", "work"]
+
+
+def test_a_task_whose_plan_no_node_would_take_gets_400(server):
+    def outputs(count: int) -> list[dict]:
+        return [{"path": f"/data/{i:04d}/{'p' * 3990}", "url": f"https://example.org/{i}"} for i in range(count)]
+
+    answer = server.client.simulate_post(TASKS, json={**GOOD, "outputs": outputs(300)})
+
+    assert answer.status_code == 400, answer.json
+    assert "a plan of 12" in answer.json["description"] and "at most 1048576 are accepted" in answer.json["description"]
+    assert server.leftovers() == [] and server.gateway.posted == []
+    assert server.client.simulate_post(TASKS, json={**GOOD, "outputs": outputs(200)}).status_code == 200
+
+
+# --- the result zip is read once, and not at all when its directory is too large --------------------------
+
+def test_the_views_read_a_tasks_result_zip_once_and_then_its_sidecar(server):
+    task_id = server.client.simulate_post(TASKS, json=GOOD).json["id"]
+    finished_with_results(server, task_id, jobs.JobState.COMPLETED, {
+        script.EXECUTORS_LOG: TSV_LINE.format(0), "tes/0.stderr": "own\n", "tes/outputs.json": json.dumps([GOOD_OUTPUT])},
+        exit_code=0)
+    first = views_of(server, task_id)
+    result = server.config.result_file(int(task_id))
+    with open(result, "wb") as handle:  # were the zip read again, the logs would be gone
+        handle.write(b"not a zip")
+
+    assert views_of(server, task_id) == first
+    assert [e["stderr"] for e in first[0]["logs"]] == ["own\n"] and "stderr" not in first[1]["logs"][0]
+    assert [o["path"] for o in first[1]["outputs"]] == ["/data/out.txt"]
+    assert sorted(os.listdir(server.config.results_path)) == [f"{task_id}.zip", f"{task_id}.zip.tes.json"]
+
+
+def test_a_result_zip_with_too_many_files_is_not_parsed_and_the_full_view_says_so(server):
+    task_id = server.client.simulate_post(TASKS, json=GOOD).json["id"]
+    many = {f"root/data/{i:03d}{'n' * 4000}": "" for i in range(270)}  # a central directory of 1.1 MB
+    finished_with_results(server, task_id, jobs.JobState.COMPLETED, {
+        script.EXECUTORS_LOG: TSV_LINE.format(0), "tes/outputs.json": json.dumps([GOOD_OUTPUT]), **many}, exit_code=0)
+
+    full, basic, listed = views_of(server, task_id)
+
+    assert (full["logs"], full["outputs"], basic["logs"], listed["outputs"]) == ([], [], [], [])
+    assert results.TOO_MANY_FILES in full["system_logs"] and "system_logs" not in basic
+
+
+def test_the_directory_size_is_read_from_the_end_records_zip64_included(monkeypatch):
+    monkeypatch.setattr(zipfile, "ZIP_FILECOUNT_LIMIT", 1)  # zipfile writes the ZIP64 records beyond it
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for name in ("a", "b"):
+            zipped.writestr(name, "x")
+    data = bytearray(archive.getvalue())
+    directory = 2 * (46 + 1)
+    assert data[-22:-20] == b"PK" and results.directory_bytes(io.BytesIO(bytes(data))) == directory
+    data[-10:-6] = b"\xff\xff\xff\xff"  # as a writer leaves the end record when the size needs ZIP64
+    assert results.directory_bytes(io.BytesIO(bytes(data))) == directory
+    assert results.directory_bytes(io.BytesIO(b"no end record")) is None
+
+
+def test_a_sidecar_written_after_its_result_was_removed_is_removed_too(tmp_path):
+    kept = tmp_path / "7.zip.tes.json"
+    results._keep(results.Results(), str(kept), str(tmp_path / "7.zip"))  # the janitor removed 7.zip meanwhile
+    assert os.listdir(tmp_path) == []

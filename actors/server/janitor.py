@@ -1,10 +1,11 @@
 """JanitorActor: deletes the data of ended jobs once their retention period has passed.
 
 Accepts: WakeupMessage (its own timer). Sends nothing to other actors. A swept job becomes Cleaned:
-its folder and result zip are removed here, and its copy on the executor is deleted (best effort;
-the executor's own retention removes what this misses). Its row stays, so its history still answers.
-The change feed's entries and their webhook deliveries are deleted after `change_log_seconds` (the
-longest retention, or webhook_retry_hours if longer: no delivery still being tried is deleted).
+its folder and result zip (with a TES task's sidecar of it) are removed here, and its copy on the
+executor is deleted (best effort; the executor's own retention removes what this misses). Its row
+stays, so its history still answers. The change feed's entries and their webhook deliveries are
+deleted after `change_log_seconds` (the longest retention, or webhook_retry_hours if longer: no
+delivery still being tried is deleted).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from actors.server.executor_link import ExecutorLink, ExecutorUnreachable
 from actors.server.scheduling import expiry_cutoffs
 from conf.logs import event
 from conf.settings import sweep_interval
-from storage import changes, jobs
+from storage import changes, jobs, tes_tasks
 from storage import clock
 
 BATCH = 500
@@ -55,7 +56,9 @@ class JanitorActor(ServerActor):
             if jobs.mark_cleaned(job.id, now):
                 event(self.log, "cleaned", job=job.id, service=job.service)
             shutil.rmtree(job.dir, ignore_errors=True)
-            jobs.remove_file(self.config.result_file(job.id))
+            result = self.config.result_file(job.id)
+            jobs.remove_file(result)
+            jobs.remove_file(tes_tasks.sidecar(result))  # after the result: see web/tes/results.py `_keep`
             if job.executor and job.remote_id:
                 try:
                     self.link.delete(job.executor, job.remote_id)

@@ -9,20 +9,21 @@ as UTF-8 (JSON lets a client send a lone surrogate, which no column and no answe
 """
 from __future__ import annotations
 
+import json
 import math
 import posixpath
 import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import falcon
 
 from conf import webhook_hosts
 from conf.settings import ServerConfig, ServiceConfig
 from storage import jobs
-from storage.node.tes_plan import HTTP_SCHEMES, RESERVED_ROOTS
+from storage.node.tes_plan import HTTP_SCHEMES, MAX_PLAN_BYTES, RESERVED_ROOTS
 from web import scheduling_fields
 from web.common import MAX_ID, positive_int
+from web.tes import script
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: The characters that make an output path a pattern (actors/node/tes_stage.py matches it).
@@ -32,8 +33,9 @@ BACKEND_PARAMETERS = ("max_runtime", "priority", "group")
 #: The user a task without a `user_id` tag counts for: the portal itself. Uploads need user ids
 #: from 1, so 0 names no portal user.
 PORTAL_USER = 0
-#: The longest tag key and value, and task name (in characters): they are stored in indexed columns
-#: (storage/models.py TesTag, TesTask), and a PostgreSQL index entry holds about 2,700 bytes.
+#: The longest tag key and value, and task name, in UTF-8 bytes: they are stored in indexed columns
+#: (storage/models.py TesTag, TesTask), and a PostgreSQL index entry holds about 2,700 bytes (a
+#: 1,024-character CJK name is 3,072). In bytes, each also fits its column's size in characters.
 MAX_TAG_KEY, MAX_TAG_VALUE, MAX_NAME = 128, 400, 1024
 TASK_KEYS = ("name", "description", "inputs", "outputs", "resources", "executors", "volumes", "tags")
 #: The spec's tesResources, each with the check of its type.
@@ -72,8 +74,9 @@ def task(body, config: ServerConfig) -> Accepted:
     encodable(doc, "task")
     for key in ("name", "description"):
         _string(doc, key, key)
-    if len(doc.get("name", "")) > MAX_NAME or "\x00" in doc.get("name", ""):
-        raise bad(f"name must be at most {MAX_NAME} characters, without NUL (it has {len(doc['name'])}).")
+    name = doc.get("name", "")
+    if _bytes(name) > MAX_NAME or "\x00" in name:
+        raise bad(f"name must be at most {MAX_NAME} bytes in UTF-8, without NUL (it has {_bytes(name)}).")
     executors = doc.get("executors")
     if not isinstance(executors, list) or not executors:
         raise bad("executors must be a non-empty list of executors (image, command).")
@@ -81,7 +84,7 @@ def task(body, config: ServerConfig) -> Accepted:
     doc["inputs"] = [_input(x, f"inputs[{i}]") for i, x in enumerate(_list(doc, "inputs"))]
     doc["outputs"] = [_output(x, f"outputs[{i}]") for i, x in enumerate(_list(doc, "outputs"))]
     for i, volume in enumerate(_list(doc, "volumes")):
-        absolute_path(volume, f"volumes[{i}]")
+        absolute_path(volume, f"volumes[{i}]", folder=True)
     _conflicts(doc["inputs"], doc["outputs"])
     _input_limits(doc["inputs"], config)
     tags = _tags(doc.get("tags", {}))
@@ -94,18 +97,20 @@ def task(body, config: ServerConfig) -> Accepted:
     _drop_unsupported_parameters(doc.get("resources"))
     reasons = [reason for reason in map(unsupported, doc["inputs"]) if reason]
     _outbound_urls(doc, config.tes.url_hosts)
+    _plan_size(doc, config)
     return Accepted(doc, service, _user(tags), labels, reasons[0] if reasons else None)
 
 
-def absolute_path(value, where: str) -> str:
+def absolute_path(value, where: str, folder: bool = False) -> str:
     """An absolute path the job folder can hold (web/tes/script.py maps it): no `..`, not directly
-    under `/`, not under a directory the sandbox mounts."""
+    under `/` unless it is a `folder` (a workdir, a volume: the node binds `root/R` at `/R`), not
+    under a directory the sandbox mounts."""
     if not isinstance(value, str) or not value.startswith("/") or "\x00" in value or len(value) > 4096:
         raise bad(f"{where} must be an absolute path such as /data/in.txt.")
     parts = [part for part in value.split("/") if part not in ("", ".")]
     if ".." in parts:
         raise bad(f"{where} {value[:80]!r} must not contain '..'.")
-    if len(parts) < 2 and not where.endswith("workdir"):
+    if len(parts) < 2 and not folder:
         raise bad(f"{where} {value[:80]!r} is directly under /; put it in a folder such as /data.")
     if parts and parts[0] in RESERVED_ROOTS:
         raise bad(f"{where} {value[:80]!r} is under /{parts[0]}, which the sandbox mounts itself; use another "
@@ -124,7 +129,7 @@ def _executor(value, where: str) -> dict:
     out = {"image": value["image"], "command": command}
     for key in ("workdir", "stdin", "stdout", "stderr"):
         if value.get(key) is not None:
-            out[key] = absolute_path(value[key], f"{where}.{key}")
+            out[key] = absolute_path(value[key], f"{where}.{key}", folder=key == "workdir")
     env = _string_map(value.get("env") or {}, f"{where}.env")
     bad_names = [name for name in env if not ENV_NAME.match(name)]
     if bad_names:
@@ -149,25 +154,27 @@ def _input(value, where: str) -> dict:
         _string(out, key, f"{where}.{key}")
     if not isinstance(out.get("streamable", False), bool):
         raise bad(f"{where}.streamable must be true or false.")
-    if "content" in out and out["type"] != "FILE":
-        raise bad(f"{where}: a DIRECTORY input cannot have content; give a FILE, or a url.")
     if "content" not in out and "url" not in out:
         raise bad(f"{where} must have a url or content.")
     return out
 
 
+def http_url(url: str) -> bool:
+    """Whether the node fetches from or uploads to `url`: the one test, create's and the node's
+    (storage/node/tes_plan.py, actors/node/tes_stage.py), of the raw text: it starts with http:// or
+    https:// in any case. No parsing first: urlsplit drops tabs and leading spaces, so "ht\\ttp://"
+    would pass it and then be refused by the node. `_outbound_urls` then requires a host."""
+    return url[:8].lower().startswith(HTTP_SCHEMES)
+
+
 def unsupported(item: dict) -> str | None:
-    """Why the (checked) input `item` cannot be had, if so: a url of a scheme other than http(s), or
-    a DIRECTORY by url. Such a task is accepted and ends SYSTEM_ERROR with this reason, never run
-    (the issue: other schemes are accepted at create, never a 4xx)."""
-    if "content" in item:
-        return None
-    try:
-        scheme = urlsplit(item["url"]).scheme.lower()
-    except ValueError:  # e.g. an unclosed [ of an IPv6 host
-        raise bad(f"the url {item['url'][:80]!r} of input {item['path'][:80]!r} is not a URL.") from None
-    if scheme not in ("http", "https"):
-        shown = scheme[:40] or "(none: a bare path)"
+    """Why the (checked) input `item` cannot be had, if so: a url that is not http(s) (`http_url`),
+    or a DIRECTORY. Such a task is accepted and ends SYSTEM_ERROR with this reason, never run (the
+    issue: other schemes and DIRECTORY inputs are accepted at create, never a 4xx)."""
+    if "content" not in item and not http_url(item["url"]):
+        scheme, colon, _ = item["url"].partition(":")
+        shown = (scheme[:40] if scheme.isprintable() else repr(scheme[:40])) if colon and scheme else \
+            "(none: a bare path)"
         return (f"TES input {item['path']}: scheme {shown} is not supported (inputs may be content or "
                 f"http(s) URLs)")
     if item["type"] == "DIRECTORY":
@@ -184,7 +191,7 @@ def _outbound_urls(doc: dict, patterns: tuple[str, ...]) -> None:
     for kind in ("inputs", "outputs"):
         for i, item in enumerate(doc[kind]):
             url = item.get("url", "")
-            if url[:8].lower().startswith(HTTP_SCHEMES):
+            if http_url(url):
                 why = webhook_hosts.url_refusal(url, patterns, f"{kind}[{i}].url", "fetches from and uploads to",
                                                 "[tes] url_hosts", any_when_empty=True)
                 if why:
@@ -242,9 +249,11 @@ def _conflicts(inputs: list[dict], outputs: list[dict]) -> None:
 
 
 def _input_limits(inputs: list[dict], config: ServerConfig) -> None:
-    """As for an upload: at most max_files inputs (400), their contents at most max_upload_mb in all (413)."""
-    if len(inputs) > config.max_files:
-        raise bad(f"the task has {len(inputs)} inputs; at most {config.max_files} are accepted (max_files).")
+    """As for an upload: the job's files, its inputs and run.sh, at most max_files (400), the inputs'
+    contents at most max_upload_mb in all (413)."""
+    if len(inputs) >= config.max_files:
+        raise bad(f"the task has {len(inputs)} inputs; at most {config.max_files - 1} are accepted (max_files = "
+                  f"{config.max_files} files, run.sh one of them).")
     size, limit = sum(len(item.get("content", "").encode("utf-8")) for item in inputs), config.max_upload_mb << 20
     if size > limit:
         raise falcon.HTTPContentTooLarge(
@@ -365,7 +374,21 @@ def _string_map(value, where: str) -> dict[str, str]:
 def _tags(value) -> dict[str, str]:
     tags = _string_map(value, "tags")
     for key, text in tags.items():
-        if len(key) > MAX_TAG_KEY or len(text) > MAX_TAG_VALUE or "\x00" in key + text:
-            raise bad(f"tags: keys must be at most {MAX_TAG_KEY} characters and values at most {MAX_TAG_VALUE}, "
+        if _bytes(key) > MAX_TAG_KEY or _bytes(text) > MAX_TAG_VALUE or "\x00" in key + text:
+            raise bad(f"tags: keys must be at most {MAX_TAG_KEY} bytes in UTF-8 and values at most {MAX_TAG_VALUE}, "
                       f"without NUL; {key[:40]!r} is not.")
     return tags
+
+
+def _bytes(text: str) -> int:
+    """The length of `text` in UTF-8 (checked encodable already)."""
+    return len(text.encode("utf-8"))
+
+
+def _plan_size(doc: dict, config: ServerConfig) -> None:
+    """400 for a task no node would take: its plan (web/tes/script.py, sent as it is written) above
+    the node's MAX_PLAN_BYTES (storage/node/tes_plan.py), e.g. hundreds of outputs of long paths."""
+    size = len(json.dumps(script.plan(doc, config.max_upload_mb << 20, config.tes.url_hosts)).encode("utf-8"))
+    if size > MAX_PLAN_BYTES:
+        raise bad(f"the task's inputs, outputs and paths make a plan of {size} bytes for the executor node; at most "
+                  f"{MAX_PLAN_BYTES} are accepted: give fewer or shorter paths and urls.")
