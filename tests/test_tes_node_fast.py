@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import subprocess
+from datetime import timedelta
 
 import pytest
 
@@ -62,6 +63,23 @@ def test_run_sh_enters_the_workdir_before_the_tasks_env_so_a_variable_named_j_or
 
     assert done.returncode == 0, (tmp_path / "tes" / "0.stderr").read_text()
     assert (tmp_path / "tes" / "0.stdout").read_text() == f"{tmp_path}/root/data/w\n"
+
+
+@pytest.mark.parametrize("workdir, file", [("/work", "work"), ("/work/sub", "work")])
+def test_an_executor_whose_workdir_cannot_be_made_or_entered_fails_without_running_and_ignore_error_goes_on(
+        tmp_path, workdir, file):
+    task = {"inputs": [], "outputs": [], "executors": [
+        {"image": "alpine", "command": ["touch", "ran"], "workdir": workdir, "env": {"A": "1"}, "ignore_error": True},
+        {"image": "alpine", "command": ["touch", "next"]}]}
+    (tmp_path / "run.sh").write_text(script.run_script(task))
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / file).write_text("a file where a folder should be")
+
+    done = subprocess.run(["bash", "run.sh"], cwd=tmp_path, capture_output=True, text=True, timeout=10)
+
+    assert done.returncode == 0 and not (tmp_path / "ran").exists() and (tmp_path / "next").exists()
+    codes = [line.split("\t")[3] for line in (tmp_path / "tes" / "executors.tsv").read_text().splitlines()]
+    assert codes[0] != "0" and codes[1] == "0"
 
 
 #: [tes] url_hosts admitting the tests' local HTTP servers (on 127.0.0.1, which only a listing admits).
@@ -163,7 +181,7 @@ def test_a_tes_task_runs_its_sandboxed_script_inside_the_stage_and_only_on_a_san
 def root(tmp_path):
     base = tmp_path / "job" / "root"
     for name, text in {"out/a.txt": "a", "out/b.txt": "bb", "out/c.log": "c", "out/sub.txt/x": "x",
-                       "res/all/one": "1", "res/all/deep/two": "22"}.items():
+                       "res/all/one": "1", "res/all/deep/two": "22", "res/all/.hidden": "h"}.items():
         (base / name).parent.mkdir(parents=True, exist_ok=True)
         (base / name).write_text(text)
     (tmp_path / "secret").write_text("node's")
@@ -177,13 +195,16 @@ def urls(found) -> dict[str, str]:
     return {item.path: item.url for item in found}
 
 
+LINKS = " (a link is followed only to a regular file inside the task's folders)"
+
+
 def test_a_wildcard_output_is_each_regular_file_it_matches_at_its_url_less_the_prefix_and_links_out_are_skipped(root):
     found, notes = tes_stage.collect(root, Output("/out/*.txt", "https://h/up/", "FILE", "/out/"))
 
     assert urls(found) == {"/out/a.txt": "https://h/up/a.txt", "/out/alias.txt": "https://h/up/alias.txt",
                            "/out/b.txt": "https://h/up/b.txt"}
     assert found[0].real == os.path.join(root, "out", "a.txt") == found[1].real  # the link's file, by its own name
-    assert notes == ["output /out/leak.txt skipped: it leads outside the task's folders"]
+    assert notes == [f"output /out/*.txt: links skipped: 1{LINKS}"]
     assert urls(tes_stage.collect(root, Output("/out/?.txt", "https://h/up", "FILE"))[0]) == {
         "/out/a.txt": "https://h/up/a.txt", "/out/b.txt": "https://h/up/b.txt"}  # prefix: the fixed folder
 
@@ -191,10 +212,49 @@ def test_a_wildcard_output_is_each_regular_file_it_matches_at_its_url_less_the_p
 def test_a_directory_output_is_flattened_one_url_per_file_and_a_missing_file_is_none(root):
     found, notes = tes_stage.collect(root, Output("/res/all", "s3://b/res", "DIRECTORY"))
 
-    assert urls(found) == {"/res/all/one": "s3://b/res/one", "/res/all/deep/two": "s3://b/res/deep/two"}
-    assert notes == ["output /res/all/leak skipped: it leads outside the task's folders"]
+    assert urls(found) == {"/res/all/one": "s3://b/res/one", "/res/all/deep/two": "s3://b/res/deep/two",
+                           "/res/all/.hidden": "s3://b/res/.hidden"}
+    assert notes == [f"output /res/all: links skipped: 1{LINKS}"]
     assert tes_stage.collect(root, Output("/out/none.txt", "https://h/x", "FILE")) == ([], [])
     assert tes_stage.collect(root, Output("/out/leak.txt", "https://h/x", "FILE"))[0] == []
+
+
+def test_links_out_or_to_folders_are_not_followed_nor_named_and_links_looping_back_do_not_multiply_matches(tmp_path, root):
+    outside = tmp_path / "etc"
+    (outside / "ssh").mkdir(parents=True)
+    (outside / "shadow").write_text("the node's")
+    (outside / "ssh" / "host_key").write_text("the node's")
+    out = os.path.join(root, "out")
+    os.symlink(outside, os.path.join(out, "l"))
+    os.symlink(".", os.path.join(out, "loop"))
+    os.symlink(out, os.path.join(out, "again"))
+    os.symlink(os.path.join(root, "res"), os.path.join(out, "res"))  # a folder inside root: not followed either
+    outputs = [Output("/out/l/*", "s3://b/"), Output("/out/l/shadow", "s3://b/s"), Output("/out/*/*", "s3://b/"),
+               Output("/out/l", "s3://b/l", "DIRECTORY"), Output("/out/*/*/*/*/*/*/*/*/*/*/a.txt", "s3://b/")]
+
+    collected = [tes_stage.collect(root, output) for output in outputs]
+
+    assert [urls(found) for found, _ in collected] == [{}, {}, {"/out/sub.txt/x": "s3://b/sub.txt/x"}, {}, {}]
+    assert all("ssh" not in note and "host_key" not in note and str(outside) not in note
+               for _, notes in collected for note in notes), collected  # only the task's own paths are named
+    assert collected[0][1] == [f"output /out/l/*: links skipped: 1{LINKS}"]
+    assert collected[2][1] == [f"output /out/*/*: links skipped: 4{LINKS}"]  # l, loop, again, res
+    found, notes = tes_stage.collect(root, Output("/out", "s3://b/out", "DIRECTORY"))
+    assert sorted(urls(found)) == ["/out/a.txt", "/out/alias.txt", "/out/b.txt", "/out/c.log", "/out/sub.txt/x"]
+    assert notes == [f"output /out: links skipped: 5{LINKS}"]  # leak.txt, l, loop, again, res
+
+
+def test_an_output_matching_more_than_the_cap_fails_the_task_naming_the_cap_and_the_others_are_still_collected(
+        root, monkeypatch):
+    monkeypatch.setattr(tes_stage, "MAX_MATCHES", 4)
+    plan = Plan(("out",), (), (Output("/out/*", "s3://b/"), Output("/out/b.txt", "s3://b/b")), 0)
+
+    entries, reason = tes_stage.collect_and_upload(plan, os.path.dirname(root), root, succeeded=True)
+
+    assert reason == "TES output /out/*: it matches more than 4 files and folders (the executor node's limit)"
+    assert [entry["path"] for entry in entries] == ["/out/b.txt"]
+    with pytest.raises(tes_stage.StageFailed, match="more than 4"):  # a DIRECTORY's walk counts too
+        tes_stage.collect(os.path.dirname(root), Output("/root", "s3://b/", "DIRECTORY"))
 
 
 def test_outputs_are_listed_a_missing_one_fails_only_a_task_that_succeeded_and_other_schemes_are_noted(root):
@@ -321,7 +381,26 @@ def test_the_stage_keeps_the_tail_of_each_executors_output_and_nothing_of_a_link
         {"stdout": "a" * tes_stage.TAIL_CHARS, "stderr": "caf\ufffd"}, {"stdout": "", "stderr": ""}]
 
 
-def test_a_local_task_whose_files_cannot_be_written_ends_saying_so_and_its_launcher_is_not_leaked(tmp_path, monkeypatch):
+def test_the_node_writes_the_plan_into_a_real_tes_folder_whatever_an_earlier_run_of_the_job_left_there(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim").write_text("the node user's file")
+    bwrap = Wrapping("bwrap", "/usr/bin/prlimit", "/usr/bin/bwrap")
+    for name, leftover in (("linked-folder", outside), ("linked-file", outside / "victim")):
+        folder = tmp_path / name
+        (folder if leftover == outside else folder / "tes").mkdir(parents=True)
+        (folder / ("tes" if leftover == outside else "tes/plan.json")).symlink_to(leftover)
+
+        tes_wrap.command(config_for(tmp_path), bwrap, {"dir": str(folder), "tes_plan": json.dumps(GOOD)})
+
+        assert (folder / "tes" / "plan.json").read_text() == json.dumps(GOOD)
+        assert not (folder / "tes").is_symlink() and not (folder / "tes" / "plan.json").is_symlink()
+    assert sorted(os.listdir(outside)) == ["victim"] and (outside / "victim").read_text() == "the node user's file"
+
+
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), PlanError("the plan's roots ...")])
+def test_a_local_task_whose_files_cannot_be_written_ends_saying_so_and_its_launcher_is_not_leaked(
+        tmp_path, monkeypatch, failure):
     from actors.node.backends.local import LocalBackend
     discarded = []
 
@@ -332,7 +411,7 @@ def test_a_local_task_whose_files_cannot_be_written_ends_saying_so_and_its_launc
             discarded.append(True)
 
     def full_disk(*args, **kwargs):
-        raise OSError(28, "No space left on device")
+        raise failure
 
     backend = LocalBackend(config_for(tmp_path, slots=1), Wrapping("bwrap", "/usr/bin/prlimit", "/usr/bin/bwrap"), None)
     monkeypatch.setattr(backend.launchers, "take", Launcher)
@@ -340,4 +419,57 @@ def test_a_local_task_whose_files_cannot_be_written_ends_saying_so_and_its_launc
 
     [ended] = backend.start(7, {"dir": str(tmp_path), "tes_plan": json.dumps(GOOD)})
 
-    assert discarded == [True] and "No space left on device" in ended.reason
+    assert discarded == [True] and str(failure) in ended.reason
+
+
+def test_a_slurm_task_whose_plan_is_refused_at_its_start_ends_saying_so_and_is_not_tried_again(tmp_path, monkeypatch):
+    from actors.node.backends import slurm
+
+    class Health:
+        def __init__(self):
+            pass
+
+        def fresh(self, max_age):
+            return None
+
+    def refused(*args, **kwargs):
+        raise PlanError("the plan's roots ...")
+
+    monkeypatch.setattr(slurm, "SlurmHealth", Health)
+    monkeypatch.setattr(tes_wrap, "command", refused)
+    backend = slurm.SlurmBackend(config_for(tmp_path), Wrapping("bwrap", "/usr/bin/prlimit", "/usr/bin/bwrap"))
+
+    [ended] = backend.start(7, {"dir": str(tmp_path), "tes_plan": json.dumps(GOOD), "job_uid": "u", "attempt": 1})
+
+    assert ended.reason == "the executor could not start run.sh: the plan's roots ..." and backend.active() == 0
+
+
+def test_a_tes_task_is_zipped_when_it_ends_however_it_ended_and_a_portal_job_only_when_it_succeeded(
+        tmp_path, clean_node_database):
+    from types import SimpleNamespace
+
+    from actors.node.backends.base import Ended
+    from actors.node.executor import ExecutorActor
+    from storage.clock import utcnow
+    from storage.node.states import TaskState
+
+    def task(name: str, plan: str | None) -> int:
+        task_id = int(tasks.create(5, name, 1, None, str(tmp_path / name), utcnow(), tes_plan=plan)["id"])
+        tasks.mark_running(task_id, 4242, None, utcnow())
+        return task_id
+
+    zipped = []
+    actor = SimpleNamespace(unsaved={}, config=config_for(tmp_path), zips=SimpleNamespace(start=lambda f, _: zipped.append(f)),
+                            reporter=SimpleNamespace(report=lambda *args: None), task_event=lambda *args, **kw: None)
+    plan = json.dumps(GOOD)
+    ends = [Ended(task("tes-failed", plan), TaskState.FINISHED, 1), Ended(task("tes-system", plan), TaskState.FINISHED,
+                                                                             0, reason="TES output /data/x: not found"),
+            Ended(task("tes-lost", plan), TaskState.LOST), Ended(task("portal-failed", None), TaskState.FINISHED, 1),
+            Ended(task("portal-ok", None), TaskState.FINISHED, 0)]
+
+    ExecutorActor.settle(actor, ends)
+
+    expected = [str(tmp_path / name) for name in ("tes-failed", "tes-system", "portal-ok")]
+    assert zipped == expected
+    assert [folder for _, folder in tasks.fetched_folders()] == expected  # and what a restarted node zips
+    assert tasks.awaiting_retrieval(utcnow() - timedelta(hours=1)) == 3

@@ -78,7 +78,7 @@ class ExecutorActor(ActorTypeDispatcher):
         self.reporter = Reporter(self.config, self.backend.problem, msg.node_pid)
         self.zips = ZipOnce()
         self.settle(self.backend.recover())
-        for task_id, folder in tasks.succeeded_folders():  # results a stopped node did not zip
+        for task_id, folder in tasks.fetched_folders():  # results a stopped node did not zip
             if not os.path.exists(self.config.zip_file(task_id)):
                 self.zips.start(folder, self.config.zip_file(task_id))
         self.send(sender, Pong("executor", (("executor", os.getpid()),)))
@@ -225,9 +225,11 @@ class ExecutorActor(ActorTypeDispatcher):
                                 event.task_id, event.state.value)
                     continue
                 self.task_event(event.state.value, event.task_id, exit_code=event.exit_code, reason=event.reason)
-                if event.state is TaskState.FINISHED and event.exit_code == 0 and not event.reason:
-                    # NOTE: begun before the report, so the server's fetch finds it made or under way.
-                    self.zips.start(tasks.find(event.task_id)["dir"], self.config.zip_file(event.task_id))
+                # NOTE: begun before the report, so the server's fetch finds it made or under way (a
+                # large failed TES task zipped only when asked could outlast all the server's tries).
+                folder = tasks.fetched_folder(event.task_id) if event.state is TaskState.FINISHED else None
+                if folder:
+                    self.zips.start(folder, self.config.zip_file(event.task_id))
                 self.reporter.report(event.task_id, REPORT_OF[event.state.value])
 
     def task_event(self, name: str, task_id: int, **fields) -> None:

@@ -16,9 +16,10 @@ reads its plan only if it is the one the node wrote (its SHA-256 is on the stage
 makes `root` itself, fresh, before the run (one that exists, e.g. left by an earlier run of the same
 folder, is refused) and remembers which directory it is; after the run (the sandbox ended, so every
 process of the job is gone and nothing changes under the stage) it refuses a `root` that is no longer
-that directory, resolves every file it reads to its real path and takes it only inside the remembered
-root (outputs) or job folder (tails), opens with O_NOFOLLOW, and writes its own files into a real
-`tes` folder, whatever the job left there.
+that directory, matches outputs without following links to folders or out of it (`_Match`: nothing
+outside root is listed, taken or named), resolves every file it reads to its real path and takes it
+only inside the remembered root (outputs) or job folder (tails), opens with O_NOFOLLOW, and writes
+its own files into a real `tes` folder, whatever the job left there.
 
 Paths: the task's `/R/rest` is `<job folder>/root/R/rest`; the sandbox binds `<folder>/root/R` at
 `/R` (actors/node/sandbox.py).
@@ -30,7 +31,7 @@ not EXECUTOR_ERROR) when the stage exited by itself (tes_wrap.reason), and a lin
 """
 from __future__ import annotations
 
-import glob
+import fnmatch
 import hashlib
 import json
 import os
@@ -63,6 +64,9 @@ NOT_RUN = 1
 TAIL_BYTES = 16 * 1024
 TAIL_CHARS = 4000
 REPLACED_ROOT = "the task replaced its root folder"
+#: The most files and folders one output may match (every component of its path, each file and folder
+#: of a DIRECTORY): past it, the task fails (a system failure).
+MAX_MATCHES = 10_000
 
 
 class StageFailed(Exception):
@@ -266,7 +270,11 @@ def collect_and_upload(plan: Plan, folder: str, root: str, succeeded: bool) -> t
     `root`: the real path of the task's root folder, as the stage made it (`Root.real`)."""
     entries, failures = [], []
     for output in plan.outputs:
-        found, notes = collect(root, output)
+        try:
+            found, notes = collect(root, output)
+        except StageFailed as failure:  # too many matches: this output fails, the others are still tried
+            failures.append(str(failure))
+            continue
         for note in notes:
             print(f"orchestrator (TES): {note}", file=sys.stderr)
         if not found and output.type == "FILE" and not wildcard(output.path) and succeeded:
@@ -291,50 +299,107 @@ def collect(root: str, output: Output) -> tuple[list[Found], list[str]]:
     A wildcard path is matched under `root`; each match's URL is the output's url with the matched
     path, less `path_prefix` (default: the pattern's folder before its first wildcard), appended. A
     DIRECTORY is flattened: one file per regular file under it, its URL the folder's plus "/" and
-    the file's path in it. A file whose real path is not under `root` (a link out) is skipped."""
-    if wildcard(output.path):
-        pattern = os.path.normpath(output.path).lstrip("/")
-        prefix = output.path_prefix if output.path_prefix is not None else _fixed_part(output.path)
-        matches = sorted("/" + match for match in glob.glob(pattern, root_dir=root))
-        pairs = [(path, _join(output.url, path[len(prefix):] if path.startswith(prefix) else path))
-                 for path in matches]
-    else:
-        pairs = [(os.path.normpath(output.path), output.url)]
-    found, notes = [], []
-    for path, url in pairs:
-        place = inside(root, path)
+    the file's path in it. StageFailed past MAX_MATCHES. How links are treated: `_Match`."""
+    match, pattern = _Match(root, output.path), wildcard(output.path)
+    prefix = (output.path_prefix if output.path_prefix is not None else _fixed_part(output.path)) if pattern else ""
+    for path, place, mode in match.last_level():
+        url = _join(output.url, path[len(prefix):] if path.startswith(prefix) else path) if pattern else output.url
         if output.type == "DIRECTORY":
-            if os.path.isdir(place) and _contained(root, place, notes, path):
-                for base, _, names in os.walk(place):
-                    for name in sorted(names):
-                        full = os.path.join(base, name)
-                        relative = os.path.relpath(full, place)
-                        _add(found, notes, root, os.path.join(path, relative), full, _join(url, relative))
-        elif os.path.lexists(place) and not (wildcard(output.path) and os.path.isdir(place)):
-            _add(found, notes, root, path, place, url)
-    return found, notes
+            if stat.S_ISDIR(mode):
+                match.walk(path, place, url)
+            elif stat.S_ISLNK(mode):
+                match.links += 1
+        elif not (pattern and stat.S_ISDIR(mode)):
+            match.take(path, place, mode, url)
+    return sorted(match.found, key=lambda item: item.path), match.notes()
 
 
-def _add(found: list[Found], notes: list[str], root: str, path: str, place: str, url: str) -> None:
-    real = os.path.realpath(place)
-    if not _contained(root, real, notes, path):
-        return
-    try:
-        regular = stat.S_ISREG(os.stat(real).st_mode)
-    except OSError:
-        regular = False
-    if regular:
-        found.append(Found(path, real, url))
-    else:
-        notes.append(f"output {path} skipped: it is not a regular file")
+class _Match:
+    """One output's matching under the real folder `root`, one path component at a time.
 
+    The job made everything under root, links included, and the stage runs as the node's user: a
+    link followed could list, and upload, whatever that user reads (/etc, other tasks' folders),
+    and links looping back multiply the matches of `*/*/...` without end. So the match descends
+    only into real folders (os.scandir, lstat), takes regular files, and follows a link only to a
+    regular file whose real path is inside root (no folder, nothing outside); every other link is
+    counted, never named (its name or target could tell what is outside). At most MAX_MATCHES
+    entries are matched: the stage has no limits of its own but the job's time."""
 
-def _contained(root: str, place: str, notes: list[str], path: str) -> bool:
-    real = os.path.realpath(place)
-    if real == root or real.startswith(root + "/"):
-        return True
-    notes.append(f"output {path} skipped: it leads outside the task's folders")
-    return False
+    def __init__(self, root: str, output_path: str) -> None:
+        self.root, self.output_path = root, output_path
+        self.found: list[Found] = []
+        self.matched = self.links = self.others = 0
+
+    def last_level(self) -> list[tuple[str, str, int]]:
+        """(task path, place, lstat mode) of what the path's last component matches."""
+        parts = os.path.normpath(self.output_path).strip("/").split("/")
+        folders = [("", self.root)]
+        for depth, part in enumerate(parts):
+            entries = [(f"{path}/{name}", place, mode)
+                       for path, folder in folders for name, place, mode in self.entries(folder, part)]
+            if depth == len(parts) - 1:
+                return entries
+            folders = [(path, place) for path, place, mode in entries if stat.S_ISDIR(mode)]
+            # NOTE: a link here counts only if it leads to a folder: nothing is under one to a file.
+            self.links += sum(stat.S_ISLNK(mode) and os.path.isdir(place) for _, place, mode in entries)
+        return []
+
+    def entries(self, folder: str, part: str | None) -> list[tuple[str, str, int]]:
+        """(name, place, lstat mode) of each entry of `folder` that `part` matches (glob's rules: a
+        wildcard matches a leading dot only in a part that starts with one; None: every entry);
+        none if it cannot be read."""
+        try:
+            if part is not None and not wildcard(part):
+                return [self.counted(part, os.path.join(folder, part), os.lstat(os.path.join(folder, part)).st_mode)]
+            with os.scandir(folder) as listing:
+                return [self.counted(entry.name, entry.path, entry.stat(follow_symlinks=False).st_mode)
+                        for entry in sorted(listing, key=lambda entry: entry.name)
+                        if part is None or (fnmatch.fnmatchcase(entry.name, part)
+                                            and (part[0] == "." or entry.name[0] != "."))]
+        except OSError:
+            return []
+
+    def counted(self, name: str, place: str, mode: int) -> tuple[str, str, int]:
+        self.matched += 1
+        if self.matched > MAX_MATCHES:
+            raise StageFailed(f"TES output {self.output_path}: it matches more than {MAX_MATCHES} files and folders "
+                              f"(the executor node's limit)")
+        return name, place, mode
+
+    def walk(self, path: str, place: str, url: str) -> None:
+        """Take every regular file under the real folder `place` (a DIRECTORY output), depth first."""
+        folders = [("", place)]
+        while folders:
+            relative, folder = folders.pop()
+            for name, inner, mode in self.entries(folder, None):
+                name = os.path.join(relative, name)
+                if stat.S_ISDIR(mode):
+                    folders.append((name, inner))
+                else:
+                    self.take(os.path.join(path, name), inner, mode, _join(url, name))
+
+    def take(self, path: str, place: str, mode: int, url: str) -> None:
+        """Take the entry if it is a regular file, or a link to one inside root."""
+        if stat.S_ISREG(mode):
+            self.found.append(Found(path, place, url))
+        elif not stat.S_ISLNK(mode):
+            self.others += 1
+        elif (real := self.regular_inside(place)) is not None:
+            self.found.append(Found(path, real, url))
+        else:
+            self.links += 1
+
+    def regular_inside(self, link: str) -> str | None:
+        real = os.path.realpath(link)
+        try:
+            return real if real.startswith(self.root + "/") and stat.S_ISREG(os.lstat(real).st_mode) else None
+        except OSError:
+            return None
+
+    def notes(self) -> list[str]:
+        counts = (("links", self.links, " (a link is followed only to a regular file inside the task's folders)"),
+                  ("not regular files", self.others, ""))
+        return [f"output {self.output_path}: {what} skipped: {count}{why}" for what, count, why in counts if count]
 
 
 def wildcard(path: str) -> bool:

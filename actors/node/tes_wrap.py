@@ -11,6 +11,7 @@ import hashlib
 import os
 import sys
 
+from actors.node import tes_stage
 from actors.node.sandbox import Wrapping
 from conf.settings import ClientConfig
 from storage.node import tes_plan
@@ -42,10 +43,8 @@ def command(config: ClientConfig, wrapping: Wrapping, task: dict, **limits) -> l
         return wrapping.command(config, folder, **limits)
     folder = os.path.abspath(folder)
     plan = tes_plan.parse(plan_text)
-    path = os.path.join(folder, tes_plan.PLAN_FILE)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(plan_text)
+    # NOTE: not open(): a task started again in a folder where it ran may have left links there.
+    tes_stage.write_private(folder, os.path.basename(tes_plan.PLAN_FILE), plan_text)
     binds = tuple((os.path.join(folder, tes_plan.ROOT, name), f"/{name}") for name in plan.roots)
     inner = wrapping.command(config, folder, binds=binds, **limits)
     digest = hashlib.sha256(plan_text.encode("utf-8")).hexdigest()

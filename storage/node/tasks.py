@@ -108,12 +108,24 @@ def find_many(task_ids: list[int]) -> dict[int, dict]:
     return {task_id: found for task_id in set(task_ids) if (found := find(task_id)) is not None}
 
 
+def _fetched():
+    """The finished tasks whose results the server fetches: run.sh exited 0 and went over no limit,
+    or a GA4GH TES task (its row holds a plan) however it ended, whose logs the server fetches too."""
+    return select(t for t in Task if t.state == TaskState.FINISHED.value
+                  and (t.exit_code == 0 and t.reason is None or t.tes_plan is not None))
+
+
 @db_session
-def succeeded_folders() -> list[tuple[int, str]]:
-    """(task id, folder) of every finished task whose results the server fetches (run.sh exited 0
-    and went over no limit), oldest first."""
-    return list(select((t.id, t.dir) for t in Task if t.state == TaskState.FINISHED.value and t.exit_code == 0
-                       and t.reason is None).order_by(1))
+def fetched_folders() -> list[tuple[int, str]]:
+    """(task id, folder) of every finished task whose results the server fetches, oldest first."""
+    return list(select((t.id, t.dir) for t in _fetched()).order_by(1))
+
+
+@db_session
+def fetched_folder(task_id: int) -> str | None:
+    """The folder of the task if it finished and the server fetches its results, else None."""
+    task = _fetched().filter(lambda t: t.id == task_id).first()
+    return task.dir if task else None
 
 
 @db_session
@@ -125,10 +137,9 @@ def mark_retrieved(task_id: int, now: datetime) -> None:
 
 @db_session
 def awaiting_retrieval(since: datetime) -> int:
-    """Finished tasks whose results the server fetches (as in `succeeded_folders`), that ended after
-    `since` and have not been downloaded yet."""
-    return select(t for t in Task if t.state == TaskState.FINISHED.value and t.exit_code == 0 and t.reason is None
-                  and t.retrieved_at is None and t.finished_at > since).count()
+    """Finished tasks whose results the server fetches (`_fetched`), that ended after `since` and have
+    not been downloaded yet."""
+    return _fetched().filter(lambda t: t.retrieved_at is None and t.finished_at > since).count()
 
 
 @db_session

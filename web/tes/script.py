@@ -97,11 +97,13 @@ def run_script(document: dict) -> str:
         argv = " ".join(q(arg) for arg in executor["command"])
         # NOTE: `exec --` keeps a first word starting with '-' a command; `export` (not `env
         # NAME=...`) keeps a first word holding '=' one too. The cd goes before the task's exports,
-        # which may name J, PATH or CDPATH.
+        # which may name J, PATH or CDPATH. A folder that cannot be made or entered (a file is
+        # there) ends the executor with that failure: the command never runs elsewhere.
         lines += [f"# executor {index}",
-                  f"mkdir -p -- {' '.join(q(f) for f in sorted(folders))}",
                   "s=$(now)",
-                  f'( cd -- "$J"/{q(workdir)} && {exports}exec -- {argv} ) <{_at(stdin)} >"$J"/{q(stdout)} 2>"$J"/{q(stderr)}',
+                  f"mkdir -p -- {' '.join(q(f) for f in sorted(folders))} && "
+                  f'( cd -- "$J"/{q(workdir)} || exit $?; {exports}exec -- {argv} ) <{_at(stdin)} >"$J"/{q(stdout)} '
+                  f'2>"$J"/{q(stderr)}',
                   "c=$?",
                   f"printf '%s\\t%s\\t%s\\t%s\\n' {index} \"$s\" \"$(now)\" \"$c\" >> {EXECUTORS_LOG}"]
         if not executor.get("ignore_error"):

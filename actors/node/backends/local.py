@@ -92,7 +92,7 @@ class LocalBackend:
             command = tes_wrap.command(self.config, self.wrapping, task, limit_memory=launcher.cgroup is None,
                                        limit_processes=launcher.cgroup is None)
             process = launcher.run(folder, command)
-        except OSError as exc:  # the task's files could not be written, or the launcher is gone (its cgroup)
+        except Exception as exc:  # noqa: BLE001 — files not written, the launcher gone (its cgroup), a plan refused
             log.error("task %d could not be started: %s", task_id, exc)
             metrics.backend_error("local", "start")
             launcher.discard()

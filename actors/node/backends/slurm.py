@@ -36,6 +36,7 @@ from conf.settings import ClientConfig
 from storage.clock import utcnow
 from storage.node import tasks
 from storage.node.states import TaskState
+from storage.node.tes_plan import PlanError
 
 #: How long a job that Slurm no longer knows at all is asked about before it is reported lost.
 VANISHED_GIVE_UP_SECONDS = 600.0
@@ -148,6 +149,10 @@ class SlurmBackend:
             slurm_id = slurm_cli.submit(folder, job_name(task["job_uid"], task["attempt"]), command,
                                         self.config.partition, extra, environment(self.config, folder),
                                         self.wrapping.bwrap, tes_wrap.stage_needs(task))
+        except PlanError as exc:  # NOTE: not raised on: the tick would try it again for ever, first in line
+            log.error("task %d could not be started: %s", task_id, exc)
+            return [Ended(task_id, TaskState.FINISHED, REFUSED_EXIT_CODE, reason=f"the executor could not start "
+                                                                                   f"run.sh: {exc}")]
         except SlurmRefused as exc:
             log.error("sbatch refused task %d: %s", task_id, exc)
             return [Ended(task_id, TaskState.FINISHED, REFUSED_EXIT_CODE, f"slurm: sbatch refused the job: {exc}")]
