@@ -40,8 +40,10 @@ def stopped_at(stack, job_id: int, limit: int, command: bytes) -> None:
     record = job(stack.server, job_id)
     assert record["status"] == "Failed" and record["reason"] == f"time limit ({limit} s)", record
     assert record["max_runtime"] == limit and record["exit_code"] == 128 + 9
-    # Stopped at its limit, to within the node's exit polls (a quarter second) and its reports.
-    assert limit <= ran_for(record) < limit + 1.5, record
+    # Stopped at its limit, to within the node's exit polls (a quarter second) and its reports; the
+    # server stamps the start when the node's report of it arrives, a little after the node started
+    # the job's clock (CI once measured 2.993 s for a 3-s limit), hence the lower margin.
+    assert limit - 0.5 <= ran_for(record) < limit + 1.5, record
     wait_until(lambda: commands_running(stack.runner.marker, b"sleep", command) == 0, 5, 0.05,
                "the job's processes to be gone")
 
