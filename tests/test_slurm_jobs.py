@@ -65,13 +65,20 @@ def test_a_tes_task_fetches_maps_and_puts_its_files_inside_its_slurm_allocation(
     with file_host({"/in.txt": b"from the web\n"}) as host:
         client = tes.HTTPClient(stack.server.url, timeout=10)
         task_id = client.create_task(tes.Task(
-            inputs=[tes.Input(path="/data/in.txt", url=f"{host.url}/in.txt")],
+            name="tes-slurm", tags={"user_id": "3"},
+            inputs=[tes.Input(path="/data/in.txt", url=f"{host.url}/in.txt"),
+                    tes.Input(path="/data/note.txt", content="from slurm\n")],
             outputs=[tes.Output(path="/out/copy.txt", url=f"{host.url}/up/copy.txt")],
-            executors=[tes.Executor(image="alpine", command=["sh", "-c", "tr a-z A-Z < /data/in.txt > /out/copy.txt"])]))
+            executors=[tes.Executor(image="alpine", command=["sh", "-c", "tr a-z A-Z < /data/in.txt > /out/copy.txt"]),
+                       tes.Executor(image="alpine", command=["cat"], stdin="/data/note.txt"),
+                       tes.Executor(image="alpine", command=["sh", "-c", 'echo "third $SLURM_JOB_ID"'])]))
 
         assert client.wait(task_id, timeout=OUTCOME_WAIT).state == "COMPLETE"
         assert host.received == {"/up/copy.txt": b"FROM THE WEB\n"}
-    assert task_of(stack.executors.example, int(task_id))["slurm_id"]  # it ran as a Slurm job
+    logs = client.get_task(task_id, "FULL").logs[0].logs
+    assert [log.exit_code for log in logs] == [0, 0, 0] and logs[1].stdout == "from slurm\n"
+    # It ran as that Slurm job, the stage inside the allocation.
+    assert logs[2].stdout == f"third {task_of(stack.executors.example, int(task_id))['slurm_id']}\n"
 
 
 def test_a_running_slurm_jobs_log_tail_is_served_through_the_server(stack):
