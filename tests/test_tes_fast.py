@@ -17,6 +17,7 @@ from conf.settings import ServiceConfig, TesConfig
 from storage import jobs
 from storage.clock import utcnow
 from storage.models import Job, JobChange, TesTask
+from storage.node import tes_plan
 from tests.harness import events_heard, make_server
 from tests.tes_schema import check_schema
 from web.tes import results, script, views
@@ -488,7 +489,7 @@ def test_the_tails_come_from_tails_json_else_from_a_small_stream_file_else_are_e
         "tes/1.stdout": "small\n", "tes/1.stderr": large, "tes/2.stdout": large, "tes/2.stderr": "e"}, exit_code=0)
 
     full = views_of(server, task_id)[0]["logs"]
-    assert [(e["stdout"], e["stderr"]) for e in full] == [("z" * results.TAIL_CHARS, "listed"), ("small\n", ""), ("", "e")]
+    assert [(e["stdout"], e["stderr"]) for e in full] == [("z" * tes_plan.TAIL_CHARS, "listed"), ("small\n", ""), ("", "e")]
 
 
 def test_a_tails_json_above_its_cap_is_ignored_for_the_small_stream_files(server):

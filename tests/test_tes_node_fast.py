@@ -378,7 +378,7 @@ def test_the_stage_keeps_the_tail_of_each_executors_output_and_nothing_of_a_link
     assert run_stage(job, plan, job_script) == (0, None)
 
     assert json.loads((job / "tes" / "tails.json").read_text()) == [
-        {"stdout": "a" * tes_stage.TAIL_CHARS, "stderr": "caf\ufffd"}, {"stdout": "", "stderr": ""}]
+        {"stdout": "a" * tes_plan.TAIL_CHARS, "stderr": "caf\ufffd"}, {"stdout": "", "stderr": ""}]
 
 
 def test_the_node_writes_the_plan_into_a_real_tes_folder_whatever_an_earlier_run_of_the_job_left_there(tmp_path):

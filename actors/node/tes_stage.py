@@ -47,9 +47,9 @@ import requests
 
 from conf import pinned_http
 from storage.node import tes_plan
-from storage.node.tes_plan import ROOT, Output, Plan
+from storage.node.tes_plan import LOG_DIR, ROOT, TAIL_CHARS, Output, Plan, http_url, wildcard
 
-LOG_DIR, OUTPUTS = os.path.split(tes_plan.OUTPUTS_FILE)
+OUTPUTS = os.path.basename(tes_plan.OUTPUTS_FILE)
 REASON = os.path.basename(tes_plan.REASON_FILE)
 TAILS = os.path.basename(tes_plan.TAILS_FILE)
 #: The server's setting whose patterns (carried in the plan) the urls' hosts must match.
@@ -57,12 +57,10 @@ URL_HOSTS = "[tes] url_hosts"
 #: (connect, read) seconds for an input's GET and an output's PUT: the job's time limit bounds the rest.
 TIMEOUT = (10, 60)
 CHUNK = 1 << 20
-WILDCARDS = "*?["
 #: The exit code of a task whose run.sh never ran (the stage failed before it).
 NOT_RUN = 1
 #: An executor's stdout or stderr tail: the last TAIL_CHARS characters of its last TAIL_BYTES bytes.
 TAIL_BYTES = 16 * 1024
-TAIL_CHARS = 4000
 REPLACED_ROOT = "the task replaced its root folder"
 #: The most files and folders one output may match (every component of its path, each file and folder
 #: of a DIRECTORY): past it, the task fails (a system failure).
@@ -282,7 +280,7 @@ def collect_and_upload(plan: Plan, folder: str, root: str, succeeded: bool) -> t
         for item in found:
             entry = {"path": item.path, "file": os.path.relpath(item.real, os.path.realpath(folder)),
                      "size_bytes": os.path.getsize(item.real), "url": None}
-            if item.url.lower().startswith(tes_plan.HTTP_SCHEMES):
+            if http_url(item.url):
                 entry["url"] = item.url
                 problem = upload(item.real, item.url, plan.url_hosts)
                 if problem:
@@ -402,13 +400,9 @@ class _Match:
         return [f"output {self.output_path}: {what} skipped: {count}{why}" for what, count, why in counts if count]
 
 
-def wildcard(path: str) -> bool:
-    return any(char in path for char in WILDCARDS)
-
-
 def _fixed_part(path: str) -> str:
     """The folder of a wildcard path before its first wildcard: `/out/` of `/out/*.txt`."""
-    first = min(path.index(char) for char in WILDCARDS if char in path)
+    first = min(path.index(char) for char in tes_plan.WILDCARDS if char in path)
     return path[:path.rindex("/", 0, first) + 1]
 
 

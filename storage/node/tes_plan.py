@@ -25,19 +25,25 @@ from conf import webhook_hosts
 
 VERSION = 1
 #: Where, in a task's folder on the node, the task's absolute paths are (`/R/rest` is `root/R/rest`),
-#: and the stage's files: the plan it reads, the outputs it found, the executors' output tails and the
-#: reason of a system failure.
+#: and the stage's files (in LOG_DIR, beside run.sh's executors.tsv): the plan it reads, the outputs
+#: it found, the executors' output tails and the reason of a system failure.
 ROOT = "root"
-PLAN_FILE = "tes/plan.json"
-OUTPUTS_FILE = "tes/outputs.json"
-TAILS_FILE = "tes/tails.json"
-REASON_FILE = "tes/reason.txt"
+LOG_DIR = "tes"
+PLAN_FILE = f"{LOG_DIR}/plan.json"
+OUTPUTS_FILE = f"{LOG_DIR}/outputs.json"
+TAILS_FILE = f"{LOG_DIR}/tails.json"
+REASON_FILE = f"{LOG_DIR}/reason.txt"
+#: An executor's stdout or stderr tail, as the stage keeps it and the FULL view shows it: its last
+#: characters.
+TAIL_CHARS = 4000
 #: The largest plan a node takes (a multipart text field of the submit; Falcon buffers at most 1 MiB).
 MAX_PLAN_BYTES = 1 << 20
 #: Top-level directories a task path may not map: the sandbox mounts them itself (actors/node/sandbox.py).
 RESERVED_ROOTS = frozenset({"usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "proc", "dev", "var",
                             "sys", "run"})
 HTTP_SCHEMES = ("http://", "https://")
+#: The characters that make an output path a pattern.
+WILDCARDS = "*?["
 
 
 class PlanError(ValueError):
@@ -105,13 +111,26 @@ def parse(text: str) -> Plan:
     return Plan(tuple(roots), inputs, tuple(outputs), size, _url_hosts(raw.get("url_hosts", [])), streams)
 
 
+def http_url(url: str) -> bool:
+    """Whether the node fetches from or uploads to `url`: the one test, the server's at create
+    (web/tes/validate.py) and the node's, of the raw text: it starts with http:// or https:// in any
+    case. No parsing first: urlsplit drops tabs and leading spaces, so "ht\\ttp://" would pass it at
+    create and then be refused here."""
+    return url[:8].lower().startswith(HTTP_SCHEMES)
+
+
+def wildcard(path: str) -> bool:
+    """Whether an output's path is a pattern (the stage matches it; a plain one names one file)."""
+    return any(char in path for char in WILDCARDS)
+
+
 def _input(item: dict, where: str, roots: list[str]) -> Input:
     if "file" in item:
         name = item["file"]
         if not isinstance(name, str) or not _name(name) or "url" in item:
             raise PlanError(f"{where}.file must be the name of a file of the job folder (and no url beside it)")
         return Input(None, _path(item, where, roots), name)
-    return Input(_url(item, where, HTTP_SCHEMES), _path(item, where, roots))
+    return Input(_url(item, where, http_only=True), _path(item, where, roots))
 
 
 def _relative(item: dict, where: str, key: str) -> str:
@@ -147,10 +166,10 @@ def _items(raw: dict, key: str) -> list[dict]:
     return items
 
 
-def _url(item: dict, where: str, schemes: tuple[str, ...] = ()) -> str:
+def _url(item: dict, where: str, http_only: bool = False) -> str:
     url = item.get("url")
-    if not isinstance(url, str) or not url or (schemes and not url.lower().startswith(schemes)):
-        raise PlanError(f"{where}.url must be {'an http(s)' if schemes else 'a'} URL")
+    if not isinstance(url, str) or not url or (http_only and not http_url(url)):
+        raise PlanError(f"{where}.url must be {'an http(s)' if http_only else 'a'} URL")
     return url
 
 

@@ -24,16 +24,10 @@ import uuid
 import zipfile
 from dataclasses import asdict, dataclass, field
 
+from storage.node.tes_plan import OUTPUTS_FILE, TAIL_CHARS, TAILS_FILE
 from storage.tes_tasks import Stored, sidecar
 from web.tes import script
 
-#: How much of an executor's stdout and stderr the FULL view shows: their last characters.
-TAIL_CHARS = 4000
-#: The outputs the executor node collected after the task's executors (actors/node/), in the zip.
-OUTPUTS_LOG = f"{script.LOG_DIR}/outputs.json"
-#: The tails of each executor's stdout and stderr, which the node writes after run.sh (actors/node/):
-#: [{"stdout": ..., "stderr": ...}, ...] by executor.
-TAILS_LOG = f"{script.LOG_DIR}/tails.json"
 #: The most of executors.tsv, outputs.json and tails.json read; a larger one is ignored.
 MAX_LOG_BYTES = 1 << 20
 #: The largest stream file (tes/N.stdout, or the task's own stdout path) read for its tail when
@@ -161,7 +155,7 @@ def _executor_logs(task: Stored, archive: zipfile.ZipFile) -> list[dict]:
     if raw is None:
         return []
     executors = task.document["executors"]
-    tails = _json_list(archive, TAILS_LOG)
+    tails = _json_list(archive, TAILS_FILE)  # [{"stdout": ..., "stderr": ...}, ...] by executor
     logs = []
     for line in raw.decode("utf-8", "replace").splitlines():
         fields = line.split("\t")
@@ -192,7 +186,7 @@ def _outputs(archive: zipfile.ZipFile) -> list[dict]:
     """The outputs the executor node collected, as it listed them in tes/outputs.json: each with its
     task `path`, its `file` in the job folder, `size_bytes`, and a `note` when it was not uploaded.
     Entries not of that shape are dropped."""
-    return [output for output in map(_output, _json_list(archive, OUTPUTS_LOG)) if output is not None]
+    return [output for output in map(_output, _json_list(archive, OUTPUTS_FILE)) if output is not None]
 
 
 def _output(item) -> dict | None:

@@ -28,7 +28,7 @@ import shlex
 
 from storage.node import tes_plan
 
-LOG_DIR = "tes"
+LOG_DIR = tes_plan.LOG_DIR
 EXECUTORS_LOG = f"{LOG_DIR}/executors.tsv"
 INPUT_FILE = "tes-input-{}"
 

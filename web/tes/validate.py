@@ -20,14 +20,12 @@ import falcon
 from conf import webhook_hosts
 from conf.settings import ServerConfig, ServiceConfig
 from storage import jobs
-from storage.node.tes_plan import HTTP_SCHEMES, MAX_PLAN_BYTES, RESERVED_ROOTS
+from storage.node.tes_plan import MAX_PLAN_BYTES, RESERVED_ROOTS, http_url, wildcard
 from web import scheduling_fields
 from web.common import MAX_ID, positive_int
 from web.tes import script
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-#: The characters that make an output path a pattern (actors/node/tes_stage.py matches it).
-WILDCARD = re.compile(r"[*?\[]")
 #: resources.backend_parameters keys the orchestrator honours (as the portal API's fields).
 BACKEND_PARAMETERS = ("max_runtime", "priority", "group")
 #: The user a task without a `user_id` tag counts for: the portal itself. Uploads need user ids
@@ -159,16 +157,8 @@ def _input(value, where: str) -> dict:
     return out
 
 
-def http_url(url: str) -> bool:
-    """Whether the node fetches from or uploads to `url`: the one test, create's and the node's
-    (storage/node/tes_plan.py, actors/node/tes_stage.py), of the raw text: it starts with http:// or
-    https:// in any case. No parsing first: urlsplit drops tabs and leading spaces, so "ht\\ttp://"
-    would pass it and then be refused by the node. `_outbound_urls` then requires a host."""
-    return url[:8].lower().startswith(HTTP_SCHEMES)
-
-
 def unsupported(item: dict) -> str | None:
-    """Why the (checked) input `item` cannot be had, if so: a url that is not http(s) (`http_url`),
+    """Why the (checked) input `item` cannot be had, if so: a url that is not http(s) (tes_plan.http_url),
     or a DIRECTORY. Such a task is accepted and ends SYSTEM_ERROR with this reason, never run (the
     issue: other schemes and DIRECTORY inputs are accepted at create, never a 4xx)."""
     if "content" not in item and not http_url(item["url"]):
@@ -187,7 +177,8 @@ def _outbound_urls(doc: dict, patterns: tuple[str, ...]) -> None:
     """The http(s) urls the executor node will GET (inputs) or PUT to (outputs) must name a host
     `[tes] url_hosts` admits, without credentials, and no loopback, private or link-local address
     unless listed exactly (conf/webhook_hosts.py); the node checks the addresses the host resolves
-    to again at each request. Other schemes are not fetched (see `unsupported`)."""
+    to again at each request. Other schemes are not fetched (see `unsupported`); an http(s) url
+    (tes_plan.http_url) must name a host."""
     for kind in ("inputs", "outputs"):
         for i, item in enumerate(doc[kind]):
             url = item.get("url", "")
@@ -238,7 +229,7 @@ def _conflicts(inputs: list[dict], outputs: list[dict]) -> None:
     named = [(f"inputs[{i}]", item) for i, item in enumerate(inputs)] + \
             [(f"outputs[{i}]", item) for i, item in enumerate(outputs)]
     files = {posixpath.normpath(item["path"]): where for where, item in named
-             if item["type"] == "FILE" and not WILDCARD.search(item["path"])}
+             if item["type"] == "FILE" and not wildcard(item["path"])}
     for where, item in named:
         folder = posixpath.dirname(posixpath.normpath(item["path"]))
         while folder != "/":
