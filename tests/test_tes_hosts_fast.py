@@ -5,6 +5,7 @@ its refusal of redirects (actors/node/tes_stage.py, conf/pinned_http.py).
 """
 from __future__ import annotations
 
+import json
 import pytest
 from pony.orm import db_session, select
 
@@ -68,7 +69,8 @@ def test_url_hosts_is_read_from_tes_and_a_bad_pattern_refuses_the_start(tmp_path
 
 
 def test_the_plan_carries_the_patterns_to_the_node(tmp_path):
-    script.write_job_files(str(tmp_path), {**TASK, "inputs": [], "outputs": []}, 5, ("*.example.org",))
+    task = {**TASK, "inputs": [], "outputs": []}
+    script.write_job_files(str(tmp_path), task, json.dumps(script.plan(task, 5, ("*.example.org",))))
 
     plan = tes_plan.parse((tmp_path / "tes" / "plan.json").read_text())
     assert plan.url_hosts == ("*.example.org",)

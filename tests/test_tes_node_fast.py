@@ -47,7 +47,7 @@ def test_the_plan_names_every_root_the_fetched_inputs_and_every_output_and_the_n
 
 
 def test_the_job_folder_holds_the_content_inputs_run_sh_and_the_plan_and_the_stage_places_the_inputs(tmp_path):
-    script.write_job_files(str(tmp_path), TASK, 5, ())
+    script.write_job_files(str(tmp_path), TASK, json.dumps(script.plan(TASK, 5, ())))
 
     assert sorted(os.listdir(tmp_path)) == ["run.sh", "tes", "tes-input-0"]
     assert json.loads((tmp_path / "tes" / "plan.json").read_text())["max_input_bytes"] == 5

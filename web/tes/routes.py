@@ -95,8 +95,7 @@ class Tasks:
             return
         os.makedirs(folder)
         try:
-            script.write_job_files(folder, accepted.document, self.config.max_upload_mb << 20,
-                                   self.config.tes.url_hosts)
+            script.write_job_files(folder, accepted.document, accepted.plan)
             job_id, view = jobs.create_job(accepted.user_id, accepted.service, folder, now, portal,
                                            self.config.service(accepted.service).max_queued_per_user, None,
                                            accepted.labels, tes_tasks.writer(accepted.document, portal))

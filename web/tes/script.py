@@ -22,7 +22,6 @@ web/tes/views.py reads them from the result zip for the task's logs.
 """
 from __future__ import annotations
 
-import json
 import os
 import shlex
 
@@ -43,12 +42,9 @@ def stream_file(executor: dict, index: int, stream: str) -> str:
     return mapped(executor[stream]) if executor.get(stream) else f"{LOG_DIR}/{index}.{stream}"
 
 
-def write_job_files(folder: str, document: dict, max_input_bytes: int, url_hosts: tuple[str, ...]) -> None:
-    """Write the task's content inputs, run.sh and the node's plan into the (new, empty) job `folder`.
-
-    `max_input_bytes`: what the node may fetch for the task's url inputs in all (the server's
-    max_upload_mb, as for an upload's files); `url_hosts`: `[tes] url_hosts`, which the node checks
-    the addresses of the urls' hosts against at each request."""
+def write_job_files(folder: str, document: dict, plan_text: str) -> None:
+    """Write the task's content inputs, run.sh and the node's plan (`plan`, as JSON: web/tes/validate.py
+    made and measured it) into the (new, empty) job `folder`."""
     for index, item in _content_inputs(document):
         with open(os.path.join(folder, INPUT_FILE.format(index)), "w", encoding="utf-8") as handle:
             handle.write(item["content"])
@@ -56,11 +52,14 @@ def write_job_files(folder: str, document: dict, max_input_bytes: int, url_hosts
         handle.write(run_script(document))
     os.makedirs(os.path.dirname(os.path.join(folder, tes_plan.PLAN_FILE)))
     with open(os.path.join(folder, tes_plan.PLAN_FILE), "w", encoding="utf-8") as handle:
-        json.dump(plan(document, max_input_bytes, url_hosts), handle)
+        handle.write(plan_text)
 
 
 def plan(document: dict, max_input_bytes: int, url_hosts: tuple[str, ...]) -> dict:
-    """The task's plan for the executor node (storage/node/tes_plan.py)."""
+    """The task's plan for the executor node (storage/node/tes_plan.py). `max_input_bytes`: what the
+    node may fetch for the task's url inputs in all (the server's max_upload_mb, as for an upload's
+    files); `url_hosts`: `[tes] url_hosts`, which the node checks the urls' hosts' addresses against
+    at each request."""
     paths = [item["path"] for item in document["inputs"] + document["outputs"]]
     paths += [executor[key] for executor in document["executors"] for key in ("workdir", "stdin", "stdout", "stderr")
               if executor.get(key)]

@@ -55,6 +55,9 @@ class Accepted:
     service: str
     user_id: int
     labels: jobs.Labels
+    #: The task's plan for the executor node, as JSON (web/tes/script.py `plan`): measured here,
+    #: written into the job's folder as it is.
+    plan: str = ""
     #: Why the task cannot run (an input it cannot have: `unsupported`); it is stored Failed at once.
     unsupported: str | None = None
 
@@ -95,8 +98,7 @@ def task(body, config: ServerConfig) -> Accepted:
     _drop_unsupported_parameters(doc.get("resources"))
     reasons = [reason for reason in map(unsupported, doc["inputs"]) if reason]
     _outbound_urls(doc, config.tes.url_hosts)
-    _plan_size(doc, config)
-    return Accepted(doc, service, _user(tags), labels, reasons[0] if reasons else None)
+    return Accepted(doc, service, _user(tags), labels, _plan(doc, config), reasons[0] if reasons else None)
 
 
 def absolute_path(value, where: str, folder: bool = False) -> str:
@@ -376,10 +378,13 @@ def _bytes(text: str) -> int:
     return len(text.encode("utf-8"))
 
 
-def _plan_size(doc: dict, config: ServerConfig) -> None:
-    """400 for a task no node would take: its plan (web/tes/script.py, sent as it is written) above
-    the node's MAX_PLAN_BYTES (storage/node/tes_plan.py), e.g. hundreds of outputs of long paths."""
-    size = len(json.dumps(script.plan(doc, config.max_upload_mb << 20, config.tes.url_hosts)).encode("utf-8"))
+def _plan(doc: dict, config: ServerConfig) -> str:
+    """The task's plan for the node, as JSON; 400 for a task no node would take: its plan (sent as it
+    is written) above the node's MAX_PLAN_BYTES (storage/node/tes_plan.py), e.g. hundreds of outputs
+    of long paths."""
+    text = json.dumps(script.plan(doc, config.max_upload_mb << 20, config.tes.url_hosts))
+    size = len(text.encode("utf-8"))
     if size > MAX_PLAN_BYTES:
         raise bad(f"the task's inputs, outputs and paths make a plan of {size} bytes for the executor node; at most "
                   f"{MAX_PLAN_BYTES} are accepted: give fewer or shorter paths and urls.")
+    return text
