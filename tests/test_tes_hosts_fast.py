@@ -6,6 +6,7 @@ its refusal of redirects (actors/node/tes_stage.py, conf/pinned_http.py).
 from __future__ import annotations
 
 import json
+
 import pytest
 from pony.orm import db_session, select
 
