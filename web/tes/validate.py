@@ -292,18 +292,13 @@ def _service(executors: list[dict], config: ServerConfig) -> str:
     return services.pop()
 
 
-def _labels(resources, service_max_runtime: int | None) -> jobs.Labels:
+def _labels(resources: dict | None, service_max_runtime: int | None) -> jobs.Labels:
+    """The job's labels from backend_parameters (`resources` checked by `_resources` already)."""
     if resources is None:
         return jobs.Labels(max_runtime=service_max_runtime)
-    if not isinstance(resources, dict):
-        raise bad("resources must be an object.")
-    params = {key.lower(): value for key, value in _string_map(resources.get("backend_parameters") or {},
-                                                               "resources.backend_parameters").items()}
-    strict = resources.get("backend_parameters_strict", False)
-    if not isinstance(strict, bool):
-        raise bad("resources.backend_parameters_strict must be true or false.")
+    params = {key.lower(): value for key, value in (resources.get("backend_parameters") or {}).items()}
     unknown = sorted(set(params) - set(BACKEND_PARAMETERS))
-    if strict and unknown:
+    if resources.get("backend_parameters_strict") and unknown:
         raise bad(f"resources.backend_parameters {unknown[0][:40]!r} is not supported (backend_parameters_strict); "
                   f"supported: {', '.join(BACKEND_PARAMETERS)}.")
     fields = {key: params[key] for key in BACKEND_PARAMETERS if key in params}
@@ -324,13 +319,13 @@ def _drop_unsupported_parameters(resources: dict | None) -> None:
 
 
 def _cores(resources: dict | None, settings: ServiceConfig) -> None:
-    """resources.cpu_cores: a positive integer, at most the service's max_cores (unset: no cap).
-    NOTE: ram_gb and disk_gb are not checked: the server does not know its executors' memory and
-    disk limits (max_memory_mb, max_output_mb are each executor node's own settings)."""
+    """resources.cpu_cores (an integer: `_resources`): positive, at most the service's max_cores
+    (unset: no cap). NOTE: ram_gb and disk_gb are not checked: the server does not know its
+    executors' memory and disk limits (max_memory_mb, max_output_mb are each executor node's own)."""
     cores = (resources or {}).get("cpu_cores")
     if cores is None:
         return
-    if not isinstance(cores, int) or isinstance(cores, bool) or cores < 1:
+    if cores < 1:
         raise bad("resources.cpu_cores must be a positive integer.")
     if settings.max_cores is not None and cores > settings.max_cores:
         raise bad(f"resources.cpu_cores {cores} is more than service {settings.name!r} gives a task "
