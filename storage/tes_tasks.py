@@ -33,7 +33,6 @@ class Stored:
     finished_at: datetime | None
     exit_code: int | None
     reason: str | None
-    stderr_tail: str | None
     result_path: str | None
     executor: str | None
     attempts: int
@@ -53,8 +52,9 @@ def writer(document: dict, portal: str | None) -> Callable[[int], None]:
 
 
 def _stored(job: Job, task: TesTask) -> Stored:
-    return Stored(job.public_id or job.id, job.state, job.outcome, job.service, job.created_at, job.started_at, job.finished_at, job.exit_code,
-                  job.reason, job.stderr_tail, job.result_path, job.executor, job.attempts, json.loads(task.document))
+    return Stored(job.public_id or job.id, job.state, job.outcome, job.service, job.created_at, job.started_at,
+                  job.finished_at, job.exit_code, job.reason, job.result_path, job.executor, job.attempts,
+                  json.loads(task.document))
 
 
 @db_session
@@ -231,7 +231,7 @@ def _read(job_ids: list[int], documents: bool) -> list[Stored]:
 
 #: The job's columns a Stored holds, as `_read` selects them.
 READ_COLUMNS = ("id", "public_id", "state", "outcome", "service", "created_at", "started_at", "finished_at",
-                "exit_code", "reason", "stderr_tail", "result_path", "executor", "attempts")
+                "exit_code", "reason", "result_path", "executor", "attempts")
 
 
 def sidecar(result_path: str) -> str:
