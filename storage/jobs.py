@@ -140,6 +140,16 @@ class QueueFull(Exception):
     """The user (of that portal) already has the service's max_queued_per_user jobs waiting."""
 
 
+#: The reason of a job that failed only because run.sh exited non-zero (the retriever writes it; the
+#: TES views and list tell EXECUTOR_ERROR by it: web/tes/views.py, storage/tes_tasks.py).
+COMMAND_FAILED_REASON = "run.sh exited with code "
+
+
+def command_failed(exit_code: int) -> str:
+    """The reason of a job whose run.sh exited with `exit_code` (not 0), when nothing else failed."""
+    return f"{COMMAND_FAILED_REASON}{exit_code}"
+
+
 @dataclass(frozen=True)
 class Labels:
     """What an upload says of its job's scheduling: its priority among its user's jobs, its group,

@@ -77,10 +77,11 @@ JOB_STATES: dict[str, tuple[tuple[str | None, str], ...]] = {
     "EXECUTOR_ERROR": (("Failed", "Failed"), ("Failed", "Cleaned")),
     "SYSTEM_ERROR": (("Failed", "Failed"), ("Failed", "Cleaned"), (None, "Cleaned")),
 }
-#: Failed because run.sh exited non-zero, in SQL (web/tes/views.py `tes_state`): what splits a
-#: Failed walk into EXECUTOR_ERROR and SYSTEM_ERROR; checked per Failed task, not indexed.
+#: Failed because run.sh exited non-zero (storage.jobs.command_failed), in SQL (web/tes/views.py
+#: `tes_state`): what splits a Failed walk into EXECUTOR_ERROR and SYSTEM_ERROR; checked per Failed
+#: task, not indexed.
 COMMAND_FAILED = ("(COALESCE(j.exit_code, 0) <> 0 "
-                  "AND COALESCE(j.reason, '') = 'run.sh exited with code ' || CAST(j.exit_code AS TEXT))")
+                  f"AND COALESCE(j.reason, '') = '{jobs.COMMAND_FAILED_REASON}' || CAST(j.exit_code AS TEXT))")
 
 
 @dataclass(frozen=True)

@@ -349,10 +349,10 @@ def failed(entry: tuple) -> bool:
 def with_reason(entry: tuple) -> tuple:
     """The reported outcome, with the reason of a failure its executor gave none for.
 
-    NOTE: web/tes/views.py tells EXECUTOR_ERROR (a command failed) by this very reason."""
+    NOTE: the TES views and list tell EXECUTOR_ERROR (a command failed) by this reason (jobs.command_failed)."""
     job, remote_id, exit_code, stderr_tail, reason = entry
     if exit_code != 0 and not reason:
-        reason = f"run.sh exited with code {exit_code}" if exit_code is not None else "run.sh could not be run"
+        reason = jobs.command_failed(exit_code) if exit_code is not None else "run.sh could not be run"
     return job, remote_id, exit_code, stderr_tail, reason
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+from storage import jobs
 from storage.columns import iso
 from storage.states import JobState
 from storage.tes_tasks import Stored
@@ -30,7 +31,7 @@ def tes_state(job_state: str, outcome: str | None, exit_code: int | None, reason
     if state is JobState.FAILED:
         # NOTE: the retriever writes this reason exactly when run.sh's exit code is the only cause
         # (actors/server/retriever.py); an executor's own reason (a limit, lost) overrides it.
-        return "EXECUTOR_ERROR" if exit_code and reason == f"run.sh exited with code {exit_code}" else "SYSTEM_ERROR"
+        return "EXECUTOR_ERROR" if exit_code and reason == jobs.command_failed(exit_code) else "SYSTEM_ERROR"
     return BY_JOB_STATE.get(state, "SYSTEM_ERROR")
 
 
