@@ -8,17 +8,16 @@ Paths: the task's absolute paths are mapped into the job's folder: `/data/in.txt
 workdir, stdin, stdout, stderr); an argument vector is passed as the task wrote it, and works because
 the executor node binds each `root/R` at `/R` in the job's sandbox, as the task's plan says.
 
-The plan (`tes/plan.json`, format in storage/node/tes_plan.py) tells the node what it does around
-`run.sh`: the roots to bind, the inputs to place before it, the outputs to collect after it, and
-each executor's stdout and stderr files (whose tails the stage keeps).
-It is in a subfolder because the executor link sends a job's top-level files as its bundle and the
-plan as a field of its own (actors/server/executor_link.py): no file of a bundle can pose as a plan.
+The job's bundle is a flat folder: the executor link sends its top-level files, and the plan as a
+field of its own (actors/server/executor_link.py). So each content input travels as `tes-input-N`,
+which the node's TES stage moves to its mapped path before run.sh (outside the sandbox: a failure is
+the system's, not a command's); and the plan (`tes/plan.json`, format in storage/node/tes_plan.py:
+the roots to bind, the inputs to place, the outputs to collect, each executor's stdout and stderr
+files, whose tails the stage keeps) is in a subfolder, where no file of a bundle can pose as one.
 
-The job's bundle is a flat folder (actors/server/executor_link.py sends its top-level files), so
-each content input travels as `tes-input-N` and the node's TES stage moves it to its mapped path
-before run.sh (outside the sandbox: a failure is the system's, not a command's). The script records each executor's index, start, end and exit code, tab-separated, in
+The script records each executor's index, start, end and exit code, tab-separated, in
 `tes/executors.tsv`, and its output in `tes/N.stdout` / `tes/N.stderr` unless the task names files:
-web/tes/views.py reads them from the result zip for the task's logs.
+web/tes/results.py reads them from the result zip for the task's logs.
 """
 from __future__ import annotations
 
