@@ -88,7 +88,9 @@ def test_a_running_slurm_jobs_log_tail_is_served_through_the_server(stack):
         answer = requests.get(f"{stack.server.url}/jobs/{job_id}/log", params={"tail": "1"}, timeout=10)
         return answer.status_code == 200 and answer.text == "second\n"
     wait_until(tail, OUTCOME_WAIT, 0.1, "the Slurm job's last line")
-    assert job(stack.server, job_id)["status"] == "Running"
+    # NOTE: the log is served from the job's folder as soon as it writes; the server hears it runs
+    # when the node's next squeue poll sees it, which may come a moment after its first lines.
+    wait_until(lambda: job(stack.server, job_id)["status"] == "Running", OUTCOME_WAIT, 0.1, "the job running")
     let_go(stack.executors.example.folder, "slurm-follow")
     assert wait_for_outcome(stack.server, job_id, OUTCOME_WAIT) == 200
 
