@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The images and compose.yaml end to end (make test-containers; not part of make test):
+# build, up, health, the example job uploaded and its zip downloaded, the executor container killed
+# and a job still completing after its restart, down, nothing left. Prints the time of each step.
+# Needs podman + podman-compose (COMPOSE=... to use another, e.g. "docker compose").
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+PROJECT=${PROJECT:-orchtest$$}
+COMPOSE=${COMPOSE:-podman-compose}
+export BUILDAH_FORMAT=docker            # keep HEALTHCHECK in podman-built images
+export SERVER_PORT=${SERVER_PORT:-15000} EXECUTOR_PORT=${EXECUTOR_PORT:-19000}
+S=http://127.0.0.1:$SERVER_PORT
+ENVFILE_MADE=0
+if [ ! -e .env ]; then
+  printf 'CLUSTER_SECRET=%s\n' "$(head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')" > .env; ENVFILE_MADE=1
+fi
+c() { $COMPOSE -p "$PROJECT" -f compose.yaml "$@"; }
+t0=$(date +%s.%N); lap() { printf '%-40s %6.1f s\n' "$1" "$(echo "$(date +%s.%N) - $t0" | bc)"; }
+cleanup() {
+  c down -v -t 20 >/dev/null 2>&1 || true
+  [ $ENVFILE_MADE = 1 ] && rm -f "$ROOT/.env"
+  true
+}
+trap cleanup EXIT
+fail() { echo "FAIL: $*"; c logs --tail 40 >&2 2>&1 || true; exit 1; }
+
+wait_for() {  # wait_for SECONDS CMD...: until CMD succeeds
+  local limit=$1; shift; local end=$(( $(date +%s) + limit ))
+  until "$@" >/dev/null 2>&1; do [ "$(date +%s)" -lt $end ] || return 1; sleep 0.5; done
+}
+executor_alive() {  # the server's operator view, opened by the cluster secret
+  curl -fsS -H "Authorization: Bearer $(sed -n 's/^CLUSTER_SECRET=//p' .env)" "$S/executors" | grep -q '"state": *"alive"'
+}
+upload() {
+  curl -fsS -X POST "$S/upload" -F "file=@example/run.sh" -F "file=@example/input.pdb" -F "user_id=1" \
+    -F "service=example" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'
+}
+completed() { [ "$(curl -s -o /dev/null -w '%{http_code}' -I "$S/download/$1")" = 200 ]; }
+
+c build >/tmp/$PROJECT-build.log 2>&1 || { tail -30 /tmp/$PROJECT-build.log; fail "build"; }
+lap "build"
+c up -d >/tmp/$PROJECT-up.log 2>&1 || { tail -30 /tmp/$PROJECT-up.log; fail "up"; }
+lap "up -d"
+wait_for 60 curl -fsS "$S/health" || fail "server /health"
+lap "server healthy"
+wait_for 60 podman healthcheck run "${PROJECT}_server_1" || fail "server HEALTHCHECK"
+wait_for 60 podman healthcheck run "${PROJECT}_executor_1" || fail "executor HEALTHCHECK"
+lap "HEALTHCHECKs pass (podman healthcheck run)"
+wait_for 60 executor_alive || fail "executor not alive at the server"
+lap "executor registered, alive"
+
+id=$(upload) || fail "upload"
+wait_for 60 completed "$id" || fail "job $id did not complete: $(curl -s "$S/jobs/$id")"
+curl -fsS -o "/tmp/$PROJECT.zip" "$S/download/$id"
+python3 - "/tmp/$PROJECT.zip" <<'PY' || fail "zip content"
+import sys, zipfile
+z = zipfile.ZipFile(sys.argv[1]); out = z.read("output.txt").decode()
+assert "Computation complete!" in out and "input.pdb" in out, out
+print("  output.txt:", out.splitlines()[-2])
+PY
+rm -f "/tmp/$PROJECT.zip"
+lap "job $id completed, zip checked"
+
+podman kill "${PROJECT}_executor_1" >/dev/null
+id2=$(upload) || fail "upload while the executor is down"
+podman start "${PROJECT}_executor_1" >/dev/null   # podman has no restart policy daemon here
+wait_for 120 completed "$id2" || fail "job $id2 did not complete after the restart: $(curl -s "$S/jobs/$id2")"
+lap "executor killed+restarted, job $id2 completed"
+
+# SIGTERM: the nodes stop cleanly (exit code 0) within the grace period
+c stop -t 30 >/dev/null 2>&1
+for n in server executor; do
+  code=$(podman inspect -f '{{.State.ExitCode}}' "${PROJECT}_${n}_1")
+  [ "$code" = 0 ] || fail "$n exited with $code on SIGTERM"
+done
+lap "SIGTERM: both exited 0"
+c down -v -t 20 >/dev/null 2>&1
+left="$(podman ps -a --format '{{.Names}}' | grep "^${PROJECT}_" || true)$(podman volume ls --format '{{.Name}}' | grep "^${PROJECT}_" || true)$(podman network ls --format '{{.Name}}' | grep "^${PROJECT}_" || true)$(podman pod ls --format '{{.Name}}' | grep "${PROJECT}" || true)"
+[ -z "$left" ] || fail "left behind: $left"
+lap "down: nothing left"
+echo "PASS"
