@@ -81,5 +81,7 @@ clean:
 
 # The image and compose.yaml end to end with podman + podman-compose (not part of `make test`):
 # build, up, health, the example job, an executor killed and restarted, SIGTERM, down, nothing left.
+# `make test-containers PRODIGY=1` adds the prodigy profile and a PRODIGY job on 2oob.pdb.
+PRODIGY ?= 0
 test-containers:
-	bash tests/containers/compose_test.sh
+	PRODIGY=$(PRODIGY) bash tests/containers/compose_test.sh

@@ -3,6 +3,8 @@
 # build, up, health, the example job uploaded and its zip downloaded, the executor container killed
 # and a job still completing after its restart, down, nothing left. Prints the time of each step.
 # Needs podman + podman-compose (COMPOSE=... to use another, e.g. "docker compose").
+# PRODIGY=1 also builds and starts the `prodigy` profile and runs PRODIGY on /work/shared/data/2oob.pdb
+# (PDB=... for another complex).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -15,7 +17,11 @@ ENVFILE_MADE=0
 if [ ! -e .env ]; then
   printf 'CLUSTER_SECRET=%s\n' "$(head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')" > .env; ENVFILE_MADE=1
 fi
-c() { $COMPOSE -p "$PROJECT" -f compose.yaml "$@"; }
+PRODIGY=${PRODIGY:-0}
+PDB=${PDB:-/work/shared/data/2oob.pdb}
+NODES="server executor"; PROFILE=()
+[ "$PRODIGY" = 1 ] && { NODES="$NODES prodigy"; PROFILE=(--profile prodigy); }
+c() { $COMPOSE -p "$PROJECT" -f compose.yaml "${PROFILE[@]}" "$@"; }
 t0=$(date +%s.%N); lap() { printf '%-40s %6.1f s\n' "$1" "$(echo "$(date +%s.%N) - $t0" | bc)"; }
 cleanup() {
   c down -v -t 20 >/dev/null 2>&1 || true
@@ -45,7 +51,7 @@ lap "up -d"
 wait_for 60 curl -fsS "$S/health" || fail "server /health"
 lap "server healthy"
 wait_for 60 podman healthcheck run "${PROJECT}_server_1" || fail "server HEALTHCHECK"
-wait_for 60 podman healthcheck run "${PROJECT}_executor_1" || fail "executor HEALTHCHECK"
+for n in $NODES; do [ $n = server ] || wait_for 60 podman healthcheck run "${PROJECT}_${n}_1" || fail "$n HEALTHCHECK"; done
 lap "HEALTHCHECKs pass (podman healthcheck run)"
 wait_for 60 executor_alive || fail "executor not alive at the server"
 lap "executor registered, alive"
@@ -62,19 +68,43 @@ PY
 rm -f "/tmp/$PROJECT.zip"
 lap "job $id completed, zip checked"
 
+# A job running when its executor's container is killed: it completes after the container restarts.
+printf '#!/usr/bin/env bash\nsleep 4\necho slept > output.txt\n' > "/tmp/$PROJECT-run.sh"
+id2=$(curl -fsS -X POST "$S/upload" -F "file=@/tmp/$PROJECT-run.sh;filename=run.sh" -F "user_id=2" -F "service=example" \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])') || fail "upload of the sleeping job"
+rm -f "/tmp/$PROJECT-run.sh"
+running() { curl -fsS "$S/jobs/$id2" | grep -q '"status": *"Running"'; }
+wait_for 30 running || fail "job $id2 never ran: $(curl -s "$S/jobs/$id2")"
 podman kill "${PROJECT}_executor_1" >/dev/null
-id2=$(upload) || fail "upload while the executor is down"
-podman start "${PROJECT}_executor_1" >/dev/null   # podman has no restart policy daemon here
+sleep 1
+podman start "${PROJECT}_executor_1" >/dev/null 2>&1 || true  # in case its restart policy has not already
 wait_for 120 completed "$id2" || fail "job $id2 did not complete after the restart: $(curl -s "$S/jobs/$id2")"
+echo "  job $id2: $(curl -fsS "$S/jobs/$id2" | python3 -c 'import json,sys; j=json.load(sys.stdin); print("status", j["status"], "attempts", j["attempts"])')"
 lap "executor killed+restarted, job $id2 completed"
+
+if [ "$PRODIGY" = 1 ]; then
+  pid=$(curl -fsS -X POST "$S/upload" -F "file=@example/prodigy/run.sh" -F "file=@$PDB" -F "user_id=1" \
+    -F "service=prodigy" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])') || fail "prodigy upload"
+  wait_for 180 completed "$pid" || fail "prodigy job $pid did not complete: $(curl -s "$S/jobs/$pid")"
+  curl -fsS -o "/tmp/$PROJECT.zip" "$S/download/$pid"
+  python3 - "/tmp/$PROJECT.zip" <<'PY' || fail "prodigy.out"
+import sys, zipfile
+out = zipfile.ZipFile(sys.argv[1]).read("prodigy.out").decode()
+line = [l for l in out.splitlines() if "Predicted binding affinity" in l]
+assert line, out
+print("  prodigy.out:", line[0].strip())
+PY
+  rm -f "/tmp/$PROJECT.zip"
+  lap "prodigy job $pid completed"
+fi
 
 # SIGTERM: the nodes stop cleanly (exit code 0) within the grace period
 c stop -t 30 >/dev/null 2>&1
-for n in server executor; do
+for n in $NODES; do
   code=$(podman inspect -f '{{.State.ExitCode}}' "${PROJECT}_${n}_1")
   [ "$code" = 0 ] || fail "$n exited with $code on SIGTERM"
 done
-lap "SIGTERM: both exited 0"
+lap "SIGTERM: every node exited 0"
 c down -v -t 20 >/dev/null 2>&1
 left="$(podman ps -a --format '{{.Names}}' | grep "^${PROJECT}_" || true)$(podman volume ls --format '{{.Name}}' | grep "^${PROJECT}_" || true)$(podman network ls --format '{{.Name}}' | grep "^${PROJECT}_" || true)$(podman pod ls --format '{{.Name}}' | grep "${PROJECT}" || true)"
 [ -z "$left" ] || fail "left behind: $left"
