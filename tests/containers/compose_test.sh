@@ -73,8 +73,8 @@ printf '#!/usr/bin/env bash\nsleep 4\necho slept > output.txt\n' > "/tmp/$PROJEC
 id2=$(curl -fsS -X POST "$S/upload" -F "file=@/tmp/$PROJECT-run.sh;filename=run.sh" -F "user_id=2" -F "service=example" \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])') || fail "upload of the sleeping job"
 rm -f "/tmp/$PROJECT-run.sh"
-running() { curl -fsS "$S/jobs/$id2" | grep -q '"status": *"Running"'; }
-wait_for 30 running || fail "job $id2 never ran: $(curl -s "$S/jobs/$id2")"
+running() { curl -fsS "$S/jobs/$1" | grep -q '"status": *"Running"'; }
+wait_for 30 running "$id2" || fail "job $id2 never ran: $(curl -s "$S/jobs/$id2")"
 podman kill "${PROJECT}_executor_1" >/dev/null
 sleep 1
 podman start "${PROJECT}_executor_1" >/dev/null 2>&1 || true  # in case its restart policy has not already
@@ -97,6 +97,17 @@ PY
   rm -f "/tmp/$PROJECT.zip"
   lap "prodigy job $pid completed"
 fi
+
+# SIGTERM to an executor with a job running: it drains (the job finishes and is reported), exits 0.
+printf '#!/usr/bin/env bash\nsleep 3\necho done > output.txt\n' > "/tmp/$PROJECT-run.sh"
+id3=$(curl -fsS -X POST "$S/upload" -F "file=@/tmp/$PROJECT-run.sh;filename=run.sh" -F "user_id=3" -F "service=example" \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])') || fail "upload of the draining job"
+rm -f "/tmp/$PROJECT-run.sh"
+wait_for 30 running "$id3" || fail "job $id3 never ran"
+podman stop -t 30 "${PROJECT}_executor_1" >/dev/null 2>&1
+[ "$(podman inspect -f '{{.State.ExitCode}}' "${PROJECT}_executor_1")" = 0 ] || fail "executor exit code on SIGTERM"
+wait_for 10 completed "$id3" || fail "job $id3 not completed by the drain: $(curl -s "$S/jobs/$id3")"
+lap "SIGTERM drained the executor: job $id3 completed"
 
 # SIGTERM: the nodes stop cleanly (exit code 0) within the grace period
 c stop -t 30 >/dev/null 2>&1
