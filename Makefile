@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast bench bench-quick prodigy prodigy-executor packages test-packages clean status-screenshot
+.PHONY: run test test-containers test-fast bench bench-quick prodigy prodigy-executor packages test-packages clean status-screenshot
 
 $(STAMP): requirements.txt requirements-nodeps.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -78,3 +78,10 @@ prodigy-executor: $(STAMP) prodigy packages
 
 clean:
 	rm -rf var .pytest_cache
+
+# The image and compose.yaml end to end with podman + podman-compose (not part of `make test`):
+# build, up, health, the example job, an executor killed and restarted, SIGTERM, down, nothing left.
+# `make test-containers PRODIGY=1` adds the prodigy profile and a PRODIGY job on 2oob.pdb.
+PRODIGY ?= 0
+test-containers:
+	PRODIGY=$(PRODIGY) bash tests/containers/compose_test.sh
