@@ -6,10 +6,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test test-containers test-fast bench bench-quick prodigy prodigy-executor packages test-packages clean status-screenshot
 
-$(STAMP): requirements.txt requirements-nodeps.txt setup.py
+$(STAMP): requirements.txt requirements-test.txt requirements-nodeps.txt setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements-test.txt
 	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
 	$(PY) -m pip install --quiet --no-deps -e .  # the `orchestrator` command (.venv/bin/orchestrator)
 	touch $(STAMP)
@@ -79,9 +79,12 @@ prodigy-executor: $(STAMP) prodigy packages
 clean:
 	rm -rf var .pytest_cache
 
-# The image and compose.yaml end to end with podman + podman-compose (not part of `make test`):
+# The image and compose.yaml end to end with podman and podman-compose (CI runs it after `make test`):
 # build, up, health, the example job, an executor killed and restarted, SIGTERM, down, nothing left.
-# `make test-containers PRODIGY=1` adds the prodigy profile and a PRODIGY job on 2oob.pdb.
+# As root it sets podman up first (tests/containers/setup-podman.sh: packages, a local base image).
+# `make test-containers PRODIGY=1` adds the prodigy image and a PRODIGY job on 2oob.pdb.
 PRODIGY ?= 0
-test-containers:
+test-containers: $(STAMP)
+	@if [ "$$(id -u)" = 0 ]; then bash tests/containers/setup-podman.sh; \
+	 else command -v podman >/dev/null || { echo "podman is missing: run tests/containers/setup-podman.sh as root"; exit 2; }; fi
 	PRODIGY=$(PRODIGY) bash tests/containers/compose_test.sh

@@ -14,7 +14,7 @@ setup(
     packages=find_packages(include=["actors", "actors.*", "web", "web.*", "storage", "storage.*", "conf", "conf.*",
                                            "orchestrator_client"]),
     py_modules=["run_server", "run_client"],
-    install_requires=[line.strip() for line in open("requirements.txt") if line.strip() and "pytest" not in line],
+    install_requires=[line.strip() for line in open("requirements.txt") if line.strip() and not line.startswith("#")],
     entry_points={"console_scripts": ["orchestrator = orchestrator_client.cli:main"]},
     extras_require={"test": ["pytest"]},
 )

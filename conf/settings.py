@@ -127,15 +127,36 @@ CONNECTION_KEYS = {"connection_limit", "client_timeout", "max_connections_per_cl
 LOG_KEYS = {"log_level", "log_format"}
 
 
-def _logging(section: Mapping[str, str], name: str, level: str | None) -> dict:
-    """log_level and log_format of `[name]`; `level` (--log-level) overrides the file's."""
-    chosen = {"log_level": level or section.get("log_level", "info"), "log_format": section.get("log_format", "text")}
+def _logging(section: Mapping[str, str], name: str, level: str | None, environ: Mapping[str, str]) -> dict:
+    """log_level and log_format of `[name]`; LOG_LEVEL and LOG_FORMAT override the file's (a container's
+    usual way), and `level` (--log-level) overrides both."""
+    chosen = {"log_level": level or environ.get("LOG_LEVEL") or section.get("log_level", "info"),
+              "log_format": environ.get("LOG_FORMAT") or section.get("log_format", "text")}
     for key, allowed in (("log_level", tuple(logs.LEVELS)), ("log_format", logs.FORMATS)):
         chosen[key] = chosen[key].strip().lower()
         if chosen[key] not in allowed:
-            where = "--log-level" if key == "log_level" and level else f"[{name}] {key}"
+            where = ("--log-level" if key == "log_level" and level else
+                     key.upper() if environ.get(key.upper()) else f"[{name}] {key}")
             raise ConfigError(f"{where} must be one of {', '.join(allowed)}, got {chosen[key]!r}.")
     return chosen
+
+
+def _cluster_secret(section: Mapping[str, str], name: str, environ: Mapping[str, str]) -> str:
+    """`[name] cluster_secret`, or CLUSTER_SECRET, or the content of the file CLUSTER_SECRET_FILE names
+    (a Docker or podman secret, a systemd credential): a secret is better kept out of the INI file."""
+    if environ.get("CLUSTER_SECRET") and environ.get("CLUSTER_SECRET_FILE"):
+        raise ConfigError("CLUSTER_SECRET and CLUSTER_SECRET_FILE are both set; set one.")
+    path = environ.get("CLUSTER_SECRET_FILE", "")
+    if path:
+        try:
+            with open(path, encoding="utf-8") as file:
+                return _secret("the file of CLUSTER_SECRET_FILE", file.read(4096))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"CLUSTER_SECRET_FILE {path} cannot be read as text: "
+                              f"{getattr(exc, 'strerror', None) or exc}.") from None
+    if environ.get("CLUSTER_SECRET"):
+        return _secret("CLUSTER_SECRET", environ["CLUSTER_SECRET"])
+    return _secret(f"[{name}] cluster_secret", section.get("cluster_secret", ""))
 
 
 def _connections(section: Mapping[str, str], name: str) -> Connections:
@@ -618,7 +639,7 @@ def load_server_config(path: str | None, environ: Mapping[str, str] = os.environ
         max_upload_mb=_int("[server] max_upload_mb", section.get("max_upload_mb", str(defaults.max_upload_mb)), 1, 1 << 20),
         threads=_int("[server] threads", section.get("threads", str(defaults.threads)), 1, 256),
         connections=_connections(section, "server"),
-        **_logging(section, "server", log_level),
+        **_logging(section, "server", log_level, environ),
         executor_timeout=_seconds("[server] executor_timeout",
                                   section.get("executor_timeout", str(defaults.executor_timeout))),
         max_attempts=_int("[server] max_attempts", section.get("max_attempts", str(defaults.max_attempts)), 1, 100),
@@ -628,7 +649,7 @@ def load_server_config(path: str | None, environ: Mapping[str, str] = os.environ
                                      section.get("fetch_retry_seconds", str(defaults.fetch_retry_seconds))),
         max_files=_int("[server] max_files", section.get("max_files", str(defaults.max_files)), 1, 10_000),
         allow_anonymous=_bool("[server] allow_anonymous", section.get("allow_anonymous", "false")),
-        cluster_secret=_secret("[server] cluster_secret", section.get("cluster_secret", "")),
+        cluster_secret=_cluster_secret(section, "server", environ),
         tokens=_tokens(parser),
         operators=_tokens(parser, "operators", "operator"),
         metrics_public=_bool("[server] metrics_public", section.get("metrics_public", "false")),
@@ -814,7 +835,8 @@ def load_client_config(path: str | None, environ: Mapping[str, str] = os.environ
         _unknown_keys(other, parser[other], _JOB_KEYS)
         if other == f"service.{name}":
             job.update(_job_settings(f"[{other}]", parser[other]))
-    server_url = section.get("server_url", "").strip()
+    server_url = (environ.get("SERVER_URL") or section.get("server_url", "")).strip()
+    advertise_url = (environ.get("ADVERTISE_URL") or section.get("advertise_url", "")).strip()
     chosen = (backend or section.get("backend", defaults.backend)).strip().lower()
     if chosen not in BACKENDS:
         raise ConfigError(f"{'--backend' if backend else '[client] backend'} must be local or slurm, got {chosen!r}.")
@@ -829,16 +851,17 @@ def load_client_config(path: str | None, environ: Mapping[str, str] = os.environ
         port=_int("[client] port", section.get("port", str(defaults.port)), 1, 65535),
         data_dir=environ.get("DATA_PATH") or section.get("data_dir", defaults.data_dir).strip(),
         slots=_int("[client] slots", section.get("slots", str(defaults.slots)), 1, 4096),
-        server_url=_url("[client] server_url", server_url) if server_url else "",
+        server_url=_url("SERVER_URL" if environ.get("SERVER_URL") else "[client] server_url", server_url)
+        if server_url else "",
         actor_admin_port=_int("[client] actor_admin_port", section.get("actor_admin_port", "0"), 0, 65535),
         retention_hours=_hours("[client] retention_hours", section.get("retention_hours", str(defaults.retention_hours))),
         max_upload_mb=_int("[client] max_upload_mb", section.get("max_upload_mb", str(defaults.max_upload_mb)), 1, 1 << 20),
         threads=_int("[client] threads", section.get("threads", str(defaults.threads)), 1, 256),
         connections=_connections(section, "client"),
-        **_logging(section, "client", log_level),
-        advertise_url=_url("[client] advertise_url", section["advertise_url"])
-        if section.get("advertise_url", "").strip() else "",
-        cluster_secret=_secret("[client] cluster_secret", section.get("cluster_secret", "")),
+        **_logging(section, "client", log_level, environ),
+        advertise_url=_url("ADVERTISE_URL" if environ.get("ADVERTISE_URL") else "[client] advertise_url", advertise_url)
+        if advertise_url else "",
+        cluster_secret=_cluster_secret(section, "client", environ),
         backend=chosen,
         slurm_workdir=section.get("slurm_workdir", "").strip(),
         partition=partition,

@@ -42,7 +42,7 @@ def schemathesis(server, *options: str, token: str = TOKEN) -> tuple[int, int, s
     return result.returncode, int(generated.group(1)), result.stdout
 
 
-@pytest.mark.skipif(not os.path.exists(ST), reason="schemathesis is not installed (requirements.txt)")
+@pytest.mark.skipif(not os.path.exists(ST), reason="schemathesis is not installed (requirements-test.txt)")
 def test_a_thousand_generated_requests_find_no_server_error_and_no_contract_violation(cluster):
     # No executor answers: generated jobs stay queued and never run generated scripts.
     server = cluster.server({"example": {"clients": "http://127.0.0.1:9"}}, tokens={"portal": TOKEN}, max_files=20,

@@ -499,3 +499,41 @@ def test_the_tes_section_and_a_services_max_cores_are_read(tmp_path):
 def test_a_bad_tes_key_is_refused_naming_it(tmp_path, text, words):
     with pytest.raises(ConfigError, match=words):
         load_server_config(ini(tmp_path, text), environ={})
+
+
+SECRET_A, SECRET_B = "file-secret-0123456789", "env-secret-0123456789ab"
+
+
+def test_the_container_variables_override_the_client_file(tmp_path):
+    path = ini(tmp_path, f"[client]\nserver_url = http://a:5000\nadvertise_url = http://b:9000\n"
+                         f"cluster_secret = {SECRET_A}\nlog_level = info\n")
+    environ = {"SERVER_URL": "http://server:5000", "ADVERTISE_URL": "http://executor:9000",
+               "CLUSTER_SECRET": SECRET_B, "LOG_LEVEL": "DEBUG", "LOG_FORMAT": "json"}
+    config = load_client_config(path, environ=environ)
+    assert (config.server_url, config.advertise_url, config.cluster_secret, config.log_level, config.log_format) == (
+        "http://server:5000", "http://executor:9000", SECRET_B, "debug", "json")
+    assert load_client_config(path, environ=environ, log_level="warning").log_level == "warning"  # the option wins
+    assert load_client_config(path, environ={}).cluster_secret == SECRET_A
+
+
+def test_the_cluster_secret_may_come_from_a_file_as_docker_secrets_and_systemd_credentials_give_it(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text(SECRET_B + "\n")
+    config = load_server_config(server_ini(tmp_path, f"cluster_secret = {SECRET_A}"),
+                                environ={"CLUSTER_SECRET_FILE": str(secret)})
+    assert config.cluster_secret == SECRET_B
+
+
+@pytest.mark.parametrize("environ, named", [
+    ({"CLUSTER_SECRET": "short"}, "CLUSTER_SECRET must be at least 16"),
+    ({"CLUSTER_SECRET_FILE": "/nonexistent/secret"}, "CLUSTER_SECRET_FILE /nonexistent/secret cannot be read"),
+    ({"CLUSTER_SECRET": SECRET_B, "CLUSTER_SECRET_FILE": "/x"}, "both set"),
+    ({"SERVER_URL": "server:5000"}, "SERVER_URL"),
+    ({"ADVERTISE_URL": "ftp://x"}, "ADVERTISE_URL"),
+    ({"LOG_LEVEL": "loud"}, "LOG_LEVEL must be one of"),
+    ({"LOG_FORMAT": "xml"}, "LOG_FORMAT must be one of"),
+])
+def test_a_bad_container_variable_is_a_config_error_naming_it(tmp_path, environ, named):
+    with pytest.raises(ConfigError) as raised:
+        load_client_config(ini(tmp_path, "[client]\n"), environ=environ)
+    assert named in str(raised.value)

@@ -1,0 +1,68 @@
+"""The image's entrypoint, which tini starts: `server [ARGS]` or `executor --service NAME [ARGS]`.
+
+It runs in the container, before the node: it names the image's configuration
+(/etc/orchestrator/server.ini or client.ini, unless ARGS has --config), writes where the node's own
+/health answers for the HEALTHCHECK (healthcheck.py), then execs the node, so that the node is
+tini's child and gets SIGTERM from it (a graceful stop; an executor drains).
+
+The nodes read the environment themselves (conf/settings.py): CLUSTER_SECRET or CLUSTER_SECRET_FILE,
+SERVER_URL, ADVERTISE_URL, LOG_LEVEL, LOG_FORMAT and the original's SERVICE_<NAME>_RUNS_PER_USER,
+SERVICE_<NAME>_MAX_RUNS, SERVICE_<NAME>_UPLOAD_URL, MAX_AGE, DATA_PATH, DB_PATH.
+Any other first argument is run as a command (e.g. `sh`).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+APP = "/app"
+NODES = {"server": ("run_server.py", "/etc/orchestrator/server.ini"),
+         "executor": ("run_client.py", "/etc/orchestrator/client.ini")}
+#: The node's /health URL and the secret an executor's /health asks for (mode 0600: the secret).
+HEALTH_FILE = "/tmp/orchestrator-health"
+
+
+def node_command(role: str, args: list[str], python: str = sys.executable) -> list[str]:
+    """The node's command line: its script, the image's configuration unless --config names one."""
+    script, config = NODES[role]
+    named = any(arg == "--config" or arg.startswith("--config=") for arg in args)
+    return [python, "-u", os.path.join(APP, script), *([] if named else ["--config", config]), *args]
+
+
+def health_target(role: str, command: list[str], environ) -> tuple[str, str]:
+    """The node's /health URL and its cluster secret, from the configuration the node will load
+    (the same loader and environment); ConfigError if it cannot, which the node then reports."""
+    from conf.settings import load_client_config, load_server_config
+
+    options = argparse.ArgumentParser(add_help=False)
+    for name in ("--config", "--port", "--service", "--backend", "--tier"):
+        options.add_argument(name)
+    known, _ = options.parse_known_args(command[3:])
+    port = int(known.port) if known.port else None
+    if role == "server":
+        config = load_server_config(known.config, environ, port=port)
+    else:
+        config = load_client_config(known.config, environ, service=known.service, port=port)
+    return f"http://127.0.0.1:{config.port}/health", config.cluster_secret
+
+
+def main(argv: list[str]) -> None:
+    role, args = (argv[0], argv[1:]) if argv else ("server", [])
+    if role not in NODES:
+        os.execvp(role, [role, *args])
+    command = node_command(role, args)
+    sys.path.insert(0, APP)
+    os.chdir(APP)
+    try:
+        url, secret = health_target(role, command, os.environ)
+    except Exception:  # noqa: BLE001 - the node reports a bad configuration itself, in one sentence
+        url, secret = "", ""
+    fd = os.open(HEALTH_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(f"{url}\n{secret}\n")
+    os.execv(command[0], command)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
