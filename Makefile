@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-containers test-fast bench bench-quick prodigy prodigy-executor packages test-packages clean status-screenshot
+.PHONY: run test test-containers test-systemd podman-ready test-fast bench bench-quick prodigy prodigy-executor packages test-packages clean status-screenshot
 
 $(STAMP): requirements.txt requirements-test.txt requirements-nodeps.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -79,12 +79,19 @@ prodigy-executor: $(STAMP) prodigy packages
 clean:
 	rm -rf var .pytest_cache
 
-# The image and compose.yaml end to end with podman and podman-compose (CI runs it after `make test`):
-# build, up, health, the example job, an executor killed and restarted, SIGTERM, down, nothing left.
-# As root it sets podman up first (tests/containers/setup-podman.sh: packages, a local base image).
-# `make test-containers PRODIGY=1` adds the prodigy image and a PRODIGY job on 2oob.pdb.
-PRODIGY ?= 0
-test-containers: $(STAMP)
+# Containers, for real, with podman (CI runs both after `make test`; neither is part of it). As root,
+# podman is set up first (tests/containers/setup-podman.sh: packages, a local Debian base image).
+podman-ready:
 	@if [ "$$(id -u)" = 0 ]; then bash tests/containers/setup-podman.sh; \
 	 else command -v podman >/dev/null || { echo "podman is missing: run tests/containers/setup-podman.sh as root"; exit 2; }; fi
+
+# The image and compose.yaml end to end with podman-compose: build, up, health, the example job, an
+# executor killed and restarted, SIGTERM, a backup, down, nothing left (docs/deploy.md, What tests it).
+# `make test-containers PRODIGY=1` adds the prodigy image and a PRODIGY job on 2oob.pdb.
+PRODIGY ?= 0
+test-containers: $(STAMP) podman-ready
 	PRODIGY=$(PRODIGY) bash tests/containers/compose_test.sh
+
+# The systemd units under a real systemd (PID 1 of a podman container), installed as docs/deploy.md says.
+test-systemd: podman-ready
+	bash tests/containers/systemd_test.sh

@@ -1,5 +1,6 @@
 """The image's entrypoint (deploy/container/entrypoint.py): the node command it execs and the /health
-target it leaves for the HEALTHCHECK. Fast: pure functions on the repository's own samples."""
+target it leaves for the HEALTHCHECK, and what an executor says in a container where bubblewrap cannot
+start. Fast: pure functions on the repository's own samples."""
 from __future__ import annotations
 
 import importlib.util
@@ -43,3 +44,10 @@ def test_the_images_configurations_refuse_to_start_without_a_cluster_secret():
     for role, path in (("server", IMAGE_SERVER_INI), ("executor", IMAGE_CLIENT_INI)):
         with pytest.raises(ConfigError, match="cluster_secret"):
             entrypoint.health_target(role, ["py", "-u", "x", "--config", path], {})
+
+
+def test_an_executor_that_cannot_start_bubblewrap_in_a_container_names_the_two_options_it_needs():
+    from actors.node.sandbox import bwrap_hint
+
+    assert "seccomp=unconfined" in bwrap_hint(True) and "systempaths=unconfined" in bwrap_hint(True)
+    assert "user namespaces" in bwrap_hint(False)

@@ -94,8 +94,8 @@ class Wrapping:
             with tempfile.TemporaryDirectory() as folder:
                 problem = _fails(wrapping.command(config, folder, ["true"]), environment(config, folder))
             if problem:
-                raise SandboxUnavailable(f"bubblewrap cannot start a sandbox here: {problem} (if that is about user "
-                                         f"namespaces, allow unprivileged ones), or set sandbox = none")
+                raise SandboxUnavailable(f"bubblewrap cannot start a sandbox here: {problem} ({bwrap_hint(in_container())}), "
+                                         f"or set sandbox = none")
             return wrapping
         if not config.sandbox:
             log.warning("bubblewrap is not installed: jobs run without a sandbox (they can read what this node's "
@@ -267,3 +267,18 @@ def _pid_namespace(non_root: bool) -> tuple[str, ...]:
                     "background outlive it unless a cgroup holds the job")
         return ()
     return prefix
+
+
+def in_container() -> bool:
+    """Whether this node runs in a podman or Docker container (each leaves its mark at the root)."""
+    return os.path.exists("/run/.containerenv") or os.path.exists("/.dockerenv")
+
+
+def bwrap_hint(container: bool) -> str:
+    """What most often lets bubblewrap start where it failed: in a container, the two options the
+    runtime's defaults deny it (docs/deploy.md, the jobs' sandbox); on a host, user namespaces."""
+    if container:
+        return ("in a container, bubblewrap needs --security-opt seccomp=unconfined and "
+                "--security-opt systempaths=unconfined, as compose.yaml gives the executors")
+    return "if that is about user namespaces, allow unprivileged ones"
+

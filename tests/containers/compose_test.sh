@@ -6,7 +6,8 @@
 # down, and nothing left behind. Prints the time of each step; any failed check ends it with FAIL and
 # the containers' logs.
 # PRODIGY=1 also builds the prodigy target, starts the `prodigy` profile and runs PRODIGY on 2oob.pdb
-# (PDB=... for another complex). COMPOSE=... names another compose program.
+# (PDB=... for another complex). COMPOSE=... names another podman-compose (the checks call podman
+# itself and use podman-compose's container names: not for docker compose).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD

@@ -21,7 +21,8 @@ EXECUTOR=orchestrator-executor@example.service
 SERVER=orchestrator-server.service
 OLD_IMAGE=$(podman image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null || true)
 
-t0=$(date +%s.%N); lap() { printf '%-58s %6.1f s\n' "$1" "$(echo "$(date +%s.%N) - $t0" | bc)"; }
+since() { local d=$(( ($(date +%s%N) - $1) / 100000000 )); printf '%d.%d' $((d / 10)) $((d % 10)); }  # seconds since $1 (ns)
+t0=$(date +%s%N); lap() { printf '%-58s %6s s\n' "$1" "$(since "$t0")"; }
 KEEP_CONTAINER=${KEEP_CONTAINER:-0}   # 1: leave the container of a failed run, to look into it
 cleanup() {
   rc=$?
@@ -179,9 +180,9 @@ id3=$(upload_sleep 5 3) || fail "upload of the draining job"
 wait_for 30 status_is "$id3" Running || fail "job $id3 never ran: $(job "$id3")"
 [ -n "$(unit_procs "$EXECUTOR")" ] || fail "cannot see the processes of $EXECUTOR's cgroup (the check below would be void)"
 echo "  $EXECUTOR: $(unit_procs "$EXECUTOR" | wc -l) processes in its cgroup with job $id3 running"
-s0=$(date +%s.%N)
+s0=$(date +%s%N)
 on systemctl stop "$EXECUTOR" || fail "systemctl stop $EXECUTOR"
-echo "  systemctl stop took $(printf '%.1f' "$(echo "$(date +%s.%N) - $s0" | bc)") s"
+echo "  systemctl stop took $(since "$s0") s"
 wait_for 10 status_is "$id3" Completed || fail "job $id3 not completed by the drain: $(job "$id3")"
 [ "$(job "$id3" | json 'd["attempts"]')" = 1 ] || fail "job $id3 was run again, not drained: $(job "$id3")"
 state=$(on systemctl show -P ActiveState "$EXECUTOR"); result=$(on systemctl show -P Result "$EXECUTOR")
@@ -192,9 +193,9 @@ on pgrep -f 'run_client.py|bwrap' >/dev/null && fail "left: $(on pgrep -af 'run_
 lap "stop drained the executor: job $id3 completed, nothing left"
 
 # --- systemctl stop of the server -------------------------------------------------------------------
-s0=$(date +%s.%N)
+s0=$(date +%s%N)
 on systemctl stop "$SERVER" || fail "systemctl stop $SERVER"
-echo "  systemctl stop took $(printf '%.1f' "$(echo "$(date +%s.%N) - $s0" | bc)") s"
+echo "  systemctl stop took $(since "$s0") s"
 state=$(on systemctl show -P ActiveState "$SERVER"); result=$(on systemctl show -P Result "$SERVER")
 [ "$state" = inactive ] && [ "$result" = success ] || fail "$SERVER: $state, $result after stop"
 [ -z "$(unit_procs "$SERVER")" ] || fail "processes of $SERVER left: $(unit_procs "$SERVER")"
