@@ -27,6 +27,7 @@ DEFAULT_RETENTION_HOURS = 48.0
 DEFAULT_MAX_UPLOAD_MB = 400
 DEFAULT_MAX_FILES = 100
 MIN_SECRET_LENGTH = 16
+MAX_SECRET_LENGTH = 4096
 DEFAULT_MAX_PROCESSES = 4096
 DEFAULT_MAX_OUTPUT_MB = 10240
 DEFAULT_MAX_OPEN_FILES = 4096
@@ -127,6 +128,12 @@ CONNECTION_KEYS = {"connection_limit", "client_timeout", "max_connections_per_cl
 LOG_KEYS = {"log_level", "log_format"}
 
 
+#: The environment variables the loaders read, besides SERVICE_<NAME>_RUNS_PER_USER, _MAX_RUNS,
+#: _UPLOAD_URL and _DOWNLOAD_URL (tests keep them out of their nodes' environment).
+ENVIRONMENT = ("CLUSTER_SECRET", "CLUSTER_SECRET_FILE", "SERVER_URL", "ADVERTISE_URL", "LOG_LEVEL", "LOG_FORMAT",
+               "DATA_PATH", "DB_PATH", "MAX_AGE")
+
+
 def _logging(section: Mapping[str, str], name: str, level: str | None, environ: Mapping[str, str]) -> dict:
     """log_level and log_format of `[name]`; LOG_LEVEL and LOG_FORMAT override the file's (a container's
     usual way), and `level` (--log-level) overrides both."""
@@ -150,10 +157,14 @@ def _cluster_secret(section: Mapping[str, str], name: str, environ: Mapping[str,
     if path:
         try:
             with open(path, encoding="utf-8") as file:
-                return _secret("the file of CLUSTER_SECRET_FILE", file.read(4096))
+                raw = file.read(MAX_SECRET_LENGTH + 1)
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"CLUSTER_SECRET_FILE {path} cannot be read as text: "
                               f"{getattr(exc, 'strerror', None) or exc}.") from None
+        if not raw.strip() or len(raw.strip()) > MAX_SECRET_LENGTH:
+            raise ConfigError(f"CLUSTER_SECRET_FILE {path} must hold the secret: {MIN_SECRET_LENGTH} to "
+                              f"{MAX_SECRET_LENGTH} printable characters (it is {'empty' if not raw.strip() else 'longer'}).")
+        return _secret(f"the secret in CLUSTER_SECRET_FILE {path}", raw)
     if environ.get("CLUSTER_SECRET"):
         return _secret("CLUSTER_SECRET", environ["CLUSTER_SECRET"])
     return _secret(f"[{name}] cluster_secret", section.get("cluster_secret", ""))
@@ -437,9 +448,11 @@ def _bool(key: str, raw: str) -> bool:
 
 def _secret(key: str, raw: str) -> str:
     value = raw.strip()
-    if value and (len(value) < MIN_SECRET_LENGTH or any(c.isspace() for c in value)):
-        raise ConfigError(f"{key} must be at least {MIN_SECRET_LENGTH} characters without spaces "
-                          f"(e.g. from `python -c 'import secrets; print(secrets.token_urlsafe(32))'`).")
+    if value and (not MIN_SECRET_LENGTH <= len(value) <= MAX_SECRET_LENGTH or any(c.isspace() for c in value)
+                  or not value.isprintable()):
+        raise ConfigError(f"{key} must be at least {MIN_SECRET_LENGTH} characters (at most {MAX_SECRET_LENGTH}), "
+                          f"printable, without spaces (e.g. from `python -c 'import secrets; "
+                          f"print(secrets.token_urlsafe(32))'`).")
     return value
 
 
@@ -682,7 +695,7 @@ def load_server_config(path: str | None, environ: Mapping[str, str] = os.environ
         # and post forged results; only a loopback server with no portals has no one to keep out.
         why = "[tokens] has portals" if config.tokens else f"host {config.host} is not a loopback address"
         raise ConfigError(f"[server] cluster_secret is empty while {why}; set one (at least {MIN_SECRET_LENGTH} "
-                          f"characters) here and the same in each executor's [client] cluster_secret.")
+                          f"characters) here or in CLUSTER_SECRET, and the same in each executor's [client] cluster_secret.")
     _check_webhooks(config)
     unknown = sorted(set(dict(config.shares)) - set(dict(config.tokens)))
     if unknown:
@@ -887,5 +900,5 @@ def load_client_config(path: str | None, environ: Mapping[str, str] = os.environ
             raise ConfigError(f"[client] {key} may only use the placeholders {{service}} and {{port}}.") from None
     if not config.cluster_secret and not is_loopback(config.host):
         raise ConfigError(f"[client] host {config.host} is not a loopback address and cluster_secret is empty; "
-                          f"set the same cluster_secret here and in the server's [server] section.")
+                          f"set the same cluster_secret here, or in CLUSTER_SECRET, as the server's.")
     return config

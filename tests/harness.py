@@ -31,7 +31,7 @@ from thespian.actors import Actor, ActorSystemMessage, WakeupMessage
 from actors.runtime import system
 from actors.runtime.processes import start_time
 from conf import metrics
-from conf.settings import ServerConfig, ServiceConfig
+from conf.settings import ENVIRONMENT as settings_environment, ServerConfig, ServiceConfig
 from web.server_app import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -199,7 +199,11 @@ class Node:
         return self.folder / f"{self.kind}.log"
 
     def start(self, wait: bool = True) -> "Node":
-        env = {**os.environ, **self.env, MARKER: self.marker, "PYTHONUNBUFFERED": "1"}
+        # The loaders' own variables (CLUSTER_SECRET, LOG_FORMAT...) of the shell running the tests are not
+        # the test's settings: a node gets only those the test gives it.
+        inherited = {key: value for key, value in os.environ.items()
+                     if key not in settings_environment and not key.startswith("SERVICE_")}
+        env = {**inherited, **self.env, MARKER: self.marker, "PYTHONUNBUFFERED": "1"}
         # NOTE: never a pipe: the daemonized actor admin inherits the descriptors and would hold it open.
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen([sys.executable, *self.args], cwd=self.cwd, env=env, stdout=log,

@@ -29,10 +29,25 @@ def test_each_role_runs_its_node_with_the_images_configuration_unless_one_is_nam
         "py", "-u", "/app/run_server.py", "--config=/mnt/my.ini"]
 
 
+def test_options_alone_are_the_servers(monkeypatch):
+    execs = []
+    monkeypatch.setattr(entrypoint.os, "execv", lambda path, argv: execs.append(argv))
+    monkeypatch.setattr(entrypoint.os, "execvp", lambda path, argv: execs.append(["execvp", *argv]))
+    monkeypatch.setattr(entrypoint.os, "chdir", lambda path: None)
+    monkeypatch.setattr(entrypoint, "HEALTH_FILE", os.devnull)
+    entrypoint.main(["--port", "5001"])
+    entrypoint.main(["sh", "-c", "true"])
+    assert execs[0][2:] == ["/app/run_server.py", "--config", "/etc/orchestrator/server.ini", "--port", "5001"]
+    assert execs[1] == ["execvp", "sh", "-c", "true"]
+
+
 def test_the_health_target_is_the_nodes_own_port_and_an_executor_gets_the_secret_from_the_environment():
     server = ["py", "-u", "/app/run_server.py", "--config", IMAGE_SERVER_INI]
     assert entrypoint.health_target("server", server, {"CLUSTER_SECRET": SECRET}) == (
-        "http://127.0.0.1:5000/health", SECRET)
+        "http://127.0.0.1:5000/health", "")  # the server's /health is public: its secret is in no file
+    # --log-level wins over a bad LOG_LEVEL, for the node and so for its health target
+    assert entrypoint.health_target("server", [*server, "--log-level", "debug", "--port", "5001"],
+                                    {"CLUSTER_SECRET": SECRET, "LOG_LEVEL": "loud"})[0] == "http://127.0.0.1:5001/health"
     # (not prodigy: its read_only_paths, /opt/prodigy, exists only in its image)
     executor = ["py", "-u", "/app/run_client.py", "--config", IMAGE_CLIENT_INI, "--service", "example", "--port", "9001"]
     assert entrypoint.health_target("executor", executor, {"CLUSTER_SECRET": SECRET}) == (

@@ -527,6 +527,9 @@ def test_the_cluster_secret_may_come_from_a_file_as_docker_secrets_and_systemd_c
 @pytest.mark.parametrize("environ, named", [
     ({"CLUSTER_SECRET": "short"}, "CLUSTER_SECRET must be at least 16"),
     ({"CLUSTER_SECRET_FILE": "/nonexistent/secret"}, "CLUSTER_SECRET_FILE /nonexistent/secret cannot be read"),
+    ({"CLUSTER_SECRET_FILE": "/dev/null"}, "CLUSTER_SECRET_FILE /dev/null must hold the secret"),
+    ({"CLUSTER_SECRET_FILE": "/dev/zero"}, "printable"),
+    ({"CLUSTER_SECRET": "x" * 4097}, "at most 4096"),
     ({"CLUSTER_SECRET": SECRET_B, "CLUSTER_SECRET_FILE": "/x"}, "both set"),
     ({"SERVER_URL": "server:5000"}, "SERVER_URL"),
     ({"ADVERTISE_URL": "ftp://x"}, "ADVERTISE_URL"),
@@ -537,3 +540,10 @@ def test_a_bad_container_variable_is_a_config_error_naming_it(tmp_path, environ,
     with pytest.raises(ConfigError) as raised:
         load_client_config(ini(tmp_path, "[client]\n"), environ=environ)
     assert named in str(raised.value)
+
+
+def test_a_secret_file_longer_than_a_secret_is_refused_not_cut(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("s" * 5000)
+    with pytest.raises(ConfigError, match="it is longer"):
+        load_client_config(ini(tmp_path, "[client]\n"), environ={"CLUSTER_SECRET_FILE": str(secret)})

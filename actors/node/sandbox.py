@@ -281,4 +281,3 @@ def bwrap_hint(container: bool) -> str:
         return ("in a container, bubblewrap needs --security-opt seccomp=unconfined and "
                 "--security-opt systempaths=unconfined, as compose.yaml gives the executors")
     return "if that is about user namespaces, allow unprivileged ones"
-

@@ -8,7 +8,7 @@ tini's child and gets SIGTERM from it (a graceful stop; an executor drains).
 The nodes read the environment themselves (conf/settings.py): CLUSTER_SECRET or CLUSTER_SECRET_FILE,
 SERVER_URL, ADVERTISE_URL, LOG_LEVEL, LOG_FORMAT and the original's SERVICE_<NAME>_RUNS_PER_USER,
 SERVICE_<NAME>_MAX_RUNS, SERVICE_<NAME>_UPLOAD_URL, MAX_AGE, DATA_PATH, DB_PATH.
-Any other first argument is run as a command (e.g. `sh`).
+Options alone (`--port 5001`) are the server's; any other first argument is run as a command (`sh`).
 """
 from __future__ import annotations
 
@@ -36,21 +36,23 @@ def health_target(role: str, command: list[str], environ) -> tuple[str, str]:
     from conf.settings import load_client_config, load_server_config
 
     options = argparse.ArgumentParser(add_help=False)
-    for name in ("--config", "--port", "--service", "--backend", "--tier"):
+    for name in ("--config", "--port", "--service", "--log-level"):
         options.add_argument(name)
     known, _ = options.parse_known_args(command[3:])
     port = int(known.port) if known.port else None
-    if role == "server":
-        config = load_server_config(known.config, environ, port=port)
-    else:
-        config = load_client_config(known.config, environ, service=known.service, port=port)
+    if role == "server":  # its /health is public
+        config = load_server_config(known.config, environ, port=port, log_level=known.log_level)
+        return f"http://127.0.0.1:{config.port}/health", ""
+    config = load_client_config(known.config, environ, service=known.service, port=port, log_level=known.log_level)
     return f"http://127.0.0.1:{config.port}/health", config.cluster_secret
 
 
 def main(argv: list[str]) -> None:
-    role, args = (argv[0], argv[1:]) if argv else ("server", [])
+    # `IMAGE --port 5001`: options alone are the server's
+    role, args = (argv[0], argv[1:]) if argv and not argv[0].startswith("-") else ("server", argv)
     if role not in NODES:
         os.execvp(role, [role, *args])
+        return  # (execvp returns only where a test replaced it)
     command = node_command(role, args)
     sys.path.insert(0, APP)
     os.chdir(APP)

@@ -28,7 +28,7 @@ cleanup() {
   rc=$?
   if [ "$KEEP_CONTAINER" = 1 ] && [ $rc != 0 ]; then echo "kept: podman exec -it $NAME bash; podman rm -f $NAME"
   else podman rm -f -t 5 "$NAME" >/dev/null 2>&1 || true; fi
-  rm -rf "$CTX"
+  rm -rf "$CTX" "/tmp/$NAME-build.log" "/tmp/$NAME-install.log"
   if [ "$KEEP_IMAGE" = 0 ]; then podman rmi "$IMAGE" >/dev/null 2>&1 || true; fi
   true
 }
@@ -59,7 +59,7 @@ unit_procs() {
 main_pid() { on systemctl show -P MainPID "$1"; }
 
 # --- the image: Debian 12 + systemd, the packages, /opt/orchestrator and its venv -------------------
-git ls-files -z | xargs -0 tar -c | tar -x -C "$CTX"       # what a clone has (tracked files, as edited)
+git ls-files -z | tar -c --null -T - | tar -x -C "$CTX"    # what a clone has (tracked files, as edited)
 podman build -q -f tests/containers/systemd.Containerfile -t "$IMAGE" "$CTX" >/tmp/$NAME-build.log 2>&1 \
   || { tail -30 /tmp/$NAME-build.log; fail "build"; }
 rm -f /tmp/$NAME-build.log
@@ -103,7 +103,7 @@ rm -f /tmp/$NAME-install.log
 lap "installed: user, /etc/orchestrator, units, enable --now"
 
 wait_for 60 on curl -fsS "$S/health" || fail "server /health"
-executor_alive() { on curl -fsS "$S/executors" | grep -q '"url": "http://127.0.0.1:9000", "service": "example", "state": "alive"'; }
+executor_alive() { on curl -fsS "$S/executors" | json 'any(e["url"] == "http://127.0.0.1:9000" and e["state"] == "alive" for e in (d.get("executors", d) if isinstance(d, dict) else d))' | grep -qx True; }
 wait_for 60 executor_alive || fail "executor not alive at the server: $(on curl -s "$S/executors")"
 for u in "$SERVER" "$EXECUTOR"; do
   [ "$(on systemctl is-active "$u")" = active ] || fail "$u not active"
