@@ -16,6 +16,7 @@ import _thread
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from typing import Callable
@@ -28,6 +29,10 @@ from web.gateway import ActorGateway
 
 log = logging.getLogger("orchestrator")
 _MAIN_PID = os.getpid()
+#: A stop signal came while the node started. Kept apart from the KeyboardInterrupt it raises: Python
+#: drops an exception raised while it runs a weakref callback or a `__del__` ("Exception ignored in"),
+#: and the node would then start serving as if no one had asked it to stop (seen under `make run`).
+_stop_asked = threading.Event()
 
 
 def _interrupt(signum, frame):
@@ -37,7 +42,15 @@ def _interrupt(signum, frame):
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
         return
+    _stop_asked.set()
     raise KeyboardInterrupt
+
+
+def _unraisable(info) -> None:
+    """A KeyboardInterrupt Python dropped is no error to print (its stop is kept, see _stop_asked)."""
+    if info.exc_type is not None and issubclass(info.exc_type, KeyboardInterrupt):
+        return
+    sys.__unraisablehook__(info)
 
 
 #: The signals that stop a node; SIGHUP (a closed terminal) always stops it at once.
@@ -46,6 +59,8 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 def install_signal_handlers() -> None:
     """Until the node serves, SIGTERM behaves as Ctrl-C: unwind through every `finally`."""
+    _stop_asked.clear()
+    sys.unraisablehook = _unraisable
     for signum in STOP_SIGNALS:
         signal.signal(signum, _interrupt)
 
@@ -121,11 +136,16 @@ class Stopper:
         self.settled = settled
         self.settle_seconds = settle_seconds
         self.immediate = immediate
+        #: The main thread must leave serving now; and it has (set by run_node, or `done`).
+        self.due, self.served = threading.Event(), threading.Event()
+        threading.Thread(target=self._insist, name="stop-insister", daemon=True).start()
 
     def __call__(self, signum, frame):
         if os.getpid() != _MAIN_PID:
             return _interrupt(signum, frame)
         if self.stopping.is_set() or signum in self.immediate:
+            self.stopping.set()
+            self.due.set()
             raise KeyboardInterrupt
         log.info("stopping: refusing new work, finishing what is under way")
         self.stopping.set()
@@ -135,7 +155,20 @@ class Stopper:
         deadline = None if self.settle_seconds is None else time.monotonic() + self.settle_seconds
         while not self.settled() and (deadline is None or time.monotonic() < deadline):
             time.sleep(0.1)
+        self.due.set()
         _thread.interrupt_main()
+
+    def _insist(self) -> None:
+        # NOTE: the KeyboardInterrupt that ends serving may be dropped (see _stop_asked): once a stop
+        # is due, ask again each second until the main thread has left serving.
+        self.due.wait()
+        while not self.served.wait(1.0):
+            _thread.interrupt_main()
+
+    def done(self) -> None:
+        """The main thread has left serving (the insisting thread ends)."""
+        self.served.set()
+        self.due.set()
 
 
 def run_node(*, state_dir: str, admin_port: int, actor_class: str, configure_message,
@@ -179,10 +212,13 @@ def run_node(*, state_dir: str, admin_port: int, actor_class: str, configure_mes
             signal.signal(signum, stopper)
         log.info("%s listening on http://%s:%d", name, host, port)
         try:
+            if _stop_asked.is_set():  # while it started, and its KeyboardInterrupt was dropped
+                raise KeyboardInterrupt
             server.run()
         except KeyboardInterrupt:
             log.info("%s stopping", name)
         finally:
+            stopper.done()
             server.close()
         return 0
     except KeyboardInterrupt:

@@ -58,10 +58,9 @@ sleeper() {  # a run.sh that sleeps $1 seconds, then writes output.txt
   echo "/tmp/$PROJECT.sleeper/run.sh"
 }
 
-c build >"/tmp/$PROJECT.build.log" 2>&1 || { tail -30 "/tmp/$PROJECT.build.log"; fail "build"; }
-lap "build"
-c up -d >"/tmp/$PROJECT.up.log" 2>&1 || { tail -30 "/tmp/$PROJECT.up.log"; fail "up"; }
-lap "up -d"
+# The README's command, detached: `up --build`.
+c up --build -d >"/tmp/$PROJECT.up.log" 2>&1 || { tail -30 "/tmp/$PROJECT.up.log"; fail "up --build"; }
+lap "up --build -d"
 wait_for 60 curl -m 5 -fsS "$S/health" || fail "server /health"
 lap "server /health answers"
 for n in $NODES; do wait_for 60 podman healthcheck run "$(container $n)" || fail "$n HEALTHCHECK"; done
