@@ -105,9 +105,28 @@ def new_job(user_id: int, service: str = "example", portal: str | None = None) -
     return jobs.create_job(user_id, service, f"/jobs/{user_id}", utcnow(), portal)[0]
 
 
+#: The ports tests give nodes: below the ephemeral range (which outgoing connections may take at any
+#: time) and above the nodes' own actor-admin ports (actors.runtime.system.AUTO_PORTS).
+TEST_PORTS = (30001, 32000)
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A free port below the ephemeral range (which outgoing connections may take at any time)."""
-    return system.free_port(30001, 32000)
+    """A free port from this pytest worker's own slice of TEST_PORTS, never one this process handed out
+    before: a port is only checked free here and bound later by a node, so two workers picking at
+    random from one range, or one test picking two ports, collided now and then ("port ... is
+    already in use" at a node's start)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:]
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    width = (TEST_PORTS[1] - TEST_PORTS[0] + 1) // max(workers, 1)
+    low = TEST_PORTS[0] + (int(worker) % max(workers, 1) if worker.isdigit() else 0) * width
+    if len(_handed_out) > width // 2:
+        _handed_out.clear()  # the oldest nodes are long gone; the bind check below still holds
+    while True:
+        port = system.free_port(low, low + width - 1)
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def wait_until(predicate, timeout: float = 20.0, interval: float = 0.02, message: str = "condition"):
