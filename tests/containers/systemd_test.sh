@@ -173,6 +173,7 @@ wait_for 30 restarted || fail "$EXECUTOR not restarted after SIGKILL of $pid"
 lap "SIGKILL of main pid $pid: restarted as $(main_pid "$EXECUTOR")"
 wait_for 90 completed "$id2" || fail "job $id2 did not complete after the restart: $(job "$id2")"
 echo "  job $id2: $(job "$id2" | json "'status %s, attempts %s, exit code %s' % (d['status'], d['attempts'], d['exit_code'])")"
+[ "$(job "$id2" | json 'd["attempts"]')" = 2 ] || fail "job $id2 did not run again after the node's SIGKILL: $(job "$id2")"
 lap "job $id2 completed after the restart"
 
 # --- systemctl stop of the executor with a job running: it drains -----------------------------------
