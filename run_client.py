@@ -19,12 +19,9 @@ from actors.runtime.preflight import database_opened, free_to_listen, refusing, 
 from conf.logs import LEVELS
 
 
-def main(argv: list[str] | None = None) -> int:
-    # NOTE: imported here, not at the top: a missing package is then refused in one sentence (refusing).
-    from actors.runtime.serving import install_signal_handlers, run_node, setup_logging
-
-    install_signal_handlers()
-    parser = argparse.ArgumentParser(description=__doc__)
+def options(exit_on_error: bool = True) -> argparse.ArgumentParser:
+    """The command line; the image's entrypoint reads it too (deploy/container/entrypoint.py)."""
+    parser = argparse.ArgumentParser(description=__doc__, exit_on_error=exit_on_error)
     parser.add_argument("--service", help="the service this node runs jobs for, overriding [client] service")
     parser.add_argument("--config", default="conf/client.ini", help="INI file (default: conf/client.ini)")
     parser.add_argument("--port", type=int, help="HTTP port, overriding [client] port")
@@ -32,7 +29,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tier", type=int, help="overflow tier (1 is filled first), overriding [client] tier")
     parser.add_argument("--log-level", choices=tuple(LEVELS),
                         help="least severe lines logged, overriding log_level of the file")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def load_config(args: argparse.Namespace, environ):
+    """The configuration the command line names, with the environment's overrides (ConfigError)."""
+    from conf.settings import load_client_config
+
+    return load_client_config(args.config, environ, service=args.service, port=args.port, backend=args.backend,
+                              log_level=args.log_level, tier=args.tier)
+
+
+def main(argv: list[str] | None = None) -> int:
+    # NOTE: imported here, not at the top: a missing package is then refused in one sentence (refusing).
+    from actors.runtime.serving import install_signal_handlers, run_node, setup_logging
+
+    install_signal_handlers()
+    args = options().parse_args(argv)
     setup_logging()
 
     from actors.node.job_cgroups import JobCgroups
@@ -41,15 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     from conf import metrics
     from actors.node.sandbox import SandboxUnavailable, Wrapping
     from conf import logs
-    from conf.settings import ConfigError, load_client_config
+    from conf.settings import ConfigError
     from storage import database
     from storage.node import tasks
     from storage.node.models import db
     from web.executor_app import create_app
 
     try:
-        config = load_client_config(args.config, os.environ, service=args.service, port=args.port,
-                                    backend=args.backend, log_level=args.log_level, tier=args.tier)
+        config = load_config(args, os.environ)
         start_checks(config)
         os.makedirs(config.tasks_path, exist_ok=True)  # NOTE: before the probe, which notes which folders exist
         wrapping = Wrapping.probe(config)

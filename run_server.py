@@ -75,25 +75,37 @@ def log_start(config) -> None:
     logging.getLogger("orchestrator").info("%s", describe_server(config, VERSION))
 
 
+def options(exit_on_error: bool = True) -> argparse.ArgumentParser:
+    """The command line; the image's entrypoint reads it too (deploy/container/entrypoint.py)."""
+    parser = argparse.ArgumentParser(description=__doc__, exit_on_error=exit_on_error)
+    parser.add_argument("--config", default="conf/server.ini", help="INI file (default: conf/server.ini)")
+    parser.add_argument("--port", type=int, help="HTTP port, overriding [server] port")
+    parser.add_argument("--log-level", choices=tuple(LEVELS),
+                        help="least severe lines logged, overriding log_level of the file")
+    return parser
+
+
+def load_config(args: argparse.Namespace, environ):
+    """The configuration the command line names, with the environment's overrides (ConfigError)."""
+    from conf.settings import load_server_config
+
+    return load_server_config(args.config, environ, port=args.port, log_level=args.log_level)
+
+
 def main(argv: list[str] | None = None) -> int:
     # NOTE: imported here, not at the top: a missing package is then refused in one sentence (refusing).
     from actors.runtime.serving import install_signal_handlers, run_node, setup_logging
 
     install_signal_handlers()
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--config", default="conf/server.ini", help="INI file (default: conf/server.ini)")
-    parser.add_argument("--port", type=int, help="HTTP port, overriding [server] port")
-    parser.add_argument("--log-level", choices=tuple(LEVELS),
-                        help="least severe lines logged, overriding log_level of the file")
-    args = parser.parse_args(argv)
+    args = options().parse_args(argv)
     setup_logging()
 
     from actors.messages import Configure
     from conf import logs, metrics
-    from conf.settings import ConfigError, is_loopback, load_server_config
+    from conf.settings import ConfigError, is_loopback
 
     try:
-        config = load_server_config(args.config, os.environ, port=args.port, log_level=args.log_level)
+        config = load_config(args, os.environ)
     except ConfigError as exc:
         print(f"run_server.py: {exc}", file=sys.stderr)
         return 2

@@ -12,7 +12,7 @@ Options alone (`--port 5001`) are the server's; any other first argument is run 
 """
 from __future__ import annotations
 
-import argparse
+import importlib
 import os
 import sys
 
@@ -31,20 +31,14 @@ def node_command(role: str, args: list[str], python: str = sys.executable) -> li
 
 
 def health_target(role: str, command: list[str], environ) -> tuple[str, str]:
-    """The node's /health URL and its cluster secret, from the configuration the node will load
-    (the same loader and environment); ConfigError if it cannot, which the node then reports."""
-    from conf.settings import load_client_config, load_server_config
-
-    options = argparse.ArgumentParser(add_help=False)
-    for name in ("--config", "--port", "--service", "--log-level"):
-        options.add_argument(name)
-    known, _ = options.parse_known_args(command[3:])
-    port = int(known.port) if known.port else None
-    if role == "server":  # its /health is public
-        config = load_server_config(known.config, environ, port=port, log_level=known.log_level)
-        return f"http://127.0.0.1:{config.port}/health", ""
-    config = load_client_config(known.config, environ, service=known.service, port=port, log_level=known.log_level)
-    return f"http://127.0.0.1:{config.port}/health", config.cluster_secret
+    """The node's /health URL and its cluster secret, from the configuration the node will load: its
+    own command line and loader (run_server.py, run_client.py), the same environment. An error
+    (ArgumentError, ConfigError) is raised, and the node then reports it."""
+    node = importlib.import_module(os.path.splitext(NODES[role][0])[0])
+    known, _ = node.options(exit_on_error=False).parse_known_args(command[3:])  # the node refuses the rest
+    config = node.load_config(known, environ)
+    # The server's /health is public: its secret goes in no file.
+    return f"http://127.0.0.1:{config.port}/health", config.cluster_secret if role == "executor" else ""
 
 
 def main(argv: list[str]) -> None:
