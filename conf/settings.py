@@ -134,16 +134,24 @@ ENVIRONMENT = ("CLUSTER_SECRET", "CLUSTER_SECRET_FILE", "SERVER_URL", "ADVERTISE
                "DATA_PATH", "DB_PATH", "MAX_AGE")
 
 
+def _overridden(section: Mapping[str, str], name: str, key: str, environ: Mapping[str, str],
+                default: str = "") -> tuple[str, str]:
+    """`[name] key` of the file, unless the environment variable KEY (upper case) is set: a container's
+    usual way. The value, and what an error about it names (the variable, or the file's key)."""
+    if environ.get(key.upper()):
+        return environ[key.upper()], key.upper()
+    return section.get(key, default), f"[{name}] {key}"
+
+
 def _logging(section: Mapping[str, str], name: str, level: str | None, environ: Mapping[str, str]) -> dict:
-    """log_level and log_format of `[name]`; LOG_LEVEL and LOG_FORMAT override the file's (a container's
-    usual way), and `level` (--log-level) overrides both."""
-    chosen = {"log_level": level or environ.get("LOG_LEVEL") or section.get("log_level", "info"),
-              "log_format": environ.get("LOG_FORMAT") or section.get("log_format", "text")}
-    for key, allowed in (("log_level", tuple(logs.LEVELS)), ("log_format", logs.FORMATS)):
-        chosen[key] = chosen[key].strip().lower()
+    """log_level and log_format of `[name]`, or of LOG_LEVEL and LOG_FORMAT; `level` (--log-level)
+    overrides both."""
+    chosen = {}
+    for key, default, allowed in (("log_level", "info", tuple(logs.LEVELS)), ("log_format", "text", logs.FORMATS)):
+        value, where = (level, "--log-level") if key == "log_level" and level else _overridden(
+            section, name, key, environ, default)
+        chosen[key] = value.strip().lower()
         if chosen[key] not in allowed:
-            where = ("--log-level" if key == "log_level" and level else
-                     key.upper() if environ.get(key.upper()) else f"[{name}] {key}")
             raise ConfigError(f"{where} must be one of {', '.join(allowed)}, got {chosen[key]!r}.")
     return chosen
 
@@ -165,9 +173,8 @@ def _cluster_secret(section: Mapping[str, str], name: str, environ: Mapping[str,
             raise ConfigError(f"CLUSTER_SECRET_FILE {path} must hold the secret: {MIN_SECRET_LENGTH} to "
                               f"{MAX_SECRET_LENGTH} printable characters (it is {'empty' if not raw.strip() else 'longer'}).")
         return _secret(f"the secret in CLUSTER_SECRET_FILE {path}", raw)
-    if environ.get("CLUSTER_SECRET"):
-        return _secret("CLUSTER_SECRET", environ["CLUSTER_SECRET"])
-    return _secret(f"[{name}] cluster_secret", section.get("cluster_secret", ""))
+    value, where = _overridden(section, name, "cluster_secret", environ)
+    return _secret(where, value)
 
 
 def _connections(section: Mapping[str, str], name: str) -> Connections:
@@ -848,8 +855,8 @@ def load_client_config(path: str | None, environ: Mapping[str, str] = os.environ
         _unknown_keys(other, parser[other], _JOB_KEYS)
         if other == f"service.{name}":
             job.update(_job_settings(f"[{other}]", parser[other]))
-    server_url = (environ.get("SERVER_URL") or section.get("server_url", "")).strip()
-    advertise_url = (environ.get("ADVERTISE_URL") or section.get("advertise_url", "")).strip()
+    server_url, server_url_key = _overridden(section, "client", "server_url", environ)
+    advertise_url, advertise_url_key = _overridden(section, "client", "advertise_url", environ)
     chosen = (backend or section.get("backend", defaults.backend)).strip().lower()
     if chosen not in BACKENDS:
         raise ConfigError(f"{'--backend' if backend else '[client] backend'} must be local or slurm, got {chosen!r}.")
@@ -864,16 +871,14 @@ def load_client_config(path: str | None, environ: Mapping[str, str] = os.environ
         port=_int("[client] port", section.get("port", str(defaults.port)), 1, 65535),
         data_dir=environ.get("DATA_PATH") or section.get("data_dir", defaults.data_dir).strip(),
         slots=_int("[client] slots", section.get("slots", str(defaults.slots)), 1, 4096),
-        server_url=_url("SERVER_URL" if environ.get("SERVER_URL") else "[client] server_url", server_url)
-        if server_url else "",
+        server_url=_url(server_url_key, server_url) if server_url.strip() else "",
         actor_admin_port=_int("[client] actor_admin_port", section.get("actor_admin_port", "0"), 0, 65535),
         retention_hours=_hours("[client] retention_hours", section.get("retention_hours", str(defaults.retention_hours))),
         max_upload_mb=_int("[client] max_upload_mb", section.get("max_upload_mb", str(defaults.max_upload_mb)), 1, 1 << 20),
         threads=_int("[client] threads", section.get("threads", str(defaults.threads)), 1, 256),
         connections=_connections(section, "client"),
         **_logging(section, "client", log_level, environ),
-        advertise_url=_url("ADVERTISE_URL" if environ.get("ADVERTISE_URL") else "[client] advertise_url", advertise_url)
-        if advertise_url else "",
+        advertise_url=_url(advertise_url_key, advertise_url) if advertise_url.strip() else "",
         cluster_secret=_cluster_secret(section, "client", environ),
         backend=chosen,
         slurm_workdir=section.get("slurm_workdir", "").strip(),
