@@ -25,15 +25,11 @@ PDB=${PDB:-$ROOT/../shared/data/2oob.pdb}
 NODES="server executor"; PROFILE=()
 [ "$PRODIGY" = 1 ] && { NODES="$NODES prodigy"; PROFILE=(--profile prodigy); }
 c() { $COMPOSE --env-file "$ENVFILE" -p "$PROJECT" -f compose.yaml "${PROFILE[@]}" "$@"; }
-t0=$(date +%s%N); lap() { local d=$(( ($(date +%s%N) - t0) / 100000000 )); printf '%-52s %4d.%d s\n' "$1" $((d / 10)) $((d % 10)); }
+. tests/containers/common.sh
 cleanup() { c down -v -t 20 >/dev/null 2>&1 || true; rm -rf "$ENVFILE" "/tmp/$PROJECT".*; }
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; c logs --tail 40 >&2 2>&1 || true; exit 1; }
 
-wait_for() {  # wait_for SECONDS CMD...: until CMD succeeds, or fail after SECONDS
-  local limit=$1; shift; local end=$(( $(date +%s) + limit ))
-  until "$@" >/dev/null 2>&1; do [ "$(date +%s)" -lt $end ] || return 1; sleep 0.5; done
-}
 executor_alive() {  # executor_alive HOST:PORT: the server's operator view (opened by the cluster secret) says so
   curl -m 10 -fsS -H "Authorization: Bearer $SECRET" "$S/executors" | python3 -c '
 import json, sys

@@ -21,8 +21,7 @@ EXECUTOR=orchestrator-executor@example.service
 SERVER=orchestrator-server.service
 OLD_IMAGE=$(podman image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null || true)
 
-since() { local d=$(( ($(date +%s%N) - $1) / 100000000 )); printf '%d.%d' $((d / 10)) $((d % 10)); }  # seconds since $1 (ns)
-t0=$(date +%s%N); lap() { printf '%-58s %6s s\n' "$1" "$(since "$t0")"; }
+. tests/containers/common.sh
 KEEP_CONTAINER=${KEEP_CONTAINER:-0}   # 1: leave the container of a failed run, to look into it
 cleanup() {
   rc=$?
@@ -39,10 +38,6 @@ fail() {
   on systemctl status --no-pager -n 0 "$SERVER" "$EXECUTOR" >&2 2>&1 || true
   on journalctl --no-pager -n 60 -u "$SERVER" -u "$EXECUTOR" >&2 2>&1 || true
   exit 1
-}
-wait_for() {  # wait_for SECONDS CMD...: until CMD succeeds
-  local limit=$1; shift; local end=$(( $(date +%s) + limit ))
-  until "$@" >/dev/null 2>&1; do [ "$(date +%s)" -lt $end ] || return 1; sleep 0.5; done
 }
 json() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {}, {"d": d}))' "$1"; }
 job() { on curl -fsS "$S/jobs/$1"; }
