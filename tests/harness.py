@@ -117,9 +117,9 @@ def free_port() -> int:
     random from one range, or one test picking two ports, collided now and then ("port ... is
     already in use" at a node's start)."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:]
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    width = (TEST_PORTS[1] - TEST_PORTS[0] + 1) // max(workers, 1)
-    low = TEST_PORTS[0] + (int(worker) % max(workers, 1) if worker.isdigit() else 0) * width
+    workers = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")), 1)
+    width = (TEST_PORTS[1] - TEST_PORTS[0] + 1) // workers
+    low = TEST_PORTS[0] + (int(worker) % workers if worker.isdigit() else 0) * width
     if len(_handed_out) > width // 2:
         _handed_out.clear()  # the oldest nodes are long gone; the bind check below still holds
     while True:
